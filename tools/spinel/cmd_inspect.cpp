@@ -1,0 +1,158 @@
+#include <cstdio>
+#include <string>
+
+#include "runtime/error.h"
+#include "runtime/spnl.h"
+#include "runtime/util/json.h"
+#include "tools/spinel/args.h"
+#include "tools/spinel/commands.h"
+
+namespace spinel::cli {
+namespace {
+
+const char* kHelp =
+    "usage: spinel inspect MODEL.spnl [--json] [--tensors]\n"
+    "\n"
+    "Checks a .spnl file and shows its architecture, configuration, tokenizer, the spinel\n"
+    "ops it runs with their shapes, and where its bytes go.\n"
+    "\n"
+    "options:\n"
+    "  --json      one JSON object on stdout instead of tables\n"
+    "  --tensors   also list every weight tensor (name, dtype, shape, bytes)\n"
+    "  -h, --help  this text\n";
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? "x" : "") + std::to_string(s[i]);
+  return r + "]";
+}
+
+std::string shape_json(const std::vector<int64_t>& s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? "," : "") + std::to_string(s[i]);
+  return r + "]";
+}
+
+std::string op_detail(const Model& m, const Op& op) {
+  const Graph& g = m.graph();
+  std::string d;
+  switch (op.kind) {
+    case OpKind::Embedding:
+      d = "word" + shape_str(m.tensors()[op.w[slot::kWord]].shape);
+      if (op.w[slot::kPosition] >= 0) d += " + position";
+      if (op.w[slot::kTokenType] >= 0) d += " + token_type";
+      d += " -> LayerNorm";
+      break;
+    case OpKind::Linear:
+      d = std::to_string(g.values[op.in0].width) + " -> " + std::to_string(g.values[op.out].width);
+      if (op.w[slot::kBias] >= 0) d += " +bias";
+      if (op.act != Activation::None) d += std::string(" ") + activation_name(op.act);
+      if (op.in1 >= 0) d += " +residual";
+      break;
+    case OpKind::Attention: {
+      const int64_t h = g.values[op.out].width;
+      d = std::to_string(op.num_heads) + " heads x " + std::to_string(h / op.num_heads) +
+          ", scale " + std::to_string(op.scale);
+      break;
+    }
+    case OpKind::LayerNorm:
+      d = std::string(op.in1 >= 0 ? "residual + " : "") + "LN eps " + std::to_string(op.eps);
+      break;
+  }
+  return d;
+}
+
+}  // namespace
+
+int cmd_inspect(int argc, char** argv) {
+  try {
+    Args args(argc, argv, {}, {"help", "json", "tensors"});
+    if (args.has("help")) {
+      std::fputs(kHelp, stdout);
+      return 0;
+    }
+    if (args.positionals().size() != 1) throw UsageError{"expected exactly one MODEL.spnl"};
+    const auto m = Model::load(args.positionals()[0]);
+    const ModelConfig& c = m->config();
+    uint64_t weight_bytes = 0;
+    for (const auto& t : m->tensors()) weight_bytes += t.nbytes;
+
+    if (args.has("json")) {
+      std::string o = "{";
+      o += "\"path\":" + json::quote(m->path());
+      o += ",\"format_version\":" + std::to_string(m->format_version());
+      o += ",\"file_bytes\":" + std::to_string(m->file_size());
+      o += ",\"weight_bytes\":" + std::to_string(weight_bytes);
+      o += ",\"config\":{\"architecture\":" + json::quote(c.architecture) +
+           ",\"vocab_size\":" + std::to_string(c.vocab_size) +
+           ",\"hidden_size\":" + std::to_string(c.hidden_size) +
+           ",\"num_layers\":" + std::to_string(c.num_layers) +
+           ",\"num_heads\":" + std::to_string(c.num_heads) +
+           ",\"intermediate_size\":" + std::to_string(c.intermediate_size) +
+           ",\"max_position\":" + std::to_string(c.max_position) +
+           ",\"type_vocab_size\":" + std::to_string(c.type_vocab_size) +
+           ",\"layer_norm_eps\":" + std::to_string(c.layer_norm_eps) +
+           ",\"hidden_act\":" + json::quote(activation_name(c.hidden_act)) +
+           ",\"source\":" + json::quote(c.source) + "}";
+      const auto& tk = m->tokenizer();
+      o += ",\"tokenizer\":{\"type\":\"wordpiece\",\"vocab_size\":" +
+           std::to_string(tk.vocab_size()) +
+           ",\"lowercase\":" + (tk.options().lowercase ? "true" : "false") +
+           ",\"strip_accents\":" + (tk.options().strip_accents ? "true" : "false") + "}";
+      o += ",\"ops\":[";
+      for (size_t i = 0; i < m->graph().ops.size(); ++i) {
+        const Op& op = m->graph().ops[i];
+        if (i) o += ',';
+        o += "{\"kind\":" + json::quote(op_kind_name(op.kind)) + ",\"name\":" + json::quote(op.name) +
+             ",\"detail\":" + json::quote(op_detail(*m, op)) + ",\"dtype\":\"f32\"}";
+      }
+      o += "],\"tensors\":[";
+      for (size_t i = 0; i < m->tensors().size(); ++i) {
+        const auto& t = m->tensors()[i];
+        if (i) o += ',';
+        o += "{\"name\":" + json::quote(t.name) + ",\"dtype\":" + json::quote(dtype_name(t.dtype)) +
+             ",\"shape\":" + shape_json(t.shape) + ",\"bytes\":" + std::to_string(t.nbytes) + "}";
+      }
+      o += "]}";
+      std::puts(o.c_str());
+      return 0;
+    }
+
+    std::printf("model          %s\n", m->path().c_str());
+    std::printf("format         .spnl version %u, %.2f MiB on disk (weights %.2f MiB)\n",
+                m->format_version(), m->file_size() / 1048576.0, weight_bytes / 1048576.0);
+    std::printf("architecture   %s, %lld layers, hidden %lld, %lld heads, intermediate %lld\n",
+                c.architecture.c_str(), (long long)c.num_layers, (long long)c.hidden_size,
+                (long long)c.num_heads, (long long)c.intermediate_size);
+    std::printf("vocabulary     %lld tokens, %lld positions, %lld token types\n",
+                (long long)c.vocab_size, (long long)c.max_position, (long long)c.type_vocab_size);
+    std::printf("activation     %s; LayerNorm eps %g\n", activation_name(c.hidden_act),
+                c.layer_norm_eps);
+    std::printf("tokenizer      WordPiece, %zu tokens, %s\n", m->tokenizer().vocab_size(),
+                m->tokenizer().options().lowercase ? "lower-cased" : "cased");
+    std::printf("precision      all ops f32 (weights f32)\n");
+    std::printf("source         %s\n\n", c.source.c_str());
+    std::printf("%-4s %-10s %-44s %s\n", "#", "op", "name", "detail");
+    for (size_t i = 0; i < m->graph().ops.size(); ++i) {
+      const Op& op = m->graph().ops[i];
+      std::string name = op.name.size() > 44 ? "..." + op.name.substr(op.name.size() - 41) : op.name;
+      std::printf("%-4zu %-10s %-44s %s\n", i, op_kind_name(op.kind), name.c_str(),
+                  op_detail(*m, op).c_str());
+    }
+    if (args.has("tensors")) {
+      std::printf("\n%-56s %-5s %-14s %s\n", "tensor", "dtype", "shape", "bytes");
+      for (const auto& t : m->tensors())
+        std::printf("%-56s %-5s %-14s %llu\n", t.name.c_str(), dtype_name(t.dtype),
+                    shape_str(t.shape).c_str(), (unsigned long long)t.nbytes);
+    }
+    return 0;
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "spinel inspect: %s\n\n%s", e.message.c_str(), kHelp);
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "spinel inspect: error: %s\n", e.what());
+    return 1;
+  }
+}
+
+}  // namespace spinel::cli

@@ -1,0 +1,252 @@
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "runtime/error.h"
+#include "runtime/session.h"
+#include "runtime/util/json.h"
+#include "tools/spinel/args.h"
+#include "tools/spinel/commands.h"
+
+namespace spinel::cli {
+namespace {
+
+const char* kHelp =
+    "usage: spinel run MODEL.spnl (--text TEXT ... | --input FILE | --ids LIST ...) [options]\n"
+    "\n"
+    "Tokenizes each input with the model's own tokenizer, runs the encoder on packed\n"
+    "variable-length batches (no padding) and prints one JSON object per input on stdout.\n"
+    "\n"
+    "inputs:\n"
+    "  --text TEXT        an input text; repeat for several\n"
+    "  --input FILE       one input text per line (progress bar on stderr)\n"
+    "  --ids LIST         pre-tokenized input: comma-separated token ids, e.g. 101,7592,102\n"
+    "options:\n"
+    "  --pool cls|mean|none  sentence vector from the [CLS] row, the mean of all rows, or\n"
+    "                     none: print every token's hidden state (default: mean)\n"
+    "  --normalize        L2-normalize pooled vectors\n"
+    "  --threads N        threads to use, 1..1024; 0 = all cores (default 0)\n"
+    "  --batch-size N     inputs per batch (default 32)\n"
+    "  --max-length N     truncate inputs to N tokens (default and limit: the model's\n"
+    "                     maximum sequence length)\n"
+    "  --no-truncation    fail on inputs longer than the limit instead of truncating\n"
+    "  --format json|table  JSON lines (default), or a readable table with the pairwise\n"
+    "                     cosine similarity of the pooled vectors\n"
+    "  -h, --help         this text\n"
+    "\n"
+    "JSON fields: index, text (absent for --ids), tokens, and embedding (pooled) or\n"
+    "last_hidden_state (--pool none, one array per token).\n";
+
+struct Input {
+  std::string text;
+  bool has_text = true;
+  Sequence seq;
+};
+
+std::vector<int32_t> parse_ids(const std::string& s) {
+  std::vector<int32_t> ids;
+  size_t pos = 0;
+  while (pos <= s.size()) {
+    const size_t comma = s.find(',', pos);
+    const std::string tok = s.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(tok, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (tok.empty() || used != tok.size() || v < INT32_MIN || v > INT32_MAX)
+      throw UsageError{"--ids: '" + tok + "' is not a token id"};
+    ids.push_back(static_cast<int32_t>(v));
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  return ids;
+}
+
+void append_float(std::string& out, float v) {
+  if (!std::isfinite(v)) {
+    out += "null";
+    return;
+  }
+  char buf[32];
+  const int n = std::snprintf(buf, sizeof buf, "%.8g", v);
+  out.append(buf, n);
+}
+
+void append_vector(std::string& out, const float* v, int64_t n) {
+  out += '[';
+  for (int64_t j = 0; j < n; ++j) {
+    if (j) out += ',';
+    append_float(out, v[j]);
+  }
+  out += ']';
+}
+
+double cosine(const std::vector<float>& a, const std::vector<float>& b) {
+  double ab = 0, aa = 0, bb = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    ab += double(a[i]) * b[i];
+    aa += double(a[i]) * a[i];
+    bb += double(b[i]) * b[i];
+  }
+  return ab / std::max(std::sqrt(aa * bb), 1e-30);
+}
+
+std::string shorten(const std::string& s, size_t n) {
+  if (s.size() <= n) return s;
+  size_t cut = n - 3;
+  while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;  // keep UTF-8 whole
+  return s.substr(0, cut) + "...";
+}
+
+}  // namespace
+
+int cmd_run(int argc, char** argv) {
+  try {
+    Args args(argc, argv,
+              {"input", "pool", "threads", "batch-size", "max-length", "format"},
+              {"help", "normalize", "no-truncation"}, {"text", "ids"});
+    if (args.has("help")) {
+      std::fputs(kHelp, stdout);
+      return 0;
+    }
+    if (args.positionals().size() != 1) throw UsageError{"expected exactly one MODEL.spnl"};
+    const std::string pool_name = args.get("pool", "mean");
+    Pooling pooling;
+    if (pool_name == "cls") pooling = Pooling::Cls;
+    else if (pool_name == "mean") pooling = Pooling::Mean;
+    else if (pool_name == "none") pooling = Pooling::None;
+    else throw UsageError{"--pool must be cls, mean or none, not '" + pool_name + "'"};
+    const std::string format = args.get("format", "json");
+    if (format != "json" && format != "table")
+      throw UsageError{"--format must be json or table, not '" + format + "'"};
+    const int threads = static_cast<int>(args.get_int("threads", 0, 0, kMaxThreads));
+    const int64_t batch_size = args.get_int("batch-size", 32, 1, 1 << 20);
+    if (!args.has("text") && !args.has("input") && !args.has("ids"))
+      throw UsageError{"give at least one --text, --ids or an --input FILE"};
+
+    const auto model = Model::load(args.positionals()[0]);
+    const int64_t limit = model->config().max_position;
+    const int64_t max_len = args.get_int("max-length", limit, 3, limit);
+    const bool no_trunc = args.has("no-truncation");
+
+    // Read and tokenize every input before running anything, so that a bad
+    // input fails the command before it prints partial output.
+    std::vector<Input> inputs;
+    for (const auto& t : args.all("text")) inputs.push_back({t, true, {}});
+    if (args.has("input")) {
+      const std::string path = args.get("input");
+      std::ifstream f(path);
+      if (!f) fail("cannot read input file '", path, "'");
+      std::string line;
+      while (std::getline(f, line)) {
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+        inputs.push_back({line, true, {}});
+      }
+      if (inputs.empty()) fail("input file '", path, "' has no lines");
+    }
+    const auto& tok = model->tokenizer();
+    for (Input& in : inputs) {
+      Encoding e = tok.encode(in.text, std::nullopt, static_cast<size_t>(max_len));
+      if (e.truncated) {
+        const size_t idx = &in - inputs.data();
+        if (no_trunc)
+          fail("input ", idx, " has ", e.untruncated_length, " tokens, more than the limit of ",
+               max_len, " (drop --no-truncation to truncate it)");
+        std::fprintf(stderr, "spinel run: warning: input %zu has %zu tokens, truncated to %lld\n",
+                     idx, e.untruncated_length, (long long)max_len);
+      }
+      in.seq.ids = std::move(e.ids);
+      in.seq.type_ids = std::move(e.type_ids);
+    }
+    for (const auto& s : args.all("ids")) {
+      Input in;
+      in.has_text = false;
+      in.seq.ids = parse_ids(s);
+      if (static_cast<int64_t>(in.seq.ids.size()) > max_len)
+        fail("--ids input has ", in.seq.ids.size(), " tokens, more than the limit of ", max_len);
+      inputs.push_back(std::move(in));
+    }
+
+    Session session(model, threads);
+    std::unique_ptr<Progress> progress;
+    if (args.has("input")) progress = std::make_unique<Progress>("spinel run", inputs.size());
+
+    std::vector<std::vector<float>> pooled_all;
+    std::string line;
+    for (size_t b = 0; b < inputs.size(); b += batch_size) {
+      const size_t e = std::min(inputs.size(), b + static_cast<size_t>(batch_size));
+      std::vector<Sequence> batch;
+      for (size_t i = b; i < e; ++i) batch.push_back(inputs[i].seq);
+      const HiddenStates h = session.run(batch);
+      std::vector<std::vector<float>> pooled;
+      if (pooling != Pooling::None) {
+        pooled = pool(h, pooling);
+        if (args.has("normalize"))
+          for (auto& v : pooled) l2_normalize(v);
+      }
+      for (size_t i = b; i < e; ++i) {
+        const size_t k = i - b;
+        if (format == "table") {
+          if (pooling != Pooling::None) pooled_all.push_back(pooled[k]);
+          continue;
+        }
+        line.clear();
+        line += "{\"index\":" + std::to_string(i);
+        if (inputs[i].has_text) line += ",\"text\":" + json::quote(inputs[i].text);
+        line += ",\"tokens\":" + std::to_string(inputs[i].seq.ids.size());
+        if (pooling != Pooling::None) {
+          line += ",\"embedding\":";
+          append_vector(line, pooled[k].data(), static_cast<int64_t>(pooled[k].size()));
+        } else {
+          line += ",\"last_hidden_state\":[";
+          for (int64_t t = h.offsets[k]; t < h.offsets[k + 1]; ++t) {
+            if (t != h.offsets[k]) line += ',';
+            append_vector(line, h.row(t), h.width);
+          }
+          line += ']';
+        }
+        line += "}\n";
+        std::fwrite(line.data(), 1, line.size(), stdout);
+      }
+      if (progress) progress->update(static_cast<int64_t>(e));
+    }
+    if (progress) progress->finish();
+
+    if (format == "table") {
+      std::printf("%-4s %-6s %-44s %s\n", "#", "tokens", "text", "embedding (first 4 dims)");
+      for (size_t i = 0; i < inputs.size(); ++i) {
+        std::printf("%-4zu %-6zu %-44s", i, inputs[i].seq.ids.size(),
+                    shorten(inputs[i].has_text ? inputs[i].text : "(ids)", 44).c_str());
+        if (i < pooled_all.size())
+          for (size_t j = 0; j < std::min<size_t>(4, pooled_all[i].size()); ++j)
+            std::printf(" %+.4f", pooled_all[i][j]);
+        std::printf("\n");
+      }
+      if (pooled_all.size() > 1) {
+        std::printf("\ncosine similarity\n%-4s", "");
+        for (size_t j = 0; j < pooled_all.size(); ++j) std::printf(" %6zu", j);
+        std::printf("\n");
+        for (size_t i = 0; i < pooled_all.size(); ++i) {
+          std::printf("%-4zu", i);
+          for (size_t j = 0; j < pooled_all.size(); ++j)
+            std::printf(" %6.3f", cosine(pooled_all[i], pooled_all[j]));
+          std::printf("\n");
+        }
+      }
+    }
+    return 0;
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "spinel run: %s\n\n%s", e.message.c_str(), kHelp);
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "spinel run: error: %s\n", e.what());
+    return 1;
+  }
+}
+
+}  // namespace spinel::cli

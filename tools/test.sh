@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite: install what is missing, build, run the doctest unit
+# tests through ctest, then the Python conformance tests (spinel vs ONNX
+# Runtime, PyTorch and HF tokenizers on the real all-MiniLM-L6-v2).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+"$ROOT/tools/setup.sh"
+"$ROOT/tools/build.sh"
+echo "== unit tests (ctest)"
+ctest --test-dir "$ROOT/build" --output-on-failure -j2
+echo "== conformance tests (pytest)"
+cd "$ROOT"
+SPINEL_BIN="$ROOT/build/spinel" "$ROOT/.venv/bin/python" -m pytest -q tests/conformance "$@"
