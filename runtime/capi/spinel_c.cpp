@@ -1,0 +1,112 @@
+// The C API: exceptions stop here and become a status plus a thread-local
+// message.
+#include <cstring>
+#include <new>
+#include <string>
+
+#include "runtime/error.h"
+#include "runtime/session.h"
+#include "spinel/spinel.h"
+
+struct spinel_model {
+  std::shared_ptr<const spinel::Model> model;
+};
+struct spinel_session {
+  std::unique_ptr<spinel::Session> session;
+};
+
+namespace {
+
+thread_local std::string g_last_error;
+
+spinel_status_t set_error(spinel_status_t s, const std::string& msg) {
+  g_last_error = msg;
+  return s;
+}
+
+template <typename F>
+spinel_status_t guarded(spinel_status_t on_error, F&& f) {
+  try {
+    g_last_error.clear();
+    f();
+    return SPINEL_OK;
+  } catch (const spinel::Error& e) {
+    return set_error(on_error, e.what());
+  } catch (const std::bad_alloc&) {
+    return set_error(SPINEL_RUNTIME_ERROR, "out of memory");
+  } catch (const std::exception& e) {
+    return set_error(SPINEL_RUNTIME_ERROR, e.what());
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+const char* spinel_last_error(void) { return g_last_error.c_str(); }
+
+spinel_status_t spinel_model_load(const char* path, spinel_model_t* model) {
+  if (!path || !model) return set_error(SPINEL_INVALID_ARGUMENT, "spinel_model_load: null argument");
+  *model = nullptr;
+  return guarded(SPINEL_INVALID_MODEL, [&] { *model = new spinel_model{spinel::Model::load(path)}; });
+}
+
+void spinel_model_free(spinel_model_t model) { delete model; }
+
+spinel_status_t spinel_model_info(spinel_model_t model, int64_t* hidden_size, int64_t* max_tokens,
+                                  int64_t* vocab_size) {
+  if (!model) return set_error(SPINEL_INVALID_ARGUMENT, "spinel_model_info: null model");
+  const auto& c = model->model->config();
+  if (hidden_size) *hidden_size = c.hidden_size;
+  if (max_tokens) *max_tokens = c.max_position;
+  if (vocab_size) *vocab_size = c.vocab_size;
+  return SPINEL_OK;
+}
+
+spinel_status_t spinel_tokenize(spinel_model_t model, const char* text, size_t max_length,
+                                int32_t* ids, size_t capacity, size_t* count) {
+  if (!model || !text || !count || (capacity && !ids))
+    return set_error(SPINEL_INVALID_ARGUMENT, "spinel_tokenize: null argument");
+  return guarded(SPINEL_INVALID_ARGUMENT, [&] {
+    const size_t limit = static_cast<size_t>(model->model->config().max_position);
+    if (max_length == 0 || max_length > limit) max_length = limit;
+    const auto e = model->model->tokenizer().encode(text, std::nullopt, max_length);
+    *count = e.ids.size();
+    std::memcpy(ids, e.ids.data(), std::min(capacity, e.ids.size()) * sizeof(int32_t));
+  });
+}
+
+spinel_status_t spinel_session_create(spinel_model_t model, int threads, spinel_session_t* session) {
+  if (!model || !session) return set_error(SPINEL_INVALID_ARGUMENT, "spinel_session_create: null argument");
+  *session = nullptr;
+  return guarded(SPINEL_INVALID_ARGUMENT, [&] {
+    *session = new spinel_session{std::make_unique<spinel::Session>(model->model, threads)};
+  });
+}
+
+void spinel_session_free(spinel_session_t session) { delete session; }
+
+spinel_status_t spinel_session_run(spinel_session_t session, const int32_t* ids,
+                                   const int32_t* type_ids, const int64_t* seq_offsets,
+                                   int64_t num_seqs, float* hidden, size_t capacity) {
+  if (!session || !ids || !seq_offsets || !hidden || num_seqs <= 0)
+    return set_error(SPINEL_INVALID_ARGUMENT, "spinel_session_run: null argument or no sequences");
+  return guarded(SPINEL_INVALID_ARGUMENT, [&] {
+    std::vector<spinel::Sequence> batch(static_cast<size_t>(num_seqs));
+    if (seq_offsets[0] != 0) spinel::fail("seq_offsets[0] must be 0, not ", seq_offsets[0]);
+    for (int64_t i = 0; i < num_seqs; ++i) {
+      const int64_t b = seq_offsets[i], e = seq_offsets[i + 1];
+      if (e < b) spinel::fail("seq_offsets must not decrease (sequence ", i, ")");
+      batch[i].ids.assign(ids + b, ids + e);
+      if (type_ids) batch[i].type_ids.assign(type_ids + b, type_ids + e);
+    }
+    const int64_t width = session->session->model().config().hidden_size;
+    const size_t need = static_cast<size_t>(seq_offsets[num_seqs] * width);
+    if (capacity < need)
+      spinel::fail("output buffer holds ", capacity, " floats, the batch needs ", need);
+    const spinel::HiddenStates h = session->session->run(batch);
+    std::memcpy(hidden, h.data, need * sizeof(float));
+  });
+}
+
+}  // extern "C"
