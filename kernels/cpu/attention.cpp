@@ -1,0 +1,96 @@
+// attention_f32: work items are (sequence, head, block of query rows), spread
+// over the caller's arena. Each running item uses the scratch slot of the
+// thread running it, so concurrent items never share memory and nothing is
+// allocated per call.
+#include <algorithm>
+#include <cstdint>
+
+#include <tbb/blocked_range.h>
+#include <tbb/parallel_for.h>
+#include <tbb/task_arena.h>
+
+#include "kernels/cpu/f32_isa.h"
+#include "kernels/cpu/ops.h"
+
+namespace spinel::kernels {
+namespace {
+
+// Query rows per work item. Each item re-gathers its head's K and V
+// (2 * len * head_dim floats) for 4 * rows * len * head_dim flops, so 64 rows
+// keep that copy below 1% while a single long sequence still yields several
+// items per head for the threads to share.
+constexpr int64_t kQueryRowsPerItem = 64;
+
+float* align64(float* p) {
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  return reinterpret_cast<float*>((a + 63) & ~uintptr_t{63});
+}
+
+}  // namespace
+
+// One slot per thread the current arena may run (its max_concurrency), each
+// big enough for one head of the longest sequence, plus alignment slack.
+// attention_f32 must run in an arena with no more threads than the one this
+// was called in, on sequences no longer than max_seq_len.
+size_t attention_scratch_floats(int64_t max_seq_len, int64_t num_heads, int64_t head_dim) {
+  const auto slots = static_cast<size_t>(std::max(1, tbb::this_task_arena::max_concurrency()));
+  return slots * f32::attention_slot_floats(max_seq_len, head_dim) + f32::kPad;
+}
+
+void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seqs,
+                   int64_t num_heads, int64_t head_dim, float scale, float* out, float* scratch) {
+  if (num_seqs <= 0 || num_heads <= 0 || head_dim <= 0) return;
+  int64_t max_len = 0;
+  for (int64_t s = 0; s < num_seqs; ++s)
+    max_len = std::max(max_len, seq_offsets[s + 1] - seq_offsets[s]);
+  if (max_len == 0) return;
+
+  const auto& k = f32::kernel_table();
+  const int64_t hidden = num_heads * head_dim;
+  // Slots are laid out for this call's longest sequence: never larger than
+  // what attention_scratch_floats() reserved for its max_seq_len.
+  const size_t slot_floats = f32::attention_slot_floats(max_len, head_dim);
+  float* slots = align64(scratch);
+
+  const int64_t blocks_per_head = (max_len + kQueryRowsPerItem - 1) / kQueryRowsPerItem;
+  const int64_t items = num_seqs * num_heads * blocks_per_head;
+
+  auto run_item = [&](int64_t item, float* slot) {
+    const int64_t block = item % blocks_per_head;
+    const int64_t head = (item / blocks_per_head) % num_heads;
+    const int64_t seq = item / (blocks_per_head * num_heads);
+    const int64_t first = seq_offsets[seq];
+    const int64_t len = seq_offsets[seq + 1] - first;
+    const int64_t q_begin = block * kQueryRowsPerItem;
+    if (q_begin >= len) return;  // shorter sequence: nothing in this block
+    f32::AttentionBlock b;
+    b.qkv = qkv + first * 3 * hidden;
+    b.seq_len = len;
+    b.qkv_stride = 3 * hidden;
+    b.q_col = head * head_dim;
+    b.k_col = hidden + head * head_dim;
+    b.v_col = 2 * hidden + head * head_dim;
+    b.head_dim = head_dim;
+    b.q_begin = q_begin;
+    b.q_end = std::min(len, q_begin + kQueryRowsPerItem);
+    b.scale = scale;
+    b.out = out + first * hidden + head * head_dim;
+    b.out_stride = hidden;
+    k.attention_block(b, slot);
+  };
+
+  if (items == 1) {
+    run_item(0, slots);
+    return;
+  }
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, items, 1),
+                    [&](const tbb::blocked_range<int64_t>& r) {
+                      // Items run to completion without nested parallelism, so
+                      // a thread never interleaves two items in its slot.
+                      const int idx = std::max(0, tbb::this_task_arena::current_thread_index());
+                      float* slot = slots + static_cast<size_t>(idx) * slot_floats;
+                      for (int64_t i = r.begin(); i != r.end(); ++i) run_item(i, slot);
+                    });
+}
+
+}  // namespace spinel::kernels

@@ -1,0 +1,82 @@
+// Per-ISA builds of the FP32 row kernels (layernorm, embedding, attention
+// blocks, GELU) and the run-time choice between them.
+//
+// The same source (f32_body.inc) is compiled three times under different
+// `#pragma GCC target` settings (f32_generic.cpp, f32_avx2.cpp,
+// f32_avx512.cpp) so the project's baseline x86-64 build still carries
+// AVX2/AVX-512 code paths. kernel_table() picks the best one the CPU runs;
+// SPINEL_ISA=generic|avx2|avx512 caps the choice so tests cover every path.
+//
+// These functions are sequential; the TBB loops live in layernorm.cpp,
+// embedding.cpp, attention.cpp and gelu.cpp.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace spinel::kernels::f32 {
+
+// Token rows are padded to this many floats in attention scratch, so that the
+// fixed-width inner loops never need a tail.
+constexpr int64_t kPad = 16;
+inline int64_t round_up_pad(int64_t n) { return (n + kPad - 1) / kPad * kPad; }
+// Most query rows an attention register tile holds (the score scratch is
+// sized for this many); each ISA build uses up to this many.
+constexpr int64_t kAttentionRows = 8;
+
+// One attention work item: query rows [q_begin, q_end) of one head of one
+// sequence. Rows of qkv are `qkv_stride` floats apart; Q of this head starts
+// at column q_col, K at k_col, V at v_col.
+struct AttentionBlock {
+  const float* qkv;  // first token row of the sequence
+  int64_t seq_len;
+  int64_t qkv_stride;
+  int64_t q_col, k_col, v_col;
+  int64_t head_dim;
+  int64_t q_begin, q_end;
+  float scale;
+  float* out;  // first token row of the sequence, at this head's column
+  int64_t out_stride;
+};
+
+// Row stride of the K^T scratch for a sequence of len tokens: padded past a
+// multiple of 16 floats by one cache line, so the head_dim rows a score tile
+// walks down do not all fall into the same few L1 sets (with a power-of-two
+// stride such as 512 floats they did, and long sequences ran 2x slower).
+inline int64_t attention_kt_stride(int64_t len) { return round_up_pad(len) + kPad; }
+
+// Scratch floats one attention work item needs for sequences up to max_len.
+size_t attention_slot_floats(int64_t max_len, int64_t head_dim);
+
+struct KernelTable {
+  const char* name;
+  // Rows [0, rows) of y = LN(x + residual) * gamma + beta; residual may be
+  // null; y may alias x.
+  void (*layernorm_rows)(const float* x, const float* residual, const float* gamma,
+                         const float* beta, float eps, int64_t rows, int64_t cols, float* y);
+  // Tokens [0, tokens) of the embedding op; pointers already offset to the
+  // block, which starts at token first_token (the position when positions is
+  // null).
+  void (*embedding_rows)(const int32_t* ids, const int32_t* type_ids, const int32_t* positions,
+                         int64_t first_token, int64_t tokens, int64_t hidden, const float* word, const float* pos,
+                         const float* type, const float* gamma, const float* beta, float eps,
+                         float* out);
+  // scratch: attention_slot_floats(seq_len or more, head_dim) floats,
+  // 64-byte aligned.
+  void (*attention_block)(const AttentionBlock& blk, float* scratch);
+  void (*gelu_erf)(float* x, int64_t n);
+  void (*gelu_tanh)(float* x, int64_t n);
+};
+
+const KernelTable& kernel_table_generic();
+const KernelTable& kernel_table_avx2();
+const KernelTable& kernel_table_avx512();
+
+// The table used by the public kernels: chosen once per process from the CPU
+// and the SPINEL_ISA environment variable.
+const KernelTable& kernel_table();
+// The table for an explicit ISA name ("generic", "avx2", "avx512"), or null
+// if that name is unknown or this CPU cannot run it. For tests.
+const KernelTable* kernel_table_for(const char* isa);
+
+}  // namespace spinel::kernels::f32

@@ -1,0 +1,46 @@
+// Run-time x86 ISA detection and capping for the INT8 kernels.
+//
+// The CPU is probed once (CPUID + XGETBV, so a feature counts only when the OS
+// also saves its register state). The level actually used is the detected one,
+// lowered by the environment variable SPINEL_ISA (read once, at first use) and
+// by set_max_isa(). Neither can raise it past what the CPU runs, so forcing a
+// level never leads to SIGILL.
+//
+// SPINEL_ISA values: avx512vnni | avxvnni | avx2 | scalar (also the FP32
+// kernels' names avx512 and generic, as aliases of avx512vnni and scalar).
+// An unknown value is ignored with a one-line warning on stderr naming the
+// accepted values: a typo in an environment variable should not stop a
+// service, and the level chosen is still a safe one.
+#pragma once
+
+namespace spinel::kernels {
+
+// Ordered: each level implies the ones before it.
+enum class Isa : int {
+  Scalar = 0,      // plain C++
+  Avx2 = 1,        // AVX2 + FMA; u8 x s8 dot products emulated with vpmaddwd
+  Avx2Vnni = 2,    // ymm kernels with vpdpbusd: AVX-VNNI (VEX, e.g. Alder Lake), or the
+                   // EVEX form on AVX-512 VNNI CPUs that lack AVX-VNNI
+  Avx512Vnni = 3,  // AVX-512 F/BW/VL/DQ + VNNI (EVEX vpdpbusd on zmm), e.g. Cascade Lake and later
+};
+
+// Best level this CPU and OS run (ignores every cap).
+Isa detected_isa();
+// detected_isa() capped by SPINEL_ISA and set_max_isa(): what kernels dispatch on.
+Isa active_isa();
+// Caps the level for later calls (process-wide). Passing a level above the
+// detected one is allowed and simply has no effect beyond the detected level.
+// Returns the previous cap. Not meant to race with running kernels.
+Isa set_max_isa(Isa cap);
+// True when this CPU runs `isa` (regardless of caps).
+bool cpu_supports(Isa isa);
+// True when the CPU has AVX-VNNI proper (VEX vpdpbusd). Without it, an
+// AVX-512 VNNI CPU runs the Avx2Vnni level's kernels in their EVEX-encoded
+// build, so that level (and its tests) still run there.
+bool cpu_has_avxvnni();
+// "scalar", "avx2", "avxvnni", "avx512vnni".
+const char* isa_name(Isa isa);
+// Parses the names above (and the aliases "generic", "avx512"); false if unknown.
+bool parse_isa(const char* name, Isa* out);
+
+}  // namespace spinel::kernels

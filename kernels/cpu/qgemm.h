@@ -1,0 +1,199 @@
+// INT8 Linear kernels of the CPU backend: block-sparse u8 x s8 SpMM (4x1
+// blocks) and dense u8 x s8 through oneDNN, with one fused epilogue.
+//
+// Quantization (the contract every path implements):
+//   weights  W [K, N] s8, symmetric per output channel: W_real[k][n] ~ scale_w[n] * W[k][n]
+//   input    x [M, K] u8, asymmetric per token row m:  x_real[m][k] ~ s[m] * (x[m][k] - zp[m])
+//   acc[m][n]  = sum_k x[m][k] * W[k][n]                              (int32, exact)
+//   corr[m][n] = acc[m][n] - zp[m] * wsum[n],  wsum[n] = sum_k W[k][n] (int32, exact)
+//   y[m][n]    = fma(float(corr), s[m] * scale_w[n], bias[n] or 0)     (one rounding)
+//   then, in this order and each optional: y = gelu_erf(y); y += residual[m][n];
+//   and requantize: q = clamp(nearbyint(y * (1 / out_scale)) + out_zp, 0, 255) (u8 out).
+// Without GELU every path gives bit-identical floats; with GELU they differ
+// by the vectorized erf's rounding (~1e-7 relative).
+//
+// Threads: the parallel entry points use TBB and run inside the caller's
+// tbb::task_arena (no threads of their own); the oneDNN path uses the calling
+// thread's OpenMP budget (omp_get_max_threads()).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "kernels/cpu/isa.h"
+
+namespace spinel::kernels {
+
+// ---------------------------------------------------------------------------
+// Dynamic per-token quantization of f32 activations.
+//
+// Per row m: lo = min(0, min_k x), hi = max(0, max_k x) (the range includes
+// 0 so that 0 is exact); if hi == lo the row is all zeros: scale 1, zp 0, q 0.
+// Otherwise scale = (hi - lo) / 255, inv = 1 / scale,
+// zp = clamp(nearbyint(-lo * inv), 0, 255), q = clamp(nearbyint(x * inv) + zp, 0, 255).
+// x: [M, K] (row stride ldx), xq: [M, K] (row stride ldq). Parallel over rows
+// (TBB). Rounding is to nearest even.
+void quantize_rows_u8(const float* x, int64_t M, int64_t K, uint8_t* xq, float* scale,
+                      int32_t* zp, int64_t ldx = -1, int64_t ldq = -1);
+
+// ---------------------------------------------------------------------------
+// Fused epilogue options (see the contract above).
+struct QEpilogue {
+  bool gelu = false;                 // exact (erf) GELU
+  const float* residual = nullptr;   // [M, N] f32 added after GELU; may alias a f32 y
+  int64_t ld_residual = 0;           // row stride of residual (0: N)
+  bool requantize = false;           // y is u8 [M, ldy], else f32 [M, ldy]
+  float out_scale = 1.f;             // static scale of the u8 output
+  int32_t out_zp = 0;                // static zero point of the u8 output (0..255)
+};
+
+// ---------------------------------------------------------------------------
+// Block-sparse weights, 4x1 blocks (4 consecutive output channels x 1 input
+// channel), packed once (convert time or model load).
+//
+// Block-row br covers output channels 4br .. 4br+3. Its nonzero blocks (the
+// input channels k whose 4 weights are not all 0), in increasing k, are
+// grouped 4 at a time; the last group of a block-row is padded with zero
+// blocks whose index repeats the group's last valid k (so they read valid
+// memory and add 0). A block-row with no nonzero block has no group.
+//
+//   group_ptr [N/4 + 1]  groups of block-row br: group_ptr[br] .. group_ptr[br+1]-1
+//   kidx      [groups*4] input channel of each block of each group
+//   w         [groups*16] s8: group g, channel c (0..3), slot j (0..3) at 16g + 4c + j
+//                         = W[kidx[4g+j]][4br+c]: for each channel the 4 weights of a
+//                         group are one 32-bit word, the vpdpbusd broadcast operand
+//   w16       [groups*16] s16: the same weights for the AVX2 (no VNNI) path, per
+//                         channel ordered (j0, j2, j1, j3) for two vpmaddwd
+//   wsum      [N]         sum_k W[k][n], for the zero-point correction
+//   scale_w   [N]         per-channel weight scale
+//   bias      [N] or null (not owned; must outlive the pack)
+struct PackedS8Sparse {
+  int64_t K = 0, N = 0;
+  int64_t nnz_blocks = 0;  // nonzero blocks, padding excluded
+  int64_t groups = 0;      // groups including padded ones
+  double sparsity = 0;     // 1 - nnz_blocks / (K * N / 4)
+  std::vector<int32_t> group_ptr;
+  std::vector<int32_t> kidx;
+  std::vector<int8_t> w;
+  std::vector<int16_t> w16;
+  std::vector<int32_t> wsum;
+  std::vector<float> scale_w;
+  const float* bias = nullptr;
+};
+
+// Packs dense s8 W [K, N] (row-major, row stride N). K and N must be positive
+// multiples of 4 (std::invalid_argument otherwise, naming the shape).
+// scale_w must not be null; bias may be.
+PackedS8Sparse pack_s8_sparse(const int8_t* W, int64_t K, int64_t N, const float* scale_w,
+                              const float* bias);
+
+// Fraction of all-zero 4x1 blocks of W [K, N] (K, N multiples of 4).
+double block_sparsity_4x1(const int8_t* W, int64_t K, int64_t N);
+
+// y = epilogue(x W) for x u8 [M, K] (row stride ldx >= K) with per-token
+// x_scale[M], x_zp[M]. y is float [M, ldy], or uint8_t [M, ldy] when
+// ep.requantize. Any M >= 0. Uses the kernel of active_isa(); parallel with
+// TBB in the caller's arena. Thread-safe for concurrent calls on one pack.
+void spmm_u8s8(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
+               const float* x_scale, const int32_t* x_zp, const QEpilogue& ep, void* y,
+               int64_t ldy);
+
+// Raw accumulators acc[m][n] = sum_k x[m][k] W[k][n] (no zero-point
+// correction, no epilogue) into int32 [M, ldacc]: for exact tests.
+void spmm_u8s8_acc(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
+                   int32_t* acc, int64_t ldacc);
+
+// Name of the micro-kernel spmm_u8s8 uses at the active ISA, e.g.
+// "spmm_u8s8_4x1_64x4_avx512vnni" (tokens x output channels per tile).
+const char* spmm_u8s8_kernel_name();
+
+// ---------------------------------------------------------------------------
+// Dense u8 x s8 through oneDNN's matmul (int32 out), then the same epilogue
+// (zero point and per-token scale applied by us: oneDNN 2.6 takes a
+// per-tensor source zero point only). W is copied into oneDNN's preferred
+// layout at construction; the object is immutable afterwards and run() may
+// be called concurrently. oneDNN threads: OpenMP, omp_get_max_threads() of
+// the calling thread.
+class DenseLinearU8S8 {
+ public:
+  DenseLinearU8S8(const int8_t* W, int64_t K, int64_t N, const float* scale_w, const float* bias);
+  ~DenseLinearU8S8();
+  DenseLinearU8S8(const DenseLinearU8S8&) = delete;
+  DenseLinearU8S8& operator=(const DenseLinearU8S8&) = delete;
+  void run(const uint8_t* x, int64_t M, int64_t ldx, const float* x_scale, const int32_t* x_zp,
+           const QEpilogue& ep, void* y, int64_t ldy) const;
+  // int32 accumulators only (no correction), as spmm_u8s8_acc.
+  void run_acc(const uint8_t* x, int64_t M, int64_t ldx, int32_t* acc, int64_t ldacc) const;
+  int64_t K() const { return K_; }
+  int64_t N() const { return N_; }
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  int64_t K_, N_;
+};
+
+// ---------------------------------------------------------------------------
+// Plain-loop references: the definitions the kernels are tested against.
+namespace ref {
+void quantize_rows_u8(const float* x, int64_t M, int64_t K, uint8_t* xq, float* scale,
+                      int32_t* zp);
+// acc [M, N] = x [M, K] (stride ldx) * W [K, N] (dense s8), int32.
+void gemm_u8s8_acc(const uint8_t* x, int64_t M, int64_t K, int64_t ldx, const int8_t* W,
+                   int64_t N, int32_t* acc);
+// The whole contract on dense W.
+void linear_u8s8(const uint8_t* x, int64_t M, int64_t K, int64_t ldx, const float* x_scale,
+                 const int32_t* x_zp, const int8_t* W, int64_t N, const float* scale_w,
+                 const float* bias, const QEpilogue& ep, void* y, int64_t ldy);
+}  // namespace ref
+
+// ---------------------------------------------------------------------------
+// Internals shared by the per-ISA kernel files (not API).
+namespace qgemm_detail {
+
+enum class OutKind : int { F32 = 0, U8 = 1, S32Raw = 2 };
+
+// One work item of the sparse kernel: block-rows [br0, br1) x tokens
+// [m0, m0 + mc) (mc <= the kernel's token block). x points to this token
+// block's activations in the kernel's layout (see spmm_s8_pack.cpp):
+// - scalar: token-major rows, x[(m - m0) * ldx + k];
+// - vector kernels: the interleaved block [K][B] (B = 64 for zmm, 32 for ymm).
+struct SpmmTile {
+  const PackedS8Sparse* w;
+  const uint8_t* x;
+  int64_t ldx;
+  int64_t m0, mc;
+  int64_t br0, br1;
+  const float* x_scale;  // [M], indexed by absolute token
+  const int32_t* x_zp;   // [M]
+  const QEpilogue* ep;
+  OutKind out;
+  void* y;  // [M, ldy] of the out kind, indexed by absolute token
+  int64_t ldy;
+};
+using SpmmTileFn = void (*)(const SpmmTile&);
+
+void spmm_u8s8_4x1_1x4_scalar(const SpmmTile& t);
+void spmm_u8s8_4x1_16x4_avx2(const SpmmTile& t);            // B = 32
+void spmm_u8s8_4x1_16x4_avxvnni(const SpmmTile& t);         // B = 32 (VEX AVX-VNNI)
+void spmm_u8s8_4x1_16x4_avx512vl_vnni(const SpmmTile& t);   // B = 32 (EVEX ymm)
+void spmm_u8s8_4x1_64x4_avx512vnni(const SpmmTile& t);      // B = 64
+
+// Epilogue of one output element (scalar form of the contract), used by the
+// scalar kernel, the references and vector tails. Returns the float value
+// before requantization.
+float epilogue_value(int32_t acc, int64_t m, int64_t n, const PackedS8Sparse* w,
+                     const float* bias, const float* scale_w, const int32_t* wsum,
+                     const float* x_scale, const int32_t* x_zp, const QEpilogue& ep);
+uint8_t requantize_value(float y, const QEpilogue& ep);
+
+// Interleaves token-major x (rows [m_begin, m_begin + B) of M, zero past M)
+// into the vector kernels' block layout for lanes L (B = 16 L): position
+// p = 16 l + 4 r + i of row k holds token m_begin + 4 L r + 4 l + i.
+void interleave_block_u8(const uint8_t* x, int64_t M, int64_t K, int64_t ldx, int64_t m_begin,
+                         int lanes, uint8_t* out);
+
+}  // namespace qgemm_detail
+}  // namespace spinel::kernels

@@ -1,0 +1,505 @@
+// FP32 CPU kernels against their plain references (kernels/cpu/ops.h).
+//
+// Tolerances (stated once, used below): a value v is accepted against the
+// reference r when |v - r| <= rtol * |r| + atol, with
+//   layernorm / embedding:  rtol 1e-5, atol 1e-5   (outputs are O(1))
+//   attention:              rtol 1e-5, atol 1e-5   (averages of V in [-1, 1])
+//   GELU (our kernels):     rtol 1e-5, atol 1e-6 * |x| + 1e-30
+//   linear (oneDNN):        rtol 1e-5, atol 2e-6 * sqrt(K)  (x, W, b in [-1, 1];
+//                           float dot products of K terms round by ~sqrt(K) ulp)
+// The references accumulate in double. Inputs come from a seeded mt19937.
+#include <doctest/doctest.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include <tbb/task_arena.h>
+
+#include "kernels/cpu/f32_isa.h"
+#include "kernels/cpu/ops.h"
+
+namespace k = spinel::kernels;
+namespace f32 = spinel::kernels::f32;
+using spinel::Activation;
+
+namespace {
+
+std::vector<float> random_vec(size_t n, uint32_t seed, float lo = -1.f, float hi = 1.f) {
+  std::mt19937 g(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = u(g);
+  return v;
+}
+
+struct Mismatch {
+  size_t count = 0;
+  size_t first = 0;
+  double worst = 0;  // largest |v - r| / (rtol |r| + atol)
+};
+
+Mismatch compare(const std::vector<float>& got, const std::vector<float>& want, double rtol,
+                 double atol) {
+  // No doctest assertion here: this also runs on plain std::threads.
+  Mismatch m;
+  if (got.size() != want.size()) {
+    m.count = want.size() + 1;
+    return m;
+  }
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double r = want[i], v = got[i];
+    const double allowed = rtol * std::fabs(r) + atol;
+    const double err = std::fabs(v - r);
+    const double ratio = err / allowed;
+    if (!(err <= allowed)) {  // also catches NaN
+      if (m.count++ == 0) m.first = i;
+    }
+    if (ratio > m.worst || std::isnan(ratio)) m.worst = ratio;
+  }
+  return m;
+}
+
+#define CHECK_CLOSE(got, want, rtol, atol, what)                                    \
+  do {                                                                              \
+    const Mismatch mm_ = compare(got, want, rtol, atol);                            \
+    INFO(what << ": " << mm_.count << " of " << (want).size()                       \
+              << " outside tolerance, first at " << mm_.first << " (got "           \
+              << ((want).empty() ? 0.f : (got)[mm_.first]) << " want "             \
+              << ((want).empty() ? 0.f : (want)[mm_.first]) << "), worst/allowed " \
+              << mm_.worst);                                                        \
+    CHECK(mm_.count == 0);                                                          \
+  } while (0)
+
+// Runs fn inside an arena of n threads, with oneDNN's OpenMP budget matched,
+// the way a session does.
+template <class F>
+void in_arena(int threads, F&& fn) {
+  omp_set_num_threads(threads);
+  tbb::task_arena arena(threads);
+  arena.execute(fn);
+}
+
+// Every ISA build this CPU runs, so each path is checked here regardless of
+// which one kernel_table() picked.
+std::vector<const f32::KernelTable*> runnable_tables() {
+  std::vector<const f32::KernelTable*> t;
+  for (const char* name : {"generic", "avx2", "avx512"})
+    if (const auto* table = f32::kernel_table_for(name)) t.push_back(table);
+  return t;
+}
+
+std::vector<int64_t> offsets_of(const std::vector<int64_t>& lens) {
+  std::vector<int64_t> off{0};
+  for (int64_t l : lens) off.push_back(off.back() + l);
+  return off;
+}
+
+std::string lens_str(const std::vector<int64_t>& lens) {
+  std::string s;
+  for (int64_t l : lens) s += std::to_string(l) + ",";
+  return s;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- GELU ----
+
+TEST_CASE("gelu reference matches the formulas at known points") {
+  CHECK(k::ref::gelu_erf(0.f) == 0.f);
+  CHECK(k::ref::gelu_erf(1.f) == doctest::Approx(0.8413447461).epsilon(1e-7));
+  CHECK(k::ref::gelu_erf(-1.f) == doctest::Approx(-0.1586552539).epsilon(1e-7));
+  CHECK(k::ref::gelu_tanh(1.f) == doctest::Approx(0.8411919906).epsilon(1e-7));
+  CHECK(k::ref::gelu_tanh(-2.f) == doctest::Approx(-0.0454023).epsilon(1e-5));
+}
+
+TEST_CASE("gelu kernels match the reference over the whole input range") {
+  // A dense grid over [-12, 12] plus wide random values and extremes.
+  std::vector<float> x;
+  for (int i = -120000; i <= 120000; ++i) x.push_back(static_cast<float>(i) * 1e-4f);
+  auto wide = random_vec(5001, 7, -1e4f, 1e4f);
+  x.insert(x.end(), wide.begin(), wide.end());
+  for (float v : {0.f, -0.f, 1e-30f, -1e-30f, 1e-8f, -1e-8f, 30.f, -30.f, 100.f, -100.f, 3e38f,
+                  -3e38f})
+    x.push_back(v);
+
+  std::vector<float> want_erf(x.size()), want_tanh(x.size()), atol_ok(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    want_erf[i] = k::ref::gelu_erf(x[i]);
+    want_tanh[i] = k::ref::gelu_tanh(x[i]);
+  }
+  auto check = [&](const char* what, void (*erf_fn)(float*, int64_t),
+                   void (*tanh_fn)(float*, int64_t)) {
+    std::vector<float> a = x, b = x;
+    erf_fn(a.data(), static_cast<int64_t>(a.size()));
+    tanh_fn(b.data(), static_cast<int64_t>(b.size()));
+    size_t bad_erf = 0, bad_tanh = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+      const double atol = 1e-6 * std::fabs(x[i]) + 1e-30;
+      if (!(std::fabs(a[i] - want_erf[i]) <= 1e-5 * std::fabs(want_erf[i]) + atol)) {
+        if (bad_erf++ < 3) MESSAGE(what << " erf x=" << x[i] << " got " << a[i] << " want " << want_erf[i]);
+      }
+      if (!(std::fabs(b[i] - want_tanh[i]) <= 1e-5 * std::fabs(want_tanh[i]) + atol)) {
+        if (bad_tanh++ < 3) MESSAGE(what << " tanh x=" << x[i] << " got " << b[i] << " want " << want_tanh[i]);
+      }
+    }
+    INFO(what);
+    CHECK(bad_erf == 0);
+    CHECK(bad_tanh == 0);
+  };
+  for (const auto* t : runnable_tables()) check(t->name, t->gelu_erf, t->gelu_tanh);
+  for (int threads : {1, 2})
+    in_arena(threads, [&] { check("public", k::gelu_erf_f32, k::gelu_tanh_f32); });
+
+  // Odd lengths and an empty one must touch exactly [0, n).
+  for (int64_t n : {0, 1, 3, 17, 33, 100003}) {
+    auto v = random_vec(static_cast<size_t>(n) + 1, 3, -4.f, 4.f);
+    const float sentinel = v[static_cast<size_t>(n)];
+    k::gelu_erf_f32(v.data(), n);
+    CHECK(v[static_cast<size_t>(n)] == sentinel);
+  }
+}
+
+// ----------------------------------------------------------- LayerNorm ----
+
+TEST_CASE("layernorm matches the reference, with and without residual, aliased or not") {
+  const int64_t rows_list[] = {1, 2, 3, 17, 64, 129, 385};
+  const int64_t cols_list[] = {1, 7, 31, 37, 384, 768, 1001};
+  const float eps = 1e-12f;
+  for (int threads : {1, 2}) {
+    in_arena(threads, [&] {
+      for (int64_t rows : rows_list)
+        for (int64_t cols : cols_list) {
+          const size_t n = static_cast<size_t>(rows * cols);
+          // Offset the input so mean subtraction matters.
+          auto x = random_vec(n, 11, 2.f, 4.f);
+          auto res = random_vec(n, 12);
+          auto gamma = random_vec(static_cast<size_t>(cols), 13, 0.5f, 1.5f);
+          auto beta = random_vec(static_cast<size_t>(cols), 14);
+          for (bool with_res : {false, true})
+            for (bool alias : {false, true}) {
+              const float* r = with_res ? res.data() : nullptr;
+              std::vector<float> want(n);
+              k::ref::layernorm_f32(x.data(), r, gamma.data(), beta.data(), eps, rows, cols,
+                                    want.data());
+              std::vector<float> got = x;
+              std::vector<float> y(n, std::nanf(""));
+              float* dst = alias ? got.data() : y.data();
+              k::layernorm_f32(got.data(), r, gamma.data(), beta.data(), eps, rows, cols, dst);
+              CHECK_CLOSE(alias ? got : y, want, 1e-5, 1e-5,
+                          "threads=" << threads << " rows=" << rows << " cols=" << cols
+                                     << " residual=" << with_res << " alias=" << alias);
+            }
+        }
+    });
+  }
+}
+
+TEST_CASE("layernorm rows of every ISA build match the reference") {
+  for (const auto* t : runnable_tables())
+    for (int64_t cols : {1, 5, 16, 17, 63, 768, 1025}) {
+      const int64_t rows = 5;
+      const size_t n = static_cast<size_t>(rows * cols);
+      auto x = random_vec(n, 21, -3.f, 5.f);
+      auto res = random_vec(n, 22);
+      auto gamma = random_vec(static_cast<size_t>(cols), 23);
+      auto beta = random_vec(static_cast<size_t>(cols), 24);
+      for (bool with_res : {false, true}) {
+        const float* r = with_res ? res.data() : nullptr;
+        std::vector<float> want(n), got(n);
+        k::ref::layernorm_f32(x.data(), r, gamma.data(), beta.data(), 1e-5f, rows, cols,
+                              want.data());
+        t->layernorm_rows(x.data(), r, gamma.data(), beta.data(), 1e-5f, rows, cols, got.data());
+        CHECK_CLOSE(got, want, 1e-5, 1e-5,
+                    t->name << " cols=" << cols << " residual=" << with_res);
+      }
+    }
+}
+
+TEST_CASE("layernorm of a constant row gives beta") {
+  const int64_t cols = 37;
+  std::vector<float> x(cols, 3.25f), gamma(cols, 2.f), y(cols);
+  auto beta = random_vec(cols, 5);
+  k::layernorm_f32(x.data(), nullptr, gamma.data(), beta.data(), 1e-12f, 1, cols, y.data());
+  for (int64_t c = 0; c < cols; ++c) CHECK(y[c] == doctest::Approx(beta[c]).epsilon(1e-6));
+}
+
+// ----------------------------------------------------------- Embedding ----
+
+TEST_CASE("embedding matches the reference") {
+  const int64_t vocab = 53, max_pos = 400, types = 2;
+  for (int threads : {1, 2})
+    in_arena(threads, [&] {
+      for (int64_t hidden : {1, 13, 37, 384, 768})
+        for (int64_t tokens : {1, 2, 3, 17, 64, 129, 385}) {
+          auto word = random_vec(static_cast<size_t>(vocab * hidden), 31);
+          auto pos = random_vec(static_cast<size_t>(max_pos * hidden), 32);
+          auto type = random_vec(static_cast<size_t>(types * hidden), 33);
+          auto gamma = random_vec(static_cast<size_t>(hidden), 34, 0.5f, 1.5f);
+          auto beta = random_vec(static_cast<size_t>(hidden), 35);
+          std::mt19937 g(36);
+          std::vector<int32_t> ids(tokens), tids(tokens), positions(tokens);
+          for (int64_t t = 0; t < tokens; ++t) {
+            ids[t] = static_cast<int32_t>(g() % vocab);
+            tids[t] = static_cast<int32_t>(g() % types);
+            positions[t] = static_cast<int32_t>(g() % max_pos);
+          }
+          // (pos table, positions, type table, type ids) variants.
+          struct Variant {
+            bool pos, positions, type, type_ids;
+          };
+          for (Variant v : {Variant{true, true, true, true}, Variant{true, false, true, false},
+                            Variant{false, false, false, false},
+                            Variant{false, false, true, true}}) {
+            const size_t n = static_cast<size_t>(tokens * hidden);
+            std::vector<float> want(n), got(n, std::nanf(""));
+            const int32_t* tp = v.type_ids ? tids.data() : nullptr;
+            const int32_t* pp = v.positions ? positions.data() : nullptr;
+            const float* pt = v.pos ? pos.data() : nullptr;
+            const float* tt = v.type ? type.data() : nullptr;
+            k::ref::embedding_f32(ids.data(), tp, pp, tokens, hidden, word.data(), pt, tt,
+                                  gamma.data(), beta.data(), 1e-12f, want.data());
+            k::embedding_f32(ids.data(), tp, pp, tokens, hidden, word.data(), pt, tt,
+                             gamma.data(), beta.data(), 1e-12f, got.data());
+            CHECK_CLOSE(got, want, 1e-5, 1e-5,
+                        "threads=" << threads << " hidden=" << hidden << " tokens=" << tokens
+                                   << " pos=" << v.pos << " positions=" << v.positions
+                                   << " type=" << v.type << " type_ids=" << v.type_ids);
+          }
+        }
+    });
+}
+
+// ----------------------------------------------------------- Attention ----
+
+namespace {
+
+struct AttnShape {
+  std::vector<int64_t> lens;
+  int64_t heads, head_dim;
+};
+
+const std::vector<AttnShape>& attention_shapes() {
+  static const std::vector<AttnShape> shapes = {
+      {{1}, 1, 32},          {{2}, 2, 64},           {{3}, 3, 33},
+      {{17}, 2, 64},         {{64}, 4, 32},          {{129}, 2, 64},
+      {{385}, 2, 64},        {{1, 17, 64, 3}, 3, 7}, {{5, 1, 129, 2, 1}, 2, 32},
+      {{16, 48, 100}, 12, 64}, {{33, 1}, 5, 1},      {{70, 7}, 2, 17},
+      {{200}, 1, 65},
+  };
+  return shapes;
+}
+
+}  // namespace
+
+TEST_CASE("attention matches the reference on packed variable-length batches") {
+  for (int threads : {1, 2})
+    in_arena(threads, [&] {
+      for (const auto& sh : attention_shapes()) {
+        const auto off = offsets_of(sh.lens);
+        const int64_t T = off.back(), H = sh.heads * sh.head_dim;
+        const int64_t max_len = *std::max_element(sh.lens.begin(), sh.lens.end());
+        auto qkv = random_vec(static_cast<size_t>(T * 3 * H), 41);
+        const float scale = 1.0f / std::sqrt(static_cast<float>(sh.head_dim));
+        std::vector<float> want(static_cast<size_t>(T * H));
+        k::ref::attention_f32(qkv.data(), off.data(), static_cast<int64_t>(sh.lens.size()),
+                              sh.heads, sh.head_dim, scale, want.data());
+
+        // Scratch pre-filled with NaN (must not be read before written) and
+        // followed by guard values (must not be written).
+        const size_t scratch_n = k::attention_scratch_floats(max_len, sh.heads, sh.head_dim);
+        const size_t guard = 64;
+        std::vector<float> scratch(scratch_n + guard, std::nanf(""));
+        for (size_t i = scratch_n; i < scratch.size(); ++i) scratch[i] = 12345.f;
+        std::vector<float> got(want.size(), std::nanf(""));
+        k::attention_f32(qkv.data(), off.data(), static_cast<int64_t>(sh.lens.size()), sh.heads,
+                         sh.head_dim, scale, got.data(), scratch.data());
+        CHECK_CLOSE(got, want, 1e-5, 1e-5,
+                    "threads=" << threads << " lens=" << lens_str(sh.lens)
+                               << " heads=" << sh.heads << " head_dim=" << sh.head_dim);
+        bool guard_intact = true;
+        for (size_t i = scratch_n; i < scratch.size(); ++i) guard_intact &= scratch[i] == 12345.f;
+        CHECK(guard_intact);
+      }
+    });
+}
+
+TEST_CASE("attention with a larger score scale stays stable (softmax subtracts the max)") {
+  const std::vector<int64_t> lens{40, 9};
+  const auto off = offsets_of(lens);
+  const int64_t heads = 2, hd = 16, T = off.back(), H = heads * hd;
+  // Scores up to ~16 * 8 * 8 * 10 = 10240: exp would overflow without the max.
+  auto qkv = random_vec(static_cast<size_t>(T * 3 * H), 42, -8.f, 8.f);
+  const float scale = 10.f;
+  std::vector<float> want(static_cast<size_t>(T * H)), got(want.size());
+  k::ref::attention_f32(qkv.data(), off.data(), 2, heads, hd, scale, want.data());
+  std::vector<float> scratch(k::attention_scratch_floats(40, heads, hd));
+  k::attention_f32(qkv.data(), off.data(), 2, heads, hd, scale, got.data(), scratch.data());
+  // Values are V entries in [-8, 8]; scores of this size are only accurate to
+  // float rounding of the dot products (~1e-6 relative of 1e4), which moves
+  // near-tied softmax weights: allow 1e-3 absolute.
+  CHECK_CLOSE(got, want, 1e-5, 1e-3, "large scale");
+  for (float v : got) CHECK(std::isfinite(v));
+}
+
+TEST_CASE("attention blocks of every ISA build match the reference") {
+  for (const auto* t : runnable_tables())
+    for (const auto& sh : attention_shapes()) {
+      const auto off = offsets_of(sh.lens);
+      const int64_t T = off.back(), H = sh.heads * sh.head_dim;
+      auto qkv = random_vec(static_cast<size_t>(T * 3 * H), 43);
+      const float scale = 0.125f;
+      std::vector<float> want(static_cast<size_t>(T * H)), got(want.size(), std::nanf(""));
+      k::ref::attention_f32(qkv.data(), off.data(), static_cast<int64_t>(sh.lens.size()),
+                            sh.heads, sh.head_dim, scale, want.data());
+      const int64_t max_len = *std::max_element(sh.lens.begin(), sh.lens.end());
+      std::vector<float> scratch(f32::attention_slot_floats(max_len, sh.head_dim) + f32::kPad);
+      float* slot = scratch.data();
+      while (reinterpret_cast<uintptr_t>(slot) % 64) ++slot;
+      for (size_t s = 0; s < sh.lens.size(); ++s)
+        for (int64_t h = 0; h < sh.heads; ++h) {
+          f32::AttentionBlock b{};
+          b.qkv = qkv.data() + off[s] * 3 * H;
+          b.seq_len = sh.lens[s];
+          b.qkv_stride = 3 * H;
+          b.q_col = h * sh.head_dim;
+          b.k_col = H + h * sh.head_dim;
+          b.v_col = 2 * H + h * sh.head_dim;
+          b.head_dim = sh.head_dim;
+          b.q_begin = 0;
+          b.q_end = sh.lens[s];
+          b.scale = scale;
+          b.out = got.data() + off[s] * H + h * sh.head_dim;
+          b.out_stride = H;
+          t->attention_block(b, slot);
+        }
+      CHECK_CLOSE(got, want, 1e-5, 1e-5,
+                  t->name << " lens=" << lens_str(sh.lens) << " heads=" << sh.heads
+                          << " head_dim=" << sh.head_dim);
+    }
+}
+
+// -------------------------------------------------------------- Linear ----
+
+namespace {
+
+enum class Res { None, Separate, InPlace };
+
+void check_linear(int64_t M, int64_t K, int64_t N, Activation act, Res res, bool with_bias,
+                  int threads, const k::DenseLinearF32* shared = nullptr,
+                  const std::vector<float>* shared_w = nullptr,
+                  const std::vector<float>* shared_b = nullptr) {
+  const auto w_own = shared_w ? std::vector<float>{} : random_vec(static_cast<size_t>(K * N), 51);
+  const auto b_own = shared_b ? std::vector<float>{} : random_vec(static_cast<size_t>(N), 52);
+  const auto& w = shared_w ? *shared_w : w_own;
+  const auto& b = shared_b ? *shared_b : b_own;
+  const auto x = random_vec(static_cast<size_t>(M * K), 53 + static_cast<uint32_t>(M));
+  const auto r = random_vec(static_cast<size_t>(M * N), 54);
+  const float* bias = with_bias ? b.data() : nullptr;
+  const float* resid = res == Res::None ? nullptr : r.data();
+  std::vector<float> want(static_cast<size_t>(M * N));
+  k::ref::linear_f32(x.data(), w.data(), bias, M, K, N, act, resid, want.data());
+
+  std::unique_ptr<k::DenseLinearF32> own;
+  if (!shared) own = std::make_unique<k::DenseLinearF32>(w.data(), bias, K, N, act);
+  const k::DenseLinearF32& op = shared ? *shared : *own;
+  std::vector<float> y;
+  if (res == Res::InPlace) {
+    y = r;
+    op.run(x.data(), M, y.data(), y.data());
+  } else {
+    y.assign(want.size(), std::nanf(""));
+    op.run(x.data(), M, resid, y.data());
+  }
+  CHECK_CLOSE(y, want, 1e-5, 2e-6 * std::sqrt(static_cast<double>(K)),
+              "threads=" << threads << " M=" << M << " K=" << K << " N=" << N
+                         << " act=" << static_cast<int>(act) << " residual=" << static_cast<int>(res)
+                         << " bias=" << with_bias);
+}
+
+}  // namespace
+
+TEST_CASE("linear: every activation x residual x bias combination on odd shapes") {
+  for (int threads : {1, 2})
+    in_arena(threads, [&] {
+      for (Activation act : {Activation::None, Activation::GeluErf, Activation::GeluTanh})
+        for (Res res : {Res::None, Res::Separate, Res::InPlace})
+          for (bool bias : {false, true})
+            for (auto [M, K, N] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1},
+                                   {3, 37, 53}, {17, 129, 7}, {64, 33, 100}})
+              check_linear(M, K, N, act, res, bias, threads);
+    });
+}
+
+TEST_CASE("linear: M from 1 to 300 through one cached operator, large K and N") {
+  for (auto [K, N] : {std::pair<int64_t, int64_t>{384, 1536}, {1536, 384}, {385, 771}}) {
+    const auto w = random_vec(static_cast<size_t>(K * N), 61);
+    const auto b = random_vec(static_cast<size_t>(N), 62);
+    for (Activation act : {Activation::None, Activation::GeluErf}) {
+      k::DenseLinearF32 op(w.data(), b.data(), K, N, act);
+      CHECK(op.K() == K);
+      CHECK(op.N() == N);
+      for (int threads : {1, 2})
+        in_arena(threads, [&] {
+          for (int64_t M : {1, 2, 3, 17, 64, 129, 300})
+            check_linear(M, K, N, act, act == Activation::None ? Res::Separate : Res::InPlace,
+                         true, threads, &op, &w, &b);
+        });
+    }
+  }
+  // Every M from 1 to 300 on a small shape, so that all tails are covered.
+  const int64_t K = 45, N = 67;
+  const auto w = random_vec(static_cast<size_t>(K * N), 63);
+  const auto b = random_vec(static_cast<size_t>(N), 64);
+  k::DenseLinearF32 op(w.data(), b.data(), K, N, Activation::GeluTanh);
+  in_arena(2, [&] {
+    for (int64_t M = 1; M <= 300; ++M)
+      check_linear(M, K, N, Activation::GeluTanh, Res::Separate, true, 2, &op, &w, &b);
+  });
+}
+
+TEST_CASE("linear: BERT shapes with all epilogues") {
+  for (auto [K, N] : {std::pair<int64_t, int64_t>{768, 3072}, {3072, 768}})
+    for (Activation act : {Activation::None, Activation::GeluErf, Activation::GeluTanh})
+      in_arena(2, [&] { check_linear(128, K, N, act, Res::Separate, true, 2); });
+}
+
+TEST_CASE("linear: M = 0 is a no-op") {
+  const auto w = random_vec(12, 1);
+  k::DenseLinearF32 op(w.data(), nullptr, 3, 4, Activation::None);
+  float y = 7.f;
+  op.run(nullptr, 0, nullptr, &y);
+  CHECK(y == 7.f);
+}
+
+TEST_CASE("linear: concurrent run() from two arenas agrees with the reference") {
+  const int64_t K = 200, N = 300;
+  const auto w = random_vec(static_cast<size_t>(K * N), 71);
+  const auto b = random_vec(static_cast<size_t>(N), 72);
+  k::DenseLinearF32 op(w.data(), b.data(), K, N, Activation::GeluErf);
+  std::vector<std::thread> pool;
+  std::vector<int> failures(2, 0);
+  for (int t = 0; t < 2; ++t)
+    pool.emplace_back([&, t] {
+      omp_set_num_threads(1);
+      for (int64_t M : {5, 77, 5, 130, 77}) {
+        const auto x = random_vec(static_cast<size_t>(M * K), 73 + static_cast<uint32_t>(t));
+        std::vector<float> want(static_cast<size_t>(M * N)), y(want.size());
+        k::ref::linear_f32(x.data(), w.data(), b.data(), M, K, N, Activation::GeluErf, nullptr,
+                           want.data());
+        op.run(x.data(), M, nullptr, y.data());
+        if (compare(y, want, 1e-5, 2e-6 * std::sqrt(double(K))).count) ++failures[t];
+      }
+    });
+  for (auto& th : pool) th.join();
+  CHECK(failures[0] == 0);
+  CHECK(failures[1] == 0);
+}
