@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "runtime/bytes.h"
@@ -30,6 +31,21 @@ struct WordPieceOptions {
   std::string pad_token = "[PAD]";
 };
 
+// A token matched in the text before WordPiece runs (HF "added tokens"):
+// [CLS], [MASK] ... in the input become their own id instead of "[", "cls", "]".
+// `normalized` tokens are matched after normalisation, the others in the raw
+// text; lstrip/rstrip swallow whitespace on that side; single_word matches
+// only when not inside a word.
+struct AddedToken {
+  std::string content;
+  int32_t id = -1;
+  bool special = true;
+  bool normalized = false;
+  bool lstrip = false;
+  bool rstrip = false;
+  bool single_word = false;
+};
+
 struct Encoding {
   std::vector<int32_t> ids;
   std::vector<int32_t> type_ids;
@@ -40,7 +56,11 @@ struct Encoding {
 class WordPieceTokenizer {
  public:
   WordPieceTokenizer() = default;
+  // The special tokens of opts ([CLS], [SEP], [UNK], [PAD], and [MASK] when
+  // in the vocabulary) become added tokens, as in HF's BertTokenizerFast.
   WordPieceTokenizer(std::vector<std::string> vocab, WordPieceOptions opts);
+  WordPieceTokenizer(std::vector<std::string> vocab, WordPieceOptions opts,
+                     std::vector<AddedToken> added);
 
   // vocab.txt: one token per line, id = line number.
   static WordPieceTokenizer from_vocab_file(const std::string& path, const WordPieceOptions& opts);
@@ -63,7 +83,8 @@ class WordPieceTokenizer {
   int32_t cls_id() const { return cls_id_; }
   int32_t sep_id() const { return sep_id_; }
   int32_t unk_id() const { return unk_id_; }
-  int32_t pad_id() const { return pad_id_; }
+  int32_t pad_id() const { return pad_id_; }  // -1 when the vocabulary has no pad token
+  const std::vector<AddedToken>& added_tokens() const { return added_; }
 
   void serialize(ByteWriter& w) const;
   static WordPieceTokenizer deserialize(ByteReader& r);
@@ -72,6 +93,15 @@ class WordPieceTokenizer {
   std::vector<std::string> vocab_;
   std::unordered_map<std::string, int32_t> index_;
   WordPieceOptions opts_;
+  std::vector<AddedToken> added_;
+  // Code points of each added token as matched: raw, or normalised when
+  // the token is `normalized`.
+  std::vector<std::u32string> added_patterns_;
+
+  void init();  // builds the index and checks ids; throws spinel::Error
+  void split_added(const std::u32string& text, bool normalized_pass,
+                   std::vector<std::pair<std::u32string, int32_t>>& out) const;
+  void word_pieces(const std::u32string& normalized, std::vector<int32_t>& ids) const;
   int32_t cls_id_ = -1, sep_id_ = -1, unk_id_ = -1, pad_id_ = -1;
 };
 
