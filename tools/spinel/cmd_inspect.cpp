@@ -27,6 +27,12 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return r + "]";
 }
 
+std::string num(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
 std::string shape_json(const std::vector<int64_t>& s) {
   std::string r = "[";
   for (size_t i = 0; i < s.size(); ++i) r += (i ? "," : "") + std::to_string(s[i]);
@@ -52,11 +58,11 @@ std::string op_detail(const Model& m, const Op& op) {
     case OpKind::Attention: {
       const int64_t h = g.values[op.out].width;
       d = std::to_string(op.num_heads) + " heads x " + std::to_string(h / op.num_heads) +
-          ", scale " + std::to_string(op.scale);
+          ", scale " + num(op.scale);
       break;
     }
     case OpKind::LayerNorm:
-      d = std::string(op.in1 >= 0 ? "residual + " : "") + "LN eps " + std::to_string(op.eps);
+      d = std::string(op.in1 >= 0 ? "residual + " : "") + "LN eps " + num(op.eps);
       break;
   }
   return d;
@@ -91,7 +97,7 @@ int cmd_inspect(int argc, char** argv) {
            ",\"intermediate_size\":" + std::to_string(c.intermediate_size) +
            ",\"max_position\":" + std::to_string(c.max_position) +
            ",\"type_vocab_size\":" + std::to_string(c.type_vocab_size) +
-           ",\"layer_norm_eps\":" + std::to_string(c.layer_norm_eps) +
+           ",\"layer_norm_eps\":" + num(c.layer_norm_eps) +
            ",\"hidden_act\":" + json::quote(activation_name(c.hidden_act)) +
            ",\"source\":" + json::quote(c.source) + "}";
       const auto& tk = m->tokenizer();
