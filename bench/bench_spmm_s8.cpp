@@ -1,0 +1,153 @@
+// Block-sparse u8 x s8 SpMM (spmm_u8s8, active ISA) against oneDNN's dense
+// u8 x s8 matmul (DenseLinearU8S8) on BERT-sized layers, in one binary so the
+// ratio comes from the same run.
+//
+// Both compute y = x W + bias (f32 out, per-token scales and zero points),
+// from the same already-quantized u8 input: the per-call activation
+// interleave of the sparse kernel is included, quantization is not.
+// Threads: the sparse kernel in a tbb::task_arena(threads), oneDNN with
+// omp_set_num_threads(threads); SPINEL_BENCH_THREADS (default 2).
+//
+// Counters: GOPS = 2 * M * (nonzero weights) per second (nonzero work; for
+// the dense baseline every weight counts), nnz_pct = nonzero weights in %.
+// Suggested run (the machines are shared and noisy):
+//   bench_spmm_s8 --benchmark_repetitions=20 --benchmark_enable_random_interleaving=true
+//                 --benchmark_report_aggregates_only=true --benchmark_min_time=0.05
+// and compare medians of Sparse vs Dense at the same K/N/M.
+#include <benchmark/benchmark.h>
+#include <omp.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <random>
+#include <tuple>
+#include <vector>
+
+#include <tbb/task_arena.h>
+
+#include "kernels/cpu/qgemm.h"
+
+namespace sk = spinel::kernels;
+
+namespace {
+
+int bench_threads() {
+  const char* v = std::getenv("SPINEL_BENCH_THREADS");
+  const int t = v ? std::atoi(v) : 2;
+  return t > 0 ? t : 2;
+}
+
+tbb::task_arena& arena() {
+  static tbb::task_arena a(bench_threads());
+  return a;
+}
+
+// 4x1-block-sparse s8 weights with the given fraction of zero blocks, placed
+// at random (no structure the kernel could exploit beyond the blocks).
+std::vector<int8_t> sparse_weights(int64_t K, int64_t N, double sparsity, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<double> u(0, 1);
+  std::uniform_int_distribution<int> val(-127, 127);
+  std::vector<int8_t> W(static_cast<size_t>(K * N), 0);
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t n0 = 0; n0 < N; n0 += 4) {
+      if (u(rng) < sparsity) continue;
+      for (int c = 0; c < 4; ++c) W[k * N + n0 + c] = static_cast<int8_t>(val(rng));
+      if (W[k * N + n0] == 0) W[k * N + n0] = 1;
+    }
+  return W;
+}
+
+struct Inputs {
+  std::vector<uint8_t> x;
+  std::vector<float> xs;
+  std::vector<int32_t> zp;
+  std::vector<float> y;
+  Inputs(int64_t M, int64_t K, int64_t N) : x(M * K), xs(M, 0.01f), zp(M), y(M * N) {
+    std::mt19937 rng(7);
+    for (auto& v : x) v = static_cast<uint8_t>(rng());
+    for (auto& v : zp) v = static_cast<int32_t>(rng() % 256);
+  }
+};
+
+struct Layer {
+  std::vector<int8_t> W;
+  std::vector<float> sw, bias;
+  sk::PackedS8Sparse packed;
+  std::unique_ptr<sk::DenseLinearU8S8> dense;
+};
+
+// Built once per (K, N, sparsity) and kept: packing is not what is measured.
+Layer& layer(int64_t K, int64_t N, int sparsity_pct, bool want_dense) {
+  static std::map<std::tuple<int64_t, int64_t, int>, std::unique_ptr<Layer>> cache;
+  auto& slot = cache[{K, N, sparsity_pct}];
+  if (!slot) {
+    slot = std::make_unique<Layer>();
+    slot->W = sparse_weights(K, N, sparsity_pct / 100.0, static_cast<uint32_t>(K * 31 + N + sparsity_pct));
+    slot->sw.assign(N, 0.001f);
+    slot->bias.assign(N, 0.5f);
+    slot->packed = sk::pack_s8_sparse(slot->W.data(), K, N, slot->sw.data(), slot->bias.data());
+  }
+  if (want_dense && !slot->dense)
+    slot->dense = std::make_unique<sk::DenseLinearU8S8>(slot->W.data(), K, N, slot->sw.data(),
+                                                        slot->bias.data());
+  return *slot;
+}
+
+void BM_Sparse(benchmark::State& st) {
+  const int64_t K = st.range(0), N = st.range(1), M = st.range(2);
+  const int sp = static_cast<int>(st.range(3));
+  Layer& L = layer(K, N, sp, false);
+  Inputs in(M, K, N);
+  const sk::QEpilogue ep;
+  for (auto _ : st) {
+    arena().execute([&] {
+      sk::spmm_u8s8(L.packed, in.x.data(), M, K, in.xs.data(), in.zp.data(), ep, in.y.data(), N);
+    });
+    benchmark::ClobberMemory();
+  }
+  const double nnz = 4.0 * static_cast<double>(L.packed.nnz_blocks);
+  st.counters["GOPS"] = benchmark::Counter(2.0 * M * nnz * st.iterations() * 1e-9,
+                                           benchmark::Counter::kIsRate);
+  st.counters["nnz_pct"] = 100.0 * nnz / static_cast<double>(K * N);
+  st.SetLabel(sk::spmm_u8s8_kernel_name());
+}
+
+void BM_Dense(benchmark::State& st) {
+  const int64_t K = st.range(0), N = st.range(1), M = st.range(2);
+  Layer& L = layer(K, N, 0, true);
+  Inputs in(M, K, N);
+  const sk::QEpilogue ep;
+  omp_set_num_threads(bench_threads());
+  for (auto _ : st) {
+    L.dense->run(in.x.data(), M, K, in.xs.data(), in.zp.data(), ep, in.y.data(), N);
+    benchmark::ClobberMemory();
+  }
+  st.counters["GOPS"] = benchmark::Counter(2.0 * M * K * N * st.iterations() * 1e-9,
+                                           benchmark::Counter::kIsRate);
+  st.counters["nnz_pct"] = 100.0;
+  st.SetLabel("onednn_u8s8_dense");
+}
+
+void Shapes(benchmark::internal::Benchmark* b, bool sparse) {
+  const int64_t shapes[][2] = {{768, 768}, {768, 3072}, {3072, 768},
+                               {1024, 1024}, {1024, 4096}, {4096, 1024}};
+  for (const auto& s : shapes)
+    for (int64_t M : {16, 128, 384, 512}) {
+      if (sparse) {
+        for (int64_t sp : {70, 80, 90, 95}) b->Args({s[0], s[1], M, sp});
+      } else {
+        b->Args({s[0], s[1], M, 0});
+      }
+    }
+  b->ArgNames({"K", "N", "M", "sparsity"})->Unit(benchmark::kMicrosecond)->UseRealTime();
+}
+
+}  // namespace
+
+BENCHMARK(BM_Sparse)->Apply([](benchmark::internal::Benchmark* b) { Shapes(b, true); });
+BENCHMARK(BM_Dense)->Apply([](benchmark::internal::Benchmark* b) { Shapes(b, false); });
+
+BENCHMARK_MAIN();

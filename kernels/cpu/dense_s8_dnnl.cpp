@@ -1,0 +1,274 @@
+// DenseLinearU8S8: dense u8 x s8 -> int32 through oneDNN's matmul, then the
+// INT8 epilogue of qgemm.h done here.
+//
+// Why int32 out and our own epilogue: the contract has a per-token scale and
+// a per-token zero point; oneDNN 2.6 takes source zero points per tensor
+// only, and its output scales per column only. The zero-point term
+// zp[m] * wsum[n] is a rank-1 correction that no single post-op expresses, so
+// oneDNN computes the raw accumulators and the epilogue (zero point, scales,
+// bias, GELU, residual, requantize) runs right after, on the same OpenMP
+// threads oneDNN used: running it on TBB workers instead would wake a second
+// pool while oneDNN's OpenMP threads still spin.
+//
+// W is reordered once, at construction, into the layout oneDNN prefers at
+// M = 128 (blocked, VNNI-friendly); primitives are created per M on first use
+// and cached (bounded), and run with a thread-local user scratchpad so one
+// object can serve concurrent sessions.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include "kernels/cpu/f32_isa.h"
+#include "kernels/cpu/qgemm.h"
+
+namespace spinel::kernels {
+
+namespace qgemm_detail {
+// Rows [0, rows) of the epilogue on a row-major int32 accumulator block
+// (AVX-512 build in spmm_s8_avx512vnni.cpp).
+void epilogue_rows_s32_avx512(const int32_t* acc, int64_t ldacc, int64_t m0, int64_t rows,
+                              int64_t N, const float* bias, const float* scale_w,
+                              const int32_t* wsum, const float* x_scale, const int32_t* x_zp,
+                              const QEpilogue& ep, void* y, int64_t ldy, float* row_tmp);
+}  // namespace qgemm_detail
+
+namespace {
+
+using dnnl::memory;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+dnnl::engine& engine() {
+  static auto* e = new dnnl::engine(dnnl::engine::kind::cpu, 0);  // never destroyed
+  return *e;
+}
+
+dnnl::stream& stream() {
+  thread_local dnnl::stream s(engine());
+  return s;
+}
+
+struct FreeDeleter {
+  void operator()(void* p) const { std::free(p); }
+};
+using Buffer = std::unique_ptr<void, FreeDeleter>;
+
+Buffer alloc64(size_t n) {
+  void* p = std::aligned_alloc(64, std::max<size_t>(64, (n + 63) / 64 * 64));
+  if (!p) throw std::bad_alloc();
+  return Buffer(p);
+}
+
+// Grows only. Slot 0: oneDNN scratchpad; 1: int32 accumulators; 2: a
+// contiguous copy of a strided input.
+void* thread_buffer(int slot, size_t bytes) {
+  thread_local Buffer buf[3];
+  thread_local size_t cap[3] = {0, 0, 0};
+  if (bytes > cap[slot]) {
+    buf[slot] = alloc64(bytes);
+    cap[slot] = bytes;
+  }
+  return buf[slot].get();
+}
+
+struct Primitive {
+  dnnl::matmul matmul;
+  bool packed;
+  size_t scratch_bytes;
+};
+
+constexpr size_t kMaxPrimitives = 256;
+
+void epilogue_rows_scalar(const int32_t* acc, int64_t ldacc, int64_t m0, int64_t rows, int64_t N,
+                          const float* bias, const float* scale_w, const int32_t* wsum,
+                          const float* x_scale, const int32_t* x_zp, const QEpilogue& ep, void* y,
+                          int64_t ldy) {
+  for (int64_t i = 0; i < rows; ++i) {
+    const int64_t m = m0 + i;
+    for (int64_t n = 0; n < N; ++n) {
+      const float v = qgemm_detail::epilogue_value(acc[i * ldacc + n], m, n, nullptr, bias,
+                                                   scale_w, wsum, x_scale, x_zp, ep);
+      if (ep.requantize)
+        static_cast<uint8_t*>(y)[m * ldy + n] = qgemm_detail::requantize_value(v, ep);
+      else
+        static_cast<float*>(y)[m * ldy + n] = v;
+    }
+  }
+}
+
+}  // namespace
+
+struct DenseLinearU8S8::Impl {
+  int64_t K = 0, N = 0;
+  std::vector<int8_t> plain;  // [K, N], kept for M where the packed layout is refused
+  memory::desc packed_md;
+  Buffer packed;
+  std::vector<int32_t> wsum;
+  std::vector<float> scale_w;
+  const float* bias = nullptr;
+  std::mutex mu;
+  std::map<std::pair<int64_t, int64_t>, std::shared_ptr<const Primitive>> cache;
+
+  // The source's row stride is part of the primitive (a primitive created for
+  // a contiguous source reads a strided one wrongly), hence the (M, ldx) key.
+  dnnl::matmul::primitive_desc make_pd(int64_t M, int64_t ldx, const memory::desc& wmd) const {
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    const memory::desc src({M, K}, dt::u8, memory::dims{ldx, 1}), dst({M, N}, dt::s32, tag::ab);
+    return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wmd, dst), attr, engine());
+  }
+
+  std::shared_ptr<const Primitive> get(int64_t M, int64_t ldx) {
+    const auto key = std::make_pair(M, ldx);
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      auto it = cache.find(key);
+      if (it != cache.end()) return it->second;
+    }
+    std::shared_ptr<const Primitive> p;
+    if (packed) {
+      try {
+        auto pd = make_pd(M, ldx, packed_md);
+        p = std::make_shared<Primitive>(Primitive{dnnl::matmul(pd), true, pd.scratchpad_desc().get_size()});
+      } catch (const dnnl::error&) {
+        // This M has no implementation for the packed layout: use W as given.
+      }
+    }
+    if (!p) {
+      auto pd = make_pd(M, ldx, memory::desc({K, N}, dt::s8, tag::ab));
+      p = std::make_shared<Primitive>(Primitive{dnnl::matmul(pd), false, pd.scratchpad_desc().get_size()});
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    if (cache.size() >= kMaxPrimitives && !cache.count(key)) cache.erase(cache.begin());
+    return cache.emplace(key, std::move(p)).first->second;
+  }
+
+  // acc [M, N] int32 (row stride N).
+  void matmul(const uint8_t* x, int64_t M, int64_t ldx, int32_t* acc) {
+    if (ldx != K) {
+      // oneDNN 2.6 runs a strided u8 source through its reference matmul
+      // (measured ~100x slower); a contiguous copy costs O(M K).
+      uint8_t* xc = static_cast<uint8_t*>(thread_buffer(2, static_cast<size_t>(M * K)));
+      for (int64_t m = 0; m < M; ++m) std::memcpy(xc + m * K, x + m * ldx, K);
+      x = xc;
+      ldx = K;
+    }
+    const auto prim = get(M, ldx);
+    const memory::desc src_md({M, K}, dt::u8, memory::dims{ldx, 1});
+    memory src(src_md, engine(), const_cast<uint8_t*>(x));
+    memory dst({{M, N}, dt::s32, tag::ab}, engine(), acc);
+    memory wts = prim->packed ? memory(packed_md, engine(), packed.get())
+                              : memory({{K, N}, dt::s8, tag::ab}, engine(),
+                                       const_cast<int8_t*>(plain.data()));
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wts}, {DNNL_ARG_DST, dst}};
+    if (prim->scratch_bytes > 0)
+      args.emplace(DNNL_ARG_SCRATCHPAD,
+                   memory({{static_cast<memory::dim>(prim->scratch_bytes)}, dt::u8, tag::a},
+                          engine(), thread_buffer(0, prim->scratch_bytes)));
+    prim->matmul.execute(stream(), args);
+    stream().wait();
+  }
+};
+
+DenseLinearU8S8::DenseLinearU8S8(const int8_t* W, int64_t K, int64_t N, const float* scale_w,
+                                 const float* bias)
+    : impl_(std::make_unique<Impl>()), K_(K), N_(N) {
+  if (!W || !scale_w || K <= 0 || N <= 0)
+    throw std::invalid_argument("DenseLinearU8S8: bad weight [K=" + std::to_string(K) +
+                                ", N=" + std::to_string(N) + "] or null pointer");
+  Impl& im = *impl_;
+  im.K = K;
+  im.N = N;
+  im.bias = bias;
+  im.plain.assign(W, W + K * N);
+  im.scale_w.assign(scale_w, scale_w + N);
+  im.wsum.assign(N, 0);
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t n = 0; n < N; ++n) im.wsum[n] += W[k * N + n];
+  try {
+    const auto pd = im.make_pd(128, K, memory::desc({K, N}, dt::s8, tag::any));
+    const memory::desc plain_md({K, N}, dt::s8, tag::ab);
+    if (!(pd.weights_desc() == plain_md)) {
+      im.packed_md = pd.weights_desc();
+      im.packed = alloc64(im.packed_md.get_size());
+      memory src(plain_md, engine(), im.plain.data());
+      memory dst(im.packed_md, engine(), im.packed.get());
+      dnnl::reorder(src, dst).execute(stream(), src, dst);
+      stream().wait();
+    }
+  } catch (const dnnl::error& e) {
+    throw std::runtime_error(std::string("DenseLinearU8S8: oneDNN setup failed: ") + e.what());
+  }
+}
+
+DenseLinearU8S8::~DenseLinearU8S8() = default;
+
+void DenseLinearU8S8::run_acc(const uint8_t* x, int64_t M, int64_t ldx, int32_t* acc,
+                              int64_t ldacc) const {
+  if (M <= 0) return;
+  Impl& im = *impl_;
+  try {
+    if (ldacc == im.N) {
+      im.matmul(x, M, ldx, acc);
+      return;
+    }
+    int32_t* tmp = static_cast<int32_t*>(thread_buffer(1, sizeof(int32_t) * M * im.N));
+    im.matmul(x, M, ldx, tmp);
+    for (int64_t m = 0; m < M; ++m) std::memcpy(acc + m * ldacc, tmp + m * im.N, 4 * im.N);
+  } catch (const dnnl::error& e) {
+    throw std::runtime_error(std::string("DenseLinearU8S8: oneDNN matmul failed: ") + e.what());
+  }
+}
+
+void DenseLinearU8S8::run(const uint8_t* x, int64_t M, int64_t ldx, const float* x_scale,
+                          const int32_t* x_zp, const QEpilogue& ep, void* y, int64_t ldy) const {
+  if (M <= 0) return;
+  if (ep.requantize && !(ep.out_scale > 0.f))
+    throw std::invalid_argument("DenseLinearU8S8: requantize needs out_scale > 0");
+  Impl& im = *impl_;
+  const int64_t N = im.N;
+  int32_t* acc = static_cast<int32_t*>(thread_buffer(1, sizeof(int32_t) * M * N));
+  try {
+    im.matmul(x, M, ldx, acc);
+  } catch (const dnnl::error& e) {
+    throw std::runtime_error(std::string("DenseLinearU8S8: oneDNN matmul failed: ") + e.what());
+  }
+  QEpilogue e = ep;
+  if (e.residual && e.ld_residual == 0) e.ld_residual = N;
+  const bool vec = active_isa() >= Isa::Avx512Vnni;
+  // Same OpenMP pool and budget as the matmul; rows in contiguous chunks.
+  const int threads = std::max(1, std::min<int>(omp_get_max_threads(), static_cast<int>((M + 7) / 8)));
+#pragma omp parallel num_threads(threads)
+  {
+    const int nt = omp_get_num_threads(), id = omp_get_thread_num();
+    const int64_t per = (M + nt - 1) / nt;
+    const int64_t m0 = std::min<int64_t>(M, id * per), m1 = std::min<int64_t>(M, m0 + per);
+    if (m1 > m0) {
+      if (vec) {
+        thread_local std::vector<float> row;
+        if (static_cast<int64_t>(row.size()) < N + 16) row.resize(N + 16);
+        qgemm_detail::epilogue_rows_s32_avx512(acc + m0 * N, N, m0, m1 - m0, N, im.bias,
+                                               im.scale_w.data(), im.wsum.data(), x_scale, x_zp,
+                                               e, y, ldy, row.data());
+      } else {
+        epilogue_rows_scalar(acc + m0 * N, N, m0, m1 - m0, N, im.bias, im.scale_w.data(),
+                             im.wsum.data(), x_scale, x_zp, e, y, ldy);
+      }
+    }
+  }
+}
+
+}  // namespace spinel::kernels

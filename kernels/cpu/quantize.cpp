@@ -1,0 +1,111 @@
+// Dynamic per-token u8 quantization of f32 activations (contract in qgemm.h).
+//
+// The AVX-512 row function is compiled through a function-level target
+// attribute (it is the only code here that needs it, and it uses nothing but
+// intrinsics and scalar arithmetic, so no inline library code gets built
+// for AVX-512); it runs only when active_isa() allows AVX-512.
+// GCC 12 flags _mm512_undefined_*() inside its own intrinsics as
+// uninitialized when they are inlined into a target("avx512f") function
+// (GCC bug 105593); the values are fully defined.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include <tbb/blocked_range.h>
+#include <tbb/parallel_for.h>
+
+#include "kernels/cpu/parallel_util.h"
+#include "kernels/cpu/qgemm.h"
+
+namespace spinel::kernels {
+namespace {
+
+// Scale and zero point from the row's range (shared by both row functions so
+// they agree bit for bit). Returns false for an all-zero row.
+inline bool row_params(float lo, float hi, float* scale, int32_t* zp, float* inv) {
+  if (!(hi > lo)) {
+    *scale = 1.f;
+    *zp = 0;
+    return false;
+  }
+  const float s = (hi - lo) / 255.f;
+  *inv = 1.f / s;
+  *scale = s;
+  *zp = std::min(std::max(static_cast<int32_t>(std::nearbyint(-lo * *inv)), 0), 255);
+  return true;
+}
+
+void quantize_row_scalar(const float* r, int64_t K, uint8_t* q, float* scale, int32_t* zp) {
+  float lo = 0.f, hi = 0.f;
+  for (int64_t k = 0; k < K; ++k) {
+    lo = std::min(lo, r[k]);
+    hi = std::max(hi, r[k]);
+  }
+  float inv = 0.f;
+  if (!row_params(lo, hi, scale, zp, &inv)) {
+    std::fill(q, q + K, uint8_t{0});
+    return;
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    const int32_t v = static_cast<int32_t>(std::nearbyint(r[k] * inv)) + *zp;
+    q[k] = static_cast<uint8_t>(std::min(std::max(v, 0), 255));
+  }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) void quantize_row_avx512(
+    const float* r, int64_t K, uint8_t* q, float* scale, int32_t* zp) {
+  __m512 vlo = _mm512_setzero_ps(), vhi = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) {
+    const __m512 v = _mm512_loadu_ps(r + k);
+    vlo = _mm512_min_ps(vlo, v);
+    vhi = _mm512_max_ps(vhi, v);
+  }
+  const __mmask16 tail = static_cast<__mmask16>((1u << (K - k)) - 1);
+  if (k < K) {  // masked-off lanes load 0, which the range includes anyway
+    const __m512 v = _mm512_maskz_loadu_ps(tail, r + k);
+    vlo = _mm512_min_ps(vlo, v);
+    vhi = _mm512_max_ps(vhi, v);
+  }
+  const float lo = _mm512_reduce_min_ps(vlo), hi = _mm512_reduce_max_ps(vhi);
+  float inv = 0.f;
+  if (!row_params(lo, hi, scale, zp, &inv)) {
+    for (int64_t i = 0; i < K; ++i) q[i] = 0;
+    return;
+  }
+  const __m512 vinv = _mm512_set1_ps(inv);
+  const __m512i vzp = _mm512_set1_epi32(*zp), z0 = _mm512_setzero_si512(),
+                z255 = _mm512_set1_epi32(255);
+  for (k = 0; k + 16 <= K; k += 16) {
+    __m512i v = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(r + k), vinv)), vzp);
+    v = _mm512_min_epi32(_mm512_max_epi32(v, z0), z255);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + k), _mm512_cvtepi32_epi8(v));
+  }
+  if (k < K) {
+    __m512i v = _mm512_add_epi32(
+        _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(tail, r + k), vinv)), vzp);
+    v = _mm512_min_epi32(_mm512_max_epi32(v, z0), z255);
+    _mm512_mask_cvtepi32_storeu_epi8(q + k, tail, v);
+  }
+}
+
+}  // namespace
+
+void quantize_rows_u8(const float* x, int64_t M, int64_t K, uint8_t* xq, float* scale,
+                      int32_t* zp, int64_t ldx, int64_t ldq) {
+  if (M <= 0 || K <= 0) return;
+  if (ldx < 0) ldx = K;
+  if (ldq < 0) ldq = K;
+  auto row = active_isa() >= Isa::Avx512Vnni ? quantize_row_avx512 : quantize_row_scalar;
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, M, rows_per_task(K)),
+                    [&](const tbb::blocked_range<int64_t>& rg) {
+                      for (int64_t m = rg.begin(); m < rg.end(); ++m)
+                        row(x + m * ldx, K, xq + m * ldq, scale + m, zp + m);
+                    });
+}
+
+}  // namespace spinel::kernels

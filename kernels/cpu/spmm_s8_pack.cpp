@@ -1,0 +1,329 @@
+// Block-sparse u8 x s8 SpMM: weight packing, activation interleaving, and the
+// parallel driver that dispatches to the per-ISA micro-kernels.
+//
+// Activation layout of the vector kernels. The runtime holds activations
+// token-major (u8 [M, K]); vpdpbusd wants, for one group of 4 blocks with
+// input channels k0..k3, a register whose 32-bit lane q holds the 4 bytes
+// x[q][k0..k3] of one token. Each call therefore first copies x into token
+// blocks of B = 16 L tokens (L = 4 lanes of 128 bits for zmm, 2 for ymm),
+// stored K-major ([K][B] per block), with the tokens of a row permuted so
+// that two rounds of in-lane unpacks (punpck{l,h}bw, then punpck{l,h}wd) of
+// the 4 rows k0..k3 give registers r = 0..3 holding tokens 4L r .. 4L r + 4L-1
+// in natural order:
+//   row k of block b, byte p = 16 l + 4 r + i  <-  x[b B + 4 L r + 4 l + i][k].
+// The copy is a 16x16 byte transpose per (16 tokens, 16 input channels)
+// (~0.3 shuffles per byte, SSE2), O(M K) per call against O(M nnz) kernel
+// work; tokens past M are zero. The unpacks cost 2 shuffles per register of
+// 16 tokens, amortized over the 4 output channels of the block-row.
+#include <emmintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include <tbb/blocked_range.h>
+#include <tbb/parallel_for.h>
+#include <tbb/partitioner.h>
+#include <tbb/task_arena.h>
+
+#include "kernels/cpu/ops.h"
+#include "kernels/cpu/qgemm.h"
+
+namespace spinel::kernels {
+
+using qgemm_detail::OutKind;
+using qgemm_detail::SpmmTile;
+using qgemm_detail::SpmmTileFn;
+
+namespace {
+
+void check_shape(const char* what, int64_t K, int64_t N) {
+  if (K <= 0 || N <= 0 || K % 4 != 0 || N % 4 != 0)
+    throw std::invalid_argument(std::string(what) + ": weight [K=" + std::to_string(K) +
+                                ", N=" + std::to_string(N) +
+                                "] unsupported: 4x1 block sparsity needs K and N positive "
+                                "multiples of 4");
+}
+
+bool block_nonzero(const int8_t* W, int64_t N, int64_t k, int64_t n0) {
+  const int8_t* p = W + k * N + n0;
+  return (p[0] | p[1] | p[2] | p[3]) != 0;
+}
+
+}  // namespace
+
+double block_sparsity_4x1(const int8_t* W, int64_t K, int64_t N) {
+  check_shape("block_sparsity_4x1", K, N);
+  int64_t nnz = 0;
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t n0 = 0; n0 < N; n0 += 4) nnz += block_nonzero(W, N, k, n0);
+  return 1.0 - static_cast<double>(nnz) / static_cast<double>(K * (N / 4));
+}
+
+PackedS8Sparse pack_s8_sparse(const int8_t* W, int64_t K, int64_t N, const float* scale_w,
+                              const float* bias) {
+  check_shape("pack_s8_sparse", K, N);
+  if (!W || !scale_w) throw std::invalid_argument("pack_s8_sparse: null weight or scale");
+  if (K > (int64_t{1} << 24))
+    throw std::invalid_argument("pack_s8_sparse: K=" + std::to_string(K) +
+                                " too large (int32 accumulators)");
+  PackedS8Sparse p;
+  p.K = K;
+  p.N = N;
+  p.bias = bias;
+  const int64_t nbr = N / 4;
+  p.group_ptr.assign(nbr + 1, 0);
+  std::vector<int32_t> ks;
+  for (int64_t br = 0; br < nbr; ++br) {
+    ks.clear();
+    for (int64_t k = 0; k < K; ++k)
+      if (block_nonzero(W, N, k, 4 * br)) ks.push_back(static_cast<int32_t>(k));
+    p.nnz_blocks += static_cast<int64_t>(ks.size());
+    const int64_t ng = (static_cast<int64_t>(ks.size()) + 3) / 4;
+    for (int64_t g = 0; g < ng; ++g) {
+      for (int j = 0; j < 4; ++j) {
+        const int64_t b = 4 * g + j;
+        const bool valid = b < static_cast<int64_t>(ks.size());
+        // A padding block repeats the last valid index and carries zeros.
+        p.kidx.push_back(valid ? ks[b] : ks.back());
+      }
+      const size_t base = p.w.size();
+      p.w.resize(base + 16, 0);
+      p.w16.resize(base + 16, 0);
+      for (int c = 0; c < 4; ++c)
+        for (int j = 0; j < 4; ++j) {
+          const int64_t b = 4 * g + j;
+          if (b >= static_cast<int64_t>(ks.size())) continue;
+          p.w[base + 4 * c + j] = W[static_cast<int64_t>(ks[b]) * N + 4 * br + c];
+        }
+      for (int c = 0; c < 4; ++c) {
+        static const int order[4] = {0, 2, 1, 3};
+        for (int j = 0; j < 4; ++j) p.w16[base + 4 * c + j] = p.w[base + 4 * c + order[j]];
+      }
+    }
+    p.group_ptr[br + 1] = p.group_ptr[br] + static_cast<int32_t>(ng);
+  }
+  p.groups = p.group_ptr[nbr];
+  p.sparsity = 1.0 - static_cast<double>(p.nnz_blocks) / static_cast<double>(K * nbr);
+  p.wsum.assign(N, 0);
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t n = 0; n < N; ++n) p.wsum[n] += W[k * N + n];
+  p.scale_w.assign(scale_w, scale_w + N);
+  return p;
+}
+
+namespace qgemm_detail {
+
+float epilogue_value(int32_t acc, int64_t m, int64_t n, const PackedS8Sparse* /*w*/,
+                     const float* bias, const float* scale_w, const int32_t* wsum,
+                     const float* x_scale, const int32_t* x_zp, const QEpilogue& ep) {
+  const int32_t corr = acc - x_zp[m] * wsum[n];
+  float y = std::fma(static_cast<float>(corr), x_scale[m] * scale_w[n], bias ? bias[n] : 0.f);
+  if (ep.gelu) y = ref::gelu_erf(y);
+  if (ep.residual) y += ep.residual[m * ep.ld_residual + n];
+  return y;
+}
+
+uint8_t requantize_value(float y, const QEpilogue& ep) {
+  float t = y * (1.f / ep.out_scale);
+  t = std::min(std::max(t, -512.f), 512.f);
+  int32_t q = static_cast<int32_t>(std::nearbyint(t)) + ep.out_zp;
+  q = std::min(std::max(q, 0), 255);
+  return static_cast<uint8_t>(q);
+}
+
+namespace {
+
+// out[j] = column j of the 16x16 byte matrix whose rows are in[0..15].
+inline void transpose16x16_u8(const __m128i in[16], __m128i out[16]) {
+  __m128i t[16], u[16], v[16];
+  for (int q = 0; q < 8; ++q) {  // words: columns 0..7 / 8..15 of rows 2q, 2q+1
+    t[q] = _mm_unpacklo_epi8(in[2 * q], in[2 * q + 1]);
+    t[8 + q] = _mm_unpackhi_epi8(in[2 * q], in[2 * q + 1]);
+  }
+  for (int h = 0; h < 2; ++h)  // dwords: u[4g + p] = columns 4g..4g+3 of rows 4p..4p+3
+    for (int p = 0; p < 4; ++p) {
+      u[h * 8 + p] = _mm_unpacklo_epi16(t[h * 8 + 2 * p], t[h * 8 + 2 * p + 1]);
+      u[h * 8 + 4 + p] = _mm_unpackhi_epi16(t[h * 8 + 2 * p], t[h * 8 + 2 * p + 1]);
+    }
+  for (int g = 0; g < 4; ++g)  // qwords: v[2 c2 + e] = columns 2c2, 2c2+1 of rows 8e..8e+7
+    for (int e = 0; e < 2; ++e) {
+      v[2 * (2 * g) + e] = _mm_unpacklo_epi32(u[4 * g + 2 * e], u[4 * g + 2 * e + 1]);
+      v[2 * (2 * g + 1) + e] = _mm_unpackhi_epi32(u[4 * g + 2 * e], u[4 * g + 2 * e + 1]);
+    }
+  for (int c2 = 0; c2 < 8; ++c2) {
+    out[2 * c2] = _mm_unpacklo_epi64(v[2 * c2], v[2 * c2 + 1]);
+    out[2 * c2 + 1] = _mm_unpackhi_epi64(v[2 * c2], v[2 * c2 + 1]);
+  }
+}
+
+}  // namespace
+
+void interleave_block_u8(const uint8_t* x, int64_t M, int64_t K, int64_t ldx, int64_t m_begin,
+                         int lanes, uint8_t* out) {
+  const int64_t B = 16 * lanes;
+  static const uint8_t zeros[16] = {};
+  for (int l = 0; l < lanes; ++l) {
+    // Slot s = 4 r + i of lane l holds token m_begin + 4 L r + 4 l + i.
+    const uint8_t* rows[16];
+    bool valid[16];
+    int nvalid = 0;
+    for (int s = 0; s < 16; ++s) {
+      const int64_t m = m_begin + 4 * lanes * (s / 4) + 4 * l + (s % 4);
+      valid[s] = m < M;
+      rows[s] = valid[s] ? x + m * ldx : nullptr;
+      nvalid += valid[s];
+    }
+    uint8_t* o = out + 16 * l;
+    if (nvalid == 0) {
+      for (int64_t k = 0; k < K; ++k) std::memcpy(o + k * B, zeros, 16);
+      continue;
+    }
+    int64_t k = 0;
+    for (; k + 16 <= K; k += 16) {
+      __m128i in[16], tr[16];
+      for (int s = 0; s < 16; ++s)
+        in[s] = valid[s] ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[s] + k))
+                         : _mm_setzero_si128();
+      transpose16x16_u8(in, tr);
+      for (int j = 0; j < 16; ++j)
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(o + (k + j) * B), tr[j]);
+    }
+    for (; k < K; ++k)
+      for (int s = 0; s < 16; ++s) o[k * B + s] = valid[s] ? rows[s][k] : 0;
+  }
+}
+
+}  // namespace qgemm_detail
+
+namespace {
+
+struct KernelConfig {
+  SpmmTileFn fn;
+  const char* name;
+  int lanes;  // 0: token-major input (scalar kernel)
+  int64_t token_block;
+};
+
+KernelConfig config_for(Isa isa) {
+  using namespace qgemm_detail;
+  switch (isa) {
+    case Isa::Avx512Vnni:
+      return {spmm_u8s8_4x1_64x4_avx512vnni, "spmm_u8s8_4x1_64x4_avx512vnni", 4, 64};
+    case Isa::Avx2Vnni:
+      if (cpu_has_avxvnni())
+        return {spmm_u8s8_4x1_16x4_avxvnni, "spmm_u8s8_4x1_16x4_avxvnni", 2, 32};
+      return {spmm_u8s8_4x1_16x4_avx512vl_vnni, "spmm_u8s8_4x1_16x4_avx512vl_vnni", 2, 32};
+    case Isa::Avx2:
+      return {spmm_u8s8_4x1_16x4_avx2, "spmm_u8s8_4x1_16x4_avx2", 2, 32};
+    case Isa::Scalar:
+    default:
+      return {spmm_u8s8_4x1_1x4_scalar, "spmm_u8s8_4x1_1x4_scalar", 0, 16};
+  }
+}
+
+struct FreeDeleter {
+  void operator()(void* p) const { std::free(p); }
+};
+
+// Per calling thread, grows only: the interleaved activations of one call.
+uint8_t* thread_workspace(size_t bytes) {
+  thread_local std::unique_ptr<void, FreeDeleter> buf;
+  thread_local size_t capacity = 0;
+  if (bytes > capacity) {
+    const size_t size = (bytes + 4095) / 4096 * 4096;
+    void* p = std::aligned_alloc(64, size);
+    if (!p) throw std::bad_alloc();
+    buf.reset(p);
+    capacity = size;
+  }
+  return static_cast<uint8_t*>(buf.get());
+}
+
+void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
+              const float* x_scale, const int32_t* x_zp, const QEpilogue& ep, OutKind out, void* y,
+              int64_t ldy) {
+  if (M <= 0) return;
+  if (ldx < w.K) throw std::invalid_argument("spmm_u8s8: ldx < K");
+  if (ldy < w.N) throw std::invalid_argument("spmm_u8s8: ldy < N");
+  const KernelConfig cfg = config_for(active_isa());
+  const int64_t K = w.K, nbr = w.N / 4;
+  const int64_t B = cfg.token_block;
+  const int64_t nblocks = (M + B - 1) / B;
+  QEpilogue e = ep;
+  if (e.residual && e.ld_residual == 0) e.ld_residual = w.N;
+
+  const uint8_t* xt = x;
+  if (cfg.lanes > 0) {
+    uint8_t* buf = thread_workspace(static_cast<size_t>(nblocks * K * B));
+    tbb::parallel_for(
+        tbb::blocked_range<int64_t>(0, nblocks), [&](const tbb::blocked_range<int64_t>& r) {
+          for (int64_t b = r.begin(); b < r.end(); ++b)
+            qgemm_detail::interleave_block_u8(x, M, K, ldx, b * B, cfg.lanes, buf + b * K * B);
+        });
+    xt = buf;
+  }
+
+  // Work items: (token block, range of block-rows). Enough items for the
+  // arena's threads to balance, few enough that each streams a good share of
+  // the weights with its activations hot in L1/L2.
+  const int64_t threads = tbb::this_task_arena::max_concurrency();
+  const int64_t target = std::max<int64_t>(1, 4 * threads);
+  int64_t br_chunks = std::max<int64_t>(1, (target + nblocks - 1) / nblocks);
+  br_chunks = std::min(br_chunks, nbr);
+  const int64_t br_per = (nbr + br_chunks - 1) / br_chunks;
+  br_chunks = (nbr + br_per - 1) / br_per;
+  const int64_t items = nblocks * br_chunks;
+
+  auto body = [&](int64_t item) {
+    const int64_t b = item / br_chunks, c = item % br_chunks;
+    SpmmTile t;
+    t.w = &w;
+    t.m0 = b * B;
+    t.mc = std::min(B, M - t.m0);
+    t.x = cfg.lanes > 0 ? xt + b * K * B : x + t.m0 * ldx;
+    t.ldx = ldx;
+    t.br0 = c * br_per;
+    t.br1 = std::min(nbr, t.br0 + br_per);
+    t.x_scale = x_scale;
+    t.x_zp = x_zp;
+    t.ep = &e;
+    t.out = out;
+    t.y = y;
+    t.ldy = ldy;
+    cfg.fn(t);
+  };
+  if (items == 1) {
+    body(0);
+    return;
+  }
+  tbb::parallel_for(
+      tbb::blocked_range<int64_t>(0, items),
+      [&](const tbb::blocked_range<int64_t>& r) {
+        for (int64_t i = r.begin(); i < r.end(); ++i) body(i);
+      },
+      tbb::static_partitioner());
+}
+
+}  // namespace
+
+void spmm_u8s8(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
+               const float* x_scale, const int32_t* x_zp, const QEpilogue& ep, void* y,
+               int64_t ldy) {
+  if (ep.requantize && !(ep.out_scale > 0.f))
+    throw std::invalid_argument("spmm_u8s8: requantize needs out_scale > 0");
+  run_spmm(w, x, M, ldx, x_scale, x_zp, ep, ep.requantize ? OutKind::U8 : OutKind::F32, y, ldy);
+}
+
+void spmm_u8s8_acc(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
+                   int32_t* acc, int64_t ldacc) {
+  run_spmm(w, x, M, ldx, nullptr, nullptr, QEpilogue{}, OutKind::S32Raw, acc, ldacc);
+}
+
+const char* spmm_u8s8_kernel_name() { return config_for(active_isa()).name; }
+
+}  // namespace spinel::kernels

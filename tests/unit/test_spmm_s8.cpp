@@ -1,0 +1,436 @@
+// INT8 kernels against their plain references: block-sparse u8 x s8 SpMM on
+// every ISA level this CPU runs (forced with set_max_isa), the dense oneDNN
+// u8 x s8 path, quantize_rows_u8, and the ISA detection/capping API.
+//
+// Integer accumulators must match exactly; floats without GELU bit-exactly
+// (the contract fixes the operation order); with GELU within 1e-5 relative
+// (+1e-6 absolute, the vectorized erf); requantized u8 exactly without GELU
+// and within 1 with it. Output buffers carry guard bytes before and after,
+// and row strides with slack, to catch out-of-bounds writes.
+#include <doctest/doctest.h>
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <tbb/task_arena.h>
+
+#include "kernels/cpu/isa.h"
+#include "kernels/cpu/qgemm.h"
+
+namespace sk = spinel::kernels;
+using sk::Isa;
+
+namespace {
+
+constexpr size_t kGuard = 256;
+constexpr uint8_t kGuardByte = 0xA5;
+
+// A byte buffer with guard regions on both sides.
+struct Guarded {
+  std::vector<uint8_t> mem;
+  size_t bytes;
+  explicit Guarded(size_t n, uint8_t fill = 0) : mem(n + 2 * kGuard, kGuardByte), bytes(n) {
+    std::fill(mem.begin() + kGuard, mem.begin() + kGuard + n, fill);
+  }
+  uint8_t* data() { return mem.data() + kGuard; }
+  template <typename T>
+  T* as() { return reinterpret_cast<T*>(data()); }
+  bool guards_intact() const {
+    for (size_t i = 0; i < kGuard; ++i)
+      if (mem[i] != kGuardByte || mem[kGuard + bytes + i] != kGuardByte) return false;
+    return true;
+  }
+};
+
+struct RestoreIsa {
+  Isa prev;
+  explicit RestoreIsa(Isa cap) : prev(sk::set_max_isa(cap)) {}
+  ~RestoreIsa() { sk::set_max_isa(prev); }
+};
+
+// Every level this CPU runs. The ymm VNNI level runs here either as VEX
+// AVX-VNNI or in its EVEX build on AVX-512 VNNI CPUs.
+std::vector<Isa> runnable_isas() {
+  std::vector<Isa> v;
+  for (Isa i : {Isa::Scalar, Isa::Avx2, Isa::Avx2Vnni, Isa::Avx512Vnni}) {
+    if (sk::cpu_supports(i)) {
+      v.push_back(i);
+    } else {
+      MESSAGE("skipping ISA " << sk::isa_name(i) << ": this CPU does not run it");
+    }
+  }
+  return v;
+}
+
+// W [K, N] with about `sparsity` of its 4x1 blocks zero; nonzero blocks
+// random in [-127, 127] (some elements inside them 0, one forced nonzero so
+// the block really is nonzero). Block-rows listed in empty_brs are all zero.
+std::vector<int8_t> make_weights(int64_t K, int64_t N, double sparsity, uint32_t seed,
+                                 bool some_empty_block_rows) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<double> u(0, 1);
+  std::uniform_int_distribution<int> val(-127, 127);
+  std::vector<int8_t> W(static_cast<size_t>(K * N), 0);
+  const int64_t nbr = N / 4;
+  for (int64_t br = 0; br < nbr; ++br) {
+    const bool empty = some_empty_block_rows && (br % 5 == 1);
+    for (int64_t k = 0; k < K; ++k) {
+      if (empty || u(rng) < sparsity) continue;
+      for (int c = 0; c < 4; ++c) {
+        int v = val(rng);
+        if (u(rng) < 0.1) v = 0;
+        // extremes exercise the int16 overflow of u8*s8 pair sums
+        if (u(rng) < 0.05) v = (u(rng) < 0.5) ? 127 : -127;
+        W[k * N + 4 * br + c] = static_cast<int8_t>(v);
+      }
+      if (W[k * N + 4 * br] == 0) W[k * N + 4 * br] = 1;
+    }
+  }
+  return W;
+}
+
+std::vector<uint8_t> make_input(int64_t M, int64_t ldx, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> d(0, 255);
+  std::vector<uint8_t> x(static_cast<size_t>(std::max<int64_t>(M, 1) * ldx));
+  for (auto& v : x) v = static_cast<uint8_t>(d(rng) < 40 ? 255 : d(rng));  // many 255s
+  return x;
+}
+
+struct Case {
+  int64_t M, K, N;
+  double sparsity;
+};
+
+std::vector<Case> shape_cases() {
+  std::vector<Case> cs;
+  const int64_t Ms[] = {1, 2, 3, 4, 15, 16, 17, 63, 64, 65, 127, 128, 129, 384};
+  const int64_t Ks[] = {4, 8, 12, 16, 20, 28, 32, 36, 64, 100, 256, 260, 768};
+  const int64_t Ns[] = {4, 8, 12, 16, 20, 32, 36, 64, 128, 260};
+  const double sps[] = {0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 1.0};
+  int i = 0;
+  for (int64_t M : Ms)
+    for (int rep = 0; rep < 3; ++rep, ++i) {
+      const int64_t K = Ks[(i * 7 + 3) % 13], N = Ns[(i * 3 + 1) % 10];
+      cs.push_back({M, K, N, sps[i % 7]});
+    }
+  // BERT-sized layers at a few M, and the extremes of K and N.
+  for (int64_t M : {1, 17, 128}) {
+    cs.push_back({M, 768, 768, 0.8});
+    cs.push_back({M, 768, 3072, 0.9});
+    cs.push_back({M, 3072, 768, 0.7});
+  }
+  cs.push_back({65, 768, 768, 0.0});
+  cs.push_back({33, 4096, 4, 0.5});
+  cs.push_back({33, 4, 4096, 0.5});
+  cs.push_back({16, 4096, 64, 0.95});
+  return cs;
+}
+
+template <typename F>
+void in_arena(int threads, F&& f) {
+  tbb::task_arena arena(threads);
+  arena.execute(f);
+}
+
+bool close_f(float a, float b, double rel) {
+  return std::fabs(double(a) - double(b)) <= rel * std::fabs(double(b)) + 1e-6;
+}
+
+}  // namespace
+
+TEST_CASE("isa: detection, names, caps") {
+  const Isa d = sk::detected_isa();
+  MESSAGE("detected ISA: " << sk::isa_name(d) << ", AVX-VNNI (VEX): " << sk::cpu_has_avxvnni());
+  CHECK(sk::cpu_supports(Isa::Scalar));
+  CHECK(sk::cpu_supports(d));
+  Isa parsed;
+  for (Isa i : {Isa::Scalar, Isa::Avx2, Isa::Avx2Vnni, Isa::Avx512Vnni}) {
+    REQUIRE(sk::parse_isa(sk::isa_name(i), &parsed));
+    CHECK(parsed == i);
+  }
+  CHECK(sk::parse_isa("avx512", &parsed));
+  CHECK(parsed == Isa::Avx512Vnni);
+  CHECK_FALSE(sk::parse_isa("avx1024", &parsed));
+  CHECK_FALSE(sk::parse_isa(nullptr, &parsed));
+  {
+    RestoreIsa cap(Isa::Scalar);
+    CHECK(sk::active_isa() == Isa::Scalar);
+    CHECK(std::string(sk::spmm_u8s8_kernel_name()).find("scalar") != std::string::npos);
+  }
+  {
+    RestoreIsa cap(Isa::Avx512Vnni);  // a cap above the CPU changes nothing
+    CHECK(static_cast<int>(sk::active_isa()) <= static_cast<int>(d));
+  }
+}
+
+TEST_CASE("pack_s8_sparse: layout, counts and rejected shapes") {
+  const int64_t K = 12, N = 8;
+  std::vector<int8_t> W(K * N, 0);
+  // block-row 0: k = 1, 5, 6, 7, 11 nonzero -> 2 groups (second padded)
+  for (int64_t k : {1, 5, 6, 7, 11}) W[k * N + 2] = static_cast<int8_t>(k);
+  // block-row 1: empty
+  std::vector<float> sw(N, 0.5f);
+  const auto p = sk::pack_s8_sparse(W.data(), K, N, sw.data(), nullptr);
+  CHECK(p.nnz_blocks == 5);
+  CHECK(p.groups == 2);
+  REQUIRE(p.group_ptr.size() == 3);
+  CHECK(p.group_ptr[0] == 0);
+  CHECK(p.group_ptr[1] == 2);
+  CHECK(p.group_ptr[2] == 2);
+  CHECK(p.kidx[0] == 1);
+  CHECK(p.kidx[3] == 7);
+  CHECK(p.kidx[4] == 11);
+  CHECK(p.kidx[5] == 11);  // padding repeats the last valid index
+  CHECK(p.w[16 + 4 * 2 + 0] == 11);
+  CHECK(p.w[16 + 4 * 2 + 1] == 0);  // padding weight
+  CHECK(p.w[4 * 2 + 1] == 5);
+  CHECK(p.wsum[2] == 1 + 5 + 6 + 7 + 11);
+  CHECK(p.sparsity == doctest::Approx(1.0 - 5.0 / 24.0));
+  CHECK(sk::block_sparsity_4x1(W.data(), K, N) == doctest::Approx(p.sparsity));
+  CHECK_THROWS_AS(sk::pack_s8_sparse(W.data(), 10, 8, sw.data(), nullptr), std::invalid_argument);
+  CHECK_THROWS_AS(sk::pack_s8_sparse(W.data(), 12, 6, sw.data(), nullptr), std::invalid_argument);
+  CHECK_THROWS_AS(sk::pack_s8_sparse(W.data(), 0, 8, sw.data(), nullptr), std::invalid_argument);
+}
+
+TEST_CASE("spmm_u8s8_acc: exact int32 on every ISA, 1 and 2 threads") {
+  const auto isas = runnable_isas();
+  uint32_t seed = 1;
+  int checked = 0;
+  for (const Case& c : shape_cases()) {
+    ++seed;
+    const int64_t ldx = c.K + (seed % 3) * 5;  // odd strides too
+    const auto W = make_weights(c.K, c.N, c.sparsity, seed, seed % 2 == 0);
+    const auto x = make_input(c.M, ldx, seed * 31);
+    std::vector<float> sw(c.N, 1.f);
+    const auto p = sk::pack_s8_sparse(W.data(), c.K, c.N, sw.data(), nullptr);
+    std::vector<int32_t> ref(static_cast<size_t>(c.M * c.N));
+    sk::ref::gemm_u8s8_acc(x.data(), c.M, c.K, ldx, W.data(), c.N, ref.data());
+    const int64_t ldy = c.N + 3;
+    for (Isa isa : isas) {
+      RestoreIsa cap(isa);
+      for (int threads : {1, 2}) {
+        const std::string kname = sk::spmm_u8s8_kernel_name();
+        CAPTURE(kname);
+        CAPTURE(threads);
+        CAPTURE(c.M);
+        CAPTURE(c.K);
+        CAPTURE(c.N);
+        CAPTURE(c.sparsity);
+        Guarded out(sizeof(int32_t) * std::max<int64_t>(c.M, 1) * ldy, 0x5A);
+        in_arena(threads, [&] { sk::spmm_u8s8_acc(p, x.data(), c.M, ldx, out.as<int32_t>(), ldy); });
+        CHECK(out.guards_intact());
+        int64_t bad = 0;
+        for (int64_t m = 0; m < c.M; ++m)
+          for (int64_t n = 0; n < c.N; ++n) bad += out.as<int32_t>()[m * ldy + n] != ref[m * c.N + n];
+        CHECK(bad == 0);
+        // the row-stride slack is never written
+        int64_t slack = 0;
+        for (int64_t m = 0; m < c.M; ++m)
+          for (int64_t n = c.N; n < ldy; ++n) slack += out.as<int32_t>()[m * ldy + n] != 0x5A5A5A5A;
+        CHECK(slack == 0);
+        ++checked;
+      }
+    }
+  }
+  MESSAGE(checked << " (shape, sparsity, ISA, threads) combinations checked");
+}
+
+namespace {
+
+void check_epilogue(int64_t M, int64_t K, int64_t N, double sparsity, uint32_t seed, bool dense_path) {
+  const int64_t ldx = K + 1;
+  const auto W = make_weights(K, N, sparsity, seed, true);
+  const auto x = make_input(M, ldx, seed + 7);
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> uf(-1.f, 1.f);
+  std::vector<float> sw(N), bias(N), xs(M);
+  std::vector<int32_t> zp(M);
+  for (auto& v : sw) v = 0.002f + 0.001f * std::fabs(uf(rng));
+  for (auto& v : bias) v = uf(rng);
+  for (auto& v : xs) v = 0.01f + 0.01f * std::fabs(uf(rng));
+  for (auto& v : zp) v = static_cast<int32_t>(rng() % 256);
+  const int64_t ldr = N + 2;
+  std::vector<float> residual(static_cast<size_t>(M * ldr));
+  for (auto& v : residual) v = 2.f * uf(rng);
+  const auto isas = dense_path ? std::vector<Isa>{Isa::Scalar, sk::detected_isa()} : runnable_isas();
+
+  for (int combo = 0; combo < 16; ++combo) {
+    const bool gelu = combo & 1, use_res = combo & 2, use_bias = combo & 4, requant = combo & 8;
+    sk::QEpilogue ep;
+    ep.gelu = gelu;
+    ep.residual = use_res ? residual.data() : nullptr;
+    ep.ld_residual = ldr;
+    ep.requantize = requant;
+    ep.out_scale = 0.05f;
+    ep.out_zp = 100;
+    const float* b = use_bias ? bias.data() : nullptr;
+    const int64_t ldy = N + 5;
+    const size_t esz = requant ? 1 : 4;
+    std::vector<uint8_t> ref(static_cast<size_t>(M * ldy) * esz);
+    sk::ref::linear_u8s8(x.data(), M, K, ldx, xs.data(), zp.data(), W.data(), N, sw.data(), b, ep,
+                         ref.data(), ldy);
+    const auto p = sk::pack_s8_sparse(W.data(), K, N, sw.data(), b);
+    const sk::DenseLinearU8S8 dense(W.data(), K, N, sw.data(), b);
+    for (Isa isa : isas) {
+      RestoreIsa cap(isa);
+      for (int threads : {1, 2}) {
+        CAPTURE(combo);
+        CAPTURE(dense_path);
+        const std::string isa_s = sk::isa_name(isa);
+        CAPTURE(isa_s);
+        CAPTURE(threads);
+        CAPTURE(M);
+        CAPTURE(K);
+        CAPTURE(N);
+        Guarded out(static_cast<size_t>(M * ldy) * esz);
+        if (dense_path) {
+          omp_set_num_threads(threads);
+          dense.run(x.data(), M, ldx, xs.data(), zp.data(), ep, out.data(), ldy);
+        } else {
+          in_arena(threads, [&] {
+            sk::spmm_u8s8(p, x.data(), M, ldx, xs.data(), zp.data(), ep, out.data(), ldy);
+          });
+        }
+        CHECK(out.guards_intact());
+        int64_t bad = 0;
+        for (int64_t m = 0; m < M; ++m)
+          for (int64_t n = 0; n < N; ++n) {
+            if (requant) {
+              const int a = out.data()[m * ldy + n], r = ref[m * ldy + n];
+              bad += gelu ? std::abs(a - r) > 1 : a != r;
+            } else {
+              const float a = out.as<float>()[m * ldy + n];
+              const float r = reinterpret_cast<const float*>(ref.data())[m * ldy + n];
+              bad += gelu ? !close_f(a, r, 1e-5) : std::memcmp(&a, &r, 4) != 0;
+            }
+          }
+        CHECK(bad == 0);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("spmm_u8s8: every epilogue combination on every ISA") {
+  check_epilogue(1, 36, 8, 0.5, 11, false);
+  check_epilogue(17, 64, 20, 0.7, 12, false);
+  check_epilogue(70, 100, 36, 0.9, 13, false);
+  check_epilogue(129, 256, 64, 0.0, 14, false);
+  check_epilogue(40, 768, 128, 0.95, 15, false);
+}
+
+TEST_CASE("spmm_u8s8: residual may alias the f32 output") {
+  const int64_t M = 37, K = 64, N = 24;
+  const auto W = make_weights(K, N, 0.6, 5, false);
+  const auto x = make_input(M, K, 6);
+  std::vector<float> sw(N, 0.01f), xs(M, 0.02f);
+  std::vector<int32_t> zp(M, 17);
+  std::vector<float> res(M * N);
+  for (size_t i = 0; i < res.size(); ++i) res[i] = 0.01f * float(i % 97);
+  sk::QEpilogue ep;
+  ep.residual = res.data();
+  ep.ld_residual = N;
+  std::vector<float> ref(M * N);
+  sk::ref::linear_u8s8(x.data(), M, K, K, xs.data(), zp.data(), W.data(), N, sw.data(), nullptr,
+                       ep, ref.data(), N);
+  const auto p = sk::pack_s8_sparse(W.data(), K, N, sw.data(), nullptr);
+  const sk::DenseLinearU8S8 dense(W.data(), K, N, sw.data(), nullptr);
+  for (Isa isa : runnable_isas()) {
+    RestoreIsa cap(isa);
+    for (int path = 0; path < 2; ++path) {
+      std::vector<float> y = res;
+      sk::QEpilogue e = ep;
+      e.residual = y.data();
+      if (path == 0)
+        sk::spmm_u8s8(p, x.data(), M, K, xs.data(), zp.data(), e, y.data(), N);
+      else
+        dense.run(x.data(), M, K, xs.data(), zp.data(), e, y.data(), N);
+      CAPTURE(path);
+      const std::string isa_s = sk::isa_name(isa);
+        CAPTURE(isa_s);
+      CHECK(std::memcmp(y.data(), ref.data(), sizeof(float) * M * N) == 0);
+    }
+  }
+}
+
+TEST_CASE("DenseLinearU8S8 (oneDNN): exact int32 and every epilogue combination") {
+  for (const Case& c : std::vector<Case>{{1, 64, 32, 0}, {17, 768, 768, 0}, {128, 768, 3072, 0.5},
+                                         {129, 3072, 768, 0}, {3, 20, 12, 0}}) {
+    const int64_t ldx = c.K + 3;
+    const auto W = make_weights(c.K, c.N, c.sparsity, 99, false);
+    const auto x = make_input(c.M, ldx, 98);
+    std::vector<float> sw(c.N, 1.f);
+    const sk::DenseLinearU8S8 dense(W.data(), c.K, c.N, sw.data(), nullptr);
+    std::vector<int32_t> ref(c.M * c.N);
+    sk::ref::gemm_u8s8_acc(x.data(), c.M, c.K, ldx, W.data(), c.N, ref.data());
+    for (int threads : {1, 2}) {
+      omp_set_num_threads(threads);
+      const int64_t ldacc = c.N + 1;
+      Guarded out(sizeof(int32_t) * c.M * ldacc);
+      dense.run_acc(x.data(), c.M, ldx, out.as<int32_t>(), ldacc);
+      CHECK(out.guards_intact());
+      int64_t bad = 0;
+      for (int64_t m = 0; m < c.M; ++m)
+        for (int64_t n = 0; n < c.N; ++n) bad += out.as<int32_t>()[m * ldacc + n] != ref[m * c.N + n];
+      CAPTURE(c.M);
+      CAPTURE(c.K);
+      CAPTURE(c.N);
+      CHECK(bad == 0);
+    }
+  }
+  check_epilogue(1, 36, 8, 0.5, 21, true);
+  check_epilogue(33, 256, 68, 0.0, 22, true);
+  check_epilogue(128, 768, 768, 0.0, 23, true);
+}
+
+TEST_CASE("quantize_rows_u8 matches its reference on every ISA") {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0.f, 3.f);
+  for (int64_t K : {1, 7, 16, 17, 100, 768, 3072}) {
+    const int64_t M = 9;
+    std::vector<float> x(M * K);
+    for (auto& v : x) v = nd(rng);
+    for (int64_t k = 0; k < K; ++k) {
+      x[0 * K + k] = 0.f;                         // all zero
+      x[1 * K + k] = std::fabs(x[1 * K + k]);     // all >= 0: zp 0
+      x[2 * K + k] = -std::fabs(x[2 * K + k]);    // all <= 0: zp 255
+      x[3 * K + k] = 1.5f;                        // constant
+    }
+    std::vector<uint8_t> qr(M * K);
+    std::vector<float> sr(M);
+    std::vector<int32_t> zr(M);
+    sk::ref::quantize_rows_u8(x.data(), M, K, qr.data(), sr.data(), zr.data());
+    CHECK(zr[0] == 0);
+    CHECK(zr[1] == 0);
+    CHECK(zr[2] == 255);
+    for (Isa isa : runnable_isas()) {
+      RestoreIsa cap(isa);
+      Guarded q(M * K);
+      std::vector<float> s(M);
+      std::vector<int32_t> z(M);
+      in_arena(2, [&] { sk::quantize_rows_u8(x.data(), M, K, q.data(), s.data(), z.data()); });
+      CAPTURE(K);
+      const std::string isa_s = sk::isa_name(isa);
+        CAPTURE(isa_s);
+      CHECK(q.guards_intact());
+      CHECK(std::memcmp(q.data(), qr.data(), M * K) == 0);
+      CHECK(std::memcmp(s.data(), sr.data(), 4 * M) == 0);
+      CHECK(z == zr);
+    }
+    // dequantized values are within half a step of the input
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t k = 0; k < K; ++k) {
+        const float back = sr[m] * float(int(qr[m * K + k]) - zr[m]);
+        CHECK(std::fabs(back - x[m * K + k]) <= 0.5f * sr[m] * 1.001f + 1e-6f);
+      }
+  }
+}
