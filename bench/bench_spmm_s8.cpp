@@ -145,8 +145,23 @@ void Shapes(benchmark::internal::Benchmark* b, bool sparse) {
   b->ArgNames({"K", "N", "M", "sparsity"})->Unit(benchmark::kMicrosecond)->UseRealTime();
 }
 
+// Low sparsities, to find where the sparse kernel overtakes oneDNN dense:
+// the converter's default --sparse-threshold comes from this.
+void CrossoverShapes(benchmark::internal::Benchmark* b) {
+  for (int64_t K : {384, 768})
+    for (int64_t N : {K, 4 * K})
+      for (int64_t sp : {0, 20, 30, 40, 50, 60}) b->Args({K, N, 128, sp});
+  b->ArgNames({"K", "N", "M", "sparsity"})->Unit(benchmark::kMicrosecond)->UseRealTime();
+}
+
 }  // namespace
 
+BENCHMARK(BM_Sparse)->Name("BM_Crossover")->Apply(CrossoverShapes);
+BENCHMARK(BM_Dense)->Name("BM_CrossoverDense")->Apply([](benchmark::internal::Benchmark* b) {
+  for (int64_t K : {384, 768})
+    for (int64_t N : {K, 4 * K}) b->Args({K, N, 128, 0});
+  b->ArgNames({"K", "N", "M", "sparsity"})->Unit(benchmark::kMicrosecond)->UseRealTime();
+});
 BENCHMARK(BM_Sparse)->Apply([](benchmark::internal::Benchmark* b) { Shapes(b, true); });
 BENCHMARK(BM_Dense)->Apply([](benchmark::internal::Benchmark* b) { Shapes(b, false); });
 

@@ -51,6 +51,15 @@ const char* activation_name(Activation a) {
   return "?";
 }
 
+const char* precision_name(Precision p) {
+  switch (p) {
+    case Precision::F32: return "f32";
+    case Precision::S8Dense: return "s8-dense";
+    case Precision::S8Sparse: return "s8-sparse";
+  }
+  return "?";
+}
+
 namespace {
 
 struct Checker {
@@ -68,7 +77,8 @@ struct Checker {
           std::to_string(g.values.size()));
     return g.values[id];
   }
-  const TensorInfo* weight(const Op& op, int slot_idx, const char* role, bool required) const {
+  const TensorInfo* weight(const Op& op, int slot_idx, const char* role, bool required,
+                           DType want = DType::F32) const {
     const int32_t id = op.w[slot_idx];
     if (id < 0) {
       if (required) bad(std::string("missing weight '") + role + "'");
@@ -78,7 +88,9 @@ struct Checker {
       bad(std::string("weight '") + role + "' refers to tensor " + std::to_string(id) +
           ", model has " + std::to_string(tensors.size()));
     const TensorInfo& t = tensors[id];
-    if (t.dtype != DType::F32) bad(std::string("weight '") + role + "' (" + t.name + ") is not f32");
+    if (t.dtype != want)
+      bad(std::string("weight '") + role + "' (" + t.name + ") is " + dtype_name(t.dtype) +
+          ", expected " + dtype_name(want));
     return &t;
   }
   void shape_is(const TensorInfo* t, std::vector<int64_t> want, const char* role) const {
@@ -135,9 +147,16 @@ void validate_graph(const Graph& g, const std::vector<TensorInfo>& tensors, cons
       }
       case OpKind::Linear: {
         const Value& x = use(op.in0, "input");
-        const auto* w = c.weight(op, slot::kWeight, "weight", true);
+        const bool s8 = op.precision != Precision::F32;
+        if (static_cast<uint32_t>(op.precision) > static_cast<uint32_t>(Precision::S8Sparse))
+          c.bad("unknown precision");
+        const auto* w = c.weight(op, slot::kWeight, "weight", true, s8 ? DType::I8 : DType::F32);
         if (w->shape.size() != 2) c.bad("weight must be 2-D");
         c.shape_is(w, {x.width, out.width}, "weight");
+        if (s8) c.shape_is(c.weight(op, slot::kWeightScale, "weight scale", true), {out.width}, "weight scale");
+        if (op.precision == Precision::S8Sparse && (x.width % 4 != 0 || out.width % 4 != 0))
+          c.bad("block-sparse weights need K and N multiples of 4, got " + std::to_string(x.width) +
+                "x" + std::to_string(out.width));
         c.shape_is(c.weight(op, slot::kBias, "bias", false), {out.width}, "bias");
         if (op.in1 >= 0 && use(op.in1, "residual").width != out.width)
           c.bad("residual width differs from the output width");

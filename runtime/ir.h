@@ -31,13 +31,20 @@ const char* op_kind_name(OpKind k);
 enum class Activation : uint32_t { None = 0, GeluErf = 1, GeluTanh = 2 };
 const char* activation_name(Activation a);
 
+// How a Linear computes. S8: weights s8 [K,N] symmetric per output channel
+// (scale in slot kWeightScale), activations quantized to u8 per token at run
+// time; S8Sparse runs the 4x1 block-sparse kernel, S8Dense oneDNN's u8s8.
+enum class Precision : uint32_t { F32 = 0, S8Dense = 1, S8Sparse = 2 };
+const char* precision_name(Precision p);
+
 // Weight slots, by op kind. Unused slots hold -1.
 namespace slot {
 // Embedding: word [V,H]; position [P,H] (optional); token type [T,H] (optional);
 // LayerNorm gamma/beta [H] applied to the summed embeddings.
 constexpr int kWord = 0, kPosition = 1, kTokenType = 2, kEmbGamma = 3, kEmbBeta = 4;
-// Linear: weight [K,N] (y = x W + b, K = in features); bias [N] (optional).
-constexpr int kWeight = 0, kBias = 1;
+// Linear: weight [K,N] (y = x W + b, K = in features); bias [N] (optional);
+// for S8 precisions the per-output-channel weight scale [N].
+constexpr int kWeight = 0, kBias = 1, kWeightScale = 2;
 // LayerNorm: gamma [H], beta [H].
 constexpr int kGamma = 0, kBeta = 1;
 constexpr int kCount = 5;
@@ -54,6 +61,7 @@ struct Op {
   int32_t out = -1;
   std::array<int32_t, slot::kCount> w{-1, -1, -1, -1, -1};
   Activation act = Activation::None;
+  Precision precision = Precision::F32;  // Linear
   int32_t num_heads = 0;  // Attention
   float eps = 0.f;        // LayerNorm, Embedding
   float scale = 0.f;      // Attention: multiplier of Q.K^T (1/sqrt(head_dim))

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/qgemm.h"
 #include "runtime/error.h"
 
 namespace spinel {
@@ -68,6 +69,12 @@ int64_t max_sequence_length(const std::vector<Sequence>& batch) {
   return m;
 }
 
+// Residual add and tanh GELU are not in the INT8 epilogue's repertoire in
+// every combination: finish those here.
+void add_rows(float* y, const float* r, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += r[i];
+}
+
 }  // namespace
 
 void check_batch(const Model& model, const std::vector<Sequence>& batch) {
@@ -95,12 +102,27 @@ void check_batch(const Model& model, const std::vector<Sequence>& batch) {
   }
 }
 
+// The kernel state of one Linear op, by precision.
+struct LinearKernel {
+  std::unique_ptr<kernels::DenseLinearF32> f32;
+  std::unique_ptr<kernels::DenseLinearU8S8> s8_dense;
+  std::unique_ptr<kernels::PackedS8Sparse> s8_sparse;
+};
+
+// Defined below; y = act(x W + b) + residual for any precision.
+static void run_linear(Session::Impl& s, const Op& op, const LinearKernel& lk, int64_t K, int64_t N,
+                       const float* x, int64_t T, const float* residual, float* y);
+
 struct Session::Impl {
   tbb::task_arena arena;
   MemoryPlan plan;
-  std::vector<std::unique_ptr<kernels::DenseLinearF32>> linear_of_op;
+  std::vector<LinearKernel> linear_of_op;
   std::vector<float> arena_mem;
   std::vector<float> scratch;
+  // Per-token quantized activations of the S8 Linear being run.
+  std::vector<uint8_t> xq;
+  std::vector<float> x_scale;
+  std::vector<int32_t> x_zp;
   std::vector<int32_t> ids, type_ids, positions;
   std::vector<int64_t> offsets;
 
@@ -119,9 +141,24 @@ Session::Session(std::shared_ptr<const Model> model, int threads) : model_(std::
     const Op& op = g.ops[i];
     if (op.kind != OpKind::Linear) continue;
     const int64_t K = g.values[op.in0].width, N = g.values[op.out].width;
-    impl_->linear_of_op[i] = std::make_unique<kernels::DenseLinearF32>(
-        model_->data<float>(op.w[slot::kWeight]), model_->data<float>(op.w[slot::kBias]), K, N,
-        op.act);
+    LinearKernel& lk = impl_->linear_of_op[i];
+    const float* bias = model_->data<float>(op.w[slot::kBias]);
+    switch (op.precision) {
+      case Precision::F32:
+        lk.f32 = std::make_unique<kernels::DenseLinearF32>(model_->data<float>(op.w[slot::kWeight]),
+                                                           bias, K, N, op.act);
+        break;
+      case Precision::S8Dense:
+        lk.s8_dense = std::make_unique<kernels::DenseLinearU8S8>(
+            model_->data<int8_t>(op.w[slot::kWeight]), K, N,
+            model_->data<float>(op.w[slot::kWeightScale]), bias);
+        break;
+      case Precision::S8Sparse:
+        lk.s8_sparse = std::make_unique<kernels::PackedS8Sparse>(kernels::pack_s8_sparse(
+            model_->data<int8_t>(op.w[slot::kWeight]), K, N,
+            model_->data<float>(op.w[slot::kWeightScale]), bias));
+        break;
+    }
   }
 }
 
@@ -191,7 +228,8 @@ HiddenStates Session::run(const std::vector<Sequence>& batch) {
           break;
         }
         case OpKind::Linear:
-          s.linear_of_op[i]->run(value_ptr(op.in0), T, value_ptr(op.in1), out);
+          run_linear(s, op, s.linear_of_op[i], g.values[op.in0].width, g.values[op.out].width,
+                     value_ptr(op.in0), T, value_ptr(op.in1), out);
           break;
         case OpKind::Attention: {
           const int64_t hd = g.values[op.out].width / op.num_heads;
@@ -213,6 +251,32 @@ HiddenStates Session::run(const std::vector<Sequence>& batch) {
   h.width = g.values[g.output].width;
   h.data = value_ptr(g.output);
   return h;
+}
+
+static void run_linear(Session::Impl& s, const Op& op, const LinearKernel& lk, int64_t K, int64_t N,
+                       const float* x, int64_t T, const float* residual, float* y) {
+  if (lk.f32) {
+    lk.f32->run(x, T, residual, y);
+    return;
+  }
+  if (s.xq.size() < static_cast<size_t>(T * K)) s.xq.resize(static_cast<size_t>(T * K));
+  if (s.x_scale.size() < static_cast<size_t>(T)) {
+    s.x_scale.resize(static_cast<size_t>(T));
+    s.x_zp.resize(static_cast<size_t>(T));
+  }
+  kernels::quantize_rows_u8(x, T, K, s.xq.data(), s.x_scale.data(), s.x_zp.data());
+  kernels::QEpilogue ep;
+  const bool tanh_gelu = op.act == Activation::GeluTanh;
+  ep.gelu = op.act == Activation::GeluErf;
+  ep.residual = tanh_gelu ? nullptr : residual;
+  if (lk.s8_sparse)
+    kernels::spmm_u8s8(*lk.s8_sparse, s.xq.data(), T, K, s.x_scale.data(), s.x_zp.data(), ep, y, N);
+  else
+    lk.s8_dense->run(s.xq.data(), T, K, s.x_scale.data(), s.x_zp.data(), ep, y, N);
+  if (tanh_gelu) {
+    kernels::gelu_tanh_f32(y, T * N);
+    if (residual) add_rows(y, residual, T * N);
+  }
 }
 
 std::vector<float> run_reference(const Model& m, const std::vector<Sequence>& batch) {
@@ -242,11 +306,32 @@ std::vector<float> run_reference(const Model& m, const std::vector<Sequence>& ba
                                     m.data<float>(op.w[slot::kEmbGamma]),
                                     m.data<float>(op.w[slot::kEmbBeta]), op.eps, out.data());
         break;
-      case OpKind::Linear:
-        kernels::ref::linear_f32(ptr(op.in0), m.data<float>(op.w[slot::kWeight]),
-                                 m.data<float>(op.w[slot::kBias]), T, g.values[op.in0].width, W,
-                                 op.act, ptr(op.in1), out.data());
+      case OpKind::Linear: {
+        const int64_t K = g.values[op.in0].width;
+        if (op.precision == Precision::F32) {
+          kernels::ref::linear_f32(ptr(op.in0), m.data<float>(op.w[slot::kWeight]),
+                                   m.data<float>(op.w[slot::kBias]), T, K, W, op.act, ptr(op.in1),
+                                   out.data());
+          break;
+        }
+        // Both S8 precisions compute the same function; only the kernel differs.
+        std::vector<uint8_t> xq(static_cast<size_t>(T * K));
+        std::vector<float> xs(static_cast<size_t>(T));
+        std::vector<int32_t> xz(static_cast<size_t>(T));
+        kernels::ref::quantize_rows_u8(ptr(op.in0), T, K, xq.data(), xs.data(), xz.data());
+        kernels::QEpilogue ep;
+        ep.gelu = op.act == Activation::GeluErf;
+        ep.residual = op.act == Activation::GeluTanh ? nullptr : ptr(op.in1);
+        kernels::ref::linear_u8s8(xq.data(), T, K, K, xs.data(), xz.data(),
+                                  m.data<int8_t>(op.w[slot::kWeight]), W,
+                                  m.data<float>(op.w[slot::kWeightScale]),
+                                  m.data<float>(op.w[slot::kBias]), ep, out.data(), W);
+        if (op.act == Activation::GeluTanh) {
+          for (auto& v : out) v = kernels::ref::gelu_tanh(v);
+          if (op.in1 >= 0) add_rows(out.data(), ptr(op.in1), T * W);
+        }
         break;
+      }
       case OpKind::Attention:
         kernels::ref::attention_f32(ptr(op.in0), offsets.data(),
                                     static_cast<int64_t>(batch.size()), op.num_heads,

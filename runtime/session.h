@@ -46,8 +46,9 @@ class Session {
   // Bytes of activation memory currently held by the arena.
   size_t arena_bytes() const;
 
+  struct Impl;  // opaque: kernels, memory plan, arena
+
  private:
-  struct Impl;
   std::shared_ptr<const Model> model_;
   int threads_;
   std::unique_ptr<Impl> impl_;

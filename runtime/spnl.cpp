@@ -88,6 +88,7 @@ void write_graph(ByteWriter& w, const Graph& g) {
     w.put<int32_t>(op.out);
     for (int32_t id : op.w) w.put<int32_t>(id);
     w.put<uint32_t>(static_cast<uint32_t>(op.act));
+    w.put<uint32_t>(static_cast<uint32_t>(op.precision));
     w.put<int32_t>(op.num_heads);
     w.put<float>(op.eps);
     w.put<float>(op.scale);
@@ -123,6 +124,9 @@ Graph read_graph(ByteReader& r) {
     const uint32_t act = r.get<uint32_t>("op activation");
     if (act > static_cast<uint32_t>(Activation::GeluTanh)) fail("graph: unknown activation ", act);
     op.act = static_cast<Activation>(act);
+    const uint32_t prec = r.get<uint32_t>("op precision");
+    if (prec > static_cast<uint32_t>(Precision::S8Sparse)) fail("graph: unknown precision ", prec);
+    op.precision = static_cast<Precision>(prec);
     op.num_heads = r.get<int32_t>("op num_heads");
     op.eps = r.get<float>("op eps");
     op.scale = r.get<float>("op scale");
@@ -190,13 +194,22 @@ int32_t SpnlWriter::add_tensor(const std::string& name, DType dtype, std::vector
   t.nbytes = nbytes;
   if (static_cast<uint64_t>(t.numel()) * dtype_size(dtype) != nbytes)
     fail("tensor '", name, "': ", nbytes, " bytes do not match its shape");
-  uint64_t end = 0;
-  if (!tensors_.empty()) end = tensors_.back().offset + tensors_.back().nbytes;
-  t.offset = align_up(end);
   tensors_.push_back(t);
   const auto* p = static_cast<const uint8_t*>(data);
   blobs_.emplace_back(p, p + nbytes);
   return static_cast<int32_t>(tensors_.size() - 1);
+}
+
+void SpnlWriter::set_tensor(int32_t idx, DType dtype, std::vector<int64_t> shape, const void* data,
+                            size_t nbytes) {
+  TensorInfo& t = tensors_.at(static_cast<size_t>(idx));
+  t.dtype = dtype;
+  t.shape = std::move(shape);
+  t.nbytes = nbytes;
+  if (static_cast<uint64_t>(t.numel()) * dtype_size(dtype) != nbytes)
+    fail("tensor '", t.name, "': ", nbytes, " bytes do not match its shape");
+  const auto* p = static_cast<const uint8_t*>(data);
+  blobs_[static_cast<size_t>(idx)].assign(p, p + nbytes);
 }
 
 void SpnlWriter::write(const std::string& path) const {
@@ -206,11 +219,19 @@ void SpnlWriter::write(const std::string& path) const {
     fail("the tokenizer has ", tokenizer.vocab_size(), " tokens but the model's embedding table has ",
          config.vocab_size, " rows");
 
+  // Lay the blobs out back to back, each 64-byte aligned.
+  std::vector<TensorInfo> tensors = tensors_;
+  uint64_t end = 0;
+  for (TensorInfo& t : tensors) {
+    t.offset = align_up(end);
+    end = t.offset + t.nbytes;
+  }
+
   ByteWriter sec[kData];
   write_config(sec[kConfig], config);
   tokenizer.serialize(sec[kTokenizer]);
   write_graph(sec[kGraph], graph);
-  write_tensors(sec[kTensors], tensors_);
+  write_tensors(sec[kTensors], tensors);
 
   Header h{};
   std::memcpy(h.magic, kSpnlMagic, sizeof h.magic);
@@ -223,7 +244,7 @@ void SpnlWriter::write(const std::string& path) const {
     pos += h.size[s];
   }
   h.offset[kData] = align_up(pos);
-  h.size[kData] = tensors_.empty() ? 0 : tensors_.back().offset + tensors_.back().nbytes;
+  h.size[kData] = end;
   h.file_size = h.offset[kData] + h.size[kData];
 
   const std::string tmp = path + ".tmp";
@@ -236,10 +257,10 @@ void SpnlWriter::write(const std::string& path) const {
       f.write(reinterpret_cast<const char*>(sec[s].bytes().data()), sec[s].bytes().size());
     f.write(zeros.data(), static_cast<std::streamsize>(h.offset[kData] - pos));
     uint64_t at = 0;
-    for (size_t i = 0; i < tensors_.size(); ++i) {
-      f.write(zeros.data(), static_cast<std::streamsize>(tensors_[i].offset - at));
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      f.write(zeros.data(), static_cast<std::streamsize>(tensors[i].offset - at));
       f.write(reinterpret_cast<const char*>(blobs_[i].data()), blobs_[i].size());
-      at = tensors_[i].offset + tensors_[i].nbytes;
+      at = tensors[i].offset + tensors[i].nbytes;
     }
     f.flush();
     if (!f) {

@@ -28,6 +28,10 @@ class SpnlWriter {
   // Copies the data; returns the tensor's index for Op::w.
   int32_t add_tensor(const std::string& name, DType dtype, std::vector<int64_t> shape,
                      const void* data, size_t nbytes);
+  // Replaces a tensor's contents (e.g. f32 weights by their s8 quantization).
+  void set_tensor(int32_t idx, DType dtype, std::vector<int64_t> shape, const void* data,
+                  size_t nbytes);
+  // Offsets are assigned by write().
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   const void* tensor_data(int32_t idx) const { return blobs_.at(idx).data(); }
 

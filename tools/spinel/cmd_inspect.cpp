@@ -1,6 +1,7 @@
 #include <cstdio>
 #include <string>
 
+#include "kernels/cpu/qgemm.h"
 #include "runtime/error.h"
 #include "runtime/spnl.h"
 #include "runtime/util/json.h"
@@ -37,6 +38,21 @@ std::string shape_json(const std::vector<int64_t>& s) {
   std::string r = "[";
   for (size_t i = 0; i < s.size(); ++i) r += (i ? "," : "") + std::to_string(s[i]);
   return r + "]";
+}
+
+// Fraction of all-zero 4x1 blocks of an s8 Linear's weights (0 otherwise).
+double block_sparsity(const Model& m, const Op& op) {
+  if (op.kind != OpKind::Linear || op.precision == Precision::F32) return 0;
+  const auto& t = m.tensors()[op.w[slot::kWeight]];
+  if (t.shape[0] % 4 || t.shape[1] % 4) return 0;
+  return kernels::block_sparsity_4x1(m.data<int8_t>(op.w[slot::kWeight]), t.shape[0], t.shape[1]);
+}
+
+std::string op_precision(const Model& m, const Op& op) {
+  if (op.kind != OpKind::Linear) return "f32";
+  std::string p = precision_name(op.precision);
+  if (op.precision == Precision::S8Sparse) p += " " + num(100 * block_sparsity(m, op)) + "%";
+  return p;
 }
 
 std::string op_detail(const Model& m, const Op& op) {
@@ -110,7 +126,10 @@ int cmd_inspect(int argc, char** argv) {
         const Op& op = m->graph().ops[i];
         if (i) o += ',';
         o += "{\"kind\":" + json::quote(op_kind_name(op.kind)) + ",\"name\":" + json::quote(op.name) +
-             ",\"detail\":" + json::quote(op_detail(*m, op)) + ",\"dtype\":\"f32\"}";
+             ",\"detail\":" + json::quote(op_detail(*m, op)) +
+             ",\"precision\":" + json::quote(op.kind == OpKind::Linear ? precision_name(op.precision) : "f32");
+        if (op.kind == OpKind::Linear) o += ",\"block_sparsity\":" + num(block_sparsity(*m, op));
+        o += "}";
       }
       o += "],\"tensors\":[";
       for (size_t i = 0; i < m->tensors().size(); ++i) {
@@ -136,14 +155,27 @@ int cmd_inspect(int argc, char** argv) {
                 c.layer_norm_eps);
     std::printf("tokenizer      WordPiece, %zu tokens, %s\n", m->tokenizer().vocab_size(),
                 m->tokenizer().options().lowercase ? "lower-cased" : "cased");
-    std::printf("precision      all ops f32 (weights f32)\n");
+    int s8 = 0, sparse = 0, linears = 0;
+    for (const Op& op : m->graph().ops) {
+      if (op.kind != OpKind::Linear) continue;
+      ++linears;
+      s8 += op.precision != Precision::F32;
+      sparse += op.precision == Precision::S8Sparse;
+    }
+    if (s8 == 0)
+      std::printf("precision      all ops f32 (weights f32)\n");
+    else
+      std::printf("precision      %d/%d Linear layers INT8 (s8 weights per channel, u8 activations per "
+                  "token at run time), %d of them 4x1 block-sparse;\n               embeddings, "
+                  "LayerNorm, attention/softmax f32\n",
+                  s8, linears, sparse);
     std::printf("source         %s\n\n", c.source.c_str());
-    std::printf("%-4s %-10s %-44s %s\n", "#", "op", "name", "detail");
+    std::printf("%-4s %-10s %-44s %-16s %s\n", "#", "op", "name", "precision", "detail");
     for (size_t i = 0; i < m->graph().ops.size(); ++i) {
       const Op& op = m->graph().ops[i];
       std::string name = op.name.size() > 44 ? "..." + op.name.substr(op.name.size() - 41) : op.name;
-      std::printf("%-4zu %-10s %-44s %s\n", i, op_kind_name(op.kind), name.c_str(),
-                  op_detail(*m, op).c_str());
+      std::printf("%-4zu %-10s %-44s %-16s %s\n", i, op_kind_name(op.kind), name.c_str(),
+                  op_precision(*m, op).c_str(), op_detail(*m, op).c_str());
     }
     if (args.has("tensors")) {
       std::printf("\n%-56s %-5s %-14s %s\n", "tensor", "dtype", "shape", "bytes");
