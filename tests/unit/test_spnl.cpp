@@ -63,6 +63,7 @@ TEST_CASE("spnl round trip keeps config, graph, tokenizer and weights") {
     CHECK(a.out == b.out);
     CHECK(a.w == b.w);
     CHECK(a.act == b.act);
+    CHECK(a.precision == b.precision);
     CHECK(a.num_heads == b.num_heads);
     CHECK(a.scale == b.scale);
   }

@@ -1,0 +1,151 @@
+// Convert-time INT8 quantization and the S8 Linear paths of a session, on
+// random BERT-shaped models with some layers 4x1 block-pruned.
+#include <doctest/doctest.h>
+
+#include <cmath>
+
+#include "converters/quantize.h"
+#include "kernels/cpu/isa.h"
+#include "runtime/error.h"
+#include "runtime/session.h"
+#include "tests/unit/tiny_model.h"
+
+using namespace spinel;
+
+namespace {
+
+// Zeroes whole 4x1 blocks (4 consecutive output channels at one input
+// channel) of a Linear's f32 weight [K, N] with probability `frac`.
+void prune_blocks(SpnlWriter& w, int32_t wid, double frac, unsigned seed) {
+  const TensorInfo t = w.tensors()[wid];
+  const int64_t K = t.shape[0], N = t.shape[1];
+  std::vector<float> W(static_cast<const float*>(w.tensor_data(wid)),
+                       static_cast<const float*>(w.tensor_data(wid)) + K * N);
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<double> u(0, 1);
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t n = 0; n < N; n += 4)
+      if (u(rng) < frac)
+        for (int c = 0; c < 4; ++c) W[k * N + n + c] = 0.f;
+  w.set_tensor(wid, DType::F32, {K, N}, W.data(), W.size() * sizeof(float));
+}
+
+testing::TinySpec spec(Activation act) {
+  testing::TinySpec s;
+  s.hidden = 64;
+  s.heads = 4;
+  s.intermediate = 128;
+  s.layers = 2;
+  s.positions = 64;
+  s.act = act;
+  return s;
+}
+
+std::vector<Sequence> batch_for(int64_t vocab) {
+  std::mt19937 rng(9);
+  std::uniform_int_distribution<int32_t> id(0, static_cast<int32_t>(vocab - 1));
+  std::vector<Sequence> b;
+  for (int len : {1, 5, 17, 64, 33}) {
+    Sequence s;
+    for (int t = 0; t < len; ++t) s.ids.push_back(id(rng));
+    b.push_back(s);
+  }
+  return b;
+}
+
+double cosine(const float* a, const float* b, int64_t n) {
+  double ab = 0, aa = 0, bb = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    ab += double(a[i]) * b[i];
+    aa += double(a[i]) * a[i];
+    bb += double(b[i]) * b[i];
+  }
+  return ab / std::sqrt(aa * bb);
+}
+
+}  // namespace
+
+TEST_CASE("int8 conversion: weights per channel, sparse where pruned, close to f32") {
+  for (Activation act : {Activation::GeluErf, Activation::GeluTanh}) {
+    SpnlWriter w;
+    testing::fill_tiny_model(w, spec(act));
+    // Prune the intermediate and output Linears of layer 0 to ~80%.
+    std::vector<size_t> pruned_ops;
+    for (size_t i = 0; i < w.graph.ops.size(); ++i) {
+      const Op& op = w.graph.ops[i];
+      if (op.kind == OpKind::Linear && op.name.rfind("layer0.", 0) == 0 &&
+          (op.name == "layer0.intermediate" || op.name == "layer0.output")) {
+        prune_blocks(w, op.w[slot::kWeight], 0.8, static_cast<unsigned>(i));
+        pruned_ops.push_back(i);
+      }
+    }
+    REQUIRE(pruned_ops.size() == 2);
+    const std::string dir = testing::temp_dir("quant");
+    w.write(dir + "/f32.spnl");
+
+    const auto reps = quantize_linears_int8(w, QuantOptions{});
+    REQUIRE(reps.size() == 8);  // 4 Linears x 2 layers
+    for (const auto& r : reps) {
+      INFO(r.name, " sparsity ", r.block_sparsity);
+      CHECK(r.max_rel_error <= 0.5 / 127 + 1e-6);  // rounding to the nearest step
+      const bool pruned = r.name == "layer0.intermediate" || r.name == "layer0.output";
+      CHECK(r.precision == (pruned ? Precision::S8Sparse : Precision::S8Dense));
+      if (pruned) CHECK(r.block_sparsity > 0.7);
+    }
+    w.write(dir + "/int8.spnl");
+
+    auto f32 = Model::load(dir + "/f32.spnl");
+    auto q = Model::load(dir + "/int8.spnl");
+    for (size_t i : pruned_ops) CHECK(q->graph().ops[i].precision == Precision::S8Sparse);
+    const auto batch = batch_for(q->config().vocab_size);
+    const auto ref_q = run_reference(*q, batch);
+    const auto ref_f = run_reference(*f32, batch);
+    const int64_t H = q->config().hidden_size;
+
+    for (kernels::Isa isa : {kernels::Isa::Avx512Vnni, kernels::Isa::Avx2Vnni, kernels::Isa::Avx2,
+                             kernels::Isa::Scalar}) {
+      if (!kernels::cpu_supports(isa)) {
+        MESSAGE("CPU lacks ", kernels::isa_name(isa), "; that path is not run here");
+        continue;
+      }
+      const kernels::Isa prev = kernels::set_max_isa(isa);
+      Session s(q, 2);
+      const HiddenStates h = s.run(batch);
+      kernels::set_max_isa(prev);
+      // Kernels and reference agree up to the erf rounding, which can move an
+      // activation across a u8 rounding boundary of the next layer.
+      double worst = 0;
+      for (size_t j = 0; j < ref_q.size(); ++j)
+        worst = std::max(worst, std::fabs(double(h.data[j]) - ref_q[j]));
+      INFO("isa ", kernels::isa_name(isa), " act ", activation_name(act));
+      CHECK(worst < 2e-2);
+      for (int64_t t = 0; t < h.offsets.back(); ++t)
+        CHECK(cosine(h.row(t), ref_q.data() + t * H, H) > 0.9999);
+    }
+    // INT8 stays close to FP32 token by token.
+    double min_cos = 1;
+    for (int64_t t = 0; t < static_cast<int64_t>(ref_f.size()) / H; ++t)
+      min_cos = std::min(min_cos, cosine(ref_q.data() + t * H, ref_f.data() + t * H, H));
+    CHECK(min_cos > 0.99);
+  }
+}
+
+TEST_CASE("int8 conversion options") {
+  SpnlWriter w;
+  testing::fill_tiny_model(w, spec(Activation::GeluErf));
+  SUBCASE("sparse off keeps every layer dense") {
+    QuantOptions o;
+    o.sparse_auto = false;
+    for (const auto& r : quantize_linears_int8(w, o)) CHECK(r.precision == Precision::S8Dense);
+  }
+  SUBCASE("threshold 0 sends every layer to the sparse kernel") {
+    QuantOptions o;
+    o.sparse_threshold = 0.0;
+    for (const auto& r : quantize_linears_int8(w, o)) CHECK(r.precision == Precision::S8Sparse);
+  }
+  SUBCASE("a threshold outside [0, 1] is an error") {
+    QuantOptions o;
+    o.sparse_threshold = 1.5;
+    CHECK_THROWS_AS(quantize_linears_int8(w, o), Error);
+  }
+}
