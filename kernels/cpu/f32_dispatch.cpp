@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "kernels/cpu/f32_isa.h"
+#include "kernels/cpu/isa.h"
 
 namespace spinel::kernels::f32 {
 
@@ -29,13 +30,12 @@ bool cpu_runs_avx512() {
 }
 
 const KernelTable& choose() {
-  // SPINEL_ISA lowers the ceiling (never raises it past what the CPU runs).
-  const char* cap = std::getenv("SPINEL_ISA");
-  if (cap && *cap) {
-    if (const KernelTable* t = kernel_table_for(cap)) return *t;
-    // An unknown name, or an ISA this CPU lacks, falls through to the
-    // automatic choice (which is then below the requested one anyway).
-  }
+  // One ISA policy for every kernel family: the level of isa.h (detected,
+  // capped by SPINEL_ISA) bounds the FP32 build too.
+  const Isa level = active_isa();
+  if (level == Isa::Scalar) return kernel_table_generic();
+  if (level == Isa::Avx2 || level == Isa::Avx2Vnni)
+    return cpu_runs_avx2() ? kernel_table_avx2() : kernel_table_generic();
   if (cpu_runs_avx512()) return kernel_table_avx512();
   if (cpu_runs_avx2()) return kernel_table_avx2();
   return kernel_table_generic();
