@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/isa.h"
 #include "runtime/error.h"
 #include "runtime/session.h"
 #include "runtime/util/json.h"
@@ -32,6 +33,8 @@ const char* kHelp =
     "  --max-length N     truncate inputs to N tokens (default and limit: the model's\n"
     "                     maximum sequence length)\n"
     "  --no-truncation    fail on inputs longer than the limit instead of truncating\n"
+    "  --isa NAME         cap the instruction set: avx512vnni, avxvnni, avx2 or scalar\n"
+    "                     (default: the best this CPU runs; same as SPINEL_ISA)\n"
     "  --format json|table  JSON lines (default), or a readable table with the pairwise\n"
     "                     cosine similarity of the pooled vectors\n"
     "  -h, --help         this text\n"
@@ -108,7 +111,7 @@ std::string shorten(const std::string& s, size_t n) {
 int cmd_run(int argc, char** argv) {
   try {
     Args args(argc, argv,
-              {"input", "pool", "threads", "batch-size", "max-length", "format"},
+              {"input", "pool", "threads", "batch-size", "max-length", "format", "isa"},
               {"help", "normalize", "no-truncation"}, {"text", "ids"});
     if (args.has("help")) {
       std::fputs(kHelp, stdout);
@@ -129,6 +132,13 @@ int cmd_run(int argc, char** argv) {
     if (!args.has("text") && !args.has("input") && !args.has("ids"))
       throw UsageError{"give at least one --text, --ids or an --input FILE"};
 
+    if (args.has("isa")) {
+      kernels::Isa cap;
+      const std::string name = args.get("isa");
+      if (!kernels::parse_isa(name.c_str(), &cap))
+        throw UsageError{"--isa must be avx512vnni, avxvnni, avx2 or scalar, not '" + name + "'"};
+      kernels::set_max_isa(cap);
+    }
     const auto model = Model::load(args.positionals()[0]);
     const int64_t limit = model->config().max_position;
     const int64_t max_len = args.get_int("max-length", limit, 3, limit);
