@@ -106,6 +106,13 @@ std::string shorten(const std::string& s, size_t n) {
   return s.substr(0, cut) + "...";
 }
 
+// Pads to `width` characters (UTF-8 code points, not bytes) so columns line up.
+std::string pad(const std::string& s, size_t width) {
+  size_t chars = 0;
+  for (unsigned char c : s) chars += (c & 0xC0) != 0x80;
+  return chars >= width ? s : s + std::string(width - chars, ' ');
+}
+
 }  // namespace
 
 int cmd_run(int argc, char** argv) {
@@ -230,8 +237,8 @@ int cmd_run(int argc, char** argv) {
     if (format == "table") {
       std::printf("%-4s %-6s %-44s %s\n", "#", "tokens", "text", "embedding (first 4 dims)");
       for (size_t i = 0; i < inputs.size(); ++i) {
-        std::printf("%-4zu %-6zu %-44s", i, inputs[i].seq.ids.size(),
-                    shorten(inputs[i].has_text ? inputs[i].text : "(ids)", 44).c_str());
+        std::printf("%-4zu %-6zu %s", i, inputs[i].seq.ids.size(),
+                    pad(shorten(inputs[i].has_text ? inputs[i].text : "(ids)", 44), 44).c_str());
         if (i < pooled_all.size())
           for (size_t j = 0; j < std::min<size_t>(4, pooled_all[i].size()); ++j)
             std::printf(" %+.4f", pooled_all[i][j]);
