@@ -154,6 +154,10 @@ void validate_graph(const Graph& g, const std::vector<TensorInfo>& tensors, cons
         if (w->shape.size() != 2) c.bad("weight must be 2-D");
         c.shape_is(w, {x.width, out.width}, "weight");
         if (s8) c.shape_is(c.weight(op, slot::kWeightScale, "weight scale", true), {out.width}, "weight scale");
+        if (!(op.act_scale >= 0.f) || op.act_zp < 0 || op.act_zp > 255 ||
+            (op.act_scale > 0.f && !s8))
+          c.bad("invalid static activation quantization (scale " + std::to_string(op.act_scale) +
+                ", zero point " + std::to_string(op.act_zp) + ")");
         if (op.precision == Precision::S8Sparse && (x.width % 4 != 0 || out.width % 4 != 0))
           c.bad("block-sparse weights need K and N multiples of 4, got " + std::to_string(x.width) +
                 "x" + std::to_string(out.width));

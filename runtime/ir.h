@@ -62,6 +62,10 @@ struct Op {
   std::array<int32_t, slot::kCount> w{-1, -1, -1, -1, -1};
   Activation act = Activation::None;
   Precision precision = Precision::F32;  // Linear
+  // S8 Linear: calibrated static quantization of the input (scale > 0), or
+  // per-token dynamic quantization at run time (scale = 0).
+  float act_scale = 0.f;
+  int32_t act_zp = 0;
   int32_t num_heads = 0;  // Attention
   float eps = 0.f;        // LayerNorm, Embedding
   float scale = 0.f;      // Attention: multiplier of Q.K^T (1/sqrt(head_dim))

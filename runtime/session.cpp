@@ -123,6 +123,7 @@ struct Session::Impl {
   std::vector<uint8_t> xq;
   std::vector<float> x_scale;
   std::vector<int32_t> x_zp;
+  Session::LinearObserver observer;
   std::vector<int32_t> ids, type_ids, positions;
   std::vector<int64_t> offsets;
 
@@ -163,6 +164,8 @@ Session::Session(std::shared_ptr<const Model> model, int threads) : model_(std::
 }
 
 Session::~Session() = default;
+
+void Session::set_linear_observer(LinearObserver f) { impl_->observer = std::move(f); }
 
 size_t Session::arena_bytes() const {
   return (impl_->arena_mem.capacity() + impl_->scratch.capacity()) * sizeof(float);
@@ -228,6 +231,7 @@ HiddenStates Session::run(const std::vector<Sequence>& batch) {
           break;
         }
         case OpKind::Linear:
+          if (s.observer) s.observer(i, value_ptr(op.in0), T, g.values[op.in0].width);
           run_linear(s, op, s.linear_of_op[i], g.values[op.in0].width, g.values[op.out].width,
                      value_ptr(op.in0), T, value_ptr(op.in1), out);
           break;
@@ -264,7 +268,11 @@ static void run_linear(Session::Impl& s, const Op& op, const LinearKernel& lk, i
     s.x_scale.resize(static_cast<size_t>(T));
     s.x_zp.resize(static_cast<size_t>(T));
   }
-  kernels::quantize_rows_u8(x, T, K, s.xq.data(), s.x_scale.data(), s.x_zp.data());
+  if (op.act_scale > 0.f)
+    kernels::quantize_rows_u8_static(x, T, K, op.act_scale, op.act_zp, s.xq.data(), s.x_scale.data(),
+                                     s.x_zp.data());
+  else
+    kernels::quantize_rows_u8(x, T, K, s.xq.data(), s.x_scale.data(), s.x_zp.data());
   kernels::QEpilogue ep;
   const bool tanh_gelu = op.act == Activation::GeluTanh;
   ep.gelu = op.act == Activation::GeluErf;
@@ -318,7 +326,11 @@ std::vector<float> run_reference(const Model& m, const std::vector<Sequence>& ba
         std::vector<uint8_t> xq(static_cast<size_t>(T * K));
         std::vector<float> xs(static_cast<size_t>(T));
         std::vector<int32_t> xz(static_cast<size_t>(T));
-        kernels::ref::quantize_rows_u8(ptr(op.in0), T, K, xq.data(), xs.data(), xz.data());
+        if (op.act_scale > 0.f)
+          kernels::ref::quantize_rows_u8_static(ptr(op.in0), T, K, op.act_scale, op.act_zp, xq.data(),
+                                                xs.data(), xz.data());
+        else
+          kernels::ref::quantize_rows_u8(ptr(op.in0), T, K, xq.data(), xs.data(), xz.data());
         kernels::QEpilogue ep;
         ep.gelu = op.act == Activation::GeluErf;
         ep.residual = op.act == Activation::GeluTanh ? nullptr : ptr(op.in1);

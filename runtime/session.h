@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -40,6 +41,12 @@ class Session {
   // model's limit before computing anything; throws spinel::Error naming
   // the sequence and token at fault.
   HiddenStates run(const std::vector<Sequence>& batch);
+
+  // Called with the f32 input of every Linear op before it runs (for
+  // calibration). Pass an empty function to remove.
+  using LinearObserver =
+      std::function<void(size_t op_index, const float* x, int64_t rows, int64_t cols)>;
+  void set_linear_observer(LinearObserver f);
 
   int threads() const { return threads_; }
   const Model& model() const { return *model_; }

@@ -89,6 +89,8 @@ void write_graph(ByteWriter& w, const Graph& g) {
     for (int32_t id : op.w) w.put<int32_t>(id);
     w.put<uint32_t>(static_cast<uint32_t>(op.act));
     w.put<uint32_t>(static_cast<uint32_t>(op.precision));
+    w.put<float>(op.act_scale);
+    w.put<int32_t>(op.act_zp);
     w.put<int32_t>(op.num_heads);
     w.put<float>(op.eps);
     w.put<float>(op.scale);
@@ -127,6 +129,8 @@ Graph read_graph(ByteReader& r) {
     const uint32_t prec = r.get<uint32_t>("op precision");
     if (prec > static_cast<uint32_t>(Precision::S8Sparse)) fail("graph: unknown precision ", prec);
     op.precision = static_cast<Precision>(prec);
+    op.act_scale = r.get<float>("op act_scale");
+    op.act_zp = r.get<int32_t>("op act_zp");
     op.num_heads = r.get<int32_t>("op num_heads");
     op.eps = r.get<float>("op eps");
     op.scale = r.get<float>("op scale");

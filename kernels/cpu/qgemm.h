@@ -38,6 +38,13 @@ namespace spinel::kernels {
 void quantize_rows_u8(const float* x, int64_t M, int64_t K, uint8_t* xq, float* scale,
                       int32_t* zp, int64_t ldx = -1, int64_t ldq = -1);
 
+// Static quantization with one calibrated (scale, zp) for every row:
+// q = clamp(nearbyint(x / scale) + zp, 0, 255); fills x_scale/x_zp [M] with
+// them so the Linear kernels take the same per-token arguments. Parallel
+// over rows (TBB).
+void quantize_rows_u8_static(const float* x, int64_t M, int64_t K, float scale, int32_t zp,
+                             uint8_t* xq, float* x_scale, int32_t* x_zp);
+
 // ---------------------------------------------------------------------------
 // Fused epilogue options (see the contract above).
 struct QEpilogue {
@@ -140,6 +147,8 @@ class DenseLinearU8S8 {
 namespace ref {
 void quantize_rows_u8(const float* x, int64_t M, int64_t K, uint8_t* xq, float* scale,
                       int32_t* zp);
+void quantize_rows_u8_static(const float* x, int64_t M, int64_t K, float scale, int32_t zp,
+                             uint8_t* xq, float* x_scale, int32_t* x_zp);
 // acc [M, N] = x [M, K] (stride ldx) * W [K, N] (dense s8), int32.
 void gemm_u8s8_acc(const uint8_t* x, int64_t M, int64_t K, int64_t ldx, const int8_t* W,
                    int64_t N, int32_t* acc);

@@ -109,3 +109,40 @@ void quantize_rows_u8(const float* x, int64_t M, int64_t K, uint8_t* xq, float* 
 }
 
 }  // namespace spinel::kernels
+
+namespace spinel::kernels {
+
+namespace {
+inline uint8_t quantize_static(float v, float inv, int32_t zp) {
+  const float q = std::nearbyint(v * inv) + static_cast<float>(zp);
+  return static_cast<uint8_t>(std::min(std::max(q, 0.f), 255.f));
+}
+}  // namespace
+
+void quantize_rows_u8_static(const float* x, int64_t M, int64_t K, float scale, int32_t zp,
+                             uint8_t* xq, float* x_scale, int32_t* x_zp) {
+  const float inv = 1.f / scale;
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, M), [&](const tbb::blocked_range<int64_t>& r) {
+    for (int64_t m = r.begin(); m < r.end(); ++m) {
+      const float* row = x + m * K;
+      uint8_t* out = xq + m * K;
+      for (int64_t k = 0; k < K; ++k) out[k] = quantize_static(row[k], inv, zp);
+      x_scale[m] = scale;
+      x_zp[m] = zp;
+    }
+  });
+}
+
+namespace ref {
+void quantize_rows_u8_static(const float* x, int64_t M, int64_t K, float scale, int32_t zp,
+                             uint8_t* xq, float* x_scale, int32_t* x_zp) {
+  const float inv = 1.f / scale;
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t k = 0; k < K; ++k) xq[m * K + k] = quantize_static(x[m * K + k], inv, zp);
+    x_scale[m] = scale;
+    x_zp[m] = zp;
+  }
+}
+}  // namespace ref
+
+}  // namespace spinel::kernels

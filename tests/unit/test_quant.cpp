@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "converters/calibrate.h"
 #include "converters/quantize.h"
 #include "kernels/cpu/isa.h"
 #include "runtime/error.h"
@@ -148,4 +149,51 @@ TEST_CASE("int8 conversion options") {
     o.sparse_threshold = 1.5;
     CHECK_THROWS_AS(quantize_linears_int8(w, o), Error);
   }
+}
+
+TEST_CASE("static calibration: one scale per layer from the observed input range") {
+  SpnlWriter w;
+  testing::fill_tiny_model(w, spec(Activation::GeluErf));
+  const std::string dir = testing::temp_dir("calib");
+  w.write(dir + "/f32.spnl");
+  const auto samples = batch_for(w.config.vocab_size);
+  size_t last_progress = 0;
+  const auto ranges = calibrate_linear_inputs(w, samples, 1, 2, [&](size_t d) { last_progress = d; });
+  CHECK(last_progress == samples.size());
+  REQUIRE(ranges.size() == w.graph.ops.size());
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    const bool linear = w.graph.ops[i].kind == OpKind::Linear;
+    CHECK(ranges[i].seen == linear);
+    if (linear) CHECK(ranges[i].lo < 0.f);  // LayerNorm outputs straddle 0
+    if (linear) CHECK(ranges[i].hi > 0.f);
+  }
+  quantize_linears_int8(w, QuantOptions{});
+  CHECK(apply_static_quantization(w, ranges) == 8);
+  for (const Op& op : w.graph.ops)
+    if (op.kind == OpKind::Linear) {
+      CHECK(op.act_scale > 0.f);
+      // The observed range maps onto [0, 255].
+      const ActRange& r = ranges[&op - w.graph.ops.data()];
+      CHECK(op.act_scale * 255.f == doctest::Approx(r.hi - r.lo).epsilon(1e-5));
+    }
+  w.write(dir + "/static.spnl");
+  auto f32 = Model::load(dir + "/f32.spnl");
+  auto q = Model::load(dir + "/static.spnl");
+  const auto ref_q = run_reference(*q, samples);
+  const auto ref_f = run_reference(*f32, samples);
+  Session s(q, 2);
+  const HiddenStates h = s.run(samples);
+  const int64_t H = q->config().hidden_size;
+  for (int64_t t = 0; t < h.offsets.back(); ++t) {
+    CHECK(cosine(h.row(t), ref_q.data() + t * H, H) > 0.9999);
+    CHECK(cosine(h.row(t), ref_f.data() + t * H, H) > 0.98);
+  }
+}
+
+TEST_CASE("calibration refuses an already quantized model and empty samples") {
+  SpnlWriter w;
+  testing::fill_tiny_model(w, spec(Activation::GeluErf));
+  CHECK_THROWS_AS(calibrate_linear_inputs(w, {}, 1, 4), Error);
+  quantize_linears_int8(w, QuantOptions{});
+  CHECK_THROWS_AS(calibrate_linear_inputs(w, batch_for(w.config.vocab_size), 1, 4), Error);
 }

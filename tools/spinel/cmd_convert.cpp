@@ -2,8 +2,10 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <string>
 
+#include "converters/calibrate.h"
 #include "converters/onnx_import.h"
 #include "converters/quantize.h"
 #include "runtime/error.h"
@@ -33,6 +35,9 @@ const char* kHelp =
     "                     oneDNN's dense INT8 (auto, default); off: all dense INT8\n"
     "  --sparse-threshold F  block sparsity in [0, 1] from which a layer goes sparse\n"
     "                     (default 0.4, the crossover measured on AVX-512 VNNI)\n"
+    "  --calibrate FILE   with --quant int8: run the f32 model on FILE (one sample text per\n"
+    "                     line) and quantize each Linear's input with one static scale and\n"
+    "                     zero point from the observed range, instead of per token at run time\n"
     "  -o, --output FILE  the .spnl to write (written atomically: nothing on failure)\n"
     "  -h, --help         this text\n";
 
@@ -50,7 +55,7 @@ std::string dirname_of(const std::string& p) {
 
 int cmd_convert(int argc, char** argv) {
   try {
-    Args args(argc, argv, {"tokenizer", "output", "quant", "sparse", "sparse-threshold"},
+    Args args(argc, argv, {"tokenizer", "output", "quant", "sparse", "sparse-threshold", "calibrate"},
               {"help", "no-lowercase"});
     if (args.has("help")) {
       std::fputs(kHelp, stdout);
@@ -75,8 +80,8 @@ int cmd_convert(int argc, char** argv) {
       if (v.empty() || *end != '\0' || !(qopts.sparse_threshold >= 0 && qopts.sparse_threshold <= 1))
         throw UsageError{"--sparse-threshold must be a number in [0, 1], not '" + v + "'"};
     }
-    if (quant == "f32" && (args.has("sparse") || args.has("sparse-threshold")))
-      throw UsageError{"--sparse and --sparse-threshold apply to --quant int8"};
+    if (quant == "f32" && (args.has("sparse") || args.has("sparse-threshold") || args.has("calibrate")))
+      throw UsageError{"--sparse, --sparse-threshold and --calibrate apply to --quant int8"};
 
     std::string tok_path = args.get("tokenizer");
     if (tok_path.empty()) {
@@ -99,6 +104,37 @@ int cmd_convert(int argc, char** argv) {
                  (long long)rep.onnx_nodes, rep.opset, rep.producer.c_str(), writer.graph.ops.size(),
                  rep.layer_norm_form.c_str(), rep.gelu_form.c_str(), rep.mask_form.c_str());
 
+    std::fprintf(stderr, "[2/3] reading tokenizer %s\n", tok_path.c_str());
+    const bool is_json = tok_path.size() >= 5 && tok_path.compare(tok_path.size() - 5, 5, ".json") == 0;
+    if (is_json) {
+      writer.tokenizer = WordPieceTokenizer::from_tokenizer_json(tok_path);
+    } else {
+      WordPieceOptions opts;
+      opts.lowercase = opts.strip_accents = !args.has("no-lowercase");
+      writer.tokenizer = WordPieceTokenizer::from_vocab_file(tok_path, opts);
+    }
+    std::fprintf(stderr, "      %zu tokens\n", writer.tokenizer.vocab_size());
+
+    std::vector<ActRange> ranges;
+    if (args.has("calibrate")) {
+      const std::string cpath = args.get("calibrate");
+      std::ifstream f(cpath);
+      if (!f) fail("cannot read calibration file '", cpath, "'");
+      std::vector<Sequence> samples;
+      std::string line;
+      while (std::getline(f, line)) {
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+        if (line.empty()) continue;
+        Encoding e = writer.tokenizer.encode(line, std::nullopt,
+                                             static_cast<size_t>(writer.config.max_position));
+        samples.push_back({std::move(e.ids), std::move(e.type_ids)});
+      }
+      if (samples.empty()) fail("calibration file '", cpath, "' has no non-empty lines");
+      Progress bar("      calibrating", static_cast<int64_t>(samples.size()));
+      ranges = calibrate_linear_inputs(writer, samples, 0, 16,
+                                       [&](size_t done) { bar.update(static_cast<int64_t>(done)); });
+      bar.finish();
+    }
     if (quant == "int8") {
       const auto reps = quantize_linears_int8(writer, qopts);
       int sparse_layers = 0;
@@ -112,18 +148,10 @@ int cmd_convert(int argc, char** argv) {
       }
       std::fprintf(stderr, "      %zu Linear layers quantized to INT8, %d on the block-sparse kernel\n",
                    reps.size(), sparse_layers);
+      if (!ranges.empty())
+        std::fprintf(stderr, "      %d layers use calibrated static activation scales\n",
+                     apply_static_quantization(writer, ranges));
     }
-
-    std::fprintf(stderr, "[2/3] reading tokenizer %s\n", tok_path.c_str());
-    const bool is_json = tok_path.size() >= 5 && tok_path.compare(tok_path.size() - 5, 5, ".json") == 0;
-    if (is_json) {
-      writer.tokenizer = WordPieceTokenizer::from_tokenizer_json(tok_path);
-    } else {
-      WordPieceOptions opts;
-      opts.lowercase = opts.strip_accents = !args.has("no-lowercase");
-      writer.tokenizer = WordPieceTokenizer::from_vocab_file(tok_path, opts);
-    }
-    std::fprintf(stderr, "      %zu tokens\n", writer.tokenizer.vocab_size());
 
     std::fprintf(stderr, "[3/3] writing %s\n", out_path.c_str());
     writer.write(out_path);
