@@ -128,7 +128,11 @@ int cmd_inspect(int argc, char** argv) {
         o += "{\"kind\":" + json::quote(op_kind_name(op.kind)) + ",\"name\":" + json::quote(op.name) +
              ",\"detail\":" + json::quote(op_detail(*m, op)) +
              ",\"precision\":" + json::quote(op.kind == OpKind::Linear ? precision_name(op.precision) : "f32");
-        if (op.kind == OpKind::Linear) o += ",\"block_sparsity\":" + num(block_sparsity(*m, op));
+        if (op.kind == OpKind::Linear) {
+          o += ",\"block_sparsity\":" + num(block_sparsity(*m, op));
+          o += std::string(",\"activation_quant\":") +
+               (op.precision == Precision::F32 ? "null" : op.act_scale > 0.f ? "\"static\"" : "\"dynamic\"");
+        }
         o += "}";
       }
       o += "],\"tensors\":[";
@@ -155,20 +159,24 @@ int cmd_inspect(int argc, char** argv) {
                 c.layer_norm_eps);
     std::printf("tokenizer      WordPiece, %zu tokens, %s\n", m->tokenizer().vocab_size(),
                 m->tokenizer().options().lowercase ? "lower-cased" : "cased");
-    int s8 = 0, sparse = 0, linears = 0;
+    int s8 = 0, sparse = 0, linears = 0, static_act = 0;
     for (const Op& op : m->graph().ops) {
       if (op.kind != OpKind::Linear) continue;
       ++linears;
       s8 += op.precision != Precision::F32;
       sparse += op.precision == Precision::S8Sparse;
+      static_act += op.act_scale > 0.f;
     }
     if (s8 == 0)
       std::printf("precision      all ops f32 (weights f32)\n");
     else
-      std::printf("precision      %d/%d Linear layers INT8 (s8 weights per channel, u8 activations per "
-                  "token at run time), %d of them 4x1 block-sparse;\n               embeddings, "
-                  "LayerNorm, attention/softmax f32\n",
-                  s8, linears, sparse);
+      std::printf("precision      %d/%d Linear layers INT8 (s8 weights per channel, u8 activations %s), "
+                  "%d of them 4x1 block-sparse;\n               embeddings, LayerNorm, "
+                  "attention/softmax f32\n",
+                  s8, linears,
+                  static_act == s8 ? "with calibrated static scales"
+                  : static_act == 0 ? "per token at run time" : "partly static, partly per token",
+                  sparse);
     std::printf("source         %s\n\n", c.source.c_str());
     std::printf("%-4s %-10s %-44s %-16s %s\n", "#", "op", "name", "precision", "detail");
     for (size_t i = 0; i < m->graph().ops.size(); ++i) {
