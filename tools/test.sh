@@ -11,3 +11,10 @@ ctest --test-dir "$ROOT/build" --output-on-failure -j2
 echo "== conformance tests (pytest)"
 cd "$ROOT"
 SPINEL_BIN="$ROOT/build/spinel" "$ROOT/.venv/bin/python" -m pytest -q tests/conformance "$@"
+# The FP32 conformance suite again on the lower ISA paths (the kernel testers
+# cover every path on their own; this covers the whole model).
+for isa in avx2 scalar; do
+  echo "== conformance tests with SPINEL_ISA=$isa"
+  SPINEL_ISA=$isa SPINEL_BIN="$ROOT/build/spinel" "$ROOT/.venv/bin/python" -m pytest -q \
+    tests/conformance/test_minilm_conformance.py "$@"
+done
