@@ -1,0 +1,417 @@
+"""INT8 conversion (`spinel convert --quant int8 [--sparse auto|off]`) on real weights.
+
+* all-MiniLM-L6-v2 (opset 17) converted with --quant int8 --sparse off against the
+  same ONNX converted to FP32: mean-pooled sentence embeddings cosine >= 0.99 mean
+  and >= 0.98 min over the sentences below, and top-1 retrieval among them (each
+  sentence as a query, its nearest other sentence) unchanged for >= 95% of queries.
+* MiniLM pruned to 80% 4x1 block sparsity by tools/prune_bert.py (per Linear, short
+  distillation), exported to ONNX; ONNX Runtime FP32 on that file is the reference:
+  - `inspect --json` of the --sparse auto conversion shows every encoder Linear as
+    s8-sparse with block_sparsity ~0.8 (and s8-dense with --sparse off, or with a
+    threshold above 0.8; real MiniLM weights never go sparse);
+  - spinel INT8 --sparse auto: mean-pooled cosine >= 0.99 mean vs ONNX Runtime, and
+    the sparse and dense INT8 kernels agree with each other;
+  - spinel FP32: last_hidden_state within 1e-4 max abs of ONNX Runtime.
+* The FP32 and INT8 checks again with SPINEL_ISA=avx2 and SPINEL_ISA=scalar set for
+  the spinel process (a subset of the sentences).
+* Bad command lines: --quant other than int8 and --sparse-threshold outside [0, 1]
+  exit with status 2, name the value, and write no output file.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+PRUNE_SCRIPT = ROOT / "tools" / "prune_bert.py"
+PRUNE_ARGS = ["--model", "minilm", "--sparsity", "0.8", "--scope", "per-layer", "--finetune-steps", "40",
+              "--eval-sentences", "32", "--opset", "17", "--seed", "0"]
+N_LINEARS = 24  # 6 layers x (fused query/key/value, attention output, intermediate, output)
+THREADS = ["--threads", "2"]
+
+# Paraphrase pairs (so that nearest neighbours are meaningful) across many topics,
+# plus short, long, numeric, punctuated and accented inputs.
+SENTENCES = [
+    "A man is playing a guitar on the street.",
+    "Someone strums an acoustic guitar outside.",
+    "The cat is sleeping on the warm windowsill.",
+    "A kitten naps in the sun by the window.",
+    "The stock market fell sharply after the interest rate announcement.",
+    "Share prices dropped steeply when the central bank raised rates.",
+    "She is slicing onions in the kitchen.",
+    "A woman chops an onion on a cutting board.",
+    "The train to Edinburgh leaves at 9:45 from platform 3.",
+    "When does the next train to Edinburgh depart?",
+    "Children are building a sandcastle on the beach.",
+    "Kids play with buckets and sand by the sea.",
+    "The patient was prescribed 500 mg of amoxicillin twice daily.",
+    "The doctor gave him antibiotics to take two times a day.",
+    "Our quarterly revenue grew by 12% compared with last year.",
+    "Sales this quarter were up twelve percent year over year.",
+    "Please restart the router and try again in five minutes.",
+    "Turn the modem off and on, then wait a few minutes before retrying.",
+    "Photosynthesis turns sunlight into chemical energy stored in sugar.",
+    "Plants convert light into glucose through photosynthesis.",
+    "The football match was cancelled because of heavy snow.",
+    "Snowfall forced the soccer game to be called off.",
+    "He forgot his umbrella and got soaked in the rain.",
+    "Without an umbrella, he was drenched by the downpour.",
+    "Sparse matrix multiplication is usually limited by memory bandwidth.",
+    "SpMM kernels on CPUs tend to be memory-bound rather than compute-bound.",
+    "The museum opens at ten o'clock on weekdays.",
+    "On working days the gallery opens its doors at 10 am.",
+    "I would like to book a table for four people tonight.",
+    "Can I reserve a dinner table for 4 this evening?",
+    "The Eiffel Tower is one of the most visited monuments in Paris.",
+    "Millions of tourists climb the famous iron tower in the French capital.",
+    "Quantum computers use qubits that can be in superposition.",
+    "A qubit can represent zero and one at the same time.",
+    "The river burst its banks after three days of rain, flooding the lower town.",
+    "Floodwater covered the village when the river overflowed following days of storms.",
+    "My laptop battery drains very quickly since the last update.",
+    "After updating the software, the notebook's battery life got much worse.",
+    "The chef seasoned the soup with salt, pepper and fresh thyme.",
+    "Thyme, salt and black pepper were added to the broth by the cook.",
+    "Bees are essential pollinators for many crops.",
+    "Many agricultural plants depend on bees for pollination.",
+    "The committee approved a budget of $4,250,000 for 2024.",
+    "A budget of 4.25 million dollars was passed for next year.",
+    "¿Dónde está la estación de tren?",
+    "Café, naïve, résumé and façade keep their accents.",
+    "Call +1 (555) 123-4567 or e-mail jane.doe@example.org.",
+    "Version 3.14.2 was released on 2023-07-21 at 09:30 UTC.",
+    "THE HEADLINE ANNOUNCED RECORD PROFITS FOR THE THIRD YEAR.",
+    "Why is the sky blue? Because of Rayleigh scattering.",
+    "Hi",
+    "The end.",
+    "a b c d e f g h i j k l m n o p",
+    "1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16",
+    "In the early years of the twentieth century, the small harbour town relied almost entirely on "
+    "fishing, but when the railway finally arrived in 1911, merchants from the capital began to build "
+    "warehouses along the quay, and within a decade the population had doubled, the old market square "
+    "had been paved, and a modest theatre, a library and two competing newspapers had opened.",
+    "Mitochondria are membrane-bound organelles that generate most of the chemical energy needed to "
+    "power the cell's biochemical reactions; the energy is stored in a small molecule called adenosine "
+    "triphosphate (ATP), and mitochondrial DNA is generally inherited only from the mother.",
+    "To reproduce the bug: clone the repository, run make -j4, start the server with --port=8080, send "
+    "10,000 requests of 4.5 KiB each, and observe that the p99 latency jumps from ~12 ms to >900 ms "
+    "after about 7,300 requests while memory grows by 1.2 GB on Debian 12 with GCC 12.2.",
+    "The violinist gave a wonderful performance last night.",
+    "She played the violin beautifully at yesterday's concert.",
+    "Electric cars are becoming cheaper every year.",
+    "The price of battery-powered vehicles keeps falling.",
+]
+# The forced-ISA runs use these (short, typical and long inputs).
+ISA_SUBSET = [0, 1, 4, 12, 25, 44, 45, 50, 54, 56]
+
+
+# ---- helpers ---------------------------------------------------------------------
+
+def spinel_run(spinel, spnl, id_lists, pool, isa=None, normalize=False):
+    """`spinel run SPNL --ids ... --pool POOL` with SPINEL_ISA set to `isa` (or unset)."""
+    env = dict(os.environ)
+    env.pop("SPINEL_ISA", None)
+    if isa:
+        env["SPINEL_ISA"] = isa
+    args = [spinel.bin, "run", str(spnl), "--pool", pool, *THREADS]
+    if normalize:
+        args.append("--normalize")
+    for ids in id_lists:
+        args += ["--ids", ",".join(map(str, ids))]
+    p = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, f"spinel run {spnl} (SPINEL_ISA={isa}) failed ({p.returncode}):\n{p.stderr[-3000:]}"
+    assert "SPINEL_ISA" not in p.stderr, p.stderr  # a rejected value warns
+    rows = sorted((json.loads(line) for line in p.stdout.splitlines() if line.strip()), key=lambda r: r["index"])
+    assert [r["index"] for r in rows] == list(range(len(id_lists)))
+    key = "last_hidden_state" if pool == "none" else "embedding"
+    out = [np.asarray(r[key], dtype=np.float64) for r in rows]
+    for o, ids in zip(out, id_lists):
+        assert np.all(np.isfinite(o))
+        if pool == "none":
+            assert o.shape[0] == len(ids)
+    return out
+
+
+def mean_pool(h):
+    return np.asarray(h, dtype=np.float64).mean(axis=0)
+
+
+def cosines(a, b):
+    out = []
+    for x, y in zip(a, b):
+        x = np.asarray(x, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        out.append(float(x @ y / max(np.linalg.norm(x) * np.linalg.norm(y), 1e-30)))
+    return np.asarray(out)
+
+
+def nearest_other(emb):
+    e = np.stack([np.asarray(x, dtype=np.float64) for x in emb])
+    e /= np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-30)
+    sim = e @ e.T
+    np.fill_diagonal(sim, -np.inf)
+    return sim.argmax(axis=1)
+
+
+def max_abs(got, ref):
+    worst = 0.0
+    for g, r in zip(got, ref):
+        assert g.shape == r.shape, (g.shape, r.shape)
+        worst = max(worst, float(np.max(np.abs(g - r))))
+    return worst
+
+
+def inspect_linears(spinel, spnl):
+    """`spinel inspect --json` -> the Linear ops (dicts with precision and block_sparsity)."""
+    info = json.loads(spinel.cli("inspect", spnl, "--json").stdout)
+    ops = info["ops"]
+    assert isinstance(ops, list) and ops
+    linears = [op for op in ops if op.get("kind") == "Linear"]
+    for op in ops:
+        assert op.get("precision") in ("f32", "s8-dense", "s8-sparse"), op
+        if op.get("kind") != "Linear":
+            assert op["precision"] == "f32", op  # only Linears are quantized
+    for op in linears:
+        assert 0.0 <= op["block_sparsity"] <= 1.0, op
+    assert len(linears) == N_LINEARS, f"{len(linears)} Linear ops in {spnl}, expected {N_LINEARS}"
+    return linears
+
+
+def ort_hidden(onnx_path, id_lists):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(onnx_path), sess_options=so, providers=["CPUExecutionProvider"])
+    out = []
+    for ids in id_lists:
+        x = np.asarray([ids], dtype=np.int64)
+        h = sess.run(["last_hidden_state"], {"input_ids": x, "attention_mask": np.ones_like(x),
+                                             "token_type_ids": np.zeros_like(x)})[0]
+        out.append(h[0].astype(np.float64))
+    return out
+
+
+# ---- fixtures ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ids(hf_tokenizer):
+    assert len(SENTENCES) >= 50 and len(set(SENTENCES)) == len(SENTENCES)
+    out = [hf_tokenizer(s, truncation=True, max_length=512)["input_ids"] for s in SENTENCES]
+    lens = [len(x) for x in out]
+    assert min(lens) <= 4 and max(lens) >= 60, lens
+    return out
+
+
+@pytest.fixture(scope="module")
+def spnl_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("int8")
+
+
+@pytest.fixture(scope="module")
+def convert(spinel, spnl_dir):
+    """convert(onnx, name, *flags) -> fresh .spnl (cached per name within this module)."""
+    done = {}
+
+    def _convert(onnx_path, name, *flags):
+        if name not in done:
+            out = spnl_dir / f"{name}.spnl"
+            spinel.convert(onnx_path, out, *flags)
+            assert out.exists() and out.stat().st_size > 0
+            done[name] = out
+        return done[name]
+
+    return _convert
+
+
+@pytest.fixture(scope="module")
+def minilm_onnx(export):
+    return export("minilm17")
+
+
+@pytest.fixture(scope="module")
+def pruned_onnx(model_cache):
+    """tools/prune_bert.py output (cached like the exports: reused only if the arguments match)."""
+    folder = model_cache / "minilm17_pruned80"
+    onnx_path = folder / "model.onnx"
+    stamp = folder / "prune-args.json"
+    if not (stamp.exists() and json.loads(stamp.read_text()) == PRUNE_ARGS and onnx_path.exists()):
+        folder.mkdir(parents=True, exist_ok=True)
+        for f in folder.iterdir():
+            f.unlink()
+        p = subprocess.run([sys.executable, str(PRUNE_SCRIPT), *PRUNE_ARGS, "--threads", "2", "-o", str(onnx_path)],
+                           capture_output=True, text=True, timeout=900)
+        assert p.returncode == 0, f"prune_bert.py failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
+        assert "hold exactly the intended zero 4x1 blocks" in p.stdout, p.stdout
+        print(p.stdout)
+        stamp.write_text(json.dumps(PRUNE_ARGS))
+    assert (folder / "tokenizer.json").exists() or (folder / "vocab.txt").exists()
+    return onnx_path
+
+
+@pytest.fixture(scope="module")
+def pruned_ort(pruned_onnx, ids):
+    return ort_hidden(pruned_onnx, ids)
+
+
+@pytest.fixture(scope="module")
+def minilm_fp32_emb(spinel, convert, minilm_onnx, ids):
+    spnl = convert(minilm_onnx, "minilm_f32")
+    return spinel_run(spinel, spnl, ids, "mean", normalize=True)
+
+
+def check_int8_vs_fp32(fp32, int8, what, retrieval=True):
+    cos = cosines(fp32, int8)
+    print(f"{what}: cosine INT8 vs FP32 mean {cos.mean():.5f} min {cos.min():.5f} "
+          f"(sentence {int(cos.argmin())})")
+    assert cos.mean() >= 0.99, f"{what}: mean cosine {cos.mean():.5f} < 0.99"
+    assert cos.min() >= 0.98, f"{what}: min cosine {cos.min():.5f} < 0.98 (sentence {int(cos.argmin())})"
+    # Quantization must actually have happened: identical outputs mean FP32 ran twice.
+    assert max_abs(fp32, int8) > 1e-5, f"{what}: INT8 output is identical to FP32"
+    if retrieval:
+        a, b = nearest_other(fp32), nearest_other(int8)
+        same = float(np.mean(a == b))
+        print(f"{what}: top-1 retrieval unchanged for {same:.1%} of {len(a)} queries")
+        assert same >= 0.95, f"{what}: top-1 retrieval unchanged for only {same:.1%} (changed: " \
+                             f"{[i for i in range(len(a)) if a[i] != b[i]]})"
+
+
+# ---- dense INT8 on the real MiniLM ------------------------------------------------------
+
+def test_int8_dense_minilm_vs_fp32(spinel, convert, minilm_onnx, ids, minilm_fp32_emb):
+    f32 = convert(minilm_onnx, "minilm_f32")
+    s8 = convert(minilm_onnx, "minilm_s8_off", "--quant", "int8", "--sparse", "off")
+    assert all(op["precision"] == "f32" for op in inspect_linears(spinel, f32))
+    assert all(op["precision"] == "s8-dense" for op in inspect_linears(spinel, s8))
+    # INT8 weights take about a quarter of the Linear bytes.
+    assert s8.stat().st_size < 0.75 * f32.stat().st_size, (s8.stat().st_size, f32.stat().st_size)
+    int8 = spinel_run(spinel, s8, ids, "mean", normalize=True)
+    check_int8_vs_fp32(minilm_fp32_emb, int8, "MiniLM s8-dense")
+
+
+def test_real_minilm_never_goes_sparse(spinel, convert, minilm_onnx):
+    s8 = convert(minilm_onnx, "minilm_s8_auto", "--quant", "int8", "--sparse", "auto")
+    for op in inspect_linears(spinel, s8):
+        assert op["precision"] == "s8-dense", op
+        assert op["block_sparsity"] < 0.05, op
+
+
+# ---- the pruned MiniLM ------------------------------------------------------------------
+
+def test_pruned_inspect(spinel, convert, pruned_onnx):
+    auto = inspect_linears(spinel, convert(pruned_onnx, "pruned_s8_auto", "--quant", "int8", "--sparse", "auto"))
+    for op in auto:
+        assert op["precision"] == "s8-sparse", op
+        assert abs(op["block_sparsity"] - 0.8) <= 0.005, op
+    off = inspect_linears(spinel, convert(pruned_onnx, "pruned_s8_off", "--quant", "int8", "--sparse", "off"))
+    assert all(op["precision"] == "s8-dense" for op in off), off
+    high = inspect_linears(spinel, convert(pruned_onnx, "pruned_s8_t90", "--quant", "int8",
+                                           "--sparse-threshold", "0.9"))
+    assert all(op["precision"] == "s8-dense" for op in high), high
+    low = inspect_linears(spinel, convert(pruned_onnx, "pruned_s8_t75", "--quant", "int8",
+                                          "--sparse-threshold", "0.75"))
+    assert all(op["precision"] == "s8-sparse" for op in low), low
+    f32 = inspect_linears(spinel, convert(pruned_onnx, "pruned_f32"))
+    assert all(op["precision"] == "f32" for op in f32), f32
+
+
+def test_pruned_fp32_vs_ort(spinel, convert, pruned_onnx, ids, pruned_ort):
+    got = spinel_run(spinel, convert(pruned_onnx, "pruned_f32"), ids, "none")
+    d = max_abs(got, pruned_ort)
+    print(f"pruned FP32: max abs diff vs ONNX Runtime {d:.3e}")
+    assert d <= 1e-4, f"pruned FP32 last_hidden_state differs from ONNX Runtime by {d:.3e}"
+
+
+def test_pruned_int8_sparse_vs_ort(spinel, convert, pruned_onnx, ids, pruned_ort):
+    ref = [mean_pool(h) for h in pruned_ort]
+    sparse = spinel_run(spinel, convert(pruned_onnx, "pruned_s8_auto", "--quant", "int8", "--sparse", "auto"),
+                        ids, "mean")
+    cos = cosines(sparse, ref)
+    print(f"pruned s8-sparse vs ONNX Runtime: cosine mean {cos.mean():.5f} min {cos.min():.5f}")
+    assert cos.mean() >= 0.99, f"mean cosine {cos.mean():.5f} < 0.99"
+    assert cos.min() >= 0.95, f"min cosine {cos.min():.5f} < 0.95 (sentence {int(cos.argmin())})"
+    # Same quantized weights and activations: the block-sparse and the dense INT8
+    # kernels may differ only by float rounding in the epilogue.
+    dense = spinel_run(spinel, convert(pruned_onnx, "pruned_s8_off", "--quant", "int8", "--sparse", "off"),
+                       ids, "mean")
+    kc = cosines(sparse, dense)
+    print(f"pruned s8-sparse vs s8-dense: cosine min {kc.min():.7f}")
+    assert kc.min() >= 0.9999, f"sparse and dense INT8 kernels disagree: min cosine {kc.min():.7f}"
+
+
+# ---- forced ISA ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("isa", ["avx2", "scalar"])
+def test_forced_isa(spinel, convert, minilm_onnx, pruned_onnx, ids, pruned_ort, minilm_fp32_emb, isa):
+    sub = [ids[i] for i in ISA_SUBSET]
+    ref = [pruned_ort[i] for i in ISA_SUBSET]
+
+    # FP32 on the pruned model vs ONNX Runtime.
+    got = spinel_run(spinel, convert(pruned_onnx, "pruned_f32"), sub, "none", isa=isa)
+    d = max_abs(got, ref)
+    print(f"SPINEL_ISA={isa}: pruned FP32 max abs diff vs ONNX Runtime {d:.3e}")
+    assert d <= 1e-4, f"SPINEL_ISA={isa}: FP32 differs from ONNX Runtime by {d:.3e}"
+
+    # INT8 block-sparse on the pruned model vs ONNX Runtime, and vs the default ISA.
+    spnl = convert(pruned_onnx, "pruned_s8_auto", "--quant", "int8", "--sparse", "auto")
+    sparse = spinel_run(spinel, spnl, sub, "mean", isa=isa)
+    cos = cosines(sparse, [mean_pool(h) for h in ref])
+    print(f"SPINEL_ISA={isa}: pruned s8-sparse vs ONNX Runtime cosine mean {cos.mean():.5f} min {cos.min():.5f}")
+    assert cos.mean() >= 0.99, f"SPINEL_ISA={isa}: mean cosine {cos.mean():.5f} < 0.99"
+    # Float rounding differs between ISAs (per-token scales, f32 ops), and a flipped
+    # u8 rounding propagates through the layers: close, but not bit-identical.
+    best = spinel_run(spinel, spnl, sub, "mean")
+    kc = cosines(sparse, best)
+    print(f"SPINEL_ISA={isa}: pruned s8-sparse vs the default ISA: cosine min {kc.min():.7f}")
+    assert kc.min() >= 0.999, f"SPINEL_ISA={isa}: s8-sparse differs from the default ISA (min cosine {kc.min():.7f})"
+
+    # Dense INT8 on the real MiniLM vs spinel FP32.
+    s8 = convert(minilm_onnx, "minilm_s8_off", "--quant", "int8", "--sparse", "off")
+    int8 = spinel_run(spinel, s8, sub, "mean", isa=isa, normalize=True)
+    check_int8_vs_fp32([minilm_fp32_emb[i] for i in ISA_SUBSET], int8, f"SPINEL_ISA={isa} MiniLM s8-dense",
+                       retrieval=False)
+    f32 = spinel_run(spinel, convert(minilm_onnx, "minilm_f32"), sub, "mean", isa=isa, normalize=True)
+    assert max_abs(f32, [minilm_fp32_emb[i] for i in ISA_SUBSET]) <= 1e-5
+
+
+# ---- bad command lines --------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["int4", "fp16", "uint8"])
+def test_bad_quant(spinel, minilm_onnx, tmp_path, value):
+    out = tmp_path / "bad.spnl"
+    p = spinel.cli("convert", minilm_onnx, "-o", out, "--quant", value, check=False)
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert value in p.stderr and "--quant" in p.stderr, p.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "abc"])
+def test_bad_sparse_threshold(spinel, minilm_onnx, tmp_path, value):
+    out = tmp_path / "bad.spnl"
+    p = spinel.cli("convert", minilm_onnx, "-o", out, "--quant", "int8", "--sparse-threshold", value, check=False)
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert value in p.stderr and "--sparse-threshold" in p.stderr, p.stderr
+    assert not out.exists()
+
+
+def test_bad_sparse_mode(spinel, minilm_onnx, tmp_path):
+    out = tmp_path / "bad.spnl"
+    p = spinel.cli("convert", minilm_onnx, "-o", out, "--quant", "int8", "--sparse", "maybe", check=False)
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert "maybe" in p.stderr, p.stderr
+    assert not out.exists()
+
+
+def test_sparse_needs_int8(spinel, minilm_onnx, tmp_path):
+    out = tmp_path / "bad.spnl"
+    p = spinel.cli("convert", minilm_onnx, "-o", out, "--sparse", "off", check=False)
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert "--quant int8" in p.stderr, p.stderr
+    assert not out.exists()
