@@ -28,8 +28,11 @@ sparse) = how many times faster sparse INT8 spinel is. Agreement: cosine of
 the mean-pooled last_hidden_state of each runtime vs ORT FP32 (minimum over
 the batch), and the minimum per-token cosine.
 
-Example (from the repository root):
-  .venv/bin/python bench/e2e_int8.py --build-dir build --work-dir work/bench-int8
+Example (from the repository root). ORT 1.19's quantization package needs onnx >= 1.13, newer than
+Debian's onnx 1.12 that .venv sees, so quantize_dynamic runs in a separate small venv:
+  python3 -m venv work/qvenv && work/qvenv/bin/pip install onnxruntime==1.19.2 onnx==1.16.2 "numpy<2"
+  .venv/bin/python bench/e2e_int8.py --build-dir build --work-dir work/bench-int8 \\
+      --quant-python work/qvenv/bin/python
 Results are appended to bench/RESULTS.md (--no-write to skip).
 """
 
