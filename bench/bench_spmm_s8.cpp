@@ -137,7 +137,7 @@ void Shapes(benchmark::internal::Benchmark* b, bool sparse) {
   for (const auto& s : shapes)
     for (int64_t M : {16, 128, 384, 512}) {
       if (sparse) {
-        for (int64_t sp : {70, 80, 90, 95}) b->Args({s[0], s[1], M, sp});
+        for (int64_t sp : {70, 80, 90, 95, 100}) b->Args({s[0], s[1], M, sp});
       } else {
         b->Args({s[0], s[1], M, 0});
       }

@@ -43,116 +43,85 @@ inline int32_t load_i32(const void* p) {
   return v;
 }
 
-// f[c] holds 16 tokens of channel c; afterwards o[j] lane l holds the 4
-// channels of token 4 l + j.
-inline void transpose_4x4_lanes(const __m512 f[4], __m512 o[4]) {
-  const __m512 t0 = _mm512_unpacklo_ps(f[0], f[1]);
-  const __m512 t1 = _mm512_unpackhi_ps(f[0], f[1]);
-  const __m512 t2 = _mm512_unpacklo_ps(f[2], f[3]);
-  const __m512 t3 = _mm512_unpackhi_ps(f[2], f[3]);
-  o[0] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t0), _mm512_castps_pd(t2)));
-  o[1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t0), _mm512_castps_pd(t2)));
-  o[2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t1), _mm512_castps_pd(t3)));
-  o[3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t1), _mm512_castps_pd(t3)));
-}
-
-// Stores the 4 channels of the 16 tokens in o[] (layout of
-// transpose_4x4_lanes) to rows row0 .. row0+15 of a [.., ld] 32-bit matrix at
-// column n0.
-template <typename T>
-inline void store_16x4(const __m512 o[4], T* base, int64_t ld) {
+// In-register transpose of a 16 x 16 block of 32-bit values: r[i][j] ->
+// r[j][i]. 64 shuffles: 32-bit and 64-bit unpacks within 128-bit lanes, then
+// two rounds of 128-bit lane shuffles.
+inline void transpose_16x16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  // u[4g + j], lane L: rows 4g..4g+3 of column 4L + j.
+  __m512 u[16];
+  for (int g = 0; g < 4; ++g) {
+    const __m512d a = _mm512_castps_pd(t[4 * g]), b = _mm512_castps_pd(t[4 * g + 1]);
+    const __m512d c = _mm512_castps_pd(t[4 * g + 2]), d = _mm512_castps_pd(t[4 * g + 3]);
+    u[4 * g + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    u[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    u[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    u[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
   for (int j = 0; j < 4; ++j) {
-    _mm_storeu_ps(reinterpret_cast<float*>(base + (0 + j) * ld), _mm512_extractf32x4_ps(o[j], 0));
-    _mm_storeu_ps(reinterpret_cast<float*>(base + (4 + j) * ld), _mm512_extractf32x4_ps(o[j], 1));
-    _mm_storeu_ps(reinterpret_cast<float*>(base + (8 + j) * ld), _mm512_extractf32x4_ps(o[j], 2));
-    _mm_storeu_ps(reinterpret_cast<float*>(base + (12 + j) * ld), _mm512_extractf32x4_ps(o[j], 3));
+    const __m512 a = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x44);
+    const __m512 b = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xEE);
+    const __m512 c = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x44);
+    const __m512 d = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xEE);
+    r[0 + j] = _mm512_shuffle_f32x4(a, c, 0x88);
+    r[4 + j] = _mm512_shuffle_f32x4(a, c, 0xDD);
+    r[8 + j] = _mm512_shuffle_f32x4(b, d, 0x88);
+    r[12 + j] = _mm512_shuffle_f32x4(b, d, 0xDD);
   }
 }
 
-// Residual of the 4 channels of token 4 l + j in lane l of r[j].
-inline void load_residual_16x4(const float* base, int64_t ld, int nvalid, __m512 r[4]) {
-  if (nvalid == 16) {
-    for (int j = 0; j < 4; ++j) {
-      __m512 v = _mm512_castps128_ps512(_mm_loadu_ps(base + j * ld));
-      v = _mm512_insertf32x4(v, _mm_loadu_ps(base + (4 + j) * ld), 1);
-      v = _mm512_insertf32x4(v, _mm_loadu_ps(base + (8 + j) * ld), 2);
-      v = _mm512_insertf32x4(v, _mm_loadu_ps(base + (12 + j) * ld), 3);
-      r[j] = v;
-    }
-    return;
-  }
-  alignas(64) float tmp[4][16] = {};
-  for (int q = 0; q < nvalid; ++q) std::memcpy(&tmp[q % 4][4 * (q / 4)], base + q * ld, 16);
-  for (int j = 0; j < 4; ++j) r[j] = _mm512_load_ps(tmp[j]);
-}
-
-// Epilogue of channels 4br..4br+3 for the 16 tokens tok0 .. tok0+nvalid-1;
-// zp16 / xs16: their zero points and scales (16 each, zero-padded, aligned).
-// Results go to dst (row of token tok0, column of channel 4br; rows ld
-// elements apart): the run_tile staging tile, not y itself.
-__attribute__((always_inline)) inline void epilogue_16x4(const SpmmTile& t, int64_t br,
-                                                         int64_t tok0, int nvalid,
-                                                         const __m512i acc[4],
-                                                         const int32_t* zp16,
-                                                         const float* xs16, void* dst,
-                                                         int64_t ld) {
-  const PackedS8Sparse& w = *t.w;
-  const int64_t n0 = 4 * br;
-  __m512 o[4];
-  if (t.out == OutKind::S32Raw) {
-    __m512 f[4];
-    for (int c = 0; c < 4; ++c) f[c] = _mm512_castsi512_ps(acc[c]);
-    transpose_4x4_lanes(f, o);
-  } else {
-    const QEpilogue& ep = *t.ep;
-    const __m512i zp = _mm512_load_si512(zp16);
-    const __m512 xs = _mm512_load_ps(xs16);
-    __m512 f[4];
-    for (int c = 0; c < 4; ++c) {
-      const int64_t n = n0 + c;
-      const __m512i corr =
-          _mm512_sub_epi32(acc[c], _mm512_mullo_epi32(zp, _mm512_set1_epi32(w.wsum[n])));
-      const __m512 s = _mm512_mul_ps(xs, _mm512_set1_ps(w.scale_w[n]));
-      f[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(corr), s,
-                             _mm512_set1_ps(w.bias ? w.bias[n] : 0.f));
-    }
-    if (ep.gelu) {
-      alignas(64) float buf[64];
-      for (int c = 0; c < 4; ++c) _mm512_store_ps(buf + 16 * c, f[c]);
-      f32::kernel_table_avx512().gelu_erf(buf, 64);
-      for (int c = 0; c < 4; ++c) f[c] = _mm512_load_ps(buf + 16 * c);
-    }
-    transpose_4x4_lanes(f, o);
-    if (ep.residual) {
-      __m512 r[4];
-      load_residual_16x4(ep.residual + tok0 * ep.ld_residual + n0, ep.ld_residual, nvalid, r);
-      for (int j = 0; j < 4; ++j) o[j] = _mm512_add_ps(o[j], r[j]);
-    }
+// The second half of the epilogue (the first, channel-major, is in run_tile):
+// GELU over the staged values (element-wise, so the layout
+// does not matter), then per 16 tokens a 16 x 16 transpose to token-major
+// rows of up to 16 channels (4 block-rows from brg), the residual added with
+// one load per token, and one (masked) store per token into y. Writing y in
+// whole 64-byte rows matters: y's row stride (3 KB for N = 768) maps 16-byte
+// pieces of 64 rows onto the same few L1 sets.
+template <int NT>
+void flush_stage(const SpmmTile& t, int64_t brg, int64_t nbr, float (*stage)[64]) {
+  const int64_t n0 = 4 * brg;
+  const int nch = static_cast<int>(4 * nbr);
+  const __mmask16 chmask = static_cast<__mmask16>((1u << nch) - 1);
+  const QEpilogue& ep = *t.ep;
+  if (t.out != OutKind::S32Raw && ep.gelu)
+    f32::kernel_table_avx512().gelu_erf(&stage[0][0], static_cast<int64_t>(nch) * 64);
+  for (int r = 0; r < NT; ++r) {
+    const int nvalid = static_cast<int>(t.mc - 16 * r < 16 ? t.mc - 16 * r : 16);
+    __m512 v[16];
+    for (int c = 0; c < 16; ++c) v[c] = _mm512_load_ps(&stage[c][16 * r]);
+    transpose_16x16(v);
+    const int64_t mbase = t.m0 + 16 * r;
     if (t.out == OutKind::U8) {
       const __m512 inv = _mm512_set1_ps(1.f / ep.out_scale);
       const __m512 lo = _mm512_set1_ps(-512.f), hi = _mm512_set1_ps(512.f);
       const __m512i zpo = _mm512_set1_epi32(ep.out_zp);
       const __m512i z0 = _mm512_setzero_si512(), z255 = _mm512_set1_epi32(255);
-      alignas(16) uint32_t words[4][4];
-      for (int j = 0; j < 4; ++j) {
-        __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(o[j], inv), lo), hi);
-        __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(v), zpo);
-        q = _mm512_min_epi32(_mm512_max_epi32(q, z0), z255);
-        _mm_store_si128(reinterpret_cast<__m128i*>(words[j]), _mm512_cvtepi32_epi8(q));
+      uint8_t* y = static_cast<uint8_t*>(t.y);
+      for (int q = 0; q < nvalid; ++q) {
+        const int64_t m = mbase + q;
+        __m512 o = v[q];
+        if (ep.residual)
+          o = _mm512_add_ps(o, _mm512_maskz_loadu_ps(chmask, ep.residual + m * ep.ld_residual + n0));
+        o = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(o, inv), lo), hi);
+        __m512i qv = _mm512_add_epi32(_mm512_cvtps_epi32(o), zpo);
+        qv = _mm512_min_epi32(_mm512_max_epi32(qv, z0), z255);
+        _mm512_mask_cvtepi32_storeu_epi8(y + m * t.ldy + n0, chmask, qv);
       }
-      uint8_t* y = static_cast<uint8_t*>(dst);
-      for (int q = 0; q < nvalid; ++q) std::memcpy(y + q * ld, &words[q % 4][q / 4], 4);
-      return;
+    } else {
+      float* y = static_cast<float*>(t.y);
+      const bool res = t.out == OutKind::F32 && ep.residual;
+      for (int q = 0; q < nvalid; ++q) {
+        const int64_t m = mbase + q;
+        __m512 o = v[q];
+        if (res)
+          o = _mm512_add_ps(o, _mm512_maskz_loadu_ps(chmask, ep.residual + m * ep.ld_residual + n0));
+        _mm512_mask_storeu_ps(y + m * t.ldy + n0, chmask, o);
+      }
     }
-  }
-  // F32 or S32Raw: 32-bit outputs.
-  uint32_t* y = static_cast<uint32_t*>(dst);
-  if (nvalid == 16) {
-    store_16x4(o, y, ld);
-  } else {
-    alignas(64) uint32_t tmp[4][16];
-    for (int j = 0; j < 4; ++j) _mm512_store_ps(reinterpret_cast<float*>(tmp[j]), o[j]);
-    for (int q = 0; q < nvalid; ++q) std::memcpy(y + q * ld, &tmp[q % 4][4 * (q / 4)], 16);
   }
 }
 
@@ -170,31 +139,16 @@ void run_tile(const SpmmTile& t) {
     std::memcpy(zp, t.x_zp + t.m0, sizeof(int32_t) * t.mc);
     std::memcpy(xs, t.x_scale + t.m0, sizeof(float) * t.mc);
   }
-  // Results of 4 block-rows (16 channels) are staged here and written to y
-  // as whole 64-byte rows (16 bytes for u8): writing y directly in 16-byte
-  // pieces walks 64 rows whose stride (3 KB, 12 KB for N = 768, 3072) maps
-  // them to the same few L1 sets, and measured up to 2.5x slower.
-  alignas(64) uint32_t stage[64 * 16];
-  const bool u8 = t.out == OutKind::U8;
-  const size_t esz = u8 ? 1 : 4;
-  auto flush = [&](int64_t brg, int64_t nbr_in_group) {
-    const size_t bytes = esz * 4 * static_cast<size_t>(nbr_in_group);
-    uint8_t* y = static_cast<uint8_t*>(t.y);
-    const uint8_t* src = reinterpret_cast<const uint8_t*>(stage);
-    const int64_t row_bytes = static_cast<int64_t>(esz) * t.ldy;
-    const int64_t col = static_cast<int64_t>(esz) * 4 * brg;
-    if (!u8 && nbr_in_group == 4) {
-      for (int64_t q = 0; q < t.mc; ++q)
-        _mm512_storeu_si512(y + (t.m0 + q) * row_bytes + col, _mm512_load_si512(src + q * 64));
-    } else {
-      for (int64_t q = 0; q < t.mc; ++q)
-        std::memcpy(y + (t.m0 + q) * row_bytes + col, src + q * 16 * esz, bytes);
-    }
-  };
+  // 4 block-rows (16 channels) x 64 tokens of results, channel-major, are
+  // staged here and finished by flush_stage. Zeroed once so that GELU and the
+  // transpose never read uninitialized floats (token columns past NT * 16,
+  // channel rows past the last block-row).
+  alignas(64) float stage[16][64];
+  std::memset(stage, 0, sizeof stage);
   int64_t brg = t.br0;
   for (int64_t br = t.br0; br < t.br1; ++br) {
     if (br - brg == 4) {
-      flush(brg, 4);
+      flush_stage<NT>(t, brg, 4, stage);
       brg = br;
     }
     __m512i acc[4][NT];
@@ -222,14 +176,32 @@ void run_tile(const SpmmTile& t) {
         for (int r = 0; r < NT; ++r) acc[c][r] = _mm512_dpbusd_epi32(acc[c][r], z[r], wb);
       }
     }
-    for (int r = 0; r < NT; ++r) {
-      const int nvalid = static_cast<int>(t.mc - 16 * r < 16 ? t.mc - 16 * r : 16);
-      const __m512i a4[4] = {acc[0][r], acc[1][r], acc[2][r], acc[3][r]};
-      uint8_t* dst = reinterpret_cast<uint8_t*>(stage) + esz * (16 * r * 16 + 4 * (br - brg));
-      epilogue_16x4(t, br, t.m0 + 16 * r, nvalid, a4, zp + 16 * r, xs + 16 * r, dst, 16);
+    // First half of the epilogue, channel-major, into stage rows 4 jb + c:
+    // fma(corr, x_scale * scale_w, bias), or the raw int32 bits. Written out
+    // here rather than in a helper: passing acc by reference made GCC keep
+    // it in memory and spill accumulators inside the loop above.
+    const int jb = static_cast<int>(br - brg);
+    if (t.out == OutKind::S32Raw) {
+      for (int r = 0; r < NT; ++r)
+        for (int c = 0; c < 4; ++c)
+          _mm512_store_ps(&stage[4 * jb + c][16 * r], _mm512_castsi512_ps(acc[c][r]));
+    } else {
+      const int64_t n0 = 4 * br;
+      for (int c = 0; c < 4; ++c) {
+        const __m512i ws = _mm512_set1_epi32(w.wsum[n0 + c]);
+        const __m512 sw = _mm512_set1_ps(w.scale_w[n0 + c]);
+        const __m512 bv = _mm512_set1_ps(w.bias ? w.bias[n0 + c] : 0.f);
+        for (int r = 0; r < NT; ++r) {
+          const __m512i corr = _mm512_sub_epi32(
+              acc[c][r], _mm512_mullo_epi32(_mm512_load_si512(zp + 16 * r), ws));
+          const __m512 sc = _mm512_mul_ps(_mm512_load_ps(xs + 16 * r), sw);
+          _mm512_store_ps(&stage[4 * jb + c][16 * r],
+                          _mm512_fmadd_ps(_mm512_cvtepi32_ps(corr), sc, bv));
+        }
+      }
     }
   }
-  if (t.br1 > brg) flush(brg, t.br1 - brg);
+  if (t.br1 > brg) flush_stage<NT>(t, brg, t.br1 - brg, stage);
 }
 
 }  // namespace
