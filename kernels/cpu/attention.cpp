@@ -15,11 +15,14 @@
 namespace spinel::kernels {
 namespace {
 
-// Query rows per work item. Each item re-gathers its head's K and V
-// (2 * len * head_dim floats) for 4 * rows * len * head_dim flops, so 64 rows
-// keep that copy below 1% while a single long sequence still yields several
-// items per head for the threads to share.
+// Query rows per work item when whole heads are too few to share out. Each
+// item transposes its head's K and copies V (2 * len * head_dim floats, a
+// strided scalar copy that measured ~20% of the item at len 128 with 64
+// rows), so items are whole heads whenever there are enough of them
+// (>= kItemsPerThread per thread); only then are heads split into blocks of
+// 64 query rows, so that a single long sequence still feeds every thread.
 constexpr int64_t kQueryRowsPerItem = 64;
+constexpr int64_t kItemsPerThread = 4;
 
 float* align64(float* p) {
   const auto a = reinterpret_cast<uintptr_t>(p);
@@ -52,7 +55,10 @@ void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seq
   const size_t slot_floats = f32::attention_slot_floats(max_len, head_dim);
   float* slots = align64(scratch);
 
-  const int64_t blocks_per_head = (max_len + kQueryRowsPerItem - 1) / kQueryRowsPerItem;
+  const int64_t threads = std::max(1, tbb::this_task_arena::max_concurrency());
+  const int64_t rows_per_item =
+      num_seqs * num_heads >= kItemsPerThread * threads ? max_len : kQueryRowsPerItem;
+  const int64_t blocks_per_head = (max_len + rows_per_item - 1) / rows_per_item;
   const int64_t items = num_seqs * num_heads * blocks_per_head;
 
   auto run_item = [&](int64_t item, float* slot) {
@@ -61,7 +67,7 @@ void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seq
     const int64_t seq = item / (blocks_per_head * num_heads);
     const int64_t first = seq_offsets[seq];
     const int64_t len = seq_offsets[seq + 1] - first;
-    const int64_t q_begin = block * kQueryRowsPerItem;
+    const int64_t q_begin = block * rows_per_item;
     if (q_begin >= len) return;  // shorter sequence: nothing in this block
     f32::AttentionBlock b;
     b.qkv = qkv + first * 3 * hidden;
@@ -72,7 +78,7 @@ void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seq
     b.v_col = 2 * hidden + head * head_dim;
     b.head_dim = head_dim;
     b.q_begin = q_begin;
-    b.q_end = std::min(len, q_begin + kQueryRowsPerItem);
+    b.q_end = std::min(len, q_begin + rows_per_item);
     b.scale = scale;
     b.out = out + first * hidden + head * head_dim;
     b.out_stride = hidden;
