@@ -129,7 +129,7 @@ template <int NT>
 void run_tile(const SpmmTile& t) {
   const PackedS8Sparse& w = *t.w;
   const int32_t* gp = w.group_ptr.data();
-  const int32_t* kidx = w.kidx.data();
+  const int32_t* koff = w.koff64.data();
   const int8_t* wv = w.w.data();
   const uint8_t* xb = t.x;  // [K][64]
   // Per-token epilogue inputs of this tile, loaded once for all block-rows.
@@ -156,11 +156,11 @@ void run_tile(const SpmmTile& t) {
       for (int r = 0; r < NT; ++r) acc[c][r] = _mm512_setzero_si512();
     const int32_t g1 = gp[br + 1];
     for (int32_t g = gp[br]; g < g1; ++g) {
-      const int32_t* kg = kidx + 4 * g;
-      const __m512i x0 = _mm512_load_si512(xb + static_cast<int64_t>(kg[0]) * 64);
-      const __m512i x1 = _mm512_load_si512(xb + static_cast<int64_t>(kg[1]) * 64);
-      const __m512i x2 = _mm512_load_si512(xb + static_cast<int64_t>(kg[2]) * 64);
-      const __m512i x3 = _mm512_load_si512(xb + static_cast<int64_t>(kg[3]) * 64);
+      const int32_t* kg = koff + 4 * g;
+      const __m512i x0 = _mm512_load_si512(xb + kg[0]);
+      const __m512i x1 = _mm512_load_si512(xb + kg[1]);
+      const __m512i x2 = _mm512_load_si512(xb + kg[2]);
+      const __m512i x3 = _mm512_load_si512(xb + kg[3]);
       __m512i z[4];
       const __m512i a = _mm512_unpacklo_epi8(x0, x1), c2 = _mm512_unpacklo_epi8(x2, x3);
       z[0] = _mm512_unpacklo_epi16(a, c2);
