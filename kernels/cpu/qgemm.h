@@ -206,6 +206,10 @@ uint8_t requantize_value(float y, const QEpilogue& ep);
 // p = 16 l + 4 r + i of row k holds token m_begin + 4 L r + 4 l + i.
 void interleave_block_u8(const uint8_t* x, int64_t M, int64_t K, int64_t ldx, int64_t m_begin,
                          int lanes, uint8_t* out);
+// The same for lanes = 4 with AVX-512 (spmm_s8_avx512vnni.cpp; only after
+// active_isa() allows it).
+void interleave_block_u8_zmm(const uint8_t* x, int64_t M, int64_t K, int64_t ldx,
+                             int64_t m_begin, uint8_t* out);
 
 }  // namespace qgemm_detail
 }  // namespace spinel::kernels

@@ -218,6 +218,83 @@ void spmm_u8s8_4x1_64x4_avx512vnni(const SpmmTile& t) {
 }  // namespace spinel::kernels::qgemm_detail
 
 namespace spinel::kernels::qgemm_detail {
+namespace {
+
+// The 16x16 byte transpose of interleave_block_u8 (spmm_s8_pack.cpp), on zmm:
+// the in-lane unpacks do it for the four 128-bit lanes at once, so one pass
+// transposes 16 rows x 64 input channels. out[j] lane L = column 16 L + j.
+inline void transpose16x16_u8_x4(const __m512i in[16], __m512i out[16]) {
+  __m512i t[16], u[16], v[16];
+  for (int q = 0; q < 8; ++q) {
+    t[q] = _mm512_unpacklo_epi8(in[2 * q], in[2 * q + 1]);
+    t[8 + q] = _mm512_unpackhi_epi8(in[2 * q], in[2 * q + 1]);
+  }
+  for (int h = 0; h < 2; ++h)
+    for (int p = 0; p < 4; ++p) {
+      u[h * 8 + p] = _mm512_unpacklo_epi16(t[h * 8 + 2 * p], t[h * 8 + 2 * p + 1]);
+      u[h * 8 + 4 + p] = _mm512_unpackhi_epi16(t[h * 8 + 2 * p], t[h * 8 + 2 * p + 1]);
+    }
+  for (int g = 0; g < 4; ++g)
+    for (int e = 0; e < 2; ++e) {
+      v[2 * (2 * g) + e] = _mm512_unpacklo_epi32(u[4 * g + 2 * e], u[4 * g + 2 * e + 1]);
+      v[2 * (2 * g + 1) + e] = _mm512_unpackhi_epi32(u[4 * g + 2 * e], u[4 * g + 2 * e + 1]);
+    }
+  for (int c2 = 0; c2 < 8; ++c2) {
+    out[2 * c2] = _mm512_unpacklo_epi64(v[2 * c2], v[2 * c2 + 1]);
+    out[2 * c2 + 1] = _mm512_unpackhi_epi64(v[2 * c2], v[2 * c2 + 1]);
+  }
+}
+
+}  // namespace
+
+// interleave_block_u8 for lanes = 4 (B = 64), same layout; 64 input channels
+// per pass with masked loads for the K tail, a quarter of the shuffles of the
+// SSE2 version.
+void interleave_block_u8_zmm(const uint8_t* x, int64_t M, int64_t K, int64_t ldx,
+                             int64_t m_begin, uint8_t* out) {
+  constexpr int64_t B = 64;
+  for (int l = 0; l < 4; ++l) {
+    // Slot s = 4 r + i of lane l holds token m_begin + 16 r + 4 l + i.
+    const uint8_t* rows[16];
+    bool valid[16];
+    for (int s = 0; s < 16; ++s) {
+      const int64_t m = m_begin + 16 * (s / 4) + 4 * l + (s % 4);
+      valid[s] = m < M;
+      rows[s] = valid[s] ? x + m * ldx : nullptr;
+    }
+    uint8_t* o = out + 16 * l;
+    for (int64_t k = 0; k < K; k += 64) {
+      const int64_t kn = K - k < 64 ? K - k : 64;
+      const __mmask64 km = kn == 64 ? ~__mmask64{0} : (__mmask64{1} << kn) - 1;
+      __m512i in[16], tr[16];
+      for (int s = 0; s < 16; ++s)
+        in[s] = valid[s] ? _mm512_maskz_loadu_epi8(km, rows[s] + k) : _mm512_setzero_si512();
+      transpose16x16_u8_x4(in, tr);
+      if (kn == 64) {
+        for (int j = 0; j < 16; ++j) {
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(o + (k + j) * B), _mm512_castsi512_si128(tr[j]));
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(o + (k + 16 + j) * B),
+                           _mm512_extracti32x4_epi32(tr[j], 1));
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(o + (k + 32 + j) * B),
+                           _mm512_extracti32x4_epi32(tr[j], 2));
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(o + (k + 48 + j) * B),
+                           _mm512_extracti32x4_epi32(tr[j], 3));
+        }
+      } else {
+        alignas(64) uint8_t tmp[64];
+        for (int j = 0; j < 16; ++j) {
+          _mm512_store_si512(tmp, tr[j]);
+          for (int64_t L = 0; L < 4 && 16 * L + j < kn; ++L)
+            std::memcpy(o + (k + 16 * L + j) * B, tmp + 16 * L, 16);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace spinel::kernels::qgemm_detail
+
+namespace spinel::kernels::qgemm_detail {
 
 // Epilogue on a row-major int32 block (the dense oneDNN path); see
 // dense_s8_dnnl.cpp. row_tmp holds N + 16 floats (u8 output only).

@@ -265,7 +265,10 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
     tbb::parallel_for(
         tbb::blocked_range<int64_t>(0, nblocks), [&](const tbb::blocked_range<int64_t>& r) {
           for (int64_t b = r.begin(); b < r.end(); ++b)
-            qgemm_detail::interleave_block_u8(x, M, K, ldx, b * B, cfg.lanes, buf + b * K * B);
+            if (cfg.lanes == 4)
+              qgemm_detail::interleave_block_u8_zmm(x, M, K, ldx, b * B, buf + b * K * B);
+            else
+              qgemm_detail::interleave_block_u8(x, M, K, ldx, b * B, cfg.lanes, buf + b * K * B);
         });
     xt = buf;
   }
