@@ -17,7 +17,7 @@ if [ ! -f "$WORK/model.onnx" ]; then
 fi
 echo "== converting to .spnl" >&2
 "$ROOT/build/spinel" convert "$WORK/model.onnx" -o "$WORK/minilm.spnl"
-"$ROOT/build/spinel" inspect "$WORK/minilm.spnl" | sed -n 1,8p   # sed reads it all: no SIGPIPE under pipefail
+"$ROOT/build/spinel" inspect "$WORK/minilm.spnl" | sed -n 1,9p   # sed reads it all: no SIGPIPE under pipefail
 
 echo "== sentence embeddings (mean pooling, normalized)" >&2
 "$ROOT/build/spinel" run "$WORK/minilm.spnl" --pool mean --normalize --format table \

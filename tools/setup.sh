@@ -10,11 +10,13 @@ SUDO=""
 # ocl-icd-opencl-dev: Debian's oneDNN is built with the OpenCL GPU runtime, so its
 # CMake config calls find_package(OpenCL REQUIRED); the package is only a
 # Recommends of libdnnl-dev and we install without recommends.
+# qemu-user: the tests run the same binary on an emulated CPU without AVX-512.
 APT_PACKAGES=(
   build-essential cmake ninja-build pkg-config
   libdnnl-dev libtbb-dev libsentencepiece-dev libeigen3-dev libonnx-dev
   libprotobuf-dev protobuf-compiler doctest-dev libbenchmark-dev
   ocl-icd-opencl-dev opencl-headers
+  qemu-user
   python3 python3-venv python3-numpy python3-torch python3-onnx
 )
 missing=()

@@ -21,6 +21,7 @@
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -113,13 +114,15 @@ ISA_SUBSET = [0, 1, 4, 12, 25, 44, 45, 50, 54, 56]
 
 # ---- helpers ---------------------------------------------------------------------
 
-def spinel_run(spinel, spnl, id_lists, pool, isa=None, normalize=False):
-    """`spinel run SPNL --ids ... --pool POOL` with SPINEL_ISA set to `isa` (or unset)."""
+def spinel_run(spinel, spnl, id_lists, pool, isa=None, normalize=False, prefix=(), env_extra=None):
+    """`spinel run SPNL --ids ... --pool POOL` with SPINEL_ISA set to `isa` (or unset),
+    optionally under a wrapper command `prefix` (an emulator) with extra environment."""
     env = dict(os.environ)
     env.pop("SPINEL_ISA", None)
     if isa:
         env["SPINEL_ISA"] = isa
-    args = [spinel.bin, "run", str(spnl), "--pool", pool, *THREADS]
+    env.update(env_extra or {})
+    args = [*prefix, spinel.bin, "run", str(spnl), "--pool", pool, *THREADS]
     if normalize:
         args.append("--normalize")
     for ids in id_lists:
@@ -379,6 +382,44 @@ def test_forced_isa(spinel, convert, minilm_onnx, pruned_onnx, ids, pruned_ort, 
                        retrieval=False)
     f32 = spinel_run(spinel, convert(minilm_onnx, "minilm_f32"), sub, "mean", isa=isa, normalize=True)
     assert max_abs(f32, [minilm_fp32_emb[i] for i in ISA_SUBSET]) <= 1e-5
+
+
+# ---- a CPU without AVX-512 --------------------------------------------------------------
+
+# qemu-user's Haswell: AVX2 + FMA, no AVX-512, no VNNI of any kind.
+QEMU_CPU = "Haswell-v4"
+# spinel starts itself again once to set GOMP_SPINCOUNT; qemu-user does not
+# follow an exec, so with it unset the second start would run natively.
+QEMU_ENV = {"GOMP_SPINCOUNT": "10000"}
+
+
+def test_one_binary_runs_on_an_avx2_only_cpu(spinel, convert, pruned_onnx, ids, pruned_ort):
+    """The same build, on an emulated CPU without AVX-512: detection must pick the AVX2
+    kernels (never SIGILL) and their results must match the native run capped to AVX2."""
+    qemu = shutil.which("qemu-x86_64")
+    assert qemu, "qemu-x86_64 not found (tools/setup.sh installs Debian's qemu-user)"
+    prefix = [qemu, "-cpu", QEMU_CPU]
+    sparse_spnl = convert(pruned_onnx, "pruned_s8_auto", "--quant", "int8", "--sparse", "auto")
+    p = subprocess.run([*prefix, spinel.bin, "inspect", str(sparse_spnl), "--json"], capture_output=True,
+                       text=True, env={**os.environ, **QEMU_ENV}, timeout=600)
+    assert p.returncode == 0, f"spinel inspect under qemu failed ({p.returncode}):\n{p.stderr[-3000:]}"
+    cpu = json.loads(p.stdout)["cpu"]
+    print(f"under qemu -cpu {QEMU_CPU}: {cpu}")
+    assert cpu["detected_isa"] == "avx2", cpu
+    assert cpu["sparse_int8_kernel"].endswith("_avx2") and cpu["f32_row_kernels"] == "avx2", cpu
+
+    sub = [ids[i] for i in ISA_SUBSET[:4]]
+    emulated = spinel_run(spinel, sparse_spnl, sub, "mean", prefix=prefix, env_extra=QEMU_ENV)
+    native = spinel_run(spinel, sparse_spnl, sub, "mean", isa="avx2")
+    kc = cosines(emulated, native)
+    print(f"s8-sparse emulated AVX2 CPU vs native SPINEL_ISA=avx2: cosine min {kc.min():.7f}, "
+          f"max abs diff {max_abs(emulated, native):.2e}")
+    assert kc.min() >= 0.9999, f"emulated AVX2 CPU disagrees with SPINEL_ISA=avx2 (min cosine {kc.min():.7f})"
+
+    f32 = spinel_run(spinel, convert(pruned_onnx, "pruned_f32"), sub, "none", prefix=prefix, env_extra=QEMU_ENV)
+    d = max_abs(f32, [pruned_ort[i] for i in ISA_SUBSET[:4]])
+    print(f"FP32 on the emulated AVX2 CPU: max abs diff vs ONNX Runtime {d:.3e}")
+    assert d <= 1e-4, f"FP32 on an AVX2-only CPU differs from ONNX Runtime by {d:.3e}"
 
 
 # ---- bad command lines --------------------------------------------------------------------

@@ -1,6 +1,8 @@
 #include <cstdio>
 #include <string>
 
+#include "kernels/cpu/f32_isa.h"
+#include "kernels/cpu/isa.h"
 #include "kernels/cpu/qgemm.h"
 #include "runtime/error.h"
 #include "runtime/spnl.h"
@@ -135,7 +137,11 @@ int cmd_inspect(int argc, char** argv) {
         }
         o += "}";
       }
-      o += "],\"tensors\":[";
+      o += "],\"cpu\":{\"detected_isa\":" + json::quote(kernels::isa_name(kernels::detected_isa())) +
+           ",\"active_isa\":" + json::quote(kernels::isa_name(kernels::active_isa())) +
+           ",\"sparse_int8_kernel\":" + json::quote(kernels::spmm_u8s8_kernel_name()) +
+           ",\"f32_row_kernels\":" + json::quote(kernels::f32::kernel_table().name) + "}";
+      o += ",\"tensors\":[";
       for (size_t i = 0; i < m->tensors().size(); ++i) {
         const auto& t = m->tensors()[i];
         if (i) o += ',';
@@ -177,7 +183,12 @@ int cmd_inspect(int argc, char** argv) {
                   static_act == s8 ? "with calibrated static scales"
                   : static_act == 0 ? "per token at run time" : "partly static, partly per token",
                   sparse);
-    std::printf("source         %s\n\n", c.source.c_str());
+    std::printf("source         %s\n", c.source.c_str());
+    // What this machine will run it with (CPUID + XGETBV, capped by SPINEL_ISA).
+    const kernels::Isa det = kernels::detected_isa(), act = kernels::active_isa();
+    std::printf("kernels here   %s%s%s; sparse INT8 %s, f32 rows %s\n\n", kernels::isa_name(act),
+                act == det ? "" : " (capped; CPU runs ", act == det ? "" : (std::string(kernels::isa_name(det)) + ")").c_str(),
+                kernels::spmm_u8s8_kernel_name(), kernels::f32::kernel_table().name);
     std::printf("%-4s %-10s %-44s %-16s %s\n", "#", "op", "name", "precision", "detail");
     for (size_t i = 0; i < m->graph().ops.size(); ++i) {
       const Op& op = m->graph().ops[i];
