@@ -15,6 +15,7 @@
 //                 --benchmark_report_aggregates_only=true --benchmark_min_time=0.05
 // and compare medians of Sparse vs Dense at the same K/N/M.
 #include <benchmark/benchmark.h>
+#include <immintrin.h>
 #include <omp.h>
 
 #include <cstdint>
@@ -25,8 +26,10 @@
 #include <tuple>
 #include <vector>
 
+#include <tbb/parallel_for.h>
 #include <tbb/task_arena.h>
 
+#include "kernels/cpu/isa.h"
 #include "kernels/cpu/qgemm.h"
 
 namespace sk = spinel::kernels;
@@ -130,6 +133,45 @@ void BM_Dense(benchmark::State& st) {
   st.counters["nnz_pct"] = 100.0;
   st.SetLabel("onednn_u8s8_dense");
 }
+
+// The VNNI peak of this machine, measured rather than assumed: 16 independent
+// vpdpbusd zmm chains per thread (enough to cover its latency on 2 ports),
+// run by every thread of the arena at once. GOPS counts 2 ops per MAC.
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) int32_t vnni_chains(int64_t iters) {
+  __m512i acc[16];
+  for (int i = 0; i < 16; ++i) acc[i] = _mm512_set1_epi32(i);
+  __m512i a = _mm512_set1_epi8(1), b = _mm512_set1_epi8(2);
+  for (int64_t it = 0; it < iters; ++it) {
+    asm volatile("" : "+v"(a), "+v"(b));  // opaque inputs: nothing to fold or hoist
+    for (int i = 0; i < 16; ++i) acc[i] = _mm512_dpbusd_epi32(acc[i], a, b);
+  }
+  __m512i s = acc[0];
+  for (int i = 1; i < 16; ++i) s = _mm512_add_epi32(s, acc[i]);
+  alignas(64) int32_t lanes[16];
+  _mm512_store_si512(lanes, s);
+  int32_t total = 0;
+  for (int i = 0; i < 16; ++i) total += lanes[i];
+  return total;
+}
+
+void BM_VnniPeak(benchmark::State& st) {
+  if (!sk::cpu_supports(sk::Isa::Avx512Vnni)) {
+    st.SkipWithError("this CPU has no AVX-512 VNNI");
+    return;
+  }
+  constexpr int64_t kIters = 1 << 16;
+  const int threads = bench_threads();
+  int32_t sink = 0;
+  for (auto _ : st) {
+    arena().execute([&] {
+      tbb::parallel_for(0, threads, [&](int) { benchmark::DoNotOptimize(vnni_chains(kIters)); });
+    });
+    benchmark::DoNotOptimize(sink);
+  }
+  st.counters["GOPS"] = benchmark::Counter(2.0 * 64 * 16 * kIters * threads * st.iterations() * 1e-9,
+                                           benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_VnniPeak)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 void Shapes(benchmark::internal::Benchmark* b, bool sparse) {
   const int64_t shapes[][2] = {{768, 768}, {768, 3072}, {3072, 768},
