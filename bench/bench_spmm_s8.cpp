@@ -192,7 +192,7 @@ void Shapes(benchmark::internal::Benchmark* b, bool sparse) {
 void CrossoverShapes(benchmark::internal::Benchmark* b) {
   for (int64_t K : {384, 768})
     for (int64_t N : {K, 4 * K})
-      for (int64_t sp : {0, 20, 30, 40, 50, 60}) b->Args({K, N, 128, sp});
+      for (int64_t sp : {0, 20, 30, 40, 50, 60, 70, 80}) b->Args({K, N, 128, sp});
   b->ArgNames({"K", "N", "M", "sparsity"})->Unit(benchmark::kMicrosecond)->UseRealTime();
 }
 

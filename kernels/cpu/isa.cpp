@@ -10,6 +10,10 @@
 #include <cpuid.h>
 #define SPINEL_X86 1
 #endif
+#if defined(__linux__) && defined(SPINEL_X86)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace spinel::kernels {
 namespace {
@@ -35,8 +39,20 @@ unsigned long long xcr0() {
 }
 
 struct Features {
-  bool avx2 = false, avxvnni = false, avx512vnni = false;
+  bool avx2 = false, avxvnni = false, avx512vnni = false, amx_int8 = false;
 };
+
+// Linux hands out the AMX tile data state only on request (arch_prctl
+// ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA, once per process; oneDNN makes
+// the same request before it uses AMX). True if granted.
+bool amx_permitted() {
+#if defined(__linux__) && defined(SPINEL_X86) && defined(SYS_arch_prctl)
+  constexpr int kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
+#endif
+}
 
 Features probe_features() {
   Features f;
@@ -59,6 +75,11 @@ Features probe_features() {
   const bool avx512bw = (l7.b >> 30) & 1, avx512vl = (l7.b >> 31) & 1;
   const bool avx512vnni = (l7.c >> 11) & 1;
   f.avx512vnni = zmm_state && avx512f && avx512dq && avx512bw && avx512vl && avx512vnni;
+
+  // AMX-TILE (EDX 24) + AMX-INT8 (EDX 25), with the OS saving tile config and
+  // data (XCR0 bits 17, 18) and granting this process their use.
+  const bool amx = ((l7.d >> 24) & 1) && ((l7.d >> 25) & 1) && (x & 0x60000) == 0x60000;
+  f.amx_int8 = f.avx512vnni && amx && amx_permitted();
 
   // AVX-VNNI lives in sub-leaf 1, which exists only if sub-leaf 0 reports it
   // (EAX = highest sub-leaf).
@@ -111,6 +132,8 @@ Isa detected_isa() {
 }
 
 bool cpu_has_avxvnni() { return features().avxvnni; }
+
+bool cpu_has_amx_int8() { return features().amx_int8; }
 
 bool cpu_supports(Isa isa) { return static_cast<int>(isa) <= static_cast<int>(detected_isa()); }
 

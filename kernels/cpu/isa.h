@@ -38,6 +38,11 @@ bool cpu_supports(Isa isa);
 // AVX-512 VNNI CPU runs the Avx2Vnni level's kernels in their EVEX-encoded
 // build, so that level (and its tests) still run there.
 bool cpu_has_avxvnni();
+// True when the CPU has AMX-INT8 and the OS lets this process use it. spinel
+// has no AMX kernel of its own, but oneDNN's dense u8s8 matmul uses AMX then,
+// which moves the sparse/dense crossover (see kSparseMinSparsityAmx in
+// qgemm.h). Not affected by caps.
+bool cpu_has_amx_int8();
 // "scalar", "avx2", "avxvnni", "avx512vnni".
 const char* isa_name(Isa isa);
 // Parses the names above (and the aliases "generic", "avx512"); false if unknown.

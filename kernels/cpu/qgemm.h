@@ -115,6 +115,18 @@ void spmm_u8s8(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx
 void spmm_u8s8_acc(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
                    int32_t* acc, int64_t ldacc);
 
+// Where oneDNN's dense u8s8 matmul runs on AMX, it beats the block-sparse
+// kernel up to about this 4x1 block sparsity (measured at M = 128 on 2
+// threads: 45-65% by shape, bench/RESULTS.md), against ~40% on AVX-512 VNNI
+// alone, the crossover behind convert's default --sparse-threshold.
+constexpr double kSparseMinSparsityAmx = 0.65;
+
+// True when a layer packed block-sparse should run on the dense u8s8 kernel
+// on this CPU instead: AMX-INT8 usable, no ISA cap below AVX-512 VNNI (a cap
+// asks for that ISA's sparse kernel), and sparsity below
+// kSparseMinSparsityAmx. Sessions and `spinel inspect` both ask this.
+bool prefer_dense_u8s8(double block_sparsity);
+
 // Name of the micro-kernel spmm_u8s8 uses at the active ISA, e.g.
 // "spmm_u8s8_4x1_64x4_avx512vnni" (tokens x output channels per tile).
 const char* spmm_u8s8_kernel_name();

@@ -329,6 +329,11 @@ void spmm_u8s8_acc(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t
   run_spmm(w, x, M, ldx, nullptr, nullptr, QEpilogue{}, OutKind::S32Raw, acc, ldacc);
 }
 
+bool prefer_dense_u8s8(double block_sparsity) {
+  return cpu_has_amx_int8() && active_isa() == Isa::Avx512Vnni &&
+         block_sparsity < kSparseMinSparsityAmx;
+}
+
 const char* spmm_u8s8_kernel_name() { return config_for(active_isa()).name; }
 
 }  // namespace spinel::kernels

@@ -384,6 +384,52 @@ def test_forced_isa(spinel, convert, minilm_onnx, pruned_onnx, ids, pruned_ort, 
     assert max_abs(f32, [minilm_fp32_emb[i] for i in ISA_SUBSET]) <= 1e-5
 
 
+# ---- sparse or dense on this CPU ----------------------------------------------------------
+
+def cpu_flags():
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def test_sparse_below_the_amx_crossover_runs_dense(spinel, convert, minilm_onnx, pruned_onnx, ids):
+    """A layer stored s8-sparse runs on the dense u8s8 kernel where oneDNN has AMX and the
+    layer is below kSparseMinSparsityAmx (0.65); without AMX, or with SPINEL_ISA capped,
+    it stays sparse. Either way the results are those of the same quantized model."""
+    # The real MiniLM has almost no zero 4x1 blocks: threshold 0 stores every Linear sparse.
+    low = convert(minilm_onnx, "minilm_s8_t0", "--quant", "int8", "--sparse", "auto", "--sparse-threshold", "0")
+    info = json.loads(spinel.cli("inspect", low, "--json").stdout)
+    amx = info["cpu"]["amx_int8"]
+    assert isinstance(amx, bool)
+    if amx:
+        assert "amx_int8" in cpu_flags(), "inspect reports AMX-INT8 that /proc/cpuinfo does not list"
+    linears = [op for op in info["ops"] if op["kind"] == "Linear"]
+    assert linears and all(op["precision"] == "s8-sparse" and op["block_sparsity"] < 0.65 for op in linears)
+    want = "s8-dense" if amx else "s8-sparse"
+    assert all(op["runs_here"] == want for op in linears), (amx, [op["runs_here"] for op in linears])
+    print(f"AMX-INT8 {'usable' if amx else 'not available'}: low-sparsity layers run {want}")
+
+    capped = subprocess.run([spinel.bin, "inspect", str(low), "--json"], capture_output=True, text=True,
+                            env={**os.environ, "SPINEL_ISA": "avx2"}, timeout=600)
+    assert capped.returncode == 0, capped.stderr
+    assert all(op["runs_here"] == "s8-sparse" for op in json.loads(capped.stdout)["ops"] if op["kind"] == "Linear")
+
+    # 80% pruned: above the crossover everywhere, sparse on every CPU.
+    high = json.loads(spinel.cli("inspect", convert(pruned_onnx, "pruned_s8_auto", "--quant", "int8",
+                                                        "--sparse", "auto"), "--json").stdout)
+    assert all(op["runs_here"] == "s8-sparse" for op in high["ops"] if op["kind"] == "Linear")
+
+    sub = [ids[i] for i in ISA_SUBSET]
+    got = spinel_run(spinel, low, sub, "mean")
+    dense = spinel_run(spinel, convert(minilm_onnx, "minilm_s8_off", "--quant", "int8", "--sparse", "off"),
+                       sub, "mean")
+    kc = cosines(got, dense)
+    print(f"threshold-0 model vs --sparse off: cosine min {kc.min():.7f}")
+    assert kc.min() >= 0.9999, f"threshold-0 s8 model disagrees with the dense one (min cosine {kc.min():.7f})"
+
+
 # ---- a CPU without AVX-512 --------------------------------------------------------------
 
 # qemu-user's Haswell: AVX2 + FMA, no AVX-512, no VNNI of any kind.

@@ -50,10 +50,22 @@ double block_sparsity(const Model& m, const Op& op) {
   return kernels::block_sparsity_4x1(m.data<int8_t>(op.w[slot::kWeight]), t.shape[0], t.shape[1]);
 }
 
+// The kernel a session on this machine runs the op with ("s8-sparse" layers
+// go dense where oneDNN's AMX beats the sparse kernel; see qgemm.h).
+std::string runs_here(const Model& m, const Op& op) {
+  if (op.kind != OpKind::Linear) return "f32";
+  if (op.precision == Precision::S8Sparse && kernels::prefer_dense_u8s8(block_sparsity(m, op)))
+    return precision_name(Precision::S8Dense);
+  return precision_name(op.precision);
+}
+
 std::string op_precision(const Model& m, const Op& op) {
   if (op.kind != OpKind::Linear) return "f32";
   std::string p = precision_name(op.precision);
-  if (op.precision == Precision::S8Sparse) p += " " + num(100 * block_sparsity(m, op)) + "%";
+  if (op.precision == Precision::S8Sparse) {
+    p += " " + num(100 * block_sparsity(m, op)) + "%";
+    if (runs_here(m, op) != precision_name(op.precision)) p += " (dense here, AMX)";
+  }
   return p;
 }
 
@@ -131,6 +143,7 @@ int cmd_inspect(int argc, char** argv) {
              ",\"detail\":" + json::quote(op_detail(*m, op)) +
              ",\"precision\":" + json::quote(op.kind == OpKind::Linear ? precision_name(op.precision) : "f32");
         if (op.kind == OpKind::Linear) {
+          o += ",\"runs_here\":" + json::quote(runs_here(*m, op));
           o += ",\"block_sparsity\":" + num(block_sparsity(*m, op));
           o += std::string(",\"activation_quant\":") +
                (op.precision == Precision::F32 ? "null" : op.act_scale > 0.f ? "\"static\"" : "\"dynamic\"");
@@ -139,6 +152,7 @@ int cmd_inspect(int argc, char** argv) {
       }
       o += "],\"cpu\":{\"detected_isa\":" + json::quote(kernels::isa_name(kernels::detected_isa())) +
            ",\"active_isa\":" + json::quote(kernels::isa_name(kernels::active_isa())) +
+           ",\"amx_int8\":" + (kernels::cpu_has_amx_int8() ? "true" : "false") +
            ",\"sparse_int8_kernel\":" + json::quote(kernels::spmm_u8s8_kernel_name()) +
            ",\"f32_row_kernels\":" + json::quote(kernels::f32::kernel_table().name) + "}";
       o += ",\"tensors\":[";
@@ -186,9 +200,10 @@ int cmd_inspect(int argc, char** argv) {
     std::printf("source         %s\n", c.source.c_str());
     // What this machine will run it with (CPUID + XGETBV, capped by SPINEL_ISA).
     const kernels::Isa det = kernels::detected_isa(), act = kernels::active_isa();
-    std::printf("kernels here   %s%s%s; sparse INT8 %s, f32 rows %s\n\n", kernels::isa_name(act),
+    std::printf("kernels here   %s%s%s; sparse INT8 %s, f32 rows %s%s\n\n", kernels::isa_name(act),
                 act == det ? "" : " (capped; CPU runs ", act == det ? "" : (std::string(kernels::isa_name(det)) + ")").c_str(),
-                kernels::spmm_u8s8_kernel_name(), kernels::f32::kernel_table().name);
+                kernels::spmm_u8s8_kernel_name(), kernels::f32::kernel_table().name,
+                kernels::cpu_has_amx_int8() ? "; AMX-INT8 for dense INT8 (oneDNN)" : "");
     std::printf("%-4s %-10s %-44s %-16s %s\n", "#", "op", "name", "precision", "detail");
     for (size_t i = 0; i < m->graph().ops.size(); ++i) {
       const Op& op = m->graph().ops[i];
