@@ -117,9 +117,9 @@ void spmm_u8s8_acc(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t
 
 // Where oneDNN's dense u8s8 matmul runs on AMX, it beats the block-sparse
 // kernel up to about this 4x1 block sparsity (measured at M = 128 on 2
-// threads: 45-65% by shape, bench/RESULTS.md), against ~40% on AVX-512 VNNI
+// threads: 60-80% by shape, bench/RESULTS.md), against 40-60% on AVX-512 VNNI
 // alone, the crossover behind convert's default --sparse-threshold.
-constexpr double kSparseMinSparsityAmx = 0.65;
+constexpr double kSparseMinSparsityAmx = 0.7;
 
 // True when a layer packed block-sparse should run on the dense u8s8 kernel
 // on this CPU instead: AMX-INT8 usable, no ISA cap below AVX-512 VNNI (a cap

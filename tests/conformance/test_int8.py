@@ -396,7 +396,7 @@ def cpu_flags():
 
 def test_sparse_below_the_amx_crossover_runs_dense(spinel, convert, minilm_onnx, pruned_onnx, ids):
     """A layer stored s8-sparse runs on the dense u8s8 kernel where oneDNN has AMX and the
-    layer is below kSparseMinSparsityAmx (0.65); without AMX, or with SPINEL_ISA capped,
+    layer is below kSparseMinSparsityAmx (0.7); without AMX, or with SPINEL_ISA capped,
     it stays sparse. Either way the results are those of the same quantized model."""
     # The real MiniLM has almost no zero 4x1 blocks: threshold 0 stores every Linear sparse.
     low = convert(minilm_onnx, "minilm_s8_t0", "--quant", "int8", "--sparse", "auto", "--sparse-threshold", "0")
@@ -406,7 +406,7 @@ def test_sparse_below_the_amx_crossover_runs_dense(spinel, convert, minilm_onnx,
     if amx:
         assert "amx_int8" in cpu_flags(), "inspect reports AMX-INT8 that /proc/cpuinfo does not list"
     linears = [op for op in info["ops"] if op["kind"] == "Linear"]
-    assert linears and all(op["precision"] == "s8-sparse" and op["block_sparsity"] < 0.65 for op in linears)
+    assert linears and all(op["precision"] == "s8-sparse" and op["block_sparsity"] < 0.7 for op in linears)
     want = "s8-dense" if amx else "s8-sparse"
     assert all(op["runs_here"] == want for op in linears), (amx, [op["runs_here"] for op in linears])
     print(f"AMX-INT8 {'usable' if amx else 'not available'}: low-sparsity layers run {want}")

@@ -35,7 +35,7 @@ const char* kHelp =
     "                     oneDNN's dense INT8 (auto, default); off: all dense INT8\n"
     "  --sparse-threshold F  block sparsity in [0, 1] from which a layer goes sparse\n"
     "                     (default 0.4, the crossover measured on AVX-512 VNNI); on a CPU\n"
-    "                     whose oneDNN uses AMX, layers below 0.65 run dense there anyway\n"
+    "                     whose oneDNN uses AMX, layers below 0.7 run dense there anyway\n"
     "                     (`spinel inspect` shows what runs where)\n"
     "  --calibrate FILE   with --quant int8: run the f32 model on FILE (one sample text per\n"
     "                     line) and quantize each Linear's input with one static scale and\n"
