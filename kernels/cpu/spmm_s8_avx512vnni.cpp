@@ -220,30 +220,12 @@ void spmm_u8s8_4x1_64x4_avx512vnni(const SpmmTile& t) {
 namespace spinel::kernels::qgemm_detail {
 namespace {
 
-// The 16x16 byte transpose of interleave_block_u8 (spmm_s8_pack.cpp), on zmm:
-// the in-lane unpacks do it for the four 128-bit lanes at once, so one pass
-// transposes 16 rows x 64 input channels. out[j] lane L = column 16 L + j.
-inline void transpose16x16_u8_x4(const __m512i in[16], __m512i out[16]) {
-  __m512i t[16], u[16], v[16];
-  for (int q = 0; q < 8; ++q) {
-    t[q] = _mm512_unpacklo_epi8(in[2 * q], in[2 * q + 1]);
-    t[8 + q] = _mm512_unpackhi_epi8(in[2 * q], in[2 * q + 1]);
-  }
-  for (int h = 0; h < 2; ++h)
-    for (int p = 0; p < 4; ++p) {
-      u[h * 8 + p] = _mm512_unpacklo_epi16(t[h * 8 + 2 * p], t[h * 8 + 2 * p + 1]);
-      u[h * 8 + 4 + p] = _mm512_unpackhi_epi16(t[h * 8 + 2 * p], t[h * 8 + 2 * p + 1]);
-    }
-  for (int g = 0; g < 4; ++g)
-    for (int e = 0; e < 2; ++e) {
-      v[2 * (2 * g) + e] = _mm512_unpacklo_epi32(u[4 * g + 2 * e], u[4 * g + 2 * e + 1]);
-      v[2 * (2 * g + 1) + e] = _mm512_unpackhi_epi32(u[4 * g + 2 * e], u[4 * g + 2 * e + 1]);
-    }
-  for (int c2 = 0; c2 < 8; ++c2) {
-    out[2 * c2] = _mm512_unpacklo_epi64(v[2 * c2], v[2 * c2 + 1]);
-    out[2 * c2 + 1] = _mm512_unpackhi_epi64(v[2 * c2], v[2 * c2 + 1]);
-  }
-}
+// The 16x16 byte transpose of interleave_block_u8 on zmm: one pass
+// transposes 16 rows x 64 input channels; out[j] lane L = column 16 L + j.
+#define SPINEL_TR_NAME transpose16x16_u8_x4
+#define SPINEL_TR_VEC __m512i
+#define SPINEL_TR_UNPACK(hl, w, a, b) _mm512_unpack##hl##_epi##w(a, b)
+#include "kernels/cpu/transpose16x16_u8.inc"
 
 }  // namespace
 

@@ -140,28 +140,10 @@ uint8_t requantize_value(float y, const QEpilogue& ep) {
 
 namespace {
 
-// out[j] = column j of the 16x16 byte matrix whose rows are in[0..15].
-inline void transpose16x16_u8(const __m128i in[16], __m128i out[16]) {
-  __m128i t[16], u[16], v[16];
-  for (int q = 0; q < 8; ++q) {  // words: columns 0..7 / 8..15 of rows 2q, 2q+1
-    t[q] = _mm_unpacklo_epi8(in[2 * q], in[2 * q + 1]);
-    t[8 + q] = _mm_unpackhi_epi8(in[2 * q], in[2 * q + 1]);
-  }
-  for (int h = 0; h < 2; ++h)  // dwords: u[4g + p] = columns 4g..4g+3 of rows 4p..4p+3
-    for (int p = 0; p < 4; ++p) {
-      u[h * 8 + p] = _mm_unpacklo_epi16(t[h * 8 + 2 * p], t[h * 8 + 2 * p + 1]);
-      u[h * 8 + 4 + p] = _mm_unpackhi_epi16(t[h * 8 + 2 * p], t[h * 8 + 2 * p + 1]);
-    }
-  for (int g = 0; g < 4; ++g)  // qwords: v[2 c2 + e] = columns 2c2, 2c2+1 of rows 8e..8e+7
-    for (int e = 0; e < 2; ++e) {
-      v[2 * (2 * g) + e] = _mm_unpacklo_epi32(u[4 * g + 2 * e], u[4 * g + 2 * e + 1]);
-      v[2 * (2 * g + 1) + e] = _mm_unpackhi_epi32(u[4 * g + 2 * e], u[4 * g + 2 * e + 1]);
-    }
-  for (int c2 = 0; c2 < 8; ++c2) {
-    out[2 * c2] = _mm_unpacklo_epi64(v[2 * c2], v[2 * c2 + 1]);
-    out[2 * c2 + 1] = _mm_unpackhi_epi64(v[2 * c2], v[2 * c2 + 1]);
-  }
-}
+#define SPINEL_TR_NAME transpose16x16_u8
+#define SPINEL_TR_VEC __m128i
+#define SPINEL_TR_UNPACK(hl, w, a, b) _mm_unpack##hl##_epi##w(a, b)
+#include "kernels/cpu/transpose16x16_u8.inc"
 
 }  // namespace
 
