@@ -161,12 +161,10 @@ void BM_VnniPeak(benchmark::State& st) {
   }
   constexpr int64_t kIters = 1 << 16;
   const int threads = bench_threads();
-  int32_t sink = 0;
   for (auto _ : st) {
     arena().execute([&] {
       tbb::parallel_for(0, threads, [&](int) { benchmark::DoNotOptimize(vnni_chains(kIters)); });
     });
-    benchmark::DoNotOptimize(sink);
   }
   st.counters["GOPS"] = benchmark::Counter(2.0 * 64 * 16 * kIters * threads * st.iterations() * 1e-9,
                                            benchmark::Counter::kIsRate);

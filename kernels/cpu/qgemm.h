@@ -121,11 +121,12 @@ void spmm_u8s8_acc(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t
 // alone, the crossover behind convert's default --sparse-threshold.
 constexpr double kSparseMinSparsityAmx = 0.7;
 
-// True when a layer packed block-sparse should run on the dense u8s8 kernel
-// on this CPU instead: AMX-INT8 usable, no ISA cap below AVX-512 VNNI (a cap
-// asks for that ISA's sparse kernel), and sparsity below
-// kSparseMinSparsityAmx. Sessions and `spinel inspect` both ask this.
-bool prefer_dense_u8s8(double block_sparsity);
+// True when a layer stored block-sparse (s8 W [K, N]) should run on the
+// dense u8s8 kernel on this CPU instead: AMX-INT8 usable, no ISA cap below
+// AVX-512 VNNI (a cap asks for that ISA's sparse kernel), and 4x1 block
+// sparsity below kSparseMinSparsityAmx (scanned only when the rest holds).
+// Sessions and `spinel inspect` both ask this.
+bool prefer_dense_u8s8(const int8_t* W, int64_t K, int64_t N);
 
 // Name of the micro-kernel spmm_u8s8 uses at the active ISA, e.g.
 // "spmm_u8s8_4x1_64x4_avx512vnni" (tokens x output channels per tile).
@@ -218,10 +219,10 @@ uint8_t requantize_value(float y, const QEpilogue& ep);
 // p = 16 l + 4 r + i of row k holds token m_begin + 4 L r + 4 l + i.
 void interleave_block_u8(const uint8_t* x, int64_t M, int64_t K, int64_t ldx, int64_t m_begin,
                          int lanes, uint8_t* out);
-// The same for lanes = 4 with AVX-512 (spmm_s8_avx512vnni.cpp; only after
-// active_isa() allows it).
-void interleave_block_u8_zmm(const uint8_t* x, int64_t M, int64_t K, int64_t ldx,
-                             int64_t m_begin, uint8_t* out);
+// The same with AVX-512 for lanes = 4 only (spmm_s8_avx512vnni.cpp; only
+// after active_isa() allows it).
+void interleave_block_u8_zmm(const uint8_t* x, int64_t M, int64_t K, int64_t ldx, int64_t m_begin,
+                             int lanes, uint8_t* out);
 
 }  // namespace qgemm_detail
 }  // namespace spinel::kernels

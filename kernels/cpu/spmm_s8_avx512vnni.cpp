@@ -5,8 +5,9 @@
 // 64 interleaved tokens (one per k), 8 in-lane unpacks giving 4 zmm in the
 // VNNI layout (16 tokens x 4 bytes), then 16 vpdpbusd (4 channels x 4 zmm),
 // each channel's 4 weights a 32-bit broadcast. Token tails (M not a multiple
-// of 64) run the same loop with fewer zmm; stores of a partial 16 are masked
-// through a stack tile.
+// of 64) run the same loop with fewer zmm. The epilogue stages 16 channels x
+// 64 tokens channel-major, then writes token rows after a 16x16 transpose
+// (flush_stage). This file also holds the AVX-512 activation interleave.
 //
 // Also holds the EVEX-encoded build of the ymm kernel (spmm_s8_ymm.inc), the
 // Avx2Vnni level on AVX-512 VNNI CPUs that lack AVX-VNNI.
@@ -232,8 +233,8 @@ namespace {
 // interleave_block_u8 for lanes = 4 (B = 64), same layout; 64 input channels
 // per pass with masked loads for the K tail, a quarter of the shuffles of the
 // SSE2 version.
-void interleave_block_u8_zmm(const uint8_t* x, int64_t M, int64_t K, int64_t ldx,
-                             int64_t m_begin, uint8_t* out) {
+void interleave_block_u8_zmm(const uint8_t* x, int64_t M, int64_t K, int64_t ldx, int64_t m_begin,
+                             int /*lanes: 4*/, uint8_t* out) {
   constexpr int64_t B = 64;
   for (int l = 0; l < 4; ++l) {
     // Slot s = 4 r + i of lane l holds token m_begin + 16 r + 4 l + i.

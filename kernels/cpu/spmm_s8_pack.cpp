@@ -186,27 +186,33 @@ void interleave_block_u8(const uint8_t* x, int64_t M, int64_t K, int64_t ldx, in
 
 namespace {
 
+using InterleaveFn = void (*)(const uint8_t* x, int64_t M, int64_t K, int64_t ldx, int64_t m_begin,
+                             int lanes, uint8_t* out);
+
 struct KernelConfig {
   SpmmTileFn fn;
   const char* name;
   int lanes;  // 0: token-major input (scalar kernel)
   int64_t token_block;
+  InterleaveFn interleave;  // builds the kernel's activation blocks (null: none)
 };
 
 KernelConfig config_for(Isa isa) {
   using namespace qgemm_detail;
   switch (isa) {
     case Isa::Avx512Vnni:
-      return {spmm_u8s8_4x1_64x4_avx512vnni, "spmm_u8s8_4x1_64x4_avx512vnni", 4, 64};
+      return {spmm_u8s8_4x1_64x4_avx512vnni, "spmm_u8s8_4x1_64x4_avx512vnni", 4, 64,
+              interleave_block_u8_zmm};
     case Isa::Avx2Vnni:
       if (cpu_has_avxvnni())
-        return {spmm_u8s8_4x1_16x4_avxvnni, "spmm_u8s8_4x1_16x4_avxvnni", 2, 32};
-      return {spmm_u8s8_4x1_16x4_avx512vl_vnni, "spmm_u8s8_4x1_16x4_avx512vl_vnni", 2, 32};
+        return {spmm_u8s8_4x1_16x4_avxvnni, "spmm_u8s8_4x1_16x4_avxvnni", 2, 32, interleave_block_u8};
+      return {spmm_u8s8_4x1_16x4_avx512vl_vnni, "spmm_u8s8_4x1_16x4_avx512vl_vnni", 2, 32,
+              interleave_block_u8};
     case Isa::Avx2:
-      return {spmm_u8s8_4x1_16x4_avx2, "spmm_u8s8_4x1_16x4_avx2", 2, 32};
+      return {spmm_u8s8_4x1_16x4_avx2, "spmm_u8s8_4x1_16x4_avx2", 2, 32, interleave_block_u8};
     case Isa::Scalar:
     default:
-      return {spmm_u8s8_4x1_1x4_scalar, "spmm_u8s8_4x1_1x4_scalar", 0, 16};
+      return {spmm_u8s8_4x1_1x4_scalar, "spmm_u8s8_4x1_1x4_scalar", 0, 16, nullptr};
   }
 }
 
@@ -247,10 +253,7 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
     tbb::parallel_for(
         tbb::blocked_range<int64_t>(0, nblocks), [&](const tbb::blocked_range<int64_t>& r) {
           for (int64_t b = r.begin(); b < r.end(); ++b)
-            if (cfg.lanes == 4)
-              qgemm_detail::interleave_block_u8_zmm(x, M, K, ldx, b * B, buf + b * K * B);
-            else
-              qgemm_detail::interleave_block_u8(x, M, K, ldx, b * B, cfg.lanes, buf + b * K * B);
+            cfg.interleave(x, M, K, ldx, b * B, cfg.lanes, buf + b * K * B);
         });
     xt = buf;
   }
@@ -311,9 +314,9 @@ void spmm_u8s8_acc(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t
   run_spmm(w, x, M, ldx, nullptr, nullptr, QEpilogue{}, OutKind::S32Raw, acc, ldacc);
 }
 
-bool prefer_dense_u8s8(double block_sparsity) {
+bool prefer_dense_u8s8(const int8_t* W, int64_t K, int64_t N) {
   return cpu_has_amx_int8() && active_isa() == Isa::Avx512Vnni &&
-         block_sparsity < kSparseMinSparsityAmx;
+         block_sparsity_4x1(W, K, N) < kSparseMinSparsityAmx;
 }
 
 const char* spmm_u8s8_kernel_name() { return config_for(active_isa()).name; }

@@ -394,6 +394,16 @@ def cpu_flags():
     return set()
 
 
+def amx_granted():
+    """Independent of spinel: the CPU lists AMX-INT8 and Linux grants this process the tile
+    data state (arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA), x86-64 syscall 158)."""
+    if "amx_int8" not in cpu_flags() or "amx_tile" not in cpu_flags():
+        return False
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.syscall(158, 0x1023, 18) == 0
+
+
 def test_sparse_below_the_amx_crossover_runs_dense(spinel, convert, minilm_onnx, pruned_onnx, ids):
     """A layer stored s8-sparse runs on the dense u8s8 kernel where oneDNN has AMX and the
     layer is below kSparseMinSparsityAmx (0.7); without AMX, or with SPINEL_ISA capped,
@@ -402,9 +412,7 @@ def test_sparse_below_the_amx_crossover_runs_dense(spinel, convert, minilm_onnx,
     low = convert(minilm_onnx, "minilm_s8_t0", "--quant", "int8", "--sparse", "auto", "--sparse-threshold", "0")
     info = json.loads(spinel.cli("inspect", low, "--json").stdout)
     amx = info["cpu"]["amx_int8"]
-    assert isinstance(amx, bool)
-    if amx:
-        assert "amx_int8" in cpu_flags(), "inspect reports AMX-INT8 that /proc/cpuinfo does not list"
+    assert amx == amx_granted(), f"inspect says amx_int8={amx}; /proc/cpuinfo + arch_prctl say {amx_granted()}"
     linears = [op for op in info["ops"] if op["kind"] == "Linear"]
     assert linears and all(op["precision"] == "s8-sparse" and op["block_sparsity"] < 0.7 for op in linears)
     want = "s8-dense" if amx else "s8-sparse"

@@ -54,8 +54,11 @@ double block_sparsity(const Model& m, const Op& op) {
 // go dense where oneDNN's AMX beats the sparse kernel; see qgemm.h).
 std::string runs_here(const Model& m, const Op& op) {
   if (op.kind != OpKind::Linear) return "f32";
-  if (op.precision == Precision::S8Sparse && kernels::prefer_dense_u8s8(block_sparsity(m, op)))
-    return precision_name(Precision::S8Dense);
+  if (op.precision == Precision::S8Sparse) {
+    const auto& t = m.tensors()[op.w[slot::kWeight]];
+    if (kernels::prefer_dense_u8s8(m.data<int8_t>(op.w[slot::kWeight]), t.shape[0], t.shape[1]))
+      return precision_name(Precision::S8Dense);
+  }
   return precision_name(op.precision);
 }
 
@@ -200,8 +203,9 @@ int cmd_inspect(int argc, char** argv) {
     std::printf("source         %s\n", c.source.c_str());
     // What this machine will run it with (CPUID + XGETBV, capped by SPINEL_ISA).
     const kernels::Isa det = kernels::detected_isa(), act = kernels::active_isa();
-    std::printf("kernels here   %s%s%s; sparse INT8 %s, f32 rows %s%s\n\n", kernels::isa_name(act),
-                act == det ? "" : " (capped; CPU runs ", act == det ? "" : (std::string(kernels::isa_name(det)) + ")").c_str(),
+    std::string isa = kernels::isa_name(act);
+    if (act != det) isa += std::string(" (capped; CPU runs ") + kernels::isa_name(det) + ")";
+    std::printf("kernels here   %s; sparse INT8 %s, f32 rows %s%s\n\n", isa.c_str(),
                 kernels::spmm_u8s8_kernel_name(), kernels::f32::kernel_table().name,
                 kernels::cpu_has_amx_int8() ? "; AMX-INT8 for dense INT8 (oneDNN)" : "");
     std::printf("%-4s %-10s %-44s %-16s %s\n", "#", "op", "name", "precision", "detail");
