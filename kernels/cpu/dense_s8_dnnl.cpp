@@ -73,15 +73,29 @@ Buffer alloc64(size_t n) {
 }
 
 // Grows only. Slot 0: oneDNN scratchpad; 1: int32 accumulators; 2: a
-// contiguous copy of a strided input.
+// contiguous copy of a strided input; 3, 4: the two halves of a split input
+// and the accumulators of the second half (see u8s8_exact_here).
 void* thread_buffer(int slot, size_t bytes) {
-  thread_local Buffer buf[3];
-  thread_local size_t cap[3] = {0, 0, 0};
+  thread_local Buffer buf[5];
+  thread_local size_t cap[5] = {0, 0, 0, 0, 0};
   if (bytes > cap[slot]) {
     buf[slot] = alloc64(bytes);
     cap[slot] = bytes;
   }
   return buf[slot].get();
+}
+
+// Without VNNI, oneDNN's u8 x s8 kernels multiply with vpmaddubsw, whose
+// int16 sums of two u8*s8 products saturate (255*127*2 > 32767): results go
+// silently wrong for inputs that use the whole u8 range (seen on an AVX2-only
+// AMD EPYC). With VNNI (or AMX) the products accumulate in int32 exactly.
+bool u8s8_exact_here() {
+  static const bool exact = [] {
+    const auto isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
+    const auto vnni = static_cast<unsigned>(dnnl::cpu_isa::avx512_core_vnni);
+    return (isa & vnni) == vnni;
+  }();
+  return exact;
 }
 
 struct Primitive {
@@ -166,6 +180,28 @@ struct DenseLinearU8S8::Impl {
       x = xc;
       ldx = K;
     }
+    if (!u8s8_exact_here()) {
+      // x = 128 hi + lo with hi in {0, 1} and lo in [0, 127]: two products
+      // of at most 2 * 127 * 127 per pair, which int16 holds; then combine.
+      const size_t n = static_cast<size_t>(M * K);
+      uint8_t* hi = static_cast<uint8_t*>(thread_buffer(3, 2 * n));
+      uint8_t* lo = hi + n;
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t k = 0; k < K; ++k) {
+          const uint8_t v = x[m * ldx + k];
+          hi[m * K + k] = v >> 7;
+          lo[m * K + k] = v & 127;
+        }
+      int32_t* acc_lo = static_cast<int32_t*>(thread_buffer(4, sizeof(int32_t) * M * N));
+      matmul_once(hi, M, K, acc);
+      matmul_once(lo, M, K, acc_lo);
+      for (int64_t i = 0; i < M * N; ++i) acc[i] = acc[i] * 128 + acc_lo[i];
+      return;
+    }
+    matmul_once(x, M, ldx, acc);
+  }
+
+  void matmul_once(const uint8_t* x, int64_t M, int64_t ldx, int32_t* acc) {
     const auto prim = get(M, ldx);
     const memory::desc src_md({M, K}, dt::u8, memory::dims{ldx, 1});
     memory src(src_md, engine(), const_cast<uint8_t*>(x));
