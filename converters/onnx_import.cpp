@@ -45,12 +45,13 @@ class IrBuilder {
     return tensor(name, std::move(shape), floats(onnx_name, n));
   }
 
-  Op& op(OpKind kind, const std::string& name) {
-    out_.graph.ops.emplace_back();
-    Op& o = out_.graph.ops.back();
-    o.kind = kind;
-    o.name = name;
-    return o;
+  // Appends a finished op and returns its output value. Ops are built as
+  // locals and moved in: a reference into graph.ops would dangle as soon as
+  // the next op makes the vector grow.
+  int32_t add(Op op) {
+    const int32_t out = op.out;
+    out_.graph.ops.push_back(std::move(op));
+    return out;
   }
 
  private:
@@ -102,7 +103,9 @@ void build_ir(const GraphIndex& g, const BertMatch& b, IrBuilder& ir, SpnlWriter
     if (e.position_limit > 0 && e.position_limit < cfg.max_position) cfg.max_position = e.position_limit;
   }
 
-  Op& emb = ir.op(OpKind::Embedding, g.node(e.word_gather).name());
+  Op emb;
+  emb.kind = OpKind::Embedding;
+  emb.name = g.node(e.word_gather).name();
   emb.out = ir.value("embeddings", hidden);
   emb.w[slot::kWord] = ir.weight("embeddings.word", e.word, {vocab, hidden});
   if (!e.position.empty())
@@ -112,7 +115,7 @@ void build_ir(const GraphIndex& g, const BertMatch& b, IrBuilder& ir, SpnlWriter
   emb.w[slot::kEmbGamma] = ir.weight("embeddings.ln.gamma", e.ln.gamma, {hidden});
   emb.w[slot::kEmbBeta] = ir.weight("embeddings.ln.beta", e.ln.beta, {hidden});
   emb.eps = e.ln.eps;
-  int32_t cur = emb.out;
+  int32_t cur = ir.add(std::move(emb));
 
   for (size_t i = 0; i < b.layers.size(); ++i) {
     const LayerMatch& l = b.layers[i];
@@ -137,39 +140,49 @@ void build_ir(const GraphIndex& g, const BertMatch& b, IrBuilder& ir, SpnlWriter
         any_bias = true;
       }
     }
-    Op& qkv = ir.op(OpKind::Linear, g.node(l.att.q.matmul).name() + " + " + g.node(l.att.k.matmul).name() +
-                                        " + " + g.node(l.att.v.matmul).name());
+    Op qkv;
+    qkv.kind = OpKind::Linear;
+    qkv.name = g.node(l.att.q.matmul).name() + " + " + g.node(l.att.k.matmul).name() + " + " +
+               g.node(l.att.v.matmul).name();
     qkv.in0 = cur;
     qkv.out = ir.value(p + "qkv", 3 * hidden);
     qkv.w[slot::kWeight] = ir.tensor(p + "attention.qkv.weight", {hidden, 3 * hidden}, w);
     if (any_bias) qkv.w[slot::kBias] = ir.tensor(p + "attention.qkv.bias", {3 * hidden}, bias);
+    const int32_t qkv_out = ir.add(std::move(qkv));
 
-    Op& att = ir.op(OpKind::Attention, g.node(l.att.softmax).name());
-    att.in0 = qkv.out;
+    Op att;
+    att.kind = OpKind::Attention;
+    att.name = g.node(l.att.softmax).name();
+    att.in0 = qkv_out;
     att.out = ir.value(p + "context", hidden);
     att.num_heads = static_cast<int32_t>(l.att.heads);
     att.scale = static_cast<float>(l.att.scale);
+    const int32_t context = ir.add(std::move(att));
 
     auto linear = [&](const LinearMatch& m, const std::string& name, int32_t in, int32_t residual, Activation act) {
-      Op& o = ir.op(OpKind::Linear, g.node(m.matmul).name());
+      Op o;
+      o.kind = OpKind::Linear;
+      o.name = g.node(m.matmul).name();
       o.in0 = in;
       o.in1 = residual;
       o.act = act;
       o.out = ir.value(name, m.out_features);
       o.w[slot::kWeight] = ir.weight(name + ".weight", m.weight, {m.in_features, m.out_features});
       if (!m.bias.empty()) o.w[slot::kBias] = ir.weight(name + ".bias", m.bias, {m.out_features});
-      return o.out;
+      return ir.add(std::move(o));
     };
     auto layernorm = [&](const LayerNormMatch& m, const std::string& name, int32_t in) {
-      Op& o = ir.op(OpKind::LayerNorm, g.node(m.nodes.back()).name());
+      Op o;
+      o.kind = OpKind::LayerNorm;
+      o.name = g.node(m.nodes.back()).name();
       o.in0 = in;
       o.eps = m.eps;
       o.out = ir.value(name, hidden);
       o.w[slot::kGamma] = ir.weight(name + ".gamma", m.gamma, {hidden});
       o.w[slot::kBeta] = ir.weight(name + ".beta", m.beta, {hidden});
-      return o.out;
+      return ir.add(std::move(o));
     };
-    const int32_t ao = linear(l.attn_out, p + "attention.output", att.out, cur, Activation::None);
+    const int32_t ao = linear(l.attn_out, p + "attention.output", context, cur, Activation::None);
     const int32_t a = layernorm(l.ln1, p + "attention.ln", ao);
     const int32_t mid = linear(l.inter, p + "intermediate", a, -1, l.gelu.act);
     const int32_t o = linear(l.out, p + "output", mid, a, Activation::None);

@@ -12,6 +12,7 @@
 #include <memory>
 
 #include "runtime/error.h"
+#include "runtime/util/file_io.h"
 
 namespace spinel {
 namespace onnx_import {
@@ -20,19 +21,8 @@ namespace {
 using onnx::TensorProto;
 
 std::vector<char> read_whole_file(const std::string& path) {
-  struct stat st {};
-  if (stat(path.c_str(), &st) != 0) fail(path, ": cannot open ONNX model: ", std::strerror(errno));
-  if (!S_ISREG(st.st_mode)) fail(path, ": not a regular file");
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in) fail(path, ": cannot open ONNX model: ", std::strerror(errno));
-  const std::streamoff size = in.tellg();
-  if (size < 0) fail(path, ": cannot determine the file size");
   // protobuf messages are limited to 2 GiB; bigger models need external data.
-  if (size > INT_MAX) fail(path, ": ", size, " bytes is over protobuf's 2 GiB limit (use external data)");
-  std::vector<char> bytes(static_cast<size_t>(size));
-  in.seekg(0);
-  if (size > 0 && !in.read(bytes.data(), size)) fail(path, ": read error");
-  return bytes;
+  return read_regular_file(path, "ONNX model", INT_MAX);
 }
 
 size_t elem_size(int32_t type) {
@@ -51,14 +41,28 @@ const char* type_name(int32_t type) {
              : "unknown";
 }
 
+// Largest tensor we accept, in bytes: far beyond any encoder weight, and small
+// enough that element counts times element sizes cannot overflow.
+constexpr uint64_t kMaxTensorBytes = uint64_t{1} << 40;
+
 int64_t element_count(const TensorProto& t) {
   int64_t n = 1;
   for (int64_t d : t.dims()) {
     if (d < 0) fail("tensor '", t.name(), "' has a negative dimension ", d);
-    if (d != 0 && n > INT64_MAX / d) fail("tensor '", t.name(), "' has too many elements");
+    if (d != 0 && n > static_cast<int64_t>(kMaxTensorBytes) / d)
+      fail("tensor '", t.name(), "' has more than 2^40 elements");
     n *= d;
   }
   return n;
+}
+
+// Bytes of the tensor's data for elements of es bytes; refuses sizes over
+// kMaxTensorBytes instead of letting the product wrap around.
+uint64_t byte_count(const TensorProto& t, size_t es) {
+  const uint64_t n = static_cast<uint64_t>(element_count(t));
+  if (es != 0 && n > kMaxTensorBytes / es)
+    fail("tensor '", t.name(), "' needs more than 2^40 bytes");
+  return n * es;
 }
 
 // Strict decimal parse for the offset/length strings of external data.
@@ -193,7 +197,7 @@ ExternalRef resolve_external_data(const TensorProto& t, const std::string& model
          " (", file_size, " bytes)");
   const size_t es = elem_size(t.data_type());
   if (es != 0) {
-    const uint64_t want = static_cast<uint64_t>(element_count(t)) * es;
+    const uint64_t want = byte_count(t, es);
     // Without an explicit length the rest of the file is used; it only has to be big enough.
     if ((has_length && ref.length != want) || (!has_length && ref.length < want))
       fail(where, ": holds ", ref.length, " bytes but the tensor's shape needs ", want);
@@ -250,16 +254,16 @@ std::vector<int64_t> ConstantTable::dims(const std::string& name) const {
 }
 
 std::vector<uint8_t> ConstantTable::raw_bytes(const TensorProto& t, size_t es) const {
-  const uint64_t want = static_cast<uint64_t>(element_count(t)) * es;
+  const uint64_t want = byte_count(t, es);
   std::vector<uint8_t> bytes;
   if (t.data_location() == TensorProto::EXTERNAL) {
     const ExternalRef ext = resolve_external_data(t, model_dir_);
-    std::ifstream in(ext.path, std::ios::binary);
-    if (!in) fail("tensor '", t.name(), "': cannot open external data ", ext.path);
+    const RegularFile in(ext.path, "external data file");
+    if (ext.offset > in.size() || want > in.size() - ext.offset)
+      fail("tensor '", t.name(), "': external data ", ext.path, " is shorter than its ", want,
+           " bytes at offset ", ext.offset);
     bytes.resize(want);
-    in.seekg(static_cast<std::streamoff>(ext.offset));
-    if (want > 0 && !in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(want)))
-      fail("tensor '", t.name(), "': short read from external data ", ext.path);
+    in.read_at(ext.offset, bytes.data(), bytes.size());
     return bytes;
   }
   if (t.raw_data().size() != want)

@@ -5,6 +5,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <utility>
 
 namespace spinel {
@@ -23,12 +24,18 @@ void append(std::ostringstream& os, T&& v, Rest&&... rest) {
 }
 }  // namespace detail
 
+// A message safe to print on a terminal or in a log: names read from a
+// file may hold any bytes. Control characters (but '\n'), DEL and bytes that
+// are not valid UTF-8 become \xNN; past max_bytes the rest is cut and
+// counted. Applying it twice changes nothing.
+std::string printable(std::string_view msg, size_t max_bytes = 16384);
+
 // fail("tensor ", name, " has ", n, " elements") throws spinel::Error.
 template <typename... Args>
 [[noreturn]] void fail(Args&&... args) {
   std::ostringstream os;
   detail::append(os, std::forward<Args>(args)...);
-  throw Error(os.str());
+  throw Error(printable(os.str()));
 }
 
 }  // namespace spinel

@@ -1,5 +1,8 @@
 #include "runtime/ir.h"
 
+#include <cmath>
+#include <utility>
+
 #include "runtime/error.h"
 
 namespace spinel {
@@ -107,14 +110,41 @@ struct Checker {
 
 }  // namespace
 
-void validate_graph(const Graph& g, const std::vector<TensorInfo>& tensors, const ModelConfig& cfg) {
-  if (g.ops.empty()) fail("graph has no ops");
+namespace {
+
+bool finite_in(float v, float lo, float hi) { return std::isfinite(v) && v > lo && v <= hi; }
+
+}  // namespace
+
+// Longest sequence a model may declare: the attention scratch is quadratic in it.
+constexpr int64_t kMaxPositions = int64_t{1} << 20;
+
+void validate_config(const ModelConfig& cfg) {
+  const int64_t limit = int64_t{1} << 31;
+  const std::pair<const char*, int64_t> sizes[] = {
+      {"vocab_size", cfg.vocab_size},         {"hidden_size", cfg.hidden_size},
+      {"num_layers", cfg.num_layers},         {"num_heads", cfg.num_heads},
+      {"intermediate_size", cfg.intermediate_size}, {"max_position", cfg.max_position},
+      {"type_vocab_size", cfg.type_vocab_size}};
+  for (const auto& [name, v] : sizes)
+    if (v < 0 || v > limit) fail("config: ", name, " is ", v, ", outside [0, 2^31]");
   if (cfg.hidden_size <= 0 || cfg.num_heads <= 0 || cfg.hidden_size % cfg.num_heads != 0)
     fail("config: hidden_size ", cfg.hidden_size, " is not a positive multiple of num_heads ",
          cfg.num_heads);
   if (cfg.vocab_size <= 0) fail("config: vocab_size ", cfg.vocab_size, " must be positive");
+  // The length check of every run relies on it: there is no "unlimited".
+  if (cfg.max_position < 1 || cfg.max_position > kMaxPositions)
+    fail("config: max_position ", cfg.max_position, " is outside [1, ", kMaxPositions, "]");
+  if (!finite_in(cfg.layer_norm_eps, 0.f, 1.f))
+    fail("config: layer_norm_eps ", cfg.layer_norm_eps, " is not a finite number in (0, 1]");
+}
+
+void validate_graph(const Graph& g, const std::vector<TensorInfo>& tensors, const ModelConfig& cfg) {
+  validate_config(cfg);
+  if (g.ops.empty()) fail("graph has no ops");
   for (const Value& v : g.values)
-    if (v.width <= 0) fail("graph value '", v.name, "' has width ", v.width);
+    if (v.width <= 0 || v.width > (int64_t{1} << 24))
+      fail("graph value '", v.name, "' has width ", v.width, ", outside [1, 2^24]");
 
   std::vector<bool> defined(g.values.size(), false);
   Checker c{g, tensors};
@@ -125,9 +155,22 @@ void validate_graph(const Graph& g, const std::vector<TensorInfo>& tensors, cons
       if (!defined[id]) c.bad(std::string(role) + " '" + v.name + "' is used before it is computed");
       return v;
     };
+    // Inputs an op kind does not read must be absent: the memory plan and
+    // the backends index buffers with every input field.
+    auto unused = [&](int32_t id, const char* role) {
+      if (id != -1) c.bad(std::string(op_kind_name(op.kind)) + " takes no " + role + ", got value " +
+                          std::to_string(id));
+    };
+    const int used_slots = op.kind == OpKind::Embedding ? 5 : op.kind == OpKind::Linear ? 3
+                           : op.kind == OpKind::LayerNorm ? 2 : 0;
+    for (int k = used_slots; k < slot::kCount; ++k)
+      if (op.w[k] != -1) c.bad("weight slot " + std::to_string(k) + " is not used by this op kind");
     const Value& out = c.value(op.out, "output");
+    if (defined[op.out]) c.bad("output '" + out.name + "' is computed twice");
     switch (op.kind) {
       case OpKind::Embedding: {
+        unused(op.in0, "input");
+        unused(op.in1, "second input");
         const auto* word = c.weight(op, slot::kWord, "word", true);
         if (word->shape.size() != 2) c.bad("word embedding table must be 2-D");
         const int64_t H = word->shape[1];
@@ -135,14 +178,19 @@ void validate_graph(const Graph& g, const std::vector<TensorInfo>& tensors, cons
           c.bad("word table has " + std::to_string(word->shape[0]) + " rows, config vocab_size is " +
                 std::to_string(cfg.vocab_size));
         if (const auto* pos = c.weight(op, slot::kPosition, "position", false)) {
-          c.shape_is(pos, {cfg.max_position, H}, "position");
+          // Runs are limited to max_position tokens, so that many rows must exist.
+          if (pos->shape.size() != 2 || pos->shape[1] != H || pos->shape[0] < cfg.max_position)
+            c.bad("position table (" + pos->name + ") must be [>= max_position " +
+                  std::to_string(cfg.max_position) + ", " + std::to_string(H) + "]");
         }
         if (const auto* type = c.weight(op, slot::kTokenType, "token_type", false)) {
+          if (cfg.type_vocab_size < 1) c.bad("a token type table needs type_vocab_size >= 1");
           c.shape_is(type, {cfg.type_vocab_size, H}, "token_type");
         }
         c.shape_is(c.weight(op, slot::kEmbGamma, "gamma", true), {H}, "gamma");
         c.shape_is(c.weight(op, slot::kEmbBeta, "beta", true), {H}, "beta");
         if (out.width != H) c.bad("output width differs from the embedding width");
+        if (!finite_in(op.eps, 0.f, 1.f)) c.bad("eps must be a finite number in (0, 1]");
         break;
       }
       case OpKind::Linear: {
@@ -154,35 +202,38 @@ void validate_graph(const Graph& g, const std::vector<TensorInfo>& tensors, cons
         if (w->shape.size() != 2) c.bad("weight must be 2-D");
         c.shape_is(w, {x.width, out.width}, "weight");
         if (s8) c.shape_is(c.weight(op, slot::kWeightScale, "weight scale", true), {out.width}, "weight scale");
-        if (!(op.act_scale >= 0.f) || op.act_zp < 0 || op.act_zp > 255 ||
-            (op.act_scale > 0.f && !s8))
+        else if (op.w[slot::kWeightScale] != -1) c.bad("an f32 Linear has no weight scale");
+        const bool static_q = op.act_scale != 0.f;
+        if ((static_q && (!s8 || !finite_in(op.act_scale, 0.f, 1e30f))) || op.act_zp < 0 ||
+            op.act_zp > 255 || (!static_q && op.act_zp != 0))
           c.bad("invalid static activation quantization (scale " + std::to_string(op.act_scale) +
                 ", zero point " + std::to_string(op.act_zp) + ")");
         if (op.precision == Precision::S8Sparse && (x.width % 4 != 0 || out.width % 4 != 0))
           c.bad("block-sparse weights need K and N multiples of 4, got " + std::to_string(x.width) +
                 "x" + std::to_string(out.width));
         c.shape_is(c.weight(op, slot::kBias, "bias", false), {out.width}, "bias");
-        if (op.in1 >= 0 && use(op.in1, "residual").width != out.width)
+        if (op.in1 != -1 && use(op.in1, "residual").width != out.width)
           c.bad("residual width differs from the output width");
         break;
       }
       case OpKind::Attention: {
         const Value& qkv = use(op.in0, "qkv");
+        unused(op.in1, "second input");
         if (op.num_heads <= 0 || out.width % op.num_heads != 0)
           c.bad("output width " + std::to_string(out.width) + " is not a multiple of num_heads " +
                 std::to_string(op.num_heads));
         if (qkv.width != 3 * out.width) c.bad("qkv width must be 3x the output width");
-        if (!(op.scale > 0.f)) c.bad("scale must be positive");
+        if (!finite_in(op.scale, 0.f, 1e6f)) c.bad("scale must be a finite number in (0, 1e6]");
         break;
       }
       case OpKind::LayerNorm: {
         const Value& x = use(op.in0, "input");
-        if (op.in1 >= 0 && use(op.in1, "residual").width != x.width)
+        if (op.in1 != -1 && use(op.in1, "residual").width != x.width)
           c.bad("residual width differs from the input width");
         if (out.width != x.width) c.bad("output width differs from the input width");
         c.shape_is(c.weight(op, slot::kGamma, "gamma", true), {x.width}, "gamma");
         c.shape_is(c.weight(op, slot::kBeta, "beta", true), {x.width}, "beta");
-        if (!(op.eps > 0.f)) c.bad("eps must be positive");
+        if (!finite_in(op.eps, 0.f, 1.f)) c.bad("eps must be a finite number in (0, 1]");
         break;
       }
       default:

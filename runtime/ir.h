@@ -22,6 +22,7 @@ struct TensorInfo {
   std::vector<int64_t> shape;
   uint64_t offset = 0;
   uint64_t nbytes = 0;
+  uint64_t checksum = 0;  // XXH3-64 of the nbytes bytes (set by the writer)
   int64_t numel() const;
 };
 
@@ -96,7 +97,11 @@ struct Graph {
   int32_t output = -1;  // value holding last_hidden_state
 };
 
-// Checks indices, widths and weight shapes; throws spinel::Error naming the op.
+// Checks every size field and number (finite, in range); throws spinel::Error.
+void validate_config(const ModelConfig& cfg);
+// Checks the config, every op's value and weight indices (in range, computed
+// before use, each value computed once, unused inputs absent), widths, weight
+// shapes and numeric attributes; throws spinel::Error naming the op.
 void validate_graph(const Graph& g, const std::vector<TensorInfo>& tensors, const ModelConfig& cfg);
 
 }  // namespace spinel

@@ -83,7 +83,7 @@ void check_batch(const Model& model, const std::vector<Sequence>& batch) {
   for (size_t i = 0; i < batch.size(); ++i) {
     const Sequence& s = batch[i];
     if (s.ids.empty()) fail("sequence ", i, " has no tokens");
-    if (c.max_position > 0 && static_cast<int64_t>(s.ids.size()) > c.max_position)
+    if (static_cast<int64_t>(s.ids.size()) > c.max_position)
       fail("sequence ", i, " has ", s.ids.size(), " tokens; the model accepts at most ",
            c.max_position);
     if (!s.type_ids.empty() && s.type_ids.size() != s.ids.size())

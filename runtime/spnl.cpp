@@ -5,7 +5,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
 #include <cerrno>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -13,6 +16,7 @@
 
 #include "runtime/bytes.h"
 #include "runtime/error.h"
+#include "runtime/util/file_io.h"
 
 namespace spinel {
 namespace {
@@ -29,9 +33,26 @@ struct Header {
   uint64_t file_size;
   uint64_t offset[kNumSections];
   uint64_t size[kNumSections];
-  uint8_t reserved[128 - 24 - 16 * kNumSections];
+  // XXH3-64 of this header (with this field 0) and of every byte from the
+  // end of the header to the data section: config, tokenizer, graph, tensor
+  // table and padding. Each weight blob has its own in the tensor table.
+  uint64_t meta_checksum;
+  uint8_t reserved[128 - 32 - 16 * kNumSections];
 };
 static_assert(sizeof(Header) == 128, "header layout");
+
+uint64_t meta_checksum(const Header& h, const uint8_t* meta, size_t meta_bytes) {
+  Header zeroed = h;
+  zeroed.meta_checksum = 0;
+  XXH3_state_t* st = XXH3_createState();
+  if (!st) throw std::bad_alloc();
+  XXH3_64bits_reset(st);
+  XXH3_64bits_update(st, &zeroed, sizeof zeroed);
+  XXH3_64bits_update(st, meta, meta_bytes);
+  const uint64_t d = XXH3_64bits_digest(st);
+  XXH3_freeState(st);
+  return d;
+}
 
 uint64_t align_up(uint64_t v) { return (v + kSpnlAlign - 1) / kSpnlAlign * kSpnlAlign; }
 
@@ -65,11 +86,7 @@ ModelConfig read_config(ByteReader& r) {
   c.hidden_act = static_cast<Activation>(act);
   c.source = r.get_str("source");
   if (c.architecture != "bert") fail("config: unsupported architecture '", c.architecture, "'");
-  const int64_t limit = int64_t{1} << 31;
-  for (int64_t v : {c.vocab_size, c.hidden_size, c.num_layers, c.num_heads, c.intermediate_size,
-                    c.max_position, c.type_vocab_size}) {
-    if (v < 0 || v > limit) fail("config: a size field holds ", v, ", outside [0, 2^31]");
-  }
+  validate_config(c);
   return c;
 }
 
@@ -147,13 +164,15 @@ void write_tensors(ByteWriter& w, const std::vector<TensorInfo>& ts) {
     w.put_vec(t.shape);
     w.put<uint64_t>(t.offset);
     w.put<uint64_t>(t.nbytes);
+    w.put<uint64_t>(t.checksum);
   }
 }
 
 std::vector<TensorInfo> read_tensors(ByteReader& r, uint64_t data_size) {
   const uint32_t n = r.get<uint32_t>("tensor count");
-  if (n > r.remaining() / 32) fail("tensor table: count ", n, " exceeds the section");
+  if (n > r.remaining() / 40) fail("tensor table: count ", n, " exceeds the section");
   std::vector<TensorInfo> ts(n);
+  uint64_t end = 0;  // blobs lie in table order, without overlap
   for (TensorInfo& t : ts) {
     t.name = r.get_str("tensor name");
     const uint32_t dt = r.get<uint32_t>("tensor dtype");
@@ -172,13 +191,18 @@ std::vector<TensorInfo> read_tensors(ByteReader& r, uint64_t data_size) {
     }
     t.offset = r.get<uint64_t>("tensor offset");
     t.nbytes = r.get<uint64_t>("tensor nbytes");
+    t.checksum = r.get<uint64_t>("tensor checksum");
     if (t.nbytes != numel * dtype_size(t.dtype))
       fail("tensor '", t.name, "': ", t.nbytes, " bytes do not match its shape and dtype");
     if (t.offset % kSpnlAlign != 0)
       fail("tensor '", t.name, "': offset ", t.offset, " is not ", kSpnlAlign, "-byte aligned");
     if (t.offset > data_size || t.nbytes > data_size - t.offset)
-      fail("tensor '", t.name, "': bytes [", t.offset, ", ", t.offset + t.nbytes,
+      fail("tensor '", t.name, "': bytes [", t.offset, ", +", t.nbytes,
            ") lie outside the data section of ", data_size, " bytes");
+    if (t.offset < end)
+      fail("tensor '", t.name, "': offset ", t.offset, " overlaps the previous tensor, which ends at ",
+           end);
+    end = t.offset + t.nbytes;
   }
   return ts;
 }
@@ -216,18 +240,65 @@ void SpnlWriter::set_tensor(int32_t idx, DType dtype, std::vector<int64_t> shape
   blobs_[static_cast<size_t>(idx)].assign(p, p + nbytes);
 }
 
+namespace {
+
+// Refuses to replace anything but a regular file (a device, a FIFO, a
+// directory or a symlink named by -o is an error, not a target).
+void check_destination(const std::string& path) {
+  struct stat st {};
+  if (lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return;
+    fail("cannot write '", path, "': ", std::strerror(errno));
+  }
+  if (S_ISLNK(st.st_mode)) fail("'", path, "' is a symbolic link; refusing to replace it");
+  if (!S_ISREG(st.st_mode)) fail("'", path, "' exists and is not a regular file; refusing to replace it");
+}
+
+// A new file beside `path` with an unpredictable name, created exclusively
+// (O_EXCL: never an existing file or a planted symlink), permissions as a
+// plain create would give.
+int create_temp_beside(const std::string& path, std::string& tmp) {
+  const size_t slash = path.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "" : path.substr(0, slash + 1);
+  const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  std::string templ = dir + "." + base + ".tmp-XXXXXX";
+  const int fd = mkostemp(templ.data(), O_CLOEXEC);
+  if (fd < 0) fail("cannot create a temporary file beside '", path, "': ", std::strerror(errno));
+  const mode_t mask = umask(0);
+  umask(mask);
+  fchmod(fd, 0666 & ~mask);
+  tmp = templ;
+  return fd;
+}
+
+void write_all(int fd, const void* data, size_t n, const std::string& tmp) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  while (n > 0) {
+    const ssize_t w = ::write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) fail("error while writing '", tmp, "': ", std::strerror(w < 0 ? errno : ENOSPC));
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+}
+
+}  // namespace
+
 void SpnlWriter::write(const std::string& path) const {
   validate_graph(graph, tensors_, config);
   if (tokenizer.vocab_size() == 0) fail("no tokenizer was given to the .spnl writer");
   if (static_cast<int64_t>(tokenizer.vocab_size()) > config.vocab_size)
     fail("the tokenizer has ", tokenizer.vocab_size(), " tokens but the model's embedding table has ",
          config.vocab_size, " rows");
+  check_destination(path);
 
-  // Lay the blobs out back to back, each 64-byte aligned.
+  // Lay the blobs out back to back, each 64-byte aligned, with their checksums.
   std::vector<TensorInfo> tensors = tensors_;
   uint64_t end = 0;
-  for (TensorInfo& t : tensors) {
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    TensorInfo& t = tensors[i];
     t.offset = align_up(end);
+    t.checksum = XXH3_64bits(blobs_[i].data(), blobs_[i].size());
     end = t.offset + t.nbytes;
   }
 
@@ -241,46 +312,48 @@ void SpnlWriter::write(const std::string& path) const {
   std::memcpy(h.magic, kSpnlMagic, sizeof h.magic);
   h.version = kSpnlVersion;
   h.endian = kSpnlEndianTag;
-  uint64_t pos = sizeof(Header);
+  std::vector<uint8_t> meta;  // everything between the header and the data section
   for (int s = 0; s < kData; ++s) {
-    h.offset[s] = pos;
+    h.offset[s] = sizeof(Header) + meta.size();
     h.size[s] = sec[s].bytes().size();
-    pos += h.size[s];
+    meta.insert(meta.end(), sec[s].bytes().begin(), sec[s].bytes().end());
   }
-  h.offset[kData] = align_up(pos);
+  h.offset[kData] = align_up(sizeof(Header) + meta.size());
+  meta.resize(h.offset[kData] - sizeof(Header), 0);
   h.size[kData] = end;
   h.file_size = h.offset[kData] + h.size[kData];
+  h.meta_checksum = meta_checksum(h, meta.data(), meta.size());
 
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) fail("cannot write '", tmp, "': ", std::strerror(errno));
-    const std::vector<char> zeros(kSpnlAlign, 0);
-    f.write(reinterpret_cast<const char*>(&h), sizeof h);
-    for (int s = 0; s < kData; ++s)
-      f.write(reinterpret_cast<const char*>(sec[s].bytes().data()), sec[s].bytes().size());
-    f.write(zeros.data(), static_cast<std::streamsize>(h.offset[kData] - pos));
+  std::string tmp;
+  int fd = create_temp_beside(path, tmp);
+  try {
+    static const uint8_t zeros[kSpnlAlign] = {};
+    write_all(fd, &h, sizeof h, tmp);
+    write_all(fd, meta.data(), meta.size(), tmp);
     uint64_t at = 0;
     for (size_t i = 0; i < tensors.size(); ++i) {
-      f.write(zeros.data(), static_cast<std::streamsize>(tensors[i].offset - at));
-      f.write(reinterpret_cast<const char*>(blobs_[i].data()), blobs_[i].size());
+      write_all(fd, zeros, tensors[i].offset - at, tmp);
+      write_all(fd, blobs_[i].data(), blobs_[i].size(), tmp);
       at = tensors[i].offset + tensors[i].nbytes;
     }
-    f.flush();
-    if (!f) {
-      std::remove(tmp.c_str());
-      fail("error while writing '", tmp, "' (disk full?)");
-    }
+    const int rc = ::close(fd);
+    fd = -1;  // closed even when close() reports an error
+    if (rc != 0) fail("error while writing '", tmp, "': ", std::strerror(errno));
+  } catch (...) {
+    if (fd >= 0) ::close(fd);
+    ::unlink(tmp.c_str());
+    throw;
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     const std::string why = std::strerror(errno);
-    std::remove(tmp.c_str());
+    ::unlink(tmp.c_str());
     fail("cannot move the new model to '", path, "': ", why);
   }
 }
 
 Model::~Model() {
-  if (base_) munmap(const_cast<uint8_t*>(base_), size_);
+  if (mapped_) munmap(const_cast<uint8_t*>(base_), size_);
+  std::free(owned_);
 }
 
 const void* Model::tensor_data(int32_t idx) const {
@@ -289,70 +362,100 @@ const void* Model::tensor_data(int32_t idx) const {
   return base_ + data_offset_ + tensors_[idx].offset;
 }
 
-std::shared_ptr<const Model> Model::load(const std::string& path) {
+void Model::verify_weights() const {
+  for (const TensorInfo& t : tensors_) {
+    const uint64_t got = XXH3_64bits(base_ + data_offset_ + t.offset, t.nbytes);
+    if (got != t.checksum)
+      fail("tensor '", t.name, "': checksum mismatch, its bytes are damaged");
+  }
+}
+
+std::shared_ptr<const Model> Model::load(const std::string& path, const LoadOptions& opts) {
   std::shared_ptr<Model> m(new Model());
   m->path_ = path;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail("cannot open model '", path, "': ", std::strerror(errno));
-  struct stat st {};
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail("model '", path, "' is not a regular file");
+  {
+    const RegularFile f(path, "model");
+    m->size_ = f.size();
+    if (m->size_ < sizeof(Header))
+      fail("model '", path, "' is not a .spnl file: ", m->size_, " bytes is shorter than the header");
+    void* p = mmap(nullptr, m->size_, PROT_READ, MAP_PRIVATE, f.fd(), 0);
+    if (p == MAP_FAILED) fail("cannot map model '", path, "': ", std::strerror(errno));
+    m->base_ = static_cast<const uint8_t*>(p);
+    m->mapped_ = true;
   }
-  m->size_ = static_cast<uint64_t>(st.st_size);
-  if (m->size_ < sizeof(Header)) {
-    ::close(fd);
-    fail("model '", path, "' is not a .spnl file: ", m->size_, " bytes is shorter than the header");
-  }
-  void* p = mmap(nullptr, m->size_, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (p == MAP_FAILED) fail("cannot map model '", path, "': ", std::strerror(errno));
-  m->base_ = static_cast<const uint8_t*>(p);
+  m->parse(opts);
+  return m;
+}
 
+std::shared_ptr<const Model> Model::from_memory(const void* data, size_t size, const std::string& name,
+                                                const LoadOptions& opts) {
+  std::shared_ptr<Model> m(new Model());
+  m->path_ = name;
+  if (!data && size) fail("model '", name, "': null buffer");
+  if (size < sizeof(Header))
+    fail("model '", name, "' is not a .spnl file: ", size, " bytes is shorter than the header");
+  // Weights are read in place: keep them 64-byte aligned, as in a mapping.
+  m->owned_ = std::aligned_alloc(kSpnlAlign, align_up(size));
+  if (!m->owned_) throw std::bad_alloc();
+  std::memcpy(m->owned_, data, size);
+  m->base_ = static_cast<const uint8_t*>(m->owned_);
+  m->size_ = size;
+  m->parse(opts);
+  return m;
+}
+
+void Model::parse(const LoadOptions& opts) {
   try {
     Header h;
-    std::memcpy(&h, m->base_, sizeof h);
+    std::memcpy(&h, base_, sizeof h);
     if (std::memcmp(h.magic, kSpnlMagic, sizeof h.magic) != 0) fail("not a .spnl file (bad magic)");
     if (h.endian != kSpnlEndianTag) fail("written on a machine of the other byte order");
+    if (h.version == 1)
+      fail("format version 1 (written by spinel 0.1 without checksums) is no longer read; convert "
+           "the ONNX model again with this spinel");
     if (h.version != kSpnlVersion)
       fail("format version ", h.version, " is not supported (this build reads version ",
            kSpnlVersion, ")");
-    if (h.file_size != m->size_)
-      fail("truncated or extended: the header says ", h.file_size, " bytes, the file has ",
-           m->size_);
+    if (h.file_size != size_)
+      fail("truncated or extended: the header says ", h.file_size, " bytes, the file has ", size_);
     for (int s = 0; s < kNumSections; ++s) {
-      if (h.offset[s] < sizeof(Header) || h.offset[s] > m->size_ || h.size[s] > m->size_ - h.offset[s])
+      if (h.offset[s] < sizeof(Header) || h.offset[s] > size_ || h.size[s] > size_ - h.offset[s])
         fail("section '", kSectionNames[s], "' [", h.offset[s], ", +", h.size[s],
-             ") lies outside the file of ", m->size_, " bytes");
+             ") lies outside the file of ", size_, " bytes");
     }
     if (h.offset[kData] % kSpnlAlign != 0) fail("data section is not ", kSpnlAlign, "-byte aligned");
-    m->version_ = h.version;
-    m->data_offset_ = h.offset[kData];
-    m->data_size_ = h.size[kData];
+    for (int s = 0; s < kData; ++s)
+      if (h.offset[s] + h.size[s] > h.offset[kData])
+        fail("section '", kSectionNames[s], "' reaches into the data section");
+    if (meta_checksum(h, base_ + sizeof(Header), h.offset[kData] - sizeof(Header)) != h.meta_checksum)
+      fail("checksum mismatch in the header or metadata: the file is damaged");
+    version_ = h.version;
+    data_offset_ = h.offset[kData];
+    data_size_ = h.size[kData];
 
     auto reader = [&](Section s) {
-      return ByteReader(m->base_ + h.offset[s], h.size[s], kSectionNames[s]);
+      return ByteReader(base_ + h.offset[s], h.size[s], kSectionNames[s]);
     };
     ByteReader rc = reader(kConfig);
-    m->config_ = read_config(rc);
+    config_ = read_config(rc);
     check_fully_read(rc);
     ByteReader rt = reader(kTokenizer);
-    m->tokenizer_ = WordPieceTokenizer::deserialize(rt);
+    tokenizer_ = WordPieceTokenizer::deserialize(rt);
     check_fully_read(rt);
     ByteReader rg = reader(kGraph);
-    m->graph_ = read_graph(rg);
+    graph_ = read_graph(rg);
     check_fully_read(rg);
     ByteReader rw = reader(kTensors);
-    m->tensors_ = read_tensors(rw, m->data_size_);
+    tensors_ = read_tensors(rw, data_size_);
     check_fully_read(rw);
-    validate_graph(m->graph_, m->tensors_, m->config_);
-    if (static_cast<int64_t>(m->tokenizer_.vocab_size()) > m->config_.vocab_size)
-      fail("tokenizer has ", m->tokenizer_.vocab_size(), " tokens, more than the ",
-           m->config_.vocab_size, " rows of the embedding table");
+    validate_graph(graph_, tensors_, config_);
+    if (static_cast<int64_t>(tokenizer_.vocab_size()) > config_.vocab_size)
+      fail("tokenizer has ", tokenizer_.vocab_size(), " tokens, more than the ", config_.vocab_size,
+           " rows of the embedding table");
+    if (opts.verify_weights) verify_weights();
   } catch (const Error& e) {
-    fail("invalid model '", path, "': ", e.what());
+    fail("invalid model '", path_, "': ", e.what());
   }
-  return m;
 }
 
 }  // namespace spinel

@@ -2,6 +2,9 @@
 //
 //   [header 128 B][config][tokenizer][graph][tensor table] ... [data, 64-B aligned blobs]
 //
+// The header holds a checksum of itself and the metadata; the tensor table one
+// per weight blob.
+//
 // The header gives offset and size of every section; the loader checks each of
 // them, and every count, offset and size inside a section, against the file's
 // size before using it. Weights are used straight from the mapping.
@@ -18,7 +21,9 @@
 namespace spinel {
 
 constexpr char kSpnlMagic[8] = {'S', 'P', 'I', 'N', 'E', 'L', '\x1a', '\n'};
-constexpr uint32_t kSpnlVersion = 1;
+// 2: XXH3-64 checksums of the metadata (header) and of every weight blob
+// (tensor table); blobs in table order without overlap.
+constexpr uint32_t kSpnlVersion = 2;
 constexpr uint32_t kSpnlEndianTag = 0x01020304;
 constexpr uint64_t kSpnlAlign = 64;
 
@@ -48,6 +53,12 @@ class SpnlWriter {
   std::vector<std::vector<uint8_t>> blobs_;
 };
 
+struct LoadOptions {
+  // Check every weight blob against its checksum at load (one pass over the
+  // weights; the header and metadata are always checked).
+  bool verify_weights = true;
+};
+
 // A loaded model: read-only, shared by every session that runs it.
 class Model {
  public:
@@ -55,8 +66,16 @@ class Model {
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
 
-  // Throws spinel::Error naming the file and the first thing wrong with it.
-  static std::shared_ptr<const Model> load(const std::string& path);
+  // Maps the file. Throws spinel::Error naming the file and the first thing
+  // wrong with it: every count, offset, index and number is checked, and the
+  // checksums, before anything is used.
+  static std::shared_ptr<const Model> load(const std::string& path, const LoadOptions& opts = {});
+  // The same from bytes in memory (copied; `name` is used in messages).
+  static std::shared_ptr<const Model> from_memory(const void* data, size_t size,
+                                                  const std::string& name,
+                                                  const LoadOptions& opts = {});
+  // Throws spinel::Error naming the first weight whose checksum differs.
+  void verify_weights() const;
 
   const ModelConfig& config() const { return config_; }
   const Graph& graph() const { return graph_; }
@@ -73,9 +92,12 @@ class Model {
 
  private:
   Model() = default;
+  void parse(const LoadOptions& opts);
   std::string path_;
   const uint8_t* base_ = nullptr;
   uint64_t size_ = 0;
+  bool mapped_ = false;     // base_ is an mmap of size_ bytes
+  void* owned_ = nullptr;   // or a buffer of ours (from_memory)
   uint64_t data_offset_ = 0, data_size_ = 0;
   uint32_t version_ = 0;
   ModelConfig config_;

@@ -14,7 +14,7 @@ SUDO=""
 APT_PACKAGES=(
   build-essential cmake ninja-build pkg-config
   libdnnl-dev libtbb-dev libsentencepiece-dev libeigen3-dev libonnx-dev
-  libprotobuf-dev protobuf-compiler doctest-dev libbenchmark-dev
+  libprotobuf-dev protobuf-compiler doctest-dev libbenchmark-dev libxxhash-dev
   ocl-icd-opencl-dev opencl-headers
   qemu-user
   python3 python3-venv python3-numpy python3-torch python3-onnx

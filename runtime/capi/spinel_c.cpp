@@ -20,7 +20,7 @@ namespace {
 thread_local std::string g_last_error;
 
 spinel_status_t set_error(spinel_status_t s, const std::string& msg) {
-  g_last_error = msg;
+  g_last_error = spinel::printable(msg);
   return s;
 }
 
@@ -70,9 +70,11 @@ spinel_status_t spinel_tokenize(spinel_model_t model, const char* text, size_t m
   return guarded(SPINEL_INVALID_ARGUMENT, [&] {
     const size_t limit = static_cast<size_t>(model->model->config().max_position);
     if (max_length == 0 || max_length > limit) max_length = limit;
-    const auto e = model->model->tokenizer().encode(text, std::nullopt, max_length);
+    const auto e = model->model->tokenizer().encode(text, std::nullopt, max_length, true);
     *count = e.ids.size();
-    std::memcpy(ids, e.ids.data(), std::min(capacity, e.ids.size()) * sizeof(int32_t));
+    // capacity 0 with ids NULL is a size query: nothing to copy (and memcpy
+    // must not see a null pointer even for 0 bytes).
+    if (capacity) std::memcpy(ids, e.ids.data(), std::min(capacity, e.ids.size()) * sizeof(int32_t));
   });
 }
 
@@ -92,18 +94,28 @@ spinel_status_t spinel_session_run(spinel_session_t session, const int32_t* ids,
   if (!session || !ids || !seq_offsets || !hidden || num_seqs <= 0)
     return set_error(SPINEL_INVALID_ARGUMENT, "spinel_session_run: null argument or no sequences");
   return guarded(SPINEL_INVALID_ARGUMENT, [&] {
-    std::vector<spinel::Sequence> batch(static_cast<size_t>(num_seqs));
+    // Offsets and the output size are checked before anything is copied.
     if (seq_offsets[0] != 0) spinel::fail("seq_offsets[0] must be 0, not ", seq_offsets[0]);
+    const spinel::Model& model = session->session->model();
+    const int64_t limit = model.config().max_position;
+    for (int64_t i = 0; i < num_seqs; ++i) {
+      const int64_t len = seq_offsets[i + 1] - seq_offsets[i];
+      if (seq_offsets[i + 1] < seq_offsets[i])
+        spinel::fail("seq_offsets must not decrease (sequence ", i, ")");
+      if (len > limit)
+        spinel::fail("sequence ", i, " has ", len, " tokens; the model accepts at most ", limit);
+    }
+    const int64_t tokens = seq_offsets[num_seqs];  // <= num_seqs * limit: no overflow below
+    const int64_t width = model.config().hidden_size;
+    const size_t need = static_cast<size_t>(tokens) * static_cast<size_t>(width);
+    if (capacity < need)
+      spinel::fail("output buffer holds ", capacity, " floats, the batch needs ", need);
+    std::vector<spinel::Sequence> batch(static_cast<size_t>(num_seqs));
     for (int64_t i = 0; i < num_seqs; ++i) {
       const int64_t b = seq_offsets[i], e = seq_offsets[i + 1];
-      if (e < b) spinel::fail("seq_offsets must not decrease (sequence ", i, ")");
       batch[i].ids.assign(ids + b, ids + e);
       if (type_ids) batch[i].type_ids.assign(type_ids + b, type_ids + e);
     }
-    const int64_t width = session->session->model().config().hidden_size;
-    const size_t need = static_cast<size_t>(seq_offsets[num_seqs] * width);
-    if (capacity < need)
-      spinel::fail("output buffer holds ", capacity, " floats, the batch needs ", need);
     const spinel::HiddenStates h = session->session->run(batch);
     std::memcpy(hidden, h.data, need * sizeof(float));
   });

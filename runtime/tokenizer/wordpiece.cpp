@@ -436,14 +436,46 @@ std::vector<int32_t> WordPieceTokenizer::tokenize(std::string_view text) const {
   return ids;
 }
 
+namespace {
+
+// Tokenizes `text` in pieces cut after ASCII whitespace (a token boundary for
+// BERT's pre-tokenizer, and never inside a UTF-8 sequence) until more than
+// `limit` ids are out. Sets *complete when the whole text was read.
+template <typename Tokenize>
+std::vector<int32_t> tokenize_up_to(std::string_view text, size_t limit, bool* complete,
+                                    const Tokenize& tokenize) {
+  constexpr size_t kPiece = 16384;
+  auto space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; };
+  std::vector<int32_t> ids;
+  size_t pos = 0;
+  while (pos < text.size() && ids.size() <= limit) {
+    size_t end = std::min(text.size(), pos + kPiece);
+    while (end < text.size() && !space(text[end - 1])) ++end;
+    const std::vector<int32_t> part = tokenize(text.substr(pos, end - pos));
+    ids.insert(ids.end(), part.begin(), part.end());
+    pos = end;
+  }
+  *complete = pos >= text.size();
+  return ids;
+}
+
+}  // namespace
+
 Encoding WordPieceTokenizer::encode(std::string_view a, std::optional<std::string_view> b,
-                                    size_t max_length) const {
-  std::vector<int32_t> ta = tokenize(a);
+                                    size_t max_length, bool stop_early) const {
+  const size_t specials = b ? 3 : 2;
+  bool complete = true;
+  std::vector<int32_t> ta;
+  if (stop_early && !b && max_length >= specials)
+    ta = tokenize_up_to(a, max_length - specials, &complete,
+                        [this](std::string_view t) { return tokenize(t); });
+  else
+    ta = tokenize(a);
   std::vector<int32_t> tb;
   if (b) tb = tokenize(*b);
-  const size_t specials = b ? 3 : 2;
   Encoding enc;
   enc.untruncated_length = ta.size() + tb.size() + specials;
+  enc.length_is_exact = complete;
   if (max_length > 0 && enc.untruncated_length > max_length) {
     if (max_length < specials) {
       fail("max_length ", max_length, " leaves no room for the ", specials, " special tokens");

@@ -51,6 +51,9 @@ struct Encoding {
   std::vector<int32_t> type_ids;
   bool truncated = false;      // true when tokens were dropped to fit max_length
   size_t untruncated_length = 0;  // length (with specials) before truncation
+  // False when encoding stopped early (stop_early): untruncated_length is
+  // then only a lower bound.
+  bool length_is_exact = true;
 };
 
 class WordPieceTokenizer {
@@ -74,7 +77,13 @@ class WordPieceTokenizer {
   // [CLS] a [SEP] (b [SEP]); truncated to max_length (0 = no limit) by
   // removing tokens from the end of the longest segment, like HF's
   // "longest_first" strategy.
-  Encoding encode(std::string_view a, std::optional<std::string_view> b, size_t max_length) const;
+  // stop_early: for a single text, stop tokenizing once it is known to
+  // exceed max_length, so a huge input costs memory and time in proportion
+  // to max_length, not to its size (the text is cut only after ASCII
+  // whitespace, which never lies inside a token; a run of more than 16 KiB
+  // without any is still read whole).
+  Encoding encode(std::string_view a, std::optional<std::string_view> b, size_t max_length,
+                  bool stop_early = false) const;
 
   int32_t token_id(const std::string& token) const;  // -1 when absent
   const std::string& token(int32_t id) const;

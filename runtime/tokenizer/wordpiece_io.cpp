@@ -4,6 +4,7 @@
 #include <fstream>
 
 #include "runtime/error.h"
+#include "runtime/util/file_io.h"
 #include "runtime/tokenizer/wordpiece.h"
 #include "runtime/util/json.h"
 
@@ -107,15 +108,17 @@ void read_post_processor(const json::Value& pp, WordPieceOptions& o, const std::
 
 WordPieceTokenizer WordPieceTokenizer::from_vocab_file(const std::string& path,
                                                        const WordPieceOptions& opts) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail(path, ": cannot open vocabulary file");
+  const std::vector<char> bytes = read_regular_file(path, "vocabulary file", uint64_t{1} << 30);
   std::vector<std::string> vocab;
-  std::string line;
-  while (std::getline(f, line)) {
+  size_t pos = 0;
+  while (pos < bytes.size()) {
+    size_t end = pos;
+    while (end < bytes.size() && bytes[end] != '\n') ++end;
+    std::string line(bytes.data() + pos, end - pos);
     if (!line.empty() && line.back() == '\r') line.pop_back();
     vocab.push_back(std::move(line));
+    pos = end + 1;
   }
-  if (f.bad()) fail(path, ": read error");
   if (vocab.empty()) fail(path, ": vocabulary file is empty");
   try {
     return WordPieceTokenizer(std::move(vocab), opts);

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "runtime/error.h"
+#include "runtime/util/file_io.h"
 
 namespace spinel::json {
 
@@ -354,12 +355,9 @@ Value parse(std::string_view text, const std::string& what) {
 }
 
 Value parse_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail(path, ": cannot open file");
-  std::ostringstream os;
-  os << f.rdbuf();
-  if (f.bad()) fail(path, ": read error");
-  return parse(os.str(), path);
+  // tokenizer.json files are a few MB; 1 GiB is far beyond any real one.
+  const std::vector<char> bytes = read_regular_file(path, "JSON file", uint64_t{1} << 30);
+  return parse(std::string_view(bytes.data(), bytes.size()), path);
 }
 
 std::string quote(std::string_view s) {

@@ -440,7 +440,8 @@ TEST_CASE("linear: every activation x residual x bias combination on odd shapes"
 }
 
 TEST_CASE("linear: M from 1 to 300 through one cached operator, large K and N") {
-  for (auto [K, N] : {std::pair<int64_t, int64_t>{384, 1536}, {1536, 384}, {385, 771}}) {
+  for (const auto& kn : {std::pair<int64_t, int64_t>{384, 1536}, {1536, 384}, {385, 771}}) {
+    const int64_t K = kn.first, N = kn.second;  // lambdas below capture them (not bindings: C++17)
     const auto w = random_vec(static_cast<size_t>(K * N), 61);
     const auto b = random_vec(static_cast<size_t>(N), 62);
     for (Activation act : {Activation::None, Activation::GeluErf}) {
@@ -467,9 +468,9 @@ TEST_CASE("linear: M from 1 to 300 through one cached operator, large K and N") 
 }
 
 TEST_CASE("linear: BERT shapes with all epilogues") {
-  for (auto [K, N] : {std::pair<int64_t, int64_t>{768, 3072}, {3072, 768}})
+  for (const auto& kn : {std::pair<int64_t, int64_t>{768, 3072}, {3072, 768}})
     for (Activation act : {Activation::None, Activation::GeluErf, Activation::GeluTanh})
-      in_arena(2, [&] { check_linear(128, K, N, act, Res::Separate, true, 2); });
+      in_arena(2, [&] { check_linear(128, kn.first, kn.second, act, Res::Separate, true, 2); });
 }
 
 TEST_CASE("linear: M = 0 is a no-op") {

@@ -11,6 +11,9 @@
 
 namespace spinel::cli {
 
+// Largest text input file (--input, --calibrate) read into memory.
+constexpr uint64_t kMaxInputFileBytes = uint64_t{1} << 30;
+
 class Args {
  public:
   // `valued`: options that take a value; `flags`: options that do not;

@@ -10,6 +10,8 @@
 #include "converters/quantize.h"
 #include "runtime/error.h"
 #include "runtime/spnl.h"
+#include "runtime/util/file_io.h"
+#include "runtime/util/text_input.h"
 #include "tools/spinel/args.h"
 #include "tools/spinel/commands.h"
 
@@ -97,6 +99,11 @@ int cmd_convert(int argc, char** argv) {
                          onnx_path};
     }
 
+    // -o must not replace one of the inputs (the writer's rename would).
+    for (const std::string& in : {onnx_path, tok_path, args.get("calibrate")})
+      if (!in.empty() && (in == out_path || same_file(in, out_path)))
+        throw UsageError{"-o " + out_path + " is the same file as the input " + in};
+
     SpnlWriter writer;
     std::fprintf(stderr, "[1/3] reading %s\n", onnx_path.c_str());
     const ImportReport rep = import_onnx_bert(onnx_path, writer);
@@ -120,15 +127,11 @@ int cmd_convert(int argc, char** argv) {
     std::vector<ActRange> ranges;
     if (args.has("calibrate")) {
       const std::string cpath = args.get("calibrate");
-      std::ifstream f(cpath);
-      if (!f) fail("cannot read calibration file '", cpath, "'");
       std::vector<Sequence> samples;
-      std::string line;
-      while (std::getline(f, line)) {
-        if (!line.empty() && line.back() == '\r') line.pop_back();
+      for (const std::string& line : read_text_lines(cpath, kMaxInputFileBytes)) {
         if (line.empty()) continue;
         Encoding e = writer.tokenizer.encode(line, std::nullopt,
-                                             static_cast<size_t>(writer.config.max_position));
+                                             static_cast<size_t>(writer.config.max_position), true);
         samples.push_back({std::move(e.ids), std::move(e.type_ids)});
       }
       if (samples.empty()) fail("calibration file '", cpath, "' has no non-empty lines");

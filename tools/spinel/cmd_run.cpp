@@ -8,6 +8,7 @@
 #include "runtime/error.h"
 #include "runtime/session.h"
 #include "runtime/util/json.h"
+#include "runtime/util/text_input.h"
 #include "tools/spinel/args.h"
 #include "tools/spinel/commands.h"
 
@@ -157,25 +158,22 @@ int cmd_run(int argc, char** argv) {
     for (const auto& t : args.all("text")) inputs.push_back({t, true, {}});
     if (args.has("input")) {
       const std::string path = args.get("input");
-      std::ifstream f(path);
-      if (!f) fail("cannot read input file '", path, "'");
-      std::string line;
-      while (std::getline(f, line)) {
-        if (!line.empty() && line.back() == '\r') line.pop_back();
-        inputs.push_back({line, true, {}});
-      }
+      for (std::string& line : read_text_lines(path, kMaxInputFileBytes))
+        inputs.push_back({std::move(line), true, {}});
       if (inputs.empty()) fail("input file '", path, "' has no lines");
     }
     const auto& tok = model->tokenizer();
     for (Input& in : inputs) {
-      Encoding e = tok.encode(in.text, std::nullopt, static_cast<size_t>(max_len));
+      Encoding e = tok.encode(in.text, std::nullopt, static_cast<size_t>(max_len), true);
       if (e.truncated) {
         const size_t idx = &in - inputs.data();
+        const std::string count = (e.length_is_exact ? "" : "more than ") +
+                                  std::to_string(e.length_is_exact ? e.untruncated_length : max_len);
         if (no_trunc)
-          fail("input ", idx, " has ", e.untruncated_length, " tokens, more than the limit of ",
-               max_len, " (drop --no-truncation to truncate it)");
-        std::fprintf(stderr, "spinel run: warning: input %zu has %zu tokens, truncated to %lld\n",
-                     idx, e.untruncated_length, (long long)max_len);
+          fail("input ", idx, " has ", count, " tokens, more than the limit of ", max_len,
+               " (drop --no-truncation to truncate it)");
+        std::fprintf(stderr, "spinel run: warning: input %zu has %s tokens, truncated to %lld\n",
+                     idx, count.c_str(), (long long)max_len);
       }
       in.seq.ids = std::move(e.ids);
       in.seq.type_ids = std::move(e.type_ids);

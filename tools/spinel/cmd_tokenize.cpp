@@ -15,6 +15,8 @@
 #include "runtime/spnl.h"
 #include "runtime/tokenizer/wordpiece.h"
 #include "runtime/util/json.h"
+#include "runtime/util/text_input.h"
+#include "tools/spinel/args.h"
 #include "tools/spinel/commands.h"
 
 namespace spinel::cli {
@@ -46,14 +48,6 @@ int usage_error(const std::string& msg) {
   std::fprintf(stderr, "spinel tokenize: %s\n%s(see spinel tokenize --help)\n", msg.c_str(),
                kSynopsis);
   return 2;
-}
-
-void read_lines(std::istream& in, std::vector<std::string>& out) {
-  std::string line;
-  while (std::getline(in, line)) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    out.push_back(std::move(line));
-  }
 }
 
 void print_encoding(const WordPieceTokenizer& tok, const Encoding& e) {
@@ -132,14 +126,9 @@ int cmd_tokenize(int argc, char** argv) {
 
   try {
     if (!input_path.empty()) {
-      if (input_path == "-") {
-        read_lines(std::cin, texts);
-      } else {
-        std::ifstream f(input_path, std::ios::binary);
-        if (!f) fail(input_path, ": cannot open input file");
-        read_lines(f, texts);
-        if (f.bad()) fail(input_path, ": read error");
-      }
+      for (std::string& line : read_text_lines(input_path == "-" ? "/dev/stdin" : input_path,
+                                               kMaxInputFileBytes))
+        texts.push_back(std::move(line));
     }
 
     std::shared_ptr<const Model> model;
