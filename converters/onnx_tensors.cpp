@@ -207,10 +207,40 @@ ExternalRef resolve_external_data(const TensorProto& t, const std::string& model
   return ref;
 }
 
+namespace {
+
+// Elements the typed field of `t` that holds its data has (no raw_data).
+int64_t typed_count(const TensorProto& t) {
+  switch (t.data_type()) {
+    case TensorProto::FLOAT: return t.float_data_size();
+    case TensorProto::DOUBLE: return t.double_data_size();
+    case TensorProto::INT64: return t.int64_data_size();
+    case TensorProto::UINT32: case TensorProto::UINT64: return t.uint64_data_size();
+    default: return t.int32_data_size();
+  }
+}
+
+}  // namespace
+
 ConstantTable::ConstantTable(const onnx::GraphProto& graph, const std::string& model_dir)
     : model_dir_(model_dir) {
+  // Every constant's dims must match the bytes it carries before anything
+  // (the matcher included) reads its shape.
   auto check_external = [&](const TensorProto& t) {
-    if (t.data_location() == TensorProto::EXTERNAL) resolve_external_data(t, model_dir_);
+    if (t.data_location() == TensorProto::EXTERNAL) {
+      resolve_external_data(t, model_dir_);
+      return;
+    }
+    const size_t es = elem_size(t.data_type());
+    if (es == 0) return;  // strings and exotic types: refused if ever read
+    const uint64_t want = byte_count(t, es);
+    if (t.has_raw_data()) {
+      if (t.raw_data().size() != want)
+        fail("tensor '", t.name(), "': raw_data holds ", t.raw_data().size(),
+             " bytes, its shape needs ", want);
+    } else if (typed_count(t) != static_cast<int64_t>(want / es)) {
+      fail("tensor '", t.name(), "' holds ", typed_count(t), " values, its shape needs ", want / es);
+    }
   };
   for (const TensorProto& t : graph.initializer()) {
     check_external(t);

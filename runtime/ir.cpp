@@ -83,6 +83,7 @@ struct Checker {
   const TensorInfo* weight(const Op& op, int slot_idx, const char* role, bool required,
                            DType want = DType::F32) const {
     const int32_t id = op.w[slot_idx];
+    if (id < -1) bad(std::string("weight '") + role + "' refers to tensor " + std::to_string(id));
     if (id < 0) {
       if (required) bad(std::string("missing weight '") + role + "'");
       return nullptr;

@@ -11,12 +11,14 @@ SUDO=""
 # CMake config calls find_package(OpenCL REQUIRED); the package is only a
 # Recommends of libdnnl-dev and we install without recommends.
 # qemu-user: the tests run the same binary on an emulated CPU without AVX-512.
+# clang-14, libclang-rt-14-dev, llvm-14: the sanitizer builds and libFuzzer
+# targets (llvm-symbolizer for readable reports).
 APT_PACKAGES=(
   build-essential cmake ninja-build pkg-config
   libdnnl-dev libtbb-dev libsentencepiece-dev libeigen3-dev libonnx-dev
   libprotobuf-dev protobuf-compiler doctest-dev libbenchmark-dev libxxhash-dev
   ocl-icd-opencl-dev opencl-headers
-  qemu-user
+  qemu-user clang-14 libclang-rt-14-dev llvm-14
   python3 python3-venv python3-numpy python3-torch python3-onnx
 )
 missing=()

@@ -1,20 +1,52 @@
 #!/usr/bin/env bash
 # The whole test suite: install what is missing, build, run the doctest unit
-# tests through ctest, then the Python conformance tests (spinel vs ONNX
-# Runtime, PyTorch and HF tokenizers on the real all-MiniLM-L6-v2).
+# tests through ctest, the Python conformance tests (spinel vs ONNX Runtime,
+# PyTorch and HF tokenizers on the real all-MiniLM-L6-v2) and the hostile-file
+# corpus; then the same unit tests and a conformance subset under ASan+UBSan,
+# every fuzz target for a bounded time, and the threads test under TSan.
+# Arguments go to the first pytest run (e.g. -k NAME).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="$ROOT/.venv/bin/python"
+FUZZ_SECONDS="${SPINEL_FUZZ_SECONDS:-30}"
 "$ROOT/tools/setup.sh"
 "$ROOT/tools/build.sh"
+cd "$ROOT"
+
 echo "== unit tests (ctest)"
 ctest --test-dir "$ROOT/build" --output-on-failure -j2
-echo "== conformance tests (pytest)"
-cd "$ROOT"
-SPINEL_BIN="$ROOT/build/spinel" "$ROOT/.venv/bin/python" -m pytest -q tests/conformance "$@"
+echo "== conformance tests and hostile-file corpus (pytest)"
+SPINEL_BIN="$ROOT/build/spinel" "$PY" -m pytest -q tests/conformance tests/hostile "$@"
 # The FP32 conformance suite again on the lower ISA paths (the kernel testers
 # cover every path on their own; this covers the whole model).
 for isa in avx2 scalar; do
   echo "== conformance tests with SPINEL_ISA=$isa"
-  SPINEL_ISA=$isa SPINEL_BIN="$ROOT/build/spinel" "$ROOT/.venv/bin/python" -m pytest -q \
-    tests/conformance/test_minilm_conformance.py "$@"
+  SPINEL_ISA=$isa SPINEL_BIN="$ROOT/build/spinel" "$PY" -m pytest -q \
+    tests/conformance/test_minilm_conformance.py
 done
+
+# Sanitizers: findings abort the process (-fno-sanitize-recover), so any report
+# fails the step. LeakSanitizer is on: a leak is a finding too.
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:strict_string_checks=1"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+echo "== ASan+UBSan build (clang-14)"
+"$ROOT/tools/build_sanitized.sh" asan
+echo "== unit tests under ASan+UBSan"
+ctest --test-dir "$ROOT/build-asan" --output-on-failure -j2
+echo "== conformance subset and hostile-file corpus under ASan+UBSan"
+# CLI-driven tests only: the C API tests load libspinel.so into Python, which
+# would need the ASan runtime preloaded into the interpreter.
+SPINEL_BIN="$ROOT/build-asan/spinel" "$PY" -m pytest -q tests/hostile \
+  tests/conformance/test_bad_inputs.py \
+  tests/conformance/test_minilm_conformance.py::test_cli_mixed_batch_vs_ort \
+  tests/conformance/test_minilm_conformance.py::test_text_input_matches_ids \
+  -k "not capi and not c_api"
+echo "== fuzz targets, ${FUZZ_SECONDS}s each"
+"$ROOT/tools/fuzz.sh" "$FUZZ_SECONDS"
+
+echo "== ThreadSanitizer: one model shared by 8 threads x 1000 runs"
+"$ROOT/tools/build_sanitized.sh" tsan test_threads
+# One OpenMP thread: libgomp/libomp and TBB are not instrumented (see the test's header).
+OMP_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1" \
+  "$ROOT/build-tsan/test_threads"
+echo "== all tests passed"

@@ -6,11 +6,19 @@
 // 5-15% slower for square shapes. That layout did not depend on M for any
 // BERT shape from M = 1 to 4096, so one packed copy serves every primitive.
 //
-// Primitives are created per (M, residual mode) on first use and cached.
-// They run with a user-provided scratchpad (thread-local), because oneDNN's
-// library-managed scratchpad is shared and would make a primitive unsafe to
-// run from several sessions' threads at once.
+// Packed varlen batches make M (total tokens) a different number on almost
+// every run. A primitive per M costs a JIT compilation and ~30 KB per layer:
+// random batches grew a MiniLM session by 320 MiB over 500 runs. So every
+// layer has one primitive whose M is a run-time dimension; primitives for a
+// fixed M are made only where oneDNN picks a different (faster) kernel for
+// them than for the run-time M (brgemm on AVX-512), and at most
+// kMaxFixedPrimitives of them: the first M values seen, the steady shapes
+// of a server or a benchmark.
+// Primitives run with a user-provided scratchpad (thread-local), because
+// oneDNN's library-managed scratchpad is shared and would make a primitive
+// unsafe to run from several sessions' threads at once.
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -78,12 +86,14 @@ dnnl::algorithm eltwise_algorithm(Activation act) {
                                      : dnnl::algorithm::eltwise_gelu_erf;
 }
 
-constexpr size_t kMaxCachedPrimitives = 256;
+constexpr size_t kMaxFixedPrimitives = 32;
 
 struct Primitive {
   dnnl::matmul matmul;
   bool packed_weights;  // false: this primitive reads W in the caller's layout
   size_t scratchpad_bytes;
+  std::string impl;     // oneDNN's name of the kernel it runs
+  ResidualMode mode;    // how it takes the residual
 };
 
 }  // namespace
@@ -99,10 +109,15 @@ struct DenseLinearF32::Impl {
   std::mutex mu;
   std::map<std::pair<int64_t, int>, std::shared_ptr<const Primitive>> cache;
 
+  // Run-time-M primitives by mode (None, InPlace); null where refused.
+  std::shared_ptr<const Primitive> runtime[3];
+  bool fixed_differs = false;  // oneDNN picks another kernel for a fixed M
+
+  // M = DNNL_RUNTIME_DIM_VAL makes a primitive for every M.
   dnnl::matmul::primitive_desc make_pd(int64_t M, ResidualMode mode,
                                        const memory::desc& wmd) const {
-    const memory::desc src({M, K}, dt::f32, tag::ab);
-    const memory::desc dst({M, N}, dt::f32, tag::ab);
+    const memory::desc src({M, K}, dt::f32, memory::dims{K, 1});
+    const memory::desc dst({M, N}, dt::f32, memory::dims{N, 1});
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     dnnl::post_ops po;
@@ -124,7 +139,7 @@ struct DenseLinearF32::Impl {
       try {
         auto pd = make_pd(M, mode, packed_md);
         return std::make_shared<Primitive>(
-            Primitive{dnnl::matmul(pd), true, pd.scratchpad_desc().get_size()});
+            Primitive{dnnl::matmul(pd), true, pd.scratchpad_desc().get_size(), pd.impl_info_str(), mode});
       } catch (const dnnl::error&) {
         // No implementation takes the packed layout for this M: fall back to
         // the caller's layout below (slower, still correct).
@@ -132,24 +147,44 @@ struct DenseLinearF32::Impl {
     }
     auto pd = make_pd(M, mode, plain);
     return std::make_shared<Primitive>(
-        Primitive{dnnl::matmul(pd), false, pd.scratchpad_desc().get_size()});
+        Primitive{dnnl::matmul(pd), false, pd.scratchpad_desc().get_size(), pd.impl_info_str(), mode});
   }
 
+  // Made once, at construction (the object is immutable afterwards).
+  void make_runtime_primitives() {
+    for (ResidualMode mode : {ResidualMode::None, ResidualMode::InPlace}) {
+      try {
+        runtime[static_cast<int>(mode)] = create(DNNL_RUNTIME_DIM_VAL, mode);
+      } catch (const dnnl::error&) {
+        // Refused for this mode: fixed-M primitives only.
+      }
+    }
+    const auto& rt = runtime[static_cast<int>(ResidualMode::None)];
+    fixed_differs = !rt || create(128, ResidualMode::None)->impl != rt->impl;
+  }
+
+  // The primitive for M rows: a fixed-M one where oneDNN has a faster kernel
+  // for it (at most kMaxFixedPrimitives), else the run-time-M one. oneDNN
+  // refuses a binary post-op with a run-time M, so a separate residual then
+  // comes back as InPlace: the caller copies it into y first.
   std::shared_ptr<const Primitive> get(int64_t M, ResidualMode mode) {
+    const ResidualMode rt_mode = mode == ResidualMode::Binary ? ResidualMode::InPlace : mode;
+    const auto& rt = runtime[static_cast<int>(rt_mode)];
+    if (rt && !fixed_differs) return rt;
     const auto key = std::make_pair(M, static_cast<int>(mode));
     {
       std::lock_guard<std::mutex> lock(mu);
       auto it = cache.find(key);
       if (it != cache.end()) return it->second;
+      if (rt && cache.size() >= kMaxFixedPrimitives) return rt;
     }
     // Created outside the lock (JIT takes milliseconds); if two threads race,
     // the first insert wins and both use it.
     auto p = create(M, mode);
     std::lock_guard<std::mutex> lock(mu);
-    // Packed batches make M any number; bound the cache so a long-running
-    // server cannot grow it without limit. Callers still holding an evicted
-    // primitive keep it alive through their shared_ptr.
-    if (cache.size() >= kMaxCachedPrimitives && !cache.count(key)) cache.erase(cache.begin());
+    // Without a run-time primitive the cache must take every M: bound it by
+    // evicting (callers holding a primitive keep it alive).
+    if (cache.size() >= kMaxFixedPrimitives && !cache.count(key)) cache.erase(cache.begin());
     return cache.emplace(key, std::move(p)).first->second;
   }
 };
@@ -178,6 +213,7 @@ DenseLinearF32::DenseLinearF32(const float* weight, const float* bias, int64_t K
       dnnl::reorder(src, dst).execute(thread_stream(), src, dst);
       thread_stream().wait();
     }
+    im.make_runtime_primitives();
   } catch (const dnnl::error& e) {
     throw std::runtime_error(std::string("DenseLinearF32: oneDNN setup failed: ") + e.what());
   }
@@ -193,6 +229,8 @@ void DenseLinearF32::run(const float* x, int64_t M, const float* residual, float
                                                : ResidualMode::Binary;
   try {
     const auto prim = im.get(M, mode);
+    if (prim->mode == ResidualMode::InPlace && residual != y)
+      std::memcpy(y, residual, sizeof(float) * static_cast<size_t>(M * im.N));
     const auto& eng = cpu_engine();
     const memory::desc plain_w({im.K, im.N}, dt::f32, tag::ab);
     memory src({{M, im.K}, dt::f32, tag::ab}, eng, const_cast<float*>(x));
@@ -208,7 +246,7 @@ void DenseLinearF32::run(const float* x, int64_t M, const float* residual, float
     if (im.bias)
       args.emplace(DNNL_ARG_BIAS, memory({{1, im.N}, dt::f32, tag::ab}, eng,
                                          const_cast<float*>(im.bias)));
-    if (mode == ResidualMode::Binary) {
+    if (prim->mode == ResidualMode::Binary) {
       // The binary post-op is the second one when an activation precedes it.
       const int index = im.act != Activation::None ? 1 : 0;
       args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(index) | DNNL_ARG_SRC_1,

@@ -102,9 +102,13 @@ struct Primitive {
   dnnl::matmul matmul;
   bool packed;
   size_t scratch_bytes;
+  std::string impl;  // oneDNN's name of the kernel it runs
 };
 
-constexpr size_t kMaxPrimitives = 256;
+// As for DenseLinearF32 (dense_linear_dnnl.cpp): one primitive with a
+// run-time M per layer; fixed-M ones only where oneDNN has another kernel
+// for them, and at most this many.
+constexpr size_t kMaxPrimitives = 32;
 
 void epilogue_rows_scalar(const int32_t* acc, int64_t ldacc, int64_t m0, int64_t rows, int64_t N,
                           const float* bias, const float* scale_w, const int32_t* wsum,
@@ -141,30 +145,47 @@ struct DenseLinearU8S8::Impl {
   dnnl::matmul::primitive_desc make_pd(int64_t M, int64_t ldx, const memory::desc& wmd) const {
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-    const memory::desc src({M, K}, dt::u8, memory::dims{ldx, 1}), dst({M, N}, dt::s32, tag::ab);
+    const memory::desc src({M, K}, dt::u8, memory::dims{ldx, 1}), dst({M, N}, dt::s32, memory::dims{N, 1});
     return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wmd, dst), attr, engine());
   }
 
+  std::shared_ptr<const Primitive> runtime;  // M = DNNL_RUNTIME_DIM_VAL, contiguous source
+  bool fixed_differs = false;
+
+  std::shared_ptr<const Primitive> create(int64_t M, int64_t ldx) const {
+    if (packed) {
+      try {
+        auto pd = make_pd(M, ldx, packed_md);
+        return std::make_shared<Primitive>(
+            Primitive{dnnl::matmul(pd), true, pd.scratchpad_desc().get_size(), pd.impl_info_str()});
+      } catch (const dnnl::error&) {
+        // This M has no implementation for the packed layout: use W as given.
+      }
+    }
+    auto pd = make_pd(M, ldx, memory::desc({K, N}, dt::s8, tag::ab));
+    return std::make_shared<Primitive>(
+        Primitive{dnnl::matmul(pd), false, pd.scratchpad_desc().get_size(), pd.impl_info_str()});
+  }
+
+  void make_runtime_primitive() {
+    try {
+      runtime = create(DNNL_RUNTIME_DIM_VAL, K);
+    } catch (const dnnl::error&) {
+      // Refused: fixed-M primitives only.
+    }
+    fixed_differs = !runtime || create(128, K)->impl != runtime->impl;
+  }
+
   std::shared_ptr<const Primitive> get(int64_t M, int64_t ldx) {
+    if (runtime && ldx == K && !fixed_differs) return runtime;
     const auto key = std::make_pair(M, ldx);
     {
       std::lock_guard<std::mutex> lock(mu);
       auto it = cache.find(key);
       if (it != cache.end()) return it->second;
+      if (runtime && ldx == K && cache.size() >= kMaxPrimitives) return runtime;
     }
-    std::shared_ptr<const Primitive> p;
-    if (packed) {
-      try {
-        auto pd = make_pd(M, ldx, packed_md);
-        p = std::make_shared<Primitive>(Primitive{dnnl::matmul(pd), true, pd.scratchpad_desc().get_size()});
-      } catch (const dnnl::error&) {
-        // This M has no implementation for the packed layout: use W as given.
-      }
-    }
-    if (!p) {
-      auto pd = make_pd(M, ldx, memory::desc({K, N}, dt::s8, tag::ab));
-      p = std::make_shared<Primitive>(Primitive{dnnl::matmul(pd), false, pd.scratchpad_desc().get_size()});
-    }
+    auto p = create(M, ldx);
     std::lock_guard<std::mutex> lock(mu);
     if (cache.size() >= kMaxPrimitives && !cache.count(key)) cache.erase(cache.begin());
     return cache.emplace(key, std::move(p)).first->second;
@@ -245,6 +266,7 @@ DenseLinearU8S8::DenseLinearU8S8(const int8_t* W, int64_t K, int64_t N, const fl
       dnnl::reorder(src, dst).execute(stream(), src, dst);
       stream().wait();
     }
+    im.make_runtime_primitive();
   } catch (const dnnl::error& e) {
     throw std::runtime_error(std::string("DenseLinearU8S8: oneDNN setup failed: ") + e.what());
   }

@@ -277,8 +277,14 @@ void WordPieceTokenizer::init() {
   }
   index_.clear();
   index_.reserve(vocab_.size());
-  // A token listed twice keeps its last id, as HF's vocab.txt loader does.
-  for (size_t i = 0; i < vocab_.size(); ++i) index_[vocab_[i]] = static_cast<int32_t>(i);
+  // HF's vocab.txt loader lets a repeated token keep its last id, which
+  // silently moves [CLS] & co. when a file is damaged: refuse instead.
+  for (size_t i = 0; i < vocab_.size(); ++i) {
+    const auto [it, fresh] = index_.emplace(vocab_[i], static_cast<int32_t>(i));
+    if (!fresh)
+      fail("WordPiece tokenizer: token '", vocab_[i], "' is listed twice (ids ", it->second, " and ",
+           i, ")");
+  }
 
   auto require = [&](const std::string& tok, const char* role) {
     const int32_t id = token_id(tok);
@@ -297,6 +303,9 @@ void WordPieceTokenizer::init() {
            " outside the vocabulary of ", vocab_.size());
     }
     if (a.content.empty()) fail("WordPiece tokenizer: added token with id ", a.id, " is empty");
+    if (vocab_[static_cast<size_t>(a.id)] != a.content)
+      fail("WordPiece tokenizer: added token '", a.content, "' has id ", a.id, ", which is '",
+           vocab_[static_cast<size_t>(a.id)], "' in the vocabulary");
     std::u32string pat = decode_utf8(a.content);
     if (a.normalized) pat = normalize(pat, opts_);
     added_patterns_.push_back(std::move(pat));

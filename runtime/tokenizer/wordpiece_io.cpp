@@ -272,7 +272,7 @@ WordPieceTokenizer WordPieceTokenizer::deserialize(ByteReader& r) {
     fail(what, ": tokenizer section version ", version, " is not supported");
   const uint8_t flags = r.get<uint8_t>("tokenizer flags");
   if (flags & ~0x0F)
-    fail(what, ": tokenizer flags 0x", static_cast<int>(flags), " have unknown bits");
+    fail(what, ": tokenizer flags ", static_cast<int>(flags), " have unknown bits (known: 0-15)");
   WordPieceOptions o;
   o.clean_text = flags & 1;
   o.handle_chinese_chars = flags & 2;

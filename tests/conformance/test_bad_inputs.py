@@ -9,13 +9,15 @@ stdout for `run`, and -- for `convert` -- no output file created or changed
 import os
 import pathlib
 import shutil
-import struct
+import sys
 
 import numpy as np
 import pytest
 
-HEADER = struct.Struct("<8sIIQ5Q5Q")  # magic, version, endian, file size, offsets, sizes
-SECTIONS = ["config", "tokenizer", "graph", "tensors", "data"]
+# The .spnl layout helpers (header, section walkers, checksum resealing) are shared
+# with the hostile-file corpus.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "hostile"))
+import spnl_format as F  # noqa: E402
 
 
 def expect_failure(p, *needles, usage=False):
@@ -42,50 +44,25 @@ def tiny(converted):
 
 
 def read_header(data):
-    magic, version, endian, size, *rest = HEADER.unpack_from(data, 0)
-    return dict(magic=magic, version=version, endian=endian, size=size,
-                offsets=list(rest[:5]), sizes=list(rest[5:]))
+    return F.read_header(data)
 
 
 def write_header(buf, h):
-    HEADER.pack_into(buf, 0, h["magic"], h["version"], h["endian"], h["size"], *h["offsets"],
-                     *h["sizes"])
-
-
-def tensor_entries(data, h):
-    """Parses the tensor table: list of dicts with the byte positions of each field."""
-    pos = h["offsets"][3]
-    (count,) = struct.unpack_from("<I", data, pos)
-    pos += 4
-    out = []
-    for _ in range(count):
-        e = {"start": pos}
-        (n,) = struct.unpack_from("<I", data, pos)
-        e["name"] = data[pos + 4: pos + 4 + n].decode()
-        pos += 4 + n
-        e["dtype_at"] = pos
-        pos += 4
-        (ndim,) = struct.unpack_from("<Q", data, pos)
-        e["ndim_at"] = pos
-        e["shape"] = list(struct.unpack_from(f"<{ndim}q", data, pos + 8))
-        pos += 8 + 8 * ndim
-        e["offset_at"], e["nbytes_at"] = pos, pos + 8
-        e["offset"], e["nbytes"] = struct.unpack_from("<QQ", data, pos)
-        pos += 16
-        out.append(e)
-    assert pos == h["offsets"][3] + h["sizes"][3], "tensor table layout is not as documented"
-    return out
+    """Writes the header and reseals the metadata checksum, so the loader gets past it
+    to the check a case is about."""
+    F.write_header(buf, h)
+    F.reseal(buf)
 
 
 def test_header_layout_is_as_documented(tiny):
     data = tiny[1].read_bytes()
-    h = read_header(data)
-    assert h["magic"] == b"SPINEL\x1a\n"
+    h = F.check_layout(data)  # offsets, sizes, order, alignment and both kinds of checksum
+    assert h["magic"] == b"SPINEL\x1a\n" and h["version"] == 2
     assert h["size"] == len(data)
     for off, size in zip(h["offsets"], h["sizes"]):
         assert 128 <= off and off + size <= len(data)
-    ents = tensor_entries(data, h)
-    assert len(ents) > 10 and all(e["offset"] % 64 == 0 for e in ents)
+    ents = F.walk_tensors(data)
+    assert len(ents) > 10 and all(e.offset.value % 64 == 0 for e in ents)
 
 
 # ---- damaged .spnl files ------------------------------------------------------------
@@ -111,11 +88,15 @@ def _corrupt_spnl(kind, data):
         return bytes(buf[:cut]), ["data"]
     if kind == "bad_magic":
         buf[0:4] = b"XPIN"
-        return bytes(buf), ["magic"]
+        return bytes(F.reseal(buf)), ["magic"]
     if kind == "bad_version":
         h["version"] = 99
         write_header(buf, h)
         return bytes(buf), ["version"]
+    if kind == "old_version_1":
+        h["version"] = 1
+        write_header(buf, h)
+        return bytes(buf), ["version 1"]
     if kind == "graph_offset_past_end":
         h["offsets"][2] = n + 4096
         write_header(buf, h)
@@ -150,7 +131,8 @@ def _corrupt_spnl(kind, data):
 
 
 SPNL_CASES = ["empty", "shorter_than_header", "truncated_half", "truncated_one_byte",
-              "truncated_header_patched", "bad_magic", "bad_version", "graph_offset_past_end",
+              "truncated_header_patched", "bad_magic", "bad_version", "old_version_1",
+              "graph_offset_past_end",
               "tensors_offset_huge", "config_offset_zero", "graph_size_huge",
               "tokenizer_offset_shifted", "graph_offset_into_data", "data_offset_unaligned"]
 
@@ -161,7 +143,9 @@ def test_damaged_spnl(kind, spinel, capi, tiny, tmp_path):
     path = tmp_path / f"{kind}.spnl"
     path.write_bytes(bad)
     p = spinel.cli("run", path, "--ids", "101,7592,102", check=False)
-    expect_failure(p, str(path), *needles)
+    err = expect_failure(p, str(path), *needles)
+    # Edited headers are resealed: the loader must stop at the damage, not the checksum.
+    assert "checksum mismatch" not in err.lower()
     assert p.stdout == ""
     p = spinel.cli("inspect", path, check=False)
     expect_failure(p, str(path), *needles)
@@ -180,31 +164,33 @@ TENSOR_CASES = ["offset_unaligned", "offset_past_data", "nbytes_mismatch", "dtyp
 def test_corrupted_tensor_table_entry(kind, spinel, capi, tiny, tmp_path):
     data = bytearray(tiny[1].read_bytes())
     h = read_header(data)
-    ents = tensor_entries(data, h)
+    ents = F.walk_tensors(data)
     e = ents[3]  # an entry in the middle of the table
-    needles = ["tensor", e["name"]]
+    needles = ["tensor", e.name.text]
     if kind == "offset_unaligned":
-        struct.pack_into("<Q", data, e["offset_at"], e["offset"] + 4)
+        F.poke(data, e.offset, e.offset.value + 4)
     elif kind == "offset_past_data":
-        struct.pack_into("<Q", data, e["offset_at"], (h["sizes"][4] + 4096) // 64 * 64)
+        F.poke(data, e.offset, (h["sizes"][4] + 4096) // 64 * 64)
     elif kind == "nbytes_mismatch":
-        struct.pack_into("<Q", data, e["nbytes_at"], e["nbytes"] + 4)
+        F.poke(data, e.nbytes, e.nbytes.value + 4)
     elif kind == "dtype_unknown":
-        struct.pack_into("<I", data, e["dtype_at"], 77)
+        F.poke(data, e.dtype, 77)
     elif kind == "dim_huge":
-        struct.pack_into("<q", data, e["ndim_at"] + 8, 2 ** 40)
+        F.poke(data, e.shape[0], 2 ** 40)
     elif kind == "dim_negative":
-        struct.pack_into("<q", data, e["ndim_at"] + 8, -3)
+        F.poke(data, e.shape[0], -3)
     elif kind == "name_length_huge":
-        struct.pack_into("<I", data, e["start"], 0x7FFFFFF0)
+        F.poke(data, e.name.length, 0x7FFFFFF0)
         needles = ["tensor"]
     elif kind == "count_huge":
-        struct.pack_into("<I", data, h["offsets"][3], 0xFFFFFFFF)
+        F.poke(data, F.tensor_count_field(data), 0xFFFFFFFF)
         needles = ["tensor"]
+    F.reseal(data)  # the metadata checksum must not be what stops the file
     path = tmp_path / f"{kind}.spnl"
     path.write_bytes(bytes(data))
     p = spinel.cli("run", path, "--ids", "101,7592,102", check=False)
-    expect_failure(p, str(path), *needles)
+    err = expect_failure(p, str(path), *needles)
+    assert "checksum mismatch" not in err.lower(), "resealed, so the loader should stop at the damaged field"
     assert p.stdout == ""
     with pytest.raises(Exception) as exc:
         capi.load(path)
@@ -212,20 +198,68 @@ def test_corrupted_tensor_table_entry(kind, spinel, capi, tiny, tmp_path):
 
 
 def test_aliased_tensor_offsets_do_not_crash(spinel, tiny, tmp_path):
-    """Every tensor entry pointed at the first tensor's bytes (aligned, but most now reach
-    past the data section or overlap): the model must fail cleanly or run, never crash."""
+    """Every tensor entry pointed at the first tensor's bytes (aligned, but overlapping):
+    the model must fail cleanly or run, never crash."""
     data = bytearray(tiny[1].read_bytes())
-    h = read_header(data)
-    ents = tensor_entries(data, h)
-    # Point every tensor at the first tensor's bytes if they fit (same offset, valid range).
+    ents = F.walk_tensors(data)
     for e in ents[1:]:
-        struct.pack_into("<Q", data, e["offset_at"], ents[0]["offset"])
+        F.poke(data, e.offset, ents[0].offset.value)
+    F.reseal(data)
     path = tmp_path / "aliased.spnl"
     path.write_bytes(bytes(data))
     p = spinel.cli("run", path, "--ids", "101,7592,102", check=False)
     assert p.returncode >= 0, f"killed by signal {-p.returncode}"
     if p.returncode != 0:
         expect_failure(p, str(path))
+
+
+# ---- checksums ----------------------------------------------------------------------------
+
+def _meta_spots(data):
+    """(label, absolute byte position) of metadata bytes whose change keeps the file
+    parseable: only the checksum can tell."""
+    cfg, tok, g = F.walk_config(data), F.walk_tokenizer(data), F.walk_graph(data)
+    ents = F.walk_tensors(data)
+    ln = next(op for op in g["ops"] if op["kind"].value == F.LAYERNORM)
+    return [("header_reserved", 120), ("config_source", cfg["source"].text_at),
+            ("tokenizer_token", tok["vocab"][2000].text_at), ("graph_eps", ln["eps"].at),
+            ("tensor_name", ents[3].name.text_at),
+            ("padding", F.read_header(data)["offsets"][F.DATA] - 1)]
+
+
+@pytest.mark.parametrize("spot", ["header_reserved", "config_source", "tokenizer_token",
+                                  "graph_eps", "tensor_name", "padding"])
+def test_metadata_flip_is_a_checksum_mismatch(spot, spinel, capi, tiny, tmp_path):
+    data = bytearray(tiny[1].read_bytes())
+    at = dict(_meta_spots(data))[spot]
+    data[at] ^= 0x01  # not resealed
+    path = tmp_path / f"flip_{spot}.spnl"
+    path.write_bytes(bytes(data))
+    for cmd in (["run", path, "--ids", "101,7592,102"], ["inspect", path]):
+        p = spinel.cli(*cmd, check=False)
+        expect_failure(p, str(path), "checksum mismatch")
+        assert p.stdout == ""
+    with pytest.raises(Exception) as e:
+        capi.load(path)
+    assert getattr(e.value, "status", None) == 2 and "checksum" in e.value.message
+
+
+@pytest.mark.parametrize("which", ["first", "middle", "last"])
+def test_weight_flip_names_the_tensor(which, spinel, capi, tiny, tmp_path):
+    data = bytearray(tiny[1].read_bytes())
+    ents = F.walk_tensors(data)
+    e = {"first": ents[0], "middle": ents[len(ents) // 2], "last": ents[-1]}[which]
+    at = F.read_header(data)["offsets"][F.DATA] + e.offset.value + e.nbytes.value // 2
+    data[at] ^= 0x40  # a weight byte; the metadata checksum does not cover it
+    path = tmp_path / f"weight_{which}.spnl"
+    path.write_bytes(bytes(data))
+    for cmd in (["run", path, "--ids", "101,7592,102"], ["inspect", path]):
+        p = spinel.cli(*cmd, check=False)
+        expect_failure(p, str(path), "checksum", e.name.text)
+        assert p.stdout == ""
+    with pytest.raises(Exception) as exc:
+        capi.load(path)
+    assert getattr(exc.value, "status", None) == 2 and e.name.text in exc.value.message
 
 
 # ---- bad ONNX files (convert) -----------------------------------------------------------

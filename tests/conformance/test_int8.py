@@ -341,12 +341,22 @@ def test_pruned_int8_sparse_vs_ort(spinel, convert, pruned_onnx, ids, pruned_ort
     assert cos.mean() >= 0.99, f"mean cosine {cos.mean():.5f} < 0.99"
     assert cos.min() >= 0.95, f"min cosine {cos.min():.5f} < 0.95 (sentence {int(cos.argmin())})"
     # Same quantized weights and activations: the block-sparse and the dense INT8
-    # kernels may differ only by float rounding in the epilogue.
-    dense = spinel_run(spinel, convert(pruned_onnx, "pruned_s8_off", "--quant", "int8", "--sparse", "off"),
-                       ids, "mean")
+    # kernels may differ only by float rounding in the epilogue. Where the dense
+    # epilogue has no vector GELU (CPUs without AVX-512: std::erf against the
+    # sparse kernel's 1.5e-7 approximation) the rounding moves some u8 steps of
+    # the next layer, and 6 layers compound it: min cosine 0.99987 measured on an
+    # AVX2-only AMD EPYC, 0.9999+ with AVX-512.
+    off = convert(pruned_onnx, "pruned_s8_off", "--quant", "int8", "--sparse", "off")
+    dense = spinel_run(spinel, off, ids, "mean")
     kc = cosines(sparse, dense)
     print(f"pruned s8-sparse vs s8-dense: cosine min {kc.min():.7f}")
-    assert kc.min() >= 0.9999, f"sparse and dense INT8 kernels disagree: min cosine {kc.min():.7f}"
+    assert kc.min() >= 0.9995, f"sparse and dense INT8 kernels disagree: min cosine {kc.min():.7f}"
+    # With the same (scalar) epilogue on both, the integer parts must agree
+    # exactly, so the outputs are bit-identical.
+    auto = convert(pruned_onnx, "pruned_s8_auto", "--quant", "int8", "--sparse", "auto")
+    a = spinel_run(spinel, auto, ids, "mean", isa="scalar")
+    b = spinel_run(spinel, off, ids, "mean", isa="scalar")
+    assert all(np.array_equal(x, y) for x, y in zip(a, b)), "sparse and dense INT8 differ under SPINEL_ISA=scalar"
 
 
 # ---- forced ISA ---------------------------------------------------------------------------
@@ -435,7 +445,9 @@ def test_sparse_below_the_amx_crossover_runs_dense(spinel, convert, minilm_onnx,
                        sub, "mean")
     kc = cosines(got, dense)
     print(f"threshold-0 model vs --sparse off: cosine min {kc.min():.7f}")
-    assert kc.min() >= 0.9999, f"threshold-0 s8 model disagrees with the dense one (min cosine {kc.min():.7f})"
+    # 0.9995: without AVX-512 the two epilogues round GELU differently (see
+    # test_pruned_int8_sparse_vs_ort); min 0.99976 measured on an AVX2-only AMD EPYC.
+    assert kc.min() >= 0.9995, f"threshold-0 s8 model disagrees with the dense one (min cosine {kc.min():.7f})"
 
 
 # ---- a CPU without AVX-512 --------------------------------------------------------------
