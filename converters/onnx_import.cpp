@@ -3,6 +3,7 @@
 // -> LayerNorm -> Linear(+GELU) -> Linear(+residual) -> LayerNorm.
 #include "converters/onnx_import.h"
 
+#include <cmath>
 #include <cstring>
 #include <sstream>
 
@@ -25,10 +26,15 @@ class IrBuilder {
     return static_cast<int32_t>(out_.graph.values.size() - 1);
   }
 
+  // Every weight the IR takes passes here. A NaN or Inf weight makes every
+  // output NaN (and has no INT8 quantization): refuse it by name.
   std::vector<float> floats(const std::string& onnx_name, int64_t expect) const {
     std::vector<float> f = consts_.floats(onnx_name);
     if (static_cast<int64_t>(f.size()) != expect)
       fail("tensor '", onnx_name, "' has ", f.size(), " elements, expected ", expect);
+    for (size_t i = 0; i < f.size(); ++i)
+      if (!std::isfinite(f[i]))
+        fail("tensor '", onnx_name, "' holds ", f[i], " at element ", i, "; weights must be finite");
     return f;
   }
 

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 #include <tbb/blocked_range.h>
 #include <tbb/parallel_for.h>
@@ -25,8 +26,15 @@ namespace spinel::kernels {
 namespace {
 
 // Scale and zero point from the row's range (shared by both row functions so
-// they agree bit for bit). Returns false for an all-zero row.
-inline bool row_params(float lo, float hi, float* scale, int32_t* zp, float* inv) {
+// they agree bit for bit). Returns false for an all-zero row, and for a row
+// holding NaN or Inf (`finite` false), whose scale becomes NaN: its outputs
+// are NaN, as they would be in f32, instead of an undefined float-to-int cast.
+inline bool row_params(float lo, float hi, bool finite, float* scale, int32_t* zp, float* inv) {
+  if (!finite || !std::isfinite(lo) || !std::isfinite(hi)) {
+    *scale = std::numeric_limits<float>::quiet_NaN();
+    *zp = 0;
+    return false;
+  }
   if (!(hi > lo)) {
     *scale = 1.f;
     *zp = 0;
@@ -41,12 +49,14 @@ inline bool row_params(float lo, float hi, float* scale, int32_t* zp, float* inv
 
 void quantize_row_scalar(const float* r, int64_t K, uint8_t* q, float* scale, int32_t* zp) {
   float lo = 0.f, hi = 0.f;
+  bool nan = false;  // std::min/max skip NaN: look for it separately
   for (int64_t k = 0; k < K; ++k) {
     lo = std::min(lo, r[k]);
     hi = std::max(hi, r[k]);
+    nan |= r[k] != r[k];
   }
   float inv = 0.f;
-  if (!row_params(lo, hi, scale, zp, &inv)) {
+  if (!row_params(lo, hi, !nan, scale, zp, &inv)) {
     std::fill(q, q + K, uint8_t{0});
     return;
   }
@@ -60,7 +70,10 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) void quantize_row_
     const float* r, int64_t K, uint8_t* q, float* scale, int32_t* zp) {
   // Four independent min/max chains: one chain is bound by vminps latency
   // (4 cycles per 16 floats), four keep up with the loads.
+  // vminps/vmaxps do not keep a NaN reliably (they return the second
+  // operand when either is NaN): the unordered compares collect them.
   __m512 lo4[4], hi4[4];
+  __mmask16 nan = 0;
   for (int i = 0; i < 4; ++i) lo4[i] = hi4[i] = _mm512_setzero_ps();
   int64_t k = 0;
   for (; k + 64 <= K; k += 64)
@@ -68,6 +81,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) void quantize_row_
       const __m512 v = _mm512_loadu_ps(r + k + 16 * i);
       lo4[i] = _mm512_min_ps(lo4[i], v);
       hi4[i] = _mm512_max_ps(hi4[i], v);
+      nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
     }
   __m512 vlo = _mm512_min_ps(_mm512_min_ps(lo4[0], lo4[1]), _mm512_min_ps(lo4[2], lo4[3]));
   __m512 vhi = _mm512_max_ps(_mm512_max_ps(hi4[0], hi4[1]), _mm512_max_ps(hi4[2], hi4[3]));
@@ -75,16 +89,18 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) void quantize_row_
     const __m512 v = _mm512_loadu_ps(r + k);
     vlo = _mm512_min_ps(vlo, v);
     vhi = _mm512_max_ps(vhi, v);
+    nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
   }
   const __mmask16 tail = static_cast<__mmask16>((1u << (K - k)) - 1);
   if (k < K) {  // masked-off lanes load 0, which the range includes anyway
     const __m512 v = _mm512_maskz_loadu_ps(tail, r + k);
     vlo = _mm512_min_ps(vlo, v);
     vhi = _mm512_max_ps(vhi, v);
+    nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
   }
   const float lo = _mm512_reduce_min_ps(vlo), hi = _mm512_reduce_max_ps(vhi);
   float inv = 0.f;
-  if (!row_params(lo, hi, scale, zp, &inv)) {
+  if (!row_params(lo, hi, nan == 0, scale, zp, &inv)) {
     for (int64_t i = 0; i < K; ++i) q[i] = 0;
     return;
   }
@@ -124,35 +140,40 @@ void quantize_rows_u8(const float* x, int64_t M, int64_t K, uint8_t* xq, float* 
 namespace spinel::kernels {
 
 namespace {
-inline uint8_t quantize_static(float v, float inv, int32_t zp) {
+// Out-of-range values saturate (the calibrated range is a choice); a NaN
+// becomes 0 and makes the row's scale NaN, so its outputs are NaN as in f32.
+inline uint8_t quantize_static(float v, float inv, int32_t zp, bool* nan) {
   const float q = std::nearbyint(v * inv) + static_cast<float>(zp);
+  if (q != q) {
+    *nan = true;
+    return 0;
+  }
   return static_cast<uint8_t>(std::min(std::max(q, 0.f), 255.f));
+}
+
+void quantize_row_static(const float* row, int64_t K, float scale, int32_t zp, uint8_t* out,
+                         float* row_scale, int32_t* row_zp) {
+  const float inv = 1.f / scale;
+  bool nan = false;
+  for (int64_t k = 0; k < K; ++k) out[k] = quantize_static(row[k], inv, zp, &nan);
+  *row_scale = nan ? std::numeric_limits<float>::quiet_NaN() : scale;
+  *row_zp = zp;
 }
 }  // namespace
 
 void quantize_rows_u8_static(const float* x, int64_t M, int64_t K, float scale, int32_t zp,
                              uint8_t* xq, float* x_scale, int32_t* x_zp) {
-  const float inv = 1.f / scale;
   tbb::parallel_for(tbb::blocked_range<int64_t>(0, M), [&](const tbb::blocked_range<int64_t>& r) {
-    for (int64_t m = r.begin(); m < r.end(); ++m) {
-      const float* row = x + m * K;
-      uint8_t* out = xq + m * K;
-      for (int64_t k = 0; k < K; ++k) out[k] = quantize_static(row[k], inv, zp);
-      x_scale[m] = scale;
-      x_zp[m] = zp;
-    }
+    for (int64_t m = r.begin(); m < r.end(); ++m)
+      quantize_row_static(x + m * K, K, scale, zp, xq + m * K, x_scale + m, x_zp + m);
   });
 }
 
 namespace ref {
 void quantize_rows_u8_static(const float* x, int64_t M, int64_t K, float scale, int32_t zp,
                              uint8_t* xq, float* x_scale, int32_t* x_zp) {
-  const float inv = 1.f / scale;
-  for (int64_t m = 0; m < M; ++m) {
-    for (int64_t k = 0; k < K; ++k) xq[m * K + k] = quantize_static(x[m * K + k], inv, zp);
-    x_scale[m] = scale;
-    x_zp[m] = zp;
-  }
+  for (int64_t m = 0; m < M; ++m)
+    quantize_row_static(x + m * K, K, scale, zp, xq + m * K, x_scale + m, x_zp + m);
 }
 }  // namespace ref
 

@@ -2,6 +2,7 @@
 // optimized path is tested against. Written for clarity, not speed.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "kernels/cpu/ops.h"
@@ -14,9 +15,17 @@ void quantize_rows_u8(const float* x, int64_t M, int64_t K, uint8_t* xq, float* 
   for (int64_t m = 0; m < M; ++m) {
     const float* r = x + m * K;
     float lo = 0.f, hi = 0.f;
+    bool finite = true;
     for (int64_t k = 0; k < K; ++k) {
       lo = std::min(lo, r[k]);
       hi = std::max(hi, r[k]);
+      finite &= std::isfinite(r[k]);
+    }
+    if (!finite) {  // NaN or Inf: the row's outputs become NaN, as in f32
+      scale[m] = std::numeric_limits<float>::quiet_NaN();
+      zp[m] = 0;
+      for (int64_t k = 0; k < K; ++k) xq[m * K + k] = 0;
+      continue;
     }
     if (!(hi > lo)) {
       scale[m] = 1.f;

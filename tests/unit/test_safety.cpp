@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -14,6 +15,8 @@
 #include <limits>
 #include <random>
 
+#include "kernels/cpu/isa.h"
+#include "kernels/cpu/qgemm.h"
 #include "runtime/error.h"
 #include "runtime/session.h"
 #include "runtime/util/text_input.h"
@@ -439,4 +442,48 @@ TEST_CASE("C API: misuse is a status, and the session stays usable") {
   spinel_model_free(nullptr);
   spinel_session_free(s);
   spinel_model_free(m);
+}
+
+// Found by fuzz_spnl: a model whose weights are NaN or Inf (checksums made to
+// match) made INT8 activation quantization cast NaN to int (UBSan). Such a
+// row now gets a NaN scale: its outputs are NaN, as in f32, on every path.
+TEST_CASE("INT8 activation quantization of rows holding NaN or Inf") {
+  namespace k = spinel::kernels;
+  const int64_t K = 70;  // a 64-wide block and a tail
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  std::vector<float> x(5 * K);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.37f * float(i));
+  x[0 * K + 3] = nan;   // NaN in the 64-wide part
+  x[1 * K + 66] = nan;  // NaN in the tail
+  x[2 * K + 10] = inf;
+  x[3 * K + 69] = -inf;
+  // row 4 stays finite
+  for (k::Isa isa : {k::Isa::Avx512Vnni, k::Isa::Avx2, k::Isa::Scalar}) {
+    if (!k::cpu_supports(isa)) continue;
+    const k::Isa prev = k::set_max_isa(isa);
+    std::vector<uint8_t> q(x.size(), 7);
+    std::vector<float> scale(5);
+    std::vector<int32_t> zp(5, 9);
+    k::quantize_rows_u8(x.data(), 5, K, q.data(), scale.data(), zp.data());
+    k::set_max_isa(prev);
+    INFO("isa ", k::isa_name(isa));
+    for (int m = 0; m < 4; ++m) {
+      CHECK(std::isnan(scale[m]));
+      CHECK(zp[m] == 0);
+      CHECK(std::all_of(q.begin() + m * K, q.begin() + (m + 1) * K, [](uint8_t v) { return v == 0; }));
+    }
+    CHECK(std::isfinite(scale[4]));
+  }
+  std::vector<uint8_t> rq(x.size());
+  std::vector<float> rs(5);
+  std::vector<int32_t> rz(5);
+  k::ref::quantize_rows_u8(x.data(), 5, K, rq.data(), rs.data(), rz.data());
+  for (int m = 0; m < 4; ++m) CHECK(std::isnan(rs[m]));
+  // Static quantization saturates Inf (a calibrated range clips) and turns NaN rows NaN.
+  k::quantize_rows_u8_static(x.data(), 5, K, 0.01f, 128, rq.data(), rs.data(), rz.data());
+  CHECK(std::isnan(rs[0]));
+  CHECK(std::isnan(rs[1]));
+  CHECK(rs[2] == 0.01f);
+  CHECK(rq[2 * K + 10] == 255);
+  CHECK(rq[3 * K + 69] == 0);
 }

@@ -121,6 +121,7 @@ int cmd_inspect(int argc, char** argv) {
       o += "\"path\":" + json::quote(m->path());
       o += ",\"format_version\":" + std::to_string(m->format_version());
       o += ",\"file_bytes\":" + std::to_string(m->file_size());
+      o += ",\"checksums_verified\":true";
       o += ",\"weight_bytes\":" + std::to_string(weight_bytes);
       o += ",\"config\":{\"architecture\":" + json::quote(c.architecture) +
            ",\"vocab_size\":" + std::to_string(c.vocab_size) +
@@ -171,8 +172,10 @@ int cmd_inspect(int argc, char** argv) {
     }
 
     std::printf("model          %s\n", m->path().c_str());
-    std::printf("format         .spnl version %u, %.2f MiB on disk (weights %.2f MiB)\n",
-                m->format_version(), m->file_size() / 1048576.0, weight_bytes / 1048576.0);
+    std::printf("format         .spnl version %u, %.2f MiB on disk (weights %.2f MiB), "
+                "checksums verified (metadata and %zu weights)\n",
+                m->format_version(), m->file_size() / 1048576.0, weight_bytes / 1048576.0,
+                m->tensors().size());
     std::printf("architecture   %s, %lld layers, hidden %lld, %lld heads, intermediate %lld\n",
                 c.architecture.c_str(), (long long)c.num_layers, (long long)c.hidden_size,
                 (long long)c.num_heads, (long long)c.intermediate_size);
