@@ -3,10 +3,11 @@
 // largest batch (the arena grows to the largest shape and is then reused).
 //
 //   build/memory_flat --model work/minilm/minilm.spnl [--runs 10000] [--max-batch 8]
-//                     [--threads 2] [--seed 1] [--json]
+//                     [--max-length L] [--threads 2] [--seed 1] [--json]
 //
-// Warm-up: one run of the largest batch (max-batch sequences of max_position
-// tokens), then 100 random runs. RSS (VmRSS of /proc/self/status) is sampled
+// Lengths are uniform in [1, L] (L: --max-length, default the model's
+// max_position). Warm-up: one run of the largest batch (max-batch sequences
+// of L tokens), then 100 random runs. RSS (VmRSS of /proc/self/status) is sampled
 // after the warm-up and every runs/20 runs; the program prints the samples
 // and fails (exit 1) if the last or the largest sample exceeds the first by
 // more than 5%.
@@ -34,7 +35,7 @@ long rss_kib() {
 [[noreturn]] void usage(const char* why) {
   std::fprintf(stderr,
                "memory_flat: %s\nusage: memory_flat --model FILE.spnl [--runs N] [--max-batch B] "
-               "[--threads T] [--seed S] [--json]\n",
+               "[--max-length L] [--threads T] [--seed S] [--json]\n",
                why);
   std::exit(2);
 }
@@ -52,7 +53,7 @@ long parse_long(const char* flag, const char* v, long lo, long hi) {
 
 int main(int argc, char** argv) {
   std::string model_path;
-  long runs = 10000, max_batch = 8, threads = 2, seed = 1;
+  long runs = 10000, max_batch = 8, threads = 2, seed = 1, max_length = 0;
   bool json = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -65,6 +66,7 @@ int main(int argc, char** argv) {
     if (a == "--model") model_path = v;
     else if (a == "--runs") runs = parse_long("--runs", v, 100, 100000000);
     else if (a == "--max-batch") max_batch = parse_long("--max-batch", v, 1, 4096);
+    else if (a == "--max-length") max_length = parse_long("--max-length", v, 1, 1L << 20);
     else if (a == "--threads") threads = parse_long("--threads", v, 1, spinel::kMaxThreads);
     else if (a == "--seed") seed = parse_long("--seed", v, 0, 1L << 30);
     else usage(("unknown option " + a).c_str());
@@ -74,7 +76,9 @@ int main(int argc, char** argv) {
 
   try {
     const auto model = spinel::Model::load(model_path);
-    const int64_t vocab = model->config().vocab_size, max_len = model->config().max_position;
+    const int64_t vocab = model->config().vocab_size;
+    const int64_t max_len = max_length > 0 ? std::min<int64_t>(max_length, model->config().max_position)
+                                           : model->config().max_position;
     spinel::Session session(model, static_cast<int>(threads));
     std::mt19937 rng(static_cast<unsigned>(seed));
     std::uniform_int_distribution<int32_t> id(1000 < vocab ? 1000 : 0, static_cast<int32_t>(vocab - 1));
@@ -109,8 +113,9 @@ int main(int argc, char** argv) {
     const double growth_last = double(last - first) / first, growth_peak = double(peak - first) / first;
     const bool flat = growth_last <= 0.05 && growth_peak <= 0.05;
     if (json) {
-      std::printf("{\"model\":\"%s\",\"runs\":%ld,\"max_batch\":%ld,\"threads\":%ld,\"rss_kib\":[",
-                  model_path.c_str(), runs, max_batch, threads);
+      std::printf("{\"model\":\"%s\",\"runs\":%ld,\"max_batch\":%ld,\"max_length\":%lld,"
+                  "\"threads\":%ld,\"rss_kib\":[",
+                  model_path.c_str(), runs, max_batch, static_cast<long long>(max_len), threads);
       for (size_t i = 0; i < samples.size(); ++i) std::printf("%s%ld", i ? "," : "", samples[i]);
       std::printf("],\"growth_last\":%.4f,\"growth_peak\":%.4f,\"flat\":%s}\n", growth_last,
                   growth_peak, flat ? "true" : "false");

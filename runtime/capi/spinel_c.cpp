@@ -99,9 +99,9 @@ spinel_status_t spinel_session_run(spinel_session_t session, const int32_t* ids,
     const spinel::Model& model = session->session->model();
     const int64_t limit = model.config().max_position;
     for (int64_t i = 0; i < num_seqs; ++i) {
-      const int64_t len = seq_offsets[i + 1] - seq_offsets[i];
       if (seq_offsets[i + 1] < seq_offsets[i])
         spinel::fail("seq_offsets must not decrease (sequence ", i, ")");
+      const int64_t len = seq_offsets[i + 1] - seq_offsets[i];  // both >= 0: no overflow
       if (len > limit)
         spinel::fail("sequence ", i, " has ", len, " tokens; the model accepts at most ", limit);
     }

@@ -12,7 +12,20 @@
 #include <string>
 #include <vector>
 
+#include "runtime/error.h"
+#include "runtime/spnl.h"
+
 namespace spinel::testing {
+
+// The message Model::load throws for `path`, or "" when it loads.
+inline std::string load_error(const std::string& path) {
+  try {
+    Model::load(path);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
 
 using Bytes = std::vector<char>;
 

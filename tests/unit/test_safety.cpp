@@ -30,15 +30,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string load_error(const std::string& path) {
-  try {
-    Model::load(path);
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 std::string write_tiny(const std::string& dir, const TinySpec& spec = {}) {
   SpnlWriter w;
   fill_tiny_model(w, spec);

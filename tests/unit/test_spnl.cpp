@@ -15,24 +15,9 @@ using namespace spinel;
 
 namespace {
 
-std::vector<char> read_all(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
-}
-
-void write_all(const std::string& p, const std::vector<char>& b) {
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f.write(b.data(), static_cast<std::streamsize>(b.size()));
-}
-
-std::string load_error(const std::string& path) {
-  try {
-    Model::load(path);
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing::load_error;
+const auto& read_all = testing::read_file;
+const auto& write_all = testing::write_file;
 
 // Header field offsets (see runtime/spnl.cpp): magic 0, version 8, endian 12,
 // file size 16, section offsets from 24 (config, tokenizer, graph, tensors,
