@@ -47,6 +47,6 @@ echo "== fuzz targets, ${FUZZ_SECONDS}s each"
 echo "== ThreadSanitizer: one model shared by 8 threads x 1000 runs"
 "$ROOT/tools/build_sanitized.sh" tsan test_threads
 # One OpenMP thread: libgomp/libomp and TBB are not instrumented (see the test's header).
-OMP_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:ignore_noninstrumented_modules=1" \
+SPINEL_TEST_RUNS=1000 OMP_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:ignore_noninstrumented_modules=1" \
   "$ROOT/build-tsan/test_threads"
 echo "== all tests passed"
