@@ -328,7 +328,8 @@ std::optional<AttentionMatch> match_attention(GraphIndex& g, int softmax, std::m
     if (heads == 0) continue;
     if (a.heads != 0 && heads != a.heads) return miss<AttentionMatch>(why, at + "Q, K and V are split into different head counts");
     a.heads = heads;
-    if (h->head_dim > 0 && h->heads * h->head_dim != hidden && h->heads > 0)
+    // Divided, not multiplied: both come from a Reshape constant of the file.
+    if (h->head_dim > 0 && h->heads > 0 && (hidden % h->heads != 0 || hidden / h->heads != h->head_dim))
       return miss<AttentionMatch>(why, at + "heads " + std::to_string(h->heads) + " x head_dim " + std::to_string(h->head_dim) + " != hidden " + std::to_string(hidden));
   }
   if (a.heads == 0) {

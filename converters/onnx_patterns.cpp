@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <set>
@@ -357,11 +358,16 @@ std::optional<ShapeEval> eval_shape_at(const GraphIndex& g, const std::string& v
     r.nodes.insert(r.nodes.end(), b->nodes.begin(), b->nodes.end());
     std::optional<int64_t> v;
     if (a->dims[0] && b->dims[0]) {
+      // Constants of the file: an overflow leaves the value unknown.
       const int64_t x = *a->dims[0], y = *b->dims[0];
-      if (op == "Add") v = x + y;
-      else if (op == "Sub") v = x - y;
-      else if (op == "Mul") v = x * y;
-      else if (y != 0) v = x / y;
+      int64_t out = 0;
+      bool overflow = false;
+      if (op == "Add") overflow = __builtin_add_overflow(x, y, &out);
+      else if (op == "Sub") overflow = __builtin_sub_overflow(x, y, &out);
+      else if (op == "Mul") overflow = __builtin_mul_overflow(x, y, &out);
+      else if (y == 0 || (x == INT64_MIN && y == -1)) overflow = true;
+      else out = x / y;
+      if (!overflow) v = out;
     }
     r.dims = {v};
     return done(r);

@@ -450,7 +450,11 @@ TEST_CASE("linear: M from 1 to 300 through one cached operator, large K and N") 
       CHECK(op.N() == N);
       for (int threads : {1, 2})
         in_arena(threads, [&] {
+#ifdef SPINEL_SANITIZED
+          for (int64_t M : {1, 3, 129})
+#else
           for (int64_t M : {1, 2, 3, 17, 64, 129, 300})
+#endif
             check_linear(M, K, N, act, act == Activation::None ? Res::Separate : Res::InPlace,
                          true, threads, &op, &w, &b);
         });
@@ -468,7 +472,11 @@ TEST_CASE("linear: M from 1 to 300 through one cached operator, large K and N") 
 }
 
 TEST_CASE("linear: BERT shapes with all epilogues") {
+#ifdef SPINEL_SANITIZED
+  for (const auto& kn : {std::pair<int64_t, int64_t>{768, 3072}})
+#else
   for (const auto& kn : {std::pair<int64_t, int64_t>{768, 3072}, {3072, 768}})
+#endif
     for (Activation act : {Activation::None, Activation::GeluErf, Activation::GeluTanh})
       in_arena(2, [&] { check_linear(128, kn.first, kn.second, act, Res::Separate, true, 2); });
 }
