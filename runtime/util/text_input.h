@@ -9,8 +9,9 @@
 
 namespace spinel {
 
-// Lines of `data`: '\n' ends a line, a '\r' before it is dropped, a last
-// line without '\n' still counts, an empty `data` has no lines. Bytes are
+// Lines of `data`: '\n' ends a line, one '\r' at the end of a line is
+// dropped (also on a last line without '\n', which still counts), an empty
+// `data` has no lines. Bytes are
 // kept as they are (invalid UTF-8 is the tokenizer's to handle).
 std::vector<std::string> split_lines(std::string_view data);
 
