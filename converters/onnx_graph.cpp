@@ -1,5 +1,7 @@
 #include "converters/onnx_graph.h"
 
+#include <map>
+
 #include "runtime/error.h"
 
 namespace spinel {
@@ -16,6 +18,7 @@ GraphIndex::GraphIndex(const onnx::GraphProto& graph, const ConstantTable& const
   // every walk from a value to its producers ends (no cycles).
   for (int i = 0; i < graph.node_size(); ++i) {
     const onnx::NodeProto& n = graph.node(i);
+    check_arity(i);
     for (const std::string& in : n.input()) {
       if (in.empty()) continue;  // omitted optional input
       if (!producer_.count(in) && !inputs_.count(in) && !consts.contains(in))
@@ -30,6 +33,30 @@ GraphIndex::GraphIndex(const onnx::GraphProto& graph, const ConstantTable& const
       producer_[out] = i;
     }
   }
+}
+
+// The matchers read node inputs by position: a node of an op they know must
+// have the inputs and the output ONNX requires of it (a crafted file may not).
+void GraphIndex::check_arity(int i) const {
+  static const std::map<std::string, int> kMinInputs = {
+      {"Add", 2},       {"Sub", 2},        {"Mul", 2},       {"Div", 2},      {"Pow", 2},
+      {"MatMul", 2},    {"Gather", 2},     {"Reshape", 2},   {"Expand", 2},   {"Range", 3},
+      {"Slice", 3},     {"LayerNormalization", 2},            {"Cast", 1},     {"Concat", 1},
+      {"Erf", 1},       {"Identity", 1},   {"Neg", 1},       {"ReduceMean", 1}, {"Shape", 1},
+      {"Sigmoid", 1},   {"Softmax", 1},    {"Sqrt", 1},      {"Squeeze", 1},  {"Tanh", 1},
+      {"Transpose", 1}, {"Unsqueeze", 1}};
+  const onnx::NodeProto& n = node(i);
+  const bool std_domain = n.domain().empty() || n.domain() == "ai.onnx";
+  auto it = kMinInputs.find(n.op_type());
+  if (!std_domain || it == kMinInputs.end()) return;
+  if (n.input_size() < it->second)
+    fail("node ", describe(i), " has ", n.input_size(), " input(s); ", n.op_type(), " needs ",
+         it->second);
+  for (int k = 0; k < it->second; ++k)
+    if (n.input(k).empty())
+      fail("node ", describe(i), ": required input ", k, " is empty");
+  if (n.output_size() < 1 || n.output(0).empty())
+    fail("node ", describe(i), " has no output");
 }
 
 std::string GraphIndex::describe(int i) const {

@@ -67,6 +67,7 @@ class GraphIndex {
   std::vector<int> finish_coverage();
 
  private:
+  void check_arity(int i) const;
   const onnx::GraphProto& graph_;
   const ConstantTable& consts_;
   std::unordered_map<std::string, int> producer_;

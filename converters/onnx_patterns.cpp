@@ -284,12 +284,24 @@ std::optional<ShapeEval> eval_shape(const GraphIndex& g, const std::string& valu
 }
 
 namespace {
+// A shape constant of the file as an integer; false when it is not one
+// (NaN, a fraction is truncated as ONNX's int casts do, out of int64 range).
+bool shape_int(double v, int64_t* out) {
+  if (!(v >= -9.2e18 && v <= 9.2e18)) return false;
+  *out = static_cast<int64_t>(v);
+  return true;
+}
+
 std::optional<ShapeEval> eval_shape_at(const GraphIndex& g, const std::string& value, std::string& why, int depth) {
   // Real shape computations are a handful of nodes deep; this bounds the recursion.
   if (depth > 64) return miss<ShapeEval>(why, "shape computation of '" + value + "' is too deep");
   ShapeEval r;
   if (g.is_const(value)) {
-    for (double v : g.consts().value(value).values) r.dims.push_back(static_cast<int64_t>(v));
+    for (double v : g.consts().value(value).values) {
+      int64_t d = 0;
+      if (!shape_int(v, &d)) return miss<ShapeEval>(why, "shape constant '" + value + "' holds " + std::to_string(v));
+      r.dims.push_back(d);
+    }
     return r;
   }
   const int p = g.producer(value);
@@ -316,7 +328,8 @@ std::optional<ShapeEval> eval_shape_at(const GraphIndex& g, const std::string& v
       return miss<ShapeEval>(why, g.describe(p) + ": index is not a constant");
     r.nodes = data->nodes;
     for (double v : g.consts().value(n.input(1)).values) {
-      int64_t i = static_cast<int64_t>(v);
+      int64_t i = 0;
+      if (!shape_int(v, &i)) return miss<ShapeEval>(why, g.describe(p) + ": index " + std::to_string(v) + " is not an integer");
       const int64_t len = static_cast<int64_t>(data->dims.size());
       if (data->known_length && i < 0) i += len;
       if (data->known_length && (i < 0 || i >= len))
