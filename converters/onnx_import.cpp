@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "converters/bert_match.h"
+#include "converters/diagnose.h"
 #include "converters/onnx_graph.h"
 #include "converters/onnx_tensors.h"
 #include "runtime/error.h"
@@ -72,19 +73,6 @@ std::string mask_form(const std::optional<MaskMatch>& mask) {
   std::ostringstream os;
   os << mask->fill;
   return os.str();
-}
-
-// Everything the matcher could not explain, with the reasons it gave.
-[[noreturn]] void reject(const GraphIndex& g, const std::vector<int>& uncovered,
-                         const std::vector<std::string>& problems) {
-  std::ostringstream os;
-  os << "the graph is not a supported BERT encoder";
-  if (!uncovered.empty()) {
-    os << "; unsupported nodes (" << uncovered.size() << "): ";
-    for (size_t i = 0; i < uncovered.size(); ++i) os << (i ? ", " : "") << g.describe(uncovered[i]);
-  }
-  for (const std::string& p : problems) os << "\n  - " << p;
-  throw Error(os.str());
 }
 
 void build_ir(const GraphIndex& g, const BertMatch& b, IrBuilder& ir, SpnlWriter& out) {
@@ -217,7 +205,7 @@ ImportReport import_onnx_bert(const std::string& onnx_path, SpnlWriter& out) {
     const BertMatch b = match_bert(g);
     const std::vector<int> uncovered = g.finish_coverage();
     if (!uncovered.empty() || !b.problems.empty() || !b.emb || b.layers.empty())
-      reject(g, uncovered, b.problems);
+      reject_graph(g, uncovered, b.problems, onnx_path);
 
     IrBuilder ir(consts, out);
     build_ir(g, b, ir, out);

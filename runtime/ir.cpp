@@ -41,8 +41,23 @@ const char* op_kind_name(OpKind k) {
     case OpKind::Linear: return "Linear";
     case OpKind::Attention: return "Attention";
     case OpKind::LayerNorm: return "LayerNorm";
+    case OpKind::Pool: return "Pool";
   }
   return "?";
+}
+
+const char* pool_kind_name(PoolKind p) {
+  switch (p) {
+    case PoolKind::Cls: return "cls";
+    case PoolKind::Mean: return "mean";
+  }
+  return "?";
+}
+
+int Graph::find_output(const std::string& name) const {
+  for (size_t i = 0; i < outputs.size(); ++i)
+    if (outputs[i].name == name) return static_cast<int>(i);
+  return -1;
 }
 
 const char* activation_name(Activation a) {
@@ -50,6 +65,7 @@ const char* activation_name(Activation a) {
     case Activation::None: return "none";
     case Activation::GeluErf: return "gelu_erf";
     case Activation::GeluTanh: return "gelu_tanh";
+    case Activation::Tanh: return "tanh";
   }
   return "?";
 }
@@ -143,9 +159,12 @@ void validate_config(const ModelConfig& cfg) {
 void validate_graph(const Graph& g, const std::vector<TensorInfo>& tensors, const ModelConfig& cfg) {
   validate_config(cfg);
   if (g.ops.empty()) fail("graph has no ops");
-  for (const Value& v : g.values)
+  for (const Value& v : g.values) {
     if (v.width <= 0 || v.width > (int64_t{1} << 24))
       fail("graph value '", v.name, "' has width ", v.width, ", outside [1, 2^24]");
+    if (v.rows != Rows::Tokens && v.rows != Rows::Sequences)
+      fail("graph value '", v.name, "' has unknown row kind ", static_cast<uint32_t>(v.rows));
+  }
 
   std::vector<bool> defined(g.values.size(), false);
   Checker c{g, tensors};
@@ -162,6 +181,18 @@ void validate_graph(const Graph& g, const std::vector<TensorInfo>& tensors, cons
       if (id != -1) c.bad(std::string(op_kind_name(op.kind)) + " takes no " + role + ", got value " +
                           std::to_string(id));
     };
+    // Rows of the output follow the op: token rows, except after a Pool.
+    auto rows_are = [&](const Value& v, Rows want, const char* role) {
+      if (v.rows != want)
+        c.bad(std::string(role) + " '" + v.name + "' has " +
+              (v.rows == Rows::Tokens ? "token" : "sequence") + " rows, expected " +
+              (want == Rows::Tokens ? "token" : "sequence") + " rows");
+    };
+    if (static_cast<uint32_t>(op.act) > static_cast<uint32_t>(Activation::Tanh))
+      c.bad("unknown activation " + std::to_string(static_cast<uint32_t>(op.act)));
+    if (op.act != Activation::None && op.kind != OpKind::Linear) c.bad("only a Linear has an activation");
+    if (!(op.block_sparsity == -1.f || (op.block_sparsity >= 0.f && op.block_sparsity <= 1.f)))
+      c.bad("block sparsity " + std::to_string(op.block_sparsity) + " is outside [0, 1]");
     const int used_slots = op.kind == OpKind::Embedding ? 5 : op.kind == OpKind::Linear ? 3
                            : op.kind == OpKind::LayerNorm ? 2 : 0;
     for (int k = used_slots; k < slot::kCount; ++k)
@@ -191,6 +222,7 @@ void validate_graph(const Graph& g, const std::vector<TensorInfo>& tensors, cons
         c.shape_is(c.weight(op, slot::kEmbGamma, "gamma", true), {H}, "gamma");
         c.shape_is(c.weight(op, slot::kEmbBeta, "beta", true), {H}, "beta");
         if (out.width != H) c.bad("output width differs from the embedding width");
+        rows_are(out, Rows::Tokens, "output");
         if (!finite_in(op.eps, 0.f, 1.f)) c.bad("eps must be a finite number in (0, 1]");
         break;
       }
@@ -213,8 +245,12 @@ void validate_graph(const Graph& g, const std::vector<TensorInfo>& tensors, cons
           c.bad("block-sparse weights need K and N multiples of 4, got " + std::to_string(x.width) +
                 "x" + std::to_string(out.width));
         c.shape_is(c.weight(op, slot::kBias, "bias", false), {out.width}, "bias");
-        if (op.in1 != -1 && use(op.in1, "residual").width != out.width)
-          c.bad("residual width differs from the output width");
+        if (op.in1 != -1) {
+          const Value& r = use(op.in1, "residual");
+          if (r.width != out.width) c.bad("residual width differs from the output width");
+          rows_are(r, x.rows, "residual");
+        }
+        rows_are(out, x.rows, "output");
         break;
       }
       case OpKind::Attention: {
@@ -225,6 +261,8 @@ void validate_graph(const Graph& g, const std::vector<TensorInfo>& tensors, cons
                 std::to_string(op.num_heads));
         if (qkv.width != 3 * out.width) c.bad("qkv width must be 3x the output width");
         if (!finite_in(op.scale, 0.f, 1e6f)) c.bad("scale must be a finite number in (0, 1e6]");
+        rows_are(qkv, Rows::Tokens, "qkv");
+        rows_are(out, Rows::Tokens, "output");
         break;
       }
       case OpKind::LayerNorm: {
@@ -235,6 +273,18 @@ void validate_graph(const Graph& g, const std::vector<TensorInfo>& tensors, cons
         c.shape_is(c.weight(op, slot::kGamma, "gamma", true), {x.width}, "gamma");
         c.shape_is(c.weight(op, slot::kBeta, "beta", true), {x.width}, "beta");
         if (!finite_in(op.eps, 0.f, 1.f)) c.bad("eps must be a finite number in (0, 1]");
+        if (op.in1 != -1) rows_are(g.values[op.in1], x.rows, "residual");
+        rows_are(out, x.rows, "output");
+        break;
+      }
+      case OpKind::Pool: {
+        const Value& x = use(op.in0, "input");
+        unused(op.in1, "second input");
+        if (op.pool != PoolKind::Cls && op.pool != PoolKind::Mean)
+          c.bad("unknown pooling " + std::to_string(static_cast<uint32_t>(op.pool)));
+        rows_are(x, Rows::Tokens, "input");
+        rows_are(out, Rows::Sequences, "output");
+        if (out.width != x.width) c.bad("output width differs from the input width");
         break;
       }
       default:
@@ -247,6 +297,22 @@ void validate_graph(const Graph& g, const std::vector<TensorInfo>& tensors, cons
   if (g.values[g.output].width != cfg.hidden_size)
     fail("graph output width ", g.values[g.output].width, " differs from hidden_size ",
          cfg.hidden_size);
+  if (g.values[g.output].rows != Rows::Tokens) fail("last_hidden_state must have token rows");
+  for (size_t i = 0; i < g.outputs.size(); ++i) {
+    const GraphOutput& o = g.outputs[i];
+    if (o.name.empty() || o.name == "last_hidden_state" || o.name == "cls" || o.name == "mean" ||
+        o.name == "none")
+      fail("graph output #", i, " has the reserved name '", o.name, "'");
+    if (g.find_output(o.name) != static_cast<int>(i)) fail("graph output '", o.name, "' appears twice");
+    if (o.value < 0 || static_cast<size_t>(o.value) >= g.values.size() || !defined[o.value])
+      fail("graph output '", o.name, "' refers to value ", o.value, " which no op computes");
+    if (g.values[o.value].rows != Rows::Sequences)
+      fail("graph output '", o.name, "' must have one row per sequence");
+  }
+  if (cfg.default_pool != "cls" && cfg.default_pool != "mean" && cfg.default_pool != "none" &&
+      g.find_output(cfg.default_pool) < 0)
+    fail("config: default pooling '", cfg.default_pool,
+         "' is neither cls, mean, none nor a per-sequence graph output");
 }
 
 }  // namespace spinel

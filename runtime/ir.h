@@ -1,7 +1,12 @@
 // spinel's intermediate representation: a handful of fused transformer ops
-// over packed token matrices. Every value is a row-major float matrix
-// [total_tokens, width]; sequences are packed back to back without padding and
-// attention works per sequence, so masks do not exist here.
+// over packed token matrices. Every value is a row-major float matrix, either
+// [total_tokens, width] (sequences packed back to back without padding;
+// attention works per sequence, so masks do not exist here) or, after a Pool
+// op, [num_sequences, width] (heads such as BERT's pooler).
+//
+// An op is defined once, here: a kind, its inputs/outputs, weight slots and
+// typed attributes. Backends (kernels/backend.h) implement each kind; the
+// .spnl file stores the attributes as tagged records (runtime/spnl.cpp).
 #pragma once
 
 #include <array>
@@ -26,10 +31,11 @@ struct TensorInfo {
   int64_t numel() const;
 };
 
-enum class OpKind : uint32_t { Embedding = 1, Linear = 2, Attention = 3, LayerNorm = 4 };
+enum class OpKind : uint32_t { Embedding = 1, Linear = 2, Attention = 3, LayerNorm = 4, Pool = 5 };
+constexpr uint32_t kNumOpKinds = 6;  // codes are 1 .. kNumOpKinds - 1
 const char* op_kind_name(OpKind k);
 
-enum class Activation : uint32_t { None = 0, GeluErf = 1, GeluTanh = 2 };
+enum class Activation : uint32_t { None = 0, GeluErf = 1, GeluTanh = 2, Tanh = 3 };
 const char* activation_name(Activation a);
 
 // How a Linear computes. S8: weights s8 [K,N] symmetric per output channel
@@ -37,6 +43,10 @@ const char* activation_name(Activation a);
 // time; S8Sparse runs the 4x1 block-sparse kernel, S8Dense oneDNN's u8s8.
 enum class Precision : uint32_t { F32 = 0, S8Dense = 1, S8Sparse = 2 };
 const char* precision_name(Precision p);
+
+// Pool: one row per sequence from its token rows.
+enum class PoolKind : uint32_t { Cls = 0, Mean = 1 };
+const char* pool_kind_name(PoolKind p);
 
 // Weight slots, by op kind. Unused slots hold -1.
 namespace slot {
@@ -58,6 +68,7 @@ struct Op {
   // LayerNorm: in0 = x, in1 = residual added before normalising (or -1).
   // Attention: in0 = fused qkv [T, 3*H] laid out Q | K | V, heads major.
   // Embedding: no inputs (reads token ids, positions and token types).
+  // Pool: in0 = token rows; out has one row per sequence.
   int32_t in0 = -1, in1 = -1;
   int32_t out = -1;
   std::array<int32_t, slot::kCount> w{-1, -1, -1, -1, -1};
@@ -70,11 +81,19 @@ struct Op {
   int32_t num_heads = 0;  // Attention
   float eps = 0.f;        // LayerNorm, Embedding
   float scale = 0.f;      // Attention: multiplier of Q.K^T (1/sqrt(head_dim))
+  PoolKind pool = PoolKind::Cls;  // Pool
+  // S8 Linear: fraction of all-zero 4x1 blocks of the stored weight, measured
+  // at convert time (-1: not recorded); the kernel choice reads it.
+  float block_sparsity = -1.f;
 };
+
+// What a value's rows are.
+enum class Rows : uint32_t { Tokens = 0, Sequences = 1 };
 
 struct Value {
   std::string name;
   int64_t width = 0;
+  Rows rows = Rows::Tokens;
 };
 
 struct ModelConfig {
@@ -89,12 +108,27 @@ struct ModelConfig {
   float layer_norm_eps = 1e-12f;
   Activation hidden_act = Activation::GeluErf;
   std::string source;  // free text: producer, opset
+  // The embedding a user gets without asking: "cls", "mean" or the name of a
+  // per-sequence graph output (e.g. "pooler_output"); normalize = L2 after it.
+  std::string default_pool = "cls";
+  bool normalize = false;
+};
+
+// A named model output (ONNX output names: last_hidden_state, pooler_output).
+struct GraphOutput {
+  std::string name;
+  int32_t value = -1;
 };
 
 struct Graph {
   std::vector<Value> values;
   std::vector<Op> ops;
   int32_t output = -1;  // value holding last_hidden_state
+  // Further outputs besides last_hidden_state (per-sequence heads such as
+  // pooler_output); names are unique and not "last_hidden_state".
+  std::vector<GraphOutput> outputs;
+  // Index of the output named `name` in `outputs`, or -1.
+  int find_output(const std::string& name) const;
 };
 
 // Checks every size field and number (finite, in range); throws spinel::Error.
