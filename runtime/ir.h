@@ -110,7 +110,7 @@ struct ModelConfig {
   std::string source;  // free text: producer, opset
   // The embedding a user gets without asking: "cls", "mean" or the name of a
   // per-sequence graph output (e.g. "pooler_output"); normalize = L2 after it.
-  std::string default_pool = "cls";
+  std::string default_pool = "mean";
   bool normalize = false;
 };
 
