@@ -6,6 +6,7 @@
 #include <string>
 
 #include "runtime/session.h"
+#include "tests/unit/reference_run.h"
 #include "spinel/spinel.h"
 #include "tests/unit/tiny_model.h"
 
@@ -31,7 +32,7 @@ TEST_CASE("C API runs a batch and reports errors") {
   REQUIRE(spinel_session_run(s, ids, nullptr, offsets, 2, out.data(), out.size()) == SPINEL_OK);
 
   auto model = spinel::Model::load(path);
-  const auto ref = spinel::run_reference(*model, {{{2, 10, 11, 3}, {}}, {{2, 12, 3}, {}}});
+  const auto ref = spinel::reference_run(model, {{{2, 10, 11, 3}, {}}, {{2, 12, 3}, {}}});
   for (size_t i = 0; i < ref.size(); ++i) CHECK(out[i] == doctest::Approx(ref[i]).epsilon(1e-4));
 
   CHECK(spinel_session_run(s, ids, nullptr, offsets, 2, out.data(), 10) == SPINEL_INVALID_ARGUMENT);

@@ -25,6 +25,7 @@
 #include <tbb/task_arena.h>
 
 #include "kernels/cpu/f32_isa.h"
+#include "kernels/reference/reference.h"
 #include "kernels/cpu/ops.h"
 
 namespace k = spinel::kernels;

@@ -9,6 +9,7 @@
 #include "kernels/cpu/isa.h"
 #include "runtime/error.h"
 #include "runtime/session.h"
+#include "tests/unit/reference_run.h"
 #include "tests/unit/tiny_model.h"
 
 using namespace spinel;
@@ -99,8 +100,8 @@ TEST_CASE("int8 conversion: weights per channel, sparse where pruned, close to f
     auto q = Model::load(dir + "/int8.spnl");
     for (size_t i : pruned_ops) CHECK(q->graph().ops[i].precision == Precision::S8Sparse);
     const auto batch = batch_for(q->config().vocab_size);
-    const auto ref_q = run_reference(*q, batch);
-    const auto ref_f = run_reference(*f32, batch);
+    const auto ref_q = reference_run(q, batch);
+    const auto ref_f = reference_run(f32, batch);
     const int64_t H = q->config().hidden_size;
 
     for (kernels::Isa isa : {kernels::Isa::Avx512Vnni, kernels::Isa::Avx2Vnni, kernels::Isa::Avx2,
@@ -179,8 +180,8 @@ TEST_CASE("static calibration: one scale per layer from the observed input range
   w.write(dir + "/static.spnl");
   auto f32 = Model::load(dir + "/f32.spnl");
   auto q = Model::load(dir + "/static.spnl");
-  const auto ref_q = run_reference(*q, samples);
-  const auto ref_f = run_reference(*f32, samples);
+  const auto ref_q = reference_run(q, samples);
+  const auto ref_f = reference_run(f32, samples);
   Session s(q, 2);
   const HiddenStates h = s.run(samples);
   const int64_t H = q->config().hidden_size;

@@ -16,6 +16,7 @@
 #include <random>
 
 #include "kernels/cpu/isa.h"
+#include "kernels/reference/reference.h"
 #include "kernels/cpu/qgemm.h"
 #include "runtime/error.h"
 #include "runtime/session.h"

@@ -7,6 +7,7 @@
 
 #include "runtime/error.h"
 #include "runtime/session.h"
+#include "tests/unit/reference_run.h"
 #include "tests/unit/tiny_model.h"
 
 using namespace spinel;
@@ -55,7 +56,7 @@ TEST_CASE("session matches the reference path on packed mixed-length batches") {
     spec.act = act;
     auto m = make_model(spec, "session");
     const auto batch = random_batch(*m, {1, 7, 80, 33, 2, 64}, 3);
-    const auto ref = run_reference(*m, batch);
+    const auto ref = reference_run(m, batch);
     for (int threads : {1, 2}) {
       Session s(m, threads);
       const HiddenStates h = s.run(batch);
@@ -86,7 +87,7 @@ TEST_CASE("the arena grows to the largest batch and is reused") {
   const auto small = random_batch(*m, {3}, 6);
   s.run(big);
   const size_t bytes = s.arena_bytes();
-  const auto ref = run_reference(*m, small);
+  const auto ref = reference_run(m, small);
   const HiddenStates h = s.run(small);
   CHECK(s.arena_bytes() == bytes);
   CHECK(max_abs_diff(h.data, ref.data(), ref.size()) < 1e-4);

@@ -22,6 +22,7 @@
 #include <tbb/task_arena.h>
 
 #include "kernels/cpu/isa.h"
+#include "kernels/reference/reference.h"
 #include "kernels/cpu/qgemm.h"
 
 namespace sk = spinel::kernels;
