@@ -58,6 +58,7 @@ std::vector<LinearQuantReport> quantize_linears_int8(SpnlWriter& w, const QuantO
     op.w[slot::kWeightScale] =
         w.add_tensor(t.name + ".scale", DType::F32, {N}, scale.data(), scale.size() * sizeof(float));
     op.precision = r.precision;
+    op.block_sparsity = blockable ? static_cast<float>(r.block_sparsity) : -1.f;
     reports.push_back(r);
   }
   return reports;

@@ -6,14 +6,14 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/select.h"
 #include "runtime/spnl.h"
 
 namespace spinel {
 
-// Block sparsity at which the sparse kernel overtakes oneDNN dense u8s8 on
-// this machine class (M = 128 tokens, 1 and 2 threads; bench/RESULTS.md,
-// "Sparse vs dense crossover").
-constexpr double kDefaultSparseThreshold = 0.4;
+// Block sparsity at which the sparse kernel overtakes oneDNN dense u8s8: the
+// crossover table of the kernel choice (kernels/cpu/select.h).
+constexpr double kDefaultSparseThreshold = kernels::kCrossoverVnni.min_sparsity;
 
 struct QuantOptions {
   bool sparse_auto = true;                      // false: every Linear dense INT8

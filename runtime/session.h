@@ -1,12 +1,16 @@
-// A session runs a loaded model on packed variable-length batches. The model
-// (weights mapped from the .spnl) is shared read-only; the session owns its
-// kernels' state, a memory arena reused across runs and a thread budget that
-// both our TBB kernels and oneDNN honour.
+// A session runs a loaded model on packed variable-length batches, on one
+// backend (kernels/backend.h). The model (weights mapped from the .spnl) and
+// its prepared state for that backend (packed weights, kernel choices:
+// runtime/prepared.h) are shared read-only by every session; a session owns
+// only its activation arena, its scratch and its thread budget, which both
+// our TBB kernels and oneDNN honour. One session runs one batch at a time;
+// use one session per thread.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "runtime/spnl.h"
@@ -31,10 +35,31 @@ struct HiddenStates {
 
 constexpr int kMaxThreads = 1024;
 
+struct SessionOptions {
+  // 0 uses every hardware thread; outside [0, kMaxThreads] is an error.
+  int threads = 0;
+  // "cpu" (default) or "reference" (plain loops, one thread: what tests
+  // compare against); backend_names() lists what this build has.
+  std::string backend = "cpu";
+};
+
+// A per-sequence output of the last run (pooler_output, ...): rows =
+// sequences of the batch.
+struct OutputView {
+  std::string name;
+  int64_t rows = 0, width = 0;
+  const float* data = nullptr;  // owned by the session, valid until its next run
+  const float* row(int64_t i) const { return data + i * width; }
+};
+
+class PreparedModel;
+class Backend;
+class Executor;
+
 class Session {
  public:
-  // threads = 0 uses every hardware thread; outside [0, kMaxThreads] is an error.
-  Session(std::shared_ptr<const Model> model, int threads = 0);
+  explicit Session(std::shared_ptr<const Model> model, const SessionOptions& opts = {});
+  Session(std::shared_ptr<const Model> model, int threads);
   ~Session();
 
   // Checks every id against the vocabulary and every length against the
@@ -48,22 +73,25 @@ class Session {
       std::function<void(size_t op_index, const float* x, int64_t rows, int64_t cols)>;
   void set_linear_observer(LinearObserver f);
 
+  // A per-sequence graph output of the last run, by name (see
+  // Model::graph().outputs); throws spinel::Error naming the known outputs.
+  OutputView output(const std::string& name) const;
+
   int threads() const { return threads_; }
   const Model& model() const { return *model_; }
-  // Bytes of activation memory currently held by the arena.
+  const Backend& backend() const;
+  const PreparedModel& prepared() const { return *prepared_; }
+  // Bytes of activation memory currently held by the arena and scratch.
   size_t arena_bytes() const;
 
-  struct Impl;  // opaque: kernels, memory plan, arena
+  struct Impl;  // opaque: memory plan, arena, workspace
 
  private:
   std::shared_ptr<const Model> model_;
+  std::shared_ptr<const PreparedModel> prepared_;
   int threads_;
   std::unique_ptr<Impl> impl_;
 };
-
-// The same computation through the plain reference kernels, single-threaded;
-// returns [total_tokens, hidden] row-major. For tests.
-std::vector<float> run_reference(const Model& model, const std::vector<Sequence>& batch);
 
 // Throws spinel::Error if any token id, token type or length is out of range.
 void check_batch(const Model& model, const std::vector<Sequence>& batch);
@@ -72,5 +100,14 @@ enum class Pooling { Cls, Mean, None };
 // One vector per sequence: the [CLS] row, or the mean of its rows.
 std::vector<std::vector<float>> pool(const HiddenStates& h, Pooling how);
 void l2_normalize(std::vector<float>& v);
+
+// The sentence vectors of the last run of `s` for a pooling name: "cls",
+// "mean", a per-sequence graph output ("pooler_output"; "pooler" is its
+// alias), optionally L2-normalized. Throws spinel::Error for other names,
+// listing what the model offers ("none" is not a pooling).
+std::vector<std::vector<float>> pooled(const Session& s, const HiddenStates& h,
+                                       const std::string& how, bool normalize);
+// The names `pooled` accepts for this model, for messages and --help.
+std::vector<std::string> pooling_names(const Model& m);
 
 }  // namespace spinel

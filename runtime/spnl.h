@@ -12,6 +12,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -19,6 +21,9 @@
 #include "runtime/tokenizer/wordpiece.h"
 
 namespace spinel {
+
+class Backend;
+class PreparedModel;
 
 constexpr char kSpnlMagic[8] = {'S', 'P', 'I', 'N', 'E', 'L', '\x1a', '\n'};
 // 2: XXH3-64 checksums of the metadata (header) and of every weight blob
@@ -91,6 +96,12 @@ class Model {
   uint32_t format_version() const { return version_; }
 
  private:
+  // Per-backend state made from this model once and shared by its sessions
+  // (runtime/prepared.cpp), keyed by backend name and variant.
+  friend std::shared_ptr<const PreparedModel> prepared_model(const Model& m, const Backend& b);
+  mutable std::mutex prepared_mu_;
+  mutable std::vector<std::pair<std::string, std::shared_ptr<const void>>> prepared_;
+
   Model() = default;
   void parse(const LoadOptions& opts);
   std::string path_;

@@ -29,6 +29,7 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "kernels/cpu/dnnl_engine.h"
 #include "kernels/cpu/ops.h"
 
 namespace spinel::kernels {
@@ -38,19 +39,8 @@ using dnnl::memory;
 using tag = memory::format_tag;
 using dt = memory::data_type;
 
-// Never destroyed: thread-local streams of pool threads that exit after
-// static destructors have run still refer to it.
-dnnl::engine& cpu_engine() {
-  static auto* e = new dnnl::engine(dnnl::engine::kind::cpu, 0);
-  return *e;
-}
-
-// One stream per thread: streams are cheap but not free to create, and a CPU
-// stream executes synchronously on the calling thread anyway.
-dnnl::stream& thread_stream() {
-  thread_local dnnl::stream s(cpu_engine());
-  return s;
-}
+dnnl::engine& cpu_engine() { return dnnl_engine(); }
+dnnl::stream& thread_stream() { return dnnl_stream(); }
 
 struct AlignedFree {
   void operator()(void* p) const { std::free(p); }
@@ -82,8 +72,11 @@ void* thread_scratchpad(size_t bytes) {
 enum class ResidualMode : int { None = 0, Binary = 1, InPlace = 2 };
 
 dnnl::algorithm eltwise_algorithm(Activation act) {
-  return act == Activation::GeluTanh ? dnnl::algorithm::eltwise_gelu_tanh
-                                     : dnnl::algorithm::eltwise_gelu_erf;
+  switch (act) {
+    case Activation::GeluTanh: return dnnl::algorithm::eltwise_gelu_tanh;
+    case Activation::Tanh: return dnnl::algorithm::eltwise_tanh;
+    default: return dnnl::algorithm::eltwise_gelu_erf;
+  }
 }
 
 constexpr size_t kMaxFixedPrimitives = 32;

@@ -32,6 +32,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include "kernels/cpu/f32_isa.h"
+#include "kernels/cpu/dnnl_engine.h"
 #include "kernels/cpu/qgemm.h"
 
 namespace spinel::kernels {
@@ -51,15 +52,8 @@ using dnnl::memory;
 using tag = memory::format_tag;
 using dt = memory::data_type;
 
-dnnl::engine& engine() {
-  static auto* e = new dnnl::engine(dnnl::engine::kind::cpu, 0);  // never destroyed
-  return *e;
-}
-
-dnnl::stream& stream() {
-  thread_local dnnl::stream s(engine());
-  return s;
-}
+dnnl::engine& engine() { return dnnl_engine(); }
+dnnl::stream& stream() { return dnnl_stream(); }
 
 struct FreeDeleter {
   void operator()(void* p) const { std::free(p); }

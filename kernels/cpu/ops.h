@@ -57,19 +57,5 @@ class DenseLinearF32 {
   int64_t K_, N_;
 };
 
-// Plain loops, the definition each optimized kernel is tested against.
-namespace ref {
-void embedding_f32(const int32_t* ids, const int32_t* type_ids, const int32_t* positions,
-                   int64_t tokens, int64_t hidden, const float* word, const float* pos,
-                   const float* type, const float* gamma, const float* beta, float eps, float* out);
-void layernorm_f32(const float* x, const float* residual, const float* gamma, const float* beta,
-                   float eps, int64_t rows, int64_t cols, float* y);
-void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seqs,
-                   int64_t num_heads, int64_t head_dim, float scale, float* out);
-void linear_f32(const float* x, const float* weight, const float* bias, int64_t M, int64_t K,
-                int64_t N, Activation act, const float* residual, float* y);
-float gelu_erf(float x);
-float gelu_tanh(float x);
-}  // namespace ref
 
 }  // namespace spinel::kernels

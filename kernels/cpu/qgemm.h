@@ -1,16 +1,7 @@
 // INT8 Linear kernels of the CPU backend: block-sparse u8 x s8 SpMM (4x1
 // blocks) and dense u8 x s8 through oneDNN, with one fused epilogue.
 //
-// Quantization (the contract every path implements):
-//   weights  W [K, N] s8, symmetric per output channel: W_real[k][n] ~ scale_w[n] * W[k][n]
-//   input    x [M, K] u8, asymmetric per token row m:  x_real[m][k] ~ s[m] * (x[m][k] - zp[m])
-//   acc[m][n]  = sum_k x[m][k] * W[k][n]                              (int32, exact)
-//   corr[m][n] = acc[m][n] - zp[m] * wsum[n],  wsum[n] = sum_k W[k][n] (int32, exact)
-//   y[m][n]    = fma(float(corr), s[m] * scale_w[n], bias[n] or 0)     (one rounding)
-//   then, in this order and each optional: y = gelu_erf(y); y += residual[m][n];
-//   and requantize: q = clamp(nearbyint(y * (1 / out_scale)) + out_zp, 0, 255) (u8 out).
-// Without GELU every path gives bit-identical floats; with GELU they differ
-// by the vectorized erf's rounding (~1e-7 relative).
+// The quantization contract every path implements is in kernels/int8.h.
 //
 // Threads: the parallel entry points use TBB and run inside the caller's
 // tbb::task_arena (no threads of their own); the oneDNN path uses the calling
@@ -23,6 +14,7 @@
 #include <vector>
 
 #include "kernels/cpu/isa.h"
+#include "kernels/int8.h"
 
 namespace spinel::kernels {
 
@@ -44,17 +36,6 @@ void quantize_rows_u8(const float* x, int64_t M, int64_t K, uint8_t* xq, float* 
 // over rows (TBB).
 void quantize_rows_u8_static(const float* x, int64_t M, int64_t K, float scale, int32_t zp,
                              uint8_t* xq, float* x_scale, int32_t* x_zp);
-
-// ---------------------------------------------------------------------------
-// Fused epilogue options (see the contract above).
-struct QEpilogue {
-  bool gelu = false;                 // exact (erf) GELU
-  const float* residual = nullptr;   // [M, N] f32 added after GELU; may alias a f32 y
-  int64_t ld_residual = 0;           // row stride of residual (0: N)
-  bool requantize = false;           // y is u8 [M, ldy], else f32 [M, ldy]
-  float out_scale = 1.f;             // static scale of the u8 output
-  int32_t out_zp = 0;                // static zero point of the u8 output (0..255)
-};
 
 // ---------------------------------------------------------------------------
 // Block-sparse weights, 4x1 blocks (4 consecutive output channels x 1 input
@@ -115,18 +96,8 @@ void spmm_u8s8(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx
 void spmm_u8s8_acc(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
                    int32_t* acc, int64_t ldacc);
 
-// Where oneDNN's dense u8s8 matmul runs on AMX, it beats the block-sparse
-// kernel up to about this 4x1 block sparsity (measured at M = 128 on 2
-// threads: 60-80% by shape, bench/RESULTS.md), against 40-60% on AVX-512 VNNI
-// alone, the crossover behind convert's default --sparse-threshold.
-constexpr double kSparseMinSparsityAmx = 0.7;
+// Which layers run on this kernel: kernels/cpu/select.h.
 
-// True when a layer stored block-sparse (s8 W [K, N]) should run on the
-// dense u8s8 kernel on this CPU instead: AMX-INT8 usable, no ISA cap below
-// AVX-512 VNNI (a cap asks for that ISA's sparse kernel), and 4x1 block
-// sparsity below kSparseMinSparsityAmx (scanned only when the rest holds).
-// Sessions and `spinel inspect` both ask this.
-bool prefer_dense_u8s8(const int8_t* W, int64_t K, int64_t N);
 
 // Name of the micro-kernel spmm_u8s8 uses at the active ISA, e.g.
 // "spmm_u8s8_4x1_64x4_avx512vnni" (tokens x output channels per tile).
@@ -157,22 +128,6 @@ class DenseLinearU8S8 {
   std::unique_ptr<Impl> impl_;
   int64_t K_, N_;
 };
-
-// ---------------------------------------------------------------------------
-// Plain-loop references: the definitions the kernels are tested against.
-namespace ref {
-void quantize_rows_u8(const float* x, int64_t M, int64_t K, uint8_t* xq, float* scale,
-                      int32_t* zp);
-void quantize_rows_u8_static(const float* x, int64_t M, int64_t K, float scale, int32_t zp,
-                             uint8_t* xq, float* x_scale, int32_t* x_zp);
-// acc [M, N] = x [M, K] (stride ldx) * W [K, N] (dense s8), int32.
-void gemm_u8s8_acc(const uint8_t* x, int64_t M, int64_t K, int64_t ldx, const int8_t* W,
-                   int64_t N, int32_t* acc);
-// The whole contract on dense W.
-void linear_u8s8(const uint8_t* x, int64_t M, int64_t K, int64_t ldx, const float* x_scale,
-                 const int32_t* x_zp, const int8_t* W, int64_t N, const float* scale_w,
-                 const float* bias, const QEpilogue& ep, void* y, int64_t ldy);
-}  // namespace ref
 
 // ---------------------------------------------------------------------------
 // Internals shared by the per-ISA kernel files (not API).

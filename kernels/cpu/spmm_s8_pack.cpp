@@ -31,6 +31,7 @@
 #include <tbb/task_arena.h>
 
 #include "kernels/cpu/ops.h"
+#include "kernels/reference/reference.h"
 #include "kernels/cpu/qgemm.h"
 
 namespace spinel::kernels {
@@ -312,11 +313,6 @@ void spmm_u8s8(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx
 void spmm_u8s8_acc(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
                    int32_t* acc, int64_t ldacc) {
   run_spmm(w, x, M, ldx, nullptr, nullptr, QEpilogue{}, OutKind::S32Raw, acc, ldacc);
-}
-
-bool prefer_dense_u8s8(const int8_t* W, int64_t K, int64_t N) {
-  return cpu_has_amx_int8() && active_isa() == Isa::Avx512Vnni &&
-         block_sparsity_4x1(W, K, N) < kSparseMinSparsityAmx;
 }
 
 const char* spmm_u8s8_kernel_name() { return config_for(active_isa()).name; }

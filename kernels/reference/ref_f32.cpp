@@ -5,7 +5,7 @@
 #include <cmath>
 #include <vector>
 
-#include "kernels/cpu/ops.h"
+#include "kernels/reference/reference.h"
 
 namespace spinel::kernels::ref {
 namespace {
@@ -15,12 +15,31 @@ double apply_act(double v, Activation act) {
     case Activation::GeluErf: return 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)));
     case Activation::GeluTanh:
       return 0.5 * v * (1.0 + std::tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
+    case Activation::Tanh: return std::tanh(v);
     case Activation::None: break;
   }
   return v;
 }
 
 }  // namespace
+
+float tanh_f32(float x) { return static_cast<float>(apply_act(x, Activation::Tanh)); }
+
+void pool_f32(const float* x, const int64_t* seq_offsets, int64_t num_seqs, int64_t width,
+              PoolKind kind, float* out) {
+  for (int64_t s = 0; s < num_seqs; ++s) {
+    const int64_t b = seq_offsets[s], e = seq_offsets[s + 1];
+    for (int64_t j = 0; j < width; ++j) {
+      if (kind == PoolKind::Cls) {
+        out[s * width + j] = x[b * width + j];
+        continue;
+      }
+      double acc = 0.0;
+      for (int64_t t = b; t < e; ++t) acc += x[t * width + j];
+      out[s * width + j] = static_cast<float>(acc / static_cast<double>(e - b));
+    }
+  }
+}
 
 float gelu_erf(float x) { return static_cast<float>(apply_act(x, Activation::GeluErf)); }
 float gelu_tanh(float x) { return static_cast<float>(apply_act(x, Activation::GeluTanh)); }

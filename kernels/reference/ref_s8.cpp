@@ -5,8 +5,7 @@
 #include <limits>
 #include <vector>
 
-#include "kernels/cpu/ops.h"
-#include "kernels/cpu/qgemm.h"
+#include "kernels/reference/reference.h"
 
 namespace spinel::kernels::ref {
 

@@ -1,10 +1,9 @@
 #include <cstdio>
 #include <string>
 
-#include "kernels/cpu/f32_isa.h"
-#include "kernels/cpu/isa.h"
-#include "kernels/cpu/qgemm.h"
 #include "runtime/error.h"
+#include "runtime/platform.h"
+#include "runtime/prepared.h"
 #include "runtime/spnl.h"
 #include "runtime/util/json.h"
 #include "tools/spinel/args.h"
@@ -42,32 +41,27 @@ std::string shape_json(const std::vector<int64_t>& s) {
   return r + "]";
 }
 
-// Fraction of all-zero 4x1 blocks of an s8 Linear's weights (0 otherwise).
-double block_sparsity(const Model& m, const Op& op) {
+// The 4x1 block sparsity the converter stored for an s8 Linear (0 otherwise).
+double block_sparsity(const Op& op) {
   if (op.kind != OpKind::Linear || op.precision == Precision::F32) return 0;
-  const auto& t = m.tensors()[op.w[slot::kWeight]];
-  if (t.shape[0] % 4 || t.shape[1] % 4) return 0;
-  return kernels::block_sparsity_4x1(m.data<int8_t>(op.w[slot::kWeight]), t.shape[0], t.shape[1]);
+  return op.block_sparsity >= 0 ? op.block_sparsity : 0;
 }
 
-// The kernel a session on this machine runs the op with ("s8-sparse" layers
-// go dense where oneDNN's AMX beats the sparse kernel; see qgemm.h).
-std::string runs_here(const Model& m, const Op& op) {
+// How a session here runs the op, in the file's precision vocabulary
+// ("s8-sparse" layers go dense where oneDNN's AMX beats the sparse kernel).
+std::string runs_here(const Op& op, const OpKernel& k) {
   if (op.kind != OpKind::Linear) return "f32";
-  if (op.precision == Precision::S8Sparse) {
-    const auto& t = m.tensors()[op.w[slot::kWeight]];
-    if (kernels::prefer_dense_u8s8(m.data<int8_t>(op.w[slot::kWeight]), t.shape[0], t.shape[1]))
-      return precision_name(Precision::S8Dense);
-  }
-  return precision_name(op.precision);
+  if (k.kernel.rfind("spmm_u8s8", 0) == 0) return precision_name(Precision::S8Sparse);
+  if (k.kernel == "dnnl_matmul_u8s8") return precision_name(Precision::S8Dense);
+  return precision_name(Precision::F32);
 }
 
-std::string op_precision(const Model& m, const Op& op) {
+std::string op_precision(const Op& op, const OpKernel& k) {
   if (op.kind != OpKind::Linear) return "f32";
   std::string p = precision_name(op.precision);
   if (op.precision == Precision::S8Sparse) {
-    p += " " + num(100 * block_sparsity(m, op)) + "%";
-    if (runs_here(m, op) != precision_name(op.precision)) p += " (dense here, AMX)";
+    p += " " + num(100 * block_sparsity(op)) + "%";
+    if (runs_here(op, k) != precision_name(op.precision)) p += " (dense here, AMX)";
   }
   return p;
 }
@@ -97,6 +91,9 @@ std::string op_detail(const Model& m, const Op& op) {
     case OpKind::LayerNorm:
       d = std::string(op.in1 >= 0 ? "residual + " : "") + "LN eps " + num(op.eps);
       break;
+    case OpKind::Pool:
+      d = std::string(pool_kind_name(op.pool)) + " row per sequence";
+      break;
   }
   return d;
 }
@@ -113,6 +110,9 @@ int cmd_inspect(int argc, char** argv) {
     if (args.positionals().size() != 1) throw UsageError{"expected exactly one MODEL.spnl"};
     const auto m = Model::load(args.positionals()[0]);
     const ModelConfig& c = m->config();
+    // What a cpu session here runs each op with (prepares the model once).
+    const std::vector<OpKernel> kernels = kernel_report(*m, backend_or_fail("cpu"));
+    const CpuReport cpu = cpu_report();
     uint64_t weight_bytes = 0;
     for (const auto& t : m->tensors()) weight_bytes += t.nbytes;
 
@@ -133,7 +133,12 @@ int cmd_inspect(int argc, char** argv) {
            ",\"type_vocab_size\":" + std::to_string(c.type_vocab_size) +
            ",\"layer_norm_eps\":" + num(c.layer_norm_eps) +
            ",\"hidden_act\":" + json::quote(activation_name(c.hidden_act)) +
+           ",\"default_pool\":" + json::quote(c.default_pool) +
+           ",\"normalize\":" + (c.normalize ? "true" : "false") +
            ",\"source\":" + json::quote(c.source) + "}";
+      o += ",\"outputs\":[\"last_hidden_state\"";
+      for (const GraphOutput& go : m->graph().outputs) o += "," + json::quote(go.name);
+      o += "]";
       const auto& tk = m->tokenizer();
       o += ",\"tokenizer\":{\"type\":\"wordpiece\",\"vocab_size\":" +
            std::to_string(tk.vocab_size()) +
@@ -145,20 +150,23 @@ int cmd_inspect(int argc, char** argv) {
         if (i) o += ',';
         o += "{\"kind\":" + json::quote(op_kind_name(op.kind)) + ",\"name\":" + json::quote(op.name) +
              ",\"detail\":" + json::quote(op_detail(*m, op)) +
+             ",\"kernel\":" + json::quote(kernels[i].kernel) +
              ",\"precision\":" + json::quote(op.kind == OpKind::Linear ? precision_name(op.precision) : "f32");
         if (op.kind == OpKind::Linear) {
-          o += ",\"runs_here\":" + json::quote(runs_here(*m, op));
-          o += ",\"block_sparsity\":" + num(block_sparsity(*m, op));
+          o += ",\"runs_here\":" + json::quote(runs_here(op, kernels[i]));
+          o += ",\"why\":" + json::quote(kernels[i].why);
+          o += ",\"block_sparsity\":" + num(block_sparsity(op));
           o += std::string(",\"activation_quant\":") +
                (op.precision == Precision::F32 ? "null" : op.act_scale > 0.f ? "\"static\"" : "\"dynamic\"");
         }
         o += "}";
       }
-      o += "],\"cpu\":{\"detected_isa\":" + json::quote(kernels::isa_name(kernels::detected_isa())) +
-           ",\"active_isa\":" + json::quote(kernels::isa_name(kernels::active_isa())) +
-           ",\"amx_int8\":" + (kernels::cpu_has_amx_int8() ? "true" : "false") +
-           ",\"sparse_int8_kernel\":" + json::quote(kernels::spmm_u8s8_kernel_name()) +
-           ",\"f32_row_kernels\":" + json::quote(kernels::f32::kernel_table().name) + "}";
+      o += "],\"cpu\":{\"detected_isa\":" + json::quote(cpu.detected_isa) +
+           ",\"active_isa\":" + json::quote(cpu.active_isa) +
+           ",\"amx_int8\":" + (cpu.amx_int8 ? "true" : "false") +
+           ",\"sparse_int8_kernel\":" + json::quote(cpu.sparse_int8_kernel) +
+           ",\"f32_row_kernels\":" + json::quote(cpu.f32_row_kernels) +
+           ",\"model\":" + json::quote(cpu.model_name) + "}";
       o += ",\"tensors\":[";
       for (size_t i = 0; i < m->tensors().size(); ++i) {
         const auto& t = m->tensors()[i];
@@ -205,18 +213,23 @@ int cmd_inspect(int argc, char** argv) {
                   sparse);
     std::printf("source         %s\n", c.source.c_str());
     // What this machine will run it with (CPUID + XGETBV, capped by SPINEL_ISA).
-    const kernels::Isa det = kernels::detected_isa(), act = kernels::active_isa();
-    std::string isa = kernels::isa_name(act);
-    if (act != det) isa += std::string(" (capped; CPU runs ") + kernels::isa_name(det) + ")";
-    std::printf("kernels here   %s; sparse INT8 %s, f32 rows %s%s\n\n", isa.c_str(),
-                kernels::spmm_u8s8_kernel_name(), kernels::f32::kernel_table().name,
-                kernels::cpu_has_amx_int8() ? "; AMX-INT8 for dense INT8 (oneDNN)" : "");
-    std::printf("%-4s %-10s %-44s %-16s %s\n", "#", "op", "name", "precision", "detail");
+    std::string isa = cpu.active_isa;
+    if (cpu.active_isa != cpu.detected_isa) isa += " (capped; CPU runs " + cpu.detected_isa + ")";
+    std::printf("kernels here   %s; sparse INT8 %s, f32 rows %s%s\n", isa.c_str(),
+                cpu.sparse_int8_kernel.c_str(), cpu.f32_row_kernels.c_str(),
+                cpu.amx_int8 ? "; AMX-INT8 for dense INT8 (oneDNN)" : "");
+    std::string outs = "last_hidden_state";
+    for (const GraphOutput& go : m->graph().outputs) outs += ", " + go.name;
+    std::printf("outputs        %s; default pooling %s%s\n\n", outs.c_str(), c.default_pool.c_str(),
+                c.normalize ? " + L2 normalize" : "");
+    std::printf("%-4s %-10s %-40s %-16s %-30s %s\n", "#", "op", "name", "precision", "kernel here",
+                "detail");
     for (size_t i = 0; i < m->graph().ops.size(); ++i) {
       const Op& op = m->graph().ops[i];
-      std::string name = op.name.size() > 44 ? "..." + op.name.substr(op.name.size() - 41) : op.name;
-      std::printf("%-4zu %-10s %-44s %-16s %s\n", i, op_kind_name(op.kind), name.c_str(),
-                  op_precision(*m, op).c_str(), op_detail(*m, op).c_str());
+      std::string name = op.name.size() > 40 ? "..." + op.name.substr(op.name.size() - 37) : op.name;
+      std::printf("%-4zu %-10s %-40s %-16s %-30s %s\n", i, op_kind_name(op.kind), name.c_str(),
+                  op_precision(op, kernels[i]).c_str(), kernels[i].kernel.c_str(),
+                  op_detail(*m, op).c_str());
     }
     if (args.has("tensors")) {
       std::printf("\n%-56s %-5s %-14s %s\n", "tensor", "dtype", "shape", "bytes");

@@ -4,8 +4,8 @@
 #include <string>
 #include <vector>
 
-#include "kernels/cpu/isa.h"
 #include "runtime/error.h"
+#include "runtime/platform.h"
 #include "runtime/session.h"
 #include "runtime/util/json.h"
 #include "runtime/util/text_input.h"
@@ -141,11 +141,12 @@ int cmd_run(int argc, char** argv) {
       throw UsageError{"give at least one --text, --ids or an --input FILE"};
 
     if (args.has("isa")) {
-      kernels::Isa cap;
       const std::string name = args.get("isa");
-      if (!kernels::parse_isa(name.c_str(), &cap))
+      try {
+        set_isa_cap(name);
+      } catch (const Error&) {
         throw UsageError{"--isa must be avx512vnni, avxvnni, avx2 or scalar, not '" + name + "'"};
-      kernels::set_max_isa(cap);
+      }
     }
     const auto model = Model::load(args.positionals()[0]);
     const int64_t limit = model->config().max_position;

@@ -1,0 +1,255 @@
+// The cpu backend: every op kind on oneDNN, TBB and our kernels, at the ISA
+// level active when the model is prepared (the level is the backend's
+// variant, so a later cap gets its own preparation).
+#include <omp.h>
+#include <tbb/task_arena.h>
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <string>
+
+#include "kernels/backend.h"
+#include "kernels/cpu/f32_isa.h"
+#include "kernels/cpu/isa.h"
+#include "kernels/cpu/ops.h"
+#include "kernels/cpu/qgemm.h"
+#include "kernels/cpu/select.h"
+
+namespace spinel {
+namespace {
+
+namespace k = kernels;
+
+// Workspace slots of this backend.
+enum : int { kAttentionScratch = 0, kQuantX = 1, kQuantScale = 2, kQuantZp = 3 };
+
+// --- ops that only read weights: the state is the op's weight pointers -----
+struct WeightState : PreparedOp {
+  OpWeights w;
+  std::string name;
+  WeightState(OpWeights w_, std::string n) : w(w_), name(std::move(n)) {}
+  std::string kernel() const override { return name; }
+};
+
+class EmbeddingCpu : public OpImpl {
+ public:
+  std::unique_ptr<PreparedOp> prepare(const PrepareArgs& a) const override {
+    return std::make_unique<WeightState>(a.weights, std::string("embedding_layernorm_f32_") +
+                                                        k::f32::kernel_table().name);
+  }
+  void run(const Op& op, const PreparedOp& st, const OpIO& io, RunContext& ctx) const override {
+    const OpWeights& w = static_cast<const WeightState&>(st).w;
+    const BatchView& b = ctx.batch;
+    k::embedding_f32(b.ids, b.type_ids, b.positions, b.tokens, io.out_width,
+                     w.get<float>(slot::kWord), w.get<float>(slot::kPosition),
+                     w.get<float>(slot::kTokenType), w.get<float>(slot::kEmbGamma),
+                     w.get<float>(slot::kEmbBeta), op.eps, io.out);
+  }
+};
+
+class LayerNormCpu : public OpImpl {
+ public:
+  std::unique_ptr<PreparedOp> prepare(const PrepareArgs& a) const override {
+    return std::make_unique<WeightState>(a.weights,
+                                         std::string("layernorm_f32_") + k::f32::kernel_table().name);
+  }
+  void run(const Op& op, const PreparedOp& st, const OpIO& io, RunContext&) const override {
+    const OpWeights& w = static_cast<const WeightState&>(st).w;
+    k::layernorm_f32(io.in0, io.in1, w.get<float>(slot::kGamma), w.get<float>(slot::kBeta), op.eps,
+                     io.in_rows, io.in_width, io.out);
+  }
+};
+
+class AttentionCpu : public OpImpl {
+ public:
+  std::unique_ptr<PreparedOp> prepare(const PrepareArgs& a) const override {
+    return std::make_unique<WeightState>(a.weights,
+                                         std::string("attention_f32_") + k::f32::kernel_table().name);
+  }
+  void run(const Op& op, const PreparedOp&, const OpIO& io, RunContext& ctx) const override {
+    const int64_t hd = io.out_width / op.num_heads;
+    const size_t need = k::attention_scratch_floats(ctx.batch.max_len, op.num_heads, hd);
+    float* scratch = ctx.ws.get<float>(kAttentionScratch, need);
+    k::attention_f32(io.in0, ctx.batch.seq_offsets, ctx.batch.num_seqs, op.num_heads, hd, op.scale,
+                     io.out, scratch);
+  }
+};
+
+class PoolCpu : public OpImpl {
+ public:
+  std::unique_ptr<PreparedOp> prepare(const PrepareArgs& a) const override {
+    return std::make_unique<WeightState>(a.weights, "pool_f32");
+  }
+  // One row per sequence: little work, done in order (means in double, like
+  // the reference).
+  void run(const Op& op, const PreparedOp&, const OpIO& io, RunContext& ctx) const override {
+    const BatchView& b = ctx.batch;
+    const int64_t W = io.in_width;
+    for (int64_t s = 0; s < b.num_seqs; ++s) {
+      const int64_t first = b.seq_offsets[s], last = b.seq_offsets[s + 1];
+      float* o = io.out + s * W;
+      if (op.pool == PoolKind::Cls) {
+        std::memcpy(o, io.in0 + first * W, static_cast<size_t>(W) * sizeof(float));
+        continue;
+      }
+      for (int64_t j = 0; j < W; ++j) {
+        double acc = 0.0;
+        for (int64_t t = first; t < last; ++t) acc += io.in0[t * W + j];
+        o[j] = static_cast<float>(acc / static_cast<double>(last - first));
+      }
+    }
+  }
+};
+
+// --- Linear: the kernel choice happens here, once per model ----------------
+struct LinearState : PreparedOp {
+  k::LinearChoice choice;
+  std::unique_ptr<k::DenseLinearF32> f32;
+  std::unique_ptr<k::DenseLinearU8S8> s8_dense;
+  std::unique_ptr<k::PackedS8Sparse> s8_sparse;
+  std::string kernel_name;
+  size_t packed_bytes = 0;
+  std::string kernel() const override { return kernel_name; }
+  std::string why() const override { return choice.why; }
+  size_t bytes() const override { return packed_bytes; }
+};
+
+void add_rows(float* y, const float* r, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += r[i];
+}
+
+class LinearCpu : public OpImpl {
+ public:
+  std::unique_ptr<PreparedOp> prepare(const PrepareArgs& a) const override {
+    const Op& op = a.op;
+    const int64_t K = a.in_width, N = a.out_width;
+    auto st = std::make_unique<LinearState>();
+    const float* bias = a.weights.get<float>(slot::kBias);
+    const int8_t* w8 = op.precision == Precision::F32 ? nullptr : a.weights.get<int8_t>(slot::kWeight);
+    st->choice = k::choose_linear(op.precision, op.block_sparsity, w8, K, N);
+    switch (st->choice.impl) {
+      case k::LinearImpl::DnnlF32:
+        // The tanh of a pooler is applied by oneDNN's eltwise post-op too.
+        st->f32 = std::make_unique<k::DenseLinearF32>(a.weights.get<float>(slot::kWeight), bias, K, N,
+                                                      op.act);
+        st->kernel_name = "dnnl_matmul_f32";
+        st->packed_bytes = static_cast<size_t>(K * N) * sizeof(float);
+        break;
+      case k::LinearImpl::SparseU8S8: {
+        st->s8_sparse = std::make_unique<k::PackedS8Sparse>(k::pack_s8_sparse(
+            w8, K, N, a.weights.get<float>(slot::kWeightScale), bias));
+        const k::PackedS8Sparse& p = *st->s8_sparse;
+        st->kernel_name = k::spmm_u8s8_kernel_name();
+        st->packed_bytes = p.group_ptr.size() * 4 + p.kidx.size() * 4 + p.koff64.size() * 4 +
+                           p.w.size() + p.w16.size() * 2 + p.wsum.size() * 4 + p.scale_w.size() * 4;
+        break;
+      }
+      case k::LinearImpl::DnnlU8S8:
+        st->s8_dense = std::make_unique<k::DenseLinearU8S8>(
+            w8, K, N, a.weights.get<float>(slot::kWeightScale), bias);
+        st->kernel_name = "dnnl_matmul_u8s8";
+        st->packed_bytes = static_cast<size_t>(K * N);
+        break;
+    }
+    return st;
+  }
+
+  void run(const Op& op, const PreparedOp& base, const OpIO& io, RunContext& ctx) const override {
+    const LinearState& st = static_cast<const LinearState&>(base);
+    const int64_t T = io.in_rows, K = io.in_width, N = io.out_width;
+    if (st.f32) {
+      st.f32->run(io.in0, T, io.in1, io.out);
+      return;
+    }
+    uint8_t* xq = ctx.ws.get<uint8_t>(kQuantX, static_cast<size_t>(T * K));
+    float* xs = ctx.ws.get<float>(kQuantScale, static_cast<size_t>(T));
+    int32_t* xz = ctx.ws.get<int32_t>(kQuantZp, static_cast<size_t>(T));
+    if (op.act_scale > 0.f)
+      k::quantize_rows_u8_static(io.in0, T, K, op.act_scale, op.act_zp, xq, xs, xz);
+    else
+      k::quantize_rows_u8(io.in0, T, K, xq, xs, xz);
+    // The fused epilogue has exact GELU and the residual; other activations
+    // are applied afterwards, then the residual.
+    k::QEpilogue ep;
+    const bool after = op.act == Activation::GeluTanh || op.act == Activation::Tanh;
+    ep.gelu = op.act == Activation::GeluErf;
+    ep.residual = after ? nullptr : io.in1;
+    if (st.s8_sparse)
+      k::spmm_u8s8(*st.s8_sparse, xq, T, K, xs, xz, ep, io.out, N);
+    else
+      st.s8_dense->run(xq, T, K, xs, xz, ep, io.out, N);
+    if (after) {
+      if (op.act == Activation::GeluTanh)
+        k::gelu_tanh_f32(io.out, T * N);
+      else
+        for (int64_t i = 0; i < T * N; ++i) io.out[i] = std::tanh(io.out[i]);
+      if (io.in1) add_rows(io.out, io.in1, T * N);
+    }
+  }
+};
+
+// A TBB arena of the session's size, and the same OpenMP thread count for
+// oneDNN (set on the calling thread, which is where oneDNN reads it).
+class CpuExecutor : public Executor {
+ public:
+  explicit CpuExecutor(int threads) : threads_(threads), arena_(threads) {}
+  void execute(const std::function<void()>& fn) override {
+    omp_set_num_threads(threads_);
+    arena_.execute(fn);
+  }
+
+ private:
+  int threads_;
+  tbb::task_arena arena_;
+};
+
+std::string cpu_model_name() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("model name", 0) == 0) {
+      const size_t c = line.find(':');
+      if (c != std::string::npos) return line.substr(c + 2);
+    }
+  return "unknown CPU";
+}
+
+class CpuBackend : public Backend {
+ public:
+  const char* name() const override { return "cpu"; }
+  const OpImpl* op(OpKind kind) const override {
+    switch (kind) {
+      case OpKind::Embedding: return &embedding_;
+      case OpKind::Linear: return &linear_;
+      case OpKind::Attention: return &attention_;
+      case OpKind::LayerNorm: return &layernorm_;
+      case OpKind::Pool: return &pool_;
+    }
+    return nullptr;
+  }
+  std::string variant() const override { return k::isa_name(k::active_isa()); }
+  std::unique_ptr<Executor> make_executor(int threads) const override {
+    return std::make_unique<CpuExecutor>(threads);
+  }
+  std::string describe() const override {
+    std::string s = std::string("cpu: ") + k::isa_name(k::active_isa());
+    if (k::active_isa() != k::detected_isa())
+      s += std::string(" (capped; the CPU runs ") + k::isa_name(k::detected_isa()) + ")";
+    if (k::cpu_has_amx_int8()) s += ", amx-int8";
+    return s + ", " + cpu_model_name();
+  }
+
+ private:
+  EmbeddingCpu embedding_;
+  LinearCpu linear_;
+  AttentionCpu attention_;
+  LayerNormCpu layernorm_;
+  PoolCpu pool_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+
+}  // namespace spinel

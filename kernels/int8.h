@@ -1,0 +1,29 @@
+// The INT8 Linear contract, shared by every backend.
+//
+// Quantization (the contract every path implements):
+//   weights  W [K, N] s8, symmetric per output channel: W_real[k][n] ~ scale_w[n] * W[k][n]
+//   input    x [M, K] u8, asymmetric per token row m:  x_real[m][k] ~ s[m] * (x[m][k] - zp[m])
+//   acc[m][n]  = sum_k x[m][k] * W[k][n]                              (int32, exact)
+//   corr[m][n] = acc[m][n] - zp[m] * wsum[n],  wsum[n] = sum_k W[k][n] (int32, exact)
+//   y[m][n]    = fma(float(corr), s[m] * scale_w[n], bias[n] or 0)     (one rounding)
+//   then, in this order and each optional: y = gelu_erf(y); y += residual[m][n];
+//   and requantize: q = clamp(nearbyint(y * (1 / out_scale)) + out_zp, 0, 255) (u8 out).
+// Without GELU every path gives bit-identical floats; with GELU they differ
+// by the vectorized erf's rounding (~1e-7 relative).
+#pragma once
+
+#include <cstdint>
+
+namespace spinel::kernels {
+
+// Fused epilogue options (see the contract above).
+struct QEpilogue {
+  bool gelu = false;                 // exact (erf) GELU
+  const float* residual = nullptr;   // [M, N] f32 added after GELU; may alias a f32 y
+  int64_t ld_residual = 0;           // row stride of residual (0: N)
+  bool requantize = false;           // y is u8 [M, ldy], else f32 [M, ldy]
+  float out_scale = 1.f;             // static scale of the u8 output
+  int32_t out_zp = 0;                // static zero point of the u8 output (0..255)
+};
+
+}  // namespace spinel::kernels

@@ -1,0 +1,41 @@
+#include "runtime/platform.h"
+
+#include <fstream>
+
+#include "kernels/cpu/f32_isa.h"
+#include "kernels/cpu/isa.h"
+#include "kernels/cpu/qgemm.h"
+#include "runtime/error.h"
+
+namespace spinel {
+
+CpuReport cpu_report() {
+  namespace k = kernels;
+  CpuReport r;
+  r.detected_isa = k::isa_name(k::detected_isa());
+  r.active_isa = k::isa_name(k::active_isa());
+  r.amx_int8 = k::cpu_has_amx_int8();
+  r.sparse_int8_kernel = k::spmm_u8s8_kernel_name();
+  r.f32_row_kernels = k::f32::kernel_table().name;
+  std::ifstream f("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("model name", 0) == 0) {
+      const size_t c = line.find(':');
+      if (c != std::string::npos) r.model_name = line.substr(c + 2);
+      break;
+    }
+  if (r.model_name.empty()) r.model_name = "unknown CPU";
+  return r;
+}
+
+std::vector<std::string> isa_levels() { return {"avx512vnni", "avxvnni", "avx2", "scalar"}; }
+
+void set_isa_cap(const std::string& level) {
+  kernels::Isa cap;
+  if (!kernels::parse_isa(level.c_str(), &cap))
+    fail("unknown instruction set '", level, "' (use avx512vnni, avxvnni, avx2 or scalar)");
+  kernels::set_max_isa(cap);
+}
+
+}  // namespace spinel

@@ -1,0 +1,29 @@
+// What this machine runs: the CPU features detected once at start-up, the
+// instruction-set cap (SPINEL_ISA, --isa) and the kernels that follow from
+// them. The runtime's public face of kernels/cpu/isa.h, so that programs
+// (the CLI, the C API) need no kernel header.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace spinel {
+
+struct CpuReport {
+  std::string detected_isa;  // best level the CPU and OS run: scalar, avx2, avxvnni, avx512vnni
+  std::string active_isa;    // after the cap
+  bool amx_int8 = false;     // oneDNN's dense u8s8 uses AMX here
+  std::string sparse_int8_kernel;  // the 4x1 block-sparse micro-kernel at the active level
+  std::string f32_row_kernels;     // generic, avx2 or avx512
+  std::string model_name;          // from /proc/cpuinfo
+};
+CpuReport cpu_report();
+
+// Caps the instruction set for everything prepared afterwards (process-wide;
+// the same levels as SPINEL_ISA). A level above the CPU's is allowed and has
+// no effect. Throws spinel::Error naming the accepted levels for an unknown one.
+void set_isa_cap(const std::string& level);
+// The accepted level names.
+std::vector<std::string> isa_levels();
+
+}  // namespace spinel
