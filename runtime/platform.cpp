@@ -1,6 +1,9 @@
 #include "runtime/platform.h"
 
+#include <cstdlib>
 #include <fstream>
+
+extern "C" int spinel_spin_policy_applied(void);
 
 #include "kernels/cpu/f32_isa.h"
 #include "kernels/cpu/isa.h"
@@ -26,6 +29,15 @@ CpuReport cpu_report() {
       break;
     }
   if (r.model_name.empty()) r.model_name = "unknown CPU";
+  if (spinel_spin_policy_applied()) {
+    r.omp_spin_policy = "GOMP_SPINCOUNT=10000 (spinel's default)";
+  } else {
+    const char* sc = std::getenv("GOMP_SPINCOUNT");
+    const char* wp = std::getenv("OMP_WAIT_POLICY");
+    if (sc) r.omp_spin_policy += std::string("GOMP_SPINCOUNT=") + sc;
+    if (wp) r.omp_spin_policy += std::string(sc ? ", " : "") + "OMP_WAIT_POLICY=" + wp;
+    r.omp_spin_policy += " (set by the user)";
+  }
   return r;
 }
 

@@ -16,6 +16,9 @@ struct CpuReport {
   std::string sparse_int8_kernel;  // the 4x1 block-sparse micro-kernel at the active level
   std::string f32_row_kernels;     // generic, avx2 or avx512
   std::string model_name;          // from /proc/cpuinfo
+  // The OpenMP spin policy: "GOMP_SPINCOUNT=10000 (spinel's default)", or the
+  // user's GOMP_SPINCOUNT / OMP_WAIT_POLICY (runtime/preinit/spin_policy.c).
+  std::string omp_spin_policy;
 };
 CpuReport cpu_report();
 

@@ -1,11 +1,15 @@
 // The C API: exceptions stop here and become a status plus a thread-local
 // message.
+#include <algorithm>
 #include <cstring>
 #include <new>
 #include <string>
 
 #include "runtime/error.h"
+#include "runtime/platform.h"
+#include "runtime/prepared.h"
 #include "runtime/session.h"
+#include "runtime/util/json.h"
 #include "spinel/spinel.h"
 
 struct spinel_model {
@@ -13,6 +17,8 @@ struct spinel_model {
 };
 struct spinel_session {
   std::unique_ptr<spinel::Session> session;
+  spinel::HiddenStates last;  // of the last successful run
+  bool has_run = false;
 };
 
 namespace {
@@ -82,7 +88,69 @@ spinel_status_t spinel_session_create(spinel_model_t model, int threads, spinel_
   if (!model || !session) return set_error(SPINEL_INVALID_ARGUMENT, "spinel_session_create: null argument");
   *session = nullptr;
   return guarded(SPINEL_INVALID_ARGUMENT, [&] {
-    *session = new spinel_session{std::make_unique<spinel::Session>(model->model, threads)};
+    *session = new spinel_session{std::make_unique<spinel::Session>(model->model, threads), {}, false};
+  });
+}
+
+spinel_status_t spinel_session_create_on(spinel_model_t model, int threads, const char* backend,
+                                         spinel_session_t* session) {
+  if (!model || !session) return set_error(SPINEL_INVALID_ARGUMENT, "spinel_session_create_on: null argument");
+  *session = nullptr;
+  return guarded(SPINEL_INVALID_ARGUMENT, [&] {
+    spinel::SessionOptions o;
+    o.threads = threads;
+    if (backend) o.backend = backend;
+    *session = new spinel_session{std::make_unique<spinel::Session>(model->model, o), {}, false};
+  });
+}
+
+spinel_status_t spinel_session_pooled(spinel_session_t session, const char* pool, int normalize,
+                                      float* out, size_t capacity, int64_t* width) {
+  if (!session || !out || !width) return set_error(SPINEL_INVALID_ARGUMENT, "spinel_session_pooled: null argument");
+  if (normalize < -1 || normalize > 1)
+    return set_error(SPINEL_INVALID_ARGUMENT, "spinel_session_pooled: normalize must be -1, 0 or 1");
+  return guarded(SPINEL_INVALID_ARGUMENT, [&] {
+    if (!session->has_run) spinel::fail("spinel_session_pooled: no successful run yet on this session");
+    const spinel::ModelConfig& c = session->session->model().config();
+    const std::string how = pool ? pool : c.default_pool;
+    if (how == "none") spinel::fail("pool 'none' gives no sentence vectors; read last_hidden_state from spinel_session_run");
+    const bool norm = normalize == -1 ? (!pool && c.normalize) : normalize == 1;
+    const auto v = spinel::pooled(*session->session, session->last, how, norm);
+    const int64_t w = v.empty() ? 0 : static_cast<int64_t>(v[0].size());
+    const size_t need = v.size() * static_cast<size_t>(w);
+    if (capacity < need) spinel::fail("output buffer holds ", capacity, " floats, the vectors need ", need);
+    for (size_t i = 0; i < v.size(); ++i)
+      std::memcpy(out + i * static_cast<size_t>(w), v[i].data(), static_cast<size_t>(w) * sizeof(float));
+    *width = w;
+  });
+}
+
+spinel_status_t spinel_model_kernels(spinel_model_t model, const char* backend, char* json, size_t capacity,
+                                     size_t* needed) {
+  if (!model || !needed || (capacity > 0 && !json))
+    return set_error(SPINEL_INVALID_ARGUMENT, "spinel_model_kernels: null argument");
+  return guarded(SPINEL_INVALID_ARGUMENT, [&] {
+    namespace json_ = spinel::json;
+    const spinel::Backend& b = spinel::backend_or_fail(backend ? backend : "cpu");
+    const auto ops = spinel::kernel_report(*model->model, b);
+    const spinel::CpuReport cpu = spinel::cpu_report();
+    std::string o = "{\"backend\":" + json_::quote(b.name()) + ",\"device\":" + json_::quote(b.describe()) +
+                    ",\"cpu\":{\"detected_isa\":" + json_::quote(cpu.detected_isa) +
+                    ",\"active_isa\":" + json_::quote(cpu.active_isa) +
+                    ",\"amx_int8\":" + (cpu.amx_int8 ? "true" : "false") +
+                    ",\"omp_spin_policy\":" + json_::quote(cpu.omp_spin_policy) + "},\"ops\":[";
+    for (size_t i = 0; i < ops.size(); ++i)
+      o += std::string(i ? "," : "") + "{\"index\":" + std::to_string(ops[i].op_index) +
+           ",\"kind\":" + json_::quote(spinel::op_kind_name(ops[i].kind)) +
+           ",\"name\":" + json_::quote(ops[i].op_name) + ",\"kernel\":" + json_::quote(ops[i].kernel) +
+           ",\"why\":" + json_::quote(ops[i].why) + "}";
+    o += "]}";
+    *needed = o.size() + 1;
+    if (capacity > 0) {
+      const size_t n = std::min(capacity - 1, o.size());
+      std::memcpy(json, o.data(), n);
+      json[n] = '\0';
+    }
   });
 }
 
@@ -116,8 +184,11 @@ spinel_status_t spinel_session_run(spinel_session_t session, const int32_t* ids,
       batch[i].ids.assign(ids + b, ids + e);
       if (type_ids) batch[i].type_ids.assign(type_ids + b, type_ids + e);
     }
+    session->has_run = false;
     const spinel::HiddenStates h = session->session->run(batch);
     std::memcpy(hidden, h.data, need * sizeof(float));
+    session->last = h;
+    session->has_run = true;
   });
 }
 

@@ -166,7 +166,8 @@ int cmd_inspect(int argc, char** argv) {
            ",\"amx_int8\":" + (cpu.amx_int8 ? "true" : "false") +
            ",\"sparse_int8_kernel\":" + json::quote(cpu.sparse_int8_kernel) +
            ",\"f32_row_kernels\":" + json::quote(cpu.f32_row_kernels) +
-           ",\"model\":" + json::quote(cpu.model_name) + "}";
+           ",\"model\":" + json::quote(cpu.model_name) +
+           ",\"omp_spin_policy\":" + json::quote(cpu.omp_spin_policy) + "}";
       o += ",\"tensors\":[";
       for (size_t i = 0; i < m->tensors().size(); ++i) {
         const auto& t = m->tensors()[i];

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -26,14 +27,18 @@ const char* kHelp =
     "  --input FILE       one input text per line (progress bar on stderr)\n"
     "  --ids LIST         pre-tokenized input: comma-separated token ids, e.g. 101,7592,102\n"
     "options:\n"
-    "  --pool cls|mean|none  sentence vector from the [CLS] row, the mean of all rows, or\n"
-    "                     none: print every token's hidden state (default: mean)\n"
-    "  --normalize        L2-normalize pooled vectors\n"
+    "  --pool NAME        the sentence vector: cls (the [CLS] row), mean (of all rows),\n"
+    "                     pooler (BERT's pooler_output, when the export has it), another\n"
+    "                     per-sequence output of the model by name, or none: print every\n"
+    "                     token's hidden state (default: the model's own, see inspect)\n"
+    "  --normalize        L2-normalize pooled vectors (default: the model's own)\n"
     "  --threads N        threads to use, 1..1024; 0 = all cores (default 0)\n"
     "  --batch-size N     inputs per batch (default 32)\n"
     "  --max-length N     truncate inputs to N tokens (default and limit: the model's\n"
     "                     maximum sequence length)\n"
     "  --no-truncation    fail on inputs longer than the limit instead of truncating\n"
+    "  --backend NAME     cpu (default) or reference (plain loops, one thread: slow, the\n"
+    "                     definition the tests compare against)\n"
     "  --isa NAME         cap the instruction set: avx512vnni, avxvnni, avx2 or scalar\n"
     "                     (default: the best this CPU runs; same as SPINEL_ISA)\n"
     "  --format json|table  JSON lines (default), or a readable table with the pairwise\n"
@@ -119,19 +124,15 @@ std::string pad(const std::string& s, size_t width) {
 int cmd_run(int argc, char** argv) {
   try {
     Args args(argc, argv,
-              {"input", "pool", "threads", "batch-size", "max-length", "format", "isa"},
+              {"input", "pool", "threads", "batch-size", "max-length", "format", "isa", "backend"},
               {"help", "normalize", "no-truncation"}, {"text", "ids"});
     if (args.has("help")) {
       std::fputs(kHelp, stdout);
       return 0;
     }
     if (args.positionals().size() != 1) throw UsageError{"expected exactly one MODEL.spnl"};
-    const std::string pool_name = args.get("pool", "mean");
-    Pooling pooling;
-    if (pool_name == "cls") pooling = Pooling::Cls;
-    else if (pool_name == "mean") pooling = Pooling::Mean;
-    else if (pool_name == "none") pooling = Pooling::None;
-    else throw UsageError{"--pool must be cls, mean or none, not '" + pool_name + "'"};
+    const bool pool_given = args.has("pool");
+    std::string pool_name = args.get("pool", "");
     const std::string format = args.get("format", "json");
     if (format != "json" && format != "table")
       throw UsageError{"--format must be json or table, not '" + format + "'"};
@@ -148,7 +149,21 @@ int cmd_run(int argc, char** argv) {
         throw UsageError{"--isa must be avx512vnni, avxvnni, avx2 or scalar, not '" + name + "'"};
       }
     }
+    if (args.has("backend") && args.get("backend").empty()) throw UsageError{"--backend needs a name"};
     const auto model = Model::load(args.positionals()[0]);
+    // The model's own default (e.g. mean + normalize for a sentence-transformers
+    // export) unless the user chose.
+    if (!pool_given) pool_name = model->config().default_pool;
+    const bool normalize = args.has("normalize") || (!pool_given && model->config().normalize);
+    const bool no_pool = pool_name == "none";
+    if (!no_pool) {
+      const auto names = pooling_names(*model);
+      if (std::find(names.begin(), names.end(), pool_name) == names.end()) {
+        std::string known;
+        for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
+        throw UsageError{"--pool must be " + known + " or none for this model, not '" + pool_name + "'"};
+      }
+    }
     const int64_t limit = model->config().max_position;
     const int64_t max_len = args.get_int("max-length", limit, 3, limit);
     const bool no_trunc = args.has("no-truncation");
@@ -188,7 +203,10 @@ int cmd_run(int argc, char** argv) {
       inputs.push_back(std::move(in));
     }
 
-    Session session(model, threads);
+    SessionOptions sopts;
+    sopts.threads = threads;
+    sopts.backend = args.get("backend", "cpu");
+    Session session(model, sopts);
     std::unique_ptr<Progress> progress;
     if (args.has("input")) progress = std::make_unique<Progress>("spinel run", inputs.size());
 
@@ -200,22 +218,20 @@ int cmd_run(int argc, char** argv) {
       for (size_t i = b; i < e; ++i) batch.push_back(inputs[i].seq);
       const HiddenStates h = session.run(batch);
       std::vector<std::vector<float>> pooled;
-      if (pooling != Pooling::None) {
-        pooled = pool(h, pooling);
-        if (args.has("normalize"))
-          for (auto& v : pooled) l2_normalize(v);
+      if (!no_pool) {
+        pooled = spinel::pooled(session, h, pool_name, normalize);
       }
       for (size_t i = b; i < e; ++i) {
         const size_t k = i - b;
         if (format == "table") {
-          if (pooling != Pooling::None) pooled_all.push_back(pooled[k]);
+          if (!no_pool) pooled_all.push_back(pooled[k]);
           continue;
         }
         line.clear();
         line += "{\"index\":" + std::to_string(i);
         if (inputs[i].has_text) line += ",\"text\":" + json::quote(inputs[i].text);
         line += ",\"tokens\":" + std::to_string(inputs[i].seq.ids.size());
-        if (pooling != Pooling::None) {
+        if (!no_pool) {
           line += ",\"embedding\":";
           append_vector(line, pooled[k].data(), static_cast<int64_t>(pooled[k].size()));
         } else {

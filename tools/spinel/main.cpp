@@ -4,8 +4,6 @@
 #include <cstring>
 #include <string>
 
-#include <unistd.h>
-
 #include "tools/spinel/commands.h"
 
 namespace {
@@ -26,16 +24,8 @@ const char* kUsage =
 }  // namespace
 
 int main(int argc, char** argv) {
-  // oneDNN runs on OpenMP. With libgomp's default spin (300k iterations),
-  // idle OpenMP workers burn the cores that TBB and other tenants need, and a
-  // oneDNN call on a loaded 2-core machine runs up to 10x slower. libgomp
-  // reads its settings when it is loaded, before main, so set them and start
-  // again once, unless the user chose a policy.
-  if (!std::getenv("GOMP_SPINCOUNT") && !std::getenv("OMP_WAIT_POLICY")) {
-    setenv("GOMP_SPINCOUNT", "10000", 1);
-    execv("/proc/self/exe", argv);  // returns only on failure: then run as we are
-  }
-
+  // The OpenMP spin policy is set by the runtime itself, before libgomp
+  // starts (runtime/preinit/spin_policy.c), for C API users too.
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") ||
       !std::strcmp(argv[1], "help")) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);

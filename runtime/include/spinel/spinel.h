@@ -51,6 +51,13 @@ SPINEL_API spinel_status_t spinel_tokenize(spinel_model_t model, const char* tex
 SPINEL_API spinel_status_t spinel_session_create(spinel_model_t model, int threads, spinel_session_t* session);
 SPINEL_API void spinel_session_free(spinel_session_t session);
 
+/* The same on a named backend: "cpu" (also when NULL) or "reference" (plain
+ * loops on one thread: slow, the definition tests compare against). Sessions
+ * over one model share its prepared weights: the first session on a backend
+ * prepares them (packing, kernel choice), later ones take milliseconds. */
+SPINEL_API spinel_status_t spinel_session_create_on(spinel_model_t model, int threads, const char* backend,
+                                                    spinel_session_t* session);
+
 /* Runs num_seqs sequences packed back to back: sequence i is
  * ids[seq_offsets[i] .. seq_offsets[i+1]). type_ids may be NULL (all 0).
  * Writes last_hidden_state, [seq_offsets[num_seqs], hidden_size] row-major,
@@ -58,6 +65,23 @@ SPINEL_API void spinel_session_free(spinel_session_t session);
 SPINEL_API spinel_status_t spinel_session_run(spinel_session_t session, const int32_t* ids,
                                    const int32_t* type_ids, const int64_t* seq_offsets,
                                    int64_t num_seqs, float* hidden, size_t capacity);
+
+/* After a successful spinel_session_run: one vector per sequence of that
+ * batch, [num_seqs, *width] row-major into `out` (`capacity` floats).
+ * pool: "cls", "mean", "pooler" (BERT's pooler_output, when the model has
+ * it) or the name of another per-sequence output; NULL = the model's default.
+ * normalize: 1 = L2-normalize, 0 = do not, -1 = the model's default. */
+SPINEL_API spinel_status_t spinel_session_pooled(spinel_session_t session, const char* pool, int normalize,
+                                                 float* out, size_t capacity, int64_t* width);
+
+/* What a session on `backend` (NULL = "cpu") runs this model with, as JSON:
+ * {"backend": "...", "device": "...", "cpu": {...}, "ops": [{"index", "kind",
+ * "name", "kernel", "why"}, ...]}. Prepares the model for that backend if no
+ * session has yet. Writes at most `capacity` bytes (NUL-terminated when
+ * capacity > 0) and the full size including the NUL to *needed; pass
+ * capacity 0 to ask for the size. */
+SPINEL_API spinel_status_t spinel_model_kernels(spinel_model_t model, const char* backend, char* json,
+                                                size_t capacity, size_t* needed);
 
 #ifdef __cplusplus
 }
