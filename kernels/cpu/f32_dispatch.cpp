@@ -19,43 +19,33 @@ size_t attention_slot_floats(int64_t max_len, int64_t head_dim) {
 
 namespace {
 
-// __builtin_cpu_supports also checks that the OS saves the wider registers.
-bool cpu_runs_avx2() {
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
-bool cpu_runs_avx512() {
-  return cpu_runs_avx2() && __builtin_cpu_supports("avx512f") &&
-         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512dq");
-}
-
-const KernelTable& choose() {
-  // One ISA policy for every kernel family: the level of isa.h (detected,
-  // capped by SPINEL_ISA) bounds the FP32 build too.
-  const Isa level = active_isa();
-  if (level == Isa::Scalar) return kernel_table_generic();
-  if (level == Isa::Avx2 || level == Isa::Avx2Vnni)
-    return cpu_runs_avx2() ? kernel_table_avx2() : kernel_table_generic();
-  if (cpu_runs_avx512()) return kernel_table_avx512();
-  if (cpu_runs_avx2()) return kernel_table_avx2();
-  return kernel_table_generic();
-}
+bool cpu_runs_avx2() { return cpu_supports(Isa::Avx2); }
+bool cpu_runs_avx512() { return cpu_has_avx512_core(); }
 
 }  // namespace
 
-const KernelTable* kernel_table_for(const char* isa) {
-  if (!isa) return nullptr;
-  if (!std::strcmp(isa, "generic") || !std::strcmp(isa, "scalar") || !std::strcmp(isa, "sse2"))
-    return &kernel_table_generic();
-  if (!std::strcmp(isa, "avx2")) return cpu_runs_avx2() ? &kernel_table_avx2() : nullptr;
-  if (!std::strcmp(isa, "avx512") || !std::strcmp(isa, "avx512_vnni"))
-    return cpu_runs_avx512() ? &kernel_table_avx512() : nullptr;
-  return nullptr;
+// One ISA policy for every kernel family: the level of isa.h (detected once,
+// capped by SPINEL_ISA and set_max_isa) picks the FP32 build, at every call,
+// so a cap set at run time applies here as it does to the INT8 kernels.
+// The AVX-512 build needs no VNNI: below the avx512vnni level (a cap, or a
+// CPU with AVX-512 but without VNNI, whose level is avx2) it runs the AVX2
+// build, so every kernel family honours the same cap.
+const KernelTable& kernel_table() {
+  switch (active_isa()) {
+    case Isa::Scalar: return kernel_table_generic();
+    case Isa::Avx2:
+    case Isa::Avx2Vnni: return kernel_table_avx2();
+    case Isa::Avx512Vnni: return cpu_runs_avx512() ? kernel_table_avx512() : kernel_table_avx2();
+  }
+  return kernel_table_generic();
 }
 
-const KernelTable& kernel_table() {
-  static const KernelTable& t = choose();
-  return t;
+const KernelTable* kernel_table_for(const char* isa) {
+  if (!isa) return nullptr;
+  if (!std::strcmp(isa, "scalar") || !std::strcmp(isa, "generic")) return &kernel_table_generic();
+  if (!std::strcmp(isa, "avx2")) return cpu_runs_avx2() ? &kernel_table_avx2() : nullptr;
+  if (!std::strcmp(isa, "avx512")) return cpu_runs_avx512() ? &kernel_table_avx512() : nullptr;
+  return nullptr;
 }
 
 }  // namespace spinel::kernels::f32

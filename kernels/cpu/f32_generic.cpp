@@ -10,7 +10,7 @@
 
 namespace spinel::kernels::f32 {
 const KernelTable& kernel_table_generic() {
-  static const KernelTable t{"generic", generic::layernorm_rows, generic::embedding_rows,
+  static const KernelTable t{"scalar", generic::layernorm_rows, generic::embedding_rows,
                              generic::attention_block, generic::gelu_erf, generic::gelu_tanh};
   return t;
 }

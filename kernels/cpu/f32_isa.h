@@ -4,8 +4,9 @@
 // The same source (f32_body.inc) is compiled three times under different
 // `#pragma GCC target` settings (f32_generic.cpp, f32_avx2.cpp,
 // f32_avx512.cpp) so the project's baseline x86-64 build still carries
-// AVX2/AVX-512 code paths. kernel_table() picks the best one the CPU runs;
-// SPINEL_ISA=generic|avx2|avx512 caps the choice so tests cover every path.
+// AVX2/AVX-512 code paths. kernel_table() picks the build for the active
+// level of isa.h (the same detection and SPINEL_ISA cap as every kernel):
+// scalar -> "scalar", avx2/avxvnni -> "avx2", avx512vnni -> "avx512".
 //
 // These functions are sequential; the TBB loops live in layernorm.cpp,
 // embedding.cpp, attention.cpp and gelu.cpp.
@@ -72,10 +73,9 @@ const KernelTable& kernel_table_generic();
 const KernelTable& kernel_table_avx2();
 const KernelTable& kernel_table_avx512();
 
-// The table used by the public kernels: chosen once per process from the CPU
-// and the SPINEL_ISA environment variable.
+// The table for the active ISA level (isa.h), looked up at every call.
 const KernelTable& kernel_table();
-// The table for an explicit ISA name ("generic", "avx2", "avx512"), or null
+// The table for an explicit build name ("scalar", "avx2", "avx512"), or null
 // if that name is unknown or this CPU cannot run it. For tests.
 const KernelTable* kernel_table_for(const char* isa);
 

@@ -40,6 +40,7 @@ unsigned long long xcr0() {
 
 struct Features {
   bool avx2 = false, avxvnni = false, avx512vnni = false, amx_int8 = false;
+  bool avx512_core = false;  // F + BW + VL + DQ with ZMM state saved (no VNNI needed)
 };
 
 // Linux hands out the AMX tile data state only on request (arch_prctl
@@ -74,7 +75,8 @@ Features probe_features() {
   const bool avx512f = (l7.b >> 16) & 1, avx512dq = (l7.b >> 17) & 1;
   const bool avx512bw = (l7.b >> 30) & 1, avx512vl = (l7.b >> 31) & 1;
   const bool avx512vnni = (l7.c >> 11) & 1;
-  f.avx512vnni = zmm_state && avx512f && avx512dq && avx512bw && avx512vl && avx512vnni;
+  f.avx512_core = zmm_state && avx512f && avx512dq && avx512bw && avx512vl;
+  f.avx512vnni = f.avx512_core && avx512vnni;
 
   // AMX-TILE (EDX 24) + AMX-INT8 (EDX 25), with the OS saving tile config and
   // data (XCR0 bits 17, 18) and granting this process their use.
@@ -132,6 +134,8 @@ Isa detected_isa() {
 }
 
 bool cpu_has_avxvnni() { return features().avxvnni; }
+
+bool cpu_has_avx512_core() { return features().avx512_core && features().avx2; }
 
 bool cpu_has_amx_int8() { return features().amx_int8; }
 

@@ -1,4 +1,5 @@
-// Run-time x86 ISA detection and capping for the INT8 kernels.
+// Run-time x86 ISA detection and capping: the one vocabulary of every kernel
+// family (INT8 Linear, FP32 rows, the kernel choice in select.h).
 //
 // The CPU is probed once (CPUID + XGETBV, so a feature counts only when the OS
 // also saves its register state). The level actually used is the detected one,
@@ -38,6 +39,9 @@ bool cpu_supports(Isa isa);
 // AVX-512 VNNI CPU runs the Avx2Vnni level's kernels in their EVEX-encoded
 // build, so that level (and its tests) still run there.
 bool cpu_has_avxvnni();
+// True when the CPU runs AVX-512 F/BW/VL/DQ (the FP32 row kernels' AVX-512
+// build, which needs no VNNI). Not affected by caps.
+bool cpu_has_avx512_core();
 // True when the CPU has AMX-INT8 and the OS lets this process use it. spinel
 // has no AMX kernel of its own, but oneDNN's dense u8s8 matmul uses AMX then,
 // which moves the sparse/dense crossover (see kSparseMinSparsityAmx in

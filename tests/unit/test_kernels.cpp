@@ -93,7 +93,7 @@ void in_arena(int threads, F&& fn) {
 // which one kernel_table() picked.
 std::vector<const f32::KernelTable*> runnable_tables() {
   std::vector<const f32::KernelTable*> t;
-  for (const char* name : {"generic", "avx2", "avx512"})
+  for (const char* name : {"scalar", "avx2", "avx512"})
     if (const auto* table = f32::kernel_table_for(name)) t.push_back(table);
   return t;
 }

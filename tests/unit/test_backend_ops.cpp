@@ -1,0 +1,850 @@
+// Every op kind on every registered backend against the "reference" backend,
+// without a model file (the idea of ggml's tests/test-backend-ops.cpp): each
+// case builds one Op, its weights, TensorInfos and a packed batch in memory,
+// prepares it through the backend's OpImpl and runs it inside the backend's
+// Executor, at 1 and 2 threads, and on the cpu backend once per ISA level
+// this CPU runs (set_max_isa; the level is the backend's variant(), so each
+// level gets its own prepare()).
+//
+// Outputs are pre-filled with NaN (an element a backend forgets to write
+// fails the comparison) and followed by guard floats (a write past the end
+// fails the case). Inputs are sized exactly, so the ASan build catches reads
+// past them. Under SPINEL_SANITIZED only the small shapes and one BERT-sized
+// layer per op run; under TSan every executor has one thread (TBB's and
+// OpenMP's hand-offs are invisible to it, see test_threads.cpp).
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "kernels/backend.h"
+#include "kernels/cpu/isa.h"
+
+using namespace spinel;
+namespace sk = spinel::kernels;
+
+#if defined(__SANITIZE_THREAD__)
+#define SPINEL_TEST_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SPINEL_TEST_TSAN 1
+#endif
+#endif
+
+namespace {
+
+#ifdef SPINEL_SANITIZED
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+
+// ---------------------------------------------------------------------------
+// Tolerances, per op and dtype. An element passes when
+//   |got - want| <= abs + rel * row_scale,  row_scale = max_j |want[row][j]|,
+// i.e. errors are measured against the size of the output row, which is what
+// accumulated float rounding scales with (a near-zero element of a row gets
+// the same absolute slack as the row's largest one).
+struct Tolerance {
+  const char* key;
+  double rel, abs;
+  const char* why;
+};
+constexpr Tolerance kTolerances[] = {
+    {"embedding", 1e-5, 1e-6,
+     "the sum of the tables is float in the reference's order; the LayerNorm statistics are "
+     "float (vector lanes) on cpu, double in the reference"},
+    {"layernorm", 1e-5, 1e-6, "float statistics in vector lanes vs double"},
+    {"attention", 1e-5, 1e-6,
+     "float dot products, a vectorized exp and float softmax sums vs double throughout"},
+    {"pool_cls", 0, 0, "a copy of the first row"},
+    {"pool_mean", 0, 0, "both sum in double in token order and round once"},
+    {"linear_f32", 1e-5, 1e-6,
+     "oneDNN's float accumulation (K up to 768, blocked order, FMA) vs a double-accumulating "
+     "reference; eltwise GELU/tanh post-ops within a few ulps"},
+    {"linear_s8", 0, 0,
+     "the INT8 contract (kernels/int8.h) fixes quantization, the exact int32 accumulation and "
+     "one fma for the dequantization, then the residual: bit-identical on every path"},
+    {"linear_s8_gelu_erf", 1e-6, 1e-7,
+     "as linear_s8, then the cpu's vectorized erf: ~1e-7 relative (int8.h)"},
+    {"linear_s8_gelu_tanh", 2e-6, 1e-7,
+     "as linear_s8, then the cpu's vectorized tanh-GELU vs double tanh in the reference"},
+    {"linear_s8_tanh", 1e-6, 1e-7,
+     "as linear_s8, then float std::tanh vs double tanh rounded once: <= 1 ulp"},
+};
+
+const Tolerance& tolerance(const std::string& key) {
+  for (const Tolerance& t : kTolerances)
+    if (key == t.key) return t;
+  FAIL("no tolerance for '" << key << "'");
+  return kTolerances[0];
+}
+
+// Worst error seen per tolerance key, as a fraction of the row scale, printed
+// at the end of each test case: how much slack each tolerance really has.
+std::map<std::string, double>& worst_seen() {
+  static std::map<std::string, double> m;
+  return m;
+}
+
+void print_worst_seen() {
+  std::ostringstream s;
+  s << "worst |got - want| / row_scale per tolerance:";
+  for (const auto& [k, v] : worst_seen()) s << "  " << k << " " << v;
+  MESSAGE(s.str());
+  worst_seen().clear();
+}
+
+// ---------------------------------------------------------------------------
+// A case: one op with everything prepare() and run() read.
+struct OpCase {
+  std::string desc;  // op and shape, for messages
+  std::string tol;   // key into kTolerances
+  Op op;
+  Graph graph;
+  ModelConfig config;
+  std::vector<TensorInfo> tensors;  // by slot
+  std::vector<std::vector<float>> f32_store;
+  std::vector<std::vector<int8_t>> s8_store;
+  OpWeights weights;
+  // batch
+  std::vector<int32_t> ids, type_ids, positions;
+  std::vector<int64_t> offsets;
+  BatchView batch;
+  // buffers
+  std::vector<float> in0, in1;
+  int64_t in_rows = 0, out_rows = 0, in_width = 0, out_width = 0;
+
+  OpCase() = default;
+  OpCase(const OpCase&) = delete;  // weights point into the stores
+  OpCase& operator=(const OpCase&) = delete;
+
+  void set_f32(int s, std::string name, std::vector<int64_t> shape, std::vector<float> v) {
+    f32_store.push_back(std::move(v));
+    set_info(s, std::move(name), DType::F32, std::move(shape), f32_store.back().data(),
+             f32_store.back().size() * sizeof(float));
+  }
+  void set_s8(int s, std::string name, std::vector<int64_t> shape, std::vector<int8_t> v) {
+    s8_store.push_back(std::move(v));
+    set_info(s, std::move(name), DType::I8, std::move(shape), s8_store.back().data(),
+             s8_store.back().size());
+  }
+
+  // The batch: sequences of the given lengths packed back to back.
+  void set_batch(const std::vector<int64_t>& lens, std::mt19937& rng, int32_t vocab,
+                 int32_t type_vocab) {
+    offsets.assign(1, 0);
+    for (int64_t l : lens) offsets.push_back(offsets.back() + l);
+    const int64_t T = offsets.back();
+    std::uniform_int_distribution<int32_t> id(0, std::max(vocab - 1, 0));
+    std::uniform_int_distribution<int32_t> ty(0, std::max(type_vocab - 1, 0));
+    ids.resize(static_cast<size_t>(T));
+    type_ids.resize(static_cast<size_t>(T));
+    positions.clear();
+    for (auto& v : ids) v = id(rng);
+    for (auto& v : type_ids) v = ty(rng);
+    for (int64_t l : lens)
+      for (int64_t t = 0; t < l; ++t) positions.push_back(static_cast<int32_t>(t));
+    batch.ids = ids.data();
+    batch.type_ids = type_ids.data();
+    batch.positions = positions.data();
+    batch.tokens = T;
+    batch.seq_offsets = offsets.data();
+    batch.num_seqs = static_cast<int64_t>(lens.size());
+    batch.max_len = lens.empty() ? 0 : *std::max_element(lens.begin(), lens.end());
+  }
+
+  // Values in0 (0), in1 (1) and out (2) of a one-op graph.
+  void finish(Rows in_kind, Rows out_kind) {
+    graph.values = {{"in0", in_width, in_kind}, {"in1", out_width, in_kind},
+                    {"out", out_width, out_kind}};
+    op.out = 2;
+    graph.output = 2;
+    graph.ops = {op};
+    REQUIRE(static_cast<int64_t>(in0.size()) == in_rows * in_width);
+    if (op.in1 >= 0) REQUIRE(static_cast<int64_t>(in1.size()) == in_rows * out_width);
+  }
+
+ private:
+  void set_info(int s, std::string name, DType dt, std::vector<int64_t> shape, const void* data,
+                size_t nbytes) {
+    TensorInfo ti;
+    ti.name = std::move(name);
+    ti.dtype = dt;
+    ti.shape = std::move(shape);
+    ti.nbytes = nbytes;
+    tensors.push_back(ti);
+    op.w[static_cast<size_t>(s)] = static_cast<int32_t>(tensors.size() - 1);
+    weights.data[static_cast<size_t>(s)] = data;
+  }
+
+ public:
+  // TensorInfo pointers are taken once all tensors exist (the vector moves).
+  void bind_infos() {
+    for (int s = 0; s < slot::kCount; ++s)
+      if (op.w[static_cast<size_t>(s)] >= 0)
+        weights.info[static_cast<size_t>(s)] = &tensors[static_cast<size_t>(op.w[static_cast<size_t>(s)])];
+    graph.ops = {op};
+  }
+};
+
+std::vector<float> uniform(size_t n, float lo, float hi, std::mt19937& rng) {
+  std::uniform_real_distribution<float> d(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+std::string seq_lens_str(const std::vector<int64_t>& lens) {
+  std::ostringstream s;
+  s << "[";
+  for (size_t i = 0; i < lens.size(); ++i) s << (i ? "," : "") << lens[i];
+  s << "]";
+  return s.str();
+}
+
+// ---------------------------------------------------------------------------
+// Case builders.
+
+std::unique_ptr<OpCase> embedding_case(int64_t H, bool with_pos, bool with_type, bool null_arrays,
+                                       const std::vector<int64_t>& lens, uint32_t seed) {
+  std::mt19937 rng(seed);
+  auto c = std::make_unique<OpCase>();
+  const int32_t V = 50, P = 64, TV = 3;
+  c->op.kind = OpKind::Embedding;
+  c->op.eps = 1e-12f;
+  c->config.vocab_size = V;
+  c->config.hidden_size = H;
+  c->config.max_position = P;
+  c->config.type_vocab_size = with_type ? TV : 0;
+  c->set_f32(slot::kWord, "word", {V, H}, uniform(static_cast<size_t>(V * H), -1, 1, rng));
+  if (with_pos) c->set_f32(slot::kPosition, "pos", {P, H}, uniform(static_cast<size_t>(P * H), -0.5f, 0.5f, rng));
+  if (with_type) c->set_f32(slot::kTokenType, "type", {TV, H}, uniform(static_cast<size_t>(TV * H), -0.5f, 0.5f, rng));
+  c->set_f32(slot::kEmbGamma, "gamma", {H}, uniform(static_cast<size_t>(H), 0.5f, 1.5f, rng));
+  c->set_f32(slot::kEmbBeta, "beta", {H}, uniform(static_cast<size_t>(H), -0.2f, 0.2f, rng));
+  c->bind_infos();
+  c->set_batch(lens, rng, V, with_type ? TV : 1);
+  if (null_arrays) {  // the kernels' fallbacks: position = index in the batch, type 0
+    c->batch.positions = nullptr;
+    c->batch.type_ids = nullptr;
+  }
+  c->in_rows = 0;
+  c->out_rows = c->batch.tokens;
+  c->out_width = H;
+  c->finish(Rows::Tokens, Rows::Tokens);
+  std::ostringstream d;
+  d << "Embedding H=" << H << " pos=" << with_pos << " type=" << with_type
+    << (null_arrays ? " (null positions/type_ids)" : "") << " seqs=" << seq_lens_str(lens);
+  c->desc = d.str();
+  c->tol = "embedding";
+  return c;
+}
+
+std::unique_ptr<OpCase> layernorm_case(int64_t rows, int64_t H, bool residual, float eps,
+                                       uint32_t seed) {
+  std::mt19937 rng(seed);
+  auto c = std::make_unique<OpCase>();
+  c->op.kind = OpKind::LayerNorm;
+  c->op.eps = eps;
+  c->op.in0 = 0;
+  c->op.in1 = residual ? 1 : -1;
+  c->set_f32(slot::kGamma, "gamma", {H}, uniform(static_cast<size_t>(H), 0.5f, 1.5f, rng));
+  c->set_f32(slot::kBeta, "beta", {H}, uniform(static_cast<size_t>(H), -0.2f, 0.2f, rng));
+  c->bind_infos();
+  c->set_batch({rows}, rng, 1, 1);
+  c->in_rows = c->out_rows = rows;
+  c->in_width = c->out_width = H;
+  // An offset mean (BERT hidden states are not centred) and a constant row.
+  c->in0 = uniform(static_cast<size_t>(rows * H), -2, 3, rng);
+  if (rows >= 3)
+    std::fill(c->in0.begin() + H, c->in0.begin() + 2 * H, 0.75f);
+  if (residual) c->in1 = uniform(static_cast<size_t>(rows * H), -1, 1, rng);
+  c->finish(Rows::Tokens, Rows::Tokens);
+  std::ostringstream d;
+  d << "LayerNorm rows=" << rows << " H=" << H << " residual=" << residual << " eps=" << eps;
+  c->desc = d.str();
+  c->tol = "layernorm";
+  return c;
+}
+
+std::unique_ptr<OpCase> attention_case(int heads, int64_t hd, const std::vector<int64_t>& lens,
+                                       float scale, uint32_t seed) {
+  std::mt19937 rng(seed);
+  auto c = std::make_unique<OpCase>();
+  c->op.kind = OpKind::Attention;
+  c->op.num_heads = heads;
+  c->op.scale = scale;
+  c->op.in0 = 0;
+  c->bind_infos();
+  c->set_batch(lens, rng, 1, 1);
+  const int64_t H = heads * hd;
+  c->in_rows = c->out_rows = c->batch.tokens;
+  c->in_width = 3 * H;
+  c->out_width = H;
+  c->in0 = uniform(static_cast<size_t>(c->in_rows * 3 * H), -1.5f, 1.5f, rng);
+  c->finish(Rows::Tokens, Rows::Tokens);
+  std::ostringstream d;
+  d << "Attention heads=" << heads << " head_dim=" << hd << " scale=" << scale
+    << " seqs=" << seq_lens_str(lens);
+  c->desc = d.str();
+  c->tol = "attention";
+  return c;
+}
+
+std::unique_ptr<OpCase> pool_case(PoolKind kind, int64_t W, const std::vector<int64_t>& lens,
+                                  uint32_t seed) {
+  std::mt19937 rng(seed);
+  auto c = std::make_unique<OpCase>();
+  c->op.kind = OpKind::Pool;
+  c->op.pool = kind;
+  c->op.in0 = 0;
+  c->bind_infos();
+  c->set_batch(lens, rng, 1, 1);
+  c->in_rows = c->batch.tokens;
+  c->out_rows = c->batch.num_seqs;
+  c->in_width = c->out_width = W;
+  c->in0 = uniform(static_cast<size_t>(c->in_rows * W), -3, 3, rng);
+  c->finish(Rows::Tokens, Rows::Sequences);
+  std::ostringstream d;
+  d << "Pool " << pool_kind_name(kind) << " W=" << W << " seqs=" << seq_lens_str(lens);
+  c->desc = d.str();
+  c->tol = kind == PoolKind::Cls ? "pool_cls" : "pool_mean";
+  return c;
+}
+
+// s8 W [K, N] whose 4x1 blocks (4 consecutive output channels x 1 input
+// channel) are all zero with probability `sparsity` (every block at 1.0, none
+// at 0.0); a trailing N % 4 group of channels counts as a short block. Inside a
+// nonzero block single elements may be 0 and some are +-127.
+std::vector<int8_t> block_sparse_s8(int64_t K, int64_t N, double sparsity, std::mt19937& rng) {
+  std::uniform_real_distribution<double> u(0, 1);
+  std::uniform_int_distribution<int> val(-127, 127);
+  std::vector<int8_t> W(static_cast<size_t>(K * N), 0);
+  for (int64_t n0 = 0; n0 < N; n0 += 4)
+    for (int64_t k = 0; k < K; ++k) {
+      if (sparsity >= 1.0 || (sparsity > 0.0 && u(rng) < sparsity)) continue;
+      const int64_t n1 = std::min(N, n0 + 4);
+      for (int64_t n = n0; n < n1; ++n) {
+        int v = val(rng);
+        if (u(rng) < 0.1) v = 0;
+        if (u(rng) < 0.05) v = u(rng) < 0.5 ? 127 : -127;
+        W[static_cast<size_t>(k * N + n)] = static_cast<int8_t>(v);
+      }
+      if (W[static_cast<size_t>(k * N + n0)] == 0) W[static_cast<size_t>(k * N + n0)] = 3;
+    }
+  return W;
+}
+
+double measured_block_sparsity(const std::vector<int8_t>& W, int64_t K, int64_t N) {
+  int64_t zero = 0, all = 0;
+  for (int64_t n0 = 0; n0 < N; n0 += 4)
+    for (int64_t k = 0; k < K; ++k, ++all) {
+      bool z = true;
+      for (int64_t n = n0; n < std::min(N, n0 + 4); ++n) z &= W[static_cast<size_t>(k * N + n)] == 0;
+      zero += z;
+    }
+  return all ? static_cast<double>(zero) / static_cast<double>(all) : 0.0;
+}
+
+struct LinearSpec {
+  int64_t M, K, N;
+  Precision precision = Precision::F32;
+  Activation act = Activation::None;
+  bool bias = false, residual = false;
+  bool static_q = false;   // S8: calibrated act_scale/act_zp
+  double sparsity = 0.0;   // S8: fraction of zero 4x1 blocks
+  bool record_sparsity = true;  // S8Sparse: op.block_sparsity stored, else -1
+  bool seq_rows = false;   // rows are sequences (after a Pool)
+};
+
+std::unique_ptr<OpCase> linear_case(const LinearSpec& s, uint32_t seed) {
+  std::mt19937 rng(seed);
+  auto c = std::make_unique<OpCase>();
+  const int64_t M = s.M, K = s.K, N = s.N;
+  const bool s8 = s.precision != Precision::F32;
+  c->op.kind = OpKind::Linear;
+  c->op.precision = s.precision;
+  c->op.act = s.act;
+  c->op.in0 = 0;
+  c->op.in1 = s.residual ? 1 : -1;
+  const float wr = 1.5f / std::sqrt(static_cast<float>(K));  // outputs O(1)
+  if (s8) {
+    std::vector<int8_t> W = block_sparse_s8(K, N, s.sparsity, rng);
+    if (s.precision == Precision::S8Sparse)
+      c->op.block_sparsity = s.record_sparsity ? static_cast<float>(measured_block_sparsity(W, K, N)) : -1.f;
+    c->set_s8(slot::kWeight, "w", {K, N}, std::move(W));
+    c->set_f32(slot::kWeightScale, "w_scale", {N}, uniform(static_cast<size_t>(N), 0.5f * wr / 127, 1.5f * wr / 127, rng));
+  } else {
+    c->set_f32(slot::kWeight, "w", {K, N}, uniform(static_cast<size_t>(K * N), -wr, wr, rng));
+  }
+  if (s.bias) c->set_f32(slot::kBias, "b", {N}, uniform(static_cast<size_t>(N), -0.5f, 0.5f, rng));
+  if (s.static_q) {
+    // x is in [-1, 1.2]: this range clips its ends (q saturates at 0 and 255).
+    c->op.act_scale = 1.9f / 255.f;
+    c->op.act_zp = 121;
+  }
+  c->bind_infos();
+  // Sequence rows: M sequences of mixed lengths, the Linear reads one row each.
+  std::vector<int64_t> lens(static_cast<size_t>(M));
+  for (int64_t i = 0; i < M; ++i) lens[static_cast<size_t>(i)] = s.seq_rows ? 1 + (i * 7) % 5 : 1;
+  if (s.seq_rows) c->set_batch(lens, rng, 1, 1);
+  else c->set_batch({M}, rng, 1, 1);
+  c->in_rows = c->out_rows = M;
+  c->in_width = K;
+  c->out_width = N;
+  c->in0 = uniform(static_cast<size_t>(M * K), -1.f, 1.2f, rng);
+  // A zero row (dynamic quantization's hi == lo case) and a row of one sign.
+  if (M >= 3) std::fill(c->in0.begin() + K, c->in0.begin() + 2 * K, 0.f);
+  if (M >= 4)
+    for (int64_t k = 0; k < K; ++k) c->in0[static_cast<size_t>(2 * K + k)] = std::fabs(c->in0[static_cast<size_t>(2 * K + k)]);
+  if (s.residual) c->in1 = uniform(static_cast<size_t>(M * N), -1, 1, rng);
+  const Rows rows = s.seq_rows ? Rows::Sequences : Rows::Tokens;
+  c->finish(rows, rows);
+  std::ostringstream d;
+  d << "Linear " << precision_name(s.precision) << " M=" << M << " K=" << K << " N=" << N
+    << " act=" << activation_name(s.act) << " bias=" << s.bias << " residual=" << s.residual;
+  if (s8) d << (s.static_q ? " static-q" : " dynamic-q") << " block_sparsity=" << s.sparsity;
+  if (s.seq_rows) d << " rows=sequences";
+  c->desc = d.str();
+  if (!s8) {
+    c->tol = "linear_f32";
+  } else {
+    switch (s.act) {
+      case Activation::None: c->tol = "linear_s8"; break;
+      case Activation::GeluErf: c->tol = "linear_s8_gelu_erf"; break;
+      case Activation::GeluTanh: c->tol = "linear_s8_gelu_tanh"; break;
+      case Activation::Tanh: c->tol = "linear_s8_tanh"; break;
+    }
+  }
+  return c;
+}
+
+// ---------------------------------------------------------------------------
+// Running and comparing.
+
+constexpr int64_t kGuardFloats = 16;
+constexpr float kGuardValue = -12345.678f;
+
+const OpImpl& impl_of(const Backend& be, const OpCase& c) {
+  const OpImpl* impl = be.op(c.op.kind);
+  REQUIRE_MESSAGE(impl != nullptr, "backend " << be.name() << " lacks " << op_kind_name(c.op.kind));
+  return *impl;
+}
+
+std::unique_ptr<PreparedOp> prepare(const Backend& be, const OpCase& c) {
+  PrepareArgs a{c.op, c.graph, c.config, c.weights, c.in_width, c.out_width};
+  return impl_of(be, c).prepare(a);
+}
+
+// Runs a prepared case on `ex` with workspace `ws`; returns out (without the
+// guard) or sets *guard_ok = false when a guard float changed.
+std::vector<float> run_prepared(const Backend& be, const OpCase& c, const PreparedOp& st,
+                                Executor& ex, Workspace& ws, int threads, bool* guard_ok) {
+  const size_t n = static_cast<size_t>(c.out_rows * c.out_width);
+  std::vector<float> out(n + kGuardFloats, std::numeric_limits<float>::quiet_NaN());
+  std::fill(out.begin() + static_cast<std::ptrdiff_t>(n), out.end(), kGuardValue);
+  OpIO io;
+  io.in0 = c.in0.empty() ? nullptr : c.in0.data();
+  io.in1 = c.in1.empty() ? nullptr : c.in1.data();
+  io.in_rows = c.in_rows;
+  io.out = out.data();
+  io.out_rows = c.out_rows;
+  io.in_width = c.in_width;
+  io.out_width = c.out_width;
+  RunContext ctx{c.batch, ws, threads};
+  const OpImpl& impl = impl_of(be, c);
+  ex.execute([&] { impl.run(c.op, st, io, ctx); });
+  *guard_ok = std::all_of(out.begin() + static_cast<std::ptrdiff_t>(n), out.end(),
+                          [](float v) { return v == kGuardValue; });
+  out.resize(n);
+  return out;
+}
+
+std::vector<float> run_once(const Backend& be, const OpCase& c, int threads) {
+  auto st = prepare(be, c);
+  auto ex = be.make_executor(threads);
+  Workspace ws;
+  bool guard_ok = true;
+  auto out = run_prepared(be, c, *st, *ex, ws, threads, &guard_ok);
+  REQUIRE_MESSAGE(guard_ok, c.desc << " on " << be.name() << ": wrote past the output");
+  return out;
+}
+
+// Compares got with want under the case's tolerance; one CHECK per call, its
+// message naming the op, backend, shape and the worst element.
+void compare(const OpCase& c, const std::string& who, const std::vector<float>& got,
+             const std::vector<float>& want) {
+  const Tolerance& t = tolerance(c.tol);
+  REQUIRE(got.size() == want.size());
+  const int64_t W = c.out_width;
+  double worst_excess = -1, worst_rel = 0;  // excess: err - allowed
+  int64_t wr = -1, wc = -1;
+  double w_err = 0, w_allowed = 0, w_scale = 0;
+  int64_t bad = 0;
+  for (int64_t r = 0; r < c.out_rows; ++r) {
+    double scale = 0;
+    for (int64_t j = 0; j < W; ++j) scale = std::max(scale, std::fabs(double(want[static_cast<size_t>(r * W + j)])));
+    const double allowed = t.abs + t.rel * scale;
+    for (int64_t j = 0; j < W; ++j) {
+      const size_t i = static_cast<size_t>(r * W + j);
+      const double g = got[i], w = want[i];
+      double err = std::fabs(g - w);
+      if (std::isnan(err)) err = std::numeric_limits<double>::infinity();
+      if (err == 0) continue;
+      const double excess = err - allowed;
+      if (excess > 0) ++bad;
+      if (scale > 0) worst_rel = std::max(worst_rel, err / scale);
+      if (excess > worst_excess || wr < 0) {
+        worst_excess = excess;
+        wr = r;
+        wc = j;
+        w_err = err;
+        w_allowed = allowed;
+        w_scale = scale;
+      }
+    }
+  }
+  double& seen = worst_seen()[c.tol];
+  seen = std::max(seen, worst_rel);
+  std::ostringstream m;
+  if (bad > 0) {
+    const size_t i = static_cast<size_t>(wr * W + wc);
+    m << c.desc << " on " << who << ": " << bad << " of " << got.size()
+      << " elements outside tolerance '" << t.key << "' (rel " << t.rel << " of row scale, abs "
+      << t.abs << "); worst at [" << wr << "][" << wc << "]: got " << got[i] << ", want " << want[i]
+      << ", |err| " << w_err << " > " << w_allowed << " (row scale " << w_scale << ")";
+  }
+  CHECK_MESSAGE(bad == 0, m.str());
+}
+
+struct RestoreIsa {
+  sk::Isa prev;
+  explicit RestoreIsa(sk::Isa cap) : prev(sk::set_max_isa(cap)) {}
+  ~RestoreIsa() { sk::set_max_isa(prev); }
+  RestoreIsa(const RestoreIsa&) = delete;
+  RestoreIsa& operator=(const RestoreIsa&) = delete;
+};
+
+// Every ISA level up to the detected one, lowest first.
+std::vector<sk::Isa> isa_levels() {
+  std::vector<sk::Isa> v;
+  for (sk::Isa i : {sk::Isa::Scalar, sk::Isa::Avx2, sk::Isa::Avx2Vnni, sk::Isa::Avx512Vnni})
+    if (static_cast<int>(i) <= static_cast<int>(sk::detected_isa()) && sk::cpu_supports(i)) v.push_back(i);
+  return v;
+}
+
+std::vector<int> thread_counts() {
+#ifdef SPINEL_TEST_TSAN
+  return {1};
+#else
+  return {1, 2};
+#endif
+}
+
+// The case on every backend but the reference, at every ISA level (each new
+// variant of a backend prepares again) and thread count, against the
+// reference backend.
+void check_case(const OpCase& c) {
+  const Backend* ref = find_backend("reference");
+  REQUIRE(ref != nullptr);
+  const std::vector<float> want = run_once(*ref, c, 1);
+  for (const std::string& name : backend_names()) {
+    if (name == "reference") continue;
+    const Backend* be = find_backend(name);
+    REQUIRE(be != nullptr);
+    std::vector<std::string> variants_done;
+    for (sk::Isa isa : isa_levels()) {
+      RestoreIsa cap(isa);
+      const std::string variant = be->variant();
+      if (std::find(variants_done.begin(), variants_done.end(), variant) != variants_done.end())
+        continue;
+      variants_done.push_back(variant);
+      auto st = prepare(*be, c);
+      for (int threads : thread_counts()) {
+        auto ex = be->make_executor(threads);
+        Workspace ws;
+        bool guard_ok = true;
+        const std::vector<float> got = run_prepared(*be, c, *st, *ex, ws, threads, &guard_ok);
+        const std::string who = name + (variant.empty() ? "" : "/" + variant) + " [" + st->kernel() +
+                                "] threads=" + std::to_string(threads);
+        CHECK_MESSAGE(guard_ok, c.desc << " on " << who << ": wrote past the end of the output");
+        compare(c, who, got, want);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+
+TEST_CASE("backend ops: registry") {
+  const auto names = backend_names();
+  REQUIRE(std::find(names.begin(), names.end(), "reference") != names.end());
+  REQUIRE(std::find(names.begin(), names.end(), "cpu") != names.end());
+  for (const std::string& n : names) {
+    const Backend* be = find_backend(n);
+    REQUIRE(be != nullptr);
+    CHECK(be->name() == n);
+    for (uint32_t k = 1; k < kNumOpKinds; ++k)
+      CHECK_MESSAGE(be->op(static_cast<OpKind>(k)) != nullptr,
+                    n << " lacks " << op_kind_name(static_cast<OpKind>(k)));
+    MESSAGE(n << ": " << be->describe());
+  }
+  std::ostringstream s;
+  for (sk::Isa i : isa_levels()) s << sk::isa_name(i) << " ";
+  MESSAGE("ISA levels tested: " << s.str());
+}
+
+TEST_CASE("backend ops: Embedding") {
+  uint32_t seed = 100;
+  const std::vector<std::vector<int64_t>> batches = {{1}, {5, 1, 17}, {64, 3}};
+  for (int64_t H : {3, 17, 384})
+    for (int combo = 0; combo < 4; ++combo) {
+      const bool pos = combo & 1, type = combo & 2;
+      const auto& lens = batches[static_cast<size_t>((H + combo) % 3)];
+      check_case(*embedding_case(H, pos, type, false, lens, seed++));
+    }
+  check_case(*embedding_case(17, true, true, true, {4, 9}, seed++));
+  if (!kSanitized) check_case(*embedding_case(768, true, true, false, {128, 1, 31}, seed++));
+  print_worst_seen();
+}
+
+TEST_CASE("backend ops: LayerNorm") {
+  uint32_t seed = 200;
+  int i = 0;
+  for (int64_t H : {1, 3, 17, 384, 768})
+    for (int64_t rows : {1, 3, 17, 131})
+      for (bool res : {false, true}) {
+        if (kSanitized && H * rows > 384 * 17) continue;
+        check_case(*layernorm_case(rows, H, res, (i++ % 2) ? 1e-12f : 1e-5f, seed++));
+      }
+  print_worst_seen();
+}
+
+TEST_CASE("backend ops: Attention") {
+  uint32_t seed = 300;
+  const std::vector<std::vector<int64_t>> batches = {
+      {1}, {1, 5, 1, 17}, {3, 64, 1}, {33, 1, 2, 9}, {128, 7}};
+  int i = 0;
+  for (int heads : {1, 2, 3, 12})
+    for (int64_t hd : {7, 16, 32, 64}) {
+      const auto& lens = batches[static_cast<size_t>(i % 5)];
+      if (kSanitized && heads * hd * lens[0] > 12 * 64 * 33) {
+        ++i;
+        continue;
+      }
+      // 1/sqrt(head_dim) as in BERT, and larger/smaller multipliers
+      const float scales[] = {1.f / std::sqrt(static_cast<float>(hd)), 1.f, 0.05f};
+      check_case(*attention_case(heads, hd, lens, scales[i % 3], seed++));
+      ++i;
+    }
+  // Every scale on one shape with 1-token sequences among longer ones.
+  for (float scale : {0.125f, 1.f, 3.f, 0.01f})
+    check_case(*attention_case(2, 16, {1, 9, 1, 1, 20}, scale, seed++));
+  print_worst_seen();
+}
+
+TEST_CASE("backend ops: Pool") {
+  uint32_t seed = 400;
+  for (PoolKind k : {PoolKind::Cls, PoolKind::Mean})
+    for (int64_t W : {1, 17, 768})
+      for (const auto& lens : std::vector<std::vector<int64_t>>{{1}, {1, 7, 1}, {128, 3, 64}})
+        check_case(*pool_case(k, W, lens, seed++));
+  print_worst_seen();
+}
+
+TEST_CASE("backend ops: Linear F32") {
+  uint32_t seed = 500;
+  const Activation acts[] = {Activation::None, Activation::GeluErf, Activation::GeluTanh,
+                             Activation::Tanh};
+  const int64_t Ms[] = {1, 3, 17, 64, 131};
+  const int64_t small[] = {1, 3, 17, 33};
+  int i = 0;
+  // Every activation x bias x residual at small odd shapes.
+  for (Activation act : acts)
+    for (bool bias : {false, true})
+      for (bool res : {false, true}) {
+        LinearSpec s{Ms[i % 5], small[i % 4], small[(i / 4 + i) % 4]};
+        s.act = act;
+        s.bias = bias;
+        s.residual = res;
+        check_case(*linear_case(s, seed++));
+        ++i;
+      }
+  // Every K x N from odd to BERT-sized, the other parameters cycling.
+  const int64_t dims[] = {1, 3, 17, 33, 384, 768};
+  for (int64_t K : dims)
+    for (int64_t N : dims) {
+      const bool big = K >= 384 && N >= 384;
+      if (kSanitized && big && !(K == 768 && N == 384)) continue;
+      LinearSpec s{Ms[i % 5], K, N};
+      if (big) s.M = (i % 2) ? 17 : 131;  // few large reference runs
+      s.act = acts[(i / 2) % 4];
+      s.bias = i % 2;
+      s.residual = (i / 3) % 2;
+      check_case(*linear_case(s, seed++));
+      ++i;
+    }
+  print_worst_seen();
+}
+
+// Both INT8 precisions over block sparsity x activation x quantization x
+// residual, the shape and bias cycling.
+void s8_sweep(Precision p) {
+  uint32_t seed = p == Precision::S8Sparse ? 700 : 600;
+  struct Shape {
+    int64_t M, K, N;
+  };
+  std::vector<Shape> shapes = {{1, 4, 4}, {3, 12, 8}, {17, 36, 20}, {64, 384, 384}, {131, 768, 384},
+                               {17, 768, 768}, {3, 384, 1536}};
+  if (p == Precision::S8Dense) {  // oneDNN's u8s8 has no multiple-of-4 rule
+    shapes.push_back({17, 33, 17});
+    shapes.push_back({3, 1, 3});
+    shapes.push_back({131, 17, 33});
+  }
+  if (kSanitized) shapes = {{1, 4, 4}, {3, 12, 8}, {17, 36, 20}, {17, 384, 384}};
+  const Activation acts[] = {Activation::None, Activation::GeluErf, Activation::GeluTanh,
+                             Activation::Tanh};
+  int i = 0;
+  for (double sp : {0.0, 0.5, 0.9, 1.0})
+    for (Activation act : acts)
+      for (bool static_q : {false, true})
+        for (bool res : {false, true}) {
+          const Shape& sh = shapes[static_cast<size_t>(i % static_cast<int>(shapes.size()))];
+          LinearSpec s{sh.M, sh.K, sh.N, p};
+          s.act = act;
+          s.static_q = static_q;
+          s.residual = res;
+          s.bias = (i / 3) % 2;
+          s.sparsity = sp;
+          s.record_sparsity = (i % 5) != 0;
+          check_case(*linear_case(s, seed++));
+          ++i;
+        }
+}
+
+TEST_CASE("backend ops: Linear S8Dense") {
+  s8_sweep(Precision::S8Dense);
+  print_worst_seen();
+}
+
+TEST_CASE("backend ops: Linear S8Sparse") {
+  s8_sweep(Precision::S8Sparse);
+  print_worst_seen();
+}
+
+TEST_CASE("backend ops: Linear on sequence rows (after a Pool)") {
+  uint32_t seed = 800;
+  for (Precision p : {Precision::F32, Precision::S8Dense, Precision::S8Sparse})
+    for (int64_t M : {1, 3, 17}) {
+      LinearSpec s{M, kSanitized ? 36 : 768, kSanitized ? 36 : 768, p};
+      s.act = Activation::Tanh;  // BERT's pooler
+      s.bias = true;
+      s.sparsity = 0.5;
+      s.seq_rows = true;
+      check_case(*linear_case(s, seed++));
+    }
+  print_worst_seen();
+}
+
+// The BERT pooler head as a chain: Pool(Cls) then Linear(tanh) on its
+// sequence rows, each backend feeding its own Pool output to its Linear.
+TEST_CASE("backend ops: Pool then Linear chain") {
+  const int64_t W = kSanitized ? 36 : 384;
+  const std::vector<int64_t> lens = {5, 1, 12, 1};
+  for (PoolKind kind : {PoolKind::Cls, PoolKind::Mean})
+    for (Precision p : {Precision::F32, Precision::S8Sparse}) {
+      auto pool = pool_case(kind, W, lens, 900);
+      LinearSpec s{static_cast<int64_t>(lens.size()), W, W, p};
+      s.act = Activation::Tanh;
+      s.bias = true;
+      s.sparsity = 0.5;
+      s.seq_rows = true;
+      auto lin = linear_case(s, 901);
+      lin->batch = pool->batch;  // the same batch; the Linear reads the Pool's rows
+      auto chain = [&](const Backend& be, int threads) {
+        lin->in0 = run_once(be, *pool, threads);
+        return run_once(be, *lin, threads);
+      };
+      const std::vector<float> want = chain(*find_backend("reference"), 1);
+      lin->desc = std::string("Pool ") + pool_kind_name(kind) + " -> " + lin->desc;
+      for (const std::string& name : backend_names()) {
+        if (name == "reference") continue;
+        for (int threads : thread_counts()) {
+          const std::vector<float> got = chain(*find_backend(name), threads);
+          compare(*lin, name + " threads=" + std::to_string(threads), got, want);
+        }
+      }
+    }
+  print_worst_seen();
+}
+
+// One PreparedOp, two threads, each with its own Executor and Workspace, run
+// at once: the prepared state is read-only, so every run equals the run made
+// alone (bit for bit: same kernel, same thread count). The baselines come
+// from a separate preparation so the shared one starts cold (oneDNN's
+// per-M primitive cache is filled concurrently).
+TEST_CASE("backend ops: one PreparedOp run from two threads at once") {
+  const int reps = kSanitized ? 3 : 10;
+  std::vector<std::unique_ptr<OpCase>> cases;
+  const int64_t big = kSanitized ? 64 : 384;
+  for (int64_t M : {1, 17, 64}) {
+    LinearSpec f{M, big, big, Precision::F32};
+    f.act = Activation::GeluErf;
+    f.bias = true;
+    f.residual = true;
+    cases.push_back(linear_case(f, 1000 + static_cast<uint32_t>(M)));
+    LinearSpec sp{M, big, big, Precision::S8Sparse};
+    sp.act = Activation::GeluErf;
+    sp.sparsity = 0.5;
+    cases.push_back(linear_case(sp, 1100 + static_cast<uint32_t>(M)));
+    LinearSpec dn{M, big, big, Precision::S8Dense};
+    dn.static_q = true;
+    dn.act = Activation::GeluTanh;
+    cases.push_back(linear_case(dn, 1200 + static_cast<uint32_t>(M)));
+  }
+  cases.push_back(attention_case(3, 16, {1, 40, 7}, 0.25f, 1300));
+  cases.push_back(layernorm_case(33, 96, true, 1e-12f, 1301));
+  cases.push_back(embedding_case(96, true, true, false, {17, 1, 30}, 1302));
+  for (const std::string& name : backend_names()) {
+    const Backend* be = find_backend(name);
+    for (int threads : thread_counts()) {
+      for (const auto& cp : cases) {
+        const OpCase& c = *cp;
+        const std::vector<float> alone = run_once(*be, c, threads);
+        auto shared = prepare(*be, c);
+        std::atomic<int> mismatches{0}, guard_bad{0};
+        auto worker = [&] {
+          auto ex = be->make_executor(threads);
+          Workspace ws;
+          for (int r = 0; r < reps; ++r) {
+            bool guard_ok = true;
+            const auto got = run_prepared(*be, c, *shared, *ex, ws, threads, &guard_ok);
+            if (!guard_ok) ++guard_bad;
+            if (std::memcmp(got.data(), alone.data(), got.size() * sizeof(float)) != 0) ++mismatches;
+          }
+        };
+        std::thread t1(worker), t2(worker);
+        t1.join();
+        t2.join();
+        CHECK_MESSAGE(mismatches.load() == 0, c.desc << " on " << name << " threads=" << threads
+                                                     << " [" << shared->kernel() << "]: "
+                                                     << mismatches.load() << " of " << 2 * reps
+                                                     << " concurrent runs differ from the run alone");
+        CHECK_MESSAGE(guard_bad.load() == 0, c.desc << " on " << name << ": wrote past the output");
+      }
+    }
+  }
+}
