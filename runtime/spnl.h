@@ -23,7 +23,11 @@ namespace spinel {
 constexpr char kSpnlMagic[8] = {'S', 'P', 'I', 'N', 'E', 'L', '\x1a', '\n'};
 // 2: XXH3-64 checksums of the metadata (header) and of every weight blob
 // (tensor table); blobs in table order without overlap.
-constexpr uint32_t kSpnlVersion = 2;
+// 3: config fields and op attributes as tagged records (a new one is not a
+// format change), the architecture resolved by models::find_family, values
+// with their row kind, named graph outputs, a tokenizer section with a kind
+// tag. Files of format 1 and 2 are refused with "convert again".
+constexpr uint32_t kSpnlVersion = 3;
 constexpr uint32_t kSpnlEndianTag = 0x01020304;
 constexpr uint64_t kSpnlAlign = 64;
 
@@ -79,6 +83,9 @@ class Model {
 
   const ModelConfig& config() const { return config_; }
   const Graph& graph() const { return graph_; }
+  // The tokenizer section's kind: "wordpiece" (the only kind read today;
+  // tokenizer() is that WordPiece tokenizer).
+  const std::string& tokenizer_kind() const { return tokenizer_kind_; }
   const WordPieceTokenizer& tokenizer() const { return tokenizer_; }
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   const void* tensor_data(int32_t idx) const;
@@ -102,6 +109,7 @@ class Model {
   uint32_t version_ = 0;
   ModelConfig config_;
   Graph graph_;
+  std::string tokenizer_kind_;
   WordPieceTokenizer tokenizer_;
   std::vector<TensorInfo> tensors_;
 };
