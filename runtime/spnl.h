@@ -8,6 +8,22 @@
 // The header gives offset and size of every section; the loader checks each of
 // them, and every count, offset and size inside a section, against the file's
 // size before using it. Weights are used straight from the mapping.
+//
+// Format 3 sections (little-endian; str = u32 length + bytes; a record is
+// str tag, u8 type (1 i64, 2 f32, 3 str, 4 bool), value):
+//   config     u32 count, records: every ModelConfig field (architecture, a
+//              family registered in models/registry.h; enums by name)
+//   tokenizer  str kind ("wordpiece"), then that kind's own serialization
+//   graph      u32 count, values (str name, i64 width, u32 rows);
+//              u32 count, ops (u32 kind, str name, i32 in0, in1, out, u32 slot
+//              count + i32 weight slots up to the last used, u32 count +
+//              attribute records, only those differing from Op's defaults);
+//              i32 output; u32 count, named outputs (str name, i32 value)
+//   tensors    u32 count, (str name, u32 dtype, u64 ndim, i64 dims, u64
+//              offset, u64 nbytes, u64 XXH3-64)
+// A record tag the reader does not know is an error asking for a newer
+// spinel; adding an attribute or a config field (a row in the tables of
+// spnl.cpp) or a tokenizer kind is therefore not a format change.
 #pragma once
 
 #include <cstdint>
