@@ -13,7 +13,9 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
+#include <type_traits>
 
+#include "models/registry.h"
 #include "runtime/bytes.h"
 #include "runtime/error.h"
 #include "runtime/util/file_io.h"
@@ -56,46 +58,256 @@ uint64_t meta_checksum(const Header& h, const uint8_t* meta, size_t meta_bytes) 
 
 uint64_t align_up(uint64_t v) { return (v + kSpnlAlign - 1) / kSpnlAlign * kSpnlAlign; }
 
+// ---- tagged records ------------------------------------------------------------
+// Op attributes and config fields are records (str tag, u8 type, value), so a
+// new attribute or config field is a new row in a table below, not a new
+// format. A reader refuses a tag it does not know: the file then needs a
+// newer spinel (skipping it could run a model wrongly).
+
+enum class AttrType : uint8_t { I64 = 1, F32 = 2, Str = 3, Bool = 4 };
+
+const char* attr_type_name(uint8_t t) {
+  switch (t) {
+    case 1: return "i64";
+    case 2: return "f32";
+    case 3: return "str";
+    case 4: return "bool";
+  }
+  return nullptr;
+}
+
+struct AttrValue {
+  AttrType type = AttrType::I64;
+  int64_t i = 0;
+  float f = 0.f;
+  std::string s;
+  bool b = false;
+
+  static AttrValue of_i64(int64_t v) { AttrValue a; a.type = AttrType::I64; a.i = v; return a; }
+  static AttrValue of_f32(float v) { AttrValue a; a.type = AttrType::F32; a.f = v; return a; }
+  static AttrValue of_str(std::string v) { AttrValue a; a.type = AttrType::Str; a.s = std::move(v); return a; }
+  static AttrValue of_bool(bool v) { AttrValue a; a.type = AttrType::Bool; a.b = v; return a; }
+  bool operator==(const AttrValue& o) const {
+    if (type != o.type) return false;
+    switch (type) {
+      case AttrType::I64: return i == o.i;
+      case AttrType::F32: return std::memcmp(&f, &o.f, sizeof f) == 0;  // bitwise: NaN is not a default
+      case AttrType::Str: return s == o.s;
+      case AttrType::Bool: return b == o.b;
+    }
+    return false;
+  }
+};
+
+void put_record(ByteWriter& w, const char* tag, const AttrValue& v) {
+  w.put_str(tag);
+  w.put<uint8_t>(static_cast<uint8_t>(v.type));
+  switch (v.type) {
+    case AttrType::I64: w.put<int64_t>(v.i); break;
+    case AttrType::F32: w.put<float>(v.f); break;
+    case AttrType::Str: w.put_str(v.s); break;
+    case AttrType::Bool: w.put<uint8_t>(v.b ? 1 : 0); break;
+  }
+}
+
+// Reads the value of a record whose tag is known to want `want`.
+AttrValue get_value(ByteReader& r, const char* what, const std::string& tag, uint8_t type,
+                    AttrType want) {
+  if (type != static_cast<uint8_t>(want)) {
+    const char* got = attr_type_name(type);
+    fail(what, " '", tag, "' has type ", got ? got : ("code " + std::to_string(type)), ", expected ",
+         attr_type_name(static_cast<uint8_t>(want)));
+  }
+  switch (want) {
+    case AttrType::I64: return AttrValue::of_i64(r.get<int64_t>(tag.c_str()));
+    case AttrType::F32: return AttrValue::of_f32(r.get<float>(tag.c_str()));
+    case AttrType::Str: return AttrValue::of_str(r.get_str(tag.c_str()));
+    case AttrType::Bool: {
+      const uint8_t b = r.get<uint8_t>(tag.c_str());
+      if (b > 1) fail(what, " '", tag, "' is a bool stored as ", int{b});
+      return AttrValue::of_bool(b == 1);
+    }
+  }
+  fail(what, " '", tag, "': bad type");
+}
+
+template <typename E, size_t N>
+E parse_enum(const E (&all)[N], const char* (*name)(E), const std::string& s, const char* what) {
+  std::string known;
+  for (E e : all) {
+    if (s == name(e)) return e;
+    known += (known.empty() ? "" : ", ") + std::string(name(e));
+  }
+  fail(what, " '", s, "' is not known to this spinel (it knows ", known,
+       "); the file needs a newer spinel");
+}
+
+constexpr Activation kActivations[] = {Activation::None, Activation::GeluErf, Activation::GeluTanh,
+                                       Activation::Tanh};
+constexpr Precision kPrecisions[] = {Precision::F32, Precision::S8Dense, Precision::S8Sparse};
+constexpr PoolKind kPoolKinds[] = {PoolKind::Cls, PoolKind::Mean};
+
+int32_t to_i32(int64_t v, const char* what) {
+  if (v < std::numeric_limits<int32_t>::min() || v > std::numeric_limits<int32_t>::max())
+    fail(what, " ", v, " is out of range");
+  return static_cast<int32_t>(v);
+}
+
+constexpr uint32_t kind_bit(OpKind k) { return 1u << static_cast<uint32_t>(k); }
+constexpr uint32_t kLinearOnly = kind_bit(OpKind::Linear);
+
+// Every op attribute: its tag, type, the op kinds it belongs to, and how it
+// maps to Op. Absent from a file = the default of Op in runtime/ir.h; the
+// writer stores only values that differ from it.
+struct OpAttrDef {
+  const char* tag;
+  AttrType type;
+  uint32_t kinds;
+  AttrValue (*get)(const Op&);
+  void (*set)(Op&, const AttrValue&);
+};
+
+const OpAttrDef kOpAttrs[] = {
+    {"act", AttrType::Str, kLinearOnly,
+     [](const Op& o) { return AttrValue::of_str(activation_name(o.act)); },
+     [](Op& o, const AttrValue& v) { o.act = parse_enum(kActivations, activation_name, v.s, "activation"); }},
+    {"precision", AttrType::Str, kLinearOnly,
+     [](const Op& o) { return AttrValue::of_str(precision_name(o.precision)); },
+     [](Op& o, const AttrValue& v) { o.precision = parse_enum(kPrecisions, precision_name, v.s, "precision"); }},
+    {"act_scale", AttrType::F32, kLinearOnly, [](const Op& o) { return AttrValue::of_f32(o.act_scale); },
+     [](Op& o, const AttrValue& v) { o.act_scale = v.f; }},
+    {"act_zp", AttrType::I64, kLinearOnly, [](const Op& o) { return AttrValue::of_i64(o.act_zp); },
+     [](Op& o, const AttrValue& v) { o.act_zp = to_i32(v.i, "act_zp"); }},
+    {"num_heads", AttrType::I64, kind_bit(OpKind::Attention),
+     [](const Op& o) { return AttrValue::of_i64(o.num_heads); },
+     [](Op& o, const AttrValue& v) { o.num_heads = to_i32(v.i, "num_heads"); }},
+    {"eps", AttrType::F32, kind_bit(OpKind::LayerNorm) | kind_bit(OpKind::Embedding),
+     [](const Op& o) { return AttrValue::of_f32(o.eps); }, [](Op& o, const AttrValue& v) { o.eps = v.f; }},
+    {"scale", AttrType::F32, kind_bit(OpKind::Attention),
+     [](const Op& o) { return AttrValue::of_f32(o.scale); }, [](Op& o, const AttrValue& v) { o.scale = v.f; }},
+    {"pool", AttrType::Str, kind_bit(OpKind::Pool),
+     [](const Op& o) { return AttrValue::of_str(pool_kind_name(o.pool)); },
+     [](Op& o, const AttrValue& v) { o.pool = parse_enum(kPoolKinds, pool_kind_name, v.s, "pooling"); }},
+    {"block_sparsity", AttrType::F32, kLinearOnly,
+     [](const Op& o) { return AttrValue::of_f32(o.block_sparsity); },
+     [](Op& o, const AttrValue& v) { o.block_sparsity = v.f; }},
+};
+constexpr size_t kNumOpAttrs = sizeof kOpAttrs / sizeof kOpAttrs[0];
+static_assert(kNumOpAttrs <= 64, "seen-mask width");
+
+// Config fields, the same way; `required` ones have no meaningful default.
+struct ConfigFieldDef {
+  const char* tag;
+  AttrType type;
+  bool required;
+  AttrValue (*get)(const ModelConfig&);
+  void (*set)(ModelConfig&, const AttrValue&);
+};
+
+#define SPINEL_CONFIG_I64(name, req)                                                    \
+  {#name, AttrType::I64, req, [](const ModelConfig& c) { return AttrValue::of_i64(c.name); }, \
+   [](ModelConfig& c, const AttrValue& v) { c.name = v.i; }}
+const ConfigFieldDef kConfigFields[] = {
+    {"architecture", AttrType::Str, true, [](const ModelConfig& c) { return AttrValue::of_str(c.architecture); },
+     [](ModelConfig& c, const AttrValue& v) { c.architecture = v.s; }},
+    SPINEL_CONFIG_I64(vocab_size, true),
+    SPINEL_CONFIG_I64(hidden_size, true),
+    SPINEL_CONFIG_I64(num_layers, true),
+    SPINEL_CONFIG_I64(num_heads, true),
+    SPINEL_CONFIG_I64(intermediate_size, true),
+    SPINEL_CONFIG_I64(max_position, true),
+    SPINEL_CONFIG_I64(type_vocab_size, false),
+    {"layer_norm_eps", AttrType::F32, false,
+     [](const ModelConfig& c) { return AttrValue::of_f32(c.layer_norm_eps); },
+     [](ModelConfig& c, const AttrValue& v) { c.layer_norm_eps = v.f; }},
+    {"hidden_act", AttrType::Str, false,
+     [](const ModelConfig& c) { return AttrValue::of_str(activation_name(c.hidden_act)); },
+     [](ModelConfig& c, const AttrValue& v) {
+       c.hidden_act = parse_enum(kActivations, activation_name, v.s, "hidden_act");
+     }},
+    {"source", AttrType::Str, false, [](const ModelConfig& c) { return AttrValue::of_str(c.source); },
+     [](ModelConfig& c, const AttrValue& v) { c.source = v.s; }},
+    {"default_pool", AttrType::Str, false,
+     [](const ModelConfig& c) { return AttrValue::of_str(c.default_pool); },
+     [](ModelConfig& c, const AttrValue& v) { c.default_pool = v.s; }},
+    {"normalize", AttrType::Bool, false, [](const ModelConfig& c) { return AttrValue::of_bool(c.normalize); },
+     [](ModelConfig& c, const AttrValue& v) { c.normalize = v.b; }},
+};
+#undef SPINEL_CONFIG_I64
+constexpr size_t kNumConfigFields = sizeof kConfigFields / sizeof kConfigFields[0];
+static_assert(kNumConfigFields <= 64, "seen-mask width");
+
+// Smallest record: empty tag (4), type (1), a bool (1).
+constexpr size_t kMinRecordBytes = 6;
+
+// Reads `count` records, calling apply(index into defs, value) once per tag;
+// an unknown or repeated tag is an error naming it.
+template <typename Def, size_t N, typename Apply>
+void read_records(ByteReader& r, const Def (&defs)[N], const char* what, Apply apply) {
+  const uint32_t n = r.get<uint32_t>(what);
+  if (n > r.remaining() / kMinRecordBytes) fail(what, " count ", n, " exceeds the section");
+  uint64_t seen = 0;
+  for (uint32_t k = 0; k < n; ++k) {
+    const std::string tag = r.get_str(what);
+    const uint8_t type = r.get<uint8_t>(what);
+    size_t d = 0;
+    while (d < N && tag != defs[d].tag) ++d;
+    if (d == N)
+      fail(what, " '", tag, "' is not known to this spinel: the file was written by a newer spinel, "
+           "which is needed to run it");
+    if (seen & (uint64_t{1} << d)) fail(what, " '", tag, "' appears twice");
+    seen |= uint64_t{1} << d;
+    apply(d, get_value(r, what, tag, type, defs[d].type));
+  }
+  for (size_t d = 0; d < N; ++d)
+    if constexpr (std::is_same_v<Def, ConfigFieldDef>)
+      if (defs[d].required && !(seen & (uint64_t{1} << d))) fail(what, " '", defs[d].tag, "' is missing");
+}
+
+// ---- config ---------------------------------------------------------------------
+
+void check_architecture(const std::string& a) {
+  if (!models::find_family(a))
+    fail("architecture '", a, "' is not supported by this spinel (supported: ", models::family_names(),
+         ")");
+}
+
 void write_config(ByteWriter& w, const ModelConfig& c) {
-  w.put_str(c.architecture);
-  w.put<int64_t>(c.vocab_size);
-  w.put<int64_t>(c.hidden_size);
-  w.put<int64_t>(c.num_layers);
-  w.put<int64_t>(c.num_heads);
-  w.put<int64_t>(c.intermediate_size);
-  w.put<int64_t>(c.max_position);
-  w.put<int64_t>(c.type_vocab_size);
-  w.put<float>(c.layer_norm_eps);
-  w.put<uint32_t>(static_cast<uint32_t>(c.hidden_act));
-  w.put_str(c.source);
+  w.put<uint32_t>(static_cast<uint32_t>(kNumConfigFields));  // all of them, defaults too
+  for (const ConfigFieldDef& f : kConfigFields) put_record(w, f.tag, f.get(c));
 }
 
 ModelConfig read_config(ByteReader& r) {
   ModelConfig c;
-  c.architecture = r.get_str("architecture");
-  c.vocab_size = r.get<int64_t>("vocab_size");
-  c.hidden_size = r.get<int64_t>("hidden_size");
-  c.num_layers = r.get<int64_t>("num_layers");
-  c.num_heads = r.get<int64_t>("num_heads");
-  c.intermediate_size = r.get<int64_t>("intermediate_size");
-  c.max_position = r.get<int64_t>("max_position");
-  c.type_vocab_size = r.get<int64_t>("type_vocab_size");
-  c.layer_norm_eps = r.get<float>("layer_norm_eps");
-  const uint32_t act = r.get<uint32_t>("hidden_act");
-  if (act > static_cast<uint32_t>(Activation::GeluTanh)) fail("config: unknown activation ", act);
-  c.hidden_act = static_cast<Activation>(act);
-  c.source = r.get_str("source");
-  if (c.architecture != "bert") fail("config: unsupported architecture '", c.architecture, "'");
+  read_records(r, kConfigFields, "config field",
+               [&](size_t d, const AttrValue& v) { kConfigFields[d].set(c, v); });
+  check_architecture(c.architecture);
   validate_config(c);
   return c;
 }
+
+// ---- tokenizer --------------------------------------------------------------------
+// The section is a kind tag, then that kind's own serialization. A new kind
+// (issue 9: "bpe", "sentencepiece") is a new row here.
+
+constexpr const char* kTokenizerKinds[] = {"wordpiece"};
+
+std::string tokenizer_kind_names() {
+  std::string s;
+  for (const char* k : kTokenizerKinds) s += (s.empty() ? "" : ", ") + std::string(k);
+  return s;
+}
+
+// ---- graph --------------------------------------------------------------------------
 
 void write_graph(ByteWriter& w, const Graph& g) {
   w.put<uint32_t>(static_cast<uint32_t>(g.values.size()));
   for (const Value& v : g.values) {
     w.put_str(v.name);
     w.put<int64_t>(v.width);
+    w.put<uint32_t>(static_cast<uint32_t>(v.rows));
   }
+  const Op defaults;
   w.put<uint32_t>(static_cast<uint32_t>(g.ops.size()));
   for (const Op& op : g.ops) {
     w.put<uint32_t>(static_cast<uint32_t>(op.kind));
@@ -103,56 +315,89 @@ void write_graph(ByteWriter& w, const Graph& g) {
     w.put<int32_t>(op.in0);
     w.put<int32_t>(op.in1);
     w.put<int32_t>(op.out);
-    for (int32_t id : op.w) w.put<int32_t>(id);
-    w.put<uint32_t>(static_cast<uint32_t>(op.act));
-    w.put<uint32_t>(static_cast<uint32_t>(op.precision));
-    w.put<float>(op.act_scale);
-    w.put<int32_t>(op.act_zp);
-    w.put<int32_t>(op.num_heads);
-    w.put<float>(op.eps);
-    w.put<float>(op.scale);
+    // Weight slots up to the last one used (a reader knowing fewer slots can
+    // still read ops that do not use the new ones).
+    uint32_t nslots = slot::kCount;
+    while (nslots > 0 && op.w[nslots - 1] == -1) --nslots;
+    w.put<uint32_t>(nslots);
+    for (uint32_t k = 0; k < nslots; ++k) w.put<int32_t>(op.w[k]);
+    std::vector<const OpAttrDef*> set;
+    for (const OpAttrDef& a : kOpAttrs) {
+      if (a.get(op) == a.get(defaults)) continue;
+      if (!(a.kinds & kind_bit(op.kind)))
+        fail("graph op '", op.name, "': attribute '", a.tag, "' is set but does not apply to a ",
+             op_kind_name(op.kind));
+      set.push_back(&a);
+    }
+    w.put<uint32_t>(static_cast<uint32_t>(set.size()));
+    for (const OpAttrDef* a : set) put_record(w, a->tag, a->get(op));
   }
   w.put<int32_t>(g.output);
+  w.put<uint32_t>(static_cast<uint32_t>(g.outputs.size()));
+  for (const GraphOutput& o : g.outputs) {
+    w.put_str(o.name);
+    w.put<int32_t>(o.value);
+  }
+}
+
+void read_op(ByteReader& r, Op& op) {
+  op.name = r.get_str("op name");
+  op.in0 = r.get<int32_t>("op in0");
+  op.in1 = r.get<int32_t>("op in1");
+  op.out = r.get<int32_t>("op out");
+  const uint32_t nslots = r.get<uint32_t>("op weight slot count");
+  if (nslots > static_cast<uint32_t>(slot::kCount))
+    fail(nslots, " weight slots, this spinel knows ", slot::kCount,
+         ": the file was written by a newer spinel, which is needed to run it");
+  for (uint32_t k = 0; k < nslots; ++k) op.w[k] = r.get<int32_t>("op weight");
+  read_records(r, kOpAttrs, "attribute", [&](size_t d, const AttrValue& v) {
+    if (!(kOpAttrs[d].kinds & kind_bit(op.kind)))
+      fail("attribute '", kOpAttrs[d].tag, "' does not apply to a ", op_kind_name(op.kind));
+    kOpAttrs[d].set(op, v);
+  });
 }
 
 Graph read_graph(ByteReader& r) {
   Graph g;
   const uint32_t nv = r.get<uint32_t>("value count");
-  // Each value takes at least 12 bytes; reject counts the section cannot hold.
-  if (nv > r.remaining() / 12) fail("graph: value count ", nv, " exceeds the section");
+  // Each value takes at least 16 bytes; reject counts the section cannot hold.
+  if (nv > r.remaining() / 16) fail("graph: value count ", nv, " exceeds the section");
   g.values.resize(nv);
   for (Value& v : g.values) {
     v.name = r.get_str("value name");
     v.width = r.get<int64_t>("value width");
     if (v.width <= 0 || v.width > (int64_t{1} << 24))
       fail("graph: value '", v.name, "' has width ", v.width);
+    const uint32_t rows = r.get<uint32_t>("value rows");
+    if (rows > static_cast<uint32_t>(Rows::Sequences))
+      fail("graph: value '", v.name, "' has unknown row kind ", rows);
+    v.rows = static_cast<Rows>(rows);
   }
   const uint32_t nops = r.get<uint32_t>("op count");
-  if (nops > r.remaining() / 40) fail("graph: op count ", nops, " exceeds the section");
+  // kind, name, in0, in1, out, slot count, attribute count: at least 28 bytes.
+  if (nops > r.remaining() / 28) fail("graph: op count ", nops, " exceeds the section");
   g.ops.resize(nops);
-  for (Op& op : g.ops) {
+  for (size_t i = 0; i < g.ops.size(); ++i) {
+    Op& op = g.ops[i];
     const uint32_t kind = r.get<uint32_t>("op kind");
-    if (kind < 1 || kind > static_cast<uint32_t>(OpKind::LayerNorm))
-      fail("graph: unknown op kind ", kind);
+    if (kind < 1 || kind >= kNumOpKinds)
+      fail("graph op #", i, ": op kind ", kind,
+           " is not known to this spinel (a newer spinel is needed, or the file is damaged)");
     op.kind = static_cast<OpKind>(kind);
-    op.name = r.get_str("op name");
-    op.in0 = r.get<int32_t>("op in0");
-    op.in1 = r.get<int32_t>("op in1");
-    op.out = r.get<int32_t>("op out");
-    for (int32_t& id : op.w) id = r.get<int32_t>("op weight");
-    const uint32_t act = r.get<uint32_t>("op activation");
-    if (act > static_cast<uint32_t>(Activation::GeluTanh)) fail("graph: unknown activation ", act);
-    op.act = static_cast<Activation>(act);
-    const uint32_t prec = r.get<uint32_t>("op precision");
-    if (prec > static_cast<uint32_t>(Precision::S8Sparse)) fail("graph: unknown precision ", prec);
-    op.precision = static_cast<Precision>(prec);
-    op.act_scale = r.get<float>("op act_scale");
-    op.act_zp = r.get<int32_t>("op act_zp");
-    op.num_heads = r.get<int32_t>("op num_heads");
-    op.eps = r.get<float>("op eps");
-    op.scale = r.get<float>("op scale");
+    try {
+      read_op(r, op);
+    } catch (const Error& e) {
+      fail("graph op #", i, " (", op_kind_name(op.kind), " '", op.name, "'): ", e.what());
+    }
   }
   g.output = r.get<int32_t>("graph output");
+  const uint32_t no = r.get<uint32_t>("named output count");
+  if (no > r.remaining() / 8) fail("graph: named output count ", no, " exceeds the section");
+  g.outputs.resize(no);
+  for (GraphOutput& o : g.outputs) {
+    o.name = r.get_str("output name");
+    o.value = r.get<int32_t>("output value");
+  }
   return g;
 }
 
@@ -285,6 +530,7 @@ void write_all(int fd, const void* data, size_t n, const std::string& tmp) {
 }  // namespace
 
 void SpnlWriter::write(const std::string& path) const {
+  check_architecture(config.architecture);
   validate_graph(graph, tensors_, config);
   if (tokenizer.vocab_size() == 0) fail("no tokenizer was given to the .spnl writer");
   if (static_cast<int64_t>(tokenizer.vocab_size()) > config.vocab_size)
@@ -304,6 +550,7 @@ void SpnlWriter::write(const std::string& path) const {
 
   ByteWriter sec[kData];
   write_config(sec[kConfig], config);
+  sec[kTokenizer].put_str(kTokenizerKinds[0]);  // "wordpiece", the only kind a writer holds today
   tokenizer.serialize(sec[kTokenizer]);
   write_graph(sec[kGraph], graph);
   write_tensors(sec[kTensors], tensors);
@@ -410,11 +657,14 @@ void Model::parse(const LoadOptions& opts) {
     std::memcpy(&h, base_, sizeof h);
     if (std::memcmp(h.magic, kSpnlMagic, sizeof h.magic) != 0) fail("not a .spnl file (bad magic)");
     if (h.endian != kSpnlEndianTag) fail("written on a machine of the other byte order");
-    if (h.version == 1)
-      fail("format version 1 (written by spinel 0.1 without checksums) is no longer read; convert "
-           "the ONNX model again with this spinel");
+    if (h.version == 1 || h.version == 2)
+      fail("format version ", h.version, " was written by an older spinel; convert the ONNX model "
+           "again with this spinel (it reads format ", kSpnlVersion, ")");
+    if (h.version > kSpnlVersion)
+      fail("format version ", h.version, " is newer than this spinel reads (format ", kSpnlVersion,
+           "); a newer spinel is needed, or the file is damaged");
     if (h.version != kSpnlVersion)
-      fail("format version ", h.version, " is not supported (this build reads version ",
+      fail("format version ", h.version, " is not a .spnl format (this spinel reads format ",
            kSpnlVersion, ")");
     if (h.file_size != size_)
       fail("truncated or extended: the header says ", h.file_size, " bytes, the file has ", size_);
@@ -440,7 +690,12 @@ void Model::parse(const LoadOptions& opts) {
     config_ = read_config(rc);
     check_fully_read(rc);
     ByteReader rt = reader(kTokenizer);
-    tokenizer_ = WordPieceTokenizer::deserialize(rt);
+    tokenizer_kind_ = rt.get_str("tokenizer kind");
+    if (tokenizer_kind_ == "wordpiece")
+      tokenizer_ = WordPieceTokenizer::deserialize(rt);
+    else
+      fail("tokenizer: kind '", tokenizer_kind_, "' is not supported by this spinel (supported: ",
+           tokenizer_kind_names(), ")");
     check_fully_read(rt);
     ByteReader rg = reader(kGraph);
     graph_ = read_graph(rg);

@@ -8,6 +8,22 @@
 // The header gives offset and size of every section; the loader checks each of
 // them, and every count, offset and size inside a section, against the file's
 // size before using it. Weights are used straight from the mapping.
+//
+// Format 3 sections (little-endian; str = u32 length + bytes; a record is
+// str tag, u8 type (1 i64, 2 f32, 3 str, 4 bool), value):
+//   config     u32 count, records: every ModelConfig field (architecture, a
+//              family registered in models/registry.h; enums by name)
+//   tokenizer  str kind ("wordpiece"), then that kind's own serialization
+//   graph      u32 count, values (str name, i64 width, u32 rows);
+//              u32 count, ops (u32 kind, str name, i32 in0, in1, out, u32 slot
+//              count + i32 weight slots up to the last used, u32 count +
+//              attribute records, only those differing from Op's defaults);
+//              i32 output; u32 count, named outputs (str name, i32 value)
+//   tensors    u32 count, (str name, u32 dtype, u64 ndim, i64 dims, u64
+//              offset, u64 nbytes, u64 XXH3-64)
+// A record tag the reader does not know is an error asking for a newer
+// spinel; adding an attribute or a config field (a row in the tables of
+// spnl.cpp) or a tokenizer kind is therefore not a format change.
 #pragma once
 
 #include <cstdint>
@@ -28,7 +44,11 @@ class PreparedModel;
 constexpr char kSpnlMagic[8] = {'S', 'P', 'I', 'N', 'E', 'L', '\x1a', '\n'};
 // 2: XXH3-64 checksums of the metadata (header) and of every weight blob
 // (tensor table); blobs in table order without overlap.
-constexpr uint32_t kSpnlVersion = 2;
+// 3: config fields and op attributes as tagged records (a new one is not a
+// format change), the architecture resolved by models::find_family, values
+// with their row kind, named graph outputs, a tokenizer section with a kind
+// tag. Files of format 1 and 2 are refused with "convert again".
+constexpr uint32_t kSpnlVersion = 3;
 constexpr uint32_t kSpnlEndianTag = 0x01020304;
 constexpr uint64_t kSpnlAlign = 64;
 
@@ -84,6 +104,9 @@ class Model {
 
   const ModelConfig& config() const { return config_; }
   const Graph& graph() const { return graph_; }
+  // The tokenizer section's kind: "wordpiece" (the only kind read today;
+  // tokenizer() is that WordPiece tokenizer).
+  const std::string& tokenizer_kind() const { return tokenizer_kind_; }
   const WordPieceTokenizer& tokenizer() const { return tokenizer_; }
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   const void* tensor_data(int32_t idx) const;
@@ -113,6 +136,7 @@ class Model {
   uint32_t version_ = 0;
   ModelConfig config_;
   Graph graph_;
+  std::string tokenizer_kind_;
   WordPieceTokenizer tokenizer_;
   std::vector<TensorInfo> tensors_;
 };

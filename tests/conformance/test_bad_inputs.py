@@ -57,7 +57,7 @@ def write_header(buf, h):
 def test_header_layout_is_as_documented(tiny):
     data = tiny[1].read_bytes()
     h = F.check_layout(data)  # offsets, sizes, order, alignment and both kinds of checksum
-    assert h["magic"] == b"SPINEL\x1a\n" and h["version"] == 2
+    assert h["magic"] == b"SPINEL\x1a\n" and h["version"] == 3
     assert h["size"] == len(data)
     for off, size in zip(h["offsets"], h["sizes"]):
         assert 128 <= off and off + size <= len(data)
@@ -93,10 +93,27 @@ def _corrupt_spnl(kind, data):
         h["version"] = 99
         write_header(buf, h)
         return bytes(buf), ["version"]
-    if kind == "old_version_1":
-        h["version"] = 1
+    if kind in ("old_version_1", "old_version_2"):
+        h["version"] = int(kind[-1])
         write_header(buf, h)
-        return bytes(buf), ["version 1"]
+        return bytes(buf), [f"version {kind[-1]}", "older spinel", "convert the ONNX model again"]
+    if kind == "newer_version_4":
+        h["version"] = 4
+        write_header(buf, h)
+        return bytes(buf), ["version 4", "newer spinel"]
+    if kind == "unknown_op_attribute":
+        g = F.walk_graph(buf)
+        i = next(k for k, op in enumerate(g["ops"]) if op["kind"].value == F.ATTENTION)
+        return bytes(F.add_op_attr(buf, i, "alibi", F.BOOL, True)), \
+            [g["ops"][i]["name"].text, "'alibi'", "newer spinel"]
+    if kind == "unknown_architecture":
+        a = F.walk_config(buf)["architecture"]
+        return bytes(F.splice(buf, a.length.at, a.end, F.pack_str("roberta"))), \
+            ["architecture 'roberta' is not supported by this spinel (supported: bert"]
+    if kind == "unknown_tokenizer_kind":
+        k = F.walk_tokenizer(buf)["kind"]
+        return bytes(F.splice(buf, k.length.at, k.end, F.pack_str("sentencepiece"))), \
+            ["tokenizer", "'sentencepiece'", "supported: wordpiece"]
     if kind == "graph_offset_past_end":
         h["offsets"][2] = n + 4096
         write_header(buf, h)
@@ -132,6 +149,8 @@ def _corrupt_spnl(kind, data):
 
 SPNL_CASES = ["empty", "shorter_than_header", "truncated_half", "truncated_one_byte",
               "truncated_header_patched", "bad_magic", "bad_version", "old_version_1",
+              "old_version_2", "newer_version_4", "unknown_op_attribute", "unknown_architecture",
+              "unknown_tokenizer_kind",
               "graph_offset_past_end",
               "tensors_offset_huge", "config_offset_zero", "graph_size_huge",
               "tokenizer_offset_shifted", "graph_offset_into_data", "data_offset_unaligned"]

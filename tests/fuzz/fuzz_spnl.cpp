@@ -6,9 +6,11 @@
 //
 // The load verifies an XXH3 checksum of the metadata and of every weight
 // blob, so byte flips alone die at the checksum. The custom mutator below
-// knows the v2 layout: it walks the header, config, tokenizer, graph and
+// knows the format-3 layout: it walks the header, config, tokenizer, graph and
 // tensor table, mutates their fields (counts, lengths, offsets, sizes, dims,
-// op indices, floats) to boundary values, reorders ops, mutates sections and
+// op indices, record types, floats) to boundary values, reorders ops, adds
+// tagged records (known, unknown and repeated tags) to ops and the config,
+// mutates sections and
 // blobs with libFuzzer's own mutator, and then usually reseals the checksums
 // so that the mutated file reaches the validation behind them.
 #include <xxhash.h>
@@ -35,7 +37,7 @@ namespace {
 using Bytes = std::vector<uint8_t>;
 using Rng = std::minstd_rand;
 
-// ---- the v2 layout (runtime/spnl.cpp) ---------------------------------------
+// ---- the format-3 layout (runtime/spnl.cpp) ---------------------------------
 
 constexpr size_t kHeaderBytes = 128;
 constexpr size_t kVersionAt = 8, kEndianAt = 12, kFileSizeAt = 16, kOffsetAt = 24, kSizeAt = 64,
@@ -77,6 +79,12 @@ struct TensorRecord {
 
 struct OpRecord {
   size_t begin, end;  // absolute positions
+  size_t attrs_at;    // its attribute count
+};
+
+// A tagged record list: where its count is and where it ends.
+struct RecordList {
+  size_t count_at = 0, end = 0;
 };
 
 // What the mutator knows about an input: where the sections lie and, as far
@@ -89,6 +97,7 @@ struct Layout {
   std::vector<TensorRecord> tensors;
   std::vector<OpRecord> ops;
   size_t op_count_at = 0;  // 0: the graph walk did not reach the op count
+  RecordList config;       // count_at 0: not walked to its end
 };
 
 // Reads numbers from [pos, end) and records where each one was; stops (ok()
@@ -118,6 +127,7 @@ class Walker {
     else pos_ += n;
   }
   void str() { skip(num(Kind::U32)); }
+  void stop() { ok_ = false; }
 
  private:
   const uint8_t* base_;
@@ -126,15 +136,29 @@ class Walker {
   bool ok_ = true;
 };
 
-void walk_config(Walker& w) {
-  w.str();  // architecture
-  for (int i = 0; i < 7; ++i) w.num(Kind::I64);  // vocab .. type_vocab_size
-  w.num(Kind::F32);  // layer_norm_eps
-  w.num(Kind::U32);  // hidden_act
-  w.str();           // source
+// u32 count, then (str tag, u8 type, value) records.
+RecordList walk_records(Walker& w) {
+  RecordList r;
+  const size_t count_at = w.pos();
+  const uint64_t n = w.num(Kind::U32);
+  for (uint64_t i = 0; i < n && w.ok(); ++i) {
+    w.str();  // tag
+    switch (w.num(Kind::U8)) {
+      case 1: w.num(Kind::I64); break;
+      case 2: w.num(Kind::F32); break;
+      case 3: w.str(); break;
+      case 4: w.num(Kind::U8); break;
+      default: w.stop();
+    }
+  }
+  if (w.ok()) r = {count_at, w.pos()};
+  return r;
 }
 
+void walk_config(Walker& w, Layout& l) { l.config = walk_records(w); }
+
 void walk_tokenizer(Walker& w) {
+  w.str();           // kind
   w.num(Kind::U32);  // magic
   w.num(Kind::U32);  // version
   w.num(Kind::U8);   // flags
@@ -155,6 +179,7 @@ void walk_graph(Walker& w, Layout& l) {
   for (uint64_t i = 0; i < nv && w.ok(); ++i) {
     w.str();
     w.num(Kind::I64);  // width
+    w.num(Kind::U32);  // rows
   }
   if (!w.ok()) return;
   l.op_count_at = w.pos();
@@ -163,17 +188,19 @@ void walk_graph(Walker& w, Layout& l) {
     const size_t begin = w.pos();
     w.num(Kind::U32);  // kind
     w.str();           // name
-    for (int j = 0; j < 3 + 5; ++j) w.num(Kind::I32);  // in0, in1, out, weights
-    w.num(Kind::U32);  // act
-    w.num(Kind::U32);  // precision
-    w.num(Kind::F32);  // act_scale
-    w.num(Kind::I32);  // act_zp
-    w.num(Kind::I32);  // num_heads
-    w.num(Kind::F32);  // eps
-    w.num(Kind::F32);  // scale
-    if (w.ok()) l.ops.push_back({begin, w.pos()});
+    for (int j = 0; j < 3; ++j) w.num(Kind::I32);  // in0, in1, out
+    const uint64_t nslots = w.num(Kind::U32);
+    for (uint64_t k = 0; k < nslots && w.ok(); ++k) w.num(Kind::I32);
+    const size_t attrs_at = w.pos();
+    walk_records(w);
+    if (w.ok()) l.ops.push_back({begin, w.pos(), attrs_at});
   }
-  w.num(Kind::I32);  // output
+  w.num(Kind::I32);  // output (last_hidden_state)
+  const uint64_t no = w.num(Kind::U32);
+  for (uint64_t i = 0; i < no && w.ok(); ++i) {
+    w.str();
+    w.num(Kind::I32);
+  }
 }
 
 void walk_tensors(Walker& w, Layout& l) {
@@ -217,7 +244,7 @@ Layout walk(const uint8_t* f, size_t n) {
   for (int s = 0; s < kData; ++s) {
     if (!l.in_file[s]) continue;
     Walker w(f, l.off[s], l.off[s] + l.size[s], l.fields[s]);
-    if (s == kConfig) walk_config(w);
+    if (s == kConfig) walk_config(w, l);
     if (s == kTokenizer) walk_tokenizer(w);
     if (s == kGraph) walk_graph(w, l);
     if (s == kTensors) walk_tensors(w, l);
@@ -485,6 +512,62 @@ bool mutate_ops(Bytes& f, const Layout& l, size_t max_size, Rng& rng) {
   return true;
 }
 
+// A tagged record added to an op's attributes or to the config: a known tag
+// (maybe already there, maybe on the wrong op kind), an unknown one, any
+// type; the count follows.
+bool add_record(Bytes& f, const Layout& l, size_t max_size, Rng& rng) {
+  if (!l.sections_ok) return false;
+  size_t count_at = 0, end = 0;
+  int sec = kGraph;
+  if (rng() % 4 == 0) {
+    if (!l.config.count_at) return false;
+    count_at = l.config.count_at, end = l.config.end, sec = kConfig;
+  } else {
+    if (l.ops.empty()) return false;
+    const OpRecord& o = l.ops[rng() % l.ops.size()];
+    count_at = o.attrs_at, end = o.end;
+  }
+  static const char* const kTags[] = {"act", "precision", "act_scale", "act_zp", "num_heads", "eps",
+                                      "scale", "pool", "block_sparsity", "alibi", "", "architecture",
+                                      "hidden_size", "max_position", "default_pool", "normalize",
+                                      "hidden_act", "rope_theta"};
+  static const char* const kStrs[] = {"none", "gelu_erf", "gelu_tanh", "tanh", "f32", "s8-dense",
+                                      "s8-sparse", "cls", "mean", "bert", "pooler_output", ""};
+  const std::string tag = kTags[rng() % (sizeof kTags / sizeof kTags[0])];
+  Bytes rec(4);
+  put<uint32_t>(rec.data(), static_cast<uint32_t>(tag.size()));
+  rec.insert(rec.end(), tag.begin(), tag.end());
+  const uint8_t type = rng() % 8 ? static_cast<uint8_t>(1 + rng() % 4) : static_cast<uint8_t>(rng());
+  rec.push_back(type);
+  auto append = [&rec](const void* p, size_t n) {
+    rec.insert(rec.end(), static_cast<const uint8_t*>(p), static_cast<const uint8_t*>(p) + n);
+  };
+  if (type == 1) {
+    const uint64_t v = interesting_int(0, l, f.size(), rng);
+    append(&v, 8);
+  } else if (type == 2) {
+    const float v = interesting_float(1.f, rng);
+    append(&v, 4);
+  } else if (type == 3) {
+    const std::string v = kStrs[rng() % (sizeof kStrs / sizeof kStrs[0])];
+    const uint32_t n = static_cast<uint32_t>(v.size());
+    append(&n, 4);
+    append(v.data(), v.size());
+  } else {
+    rec.push_back(static_cast<uint8_t>(rng() % 3));
+  }
+  Bytes secs[kSections];
+  split(f, l, secs);
+  Bytes& b = secs[sec];
+  const size_t base = l.off[sec];
+  put<uint32_t>(b.data() + (count_at - base), get<uint32_t>(b.data() + (count_at - base)) + 1);
+  b.insert(b.begin() + static_cast<long>(end - base), rec.begin(), rec.end());
+  Bytes out = rebuild(f, secs);
+  if (out.size() > max_size) return false;
+  f.swap(out);
+  return true;
+}
+
 // Shape or dtype changed so that the byte count still matches: dims swapped,
 // or f32 <-> i32 and i8 <-> u8. Only the graph validation can object.
 bool mutate_tensor_type(Bytes& f, const Layout& l, Rng& rng) {
@@ -512,14 +595,15 @@ size_t mutate(uint8_t* data, size_t size, size_t max_size, unsigned seed) {
   // Structured mutations when they apply (a few tries), else plain bytes.
   bool done = false;
   for (int tries = 0; tries < 4 && !done; ++tries) {
-    switch (rng() % 15) {
+    switch (rng() % 16) {
       case 0: case 1: case 2: case 3: case 4: done = mutate_field(f, l, rng); break;
       case 5: done = copy_field(f, l, rng); break;
       case 6: case 7: case 8: case 9: done = mutate_section(f, l, max_size, rng); break;
       case 10: case 11: done = mutate_blob(f, l, rng); break;
       case 12: done = mutate_ops(f, l, max_size, rng); break;
       case 13: done = mutate_tensor_type(f, l, rng); break;
-      default: tries = 4; break;  // 1 in 15: plain bytes over the whole file
+      case 14: done = add_record(f, l, max_size, rng); break;
+      default: tries = 4; break;  // 1 in 16: plain bytes over the whole file
     }
   }
   if (!done) {

@@ -12,7 +12,8 @@ token vocabulary (an 8 MB file), far past a useful fuzzing input size. Here
 the vocabulary is a hand-made 80-token one (a matching tokenizer.json is
 derived from the bundled all-MiniLM-L6-v2 one), hidden size 32, 2 layers,
 32 positions: about 90 KB per model. `spinel convert` turns them into .spnl
-files: f32, INT8 dense, INT8 block-sparse and INT8 with calibrated scales.
+files: f32, INT8 dense, INT8 block-sparse and INT8 with calibrated scales; and the
+f32 one with a pooler head added (Pool ops, named outputs, default pooling).
 """
 
 import argparse
@@ -137,6 +138,63 @@ def export_micro(path, opset, gelu, mask_value, seed, prune=0.0):
                           do_constant_folding=True)
 
 
+def add_pooler_head(data):
+    """A copy of a converted .spnl (format 3) with the parts a plain encoder lacks: a cls
+    Pool, a tanh Linear on its per-sequence rows ("pooler_output", the default pooling,
+    normalized) and a mean Pool ("mean_pooled") -- as a BertModel export with its pooler
+    converts to."""
+    import random
+    import struct
+    sys.path.insert(0, os.path.join(ROOT, "tests", "hostile"))
+    import spnl_format as F
+
+    H = F.walk_config(data)["hidden_size"].value
+    g, ents, h = F.walk_graph(data), F.walk_tensors(data), F.read_header(data)
+    blobs = bytearray(F.section_bytes(data, F.DATA))
+    rng = random.Random(5)
+
+    def tensor(name, shape):
+        n = 1
+        for d in shape:
+            n *= d
+        blob = struct.pack(f"<{n}f", *(rng.gauss(0, 0.2) for _ in range(n)))
+        off = (len(blobs) + 63) // 64 * 64
+        blobs.extend(bytes(off - len(blobs)) + blob)
+        return (F.pack_str(name) + struct.pack("<IQ", 1, len(shape))
+                + b"".join(struct.pack("<q", d) for d in shape)
+                + struct.pack("<QQQ", off, len(blob), F.xxh3(blob)))
+
+    nt = len(ents)
+    tens = F.section_bytes(data, F.TENSORS)
+    tens = struct.pack("<I", nt + 2) + tens[4:] + tensor("pooler.dense.weight", [H, H]) \
+        + tensor("pooler.dense.bias", [H])
+
+    def op(kind, name, in0, out, slots, attrs):
+        return (struct.pack("<I", kind) + F.pack_str(name) + struct.pack("<3i", in0, -1, out)
+                + struct.pack("<I", len(slots)) + b"".join(struct.pack("<i", v) for v in slots)
+                + struct.pack("<I", len(attrs)) + b"".join(attrs))
+
+    gs, base = F.section_bytes(data, F.GRAPH), h["offsets"][F.GRAPH]
+    nv, last = g["value_count"].value, g["output"].value
+    values_end, ops_end = g["op_count"].at - base, g["output"].at - base
+    graph = (struct.pack("<I", nv + 3) + gs[4:values_end]
+             + b"".join(F.pack_str(n) + struct.pack("<qI", H, 1)  # per-sequence rows
+                        for n in ("pool.cls", "pooler_output", "pool.mean"))
+             + struct.pack("<I", g["op_count"].value + 3) + gs[values_end + 4:ops_end]
+             + op(F.POOL, "pool_cls", last, nv, [], [])
+             + op(F.LINEAR, "pooler.dense", nv, nv + 1, [nt, nt + 1], [F.record("act", F.STR, "tanh")])
+             + op(F.POOL, "pool_mean", last, nv + 2, [], [F.record("pool", F.STR, "mean")])
+             + struct.pack("<iI", last, 2) + F.pack_str("pooler_output") + struct.pack("<i", nv + 1)
+             + F.pack_str("mean_pooled") + struct.pack("<i", nv + 2))
+    out = F.assemble([F.section_bytes(data, F.CONFIG), F.section_bytes(data, F.TOKENIZER), graph,
+                      tens], bytes(blobs))
+    dp = F.walk_config(out)["default_pool"]
+    out = F.splice(out, dp.length.at, dp.end, F.pack_str("pooler_output"))
+    F.poke(out, F.walk_config(out)["normalize"], 1)
+    F.check_layout(F.reseal(out))
+    return bytes(out)
+
+
 def write(path, data):
     with open(path, "wb") as f:
         f.write(data if isinstance(data, bytes) else data.encode("utf-8"))
@@ -204,6 +262,10 @@ def main():
             r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             if r.returncode != 0:
                 sys.exit(f"make_seeds: {' '.join(cmd)} failed:\n{r.stdout}")
+        # The format-3 parts no converted seed has yet: Pool ops, a tanh Linear on
+        # per-sequence rows, named outputs, a default pooling.
+        with open(os.path.join(dirs["fuzz_spnl"], "f32.spnl"), "rb") as f:
+            write(os.path.join(dirs["fuzz_spnl"], "f32_pooler.spnl"), add_pooler_head(f.read()))
 
     for t, d in dirs.items():
         files = os.listdir(d)

@@ -65,7 +65,7 @@ class Ctx:
         self.QKV = self.find_op(lambda o: o["kind"].value == F.LINEAR)
         self.ATT = self.find_op(lambda o: o["kind"].value == F.ATTENTION)
         self.RES = self.find_op(lambda o: o["kind"].value == F.LINEAR and o["in1"].value != -1)
-        self.FFN = self.find_op(lambda o: o["kind"].value == F.LINEAR and o["act"].value != 0)
+        self.FFN = self.find_op(lambda o: o["kind"].value == F.LINEAR and "act" in o["attrs"])
         self.LN = self.find_op(lambda o: o["kind"].value == F.LAYERNORM)
         assert self.QKV < self.FFN, "the first Linear should come before the first FFN Linear"
 
@@ -133,7 +133,7 @@ case("bad_magic", "wrong magic", lambda c: (c.header(lambda h: h.update(magic=b"
                                             ["magic"]))
 case("zero_magic", "magic all zeros", lambda c: (c.header(lambda h: h.update(magic=bytes(8))),
                                                  ["magic"]))
-for _v in (0, 1, 3, U32 - 1):
+for _v in (0, 1, 2, 4, U32 - 1):
     case(f"version_{_v}", f"format version {_v}",
          lambda c, v=_v: (c.header(lambda h: h.update(version=v)), ["version", str(v)]))
 case("endian_swapped", "the byte-order tag of a big-endian writer",
@@ -331,8 +331,9 @@ case("config_hidden_size_differs", "hidden_size half the graph's width",
      lambda c: (c.edit((c.cfg["hidden_size"], c.cfg["hidden_size"].value // 2)), ["hidden_size"]))
 case("config_vocab_size_differs", "vocab_size one less than the word table's rows",
      lambda c: (c.edit((c.cfg["vocab_size"], c.cfg["vocab_size"].value - 1)), ["vocab_size"]))
-case("config_hidden_act_unknown", "hidden_act 7",
-     lambda c: (c.edit((c.cfg["hidden_act"], 7)), ["activation"]))
+case("config_hidden_act_unknown", "hidden_act 'gelu_quick'",
+     lambda c: (F.splice(c.good, c.cfg["hidden_act"].length.at, c.cfg["hidden_act"].end,
+                         F.pack_str("gelu_quick")), ["hidden_act", "gelu_quick"]))
 case("config_architecture_gpt2", "architecture 'gpt2'",
      lambda c: (F.splice(c.good, c.cfg["architecture"].length.at, c.cfg["architecture"].end,
                          F.pack_str("gpt2")), ["gpt2"]))
@@ -351,24 +352,27 @@ for _k, _v in (("nan", math.nan), ("inf", math.inf), ("zero", 0.0), ("neg", -0.2
     case(f"attention_scale_{_k}", f"Attention op scale = {_v}",
          lambda c, v=_v: (c.edit((c.ops[c.ATT]["scale"], v)), ["scale", c.opname(c.ATT)]))
 case("linear_act_scale_nan", "f32 Linear with a NaN static activation scale",
-     lambda c: (c.edit((c.ops[c.QKV]["act_scale"], math.nan)), [c.opname(c.QKV)]))
+     lambda c: (F.add_op_attr(c.good, c.QKV, "act_scale", F.F32, math.nan), [c.opname(c.QKV)]))
 case("linear_act_zp_256", "f32 Linear with activation zero point 256",
-     lambda c: (c.edit((c.ops[c.QKV]["act_zp"], 256)), [c.opname(c.QKV)]))
+     lambda c: (F.add_op_attr(c.good, c.QKV, "act_zp", F.I64, 256), [c.opname(c.QKV)]))
 
 # Graph: value widths, op kinds and enums.
 for _k, _v in (("2p31", 2 ** 31), ("2p63m1", 2 ** 63 - 1), ("neg1", -1), ("zero", 0)):
     case(f"value_width_{_k}", f"a value of width {_v}",
          lambda c, v=_v: (c.edit((c.graph["values"][1]["width"], v)), ["width"]))
-for _k, _v in (("0", 0), ("5", 5), ("2p32m1", U32 - 1)):
+for _k, _v in (("0", 0), ("6", 6), ("2p32m1", U32 - 1)):
     case(f"op_kind_{_k}", f"op kind {_v}",
          lambda c, v=_v: (c.edit((c.ops[c.QKV]["kind"], v)), ["op kind"]))
 case("op_kind_linear_as_layernorm", "a Linear op relabelled LayerNorm",
      lambda c: (c.edit((c.ops[c.QKV]["kind"], F.LAYERNORM)), [c.opname(c.QKV)]))
-case("op_act_unknown", "activation 3", lambda c: (c.edit((c.ops[c.QKV]["act"], 3)), ["activation"]))
-case("op_precision_unknown", "precision 3",
-     lambda c: (c.edit((c.ops[c.QKV]["precision"], 3)), ["precision"]))
+case("op_kind_linear_as_pool", "a Linear op relabelled Pool",
+     lambda c: (c.edit((c.ops[c.QKV]["kind"], F.POOL)), [c.opname(c.QKV)]))
+case("op_act_unknown", "activation 'swish'",
+     lambda c: (F.add_op_attr(c.good, c.QKV, "act", F.STR, "swish"), ["activation", "swish"]))
+case("op_precision_unknown", "precision 'int4'",
+     lambda c: (F.add_op_attr(c.good, c.QKV, "precision", F.STR, "int4"), ["precision", "int4"]))
 case("op_precision_s8_on_f32_weights", "Linear marked s8 whose weights are f32",
-     lambda c: (c.edit((c.ops[c.QKV]["precision"], 2)), [c.opname(c.QKV)]))
+     lambda c: (F.add_op_attr(c.good, c.QKV, "precision", F.STR, "s8-sparse"), [c.opname(c.QKV)]))
 for _k, _v in (("zero", 0), ("neg1", -1), ("3", 3), ("2p31m1", I32_MAX)):
     case(f"attention_num_heads_{_k}", f"Attention num_heads = {_v}",
          lambda c, v=_v: (c.edit((c.ops[c.ATT]["num_heads"], v)), ["num_heads", c.opname(c.ATT)]))
@@ -419,7 +423,9 @@ for _k, _v in (("tensor_count", None), ("2p31m1", I32_MAX), ("neg2", -2), ("neg2
          lambda c, v=_v: (c.edit((c.ops[c.QKV]["w"][1], c.ntensors if v is None else v)),
                           [c.opname(c.QKV)]))
 case("linear_unused_slot_set", "Linear with weight slot 3 (unused by Linear) set",
-     lambda c: (c.edit((c.ops[c.QKV]["w"][3], 0)), [c.opname(c.QKV)]))
+     lambda c: (F.set_op_slots(c.good, c.QKV, [w.value for w in c.ops[c.QKV]["w"][:3]]
+                               + [-1] * (3 - len(c.ops[c.QKV]["w"])) + [0]),
+                [c.opname(c.QKV), "slot 3"]))
 case("linear_weight_is_bias", "Linear weight id pointing at its bias (wrong shape)",
      lambda c: (c.edit((c.ops[c.QKV]["w"][0], c.ops[c.QKV]["w"][1].value)), [c.opname(c.QKV)]))
 case("embedding_word_missing", "Embedding without its word table (-1)",
@@ -429,7 +435,7 @@ case("embedding_position_out_of_range", "Embedding position table id = tensor co
 case("layernorm_beta_out_of_range", "LayerNorm beta id = 2^31-1",
      lambda c: (c.edit((c.ops[c.LN]["w"][1], I32_MAX)), [c.opname(c.LN)]))
 case("attention_weight_slot_set", "Attention with a weight (it takes none)",
-     lambda c: (c.edit((c.ops[c.ATT]["w"][0], 0)), [c.opname(c.ATT)]))
+     lambda c: (F.set_op_slots(c.good, c.ATT, [0]), [c.opname(c.ATT)]))
 
 # Tensor table entries: offsets negative/huge/unaligned/overlapping, sizes, dtypes.
 _E = 5  # an entry in the middle of the table with a predecessor
@@ -526,6 +532,113 @@ def _added_id_mismatch(c):
 
 
 case("tokenizer_added_id_mismatch", "added token [CLS] with [SEP]'s id", _added_id_mismatch)
+
+# Format 3: tagged records (op attributes, config fields), value rows, named outputs,
+# the architecture and the tokenizer kind.
+
+
+def _attr_truncated(c):
+    """The graph section ends inside the last op's first attribute record."""
+    i = len(c.ops) - 1
+    op = c.ops[i]
+    if not op["attrs"]:  # give it one first
+        b = F.add_op_attr(c.good, i, "eps", F.F32, 1e-5)
+        op = F.walk_graph(b)["ops"][i]
+    else:
+        b = c.good
+    cut = op["attr_count"].at + 4 + 6
+    return F.splice(b, cut, F.walk_graph(b)["end"], b""), [op["name"].text, "truncated"]
+
+
+def _attr_retyped(c, tag, typ):
+    rec = c.ops[c.LN]["attrs"][tag]
+    return c.edit((rec.type, typ))
+
+
+case("op_attr_unknown", "an Attention attribute 'alibi' this spinel does not know",
+     lambda c: (F.add_op_attr(c.good, c.ATT, "alibi", F.BOOL, True),
+                [c.opname(c.ATT), "alibi", "newer spinel"]))
+case("op_attr_unknown_empty_tag", "an attribute with an empty tag",
+     lambda c: (F.add_op_attr(c.good, c.ATT, "", F.I64, 1), [c.opname(c.ATT), "not known"]))
+case("op_attr_duplicate", "the Attention scale given twice",
+     lambda c: (F.add_op_attr(c.good, c.ATT, "scale", F.F32, 0.5), [c.opname(c.ATT), "scale", "twice"]))
+case("op_attr_wrong_type", "a LayerNorm eps stored as i64",
+     lambda c: (_attr_retyped(c, "eps", F.I64), [c.opname(c.LN), "eps", "expected f32"]))
+case("op_attr_type_unknown", "a LayerNorm eps with type code 99",
+     lambda c: (_attr_retyped(c, "eps", 99), [c.opname(c.LN), "type code 99"]))
+case("op_attr_not_for_kind", "num_heads on a LayerNorm",
+     lambda c: (F.add_op_attr(c.good, c.LN, "num_heads", F.I64, 2),
+                [c.opname(c.LN), "num_heads", "does not apply"]))
+case("op_attr_num_heads_2p40", "Attention num_heads 2^40 (past int32)",
+     lambda c: (c.edit((c.ops[c.ATT]["num_heads"], 2 ** 40)), [c.opname(c.ATT), "num_heads"]))
+case("op_attr_pool_unknown", "a pooling kind this spinel does not know",
+     lambda c: (F.add_op_attr(c.good, c.QKV, "pool", F.STR, "max"), [c.opname(c.QKV), "pool"]))
+case("op_attr_block_sparsity_2", "block sparsity 2 on a Linear",
+     lambda c: (F.add_op_attr(c.good, c.QKV, "block_sparsity", F.F32, 2.0),
+                [c.opname(c.QKV), "block sparsity"]))
+case("op_attr_act_on_layernorm", "an activation on a LayerNorm",
+     lambda c: (F.add_op_attr(c.good, c.LN, "act", F.STR, "tanh"), [c.opname(c.LN), "act"]))
+for _k, _v in _BIG32.items():
+    case(f"op_attr_count_{_k}", f"LayerNorm attribute count {_v}",
+         lambda c, v=_v: (c.edit((c.ops[c.LN]["attr_count"], v)), [c.opname(c.LN), "attribute"]))
+case("op_attr_count_plus1", "LayerNorm attribute count one more (the next op misread)",
+     lambda c: (c.edit((c.ops[c.LN]["attr_count"], c.ops[c.LN]["attr_count"].value + 1)),
+                [c.opname(c.LN)]))
+case("op_attr_truncated", "graph section ends inside an attribute record", _attr_truncated)
+for _k, _v in (("6", 6), ("2p32m1", U32 - 1)):
+    case(f"op_slot_count_{_k}", f"Embedding weight slot count {_v}",
+         lambda c, v=_v: (c.edit((c.ops[c.EMB]["nslots"], v)), [c.opname(c.EMB), "weight slot"]))
+case("value_rows_2", "a value with row kind 2",
+     lambda c: (c.edit((c.graph["values"][0]["rows"], 2)), ["row kind"]))
+case("value_rows_sequences", "the embedding output marked per-sequence",
+     lambda c: (c.edit((c.graph["values"][c.ops[c.EMB]["out"].value]["rows"], 1)),
+                [c.opname(c.EMB), "rows"]))
+for _k, _v in _BIG32.items():
+    case(f"named_output_count_{_k}", f"named output count {_v}",
+         lambda c, v=_v: (c.edit((c.graph["output_count"], v)), ["output count"]))
+
+
+def _named_output(c, name, value):
+    b = bytearray(c.good)
+    g = c.graph
+    F.poke(b, g["output_count"], g["output_count"].value + 1)
+    return F.splice(b, g["end"], g["end"], F.pack_str(name) + value.to_bytes(4, "little", signed=True))
+
+
+case("named_output_token_rows", "a named output holding token rows",
+     lambda c: (_named_output(c, "pooler_output", c.graph["output"].value), ["pooler_output", "row"]))
+case("named_output_reserved", "a named output called last_hidden_state",
+     lambda c: (_named_output(c, "last_hidden_state", c.graph["output"].value), ["reserved"]))
+case("named_output_out_of_range", "a named output referring to value 2^31-1",
+     lambda c: (_named_output(c, "pooled", I32_MAX), ["pooled", "refers to value"]))
+case("config_field_unknown", "a config field 'rope_theta' this spinel does not know",
+     lambda c: (F.add_config_field(c.good, "rope_theta", F.F32, 1e4), ["rope_theta", "newer spinel"]))
+case("config_field_duplicate", "hidden_size given twice",
+     lambda c: (F.add_config_field(c.good, "hidden_size", F.I64, 8), ["hidden_size", "twice"]))
+case("config_field_missing", "the hidden_size record dropped",
+     lambda c: (F.splice(c.edit((c.cfg["_count"], c.cfg["_count"].value - 1), reseal=False),
+                         c.cfg["_records"]["hidden_size"].start, c.cfg["_records"]["hidden_size"].end,
+                         b""), ["hidden_size", "missing"]))
+case("config_field_wrong_type", "max_position stored as f32",
+     lambda c: (c.edit((c.cfg["_records"]["max_position"].type, F.F32)), ["max_position", "type"]))
+case("config_normalize_bool_2", "normalize stored as the byte 2",
+     lambda c: (c.edit((c.cfg["normalize"], 2)), ["normalize"]))
+case("config_architecture_roberta", "architecture 'roberta' (no family module)",
+     lambda c: (F.splice(c.good, c.cfg["architecture"].length.at, c.cfg["architecture"].end,
+                         F.pack_str("roberta")), ["roberta", "not supported", "supported: bert"]))
+case("config_default_pool_unknown", "default pooling names an output the graph lacks",
+     lambda c: (F.splice(c.good, c.cfg["default_pool"].length.at, c.cfg["default_pool"].end,
+                         F.pack_str("pooler_output")), ["default pooling", "pooler_output"]))
+case("tokenizer_kind_bpe", "tokenizer kind 'bpe'",
+     lambda c: (F.splice(c.good, c.tok["kind"].length.at, c.tok["kind"].end, F.pack_str("bpe")),
+                ["kind 'bpe'", "supported: wordpiece"]))
+case("tokenizer_kind_empty", "an empty tokenizer kind",
+     lambda c: (F.splice(c.good, c.tok["kind"].length.at, c.tok["kind"].end, F.pack_str("")),
+                ["tokenizer", "kind"]))
+case("strlen_tokenizer_kind_2p32m1", "length of the tokenizer kind string = 2^32-1",
+     lambda c: (c.edit((c.tok["kind"].length, U32 - 1)), ["tokenizer kind"]))
+case("strlen_attr_tag_2p31", "length of an attribute tag = 2^31",
+     lambda c: (c.edit((c.ops[c.LN]["attrs"]["eps"].tag.length, 2 ** 31)), [c.opname(c.LN)]))
 
 # Checksums: metadata flips without resealing, weight flips.
 case("meta_flip_config", "a flipped byte in the config (source text), not resealed",

@@ -1,4 +1,4 @@
-"""The .spnl file layout (format version 2), for tests that take files apart.
+"""The .spnl file layout (format version 3), for tests that take files apart.
 
 runtime/spnl.cpp is the reference; this module mirrors it so the tests can
 find every field of a valid file, change it, and reseal the checksums so the
@@ -14,6 +14,19 @@ loader's deeper checks are reached:
 * splice(buf, start, end, new)        -- replace bytes inside the metadata, re-laying
                                          the sections out (offsets, sizes, checksum)
 * assemble(sections, data)            -- a whole file from section bytes, as the writer does
+* record / add_op_attr / set_op_slots / add_config_field
+                                      -- format-3 tagged records spliced into a file
+
+Format 3 sections (little-endian; str = u32 length + bytes; record = str tag, u8 type
+(1 i64, 2 f32, 3 str, 4 bool), value):
+
+    config     u32 count, records (every field: architecture, vocab_size, ...)
+    tokenizer  str kind ("wordpiece"), then that kind's own serialization
+    graph      u32 value count, values (str name, i64 width, u32 rows)
+               u32 op count, ops (u32 kind, str name, i32 in0, in1, out,
+                                  u32 slot count, i32 slots, u32 count, attribute records)
+               i32 output (last_hidden_state), u32 named output count, (str name, i32 value)
+    tensors    u32 count, (str name, u32 dtype, u64 ndim, i64 dims, u64 offset, nbytes, checksum)
 """
 
 import struct
@@ -22,7 +35,7 @@ from collections import namedtuple
 import xxhash
 
 MAGIC = b"SPINEL\x1a\n"
-VERSION = 2
+VERSION = 3
 ENDIAN_TAG = 0x01020304
 ALIGN = 64
 HEADER_SIZE = 128
@@ -36,8 +49,11 @@ SECTION_NAMES = ["config", "tokenizer", "graph", "tensor table", "data"]
 CONFIG, TOKENIZER, GRAPH, TENSORS, DATA = range(5)
 
 DTYPES = {1: ("f32", 4), 2: ("s8", 1), 3: ("s32", 4), 4: ("u8", 1), 5: ("s64", 8)}
-OP_KINDS = {1: "Embedding", 2: "Linear", 3: "Attention", 4: "LayerNorm"}
-EMBEDDING, LINEAR, ATTENTION, LAYERNORM = 1, 2, 3, 4
+OP_KINDS = {1: "Embedding", 2: "Linear", 3: "Attention", 4: "LayerNorm", 5: "Pool"}
+EMBEDDING, LINEAR, ATTENTION, LAYERNORM, POOL = 1, 2, 3, 4, 5
+# Record value types.
+I64, F32, STR, BOOL = 1, 2, 3, 4
+RECORD_FMT = {I64: "<q", F32: "<f", BOOL: "<B"}
 TOKENIZER_MAGIC = 0x4B545057  # "WPTK"
 
 
@@ -145,28 +161,49 @@ def _done(r, what):
 CONFIG_INTS = ["vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
                "max_position", "type_vocab_size"]
 
+# One tagged record: tag (Str), type (Field), value (Field, or Str for strings), end.
+Record = namedtuple("Record", "start tag type value end")
+
+
+def _records(r):
+    """(count Field, {tag: Record}, end position) of a record list."""
+    count = r.get("<I")
+    recs = {}
+    for _ in range(count.value):
+        start = r.pos
+        tag = r.get_str()
+        typ = r.get("<B")
+        if typ.value == STR:
+            val = r.get_str()
+        elif typ.value in RECORD_FMT:
+            val = r.get(RECORD_FMT[typ.value])
+        else:
+            raise ValueError(f"record '{tag.text}' has unknown type {typ.value}")
+        recs[tag.text] = Record(start, tag, typ, val, r.pos)
+    return count, recs, r.pos
+
 
 def walk_config(buf):
-    """dict: architecture (Str), the i64 sizes, layer_norm_eps (f32), hidden_act (u32), source (Str)."""
+    """dict: field name -> its value (Field, or Str for architecture, hidden_act, source,
+    default_pool); plus "_count" (Field), "_records" ({name: Record}) and "_end"."""
     r = _reader(buf, CONFIG)
-    c = {"architecture": r.get_str()}
-    for k in CONFIG_INTS:
-        c[k] = r.get("<q")
-    c["layer_norm_eps"] = r.get("<f")
-    c["hidden_act"] = r.get("<I")
-    c["source"] = r.get_str()
+    count, recs, end = _records(r)
     _done(r, "config")
+    c = {k: rec.value for k, rec in recs.items()}
+    c.update(_count=count, _records=recs, _end=end)
     return c
 
 
 def walk_tokenizer(buf):
-    """dict of Fields/Strs as WordPieceTokenizer::serialize writes them; `vocab` is a list
-    of Str (index = token id), `added` a list of dicts (id, flags, content)."""
+    """dict of Fields/Strs: `kind` (Str), then, for "wordpiece", the fields as
+    WordPieceTokenizer::serialize writes them; `vocab` is a list of Str (index = token id),
+    `added` a list of dicts (id, flags, content)."""
     r = _reader(buf, TOKENIZER)
-    t = {"magic": r.get("<I"), "version": r.get("<I"), "flags": r.get("<B"),
-         "max_input_chars_per_word": r.get("<i"), "continuing_prefix": r.get_str(),
-         "unk_token": r.get_str(), "cls_token": r.get_str(), "sep_token": r.get_str(),
-         "pad_token": r.get_str(), "vocab_count": r.get("<I")}
+    t = {"kind": r.get_str()}
+    t.update({"magic": r.get("<I"), "version": r.get("<I"), "flags": r.get("<B"),
+              "max_input_chars_per_word": r.get("<i"), "continuing_prefix": r.get_str(),
+              "unk_token": r.get_str(), "cls_token": r.get_str(), "sep_token": r.get_str(),
+              "pad_token": r.get_str(), "vocab_count": r.get("<I")})
     t["vocab"] = [r.get_str() for _ in range(t["vocab_count"].value)]
     t["added_count"] = r.get("<I")
     t["added"] = [{"id": r.get("<i"), "flags": r.get("<B"), "content": r.get_str()}
@@ -176,28 +213,38 @@ def walk_tokenizer(buf):
 
 
 OP_FIELDS = [("in0", "<i"), ("in1", "<i"), ("out", "<i")]
-OP_TAIL = [("act", "<I"), ("precision", "<I"), ("act_scale", "<f"), ("act_zp", "<i"),
-           ("num_heads", "<i"), ("eps", "<f"), ("scale", "<f")]
+# The attributes a writer stores (only when they differ from the default in runtime/ir.h).
+OP_ATTRS = {"act": STR, "precision": STR, "act_scale": F32, "act_zp": I64, "num_heads": I64,
+            "eps": F32, "scale": F32, "pool": STR, "block_sparsity": F32}
 
 
 def walk_graph(buf):
-    """dict: value_count, values [{name, width}], op_count, ops [{kind, name, in0, in1, out,
-    w (5 Fields), act, precision, act_scale, act_zp, num_heads, eps, scale}], output."""
+    """dict: value_count, values [{name, width, rows}], op_count, ops [{start, end, kind,
+    name, in0, in1, out, nslots, w (nslots Fields), attr_count, attrs ({tag: Record}), and
+    each present attribute's value under its tag}], output, output_count,
+    outputs [{name, value}], end."""
     r = _reader(buf, GRAPH)
     g = {"value_count": r.get("<I")}
-    g["values"] = [{"name": r.get_str(), "width": r.get("<q")} for _ in range(g["value_count"].value)]
+    g["values"] = [{"name": r.get_str(), "width": r.get("<q"), "rows": r.get("<I")}
+                   for _ in range(g["value_count"].value)]
     g["op_count"] = r.get("<I")
     ops = []
     for _ in range(g["op_count"].value):
         op = {"start": r.pos, "kind": r.get("<I"), "name": r.get_str()}
         for k, fmt in OP_FIELDS:
             op[k] = r.get(fmt)
-        op["w"] = [r.get("<i") for _ in range(5)]
-        for k, fmt in OP_TAIL:
-            op[k] = r.get(fmt)
+        op["nslots"] = r.get("<I")
+        op["w"] = [r.get("<i") for _ in range(op["nslots"].value)]
+        op["attr_count"], op["attrs"], op["end"] = _records(r)
+        for tag, rec in op["attrs"].items():
+            op[tag] = rec.value
         ops.append(op)
     g["ops"] = ops
     g["output"] = r.get("<i")
+    g["output_count"] = r.get("<I")
+    g["outputs"] = [{"name": r.get_str(), "value": r.get("<i")}
+                    for _ in range(g["output_count"].value)]
+    g["end"] = r.pos
     _done(r, "graph")
     return g
 
@@ -276,6 +323,36 @@ def splice(buf, start, end, new):
     else:
         raise ValueError(f"[{start}, {end}) is not inside one metadata section")
     return assemble([bytes(s) for s in secs], section_bytes(buf, DATA), version=h["version"])
+
+
+def record(tag, typ, value):
+    """A tagged record's bytes; value is an int, float, str or bool by `typ`."""
+    b = pack_str(tag) + struct.pack("<B", typ)
+    if typ == STR:
+        return b + pack_str(value)
+    return b + struct.pack(RECORD_FMT[typ], value)
+
+
+def add_op_attr(buf, op_index, tag, typ, value, count_delta=1):
+    """A copy with a record appended to op `op_index`'s attributes (its count + count_delta)."""
+    op = walk_graph(buf)["ops"][op_index]
+    b = bytearray(buf)
+    poke(b, op["attr_count"], op["attr_count"].value + count_delta)
+    return splice(b, op["end"], op["end"], record(tag, typ, value))
+
+
+def add_config_field(buf, tag, typ, value):
+    cfg = walk_config(buf)
+    b = bytearray(buf)
+    poke(b, cfg["_count"], cfg["_count"].value + 1)
+    return splice(b, cfg["_end"], cfg["_end"], record(tag, typ, value))
+
+
+def set_op_slots(buf, op_index, slots):
+    """A copy with op `op_index`'s weight slot list replaced."""
+    op = walk_graph(buf)["ops"][op_index]
+    new = struct.pack("<I", len(slots)) + b"".join(struct.pack("<i", v) for v in slots)
+    return splice(buf, op["nslots"].at, op["attr_count"].at, new)
 
 
 def check_layout(data):

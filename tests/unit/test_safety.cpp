@@ -69,8 +69,7 @@ TEST_CASE("graph inputs an op kind does not read must be absent") {
                         Case{"attention in1", 2, &OpFields::in1, 1, "takes no second input"},
                         Case{"attention in1 far away", 2, &OpFields::in1, 1 << 30, "takes no second input"},
                         Case{"linear output computed twice", 1, &OpFields::out, 0, "computed twice"},
-                        Case{"linear input not yet computed", 1, &OpFields::in0, 5, "before it is computed"},
-                        Case{"unused weight slot", 2, &OpFields::w, 0, "weight slot 0"}}) {
+                        Case{"linear input not yet computed", 1, &OpFields::in0, 5, "before it is computed"}}) {
     Bytes b = good;
     put<int32_t>(b, op_fields(b, c.op).*c.field, c.value);
     reseal(b);
@@ -84,6 +83,11 @@ TEST_CASE("graph inputs an op kind does not read must be absent") {
     CHECK(spinel_model_load(bad.c_str(), &m) == SPINEL_INVALID_MODEL);
     CHECK(m == nullptr);
   }
+  // A weight slot an op kind does not use (the Attention stores none).
+  Bytes b = good;
+  set_op_slots(b, 2, {0});
+  write_file(bad, b);
+  CHECK(load_error(bad).find("weight slot 0") != std::string::npos);
 }
 
 // Audit item 4: max_position == 0 turned the length check off while the
@@ -94,7 +98,7 @@ TEST_CASE("max_position must be positive and covered by the position table") {
   const std::string bad = dir + "/bad.spnl";
   for (int64_t v : {int64_t{0}, int64_t{-1}, int64_t{25}, int64_t{1} << 40}) {
     Bytes b = good;
-    put<int64_t>(b, config_field(b, 5), v);  // max_position (the table has 24 rows)
+    put<int64_t>(b, config_field(b, "max_position"), v);  // the table has 24 rows
     reseal(b);
     write_file(bad, b);
     const std::string e = load_error(bad);
@@ -130,7 +134,7 @@ TEST_CASE("numeric fields must be finite and in range") {
     const char* name;
     std::function<size_t(const Bytes&)> at;
   };
-  const Field fields[] = {{"layer_norm_eps", [](const Bytes& b) { return config_field(b, 7); }},
+  const Field fields[] = {{"layer_norm_eps", [](const Bytes& b) { return config_field(b, "layer_norm_eps"); }},
                           {"eps", [](const Bytes& b) { return op_fields(b, 0).eps; }},
                           {"eps", [](const Bytes& b) { return op_fields(b, 4).eps; }},
                           {"scale", [](const Bytes& b) { return op_fields(b, 2).scale; }}};
@@ -181,11 +185,19 @@ TEST_CASE("checksums catch damaged metadata and weights") {
     CHECK(!load_error(bad).empty());
   }
 
-  // A version-1 file gets a message saying what to do.
-  b = good;
-  put<uint32_t>(b, 8, 1);
-  write_file(bad, b);
-  CHECK(load_error(bad).find("convert the ONNX model again") != std::string::npos);
+  // A file of an older format (1: no checksums, 2: fixed op records) gets a
+  // message saying what to do.
+  for (uint32_t v : {1u, 2u}) {
+    b = good;
+    put<uint32_t>(b, 8, v);
+    reseal(b);
+    write_file(bad, b);
+    const std::string e = load_error(bad);
+    INFO(e);
+    CHECK(e.find("format version " + std::to_string(v) + " was written by an older spinel") !=
+          std::string::npos);
+    CHECK(e.find("convert the ONNX model again") != std::string::npos);
+  }
 }
 
 // Audit item 3: the writer opened OUT.tmp with truncation, following a

@@ -32,7 +32,7 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   if (!std::strcmp(argv[1], "--version")) {
-    std::puts("spinel 0.1.0 (.spnl format 2)");
+    std::puts("spinel 0.1.0 (.spnl format 3)");
     return 0;
   }
   const std::string cmd = argv[1];
