@@ -47,8 +47,11 @@ ImportReport import_onnx(const std::string& onnx_path, SpnlWriter& out) {
         best = std::move(a);
         break;
       }
-      // The best candidate explains the most nodes; ties go to the earlier family.
-      if (!best || a->uncovered.size() < best->uncovered.size()) best = std::move(a);
+      // The best candidate explains the most nodes, then has the fewest
+      // problems; remaining ties go to the earlier family.
+      if (!best || a->uncovered.size() < best->uncovered.size() ||
+          (a->uncovered.size() == best->uncovered.size() && a->m->problems.size() < best->m->problems.size()))
+        best = std::move(a);
     }
     if (!best) fail("no model family is registered");
     if (!best->uncovered.empty() || !best->m->problems.empty())
