@@ -44,7 +44,9 @@ void GraphIndex::check_arity(int i) const {
       {"Slice", 3},     {"LayerNormalization", 2},            {"Cast", 1},     {"Concat", 1},
       {"Erf", 1},       {"Identity", 1},   {"Neg", 1},       {"ReduceMean", 1}, {"Shape", 1},
       {"Sigmoid", 1},   {"Softmax", 1},    {"Sqrt", 1},      {"Squeeze", 1},  {"Tanh", 1},
-      {"Transpose", 1}, {"Unsqueeze", 1}};
+      {"Transpose", 1}, {"Unsqueeze", 1}, {"Gemm", 2},      {"Where", 3},    {"Equal", 2},
+      {"ReduceSum", 1}, {"ReduceL2", 1},   {"Clip", 1},      {"Max", 1},      {"ConstantOfShape", 1},
+      {"LpNormalization", 1}};
   const onnx::NodeProto& n = node(i);
   const bool std_domain = n.domain().empty() || n.domain() == "ai.onnx";
   auto it = kMinInputs.find(n.op_type());

@@ -389,6 +389,33 @@ std::optional<ShapeEval> eval_shape_at(const GraphIndex& g, const std::string& v
 }
 }  // namespace
 
+std::optional<std::vector<int>> shape_only_nodes(const GraphIndex& g, const std::string& value,
+                                                 std::string& why) {
+  static const std::set<std::string> kShapeOps = {
+      "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Reshape", "ConstantOfShape", "Cast",
+      "Identity", "Slice", "Equal", "Where", "Add", "Sub", "Mul", "Div", "Constant"};
+  std::vector<int> nodes;
+  std::set<int> seen;
+  std::vector<std::string> todo = {value};
+  while (!todo.empty()) {
+    const std::string v = todo.back();
+    todo.pop_back();
+    if (v.empty() || g.is_const(v)) continue;
+    const int p = g.producer(v);
+    if (p < 0)
+      return miss<std::vector<int>>(why, "shape value '" + value + "' reads '" + v + "', which is not a shape or a constant");
+    if (seen.count(p)) continue;
+    const onnx::NodeProto& n = g.node(p);
+    if (!(n.domain().empty() || n.domain() == "ai.onnx") || !kShapeOps.count(n.op_type()))
+      return miss<std::vector<int>>(why, "shape value '" + value + "': " + g.describe(p) + " is not a shape computation");
+    seen.insert(p);
+    nodes.push_back(p);
+    if (g.is_op(p, "Shape")) continue;  // reads only the dimensions of its input
+    for (const std::string& in : n.input()) todo.push_back(in);
+  }
+  return nodes;
+}
+
 std::optional<HeadSplit> match_head_split(const GraphIndex& g, const std::string& value,
                                           const std::vector<int64_t>& perm, std::string& why) {
   HeadSplit h;

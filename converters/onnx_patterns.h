@@ -58,6 +58,14 @@ struct ShapeEval {
 };
 std::optional<ShapeEval> eval_shape(const GraphIndex& g, const std::string& value, std::string& why);
 
+// The nodes of a computation of `value` from tensor shapes and constants only
+// (Shape, Gather, Concat, Reshape, ConstantOfShape, Equal, Where, arithmetic,
+// ...), e.g. torch's target of an Expand, whose numbers are not needed. Fails
+// when the computation reads the data of a graph input or of any other value
+// than through Shape.
+std::optional<std::vector<int>> shape_only_nodes(const GraphIndex& g, const std::string& value,
+                                                 std::string& why);
+
 // x -> Reshape [b, s, heads, head_dim] -> Transpose(perm), ending at `value`.
 struct HeadSplit {
   std::vector<int> nodes;  // Reshape, Transpose(s) and the shape computation

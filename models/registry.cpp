@@ -5,6 +5,7 @@ namespace spinel::models {
 const std::vector<FamilyInfo>& families() {
   static const std::vector<FamilyInfo> all = {
       {"bert", "BERT", "wordpiece"},
+      {"distilbert", "DistilBERT", "wordpiece"},
   };
   return all;
 }

@@ -1,14 +1,29 @@
 #!/usr/bin/env python3
 """Export an HF BertModel encoder to ONNX with torch.onnx.export.
 
-The result is the input spinel's converter expects: inputs input_ids,
-attention_mask, token_type_ids (int64, [batch, seq], dynamic axes) and one
-output last_hidden_state [batch, seq, hidden].
+By default the result has inputs input_ids, attention_mask, token_type_ids
+(int64, [batch, seq], dynamic axes) and one output last_hidden_state
+[batch, seq, hidden]. The other forms users bring:
+
+  --pooler                 BertModel's default outputs: last_hidden_state and
+                           pooler_output (tanh(W h_CLS + b)), as
+                           torch.onnx.export(BertModel) writes them;
+  --two-inputs             no token_type_ids input (the model uses its
+                           all-zero token_type_ids buffer);
+  --sentence-transformers  what Optimum exports for a sentence-transformers
+                           model (feature-extraction): inputs input_ids and
+                           attention_mask, outputs token_embeddings and
+                           sentence_embedding = mean over the attention mask,
+                           L2-normalized unless --no-normalize (the modules of
+                           the model's modules.json: Transformer, Pooling,
+                           Normalize).
 
 Examples:
   export_onnx.py --model minilm --opset 14 -o /tmp/minilm14.onnx
   export_onnx.py --model minilm --opset 17 --gelu tanh --mask-value min -o m.onnx --external-data
   export_onnx.py --random-config tiny --seed 1 --opset 17 -o /tmp/tiny.onnx
+  export_onnx.py --model minilm --opset 17 --pooler -o /tmp/pooler/model.onnx
+  export_onnx.py --model minilm --opset 14 --sentence-transformers -o /tmp/st/model.onnx
 
 After exporting, the model is run in ONNX Runtime and in PyTorch on the same
 inputs and the largest absolute difference is printed.
@@ -50,8 +65,9 @@ def load_model(args):
     from transformers import BertConfig, BertModel
     from transformers.utils import logging as hf_logging
 
-    # The checkpoint's pooler weights are dropped on purpose (add_pooling_layer=False).
+    # Without --pooler the checkpoint's pooler weights are dropped on purpose.
     hf_logging.set_verbosity_error()
+    pooler = bool(getattr(args, "pooler", False))
 
     if args.random_config:
         torch.manual_seed(args.seed)
@@ -61,7 +77,7 @@ def load_model(args):
         if args.gelu == "tanh":
             cfg.hidden_act = "gelu_new"
         cfg._attn_implementation = "eager"
-        model = BertModel(cfg, add_pooling_layer=False)
+        model = BertModel(cfg, add_pooling_layer=pooler)
         # Random init leaves LayerNorm at gamma=1, beta=0 and every bias at 0;
         # perturb them so that a converter mixing them up is caught, and so that
         # constant folding does not merge identical initializers into Identity nodes.
@@ -75,17 +91,21 @@ def load_model(args):
     cfg = BertConfig.from_pretrained(model_dir)
     if args.gelu == "tanh":
         cfg.hidden_act = "gelu_new"
-    model = BertModel.from_pretrained(model_dir, config=cfg, add_pooling_layer=False,
+    model = BertModel.from_pretrained(model_dir, config=cfg, add_pooling_layer=pooler,
                                       attn_implementation="eager", local_files_only=True)
     return model.eval(), model_dir
 
 
 class Encoder(torch.nn.Module):
-    """Returns only last_hidden_state; optionally uses the -10000 mask form."""
+    """last_hidden_state (and pooler_output with `pooler`); optionally the -10000
+    mask form; with `two_inputs`, no token_type_ids argument (the model's
+    all-zero buffer is used)."""
 
-    def __init__(self, bert, mask_value):
+    def __init__(self, bert, mask_value, pooler=False, two_inputs=False):
         super().__init__()
         self.bert = bert
+        self.pooler = pooler
+        self.two_inputs = two_inputs
         if mask_value == "-10000":
             # transformers 4.40 fills masked positions with finfo(dtype).min;
             # older exports (and many models in the wild) use -10000.
@@ -94,10 +114,50 @@ class Encoder(torch.nn.Module):
                 return (1.0 - ext) * -10000.0
             bert.get_extended_attention_mask = extended_mask
 
-    def forward(self, input_ids, attention_mask, token_type_ids):
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        if self.two_inputs:
+            token_type_ids = None
         out = self.bert(input_ids=input_ids, attention_mask=attention_mask,
                         token_type_ids=token_type_ids, return_dict=True)
+        if self.pooler:
+            return out.last_hidden_state, out.pooler_output
         return out.last_hidden_state
+
+
+class SentenceTransformer(torch.nn.Module):
+    """sentence-transformers' Transformer -> Pooling(mean) -> Normalize modules, as
+    Optimum exports them (SentenceTransformersTransformerPatcher: the model is
+    called with input_ids and attention_mask only; outputs token_embeddings and
+    sentence_embedding). The pooling and normalization below are the code of
+    sentence_transformers.models.Pooling (pooling_mode_mean_tokens) and
+    .Normalize, so that the ONNX graph has the nodes those modules produce."""
+
+    def __init__(self, bert, normalize=True):
+        super().__init__()
+        self.bert = bert
+        self.normalize = normalize
+
+    def forward(self, input_ids, attention_mask):
+        token_embeddings = self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                                     return_dict=True).last_hidden_state
+        input_mask_expanded = attention_mask.unsqueeze(-1).expand(token_embeddings.size()).to(
+            token_embeddings.dtype)
+        sum_embeddings = torch.sum(token_embeddings * input_mask_expanded, 1)
+        sum_mask = input_mask_expanded.sum(1)
+        sum_mask = torch.clamp(sum_mask, min=1e-9)
+        sentence_embedding = sum_embeddings / sum_mask
+        if self.normalize:
+            sentence_embedding = torch.nn.functional.normalize(sentence_embedding, p=2, dim=1)
+        return token_embeddings, sentence_embedding
+
+
+def io_names(args):
+    """(input names, output names) of the export."""
+    if args.sentence_transformers:
+        return ["input_ids", "attention_mask"], ["token_embeddings", "sentence_embedding"]
+    inputs = ["input_ids", "attention_mask"] + ([] if args.two_inputs else ["token_type_ids"])
+    outputs = ["last_hidden_state"] + (["pooler_output"] if args.pooler else [])
+    return inputs, outputs
 
 
 def sample_inputs(vocab_size, batch, seq, seed):
@@ -123,17 +183,23 @@ def save_external(path):
                     location=location, size_threshold=1024)
 
 
-def check_with_onnxruntime(path, wrapper, vocab_size):
+def check_with_onnxruntime(path, wrapper, vocab_size, args):
+    """Largest abs difference between ONNX Runtime and PyTorch over every output."""
     import onnxruntime as ort
     ids, mask, types = sample_inputs(vocab_size, batch=2, seq=11, seed=123)
+    inputs, outputs = io_names(args)
+    feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
     with torch.no_grad():
-        ref = wrapper(ids, mask, types).numpy()
+        ref = wrapper(*[feed[n] for n in inputs])
+    ref = ref if isinstance(ref, tuple) else (ref,)
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    got = sess.run(["last_hidden_state"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy(),
-                                           "token_type_ids": types.numpy()})[0]
-    if got.shape != ref.shape:
-        sys.exit(f"error: ONNX Runtime output shape {got.shape} != PyTorch {ref.shape}")
-    return float(np.max(np.abs(got - ref)))
+    got = sess.run(outputs, {n: feed[n].numpy() for n in inputs})
+    worst = 0.0
+    for name, g, r in zip(outputs, got, ref):
+        if g.shape != tuple(r.shape):
+            sys.exit(f"error: ONNX Runtime output {name} shape {g.shape} != PyTorch {tuple(r.shape)}")
+        worst = max(worst, float(np.max(np.abs(g - r.numpy()))))
+    return worst
 
 
 def main():
@@ -148,25 +214,42 @@ def main():
                     help="tanh switches hidden_act to gelu_new")
     ap.add_argument("--mask-value", choices=["-10000", "min"], default="min",
                     help="value added at masked positions: -10000 or float32 min (transformers 4.40)")
+    ap.add_argument("--pooler", action="store_true",
+                    help="keep BertModel's pooler: outputs last_hidden_state and pooler_output")
+    ap.add_argument("--two-inputs", action="store_true", help="no token_type_ids input")
+    ap.add_argument("--sentence-transformers", action="store_true",
+                    help="Optimum's sentence-transformers form: token_embeddings + sentence_embedding")
+    ap.add_argument("--no-normalize", action="store_true",
+                    help="with --sentence-transformers: no Normalize module")
     ap.add_argument("-o", "--output", required=True)
     ap.add_argument("--external-data", action="store_true", help="store weights in OUTPUT.data")
     ap.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime comparison")
     args = ap.parse_args()
+    if args.sentence_transformers and (args.pooler or args.two_inputs):
+        ap.error("--sentence-transformers has two inputs and no pooler already")
+    if args.no_normalize and not args.sentence_transformers:
+        ap.error("--no-normalize goes with --sentence-transformers")
 
     model, tok_dir = load_model(args)
-    wrapper = Encoder(model, args.mask_value).eval()
+    if args.sentence_transformers:
+        Encoder(model, args.mask_value)  # installs the -10000 mask form when asked
+        wrapper = SentenceTransformer(model, normalize=not args.no_normalize).eval()
+    else:
+        wrapper = Encoder(model, args.mask_value, pooler=args.pooler, two_inputs=args.two_inputs).eval()
     out_dir = os.path.dirname(os.path.abspath(args.output))
     os.makedirs(out_dir, exist_ok=True)
 
     ids, mask, types = sample_inputs(model.config.vocab_size, batch=2, seq=8, seed=7)
     dyn = {0: "batch", 1: "seq"}
+    inputs, outputs = io_names(args)
+    feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    axes = {n: dyn for n in inputs}
+    for n in outputs:  # per-token outputs have a seq axis, per-sequence ones do not
+        axes[n] = dyn if n in ("last_hidden_state", "token_embeddings") else {0: "batch"}
     with torch.no_grad():
         torch.onnx.export(
-            wrapper, (ids, mask, types), args.output, opset_version=args.opset,
-            input_names=["input_ids", "attention_mask", "token_type_ids"],
-            output_names=["last_hidden_state"],
-            dynamic_axes={"input_ids": dyn, "attention_mask": dyn, "token_type_ids": dyn,
-                          "last_hidden_state": dyn},
+            wrapper, tuple(feed[n] for n in inputs), args.output, opset_version=args.opset,
+            input_names=inputs, output_names=outputs, dynamic_axes=axes,
             do_constant_folding=True)
     if args.external_data:
         save_external(args.output)
@@ -180,9 +263,10 @@ def main():
                 shutil.copyfile(s, d)
 
     print(f"wrote {args.output} (opset {args.opset}, gelu {args.gelu}, mask {args.mask_value}"
-          f"{', external data' if args.external_data else ''})")
+          f"{', external data' if args.external_data else ''}; inputs {', '.join(inputs)}; "
+          f"outputs {', '.join(outputs)})")
     if not args.no_check:
-        diff = check_with_onnxruntime(args.output, wrapper, model.config.vocab_size)
+        diff = check_with_onnxruntime(args.output, wrapper, model.config.vocab_size, args)
         print(f"max abs diff onnxruntime vs pytorch: {diff:.3e}")
         if diff > 1e-3:
             sys.exit(f"error: ONNX Runtime disagrees with PyTorch (max abs diff {diff:.3e})")

@@ -2,7 +2,8 @@
 
 * `spinel`    -- the CLI (SPINEL_BIN, default build/spinel) and the C API
                  (libspinel.so next to it, through ctypes).
-* `export`    -- tools/export_onnx.py into a cache folder: env SPINEL_TEST_CACHE
+* `export`    -- tools/export_onnx.py (or tools/export_distilbert.py for the
+                 DISTILBERT_EXPORTS names) into a cache folder: env SPINEL_TEST_CACHE
                  if set (files are reused across runs), else a pytest tmp dir.
 * `converted` -- an export turned into a .spnl by `spinel convert` (always
                  converted afresh into a tmp dir, so the current build is tested).
@@ -42,6 +43,21 @@ EXPORTS = {
     "minilm17_ext": ["--model", "minilm", "--opset", "17", "--external-data"],
     "tiny17": ["--random-config", "tiny", "--seed", "1", "--opset", "17"],
     "tiny17_ext": ["--random-config", "tiny", "--seed", "1", "--opset", "17", "--external-data"],
+    # The forms users bring (tests/conformance/test_exports.py).
+    "minilm17_pooler": ["--model", "minilm", "--opset", "17", "--pooler"],
+    "minilm14_pooler": ["--model", "minilm", "--opset", "14", "--pooler"],
+    "minilm14_two": ["--model", "minilm", "--opset", "14", "--two-inputs"],
+    "minilm17_two": ["--model", "minilm", "--opset", "17", "--two-inputs"],
+    "minilm14_st": ["--model", "minilm", "--opset", "14", "--sentence-transformers"],
+    "minilm17_st": ["--model", "minilm", "--opset", "17", "--sentence-transformers"],
+    "minilm17_st_nonorm": ["--model", "minilm", "--opset", "17", "--sentence-transformers", "--no-normalize"],
+}
+EXPORT_DISTILBERT_SCRIPT = ROOT / "tools" / "export_distilbert.py"
+# name -> export_distilbert.py arguments: a small random DistilBertModel, 4x1
+# block-pruned to 80% per Linear (above the sparse-kernel threshold).
+DISTILBERT_EXPORTS = {
+    "distilbert14": ["--random-config", "small", "--seed", "1", "--sparsity", "0.8", "--opset", "14"],
+    "distilbert17": ["--random-config", "small", "--seed", "1", "--sparsity", "0.8", "--opset", "17"],
 }
 
 
@@ -326,7 +342,8 @@ def export(model_cache):
     def _export(name):
         if name in done:
             return done[name]
-        args = EXPORTS[name]
+        script = EXPORT_DISTILBERT_SCRIPT if name in DISTILBERT_EXPORTS else EXPORT_SCRIPT
+        args = DISTILBERT_EXPORTS[name] if name in DISTILBERT_EXPORTS else EXPORTS[name]
         folder = model_cache / name
         onnx_path = folder / "model.onnx"
         stamp = folder / "export-args.json"
@@ -335,10 +352,10 @@ def export(model_cache):
             if folder.exists():
                 shutil.rmtree(folder)
             folder.mkdir(parents=True)
-            p = subprocess.run([sys.executable, str(EXPORT_SCRIPT), *args, "-o", str(onnx_path)],
+            p = subprocess.run([sys.executable, str(script), *args, "-o", str(onnx_path)],
                                capture_output=True, text=True, timeout=900)
             if p.returncode != 0:
-                pytest.fail(f"export_onnx.py {' '.join(args)} failed ({p.returncode}):\n"
+                pytest.fail(f"{script.name} {' '.join(args)} failed ({p.returncode}):\n"
                             f"{p.stdout[-2000:]}\n{p.stderr[-4000:]}")
             stamp.write_text(json.dumps(args))
         done[name] = onnx_path

@@ -168,6 +168,18 @@ struct TinyOptions {
   bool range_positions = false;  // Range(0, seq, 1) instead of slicing a buffer
   bool mul_scale = false;        // scores * 0.5 instead of scores / 2
   int layers = 2;
+  // Token types: "input" (token_type_ids), "constant" (no such input: the
+  // table is read by Expand(Slice(all-zero buffer)), as BertModel without
+  // token_type_ids exports), "none" (no table: DistilBERT).
+  std::string token_types = "input";
+  bool where_mask = false;  // DistilBERT: Where(Equal(mask, 0) reshaped/expanded, fill, scores) per layer
+  bool prescale_q = false;  // DistilBERT: q / sqrt(D) before Q.K^T, no scale after it
+  // BertPooler after the last layer: "" (none), or its activation ("Tanh", "Relu").
+  std::string pooler;
+  bool pooler_gemm = true;  // Gemm(transB=1) as torch exports nn.Linear on a 2-D input, else MatMul + Add
+  // sentence-transformers heads: "" (none), "mean", "mean+normalize".
+  std::string sentence_pooling;
+  std::string hidden_name;  // name of the last layer's output ("" = its node output)
 };
 
 // A BERT encoder shaped like torch.onnx.export's: hidden 8, 2 heads, FFN 16,
@@ -259,12 +271,82 @@ struct TinyBert {
   onnx::ModelProto& build() {
     b.input("input_ids", onnx::TensorProto::INT64);
     b.input("attention_mask", onnx::TensorProto::INT64);
-    b.input("token_type_ids", onnx::TensorProto::INT64);
+    if (opt.token_types == "input") b.input("token_type_ids", onnx::TensorProto::INT64);
 
     std::string mask;
-    if (opt.use_mask) mask = build_mask();
+    if (opt.use_mask && !opt.where_mask) mask = build_mask();
     build_encoder(mask);
     return b.model();
+  }
+
+  // DistilBERT's masked_fill: Where(Expand(Reshape(mask == 0, [b,1,1,s]), Shape(scores)), fill, scores).
+  std::string where_mask(const std::string& scores, const std::string& p, double compare_with = 0.0) {
+    const std::string eq = b.op("Equal", p + "/Equal", {"attention_mask", b.constant({}, {compare_with}, false)});
+    auto bs = batch_seq("attention_mask", p + "/mask");
+    auto* cat = b.node("Concat", p + "/Concat_mask", {bs[0], b.ints({1}), b.ints({1}), bs[1]});
+    Builder::int_attr(cat, "axis", 0);
+    const std::string r = b.op("Reshape", p + "/Reshape_mask", {eq, cat->output(0)});
+    const std::string sh = b.op("Shape", p + "/Shape_scores", {scores});
+    const std::string ex = b.op("Expand", p + "/Expand_mask", {r, sh});
+    auto* cast = b.node("Cast", p + "/Cast_mask", {ex});
+    Builder::int_attr(cast, "to", onnx::TensorProto::BOOL);
+    return b.op("Where", p + "/Where", {cast->output(0), b.scalar(opt.mask_fill), scores});
+  }
+
+  // BertPooler: Tanh(Gemm(Gather(h, 0, axis=1), W, b)).
+  std::vector<float> pooler_w, pooler_b;  // torch layout [out, in]
+  void build_pooler(const std::string& h) {
+    auto* ga = b.node("Gather", "/pooler/Gather", {h, b.constant({}, {0.0}, false)});
+    Builder::int_attr(ga, "axis", 1);
+    pooler_w = pattern(H * H, 77);
+    pooler_b = pattern(H, 78);
+    std::string dense;
+    if (opt.pooler_gemm) {
+      b.floats("pooler.dense.weight", {H, H}, pooler_w);
+      b.floats("pooler.dense.bias", {H}, pooler_b);
+      auto* gemm = b.node("Gemm", "/pooler/dense/Gemm", {ga->output(0), "pooler.dense.weight", "pooler.dense.bias"});
+      Builder::float_attr(gemm, "alpha", 1.f);
+      Builder::float_attr(gemm, "beta", 1.f);
+      Builder::int_attr(gemm, "transB", 1);
+      dense = gemm->output(0);
+    } else {
+      std::vector<float> wt(static_cast<size_t>(H * H));  // [in, out] for MatMul
+      for (int64_t r = 0; r < H; ++r)
+        for (int64_t c = 0; c < H; ++c) wt[static_cast<size_t>(c * H + r)] = pooler_w[static_cast<size_t>(r * H + c)];
+      b.floats("pooler.dense.weight", {H, H}, wt);
+      b.floats("pooler.dense.bias", {H}, pooler_b);
+      const std::string mm = b.op("MatMul", "/pooler/dense/MatMul", {ga->output(0), "pooler.dense.weight"});
+      dense = b.op("Add", "/pooler/dense/Add", {mm, "pooler.dense.bias"});
+    }
+    b.op(opt.pooler, "/pooler/activation/" + opt.pooler, {dense}, "pooler_output");
+    b.output("pooler_output");
+  }
+
+  // sentence-transformers Pooling (mean) [+ Normalize], as Optimum exports them.
+  void build_sentence_pooling(const std::string& h) {
+    const std::string u = b.op("Unsqueeze", "/Unsqueeze", {"attention_mask", b.ints({-1})});
+    const std::string sh = b.op("Shape", "/Shape", {h});
+    const std::string ex = b.op("Expand", "/Expand", {u, sh});
+    auto* cast = b.node("Cast", "/Cast", {ex});
+    Builder::int_attr(cast, "to", onnx::TensorProto::FLOAT);
+    const std::string m = cast->output(0);
+    const std::string hm = b.op("Mul", "/Mul_1", {h, m});
+    auto* s1 = b.node("ReduceSum", "/ReduceSum", {hm, b.ints({1})});
+    Builder::int_attr(s1, "keepdims", 0);
+    auto* s2 = b.node("ReduceSum", "/ReduceSum_1", {m, b.ints({1})});
+    Builder::int_attr(s2, "keepdims", 0);
+    const std::string clip = b.op("Clip", "/Clip", {s2->output(0), b.scalar(1e-9)});
+    const bool norm = opt.sentence_pooling == "mean+normalize";
+    const std::string mean = b.op("Div", "/Div", {s1->output(0), clip}, norm ? "" : "sentence_embedding");
+    if (norm) {
+      auto* l2 = b.node("ReduceL2", "/ReduceL2", {mean});
+      Builder::ints_attr(l2, "axes", {1});
+      Builder::int_attr(l2, "keepdims", 1);
+      const std::string c = b.op("Clip", "/Clip_1", {l2->output(0), b.scalar(1e-12)});
+      const std::string e = b.op("Expand", "/Expand_1", {c, b.op("Shape", "/Shape_4", {mean})});
+      b.op("Div", "/Div_1", {mean, e}, "sentence_embedding");
+    }
+    b.output("sentence_embedding");
   }
 
   // Additive mask: (1 - mask[:, None, None, :]) * fill.
@@ -280,11 +362,25 @@ struct TinyBert {
   void build_encoder(const std::string& mask) {
     // Embeddings; position ids are a slice of a constant 0..P-1 buffer, or a Range.
     b.floats("word_embeddings.weight", {V, H}, pattern(V * H, 1));
-    b.floats("token_type_embeddings.weight", {2, H}, pattern(2 * H, 2));
     b.floats("position_embeddings.weight", {P, H}, pattern(P * H, 3));
     const std::string we = b.op("Gather", "/embeddings/word_embeddings/Gather", {"word_embeddings.weight", "input_ids"});
-    const std::string te = b.op("Gather", "/embeddings/token_type_embeddings/Gather", {"token_type_embeddings.weight", "token_type_ids"});
-    const std::string e1 = b.op("Add", "/embeddings/Add", {we, te});
+    std::string e1 = we;
+    if (opt.token_types != "none") {
+      b.floats("token_type_embeddings.weight", {2, H}, pattern(2 * H, 2));
+      std::string type_ids = "token_type_ids";
+      if (opt.token_types == "constant") {
+        // buffer[:, :seq].expand(batch, seq) of a registered all-zero buffer.
+        const std::string buf = b.constant({1, P}, std::vector<double>(P, 0.0), false);
+        const std::string seq = dim("input_ids", 1, "/types");
+        const std::string sl = b.op("Slice", "/types/Slice", {buf, b.ints({0}), seq, b.ints({1}), b.ints({1})});
+        auto bs = batch_seq("input_ids", "/types/expand");
+        auto* cat = b.node("Concat", "/types/Concat", {bs[0], bs[1]});
+        Builder::int_attr(cat, "axis", 0);
+        type_ids = b.op("Expand", "/types/Expand", {sl, cat->output(0)});
+      }
+      const std::string te = b.op("Gather", "/embeddings/token_type_embeddings/Gather", {"token_type_embeddings.weight", type_ids});
+      e1 = b.op("Add", "/embeddings/Add", {we, te});
+    }
     std::string pid;
     if (opt.range_positions) {
       const std::string sh = b.op("Shape", "/embeddings/Shape", {"input_ids"});
@@ -312,15 +408,18 @@ struct TinyBert {
       const std::string v = linear(h, p + "/attention/self/value", H, H, s + 2, l == 0 ? &wv0 : nullptr, l == 0 ? &bv0 : nullptr);
       const std::string kt = split_heads(k, p + "/attention/self/k", {0, 2, 3, 1});
       const std::string vh = split_heads(v, p + "/attention/self/v", {0, 2, 1, 3});
-      const std::string qh = split_heads(q, p + "/attention/self/q", {0, 2, 1, 3});
+      std::string qh = split_heads(q, p + "/attention/self/q", {0, 2, 1, 3});
+      if (opt.prescale_q) qh = b.op("Div", p + "/attention/self/Div_q", {qh, b.scalar(2.0)});
       const std::string scores = b.op("MatMul", p + "/attention/self/MatMul", {qh, kt});
-      const std::string scaled = opt.mul_scale ? b.op("Mul", p + "/attention/self/Mul", {scores, b.scalar(0.5)})
-                                               : b.op("Div", p + "/attention/self/Div", {scores, b.scalar(2.0)});
+      const std::string scaled = opt.prescale_q ? scores
+                                 : opt.mul_scale ? b.op("Mul", p + "/attention/self/Mul", {scores, b.scalar(0.5)})
+                                                 : b.op("Div", p + "/attention/self/Div", {scores, b.scalar(2.0)});
       // The mask Add, when present, is written mask-first in odd layers.
       const std::string masked =
-          mask.empty() ? scaled
-                       : b.op("Add", p + "/attention/self/Add", l % 2 ? std::vector<std::string>{mask, scaled}
-                                                                       : std::vector<std::string>{scaled, mask});
+          opt.where_mask ? where_mask(scaled, p + "/attention/self")
+          : mask.empty() ? scaled
+                         : b.op("Add", p + "/attention/self/Add", l % 2 ? std::vector<std::string>{mask, scaled}
+                                                                         : std::vector<std::string>{scaled, mask});
       auto* sm = b.node("Softmax", p + "/attention/self/Softmax", {masked});
       Builder::int_attr(sm, "axis", -1);
       const std::string ctx = b.op("MatMul", p + "/attention/self/MatMul_1", {sm->output(0), vh});
@@ -338,7 +437,15 @@ struct TinyBert {
       const std::string r2 = b.op("Add", p + "/output/Add", {o, a});
       h = layernorm(r2, p + "/output/LayerNorm", s + 7);
     }
+    if (!opt.hidden_name.empty()) {
+      // Rename the last LayerNorm's output (torch names graph outputs so).
+      onnx::NodeProto* last = b.graph().mutable_node(b.graph().node_size() - 1);
+      last->set_output(0, opt.hidden_name);
+      h = opt.hidden_name;
+    }
     b.output(h);
+    if (!opt.pooler.empty()) build_pooler(h);
+    if (!opt.sentence_pooling.empty()) build_sentence_pooling(h);
   }
 };
 
@@ -668,4 +775,232 @@ TEST_CASE("external data: offset and length must lie inside the file") {
 
   err = import_error(save_with_external(dir, "w.bin", "0", "99999999999999999999"));
   CHECK(contains(err, "not a non-negative integer"));
+}
+
+// ---- model families and heads ------------------------------------------------------
+
+namespace {
+
+SpnlWriter import_ok(const std::string& path, ImportReport* rep = nullptr) {
+  SpnlWriter w;
+  const ImportReport r = import_onnx(path, w);
+  if (rep) *rep = r;
+  return w;
+}
+
+const float* data_of(const SpnlWriter& w, int32_t tensor) {
+  REQUIRE(tensor >= 0);
+  return static_cast<const float*>(w.tensor_data(tensor));
+}
+
+}  // namespace
+
+TEST_CASE("BertModel's default outputs: the pooler becomes Pool(cls) -> Linear(tanh) named pooler_output") {
+  TempDir dir;
+  for (const bool gemm : {true, false}) {
+    for (const bool fused : {true, false}) {
+      CAPTURE(gemm);
+      CAPTURE(fused);
+      TinyOptions opt;
+      opt.pooler = "Tanh";
+      opt.pooler_gemm = gemm;
+      opt.fused_layernorm = fused;
+      opt.hidden_name = "last_hidden_state";
+      TinyBert t(opt);
+      save(t.build(), dir.file("p.onnx"));
+      ImportReport rep;
+      const SpnlWriter w = import_ok(dir.file("p.onnx"), &rep);
+      CHECK(rep.architecture == "bert");
+      CHECK(rep.heads == "pooler_output");
+      const Graph& g = w.graph;
+      REQUIRE(g.ops.size() == 1 + 7 * 2 + 2);
+      // last_hidden_state is unchanged: still the last LayerNorm.
+      CHECK(g.ops[14].kind == OpKind::LayerNorm);
+      CHECK(g.output == g.ops[14].out);
+      const Op& pool = g.ops[15];
+      const Op& dense = g.ops[16];
+      CHECK(pool.kind == OpKind::Pool);
+      CHECK(pool.pool == PoolKind::Cls);
+      CHECK(pool.in0 == g.output);
+      CHECK(g.values[static_cast<size_t>(pool.out)].rows == Rows::Sequences);
+      CHECK(dense.kind == OpKind::Linear);
+      CHECK(dense.act == Activation::Tanh);
+      CHECK(dense.in0 == pool.out);
+      CHECK(dense.in1 == -1);
+      CHECK(g.values[static_cast<size_t>(dense.out)].rows == Rows::Sequences);
+      REQUIRE(g.outputs.size() == 1);
+      CHECK(g.outputs[0].name == "pooler_output");
+      CHECK(g.outputs[0].value == dense.out);
+      CHECK(w.config.default_pool == "mean");  // unchanged: --pool pooler asks for it
+      // y = x W^T + b with torch's [out, in] weight: the IR holds W^T [in, out].
+      const int64_t H = TinyBert::H;
+      const float* wd = data_of(w, dense.w[slot::kWeight]);
+      for (int64_t i = 0; i < H; ++i)
+        for (int64_t o = 0; o < H; ++o) CHECK(wd[i * H + o] == t.pooler_w[static_cast<size_t>(o * H + i)]);
+      const float* bd = data_of(w, dense.w[slot::kBias]);
+      for (int64_t o = 0; o < H; ++o) CHECK(bd[o] == t.pooler_b[static_cast<size_t>(o)]);
+      validate_graph(w.graph, w.tensors(), w.config);
+    }
+  }
+}
+
+TEST_CASE("a pooler whose activation is not tanh is rejected with the reason") {
+  TempDir dir;
+  TinyOptions opt;
+  opt.pooler = "Relu";
+  TinyBert t(opt);
+  save(t.build(), dir.file("relu_pooler.onnx"));
+  const std::string err = import_error(dir.file("relu_pooler.onnx"));
+  CHECK(contains(err, "/pooler/activation/Relu (Op: Relu)"));  // the uncovered node
+  CHECK(contains(err, "activation must be tanh"));
+}
+
+TEST_CASE("two-input BERT: the constant token-type row becomes a one-row table") {
+  TempDir dir;
+  for (const bool fused : {true, false}) {
+    CAPTURE(fused);
+    TinyOptions opt;
+    opt.token_types = "constant";
+    opt.fused_layernorm = fused;
+    TinyBert t(opt);
+    save(t.build(), dir.file("two.onnx"));
+    ImportReport rep;
+    const SpnlWriter w = import_ok(dir.file("two.onnx"), &rep);
+    CHECK(rep.architecture == "bert");
+    CHECK(w.config.type_vocab_size == 1);
+    const Op& emb = w.graph.ops.at(0);
+    const TensorInfo& ti = w.tensors()[static_cast<size_t>(emb.w[slot::kTokenType])];
+    CHECK(ti.shape == std::vector<int64_t>{1, TinyBert::H});
+    const std::vector<float> table = pattern(2 * TinyBert::H, 2);  // the builder's token-type table
+    const float* row = data_of(w, emb.w[slot::kTokenType]);
+    for (int64_t c = 0; c < TinyBert::H; ++c) CHECK(row[c] == table[static_cast<size_t>(c)]);  // row 0
+  }
+}
+
+TEST_CASE("sentence-transformers graphs: mean pooling (+ normalize) becomes the default pooling") {
+  TempDir dir;
+  for (const std::string types : {"constant", "input"}) {
+    for (const bool norm : {true, false}) {
+      CAPTURE(types);
+      CAPTURE(norm);
+      TinyOptions opt;
+      opt.token_types = types;
+      opt.sentence_pooling = norm ? "mean+normalize" : "mean";
+      opt.hidden_name = "token_embeddings";
+      TinyBert t(opt);
+      save(t.build(), dir.file("st.onnx"));
+      ImportReport rep;
+      const SpnlWriter w = import_ok(dir.file("st.onnx"), &rep);
+      CHECK(rep.heads == (norm ? "mean pooling + L2 normalize" : "mean pooling"));
+      CHECK(w.config.default_pool == "mean");
+      CHECK(w.config.normalize == norm);
+      CHECK(w.graph.outputs.empty());
+      CHECK(w.graph.ops.size() == 1 + 7 * 2);
+    }
+  }
+}
+
+TEST_CASE("pooling that reads another mask than the attention, or an extra output, is rejected") {
+  TempDir dir;
+  TinyOptions opt;
+  opt.sentence_pooling = "mean";
+  TinyBert t(opt);
+  onnx::ModelProto& m = t.build();
+  // Point the pooling's Unsqueeze at a second mask input.
+  auto* in = m.mutable_graph()->add_input();
+  in->set_name("other_mask");
+  in->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::INT64);
+  for (auto& n : *m.mutable_graph()->mutable_node())
+    if (n.name() == "/Unsqueeze") n.set_input(0, "other_mask");
+  save(m, dir.file("other.onnx"));
+  CHECK(contains(import_error(dir.file("other.onnx")), "mean pooling reads mask 'other_mask'"));
+
+  // An output that is neither the hidden states nor a recognised head.
+  TinyBert t2(TinyOptions{});
+  onnx::ModelProto& m2 = t2.build();
+  auto* o = m2.mutable_graph()->add_output();
+  o->set_name("/encoder/layer.0/intermediate/act/Mul_1_output_0");
+  save(m2, dir.file("extra.onnx"));
+  CHECK(contains(import_error(dir.file("extra.onnx")),
+                 "graph output '/encoder/layer.0/intermediate/act/Mul_1_output_0' is neither"));
+}
+
+TEST_CASE("DistilBERT: no token types, Q scaled before Q.K^T, mask through Where") {
+  TempDir dir;
+  for (const bool fused : {true, false}) {
+    for (const bool st : {false, true}) {
+      CAPTURE(fused);
+      CAPTURE(st);
+      TinyOptions opt;
+      opt.token_types = "none";
+      opt.where_mask = true;
+      opt.prescale_q = true;
+      opt.fused_layernorm = fused;
+      opt.mask_fill = -3.4028234663852886e38;
+      if (st) opt.sentence_pooling = "mean+normalize";
+      TinyBert t(opt);
+      save(t.build(), dir.file("db.onnx"));
+      ImportReport rep;
+      const SpnlWriter w = import_ok(dir.file("db.onnx"), &rep);
+      CHECK(rep.architecture == "distilbert");
+      CHECK(w.config.architecture == "distilbert");
+      CHECK(rep.mask_form == "float32-min (Where)");
+      CHECK(w.config.type_vocab_size == 0);
+      CHECK(w.graph.ops.at(0).w[slot::kTokenType] == -1);
+      CHECK(w.graph.ops.at(0).w[slot::kPosition] >= 0);
+      REQUIRE(w.graph.ops.size() == 1 + 7 * 2);
+      for (int l = 0; l < 2; ++l) {
+        const Op& att = w.graph.ops[static_cast<size_t>(2 + 7 * l)];
+        CHECK(att.kind == OpKind::Attention);
+        CHECK(att.scale == doctest::Approx(0.5));  // q / 2 folded in
+      }
+      CHECK(w.config.default_pool == "mean");
+      CHECK(w.config.normalize == st);
+    }
+  }
+}
+
+TEST_CASE("a Where mask that does not test mask == 0 is rejected with the reason") {
+  TempDir dir;
+  TinyOptions opt;
+  opt.token_types = "none";
+  opt.where_mask = true;
+  opt.prescale_q = true;
+  TinyBert t(opt);
+  onnx::ModelProto& m = t.build();
+  // Compare with 1 instead of 0: masks the real tokens.
+  for (auto& n : *m.mutable_graph()->mutable_node()) {
+    if (n.op_type() != "Equal") continue;
+    for (auto& c : *m.mutable_graph()->mutable_node())
+      if (c.output(0) == n.input(1)) c.mutable_attribute(0)->mutable_t()->set_int64_data(0, 1);
+  }
+  save(m, dir.file("eq1.onnx"));
+  const std::string err = import_error(dir.file("eq1.onnx"));
+  CHECK(contains(err, "does not compare the mask with 0"));
+  CHECK(contains(err, "(Op: Equal)"));
+}
+
+TEST_CASE("families: BERT and DistilBERT are told apart, the rejection reports the closest one") {
+  TempDir dir;
+  // A BERT-shaped graph (token types) with DistilBERT's attention is still BERT.
+  TinyOptions opt;
+  opt.where_mask = true;
+  opt.prescale_q = true;
+  TinyBert t(opt);
+  save(t.build(), dir.file("bert_where.onnx"));
+  ImportReport rep;
+  import_ok(dir.file("bert_where.onnx"), &rep);
+  CHECK(rep.architecture == "bert");
+
+  // A DistilBERT with an unsupported node: the message comes from the
+  // DistilBERT candidate (fewest unexplained nodes), not BERT's "no token types".
+  TinyOptions d;
+  d.token_types = "none";
+  d.pooler = "Relu";
+  TinyBert t2(d);
+  save(t2.build(), dir.file("db_relu.onnx"));
+  const std::string err = import_error(dir.file("db_relu.onnx"));
+  CHECK(contains(err, "/pooler/activation/Relu (Op: Relu)"));
+  CHECK(contains(err, "graph output 'pooler_output' is neither"));
+  CHECK(!contains(err, "not a BERT export"));
 }

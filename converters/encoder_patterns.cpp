@@ -1,22 +1,15 @@
-#include "converters/bert_match.h"
+#include "converters/encoder_patterns.h"
 
 #include <cmath>
 #include <map>
+#include <cstring>
+#include <sstream>
 
 namespace spinel {
 namespace onnx_import {
 namespace {
 
 using onnx::TensorProto;
-
-// Matching steps record their nodes here as they succeed, so that a failure
-// half-way still leaves the explained nodes covered and the report points at
-// the node that broke the pattern.
-struct Collector {
-  GraphIndex& g;
-  void add(int n) { g.cover(n); }
-  void add(const std::vector<int>& ns) { g.cover(ns); }
-};
 
 bool is_unary_passthrough(const GraphIndex& g, int n) {
   return g.is_op(n, "Unsqueeze") || g.is_op(n, "Squeeze") || g.is_op(n, "Cast") ||
@@ -108,6 +101,86 @@ bool is_table_gather(const GraphIndex& g, int n) {
   return g.is_const(t) && g.consts().elem_type(t) == TensorProto::FLOAT && g.consts().dims(t).size() == 2;
 }
 
+// An index tensor every element of which is the same constant: a constant
+// buffer (or a slice of it) or ConstantOfShape, broadcast by Expand to the
+// input's shape. torch exports BertModel's all-zero token_type_ids buffer so
+// when the graph has no token_type_ids input.
+struct ConstantIndex {
+  std::vector<int> nodes;
+  int64_t value = 0;
+};
+std::optional<ConstantIndex> match_constant_index(const GraphIndex& g, const std::string& ids, std::string& why) {
+  ConstantIndex m;
+  std::string v = ids;
+  const std::string at = "index '" + ids + "': ";
+  auto all_same = [&](const ConstValue& c) -> std::optional<int64_t> {
+    if (c.values.empty()) return std::nullopt;
+    for (double x : c.values)
+      if (x != c.values[0]) return std::nullopt;
+    if (!(c.values[0] >= 0 && c.values[0] < 2147483648.0)) return std::nullopt;
+    return static_cast<int64_t>(c.values[0]);
+  };
+  for (;;) {
+    if (g.is_const(v)) {
+      auto same = all_same(g.consts().value(v));
+      if (!same) return miss<ConstantIndex>(why, at + "constant '" + v + "' does not hold one index everywhere");
+      m.value = *same;
+      return m;
+    }
+    const int p = g.producer(v);
+    if (p < 0) return miss<ConstantIndex>(why, at + "'" + v + "' is not a constant");
+    const onnx::NodeProto& n = g.node(p);
+    if (is_unary_passthrough(g, p)) {
+      // Unsqueeze/Squeeze axes (opset >= 13) are constants or shapes, never data.
+      for (int i = 1; i < n.input_size(); ++i) {
+        auto s = shape_only_nodes(g, n.input(i), why);
+        if (!s) return std::nullopt;
+        m.nodes.insert(m.nodes.end(), s->begin(), s->end());
+      }
+      m.nodes.push_back(p);
+      v = n.input(0);
+    } else if (g.is_op(p, "Expand") || g.is_op(p, "Slice")) {
+      for (int i = 1; i < n.input_size(); ++i) {
+        auto s = shape_only_nodes(g, n.input(i), why);
+        if (!s) return std::nullopt;
+        m.nodes.insert(m.nodes.end(), s->begin(), s->end());
+      }
+      m.nodes.push_back(p);
+      v = n.input(0);
+    } else if (g.is_op(p, "ConstantOfShape")) {
+      auto s = shape_only_nodes(g, n.input(0), why);
+      if (!s) return std::nullopt;
+      m.nodes.insert(m.nodes.end(), s->begin(), s->end());
+      m.nodes.push_back(p);
+      m.value = 0;
+      if (const onnx::AttributeProto* a = g.attr(p, "value")) {
+        double x = 0;
+        const onnx::TensorProto& t = a->t();
+        if (t.int64_data_size() == 1) x = static_cast<double>(t.int64_data(0));
+        else if (t.int32_data_size() == 1) x = t.int32_data(0);
+        else if (t.raw_data().size() == 8 && t.data_type() == onnx::TensorProto::INT64) {
+          int64_t i = 0;
+          std::memcpy(&i, t.raw_data().data(), 8);
+          x = static_cast<double>(i);
+        } else if (t.raw_data().size() == 4 && t.data_type() == onnx::TensorProto::INT32) {
+          int32_t i = 0;
+          std::memcpy(&i, t.raw_data().data(), 4);
+          x = i;
+        } else {
+          return miss<ConstantIndex>(why, at + g.describe(p) + ": fill value is not one integer");
+        }
+        if (!(x >= 0 && x < 2147483648.0)) return miss<ConstantIndex>(why, at + g.describe(p) + ": fill value is negative");
+        m.value = static_cast<int64_t>(x);
+      }
+      return m;
+    } else {
+      return miss<ConstantIndex>(why, at + g.describe(p) + " does not broadcast a constant index");
+    }
+  }
+}
+
+}  // namespace
+
 std::optional<EmbeddingMatch> match_embeddings(GraphIndex& g, std::string& why) {
   std::vector<int> by_input, other;
   for (int i = 0; i < g.num_nodes(); ++i) {
@@ -137,17 +210,29 @@ std::optional<EmbeddingMatch> match_embeddings(GraphIndex& g, std::string& why) 
   if (type >= 0) gathers.push_back(type);
   const int64_t hidden = g.consts().dims(e.word)[1];
 
-  // Gathers whose output is added to the word embeddings: the position lookup.
+  // Gathers whose output is added to the word embeddings: the position lookup,
+  // and the constant token-type row of a graph without token_type_ids.
   std::vector<std::string> terms;
   for (int n : gathers) terms.push_back(g.node(n).output(0));
   for (int n : other) {
     std::string pwhy;
-    auto pos = match_positions(g, g.node(n).input(1), pwhy);
-    if (!pos) continue;
-    if (!e.position.empty()) return miss<EmbeddingMatch>(why, "two position-embedding lookups found");
-    e.position = g.node(n).input(0);
-    e.position_limit = pos->limit;
-    g.cover(pos->nodes);
+    if (auto pos = match_positions(g, g.node(n).input(1), pwhy)) {
+      if (!e.position.empty()) return miss<EmbeddingMatch>(why, "two position-embedding lookups found");
+      e.position = g.node(n).input(0);
+      e.position_limit = pos->limit;
+      g.cover(pos->nodes);
+    } else if (auto row = match_constant_index(g, g.node(n).input(1), pwhy)) {
+      if (!e.token_type.empty())
+        return miss<EmbeddingMatch>(why, g.describe(n) + ": a second token-type lookup (by a constant index)");
+      const int64_t table_rows = rows(n);
+      if (row->value >= table_rows)
+        return miss<EmbeddingMatch>(why, g.describe(n) + ": constant index " + std::to_string(row->value) + " is outside the table's " + std::to_string(table_rows) + " rows");
+      e.token_type = g.node(n).input(0);
+      e.token_type_row = row->value;
+      g.cover(row->nodes);
+    } else {
+      continue;
+    }
     gathers.push_back(n);
     terms.push_back(g.node(n).output(0));
   }
@@ -188,6 +273,8 @@ std::optional<EmbeddingMatch> match_embeddings(GraphIndex& g, std::string& why) 
   return e;
 }
 
+namespace {
+
 // Mul(Sub(1, Cast(Unsqueeze(Unsqueeze(mask)))), fill): the additive attention mask.
 std::optional<MaskMatch> match_mask(GraphIndex& g, const std::string& value, std::vector<int>& nodes, std::string& why) {
   const std::string at = "attention mask '" + value + "': ";
@@ -224,6 +311,51 @@ std::optional<MaskMatch> match_mask(GraphIndex& g, const std::string& value, std
   return m;
 }
 
+// Where(mask == 0 broadcast to the scores, fill, scores): DistilBERT's
+// masked_fill(mask, finfo.min). `where` is the Where node; scores are input 2.
+std::optional<MaskMatch> match_where_mask(GraphIndex& g, int where, std::vector<int>& nodes, std::string& why) {
+  const std::string at = "attention mask of " + g.describe(where) + ": ";
+  const onnx::NodeProto& w = g.node(where);
+  if (w.input_size() != 3) return miss<MaskMatch>(why, at + "Where needs 3 inputs");
+  const auto fill = g.scalar(w.input(1));
+  if (!fill) return miss<MaskMatch>(why, at + "the value put at masked positions is not a scalar constant");
+  if (!(*fill <= -1000.0)) return miss<MaskMatch>(why, at + "fill value " + std::to_string(*fill) + " is not a large negative number");
+  nodes = {where};
+  bool equal_zero = false;
+  std::string v = w.input(0);
+  while (!g.is_graph_input(v)) {
+    const int p = g.producer(v);
+    if (p < 0) return miss<MaskMatch>(why, at + "'" + v + "' is not computed from a graph input");
+    const onnx::NodeProto& n = g.node(p);
+    if (g.is_op(p, "Equal")) {
+      // mask == 0: true where the token is padding.
+      if (equal_zero) return miss<MaskMatch>(why, at + g.describe(p) + ": two comparisons");
+      const int c = g.scalar(n.input(1)) ? 1 : g.scalar(n.input(0)) ? 0 : -1;
+      if (c < 0 || *g.scalar(n.input(c)) != 0.0) return miss<MaskMatch>(why, at + g.describe(p) + " does not compare the mask with 0");
+      equal_zero = true;
+      nodes.push_back(p);
+      v = n.input(1 - c);
+      continue;
+    }
+    if (!(is_unary_passthrough(g, p) || g.is_op(p, "Expand") || g.is_op(p, "Reshape")))
+      return miss<MaskMatch>(why, at + g.describe(p) + " is not a reshape/expand/cast of the mask input");
+    // Targets of Expand/Reshape and Unsqueeze axes: shapes and constants only.
+    for (int i = 1; i < n.input_size(); ++i) {
+      auto s = shape_only_nodes(g, n.input(i), why);
+      if (!s) return std::nullopt;
+      nodes.insert(nodes.end(), s->begin(), s->end());
+    }
+    nodes.push_back(p);
+    v = n.input(0);
+  }
+  if (!equal_zero) return miss<MaskMatch>(why, at + "the condition is not mask == 0");
+  MaskMatch m;
+  m.input = v;
+  m.fill = *fill;
+  m.where = true;
+  return m;
+}
+
 std::optional<AttentionMatch> match_attention(GraphIndex& g, int softmax, std::map<std::string, MaskMatch>& masks,
                                               std::optional<MaskMatch>& mask_out, std::string& why) {
   AttentionMatch a;
@@ -257,6 +389,17 @@ std::optional<AttentionMatch> match_attention(GraphIndex& g, int softmax, std::m
     nodes.push_back(add);
     scores = n.input(s);
     if (g.sole_consumer(scores) != add) return miss<AttentionMatch>(why, at + "scores are read elsewhere too");
+  } else if (const int where = g.producer_of_type(scores, "Where"); where >= 0) {
+    std::vector<int> mnodes;
+    auto m = match_where_mask(g, where, mnodes, why);
+    if (!m) return std::nullopt;
+    a.mask = g.node(where).output(0);
+    masks[a.mask] = *m;
+    mask_out = *m;
+    g.cover(mnodes);
+    scores = g.node(where).input(2);
+    // The Shape that broadcasts the condition reads the scores too: not data.
+    if (g.sole_consumer(scores) != where) return miss<AttentionMatch>(why, at + "scores are read elsewhere too");
   }
   int mm = g.producer_of_type(scores, "MatMul");
   if (mm < 0) {
@@ -273,11 +416,23 @@ std::optional<AttentionMatch> match_attention(GraphIndex& g, int softmax, std::m
   }
   nodes.push_back(mm);
   const onnx::NodeProto& qk = g.node(mm);
-  auto qh = match_head_split(g, qk.input(0), {0, 2, 1, 3}, why);
+  // Q may be scaled before the MatMul (DistilBERT: q / sqrt(head_dim)).
+  std::string q_heads = qk.input(0);
+  int q_reader = mm;
+  if (const int qs = g.producer(q_heads); g.is_op(qs, "Div") || g.is_op(qs, "Mul")) {
+    const auto c = g.scalar(g.node(qs).input(1));
+    if (!c || *c == 0 || !std::isfinite(*c)) return miss<AttentionMatch>(why, at + g.describe(qs) + ": Q is scaled by something other than a scalar constant");
+    if (g.sole_consumer(q_heads) != mm) return miss<AttentionMatch>(why, at + "scaled Q is read elsewhere too");
+    a.scale *= g.is_op(qs, "Div") ? 1.0 / *c : *c;
+    nodes.push_back(qs);
+    q_heads = g.node(qs).input(0);
+    q_reader = qs;
+  }
+  auto qh = match_head_split(g, q_heads, {0, 2, 1, 3}, why);
   if (!qh) return std::nullopt;
   auto kh = match_head_split(g, qk.input(1), {0, 2, 3, 1}, why);
   if (!kh) return std::nullopt;
-  if (g.sole_consumer(qk.input(0)) != mm || g.sole_consumer(qk.input(1)) != mm)
+  if (g.sole_consumer(q_heads) != q_reader || g.sole_consumer(qk.input(1)) != mm)
     return miss<AttentionMatch>(why, at + "Q or K heads are read elsewhere too");
 
   // probs . V, then heads merged back: Transpose(0,2,1,3) -> Reshape [b, s, hidden].
@@ -416,11 +571,9 @@ std::optional<LayerMatch> match_layer(GraphIndex& g, const AttentionMatch& att, 
 
 }  // namespace
 
-BertMatch match_bert(GraphIndex& g) {
-  BertMatch b;
+EncoderMatch match_post_ln_encoder(GraphIndex& g, const std::string& input) {
+  EncoderMatch b;
   std::string why;
-  b.emb = match_embeddings(g, why);
-  if (!b.emb) b.problems.push_back(why);
 
   // Every Softmax is one self-attention; match each on its own.
   std::map<std::string, MaskMatch> masks;
@@ -434,17 +587,19 @@ BertMatch match_bert(GraphIndex& g) {
       continue;
     }
     if (mask) {
-      if (b.mask && (b.mask->input != mask->input || b.mask->fill != mask->fill))
+      // An additive mask is computed once and shared; a Where mask once per layer.
+      if (b.mask && (b.mask->input != mask->input || b.mask->fill != mask->fill || b.mask->where != mask->where))
         b.problems.push_back("attention layers use different masks (" + g.describe(i) + ")");
       b.mask = mask;
     }
     atts.push_back(*a);
   }
-  if (masks.size() > 1) b.problems.push_back("the attention mask is computed more than once");
+  size_t additive = 0;
+  for (const auto& [value, m] : masks) additive += !m.where;
+  if (additive > 1) b.problems.push_back("the attention mask is computed more than once");
 
   // Chain the layers from the embeddings' output.
-  if (!b.emb) return b;
-  std::string cur = b.emb->ln.out;
+  std::string cur = input;
   std::vector<bool> used(atts.size(), false);
   for (;;) {
     int next = -1;
@@ -455,6 +610,7 @@ BertMatch match_bert(GraphIndex& g) {
     auto layer = match_layer(g, atts[static_cast<size_t>(next)], why);
     if (!layer) {
       b.problems.push_back("layer " + std::to_string(b.layers.size()) + ": " + why);
+      b.output = cur;
       return b;
     }
     b.layers.push_back(*layer);
@@ -468,9 +624,37 @@ BertMatch match_bert(GraphIndex& g) {
     match_layer(g, atts[i], why);
   }
   if (b.layers.empty()) b.problems.push_back("no encoder layer reads the embeddings' output '" + cur + "'");
-  if (g.graph().output_size() != 1 || g.graph().output(0).name() != cur)
-    b.problems.push_back("the graph's outputs must be exactly the last layer's output '" + cur + "'");
+  b.output = cur;
   return b;
+}
+
+void check_graph_outputs(const GraphIndex& g, const std::string& hidden,
+                         const std::vector<std::string>& heads, std::vector<std::string>& problems) {
+  for (const auto& o : g.graph().output()) {
+    if (o.name() == hidden) continue;
+    bool known = false;
+    for (const std::string& h : heads) known = known || h == o.name();
+    if (known) continue;
+    std::string expect = "'" + hidden + "'";
+    for (const std::string& h : heads) expect += ", '" + h + "'";
+    problems.push_back("graph output '" + o.name() + "' is neither the last layer's output nor a recognised head (outputs may be " + expect + ")");
+  }
+  if (g.graph().output_size() == 0) problems.push_back("the graph has no outputs");
+}
+
+std::string mask_form(const std::optional<MaskMatch>& mask) {
+  if (!mask) return "none";
+  std::string f;
+  if (mask->fill == -10000.0) {
+    f = "-10000";
+  } else if (mask->fill <= -3.4028234e38) {
+    f = "float32-min";
+  } else {
+    std::ostringstream os;
+    os << mask->fill;
+    f = os.str();
+  }
+  return mask->where ? f + " (Where)" : f;
 }
 
 }  // namespace onnx_import
