@@ -26,6 +26,8 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <chrono>
+#include <cstdio>
 #include <vector>
 
 #include "kernels/backend.h"
@@ -839,9 +841,11 @@ TEST_CASE("backend ops: one PreparedOp run from two threads at once") {
             if (std::memcmp(got.data(), alone.data(), got.size() * sizeof(float)) != 0) ++mismatches;
           }
         };
+        auto t0 = std::chrono::steady_clock::now();
         std::thread t1(worker), t2(worker);
         t1.join();
         t2.join();
+        fprintf(stderr, "DBG %s %s %.3f\n", name.c_str(), c.desc.c_str(), std::chrono::duration<double>(std::chrono::steady_clock::now()-t0).count());
         CHECK_MESSAGE(mismatches.load() == 0, c.desc << " on " << name << " threads=" << threads
                                                      << " [" << shared->kernel() << "]: "
                                                      << mismatches.load() << " of " << 2 * reps
