@@ -28,6 +28,7 @@
 #include <thread>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <vector>
 
 #include "kernels/backend.h"
@@ -853,5 +854,32 @@ TEST_CASE("backend ops: one PreparedOp run from two threads at once") {
         CHECK_MESSAGE(guard_bad.load() == 0, c.desc << " on " << name << ": wrote past the output");
       }
     }
+  }
+}
+TEST_CASE("zz_experiment" * doctest::skip(std::getenv("ZZ") == nullptr)) {
+  const Backend* be = find_backend("cpu");
+  for (int64_t M : {1, 17, 64}) {
+  LinearSpec f{M, 384, 384, Precision::F32};
+  f.act = Activation::GeluErf; f.bias = true; f.residual = std::getenv("ZZRES") != nullptr;
+  if (std::getenv("ZZACT")) f.act = Activation::None;
+  auto c = linear_case(f, 1);
+  auto st = prepare(*be, *c);
+  auto timed = [&](const char* what, int nthreads) {
+    auto t0 = std::chrono::steady_clock::now();
+    auto worker = [&] {
+      auto ex = be->make_executor(1);
+      Workspace ws;
+      bool g;
+      for (int r = 0; r < 10; ++r) run_prepared(*be, *c, *st, *ex, ws, 1, &g);
+    };
+    if (nthreads == 0) worker();
+    else { std::vector<std::thread> ts; for (int i = 0; i < nthreads; ++i) ts.emplace_back(worker); for (auto& t : ts) t.join(); }
+    fprintf(stderr, "M=%ld %s: %.4f s per run-thread\n", (long)M, what, std::chrono::duration<double>(std::chrono::steady_clock::now()-t0).count() / 10);
+  };
+  timed("main thread", 0);
+  timed("main thread again", 0);
+  timed("one std::thread", 1);
+  timed("two std::threads", 2);
+  timed("main thread after", 0);
   }
 }
