@@ -37,6 +37,19 @@ bool is_quantized_op(const onnx::NodeProto& n) {
   return false;
 }
 
+// The ops the encoder patterns are made of (bert_match, onnx_patterns).
+bool is_pattern_op(const onnx::NodeProto& n) {
+  static const char* const kOps[] = {
+      "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Erf", "Tanh", "Exp", "Neg", "Sigmoid", "MatMul",
+      "Gemm", "Gather", "Reshape", "Transpose", "Softmax", "Shape", "Unsqueeze", "Squeeze", "Concat",
+      "Slice", "Cast", "Constant", "Identity", "LayerNormalization", "ReduceMean", "Expand", "Range",
+      "Where", "Equal", "ConstantOfShape", "Less", "Not", "ReduceSum", "Clip", "Max"};
+  if (!(n.domain().empty() || n.domain() == "ai.onnx")) return false;
+  for (const char* op : kOps)
+    if (n.op_type() == op) return true;
+  return false;
+}
+
 std::string op_label(const onnx::NodeProto& n) {
   const bool std_domain = n.domain().empty() || n.domain() == "ai.onnx";
   return std_domain ? n.op_type() : n.domain() + "." + n.op_type();
@@ -128,14 +141,17 @@ void reject_graph(const GraphIndex& g, const std::vector<int>& uncovered,
 
   if (!uncovered.empty()) {
     os << "\n  unsupported nodes (" << uncovered.size() << "): ";
-    // Constants are named last: they are left over because what reads them
-    // was not recognised, and say nothing by themselves. With a known cause,
-    // fewer names are enough.
-    std::vector<int> order(uncovered);
-    std::stable_partition(order.begin(), order.end(), [&](int n) {
+    // Named first: ops no recogniser is built from (the likely culprits: a
+    // stray node breaks the match of everything around it); then the rest;
+    // Constants last (left over because what reads them was not recognised).
+    // With a known cause, fewer names are enough.
+    auto rank = [&](int n) {
       const onnx::NodeProto& node = g.node(n);
-      return !(node.op_type() == "Constant" || node.op_type() == "Identity");
-    });
+      if (node.op_type() == "Constant" || node.op_type() == "Identity") return 2;
+      return is_pattern_op(node) ? 1 : 0;
+    };
+    std::vector<int> order(uncovered);
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return rank(a) < rank(b); });
     const size_t named = std::min(order.size(), fixes.empty() ? kMaxNamedNodes : kMaxNamedNodes / 2);
     for (size_t i = 0; i < named; ++i) os << (i ? ", " : "") << g.describe(order[i]);
     if (order.size() > named) os << ", and " << order.size() - named << " more";
