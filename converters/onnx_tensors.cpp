@@ -11,6 +11,7 @@
 #include <fstream>
 #include <memory>
 
+#include "converters/onnx_float16.h"
 #include "runtime/error.h"
 #include "runtime/util/file_io.h"
 
@@ -115,7 +116,7 @@ double load_le(const uint8_t* p) {
 
 }  // namespace
 
-onnx::ModelProto load_model_proto(const std::string& path) {
+onnx::ModelProto load_model_proto(const std::string& path, Float16Widening* widened) {
   const std::vector<char> bytes = read_whole_file(path);
   google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
                                             static_cast<int>(bytes.size()));
@@ -126,6 +127,12 @@ onnx::ModelProto load_model_proto(const std::string& path) {
   // Random bytes sometimes parse as a message of unknown fields; a real model has a graph.
   if (!model.has_graph() || model.graph().node_size() == 0)
     fail(path, ": not an ONNX model (no graph, or a graph without nodes)");
+  try {
+    const Float16Widening w = widen_float16(model, model_directory(path));
+    if (widened) *widened = w;
+  } catch (const Error& e) {
+    fail(path, ": ", e.what());
+  }
   return model;
 }
 

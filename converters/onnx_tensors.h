@@ -14,8 +14,12 @@ namespace spinel {
 namespace onnx_import {
 
 // Parses `path` as an onnx::ModelProto; throws spinel::Error naming the file
-// when it cannot be read, is not protobuf, or has no graph.
-onnx::ModelProto load_model_proto(const std::string& path);
+// when it cannot be read, is not protobuf, or has no graph. A float16/bfloat16
+// model is widened to float32 on the way (onnx_float16.h: weights, Constants,
+// Cast targets; the Casts that become no-ops are removed), so everything after
+// this sees the f32 graph; `widened` (optional) says what was changed.
+struct Float16Widening;
+onnx::ModelProto load_model_proto(const std::string& path, Float16Widening* widened = nullptr);
 
 // The directory external data locations are relative to ("." for a bare name).
 std::string model_directory(const std::string& onnx_path);

@@ -1,17 +1,11 @@
-#include <sys/stat.h>
-
+// `spinel convert`: the command line around converters/convert.h.
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
+#include <optional>
 #include <string>
 
-#include "converters/calibrate.h"
-#include "converters/onnx_import.h"
-#include "converters/quantize.h"
+#include "converters/convert.h"
 #include "runtime/error.h"
-#include "runtime/spnl.h"
-#include "runtime/util/file_io.h"
-#include "runtime/util/text_input.h"
 #include "tools/spinel/args.h"
 #include "tools/spinel/commands.h"
 
@@ -21,9 +15,17 @@ namespace {
 const char* kHelp =
     "usage: spinel convert MODEL.onnx [--tokenizer FILE] -o OUT.spnl [options]\n"
     "\n"
-    "Reads a BERT encoder exported from PyTorch with torch.onnx.export (opset 14-17,\n"
-    "external data allowed inside the model's folder), recognises its layers, and writes\n"
-    "one .spnl file holding the configuration, the tokenizer and 64-byte aligned weights.\n"
+    "Reads a BERT encoder exported with torch.onnx.export (or Optimum), recognises its\n"
+    "layers, and writes one .spnl file holding the configuration, the tokenizer and 64-byte\n"
+    "aligned weights. The tokenizer is read first.\n"
+    "\n"
+    "Supported ONNX files: ONNX opsets 11 to 18 (each tested against ONNX Runtime); f32\n"
+    "or float16 weights (a model.half() export or a float16-converted file: the weights\n"
+    "are widened to f32, and --quant int8 quantizes from those); external data\n"
+    "inside the model's folder. Not supported: ONNX Runtime-optimized files (com.microsoft\n"
+    "fused ops) and already quantized files (quantize_dynamic): convert the plain f32\n"
+    "export instead; families other than BERT (config.json beside the model is read to\n"
+    "say which).\n"
     "\n"
     "options:\n"
     "  --tokenizer FILE   HF tokenizer.json (WordPiece) or a BERT vocab.txt; default:\n"
@@ -45,14 +47,20 @@ const char* kHelp =
     "  -o, --output FILE  the .spnl to write (written atomically: nothing on failure)\n"
     "  -h, --help         this text\n";
 
-bool file_exists(const std::string& p) {
-  struct stat st {};
-  return stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-
-std::string dirname_of(const std::string& p) {
-  const auto slash = p.find_last_of('/');
-  return slash == std::string::npos ? "." : p.substr(0, slash);
+void print_quant_report(const ConvertReport& r) {
+  int sparse_layers = 0;
+  std::fprintf(stderr, "      INT8: %-52s %-11s %9s %s\n", "Linear", "K x N", "4x1 zero", "kernel");
+  for (const auto& q : r.quantized) {
+    sparse_layers += q.precision == Precision::S8Sparse;
+    const std::string shape = std::to_string(q.K) + "x" + std::to_string(q.N);
+    const std::string name = q.name.size() > 52 ? "..." + q.name.substr(q.name.size() - 49) : q.name;
+    std::fprintf(stderr, "            %-52s %-11s %8.1f%% %s\n", name.c_str(), shape.c_str(),
+                 100 * q.block_sparsity, precision_name(q.precision));
+  }
+  std::fprintf(stderr, "      %zu Linear layers quantized to INT8, %d on the block-sparse kernel\n",
+               r.quantized.size(), sparse_layers);
+  if (r.static_layers > 0)
+    std::fprintf(stderr, "      %d layers use calibrated static activation scales\n", r.static_layers);
 }
 
 }  // namespace
@@ -87,87 +95,61 @@ int cmd_convert(int argc, char** argv) {
     if (quant == "f32" && (args.has("sparse") || args.has("sparse-threshold") || args.has("calibrate")))
       throw UsageError{"--sparse, --sparse-threshold and --calibrate apply to --quant int8"};
 
-    std::string tok_path = args.get("tokenizer");
-    if (tok_path.empty()) {
-      const std::string dir = dirname_of(onnx_path);
-      if (file_exists(dir + "/tokenizer.json"))
-        tok_path = dir + "/tokenizer.json";
-      else if (file_exists(dir + "/vocab.txt"))
-        tok_path = dir + "/vocab.txt";
-      else
-        throw UsageError{"no --tokenizer given and no tokenizer.json or vocab.txt next to " +
-                         onnx_path};
-    }
+    ConvertOptions opts;
+    opts.onnx_path = onnx_path;
+    opts.output_path = out_path;
+    opts.tokenizer_path = args.get("tokenizer");
+    opts.lowercase = !args.has("no-lowercase");
+    opts.int8 = quant == "int8";
+    opts.quant = qopts;
+    opts.calibration_path = args.get("calibrate");
 
-    // -o must not replace one of the inputs (the writer's rename would).
-    for (const std::string& in : {onnx_path, tok_path, args.get("calibrate")})
-      if (!in.empty() && (in == out_path || same_file(in, out_path)))
-        throw UsageError{"-o " + out_path + " is the same file as the input " + in};
-
-    SpnlWriter writer;
-    std::fprintf(stderr, "[1/3] reading %s\n", onnx_path.c_str());
-    const ImportReport rep = import_onnx_bert(onnx_path, writer);
-    std::fprintf(stderr,
-                 "      %lld ONNX nodes (opset %d, %s) -> %zu spinel ops; LayerNorm %s, GELU %s, "
-                 "mask %s\n",
-                 (long long)rep.onnx_nodes, rep.opset, rep.producer.c_str(), writer.graph.ops.size(),
-                 rep.layer_norm_form.c_str(), rep.gelu_form.c_str(), rep.mask_form.c_str());
-
-    std::fprintf(stderr, "[2/3] reading tokenizer %s\n", tok_path.c_str());
-    const bool is_json = tok_path.size() >= 5 && tok_path.compare(tok_path.size() - 5, 5, ".json") == 0;
-    if (is_json) {
-      writer.tokenizer = WordPieceTokenizer::from_tokenizer_json(tok_path);
-    } else {
-      WordPieceOptions opts;
-      opts.lowercase = opts.strip_accents = !args.has("no-lowercase");
-      writer.tokenizer = WordPieceTokenizer::from_vocab_file(tok_path, opts);
-    }
-    std::fprintf(stderr, "      %zu tokens\n", writer.tokenizer.vocab_size());
-
-    std::vector<ActRange> ranges;
-    if (args.has("calibrate")) {
-      const std::string cpath = args.get("calibrate");
-      std::vector<Sequence> samples;
-      for (const std::string& line : read_text_lines(cpath, kMaxInputFileBytes)) {
-        if (line.empty()) continue;
-        Encoding e = writer.tokenizer.encode(line, std::nullopt,
-                                             static_cast<size_t>(writer.config.max_position), true);
-        samples.push_back({std::move(e.ids), std::move(e.type_ids)});
+    std::optional<Progress> bar;
+    auto on_progress = [&](const ConvertProgress& p, const ConvertReport& r) {
+      switch (p.step) {
+        case ConvertStep::Tokenizer:
+          if (!p.finished)
+            std::fprintf(stderr, "[1/3] reading tokenizer %s\n", r.tokenizer_path.c_str());
+          else
+            std::fprintf(stderr, "      %zu tokens\n", r.vocab_size);
+          break;
+        case ConvertStep::Graph:
+          if (!p.finished) {
+            std::fprintf(stderr, "[2/3] reading %s\n", onnx_path.c_str());
+          } else {
+            const ImportReport& i = r.import;
+            std::fprintf(stderr,
+                         "      %lld ONNX nodes (opset %d, %s) -> %zu spinel ops; LayerNorm %s, GELU %s, "
+                         "mask %s\n",
+                         (long long)i.onnx_nodes, i.opset, i.producer.c_str(), r.ir_ops,
+                         i.layer_norm_form.c_str(), i.gelu_form.c_str(), i.mask_form.c_str());
+          }
+          break;
+        case ConvertStep::Calibrate:
+          if (!bar) bar.emplace("      calibrating", p.total);
+          if (p.finished)
+            bar->finish();
+          else
+            bar->update(p.done);
+          break;
+        case ConvertStep::Quantize:
+          if (p.finished) print_quant_report(r);
+          break;
+        case ConvertStep::Write:
+          if (!p.finished) std::fprintf(stderr, "[3/3] writing %s\n", out_path.c_str());
+          break;
       }
-      if (samples.empty()) fail("calibration file '", cpath, "' has no non-empty lines");
-      Progress bar("      calibrating", static_cast<int64_t>(samples.size()));
-      ranges = calibrate_linear_inputs(writer, samples, 0, 16,
-                                       [&](size_t done) { bar.update(static_cast<int64_t>(done)); });
-      bar.finish();
-    }
-    if (quant == "int8") {
-      const auto reps = quantize_linears_int8(writer, qopts);
-      int sparse_layers = 0;
-      std::fprintf(stderr, "      INT8: %-52s %-11s %9s %s\n", "Linear", "K x N", "4x1 zero", "kernel");
-      for (const auto& r : reps) {
-        sparse_layers += r.precision == Precision::S8Sparse;
-        const std::string shape = std::to_string(r.K) + "x" + std::to_string(r.N);
-        std::string name = r.name.size() > 52 ? "..." + r.name.substr(r.name.size() - 49) : r.name;
-        std::fprintf(stderr, "            %-52s %-11s %8.1f%% %s\n", name.c_str(), shape.c_str(),
-                     100 * r.block_sparsity, precision_name(r.precision));
-      }
-      std::fprintf(stderr, "      %zu Linear layers quantized to INT8, %d on the block-sparse kernel\n",
-                   reps.size(), sparse_layers);
-      if (!ranges.empty())
-        std::fprintf(stderr, "      %d layers use calibrated static activation scales\n",
-                     apply_static_quantization(writer, ranges));
-    }
-
-    std::fprintf(stderr, "[3/3] writing %s\n", out_path.c_str());
-    writer.write(out_path);
-    struct stat st {};
-    stat(out_path.c_str(), &st);
-    std::fprintf(stderr, "done: %s (%.1f MiB, %lld layers, hidden %lld, %lld heads)\n",
-                 out_path.c_str(), st.st_size / 1048576.0, (long long)writer.config.num_layers,
-                 (long long)writer.config.hidden_size, (long long)writer.config.num_heads);
+    };
+    const ConvertReport rep = convert(opts, on_progress);
+    std::fprintf(stderr, "done: %s (%.1f MiB, %lld layers, hidden %lld, %lld heads)\n", out_path.c_str(),
+                 rep.output_bytes / 1048576.0, (long long)rep.config.num_layers,
+                 (long long)rep.config.hidden_size, (long long)rep.config.num_heads);
     return 0;
   } catch (const UsageError& e) {
     std::fprintf(stderr, "spinel convert: %s\n\n%s", e.message.c_str(), kHelp);
+    return 2;
+  } catch (const ConvertOptionError& e) {
+    std::fprintf(stderr, "spinel convert: %s\n\n%s", e.what(), kHelp);
     return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "spinel convert: error: %s\n", e.what());
