@@ -93,7 +93,7 @@ ConvertReport convert(const ConvertOptions& o, const ConvertCallback& progress) 
   note(ConvertStep::Tokenizer, true, rep);
 
   note(ConvertStep::Graph, false, rep);
-  rep.import = import_onnx_bert(o.onnx_path, writer);
+  rep.import = import_onnx(o.onnx_path, writer);
   rep.ir_ops = writer.graph.ops.size();
   rep.config = writer.config;
   if (static_cast<int64_t>(rep.vocab_size) > writer.config.vocab_size)

@@ -29,8 +29,5 @@ struct ImportReport {
 ImportReport import_onnx(const std::string& onnx_path, SpnlWriter& out);
 
 // The former name, kept for callers not yet moved over.
-inline ImportReport import_onnx_bert(const std::string& onnx_path, SpnlWriter& out) {
-  return import_onnx(onnx_path, out);
-}
 
 }  // namespace spinel

@@ -1,4 +1,4 @@
-// ONNX import on arbitrary bytes. import_onnx_bert() takes a path, so the
+// ONNX import on arbitrary bytes. import_onnx() takes a path, so the
 // input becomes model.onnx in a per-process scratch directory (which holds
 // nothing else between inputs: external data can only point at that file).
 //
@@ -50,7 +50,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string path = spinel::fuzz::write_scratch("model.onnx", data, size);
   spinel::SpnlWriter w;
   try {
-    spinel::import_onnx_bert(path, w);
+    spinel::import_onnx(path, w);
   } catch (const spinel::Error&) {
     return 0;
   }

@@ -147,7 +147,7 @@ std::string error_of(F&& f) {
 std::string import_error(const std::string& path) {
   return error_of([&] {
     SpnlWriter w;
-    import_onnx_bert(path, w);
+    import_onnx(path, w);
   });
 }
 

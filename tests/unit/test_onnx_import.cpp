@@ -51,7 +51,7 @@ void save(const onnx::ModelProto& m, const std::string& path) {
 std::string import_error(const std::string& path) {
   SpnlWriter w;
   try {
-    import_onnx_bert(path, w);
+    import_onnx(path, w);
   } catch (const Error& e) {
     return e.what();
   }
@@ -532,7 +532,7 @@ TEST_CASE("tiny BERT imports into fused IR ops") {
       save(t.build(), path);
 
       SpnlWriter w;
-      const ImportReport rep = import_onnx_bert(path, w);
+      const ImportReport rep = import_onnx(path, w);
       CHECK(rep.opset == (fused ? 17 : 14));
       CHECK(rep.producer == "spinel-test");
       CHECK(rep.layer_norm_form == (fused ? "LayerNormalization" : "decomposed"));
@@ -603,7 +603,7 @@ TEST_CASE("tiny BERT variants: Range positions, no mask, Mul scale") {
   TinyBert t(opt);
   save(t.build(), dir.file("v.onnx"));
   SpnlWriter w;
-  const ImportReport rep = import_onnx_bert(dir.file("v.onnx"), w);
+  const ImportReport rep = import_onnx(dir.file("v.onnx"), w);
   CHECK(rep.mask_form == "none");
   CHECK(w.config.num_layers == 3);
   CHECK(w.config.max_position == TinyBert::P);  // the table's rows; Range sets no lower limit
@@ -616,7 +616,7 @@ TEST_CASE("tiny BERT variants: Range positions, no mask, Mul scale") {
   TinyBert t2(masked);
   save(t2.build(), dir.file("m.onnx"));
   SpnlWriter w2;
-  CHECK(import_onnx_bert(dir.file("m.onnx"), w2).mask_form == "-10000");
+  CHECK(import_onnx(dir.file("m.onnx"), w2).mask_form == "-10000");
   CHECK(w2.config.num_layers == 3);
 }
 
@@ -703,7 +703,7 @@ TEST_CASE("external data: valid reference inside the model directory imports") {
   }
   save(m, dir.file("model.onnx"));
   SpnlWriter w;
-  import_onnx_bert(dir.file("model.onnx"), w);
+  import_onnx(dir.file("model.onnx"), w);
   const Op& emb = w.graph.ops.at(0);
   const float* word = static_cast<const float*>(w.tensor_data(emb.w[slot::kWord]));
   const std::vector<float> expect = pattern(TinyBert::V * TinyBert::H, 1);
