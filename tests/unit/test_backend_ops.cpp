@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <iomanip>
 #include <limits>
 #include <map>
 #include <memory>
@@ -115,7 +116,7 @@ struct OpCase {
   Op op;
   Graph graph;
   ModelConfig config;
-  std::vector<TensorInfo> tensors;  // by slot
+  std::vector<TensorInfo> tensors;  // op.w[slot] indexes these
   std::vector<std::vector<float>> f32_store;
   std::vector<std::vector<int8_t>> s8_store;
   OpWeights weights;
@@ -237,8 +238,8 @@ std::unique_ptr<OpCase> embedding_case(int64_t H, bool with_pos, bool with_type,
   c->bind_infos();
   c->set_batch(lens, rng, V, with_type ? TV : 1);
   REQUIRE(c->batch.max_len <= P);
-  REQUIRE(c->batch.tokens <= P);  // the null-positions fallback indexes by batch row
   if (null_arrays) {  // the kernels' fallbacks: position = index in the batch, type 0
+    REQUIRE(c->batch.tokens <= P);
     c->batch.positions = nullptr;
     c->batch.type_ids = nullptr;
   }
@@ -523,7 +524,7 @@ void compare(const OpCase& c, const std::string& who, const std::vector<float>& 
   std::ostringstream m;
   if (bad > 0) {
     const size_t i = static_cast<size_t>(wr * W + wc);
-    m << c.desc << " on " << who << ": " << bad << " of " << got.size()
+    m << std::setprecision(9) << c.desc << " on " << who << ": " << bad << " of " << got.size()
       << " elements outside tolerance '" << t.key << "' (rel " << t.rel << " of row scale, abs "
       << t.abs << "); worst at [" << wr << "][" << wc << "]: got " << got[i] << ", want " << want[i]
       << ", |err| " << w_err << " > " << w_allowed << " (row scale " << w_scale << ")";
