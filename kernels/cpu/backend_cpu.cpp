@@ -159,7 +159,15 @@ class LinearCpu : public OpImpl {
     const LinearState& st = static_cast<const LinearState&>(base);
     const int64_t T = io.in_rows, K = io.in_width, N = io.out_width;
     if (st.f32) {
-      st.f32->run(io.in0, T, io.in1, io.out);
+      if (op.act != Activation::None && io.in1) {
+        // oneDNN 2.6 has no fast matmul for an eltwise post-op followed by a
+        // sum (it falls back to its reference loops, ~1000x slower here):
+        // add the residual afterwards.
+        st.f32->run(io.in0, T, nullptr, io.out);
+        add_rows(io.out, io.in1, T * N);
+      } else {
+        st.f32->run(io.in0, T, io.in1, io.out);
+      }
       return;
     }
     uint8_t* xq = ctx.ws.get<uint8_t>(kQuantX, static_cast<size_t>(T * K));
