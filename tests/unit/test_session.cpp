@@ -6,6 +6,8 @@
 #include <cmath>
 
 #include "runtime/error.h"
+#include "kernels/cpu/isa.h"
+#include "runtime/prepared.h"
 #include "runtime/session.h"
 #include "tests/unit/reference_run.h"
 #include "tests/unit/tiny_model.h"
@@ -140,5 +142,39 @@ TEST_CASE("bad inputs are errors that name the fault and compute nothing") {
       msg = e.what();
     }
     CHECK(msg.find("thread count") != std::string::npos);
+  }
+}
+
+TEST_CASE("sessions over one model share one prepared state per backend and ISA level") {
+  testing::TinySpec spec;
+  auto m = make_model(spec, "shared");
+  Session a(m, 1), b(m, 2);
+  CHECK(&a.prepared() == &b.prepared());  // made once, by the first session
+  SessionOptions ro;
+  ro.backend = "reference";
+  Session r(m, ro);
+  CHECK(&r.prepared() != &a.prepared());
+  CHECK(std::string(r.backend().name()) == "reference");
+  // A cap set later is a different variant: prepared again, then shared too.
+  const kernels::Isa prev = kernels::set_max_isa(kernels::Isa::Scalar);
+  Session c(m, 1), d(m, 1);
+  kernels::set_max_isa(prev);
+  CHECK(&c.prepared() == &d.prepared());
+  if (kernels::detected_isa() != kernels::Isa::Scalar) CHECK(&c.prepared() != &a.prepared());
+  // Every session computes the same rows from the shared state.
+  const auto batch = random_batch(*m, {5, 1, 9}, 11);
+  const HiddenStates ha = a.run(batch);
+  const std::vector<float> first(ha.data, ha.data + ha.offsets.back() * ha.width);
+  const HiddenStates hb = b.run(batch);
+  for (size_t i = 0; i < first.size(); ++i) REQUIRE(hb.data[i] == doctest::Approx(first[i]).epsilon(1e-5));
+  // Unknown backends are named with the known ones.
+  SessionOptions bad;
+  bad.backend = "tpu";
+  try {
+    Session x(m, bad);
+    FAIL("an unknown backend was accepted");
+  } catch (const Error& e) {
+    CHECK(std::string(e.what()).find("unknown backend 'tpu'") != std::string::npos);
+    CHECK(std::string(e.what()).find("reference") != std::string::npos);
   }
 }
