@@ -14,7 +14,7 @@ const char* kUsage =
     "usage: spinel <command> [options]\n"
     "\n"
     "commands:\n"
-    "  convert   turn an ONNX BERT encoder and its tokenizer into one .spnl file\n"
+    "  convert   turn an ONNX BERT-family encoder and its tokenizer into one .spnl file\n"
     "  run       compute embeddings / hidden states for texts (JSON lines on stdout)\n"
     "  inspect   show a .spnl model's architecture, layers, tensors and size\n"
     "  tokenize  show the token ids a model's tokenizer produces\n"
