@@ -70,6 +70,34 @@ const char* activation_name(Activation a) {
   return "?";
 }
 
+const char* gate_name(Gate g) {
+  switch (g) {
+    case Gate::None: return "none";
+    case Gate::Geglu: return "geglu";
+  }
+  return "?";
+}
+
+std::vector<float> alibi_slopes(int heads) {
+  if (heads <= 0) fail("alibi_slopes: ", heads, " heads");
+  // Powers of two are exact in double, so the slopes are the closest floats.
+  auto pow2_slopes = [](int n) {
+    const double start = std::exp2(-std::exp2(-(std::log2(static_cast<double>(n)) - 3.0)));
+    std::vector<double> s(static_cast<size_t>(n));
+    double v = start;
+    for (int i = 0; i < n; ++i, v *= start) s[static_cast<size_t>(i)] = v;
+    return s;
+  };
+  int c = 1;
+  while (c * 2 <= heads) c *= 2;
+  std::vector<double> s = pow2_slopes(c);
+  if (c != heads) {
+    const std::vector<double> b = pow2_slopes(2 * c);
+    for (int i = 0; i < heads - c; ++i) s.push_back(b[static_cast<size_t>(2 * i)]);
+  }
+  return std::vector<float>(s.begin(), s.end());
+}
+
 const char* precision_name(Precision p) {
   switch (p) {
     case Precision::F32: return "f32";
@@ -191,6 +219,12 @@ void validate_graph(const Graph& g, const std::vector<TensorInfo>& tensors, cons
     if (static_cast<uint32_t>(op.act) > static_cast<uint32_t>(Activation::Tanh))
       c.bad("unknown activation " + std::to_string(static_cast<uint32_t>(op.act)));
     if (op.act != Activation::None && op.kind != OpKind::Linear) c.bad("only a Linear has an activation");
+    if (static_cast<uint32_t>(op.gate) > static_cast<uint32_t>(Gate::Geglu))
+      c.bad("unknown gate " + std::to_string(static_cast<uint32_t>(op.gate)));
+    if (op.gate != Gate::None && op.kind != OpKind::Linear) c.bad("only a Linear is gated");
+    if (op.gate != Gate::None && op.act != Activation::None)
+      c.bad(std::string("a gated Linear (") + gate_name(op.gate) + ") has no separate activation");
+    if (op.alibi && op.kind != OpKind::Attention) c.bad("only an Attention has an ALiBi bias");
     if (!(op.block_sparsity == -1.f || (op.block_sparsity >= 0.f && op.block_sparsity <= 1.f)))
       c.bad("block sparsity " + std::to_string(op.block_sparsity) + " is outside [0, 1]");
     const int used_slots = op.kind == OpKind::Embedding ? 5 : op.kind == OpKind::Linear ? 3
@@ -233,18 +267,24 @@ void validate_graph(const Graph& g, const std::vector<TensorInfo>& tensors, cons
           c.bad("unknown precision");
         const auto* w = c.weight(op, slot::kWeight, "weight", true, s8 ? DType::I8 : DType::F32);
         if (w->shape.size() != 2) c.bad("weight must be 2-D");
-        c.shape_is(w, {x.width, out.width}, "weight");
-        if (s8) c.shape_is(c.weight(op, slot::kWeightScale, "weight scale", true), {out.width}, "weight scale");
+        // A gated Linear's weight holds both halves: [K, 2 * out width].
+        const int64_t wn = linear_weight_cols(op, out.width);
+        if (op.gate != Gate::None && w->shape.size() == 2 && w->shape[1] != wn)
+          c.bad(std::string("gated (") + gate_name(op.gate) + ") weight (" + w->name + ") has " +
+                std::to_string(w->shape[1]) + " columns, expected 2 x the output width " +
+                std::to_string(out.width) + " = " + std::to_string(wn));
+        c.shape_is(w, {x.width, wn}, "weight");
+        if (s8) c.shape_is(c.weight(op, slot::kWeightScale, "weight scale", true), {wn}, "weight scale");
         else if (op.w[slot::kWeightScale] != -1) c.bad("an f32 Linear has no weight scale");
         const bool static_q = op.act_scale != 0.f;
         if ((static_q && (!s8 || !finite_in(op.act_scale, 0.f, 1e30f))) || op.act_zp < 0 ||
             op.act_zp > 255 || (!static_q && op.act_zp != 0))
           c.bad("invalid static activation quantization (scale " + std::to_string(op.act_scale) +
                 ", zero point " + std::to_string(op.act_zp) + ")");
-        if (op.precision == Precision::S8Sparse && (x.width % 4 != 0 || out.width % 4 != 0))
+        if (op.precision == Precision::S8Sparse && (x.width % 4 != 0 || wn % 4 != 0))
           c.bad("block-sparse weights need K and N multiples of 4, got " + std::to_string(x.width) +
-                "x" + std::to_string(out.width));
-        c.shape_is(c.weight(op, slot::kBias, "bias", false), {out.width}, "bias");
+                "x" + std::to_string(wn));
+        c.shape_is(c.weight(op, slot::kBias, "bias", false), {wn}, "bias");
         if (op.in1 != -1) {
           const Value& r = use(op.in1, "residual");
           if (r.width != out.width) c.bad("residual width differs from the output width");

@@ -38,6 +38,20 @@ const char* op_kind_name(OpKind k);
 enum class Activation : uint32_t { None = 0, GeluErf = 1, GeluTanh = 2, Tanh = 3 };
 const char* activation_name(Activation a);
 
+// A gated Linear (GLU family): the weight is [K, 2N] and the bias [2N]; with
+// a = the first N columns of x W + b and g = the last N, out = f(a) * g, then
+// the residual. Geglu: f = exact (erf) GELU (DNABERT-2's gated_layers). Other
+// gated activations (SwiGLU, ReGLU, tanh GEGLU) are further values.
+enum class Gate : uint32_t { None = 0, Geglu = 1 };
+const char* gate_name(Gate g);
+
+// ALiBi (Press et al.; DNABERT-2): per-head slopes for `heads` heads. For a
+// power of two n, start = 2^(-2^-(log2 n - 3)) and slope_h = start^(h+1);
+// otherwise the slopes of the closest smaller power of two c, followed by
+// every other slope of 2c, the first n - c of them. The Attention op adds
+// -slope_h * |j - i| to the scaled score of query i and key j.
+std::vector<float> alibi_slopes(int heads);
+
 // How a Linear computes. S8: weights s8 [K,N] symmetric per output channel
 // (scale in slot kWeightScale), activations quantized to u8 per token at run
 // time; S8Sparse runs the 4x1 block-sparse kernel, S8Dense oneDNN's u8s8.
@@ -73,12 +87,16 @@ struct Op {
   int32_t out = -1;
   std::array<int32_t, slot::kCount> w{-1, -1, -1, -1, -1};
   Activation act = Activation::None;
+  // Linear: gated (weight, bias and weight scale are 2x the output width); act
+  // is then None.
+  Gate gate = Gate::None;
   Precision precision = Precision::F32;  // Linear
   // S8 Linear: calibrated static quantization of the input (scale > 0), or
   // per-token dynamic quantization at run time (scale = 0).
   float act_scale = 0.f;
   int32_t act_zp = 0;
   int32_t num_heads = 0;  // Attention
+  bool alibi = false;     // Attention: ALiBi bias with alibi_slopes(num_heads)
   float eps = 0.f;        // LayerNorm, Embedding
   float scale = 0.f;      // Attention: multiplier of Q.K^T (1/sqrt(head_dim))
   PoolKind pool = PoolKind::Cls;  // Pool
@@ -86,6 +104,9 @@ struct Op {
   // at convert time (-1: not recorded); the kernel choice reads it.
   float block_sparsity = -1.f;
 };
+
+// Columns of a Linear's weight (and bias, weight scale) for an output width n.
+inline int64_t linear_weight_cols(const Op& op, int64_t n) { return op.gate == Gate::None ? n : 2 * n; }
 
 // What a value's rows are.
 enum class Rows : uint32_t { Tokens = 0, Sequences = 1 };

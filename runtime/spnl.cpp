@@ -146,6 +146,7 @@ constexpr Activation kActivations[] = {Activation::None, Activation::GeluErf, Ac
                                        Activation::Tanh};
 constexpr Precision kPrecisions[] = {Precision::F32, Precision::S8Dense, Precision::S8Sparse};
 constexpr PoolKind kPoolKinds[] = {PoolKind::Cls, PoolKind::Mean};
+constexpr Gate kGates[] = {Gate::None, Gate::Geglu};
 
 int32_t to_i32(int64_t v, const char* what) {
   if (v < std::numeric_limits<int32_t>::min() || v > std::numeric_limits<int32_t>::max())
@@ -188,6 +189,10 @@ const OpAttrDef kOpAttrs[] = {
     {"pool", AttrType::Str, kind_bit(OpKind::Pool),
      [](const Op& o) { return AttrValue::of_str(pool_kind_name(o.pool)); },
      [](Op& o, const AttrValue& v) { o.pool = parse_enum(kPoolKinds, pool_kind_name, v.s, "pooling"); }},
+    {"gate", AttrType::Str, kLinearOnly, [](const Op& o) { return AttrValue::of_str(gate_name(o.gate)); },
+     [](Op& o, const AttrValue& v) { o.gate = parse_enum(kGates, gate_name, v.s, "gate"); }},
+    {"alibi", AttrType::Bool, kind_bit(OpKind::Attention), [](const Op& o) { return AttrValue::of_bool(o.alibi); },
+     [](Op& o, const AttrValue& v) { o.alibi = v.b; }},
     {"block_sparsity", AttrType::F32, kLinearOnly,
      [](const Op& o) { return AttrValue::of_f32(o.block_sparsity); },
      [](Op& o, const AttrValue& v) { o.block_sparsity = v.f; }},

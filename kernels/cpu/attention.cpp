@@ -41,7 +41,8 @@ size_t attention_scratch_floats(int64_t max_seq_len, int64_t num_heads, int64_t 
 }
 
 void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seqs,
-                   int64_t num_heads, int64_t head_dim, float scale, float* out, float* scratch) {
+                   int64_t num_heads, int64_t head_dim, float scale, float* out, float* scratch,
+                   const float* alibi_slopes) {
   if (num_seqs <= 0 || num_heads <= 0 || head_dim <= 0) return;
   int64_t max_len = 0;
   for (int64_t s = 0; s < num_seqs; ++s)
@@ -80,6 +81,7 @@ void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seq
     b.q_begin = q_begin;
     b.q_end = std::min(len, q_begin + rows_per_item);
     b.scale = scale;
+    b.alibi_slope = alibi_slopes ? alibi_slopes[head] : 0.0f;
     b.out = out + first * hidden + head * head_dim;
     b.out_stride = hidden;
     k.attention_block(b, slot);

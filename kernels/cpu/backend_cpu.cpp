@@ -8,6 +8,7 @@
 #include <cstring>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "kernels/backend.h"
 #include "kernels/cpu/f32_isa.h"
@@ -22,7 +23,7 @@ namespace {
 namespace k = kernels;
 
 // Workspace slots of this backend.
-enum : int { kAttentionScratch = 0, kQuantX = 1, kQuantScale = 2, kQuantZp = 3 };
+enum : int { kAttentionScratch = 0, kQuantX = 1, kQuantScale = 2, kQuantZp = 3, kGateIn = 4 };
 
 // --- ops that only read weights: the state is the op's weight pointers -----
 struct WeightState : PreparedOp {
@@ -61,18 +62,28 @@ class LayerNormCpu : public OpImpl {
   }
 };
 
+struct AttentionState : PreparedOp {
+  std::string name;
+  std::vector<float> slopes;  // ALiBi, per head (empty: none)
+  std::string kernel() const override { return name; }
+};
+
 class AttentionCpu : public OpImpl {
  public:
   std::unique_ptr<PreparedOp> prepare(const PrepareArgs& a) const override {
-    return std::make_unique<WeightState>(a.weights,
-                                         std::string("attention_f32_") + k::f32::kernel_table().name);
+    auto st = std::make_unique<AttentionState>();
+    st->name = std::string(a.op.alibi ? "attention_alibi_f32_" : "attention_f32_") +
+               k::f32::kernel_table().name;
+    if (a.op.alibi) st->slopes = alibi_slopes(a.op.num_heads);
+    return st;
   }
-  void run(const Op& op, const PreparedOp&, const OpIO& io, RunContext& ctx) const override {
+  void run(const Op& op, const PreparedOp& base, const OpIO& io, RunContext& ctx) const override {
+    const auto& st = static_cast<const AttentionState&>(base);
     const int64_t hd = io.out_width / op.num_heads;
     const size_t need = k::attention_scratch_floats(ctx.batch.max_len, op.num_heads, hd);
     float* scratch = ctx.ws.get<float>(kAttentionScratch, need);
     k::attention_f32(io.in0, ctx.batch.seq_offsets, ctx.batch.num_seqs, op.num_heads, hd, op.scale,
-                     io.out, scratch);
+                     io.out, scratch, st.slopes.empty() ? nullptr : st.slopes.data());
   }
 };
 
@@ -123,7 +134,8 @@ class LinearCpu : public OpImpl {
  public:
   std::unique_ptr<PreparedOp> prepare(const PrepareArgs& a) const override {
     const Op& op = a.op;
-    const int64_t K = a.in_width, N = a.out_width;
+    // A gated Linear's product has both halves: 2x the output width.
+    const int64_t K = a.in_width, N = linear_weight_cols(op, a.out_width);
     auto st = std::make_unique<LinearState>();
     const float* bias = a.weights.get<float>(slot::kBias);
     const int8_t* w8 = op.precision == Precision::F32 ? nullptr : a.weights.get<int8_t>(slot::kWeight);
@@ -157,7 +169,24 @@ class LinearCpu : public OpImpl {
 
   void run(const Op& op, const PreparedOp& base, const OpIO& io, RunContext& ctx) const override {
     const LinearState& st = static_cast<const LinearState&>(base);
-    const int64_t T = io.in_rows, K = io.in_width, N = io.out_width;
+    const int64_t T = io.in_rows, K = io.in_width;
+    if (op.gate != Gate::None) {
+      // The product of both halves into scratch, then the gate (+ residual)
+      // in one pass over it.
+      const int64_t N2 = linear_weight_cols(op, io.out_width);
+      float* y = ctx.ws.get<float>(kGateIn, static_cast<size_t>(T * N2));
+      product(op, st, io.in0, T, K, N2, nullptr, y, ctx);
+      k::geglu_f32(y, T, io.out_width, io.in1, io.out);
+      return;
+    }
+    product(op, st, io.in0, T, K, io.out_width, io.in1, io.out, ctx);
+  }
+
+ private:
+  // y [T, N] = act(x W + b) + residual on the prepared kernel.
+  static void product(const Op& op, const LinearState& st, const float* x, int64_t T, int64_t K,
+                      int64_t N, const float* residual, float* y, RunContext& ctx) {
+    const OpIO io{x, residual, T, y, T, K, N};
     if (st.f32) {
       if (op.act != Activation::None && io.in1) {
         // oneDNN 2.6 has no fast matmul for an eltwise post-op followed by a

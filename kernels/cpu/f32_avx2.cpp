@@ -25,7 +25,8 @@ namespace spinel::kernels::f32 {
 // Built for the baseline target (after pop_options): safe to call anywhere.
 const KernelTable& kernel_table_avx2() {
   static const KernelTable t{"avx2", avx2::layernorm_rows, avx2::embedding_rows,
-                             avx2::attention_block, avx2::gelu_erf, avx2::gelu_tanh};
+                             avx2::attention_block, avx2::gelu_erf, avx2::gelu_tanh,
+                             avx2::geglu_rows};
   return t;
 }
 }  // namespace spinel::kernels::f32

@@ -26,7 +26,8 @@ namespace spinel::kernels::f32 {
 // Built for the baseline target (after pop_options): safe to call anywhere.
 const KernelTable& kernel_table_avx512() {
   static const KernelTable t{"avx512", avx512::layernorm_rows, avx512::embedding_rows,
-                             avx512::attention_block, avx512::gelu_erf, avx512::gelu_tanh};
+                             avx512::attention_block, avx512::gelu_erf, avx512::gelu_tanh,
+                             avx512::geglu_rows};
   return t;
 }
 }  // namespace spinel::kernels::f32

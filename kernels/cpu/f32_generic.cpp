@@ -11,7 +11,8 @@
 namespace spinel::kernels::f32 {
 const KernelTable& kernel_table_generic() {
   static const KernelTable t{"scalar", generic::layernorm_rows, generic::embedding_rows,
-                             generic::attention_block, generic::gelu_erf, generic::gelu_tanh};
+                             generic::attention_block, generic::gelu_erf, generic::gelu_tanh,
+                             generic::geglu_rows};
   return t;
 }
 }  // namespace spinel::kernels::f32

@@ -36,6 +36,9 @@ struct AttentionBlock {
   int64_t head_dim;
   int64_t q_begin, q_end;
   float scale;
+  // ALiBi: -alibi_slope * |j - i| is added to the scaled score of query i and
+  // key j (positions within the sequence); 0 for none.
+  float alibi_slope;
   float* out;  // first token row of the sequence, at this head's column
   int64_t out_stride;
 };
@@ -67,6 +70,9 @@ struct KernelTable {
   void (*attention_block)(const AttentionBlock& blk, float* scratch);
   void (*gelu_erf)(float* x, int64_t n);
   void (*gelu_tanh)(float* x, int64_t n);
+  // Rows [0, rows) of the GEGLU gate: x is [rows, 2n] (a | g), y [rows, n] =
+  // gelu_erf(a) * g (+ residual [rows, n], may be null). y must not alias x.
+  void (*geglu_rows)(const float* x, int64_t rows, int64_t n, const float* residual, float* y);
 };
 
 const KernelTable& kernel_table_generic();

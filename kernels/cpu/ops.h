@@ -31,13 +31,19 @@ void layernorm_f32(const float* x, const float* residual, const float* gamma, co
 
 // Multi-head self-attention per packed sequence. qkv is [T, 3*H] with
 // columns Q | K | V, each H = num_heads * head_dim wide, heads major. out is
-// [T, H]. scratch holds attention_scratch_floats(...) floats.
+// [T, H]. scratch holds attention_scratch_floats(...) floats. alibi_slopes
+// (num_heads floats, or null): ALiBi, -slope_h * |j - i| added to the scaled
+// score of query i and key j of head h (positions within the sequence).
 void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seqs,
-                   int64_t num_heads, int64_t head_dim, float scale, float* out, float* scratch);
+                   int64_t num_heads, int64_t head_dim, float scale, float* out, float* scratch,
+                   const float* alibi_slopes = nullptr);
 size_t attention_scratch_floats(int64_t max_seq_len, int64_t num_heads, int64_t head_dim);
 
 void gelu_erf_f32(float* x, int64_t n);
 void gelu_tanh_f32(float* x, int64_t n);
+// GEGLU gate over rows: x [rows, 2n] = a | g, y [rows, n] = gelu_erf(a) * g
+// (+ residual, may be null; y may alias residual, not x).
+void geglu_f32(const float* x, int64_t rows, int64_t n, const float* residual, float* y);
 
 // y = act(x W + b) + residual through oneDNN's matmul. W is [K, N] row-major
 // and is read from the caller's memory (an mmap of the model) for the life of

@@ -4,6 +4,7 @@
 // weights), only the cpu backend's kernels differ.
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "kernels/backend.h"
 #include "kernels/reference/reference.h"
@@ -13,7 +14,7 @@ namespace {
 
 namespace ref = kernels::ref;
 
-enum : int { kQuantX = 0, kQuantScale = 1, kQuantZp = 2 };
+enum : int { kQuantX = 0, kQuantScale = 1, kQuantZp = 2, kGateIn = 3 };
 
 struct RefState : PreparedOp {
   OpWeights w;
@@ -56,8 +57,10 @@ struct LayerNormRun {
 
 struct AttentionRun {
   void operator()(const Op& op, const OpWeights&, const OpIO& io, RunContext& ctx) const {
+    const std::vector<float> slopes = op.alibi ? alibi_slopes(op.num_heads) : std::vector<float>{};
     ref::attention_f32(io.in0, ctx.batch.seq_offsets, ctx.batch.num_seqs, op.num_heads,
-                       io.out_width / op.num_heads, op.scale, io.out);
+                       io.out_width / op.num_heads, op.scale, io.out,
+                       op.alibi ? slopes.data() : nullptr);
   }
 };
 
@@ -69,10 +72,20 @@ struct PoolRun {
 
 struct LinearRun {
   void operator()(const Op& op, const OpWeights& w, const OpIO& io, RunContext& ctx) const {
-    const int64_t T = io.in_rows, K = io.in_width, N = io.out_width;
+    const int64_t T = io.in_rows, K = io.in_width;
+    // A gated Linear computes both halves [T, 2N] without activation or
+    // residual, then the gate.
+    const bool gated = op.gate != Gate::None;
+    const int64_t N = linear_weight_cols(op, io.out_width);
+    float* y = gated ? ctx.ws.get<float>(kGateIn, static_cast<size_t>(T * N)) : io.out;
+    const float* residual = gated ? nullptr : io.in1;
+    auto finish = [&] {
+      if (gated) ref::gate_f32(y, T, io.out_width, op.gate, io.in1, io.out);
+    };
     if (op.precision == Precision::F32) {
       ref::linear_f32(io.in0, w.get<float>(slot::kWeight), w.get<float>(slot::kBias), T, K, N, op.act,
-                      io.in1, io.out);
+                      residual, y);
+      finish();
       return;
     }
     uint8_t* xq = ctx.ws.get<uint8_t>(kQuantX, static_cast<size_t>(T * K));
@@ -85,16 +98,17 @@ struct LinearRun {
     kernels::QEpilogue ep;
     const bool after = op.act == Activation::GeluTanh || op.act == Activation::Tanh;
     ep.gelu = op.act == Activation::GeluErf;
-    ep.residual = after ? nullptr : io.in1;
+    ep.residual = after ? nullptr : residual;
     ref::linear_u8s8(xq, T, K, K, xs, xz, w.get<int8_t>(slot::kWeight), N,
-                     w.get<float>(slot::kWeightScale), w.get<float>(slot::kBias), ep, io.out, N);
+                     w.get<float>(slot::kWeightScale), w.get<float>(slot::kBias), ep, y, N);
     if (after) {
       for (int64_t i = 0; i < T * N; ++i) {
-        float& v = io.out[i];
+        float& v = y[i];
         v = op.act == Activation::GeluTanh ? ref::gelu_tanh(v) : ref::tanh_f32(v);
-        if (io.in1) v += io.in1[i];
+        if (residual) v += residual[i];
       }
     }
+    finish();
   }
 };
 

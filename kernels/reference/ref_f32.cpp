@@ -3,6 +3,7 @@
 // contributes no visible rounding error.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <vector>
 
 #include <Eigen/Dense>
@@ -84,7 +85,8 @@ void embedding_f32(const int32_t* ids, const int32_t* type_ids, const int32_t* p
 }
 
 void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seqs,
-                   int64_t num_heads, int64_t head_dim, float scale, float* out) {
+                   int64_t num_heads, int64_t head_dim, float scale, float* out,
+                   const float* alibi_slopes) {
   const int64_t hidden = num_heads * head_dim, stride = 3 * hidden;
   std::vector<double> p;
   for (int64_t s = 0; s < num_seqs; ++s) {
@@ -99,6 +101,8 @@ void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seq
           double dot = 0.0;
           for (int64_t d = 0; d < head_dim; ++d) dot += static_cast<double>(q[d]) * k[d];
           p[j] = dot * scale;
+          if (alibi_slopes)
+            p[j] -= static_cast<double>(alibi_slopes[h]) * static_cast<double>(std::llabs(j - i));
           mx = std::max(mx, p[j]);
         }
         double sum = 0.0;
@@ -116,6 +120,19 @@ void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seq
       }
     }
   }
+}
+
+void gate_f32(const float* x, int64_t rows, int64_t n, Gate gate, const float* residual, float* y) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < n; ++c) {
+      const double a = x[r * 2 * n + c], g = x[r * 2 * n + n + c];
+      double v = 0.0;
+      switch (gate) {
+        case Gate::Geglu: v = apply_act(a, Activation::GeluErf) * g; break;
+        case Gate::None: v = a; break;
+      }
+      y[r * n + c] = static_cast<float>(v + (residual ? residual[r * n + c] : 0.0f));
+    }
 }
 
 void linear_f32(const float* x, const float* weight, const float* bias, int64_t M, int64_t K,

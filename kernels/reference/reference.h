@@ -17,10 +17,14 @@ void embedding_f32(const int32_t* ids, const int32_t* type_ids, const int32_t* p
                    const float* type, const float* gamma, const float* beta, float eps, float* out);
 void layernorm_f32(const float* x, const float* residual, const float* gamma, const float* beta,
                    float eps, int64_t rows, int64_t cols, float* y);
+// alibi_slopes: num_heads floats or null (see kernels/cpu/ops.h).
 void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seqs,
-                   int64_t num_heads, int64_t head_dim, float scale, float* out);
+                   int64_t num_heads, int64_t head_dim, float scale, float* out,
+                   const float* alibi_slopes = nullptr);
 void linear_f32(const float* x, const float* weight, const float* bias, int64_t M, int64_t K,
                 int64_t N, Activation act, const float* residual, float* y);
+// y [rows, n] = gelu_erf(a) * g (+ residual) for x [rows, 2n] = a | g, in double.
+void gate_f32(const float* x, int64_t rows, int64_t n, Gate gate, const float* residual, float* y);
 float gelu_erf(float x);
 float gelu_tanh(float x);
 

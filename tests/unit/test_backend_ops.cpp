@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <iomanip>
 #include <limits>
 #include <map>
@@ -83,6 +84,12 @@ constexpr Tolerance kTolerances[] = {
      "as linear_s8, then the cpu's vectorized tanh-GELU vs double tanh in the reference"},
     {"linear_s8_tanh", 1e-6, 1e-7,
      "as linear_s8, then float std::tanh vs double tanh rounded once: <= 1 ulp"},
+    {"linear_f32_geglu", 1e-5, 1e-6,
+     "as linear_f32 for both halves, then the vectorized erf GELU of one times the other "
+     "(errors of both products multiply through)"},
+    {"linear_s8_geglu", 2e-6, 1e-7,
+     "as linear_s8 for both halves (bit-identical), then the cpu's vectorized erf GELU times "
+     "the gate half in float vs double"},
 };
 
 const Tolerance& tolerance(const std::string& key) {
@@ -283,10 +290,11 @@ std::unique_ptr<OpCase> layernorm_case(int64_t rows, int64_t H, bool residual, f
 }
 
 std::unique_ptr<OpCase> attention_case(int heads, int64_t hd, const std::vector<int64_t>& lens,
-                                       float scale, uint32_t seed) {
+                                       float scale, uint32_t seed, bool alibi = false) {
   std::mt19937 rng(seed);
   auto c = std::make_unique<OpCase>();
   c->op.kind = OpKind::Attention;
+  c->op.alibi = alibi;
   c->op.num_heads = heads;
   c->op.scale = scale;
   c->op.in0 = 0;
@@ -300,7 +308,7 @@ std::unique_ptr<OpCase> attention_case(int heads, int64_t hd, const std::vector<
   c->finish(Rows::Tokens, Rows::Tokens);
   std::ostringstream d;
   d << "Attention heads=" << heads << " head_dim=" << hd << " scale=" << scale
-    << " seqs=" << seq_lens_str(lens);
+    << (alibi ? " alibi" : "") << " seqs=" << seq_lens_str(lens);
   c->desc = d.str();
   c->tol = "attention";
   return c;
@@ -370,6 +378,7 @@ struct LinearSpec {
   double sparsity = 0.0;   // S8: fraction of zero 4x1 blocks
   bool record_sparsity = true;  // S8Sparse: op.block_sparsity stored, else -1
   bool seq_rows = false;   // rows are sequences (after a Pool)
+  Gate gate = Gate::None;  // gated: weight, bias and scale are [.., 2N]
 };
 
 std::unique_ptr<OpCase> linear_case(const LinearSpec& s, uint32_t seed) {
@@ -377,6 +386,8 @@ std::unique_ptr<OpCase> linear_case(const LinearSpec& s, uint32_t seed) {
   auto c = std::make_unique<OpCase>();
   const int64_t M = s.M, K = s.K, N = s.N;
   const bool s8 = s.precision != Precision::F32;
+  c->op.gate = s.gate;
+  const int64_t NW = linear_weight_cols(c->op, N);  // weight columns
   c->op.kind = OpKind::Linear;
   c->op.precision = s.precision;
   c->op.act = s.act;
@@ -384,15 +395,15 @@ std::unique_ptr<OpCase> linear_case(const LinearSpec& s, uint32_t seed) {
   c->op.in1 = s.residual ? 1 : -1;
   const float wr = 1.5f / std::sqrt(static_cast<float>(K));  // outputs O(1)
   if (s8) {
-    std::vector<int8_t> W = block_sparse_s8(K, N, s.sparsity, rng);
+    std::vector<int8_t> W = block_sparse_s8(K, NW, s.sparsity, rng);
     if (s.precision == Precision::S8Sparse)
-      c->op.block_sparsity = s.record_sparsity ? static_cast<float>(measured_block_sparsity(W, K, N)) : -1.f;
-    c->set_s8(slot::kWeight, "w", {K, N}, std::move(W));
-    c->set_f32(slot::kWeightScale, "w_scale", {N}, uniform(static_cast<size_t>(N), 0.5f * wr / 127, 1.5f * wr / 127, rng));
+      c->op.block_sparsity = s.record_sparsity ? static_cast<float>(measured_block_sparsity(W, K, NW)) : -1.f;
+    c->set_s8(slot::kWeight, "w", {K, NW}, std::move(W));
+    c->set_f32(slot::kWeightScale, "w_scale", {NW}, uniform(static_cast<size_t>(NW), 0.5f * wr / 127, 1.5f * wr / 127, rng));
   } else {
-    c->set_f32(slot::kWeight, "w", {K, N}, uniform(static_cast<size_t>(K * N), -wr, wr, rng));
+    c->set_f32(slot::kWeight, "w", {K, NW}, uniform(static_cast<size_t>(K * NW), -wr, wr, rng));
   }
-  if (s.bias) c->set_f32(slot::kBias, "b", {N}, uniform(static_cast<size_t>(N), -0.5f, 0.5f, rng));
+  if (s.bias) c->set_f32(slot::kBias, "b", {NW}, uniform(static_cast<size_t>(NW), -0.5f, 0.5f, rng));
   if (s.static_q) {
     // x is in [-1, 1.2]: this range clips its ends (q saturates at 0 and 255).
     c->op.act_scale = 1.9f / 255.f;
@@ -420,8 +431,11 @@ std::unique_ptr<OpCase> linear_case(const LinearSpec& s, uint32_t seed) {
     << " act=" << activation_name(s.act) << " bias=" << s.bias << " residual=" << s.residual;
   if (s8) d << (s.static_q ? " static-q" : " dynamic-q") << " block_sparsity=" << s.sparsity;
   if (s.seq_rows) d << " rows=sequences";
+  if (s.gate != Gate::None) d << " gate=" << gate_name(s.gate);
   c->desc = d.str();
-  if (!s8) {
+  if (s.gate != Gate::None) {
+    c->tol = s8 ? "linear_s8_geglu" : "linear_f32_geglu";
+  } else if (!s8) {
     c->tol = "linear_f32";
   } else {
     switch (s.act) {
@@ -660,6 +674,63 @@ TEST_CASE("backend ops: Attention") {
   print_worst_seen();
 }
 
+// ALiBi: every head count DNABERT-2 configurations use (12), powers of two
+// and not (3, 6), 1 and 16; lengths from 1 to past 128 (slopes times
+// distances reach several units: the bias decides the softmax).
+TEST_CASE("backend ops: Attention with ALiBi") {
+  uint32_t seed = 350;
+  const std::vector<std::vector<int64_t>> batches = {
+      {1}, {1, 5, 1, 17}, {3, 64, 1}, {33, 1, 2, 9}, {150, 7}};
+  int i = 0;
+  for (int heads : {1, 2, 3, 6, 12, 16})
+    for (int64_t hd : {7, 16, 64}) {
+      const auto& lens = batches[static_cast<size_t>(i % 5)];
+      if (kSanitized && heads * hd * lens[0] > 12 * 64 * 33) {
+        ++i;
+        continue;
+      }
+      const float scales[] = {1.f / std::sqrt(static_cast<float>(hd)), 1.f, 0.05f};
+      check_case(*attention_case(heads, hd, lens, scales[i % 3], seed++, true));
+      ++i;
+    }
+  if (!kSanitized) check_case(*attention_case(12, 64, {200, 1, 77}, 0.125f, seed++, true));
+  print_worst_seen();
+}
+
+// The slopes against the ALiBi reference code (ofirpress/attention_with_linear_biases,
+// DNABERT-2's bert_layers.py), written here independently in double.
+TEST_CASE("ir: alibi_slopes for 1-16 heads") {
+  std::function<std::vector<double>(int)> slopes = [&](int n) {
+    auto pow2 = [](int m) {
+      const double start = std::pow(2.0, -std::pow(2.0, -(std::log2(m) - 3)));
+      std::vector<double> s;
+      for (int i = 0; i < m; ++i) s.push_back(start * std::pow(start, i));
+      return s;
+    };
+    if (std::floor(std::log2(n)) == std::log2(n)) return pow2(n);
+    const int c = 1 << static_cast<int>(std::floor(std::log2(n)));
+    std::vector<double> a = pow2(c);
+    const std::vector<double> b = slopes(2 * c);
+    for (int i = 0; i < n - c; ++i) a.push_back(b[static_cast<size_t>(2 * i)]);
+    return a;
+  };
+  for (int n = 1; n <= 16; ++n) {
+    const std::vector<float> got = alibi_slopes(n);
+    const std::vector<double> want = slopes(n);
+    REQUIRE(got.size() == want.size());
+    for (size_t h = 0; h < got.size(); ++h)
+      CHECK_MESSAGE(got[h] == static_cast<float>(want[h]), n << " heads, head " << h << ": " << got[h]
+                                                             << " vs " << want[h]);
+  }
+  // DESIGN.md's 12-head example: 2^-1 .. 2^-8, then 2^-0.5, 2^-1.5, 2^-2.5, 2^-3.5.
+  const std::vector<float> s12 = alibi_slopes(12);
+  for (int h = 0; h < 8; ++h) CHECK(s12[static_cast<size_t>(h)] == std::ldexp(1.f, -(h + 1)));
+  for (int h = 0; h < 4; ++h)
+    CHECK(s12[static_cast<size_t>(8 + h)] == doctest::Approx(std::pow(2.0, -0.5 - h)).epsilon(1e-7));
+  CHECK(alibi_slopes(1) == std::vector<float>{std::ldexp(1.f, -8)});
+  CHECK_THROWS(alibi_slopes(0));
+}
+
 TEST_CASE("backend ops: Pool") {
   uint32_t seed = 400;
   for (PoolKind k : {PoolKind::Cls, PoolKind::Mean})
@@ -747,6 +818,82 @@ TEST_CASE("backend ops: Linear S8Dense") {
 TEST_CASE("backend ops: Linear S8Sparse") {
   s8_sweep(Precision::S8Sparse);
   print_worst_seen();
+}
+
+// GEGLU (DNABERT-2's gated_layers): F32 and both INT8 precisions, with and
+// without bias and residual, odd output widths where the precision allows
+// them (block-sparse weights need 2 * I to be a multiple of 4: I even).
+TEST_CASE("backend ops: gated Linear (GEGLU)") {
+  uint32_t seed = 900;
+  struct Shape {
+    int64_t M, K, I;
+  };
+  std::vector<Shape> odd = {{1, 3, 1}, {3, 17, 5}, {17, 33, 17}, {131, 36, 33}, {64, 384, 192}};
+  std::vector<Shape> even = {{1, 4, 2}, {3, 12, 6}, {17, 36, 10}, {131, 64, 48}, {64, 384, 192}};
+  if (!kSanitized) {
+    odd.push_back({131, 768, 3072 / 4 + 1});
+    even.push_back({33, 768, 3072});
+  }
+  int i = 0;
+  for (Precision p : {Precision::F32, Precision::S8Dense, Precision::S8Sparse}) {
+    const auto& shapes = p == Precision::S8Sparse ? even : odd;
+    for (const Shape& sh : shapes)
+      for (bool bias : {false, true})
+        for (bool res : {false, true}) {
+          LinearSpec s{sh.M, sh.K, sh.I, p};
+          s.gate = Gate::Geglu;
+          s.bias = bias;
+          s.residual = res;
+          s.static_q = p != Precision::F32 && (i % 3) == 1;
+          s.sparsity = p == Precision::S8Sparse ? (i % 2 ? 0.9 : 0.5) : 0.0;
+          check_case(*linear_case(s, seed++));
+          ++i;
+        }
+  }
+  print_worst_seen();
+}
+
+TEST_CASE("ir: gated Linear and ALiBi attributes are checked") {
+  Op op;
+  op.kind = OpKind::Linear;
+  op.out = 1;
+  op.gate = Gate::Geglu;
+  op.w[slot::kWeight] = 0;
+  ModelConfig cfg;
+  cfg.vocab_size = 4;
+  cfg.hidden_size = 6;
+  cfg.num_heads = 1;
+  cfg.max_position = 8;
+  TensorInfo w;
+  w.name = "w";
+  w.shape = {8, 12};
+  // Embedding -> gated Linear.
+  Graph full;
+  full.values = {{"x", 8}, {"y", 6}};
+  Op emb;
+  emb.kind = OpKind::Embedding;
+  emb.out = 0;
+  emb.eps = 1e-5f;
+  emb.w[slot::kWord] = 1;
+  emb.w[slot::kEmbGamma] = 2;
+  emb.w[slot::kEmbBeta] = 3;
+  op.in0 = 0;
+  full.ops = {emb, op};
+  full.output = 1;
+  TensorInfo word{"word", DType::F32, {4, 8}}, gamma{"g", DType::F32, {8}}, beta{"b", DType::F32, {8}};
+  std::vector<TensorInfo> ts = {w, word, gamma, beta};
+  CHECK_NOTHROW(validate_graph(full, ts, cfg));
+  ts[0].shape = {8, 6};  // not 2 x the output width
+  CHECK_THROWS_WITH(validate_graph(full, ts, cfg), doctest::Contains("expected 2 x the output width 6"));
+  ts[0].shape = {8, 12};
+  full.ops[1].act = Activation::GeluErf;
+  CHECK_THROWS_WITH(validate_graph(full, ts, cfg), doctest::Contains("no separate activation"));
+  full.ops[1].act = Activation::None;
+  full.ops[1].alibi = true;
+  CHECK_THROWS_WITH(validate_graph(full, ts, cfg), doctest::Contains("only an Attention has an ALiBi"));
+  full.ops[1].alibi = false;
+  full.ops[0].gate = Gate::Geglu;
+  CHECK_THROWS_WITH(validate_graph(full, ts, cfg), doctest::Contains("only a Linear is gated"));
 }
 
 TEST_CASE("backend ops: Linear on sequence rows (after a Pool)") {
