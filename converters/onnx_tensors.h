@@ -60,6 +60,8 @@ class ConstantTable {
 
   // Numeric contents (any int/float type). Meant for small constants.
   ConstValue value(const std::string& name) const;
+  // The directory the model file is in (a family reads config.json beside it).
+  const std::string& model_dir() const { return model_dir_; }
   // FLOAT/DOUBLE contents as float32, for weights.
   std::vector<float> floats(const std::string& name) const;
 

@@ -4,6 +4,7 @@
 #include "converters/family.h"
 #include "models/bert/bert_import.h"
 #include "models/distilbert/distilbert_import.h"
+#include "models/dnabert2/dnabert2_import.h"
 
 namespace spinel {
 namespace onnx_import {
@@ -12,6 +13,7 @@ const std::vector<FamilyImporter>& family_importers() {
   static const std::vector<FamilyImporter> all = {
       {"bert", &match_bert},
       {"distilbert", &match_distilbert},
+      {"dnabert2", &match_dnabert2},
   };
   return all;
 }

@@ -6,6 +6,7 @@ const std::vector<FamilyInfo>& families() {
   static const std::vector<FamilyInfo> all = {
       {"bert", "BERT", "wordpiece"},
       {"distilbert", "DistilBERT", "wordpiece"},
+      {"dnabert2", "DNABERT-2", "bpe"},
   };
   return all;
 }
