@@ -501,7 +501,8 @@ void Dnabert2Match::build(const GraphIndex& g, IrBuilder& ir, ImportReport& rep)
   // model), else the documented default.
   cfg.max_position = kAlibiDefaultMaxPosition;
   std::string limit_from = "default";
-  const std::filesystem::path cj = std::filesystem::path(g.consts().model_dir()) / "config.json";
+  std::filesystem::path cj = std::filesystem::path(g.consts().model_dir()) / "config.json";
+  if (!std::filesystem::exists(cj)) cj = std::filesystem::path(g.consts().model_dir()) / "hf" / "config.json";
   if (std::filesystem::exists(cj)) {
     const json::Value c = json::parse_file(cj.string());
     for (const char* key : {"max_position_embeddings", "alibi_starting_size"})
@@ -663,9 +664,40 @@ std::unique_ptr<FamilyMatch> match_dnabert2(GraphIndex& g) {
     m->problems.push_back("no DNABERT-2 layer reads the embeddings' output '" + cur + "'");
     return m;
   }
+  // DNABERT-2 zeroes padded rows of its output (h * mask[..., None]): the
+  // identity on spinel's packed rows. Recognised by evaluating it.
+  std::string out = cur;
+  const int64_t H = g.consts().dims(m->emb->word)[1];
+  for (int r : g.data_consumers(cur)) {
+    if (!g.is_op(r, "Mul") || in.mask.empty()) continue;
+    SubgraphEval ev(g);
+    bind_inputs(ev, g, in, kBatch, 5);
+    EvalTensor c = codes({kBatch, 5, H});
+    for (double& x : c.v) x += 1;
+    ev.bind(cur, c);
+    const std::string y = g.node(r).output(0);
+    auto t = ev.eval(y, why);
+    bool ok = t && t->has_data && t->dims == c.dims;
+    for (int64_t b = 0; ok && b < kBatch; ++b)
+      for (int64_t j = 0; ok && j < 5; ++j)
+        for (int64_t k = 0; ok && k < H; ++k) {
+          const size_t i = static_cast<size_t>((b * 5 + j) * H + k);
+          ok = t->v[i] == (keeps(b, j) ? c.v[i] : 0.0);
+        }
+    std::set<std::string> read;
+    const std::set<int> dn = ok ? ev.data_nodes(y, &read) : std::set<int>{};
+    if (!ok || read != std::set<std::string>{in.mask}) continue;
+    g.cover(std::vector<int>(dn.begin(), dn.end()));
+    out = y;
+  }
   // Heads: [CLS] -> pooler dense + tanh (-> classifier).
   std::vector<std::string> heads;
-  for (int r : g.data_consumers(cur)) {
+  std::vector<int> readers = g.data_consumers(cur);
+  if (out != cur) {
+    const std::vector<int> more = g.data_consumers(out);
+    readers.insert(readers.end(), more.begin(), more.end());
+  }
+  for (int r : readers) {
     if (!g.is_op(r, "Gather")) continue;
     const onnx::NodeProto& ga = g.node(r);
     const auto idx = g.scalar(ga.input(1));
@@ -708,7 +740,7 @@ std::unique_ptr<FamilyMatch> match_dnabert2(GraphIndex& g) {
     }
     g.cover(nodes);
   }
-  check_graph_outputs(g, cur, heads, m->problems);
+  check_graph_outputs(g, out, heads, m->problems);
   return m;
 }
 

@@ -209,9 +209,9 @@ def project_exports():
         return []
     out = []
     for line in ready.read_text().splitlines():
-        line = line.strip()
-        if line.endswith(".onnx"):
-            p = pathlib.Path(line)
+        first = (line.split() or [""])[0]
+        if first.endswith(".onnx"):
+            p = pathlib.Path(first)
             out.append(p if p.is_absolute() else ready.parent / p)
     return out
 
@@ -220,4 +220,10 @@ def project_exports():
 def test_project_exports_fp32_vs_ort(spinel, dna_dir, onnx_path):
     if onnx_path is None:
         pytest.skip("no tools/dnabert2 exports listed yet (READY-export.txt)")
-    check_fp32(spinel, dna_dir, onnx_path, "proj-" + onnx_path.parent.name + "-" + onnx_path.stem, [1, 7, 65, 200])
+    name = "proj-" + onnx_path.parent.name + "-" + onnx_path.stem
+    spnl, ids, _, _ = check_fp32(spinel, dna_dir, onnx_path, name, [1, 7, 65, 200])
+    outputs = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).get_outputs()
+    if "logits" in [o.name for o in outputs]:
+        got = run(spinel, spnl, ids, pool="logits")
+        for g, i in zip(got, ids):
+            assert np.abs(g - ort_outputs(onnx_path, [i])["logits"][0]).max() <= 1e-4
