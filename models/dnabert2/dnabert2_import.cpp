@@ -620,15 +620,22 @@ void Dnabert2Match::build(const GraphIndex& g, IrBuilder& ir, ImportReport& rep)
 std::unique_ptr<FamilyMatch> match_dnabert2(GraphIndex& g) {
   auto m = std::make_unique<Dnabert2Match>();
   std::string why;
+  {
+    // On a probe index: a graph with position embeddings is another family's,
+    // and this attempt must then explain nothing (the rejection of a broken
+    // BERT export should come from the BERT recogniser).
+    GraphIndex probe(g.graph(), g.consts());
+    auto e = match_embeddings(probe, why);
+    if (!e) {
+      m->problems.push_back(why);
+      return m;
+    }
+    if (!e->position.empty()) {
+      m->problems.push_back("position embeddings '" + e->position + "': not an ALiBi (DNABERT-2) export");
+      return m;
+    }
+  }
   m->emb = match_embeddings(g, why);
-  if (!m->emb) {
-    m->problems.push_back(why);
-    return m;
-  }
-  if (!m->emb->position.empty()) {
-    m->problems.push_back("position embeddings '" + m->emb->position + "': not an ALiBi (DNABERT-2) export");
-    return m;
-  }
   Inputs in;
   for (const auto& gi : g.graph().input()) {
     if (g.is_const(gi.name())) continue;

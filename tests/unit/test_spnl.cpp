@@ -340,9 +340,9 @@ TEST_CASE("format 3 records: unknown, duplicate, misplaced and mistyped tags") {
 
   SUBCASE("unknown op attribute: names the op and the tag, asks for a newer spinel") {
     auto b = good;
-    testing::add_op_record(b, 2, enc_record("alibi", 4, {1}));
+    testing::add_op_record(b, 2, enc_record("rotary", 4, {1}));
     const std::string e = error_with(b);
-    has(e, "graph op #2 (Attention 'layer0.attention'): attribute 'alibi' is not known to this spinel");
+    has(e, "graph op #2 (Attention 'layer0.attention'): attribute 'rotary' is not known to this spinel");
     has(e, "newer spinel");
   }
   SUBCASE("duplicate op attribute") {
