@@ -3,16 +3,15 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <filesystem>
 #include <map>
 #include <random>
 #include <set>
 #include <sstream>
 
+#include "converters/config_json.h"
 #include "converters/encoder_patterns.h"
 #include "converters/onnx_eval.h"
 #include "runtime/error.h"
-#include "runtime/util/json.h"
 
 namespace spinel {
 namespace onnx_import {
@@ -501,16 +500,10 @@ void Dnabert2Match::build(const GraphIndex& g, IrBuilder& ir, ImportReport& rep)
   // model), else the documented default.
   cfg.max_position = kAlibiDefaultMaxPosition;
   std::string limit_from = "default";
-  std::filesystem::path cj = std::filesystem::path(g.consts().model_dir()) / "config.json";
-  if (!std::filesystem::exists(cj)) cj = std::filesystem::path(g.consts().model_dir()) / "hf" / "config.json";
-  if (std::filesystem::exists(cj)) {
-    const json::Value c = json::parse_file(cj.string());
-    for (const char* key : {"max_position_embeddings", "alibi_starting_size"})
-      if (const json::Value* v = c.find(key); v && v->is_number() && v->num >= 1 && v->num <= (1 << 20)) {
-        cfg.max_position = static_cast<int64_t>(v->num);
-        limit_from = std::string("config.json ") + key;
-        break;
-      }
+  if (auto n = config_json_int(g.consts().model_dir(), {"max_position_embeddings", "alibi_starting_size"}, 1,
+                               int64_t{1} << 20)) {
+    cfg.max_position = n->value;
+    limit_from = n->source;
   }
   int32_t cur = e;
   for (size_t i = 0; i < layers.size(); ++i) {
