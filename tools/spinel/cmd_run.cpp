@@ -44,12 +44,14 @@ const char* kHelp =
     "                     its name and line (error, the default) or is skipped with a\n"
     "                     warning on stderr (skip). A binary or non-UTF-8 file, or sequence\n"
     "                     before the first '>' header, is always an error\n"
-    "  --chunk W[:O]      split a --fasta record or text longer than the limit into windows\n"
-    "                     of at most W tokens counting [CLS] and [SEP] (W = max: the limit),\n"
+    "  --chunk W[:O]      split each --fasta record or text too long for one window into\n"
+    "                     windows of at most W tokens counting [CLS] and [SEP] (max: the\n"
+    "                     limit, see --max-length),\n"
     "                     neighbours sharing O tokens (default: an eighth of W - 2); run\n"
     "                     each window and average the pooled vectors (or the logits),\n"
-    "                     weighted by window length in tokens. Inputs within the limit\n"
-    "                     run whole. The JSON gets \"chunks\": the number of windows\n"
+    "                     weighted by window length in tokens (then --normalize, if\n"
+    "                     asked). An input that fits one window runs whole; --ids inputs\n"
+    "                     are never split. The JSON gets \"chunks\": the number of windows\n"
     "  --chunk-overlap O  the overlap O of --chunk W, given separately\n"
     "options:\n"
     "  --pool NAME        the sentence vector: cls (the [CLS] row), mean (of all rows),\n"
@@ -58,9 +60,10 @@ const char* kHelp =
     "                     token's hidden state (default: the model's own, see inspect)\n"
     "  --normalize        L2-normalize pooled vectors (default: the model's own)\n"
     "  --threads N        threads to use, 1..1024; 0 = all cores (default 0)\n"
-    "  --batch-size N     inputs per batch (default 32)\n"
+    "  --batch-size N     inputs (or --chunk windows) per batch (default 32)\n"
     "  --max-length N     truncate inputs to N tokens (default and limit: the model's\n"
-    "                     maximum sequence length)\n"
+    "                     maximum sequence length); for --fasta and --chunk, the limit\n"
+    "                     in tokens (FASTA records are never truncated)\n"
     "  --no-truncation    fail on inputs longer than the limit instead of truncating\n"
     "  --backend NAME     cpu (default) or reference (plain loops, one thread: slow, the\n"
     "                     definition the tests compare against)\n"
@@ -78,6 +81,8 @@ const char* kHelp =
     "softmax) instead of the embedding, which it adds only when --pool is given.\n";
 
 struct Input {
+  Input() = default;
+  Input(std::string t, bool has_t, Sequence s) : text(std::move(t)), has_text(has_t), seq(std::move(s)) {}
   std::string text;
   bool has_text = true;
   Sequence seq;
