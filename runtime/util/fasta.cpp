@@ -62,7 +62,11 @@ std::string show_char(char c) {
   return "a non-ASCII character";
 }
 
+// Blanks dropped from sequence lines.
 bool is_blank(char c) { return c == ' ' || c == '\t'; }
+// What ends a header's name (ASCII white space; a '\r' can only be inside a
+// line here, the one ending it is already gone).
+bool is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f'; }
 
 class Parser {
  public:
@@ -118,13 +122,13 @@ class Parser {
     rec_.line = line_no_;
     rec_.ordinal = seen_++;
     size_t b = 0;
-    while (b < header.size() && is_blank(header[b])) ++b;
+    while (b < header.size() && is_space(header[b])) ++b;
     size_t e = b;
-    while (e < header.size() && !is_blank(header[e])) ++e;
+    while (e < header.size() && !is_space(header[e])) ++e;
     rec_.name = std::string(header.substr(b, e - b));
-    while (e < header.size() && is_blank(header[e])) ++e;
+    while (e < header.size() && is_space(header[e])) ++e;
     std::string_view desc = header.substr(e);
-    while (!desc.empty() && is_blank(desc.back())) desc.remove_suffix(1);
+    while (!desc.empty() && is_space(desc.back())) desc.remove_suffix(1);
     rec_.description = std::string(desc);
     if (rec_.name.empty()) mark_bad("the header has no name after '>'");
   }

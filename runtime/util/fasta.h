@@ -27,8 +27,8 @@
 namespace spinel {
 
 struct FastaRecord {
-  std::string name;         // the header up to the first space or tab
-  std::string description;  // the rest of the header, leading blanks removed
+  std::string name;         // the header up to the first ASCII white space
+  std::string description;  // the rest of the header, white space around it removed
   std::string sequence;     // the letters, lines joined, blanks removed
   int64_t line = 0;         // line of the header (1-based)
   int64_t ordinal = 0;      // position in the file among all records, bad ones included (0-based)

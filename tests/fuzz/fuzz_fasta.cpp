@@ -39,7 +39,7 @@ void check_records(const std::vector<FastaRecord>& recs, const FastaOptions& o, 
   int64_t last_line = 0, last_ordinal = -1;
   for (const FastaRecord& r : recs) {
     if (r.name.empty()) finding("a record without a name");
-    if (r.name.find_first_of(" \t\r\n") != std::string::npos) finding("a name holds a blank");
+    if (r.name.find_first_of(" \t\r\n\v\f") != std::string::npos) finding("a name holds a blank");
     if (r.description.find('\n') != std::string::npos) finding("a description holds a newline");
     if (r.sequence.empty()) finding("a record without sequence");
     if (r.sequence.size() > o.max_record_bytes) finding("a record over the size limit");

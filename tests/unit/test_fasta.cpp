@@ -59,6 +59,10 @@ TEST_CASE("fasta: records, wrapping, blank lines, CRLF, case, IUPAC") {
   CHECK(recs[2].sequence == "A");
   CHECK(recs[2].ordinal == 2);
 
+  const auto odd = parse_fasta(">a\rb\vc \f\nAC\n", "t.fa");  // a '\r' inside a header line ends the name
+  CHECK(odd[0].name == "a");
+  CHECK(odd[0].description == "b\vc");
+
   FastaOptions keep;
   keep.uppercase = false;
   CHECK(parse_fasta(data, "t.fa", keep)[0].sequence == "ACGTacgtNNRYkm");
