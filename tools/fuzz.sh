@@ -12,7 +12,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 secs="${1:-30}"
 [ $# -gt 0 ] && shift
 case "$secs" in '' | *[!0-9]*) echo "usage: tools/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]" >&2; exit 2 ;; esac
-all=(fuzz_spnl fuzz_onnx fuzz_tokenizer fuzz_tokenizer_json fuzz_text_input)
+all=(fuzz_spnl fuzz_onnx fuzz_tokenizer fuzz_tokenizer_json fuzz_text_input fuzz_fasta)
 if [ $# -gt 0 ]; then targets=("$@"); else targets=("${all[@]}"); fi
 
 max_len() {

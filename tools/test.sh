@@ -40,7 +40,7 @@ echo "== conformance subset and hostile-file corpus under ASan+UBSan"
 # CLI-driven tests only (SPINEL_CAPI=0 deselects the ones that load
 # libspinel.so into Python; see tests/conformance/conftest.py).
 SPINEL_CAPI=0 SPINEL_BIN="$ROOT/build-asan/spinel" "$PY" -m pytest -q tests/hostile \
-  tests/conformance/test_bad_inputs.py \
+  tests/conformance/test_bad_inputs.py tests/conformance/test_fasta.py \
   tests/conformance/test_minilm_conformance.py::test_cli_mixed_batch_vs_ort \
   tests/conformance/test_minilm_conformance.py::test_text_input_matches_ids
 echo "== fuzz targets, ${FUZZ_SECONDS}s each"

@@ -25,7 +25,7 @@ std::vector<std::string> split_lines(std::string_view data) {
   return lines;
 }
 
-std::vector<std::string> read_text_lines(const std::string& path, uint64_t max_bytes) {
+std::string read_text_file(const std::string& path, uint64_t max_bytes) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
   if (fd < 0) fail("cannot read input file '", path, "': ", std::strerror(errno));
   struct stat st {};
@@ -51,7 +51,11 @@ std::vector<std::string> read_text_lines(const std::string& path, uint64_t max_b
     data.append(buf, static_cast<size_t>(got));
   }
   ::close(fd);
-  return split_lines(data);
+  return data;
+}
+
+std::vector<std::string> read_text_lines(const std::string& path, uint64_t max_bytes) {
+  return split_lines(read_text_file(path, max_bytes));
 }
 
 }  // namespace spinel

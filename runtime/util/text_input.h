@@ -15,6 +15,11 @@ namespace spinel {
 // kept as they are (invalid UTF-8 is the tokenizer's to handle).
 std::vector<std::string> split_lines(std::string_view data);
 
+// The bytes of a file, a pipe or /dev/stdin (anything readable as a stream,
+// unlike model files). Throws spinel::Error naming the path if it cannot be
+// read or holds more than max_bytes.
+std::string read_text_file(const std::string& path, uint64_t max_bytes);
+
 // The lines of a file, a pipe or /dev/stdin (anything readable as a stream,
 // unlike model files). Throws spinel::Error naming the path if it cannot be
 // read or holds more than max_bytes.

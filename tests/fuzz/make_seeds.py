@@ -4,7 +4,7 @@
   .venv/bin/python tests/fuzz/make_seeds.py OUT_DIR [--spinel build-asan/spinel]
 
 writes OUT_DIR/<target>/ for fuzz_spnl, fuzz_onnx, fuzz_tokenizer,
-fuzz_tokenizer_json and fuzz_text_input.
+fuzz_tokenizer_json, fuzz_text_input and fuzz_fasta.
 
 The models are random BERT encoders exported with tools/export_onnx.py's own
 wrapper, but much smaller than its "tiny" config: that one has BERT's 30522
@@ -49,6 +49,18 @@ TEXTS = [
 ]
 
 # Invalid UTF-8 does not fit in a str.
+FASTA_SEEDS = {
+    "multi": b">chr1 first record\nACGTACGTNN\nacgtRYKM\n\n>chr2\nGGGTTTAAAC\n",
+    "crlf_bom": b"\xef\xbb\xbf>r1 desc\r\nACGU\r\n\r\n>r2\r\nswbdhvn\r\n",
+    "wrapped": b">long\n" + b"".join(b"ACGTNACGTTGCA"[i % 5:] + b"\n" for i in range(40)),
+    "blanks": b"\n\n>a\n  AC GT\t\n\n\nAC\n>b x y z\nT",
+    "no_header": b"ACGT\n>a\nACGT\n",
+    "empty_record": b">a\n>b\nACGT\n>c\n",
+    "bad_letters": b">p\nMKVLAX*\n>q\nAC-GT\n",
+    "binary": b">a\nAC\x00GT\n\xff\xfe",
+    "utf8_header": b">caf\xc3\xa9 \xe2\x9c\x93\nACGT\n",
+}
+
 RAW_TEXTS = [
     b"bad utf-8: \xff\xfe \xc0\x80 \xed\xa0\x80 \xf4\x90\x80\x80 \xe2\x82 trailing\n",
 ]
@@ -209,7 +221,8 @@ def main():
     args = ap.parse_args()
     out = os.path.abspath(args.out)
     dirs = {t: os.path.join(out, t) for t in
-            ("fuzz_spnl", "fuzz_onnx", "fuzz_tokenizer", "fuzz_tokenizer_json", "fuzz_text_input")}
+            ("fuzz_spnl", "fuzz_onnx", "fuzz_tokenizer", "fuzz_tokenizer_json", "fuzz_text_input",
+             "fuzz_fasta")}
     for d in dirs.values():
         os.makedirs(d, exist_ok=True)
 
@@ -218,6 +231,9 @@ def main():
     for i, t in enumerate(texts):
         write(os.path.join(dirs["fuzz_text_input"], f"text{i}.txt"), t)
     write(os.path.join(dirs["fuzz_text_input"], "all.txt"), b"".join(texts))
+    # fuzz_fasta: good files in the forms users bring, and one of each bad kind.
+    for name, data in FASTA_SEEDS.items():
+        write(os.path.join(dirs["fuzz_fasta"], name + ".fa"), data)
     # fuzz_tokenizer: [variant | pair << 2, max_length, split point] + text.
     headers = [bytes([0, 0, 128]), bytes([1, 16, 64]), bytes([2 | 4, 9, 128]), bytes([3 | 4, 5, 30]),
                bytes([4, 3, 200]), bytes([3, 128, 0])]
