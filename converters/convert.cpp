@@ -27,10 +27,6 @@ std::string dirname_of(const std::string& p) {
   return slash == 0 ? "/" : p.substr(0, slash);
 }
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 std::string find_tokenizer(const ConvertOptions& o) {
   if (!o.tokenizer_path.empty()) return o.tokenizer_path;
   const std::string dir = dirname_of(o.onnx_path);
@@ -39,12 +35,11 @@ std::string find_tokenizer(const ConvertOptions& o) {
   throw ConvertOptionError("no --tokenizer given and no tokenizer.json or vocab.txt next to " + o.onnx_path);
 }
 
-WordPieceTokenizer load_tokenizer(const ConvertOptions& o, const std::string& path) {
+AnyTokenizer load_tokenizer(const ConvertOptions& o, const std::string& path) {
   try {
-    if (ends_with(path, ".json")) return WordPieceTokenizer::from_tokenizer_json(path);
-    WordPieceOptions wo;
-    wo.lowercase = wo.strip_accents = o.lowercase;
-    return WordPieceTokenizer::from_vocab_file(path, wo);
+    TokenizerFileOptions to;
+    to.lowercase = o.lowercase;
+    return load_tokenizer_file(path, to);
   } catch (const Error& e) {
     // A tokenizer of another family usually comes with a config.json saying which.
     if (auto fam = onnx_import::unsupported_family(o.onnx_path)) fail(e.what(), "\n  ", *fam);

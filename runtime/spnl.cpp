@@ -18,6 +18,9 @@
 #include "models/registry.h"
 #include "runtime/bytes.h"
 #include "runtime/error.h"
+#include "runtime/tokenizer/bpe.h"
+#include "runtime/tokenizer/sentencepiece.h"
+#include "runtime/tokenizer/wordpiece.h"
 #include "runtime/util/file_io.h"
 
 namespace spinel {
@@ -293,14 +296,29 @@ ModelConfig read_config(ByteReader& r) {
 
 // ---- tokenizer --------------------------------------------------------------------
 // The section is a kind tag, then that kind's own serialization. A new kind
-// (issue 9: "bpe", "sentencepiece") is a new row here.
+// is a new row here.
 
-constexpr const char* kTokenizerKinds[] = {"wordpiece"};
+struct TokenizerKind {
+  const char* tag;
+  AnyTokenizer (*read)(ByteReader& r);
+};
+const TokenizerKind kTokenizerKinds[] = {
+    {"wordpiece", [](ByteReader& r) { return AnyTokenizer(WordPieceTokenizer::deserialize(r)); }},
+    {"bpe", [](ByteReader& r) { return AnyTokenizer(BpeTokenizer::deserialize(r)); }},
+    {"sentencepiece",
+     [](ByteReader& r) { return AnyTokenizer(SentencePieceTokenizer::deserialize(r)); }},
+};
 
 std::string tokenizer_kind_names() {
   std::string s;
-  for (const char* k : kTokenizerKinds) s += (s.empty() ? "" : ", ") + std::string(k);
+  for (const auto& k : kTokenizerKinds) s += (s.empty() ? "" : ", ") + std::string(k.tag);
   return s;
+}
+
+const TokenizerKind* find_tokenizer_kind(const std::string& tag) {
+  for (const auto& k : kTokenizerKinds)
+    if (tag == k.tag) return &k;
+  return nullptr;
 }
 
 // ---- graph --------------------------------------------------------------------------
@@ -555,7 +573,9 @@ void SpnlWriter::write(const std::string& path) const {
 
   ByteWriter sec[kData];
   write_config(sec[kConfig], config);
-  sec[kTokenizer].put_str(kTokenizerKinds[0]);  // "wordpiece", the only kind a writer holds today
+  if (!find_tokenizer_kind(tokenizer.kind()))
+    fail("the .spnl writer has no tokenizer kind '", tokenizer.kind(), "'");
+  sec[kTokenizer].put_str(tokenizer.kind());
   tokenizer.serialize(sec[kTokenizer]);
   write_graph(sec[kGraph], graph);
   write_tensors(sec[kTensors], tensors);
@@ -696,8 +716,8 @@ void Model::parse(const LoadOptions& opts) {
     check_fully_read(rc);
     ByteReader rt = reader(kTokenizer);
     tokenizer_kind_ = rt.get_str("tokenizer kind");
-    if (tokenizer_kind_ == "wordpiece")
-      tokenizer_ = WordPieceTokenizer::deserialize(rt);
+    if (const TokenizerKind* k = find_tokenizer_kind(tokenizer_kind_))
+      tokenizer_ = k->read(rt);
     else
       fail("tokenizer: kind '", tokenizer_kind_, "' is not supported by this spinel (supported: ",
            tokenizer_kind_names(), ")");

@@ -13,7 +13,8 @@
 // str tag, u8 type (1 i64, 2 f32, 3 str, 4 bool), value):
 //   config     u32 count, records: every ModelConfig field (architecture, a
 //              family registered in models/registry.h; enums by name)
-//   tokenizer  str kind ("wordpiece"), then that kind's own serialization
+//   tokenizer  str kind ("wordpiece", "bpe", "sentencepiece"), then that kind's
+//              own serialization (runtime/tokenizer/*_io.cpp, sentencepiece.cpp)
 //   graph      u32 count, values (str name, i64 width, u32 rows);
 //              u32 count, ops (u32 kind, str name, i32 in0, in1, out, u32 slot
 //              count + i32 weight slots up to the last used, u32 count +
@@ -34,7 +35,8 @@
 #include <vector>
 
 #include "runtime/ir.h"
-#include "runtime/tokenizer/wordpiece.h"
+#include "runtime/tokenizer/tokenizer.h"
+#include "runtime/tokenizer/wordpiece.h"  // for writers that build one
 
 namespace spinel {
 
@@ -67,7 +69,7 @@ class SpnlWriter {
 
   ModelConfig config;
   Graph graph;
-  WordPieceTokenizer tokenizer;
+  AnyTokenizer tokenizer;  // any kind: WordPieceTokenizer, BpeTokenizer, ...
 
   // Validates the graph, then writes to `path` atomically (temp file + rename),
   // so a failed conversion leaves no partial file behind.
@@ -104,10 +106,9 @@ class Model {
 
   const ModelConfig& config() const { return config_; }
   const Graph& graph() const { return graph_; }
-  // The tokenizer section's kind: "wordpiece" (the only kind read today;
-  // tokenizer() is that WordPiece tokenizer).
+  // The tokenizer section's kind: "wordpiece", "bpe" or "sentencepiece".
   const std::string& tokenizer_kind() const { return tokenizer_kind_; }
-  const WordPieceTokenizer& tokenizer() const { return tokenizer_; }
+  const Tokenizer& tokenizer() const { return tokenizer_.get(); }
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   const void* tensor_data(int32_t idx) const;
   template <typename T>
@@ -137,7 +138,7 @@ class Model {
   ModelConfig config_;
   Graph graph_;
   std::string tokenizer_kind_;
-  WordPieceTokenizer tokenizer_;
+  AnyTokenizer tokenizer_;
   std::vector<TensorInfo> tensors_;
 };
 

@@ -7,69 +7,18 @@
 #include <algorithm>
 
 #include "runtime/error.h"
+#include "runtime/tokenizer/text.h"
 #include "runtime/tokenizer/unicode_tables.h"
 
 namespace spinel {
 namespace {
 
+using text::append_lower;
+using text::append_utf8;
+using text::decode_utf8;
+using text::is_whitespace;
+
 // ---- Unicode helpers ----------------------------------------------------------
-
-std::u32string decode_utf8(std::string_view s) {
-  // Invalid bytes become U+FFFD (which clean_text then drops), so arbitrary
-  // input never throws.
-  std::u32string out;
-  out.reserve(s.size());
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto b0 = static_cast<uint8_t>(s[i]);
-    if (b0 < 0x80) {
-      out += b0;
-      ++i;
-      continue;
-    }
-    size_t n = 0;
-    char32_t cp = 0, min = 0;
-    if ((b0 & 0xE0) == 0xC0) {
-      n = 2, cp = b0 & 0x1F, min = 0x80;
-    } else if ((b0 & 0xF0) == 0xE0) {
-      n = 3, cp = b0 & 0x0F, min = 0x800;
-    } else if ((b0 & 0xF8) == 0xF0) {
-      n = 4, cp = b0 & 0x07, min = 0x10000;
-    }
-    bool ok = n != 0 && i + n <= s.size();
-    for (size_t k = 1; ok && k < n; ++k) {
-      const auto b = static_cast<uint8_t>(s[i + k]);
-      ok = (b & 0xC0) == 0x80;
-      cp = (cp << 6) | (b & 0x3F);
-    }
-    if (ok && cp >= min && cp <= 0x10FFFF && !(cp >= 0xD800 && cp <= 0xDFFF)) {
-      out += cp;
-      i += n;
-    } else {
-      out += U'\uFFFD';
-      ++i;
-    }
-  }
-  return out;
-}
-
-void append_utf8(std::string& out, char32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-}
 
 unicode::CharClass char_class(char32_t c) {
   const auto* begin = unicode::kClassRanges;
@@ -79,14 +28,6 @@ unicode::CharClass char_class(char32_t c) {
       begin, end, c, [](const unicode::ClassRange& r, char32_t v) { return r.hi < v; });
   if (it != end && it->lo <= c) return static_cast<unicode::CharClass>(it->cls);
   return unicode::kLetter;
-}
-
-// Rust's char::is_whitespace (the Unicode White_Space property), which HF
-// uses both to clean text and to split words.
-bool is_whitespace(char32_t c) {
-  if (c <= 0x7F) return c == ' ' || (c >= 0x09 && c <= 0x0D);
-  return c == 0x85 || c == 0xA0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 ||
-         c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
 }
 
 // The CJK blocks HF pads with spaces. 0x2B920 (not 0x2B820) is what HF uses,
@@ -176,31 +117,6 @@ std::u32string strip_accents(const std::u32string& in) {
   return out;
 }
 
-// Rust's char::to_lowercase, one character at a time (so no final sigma).
-void append_lower(std::u32string& out, char32_t c) {
-  if (c < 0x80) {
-    out += (c >= 'A' && c <= 'Z') ? c + 32 : c;
-    return;
-  }
-  for (size_t k = 0; k < unicode::kLowerMultiCount; ++k) {
-    if (unicode::kLowerMulti[k].cp == c) {
-      for (const uint32_t o : unicode::kLowerMulti[k].out) {
-        if (o) out += static_cast<char32_t>(o);
-      }
-      return;
-    }
-  }
-  const auto* begin = unicode::kLowerRuns;
-  const auto* end = begin + unicode::kLowerRunCount;
-  const auto* it = std::lower_bound(
-      begin, end, c, [](const unicode::LowerRun& r, char32_t v) { return r.hi < v; });
-  if (it != end && it->lo <= c && (c - it->lo) % it->stride == 0) {
-    out += static_cast<char32_t>(static_cast<int64_t>(c) + it->delta);
-  } else {
-    out += c;
-  }
-}
-
 // The BertNormalizer, in HF's order: clean, pad CJK, strip accents, lowercase.
 std::u32string normalize(const std::u32string& in, const WordPieceOptions& o) {
   std::u32string s;
@@ -229,14 +145,6 @@ std::u32string normalize(const std::u32string& in, const WordPieceOptions& o) {
     s.swap(low);
   }
   return s;
-}
-
-// For single_word added tokens. HF checks for alphanumerics; this treats any
-// letter-like character (not space, punctuation or control) as part of a word.
-bool is_word_char(char32_t c) {
-  if (c < 0x80)
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
-  return !is_whitespace(c) && char_class(c) == unicode::kLetter;
 }
 
 }  // namespace
@@ -312,6 +220,11 @@ void WordPieceTokenizer::init() {
   }
 }
 
+std::string WordPieceTokenizer::describe() const {
+  return "WordPiece, " + std::to_string(vocab_.size()) + " tokens, " +
+         (opts_.lowercase ? "lower-cased" : "cased");
+}
+
 int32_t WordPieceTokenizer::token_id(const std::string& token) const {
   auto it = index_.find(token);
   return it == index_.end() ? -1 : it->second;
@@ -330,37 +243,7 @@ const std::string& WordPieceTokenizer::token(int32_t id) const {
 // longest match first. Pieces of plain text get id -1.
 void WordPieceTokenizer::split_added(const std::u32string& text, bool normalized_pass,
                                      std::vector<std::pair<std::u32string, int32_t>>& out) const {
-  size_t piece_start = 0, i = 0;
-  while (i < text.size()) {
-    size_t best = SIZE_MAX, best_len = 0;
-    for (size_t k = 0; k < added_.size(); ++k) {
-      const auto& pat = added_patterns_[k];
-      if (added_[k].normalized != normalized_pass || pat.size() <= best_len) continue;
-      if (text.compare(i, pat.size(), pat) != 0) continue;
-      if (added_[k].single_word) {
-        const bool left_ok = i == 0 || !is_word_char(text[i - 1]);
-        const size_t e = i + pat.size();
-        const bool right_ok = e == text.size() || !is_word_char(text[e]);
-        if (!left_ok || !right_ok) continue;
-      }
-      best = k, best_len = pat.size();
-    }
-    if (best == SIZE_MAX) {
-      ++i;
-      continue;
-    }
-    size_t s = i, e = i + best_len;
-    if (added_[best].lstrip) {
-      while (s > piece_start && is_whitespace(text[s - 1])) --s;
-    }
-    if (added_[best].rstrip) {
-      while (e < text.size() && is_whitespace(text[e])) ++e;
-    }
-    if (s > piece_start) out.emplace_back(text.substr(piece_start, s - piece_start), -1);
-    out.emplace_back(std::u32string(), added_[best].id);
-    piece_start = i = e;
-  }
-  if (piece_start < text.size()) out.emplace_back(text.substr(piece_start), -1);
+  text::split_added(text, added_, added_patterns_, normalized_pass, out);
 }
 
 // Pre-tokenises normalised text (whitespace and punctuation split) and runs
@@ -445,39 +328,21 @@ std::vector<int32_t> WordPieceTokenizer::tokenize(std::string_view text) const {
   return ids;
 }
 
-namespace {
-
-// Tokenizes `text` in pieces cut after ASCII whitespace (a token boundary for
-// BERT's pre-tokenizer, and never inside a UTF-8 sequence) until more than
-// `limit` ids are out. Sets *complete when the whole text was read.
-template <typename Tokenize>
-std::vector<int32_t> tokenize_up_to(std::string_view text, size_t limit, bool* complete,
-                                    const Tokenize& tokenize) {
-  constexpr size_t kPiece = 16384;
-  auto space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; };
-  std::vector<int32_t> ids;
-  size_t pos = 0;
-  while (pos < text.size() && ids.size() <= limit) {
-    size_t end = std::min(text.size(), pos + kPiece);
-    while (end < text.size() && !space(text[end - 1])) ++end;
-    const std::vector<int32_t> part = tokenize(text.substr(pos, end - pos));
-    ids.insert(ids.end(), part.begin(), part.end());
-    pos = end;
-  }
-  *complete = pos >= text.size();
-  return ids;
-}
-
-}  // namespace
-
 Encoding WordPieceTokenizer::encode(std::string_view a, std::optional<std::string_view> b,
                                     size_t max_length, bool stop_early) const {
   const size_t specials = b ? 3 : 2;
   bool complete = true;
   std::vector<int32_t> ta;
   if (stop_early && !b && max_length >= specials)
-    ta = tokenize_up_to(a, max_length - specials, &complete,
-                        [this](std::string_view t) { return tokenize(t); });
+    // A cut after ASCII whitespace is a token boundary for BERT's
+    // pre-tokenizer, and never inside a UTF-8 sequence.
+    ta = text::tokenize_up_to(
+        a, max_length - specials, &complete,
+        [](std::string_view t, size_t i) {
+          const char c = t[i - 1];
+          return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+        },
+        [this](std::string_view t) { return tokenize(t); });
   else
     ta = tokenize(a);
   std::vector<int32_t> tb;
@@ -489,25 +354,7 @@ Encoding WordPieceTokenizer::encode(std::string_view a, std::optional<std::strin
     if (max_length < specials) {
       fail("max_length ", max_length, " leaves no room for the ", specials, " special tokens");
     }
-    const size_t budget = max_length - specials;
-    if (!b) {
-      ta.resize(budget);
-    } else {
-      // HF's longest_first: the shorter sequence keeps everything that fits
-      // (up to half the budget when both are long); the longer one gets the
-      // rest, and the extra token of an odd budget.
-      size_t n1 = ta.size(), n2 = tb.size();
-      const bool swap = n1 > n2;
-      if (swap) std::swap(n1, n2);
-      n2 = n1 > budget ? n1 : std::max(n1, budget - n1);
-      if (n1 + n2 > budget) {
-        n1 = budget / 2;
-        n2 = n1 + budget % 2;
-      }
-      if (swap) std::swap(n1, n2);
-      ta.resize(std::min(ta.size(), n1));
-      tb.resize(std::min(tb.size(), n2));
-    }
+    truncate_longest_first(ta, b ? &tb : nullptr, max_length - specials);
     enc.truncated = true;
   }
   enc.ids.reserve(ta.size() + tb.size() + specials);

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "runtime/bytes.h"
+#include "runtime/tokenizer/tokenizer.h"
 
 namespace spinel {
 
@@ -31,32 +32,7 @@ struct WordPieceOptions {
   std::string pad_token = "[PAD]";
 };
 
-// A token matched in the text before WordPiece runs (HF "added tokens"):
-// [CLS], [MASK] ... in the input become their own id instead of "[", "cls", "]".
-// `normalized` tokens are matched after normalisation, the others in the raw
-// text; lstrip/rstrip swallow whitespace on that side; single_word matches
-// only when not inside a word.
-struct AddedToken {
-  std::string content;
-  int32_t id = -1;
-  bool special = true;
-  bool normalized = false;
-  bool lstrip = false;
-  bool rstrip = false;
-  bool single_word = false;
-};
-
-struct Encoding {
-  std::vector<int32_t> ids;
-  std::vector<int32_t> type_ids;
-  bool truncated = false;      // true when tokens were dropped to fit max_length
-  size_t untruncated_length = 0;  // length (with specials) before truncation
-  // False when encoding stopped early (stop_early): untruncated_length is
-  // then only a lower bound.
-  bool length_is_exact = true;
-};
-
-class WordPieceTokenizer {
+class WordPieceTokenizer final : public Tokenizer {
  public:
   WordPieceTokenizer() = default;
   // The special tokens of opts ([CLS], [SEP], [UNK], [PAD], and [MASK] when
@@ -73,7 +49,9 @@ class WordPieceTokenizer {
   static WordPieceTokenizer from_tokenizer_json(const std::string& path);
 
   // Word pieces of a text, without special tokens.
-  std::vector<int32_t> tokenize(std::string_view text) const;
+  const char* kind() const override { return "wordpiece"; }
+  std::string describe() const override;
+  std::vector<int32_t> tokenize(std::string_view text) const override;
   // [CLS] a [SEP] (b [SEP]); truncated to max_length (0 = no limit) by
   // removing tokens from the end of the longest segment, like HF's
   // "longest_first" strategy.
@@ -83,19 +61,19 @@ class WordPieceTokenizer {
   // whitespace, which never lies inside a token; a run of more than 16 KiB
   // without any is still read whole).
   Encoding encode(std::string_view a, std::optional<std::string_view> b, size_t max_length,
-                  bool stop_early = false) const;
+                  bool stop_early = false) const override;
 
-  int32_t token_id(const std::string& token) const;  // -1 when absent
-  const std::string& token(int32_t id) const;
-  size_t vocab_size() const { return vocab_.size(); }
+  int32_t token_id(const std::string& token) const override;  // -1 when absent
+  const std::string& token(int32_t id) const override;
+  size_t vocab_size() const override { return vocab_.size(); }
   const WordPieceOptions& options() const { return opts_; }
-  int32_t cls_id() const { return cls_id_; }
-  int32_t sep_id() const { return sep_id_; }
-  int32_t unk_id() const { return unk_id_; }
-  int32_t pad_id() const { return pad_id_; }  // -1 when the vocabulary has no pad token
+  int32_t cls_id() const override { return cls_id_; }
+  int32_t sep_id() const override { return sep_id_; }
+  int32_t unk_id() const override { return unk_id_; }
+  int32_t pad_id() const override { return pad_id_; }  // -1 when the vocabulary has no pad token
   const std::vector<AddedToken>& added_tokens() const { return added_; }
 
-  void serialize(ByteWriter& w) const;
+  void serialize(ByteWriter& w) const override;
   static WordPieceTokenizer deserialize(ByteReader& r);
 
  private:

@@ -72,6 +72,38 @@ def minilm_tokenizer_json():
         return json.load(f)
 
 
+def bpe_tokenizer_jsons():
+    """Small BPE tokenizer.json files trained with `tokenizers`: DNABERT-2 style
+    (Whitespace, [CLS] $A [SEP]) and RoBERTa style (ByteLevel, <s> $A </s>)."""
+    from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+
+    rng = __import__("random").Random(4)
+    dna = ["".join(rng.choice("ACGT") for _ in range(rng.randint(20, 200))) for _ in range(300)]
+    t = Tokenizer(models.BPE(unk_token="[UNK]"))
+    t.pre_tokenizer = pre_tokenizers.Whitespace()
+    t.train_from_iterator(dna, trainers.BpeTrainer(
+        vocab_size=120, show_progress=False, special_tokens=["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]))
+    t.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", 1), ("[SEP]", 2)])
+    out = {"bpe_dna": json.loads(t.to_str())}
+    words = ["hello world", "don't stop", "café 東京 😀", "  spaces  ", "I'm 42½"] * 20
+    r = Tokenizer(models.BPE())
+    r.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    r.normalizer = normalizers.Sequence([normalizers.Lowercase(), normalizers.Strip()])
+    r.train_from_iterator(words, trainers.BpeTrainer(
+        vocab_size=300, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", AddedToken("<mask>", lstrip=True)]))
+    r.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    out["bpe_bytelevel"] = json.loads(r.to_str())
+    j = json.loads(r.to_str())
+    j["model"]["merges"] = [m.split(" ") for m in j["model"]["merges"]]
+    j["model"]["continuing_subword_prefix"] = ""
+    j["model"]["byte_fallback"] = True
+    out["bpe_pairs_fallback"] = j
+    return out
+
+
 def make_tokenizer_json(template):
     """The MiniLM tokenizer.json with VOCAB as its vocabulary."""
     j = copy.deepcopy(template)
@@ -242,6 +274,10 @@ def main():
 
     base = make_tokenizer_json(minilm_tokenizer_json())
     for name, j in tokenizer_json_variants(base).items():
+        write(os.path.join(dirs["fuzz_tokenizer_json"], name + ".json"),
+              json.dumps(j, ensure_ascii=False, separators=(",", ":")))
+
+    for name, j in bpe_tokenizer_jsons().items():
         write(os.path.join(dirs["fuzz_tokenizer_json"], name + ".json"),
               json.dumps(j, ensure_ascii=False, separators=(",", ":")))
 

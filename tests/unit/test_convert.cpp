@@ -153,8 +153,12 @@ std::string import_error(const std::string& path) {
 
 const char* kWordPieceVocab = "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nhello\nworld\n";
 
+// A model type spinel does not read (BPE and WordPiece it does).
+const char* kUnigramTokenizerJson =
+    R"({"version": "1.0", "model": {"type": "Unigram", "unk_id": 0, "vocab": [["a", 0.0]]},
+        "pre_tokenizer": {"type": "Metaspace"}})";
 const char* kBpeTokenizerJson =
-    R"({"version": "1.0", "model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": []},
+    R"({"version": "1.0", "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]},
         "pre_tokenizer": {"type": "ByteLevel"}})";
 
 }  // namespace
@@ -343,7 +347,7 @@ TEST_CASE("config.json beside the model names a family spinel does not support")
 TEST_CASE("convert() reads the tokenizer before the graph") {
   TempDir dir;
   write_text(dir.file("model.onnx"), "not an onnx file at all");
-  write_text(dir.file("tokenizer.json"), kBpeTokenizerJson);
+  write_text(dir.file("tokenizer.json"), kUnigramTokenizerJson);
   write_text(dir.file("config.json"), R"({"model_type": "roberta"})");
   ConvertOptions o;
   o.onnx_path = dir.file("model.onnx");
@@ -353,7 +357,7 @@ TEST_CASE("convert() reads the tokenizer before the graph") {
     convert(o, [&](const ConvertProgress& p, const ConvertReport&) { seen.push_back({p.step, p.finished}); });
   });
   CHECK(contains(err, dir.file("tokenizer.json")));
-  CHECK(contains(err, "\"BPE\""));
+  CHECK(contains(err, "\"Unigram\""));
   CHECK(contains(err, "RoBERTa is not supported yet"));
   REQUIRE(seen.size() == 1);
   CHECK(seen[0].first == ConvertStep::Tokenizer);
@@ -372,6 +376,17 @@ TEST_CASE("convert() reads the tokenizer before the graph") {
   CHECK(seen[1] == std::make_pair(ConvertStep::Tokenizer, true));
   CHECK(seen[2] == std::make_pair(ConvertStep::Graph, false));
   CHECK(!fs::exists(o.output_path));
+
+  // So does a BPE tokenizer.json (issue 9).
+  write_text(dir.file("bpe.json"), kBpeTokenizerJson);
+  o.tokenizer_path = dir.file("bpe.json");
+  seen.clear();
+  const std::string err3 = error_of([&] {
+    convert(o, [&](const ConvertProgress& p, const ConvertReport&) { seen.push_back({p.step, p.finished}); });
+  });
+  CHECK(contains(err3, "not an ONNX model"));
+  REQUIRE(seen.size() == 3);
+  CHECK(seen[1] == std::make_pair(ConvertStep::Tokenizer, true));
 }
 
 TEST_CASE("convert() refuses inconsistent options before reading anything") {

@@ -427,8 +427,14 @@ TEST_CASE("format 3 records: unknown, duplicate, misplaced and mistyped tags") {
     auto b = good;
     const size_t at = testing::section_offset(b, testing::kTokenizerSec);
     REQUIRE(std::string(&b[at + 4], 9) == "wordpiece");
-    testing::splice(b, at, at + 4 + 9, enc_str("bpe"));
-    has(error_with(b), "tokenizer: kind 'bpe' is not supported by this spinel (supported: wordpiece)");
+    testing::splice(b, at, at + 4 + 9, enc_str("unigram"));
+    has(error_with(b),
+        "tokenizer: kind 'unigram' is not supported by this spinel (supported: wordpiece, bpe, "
+        "sentencepiece)");
+    // A known kind over another kind's bytes is that kind's error.
+    auto c = good;
+    testing::splice(c, at, at + 4 + 9, enc_str("bpe"));
+    has(error_with(c), "tokenizer: BPE tokenizer section has a bad magic number");
   }
   SUBCASE("unknown value row kind, named output past the values") {
     auto b = good;

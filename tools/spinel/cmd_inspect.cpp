@@ -5,6 +5,7 @@
 #include "runtime/platform.h"
 #include "runtime/prepared.h"
 #include "runtime/spnl.h"
+#include "runtime/tokenizer/wordpiece.h"
 #include "runtime/util/json.h"
 #include "tools/spinel/args.h"
 #include "tools/spinel/commands.h"
@@ -140,10 +141,12 @@ int cmd_inspect(int argc, char** argv) {
       for (const GraphOutput& go : m->graph().outputs) o += "," + json::quote(go.name);
       o += "]";
       const auto& tk = m->tokenizer();
-      o += ",\"tokenizer\":{\"type\":\"wordpiece\",\"vocab_size\":" +
-           std::to_string(tk.vocab_size()) +
-           ",\"lowercase\":" + (tk.options().lowercase ? "true" : "false") +
-           ",\"strip_accents\":" + (tk.options().strip_accents ? "true" : "false") + "}";
+      o += ",\"tokenizer\":{\"type\":" + json::quote(tk.kind()) +
+           ",\"vocab_size\":" + std::to_string(tk.vocab_size());
+      if (const auto* wp = dynamic_cast<const WordPieceTokenizer*>(&tk))
+        o += std::string(",\"lowercase\":") + (wp->options().lowercase ? "true" : "false") +
+             ",\"strip_accents\":" + (wp->options().strip_accents ? "true" : "false");
+      o += ",\"description\":" + json::quote(tk.describe()) + "}";
       o += ",\"ops\":[";
       for (size_t i = 0; i < m->graph().ops.size(); ++i) {
         const Op& op = m->graph().ops[i];
@@ -192,8 +195,7 @@ int cmd_inspect(int argc, char** argv) {
                 (long long)c.vocab_size, (long long)c.max_position, (long long)c.type_vocab_size);
     std::printf("activation     %s; LayerNorm eps %g\n", activation_name(c.hidden_act),
                 c.layer_norm_eps);
-    std::printf("tokenizer      WordPiece, %zu tokens, %s\n", m->tokenizer().vocab_size(),
-                m->tokenizer().options().lowercase ? "lower-cased" : "cased");
+    std::printf("tokenizer      %s\n", m->tokenizer().describe().c_str());
     int s8 = 0, sparse = 0, linears = 0, static_act = 0;
     for (const Op& op : m->graph().ops) {
       if (op.kind != OpKind::Linear) continue;

@@ -13,7 +13,7 @@
 
 #include "runtime/error.h"
 #include "runtime/spnl.h"
-#include "runtime/tokenizer/wordpiece.h"
+#include "runtime/tokenizer/tokenizer.h"
 #include "runtime/util/json.h"
 #include "runtime/util/text_input.h"
 #include "tools/spinel/args.h"
@@ -32,10 +32,12 @@ const char* kDetails =
     "{\"ids\":[...],\"type_ids\":[...],\"tokens\":[...],\"truncated\":false}\n"
     "\n"
     "  MODEL.spnl          use the tokenizer stored in a converted model\n"
-    "  --tokenizer FILE    an HF tokenizer.json (WordPiece), or a vocab.txt (one token per line)\n"
+    "  --tokenizer FILE    an HF tokenizer.json (WordPiece or BPE model), a SentencePiece .model,\n"
+    "                      or a vocab.txt (one token per line)\n"
     "  --text T            a text to tokenize (repeatable)\n"
     "  --input FILE        one text per line ('-' for stdin); empty lines are empty texts\n"
-    "  --pair B            second text for every input ([CLS] A [SEP] B [SEP])\n"
+    "  --pair B            second text for every input (the tokenizer's pair template,\n"
+    "                      e.g. [CLS] A [SEP] B [SEP])\n"
     "  --max-length N      truncate to N tokens, longest segment first (default 0: no limit)\n"
     "  --no-lowercase      vocab.txt only: keep case and accents (cased models)\n";
 
@@ -50,7 +52,7 @@ int usage_error(const std::string& msg) {
   return 2;
 }
 
-void print_encoding(const WordPieceTokenizer& tok, const Encoding& e) {
+void print_encoding(const Tokenizer& tok, const Encoding& e) {
   std::string s = "{\"ids\":[";
   for (size_t i = 0; i < e.ids.size(); ++i) s += (i ? "," : "") + std::to_string(e.ids[i]);
   s += "],\"type_ids\":[";
@@ -118,10 +120,11 @@ int cmd_tokenize(int argc, char** argv) {
   }
   if (texts.empty() && input_path.empty())
     return usage_error("nothing to tokenize: use --text or --input");
-  if (!lowercase && (tokenizer_path.empty() || ends_with(tokenizer_path, ".json"))) {
+  if (!lowercase && (tokenizer_path.empty() || ends_with(tokenizer_path, ".json") ||
+                     ends_with(tokenizer_path, ".model"))) {
     return usage_error(
-        "--no-lowercase applies to a vocab.txt only (tokenizer.json and .spnl carry their own "
-        "options)");
+        "--no-lowercase applies to a vocab.txt only (tokenizer.json, .model and .spnl carry their "
+        "own options)");
   }
 
   try {
@@ -132,19 +135,15 @@ int cmd_tokenize(int argc, char** argv) {
     }
 
     std::shared_ptr<const Model> model;
-    WordPieceTokenizer loaded;
-    const WordPieceTokenizer* tok = nullptr;
+    AnyTokenizer loaded;
+    const Tokenizer* tok = nullptr;
     if (!model_path.empty()) {
       model = Model::load(model_path);
       tok = &model->tokenizer();
     } else {
-      if (ends_with(tokenizer_path, ".json")) {
-        loaded = WordPieceTokenizer::from_tokenizer_json(tokenizer_path);
-      } else {
-        WordPieceOptions opts;
-        opts.lowercase = opts.strip_accents = lowercase;
-        loaded = WordPieceTokenizer::from_vocab_file(tokenizer_path, opts);
-      }
+      TokenizerFileOptions opts;
+      opts.lowercase = lowercase;
+      loaded = load_tokenizer_file(tokenizer_path, opts);
       tok = &loaded;
     }
 
