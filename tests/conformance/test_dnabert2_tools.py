@@ -280,3 +280,59 @@ def test_tokenizer_structure(tmp_path):
                                  sep_token="[SEP]", pad_token="[PAD]", mask_token="[MASK]")
     b = hf(["ACGT", "ACGTACGTAC"], padding=True)
     assert b["input_ids"][0][-1] == 3 and b["attention_mask"][0][-1] == 0
+
+
+# ---- the trained task (train_task.py --quick, ~2-3 minutes) -----------------------------
+
+@pytest.fixture(scope="session")
+def dnabert2_task(tmp_path_factory):
+    """train_task.py --quick output: in $SPINEL_TEST_CACHE/dnabert2-task-quick when that is set
+    (reused when complete), else in a pytest tmp dir."""
+    cache = os.environ.get("SPINEL_TEST_CACHE")
+    out = pathlib.Path(cache) / "dnabert2-task-quick" if cache else tmp_path_factory.mktemp("dnabert2") / "task"
+    if not (out / "summary.json").exists():
+        subprocess.run([sys.executable, str(TOOLS / "train_task.py"), "--quick", "-o", str(out)], check=True)
+    return out
+
+
+def test_task_quick_predictions_reproduce_in_onnxruntime(dnabert2_task):
+    from tokenizers import Tokenizer
+
+    out = dnabert2_task
+    summary = json.loads((out / "summary.json").read_text())
+    held = json.loads((out / "heldout.json").read_text())
+    assert len(held["sequences"]) == len(held["labels"]) == summary["heldout_sequences"]
+    assert all(70 <= len(s) <= 500 for s in held["sequences"])
+    assert summary["config"]["num_attention_heads"] & (summary["config"]["num_attention_heads"] - 1), \
+        "the CI task's head count should not be a power of two"
+    for name in ("dense", "pruned"):
+        pred = json.loads((out / name / "predictions.json").read_text())
+        assert pred["accuracy"] > 0.8, (name, pred["accuracy"])
+        assert pred["accuracy"] == summary["results"][name]["accuracy"]
+        tok = Tokenizer.from_file(str(out / name / "tokenizer.json"))
+        sess = ort.InferenceSession(str(out / name / "model.onnx"), providers=["CPUExecutionProvider"])
+        ids = [tok.encode(s).ids for s in held["sequences"]]
+        logits = np.zeros((len(ids), summary["config"]["num_labels"]), dtype=np.float32)
+        for start in range(0, len(ids), 50):
+            chunk = ids[start:start + 50]
+            s = max(len(i) for i in chunk)
+            x = np.full((len(chunk), s), 3, dtype=np.int64)
+            m = np.zeros_like(x)
+            for r, i in enumerate(chunk):
+                x[r, :len(i)], m[r, :len(i)] = i, 1
+            logits[start:start + len(chunk)] = sess.run(["logits"], {"input_ids": x, "attention_mask": m,
+                                                                     "token_type_ids": np.zeros_like(x)})[0]
+        np.testing.assert_allclose(logits, np.asarray(pred["logits"]), atol=1e-4)
+        assert logits.argmax(1).tolist() == pred["predictions"]
+        acc = float(np.mean(logits.argmax(1) == np.asarray(held["labels"])))
+        assert acc == pytest.approx(pred["accuracy"])
+    proto = onnx.load(str(out / "pruned" / "model.onnx"))
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    n = 0
+    for node in proto.graph.node:
+        if node.op_type == "MatMul" and node.input[1] in inits:
+            w = inits[node.input[1]]  # K x N; a 4x1 block = 4 consecutive N in one K row
+            zero = np.all(w.reshape(w.shape[0], -1, 4) == 0, axis=2).mean()
+            assert zero == pytest.approx(0.8, abs=0.01), (node.name, zero)
+            n += 1
+    assert n == 4 * summary["config"]["num_hidden_layers"]
