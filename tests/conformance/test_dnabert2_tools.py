@@ -234,8 +234,7 @@ def test_loader_accepts_checkpoint_forms(tmp_path):
 def test_export_cli_on_random_folder(tmp_path):
     """The command a user runs on a checkpoint folder: exports, copies the tokenizer, checks ORT."""
     folder = tmp_path / "ckpt"
-    subprocess.run([sys.executable, str(TOOLS / "make_random_checkpoint.py"), "--layers", "1", "--hidden", "40",
-                    "--heads", "5", "--intermediate", "16", "--classifier", "4", "-o", str(folder)], check=True)
+    dm.save_folder(mrc.make(layers=1, hidden=40, heads=5, intermediate=16, vocab=64, classifier=4), str(folder))
     (folder / "tokenizer.json").write_text("{}")
     out = tmp_path / "out" / "model.onnx"
     r = subprocess.run([sys.executable, str(TOOLS / "export_onnx.py"), str(folder), "-o", str(out), "--opset", "14"],
