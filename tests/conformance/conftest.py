@@ -389,6 +389,19 @@ def capi(spinel):
     return spinel.capi
 
 
+@pytest.fixture(scope="session")
+def dnabert2_task(tmp_path_factory):
+    """tools/dnabert2/train_task.py --quick output (DNABERT-2 classifier, dense and pruned, held-out
+    set, PyTorch predictions): in $SPINEL_TEST_CACHE/dnabert2-task-quick when that is set (reused
+    when complete), else in a pytest tmp dir. Here so that one session trains it once."""
+    cache = os.environ.get("SPINEL_TEST_CACHE")
+    out = pathlib.Path(cache) / "dnabert2-task-quick" if cache else tmp_path_factory.mktemp("dnabert2") / "task"
+    if not (out / "summary.json").exists():
+        subprocess.run([sys.executable, str(ROOT / "tools" / "dnabert2" / "train_task.py"), "--quick",
+                        "-o", str(out)], check=True)
+    return out
+
+
 # ---- sentences and their ids --------------------------------------------------------
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,10 @@
 """DNABERT-2 (models/dnabert2/): spinel vs ONNX Runtime on DNABERT-2-architecture exports.
 
-Exports come from tests/conformance/dnabert2_test_export.py (a test-only stand-in for
-tools/dnabert2/), random weights: a small model with 6 heads (not a power of two), one
-with 3 heads and a classifier, and the 12 x 768 full-size one. When the project's own
-exports are ready (/work/main/work/dnabert2/READY-export.txt, or SPINEL_DNABERT2_EXPORTS
-pointing at such a file) they are tested the same way.
+Exports: tests/conformance/dnabert2_test_export.py builds graphs with random weights (a small
+model with 6 heads (not a power of two), one with 3 heads and a classifier, the 12 x 768
+full-size one) and the deliberately wrong ones the recogniser must refuse (a wrong slope, an
+asymmetric bias, a fixed-length bias); the project's own tools/dnabert2 scripts (real parameter
+names, the path a user with the real checkpoint takes) export two more, tested the same way.
 
 The BPE tokenizer is not part of this module: the .spnl is converted with a WordPiece
 vocab.txt of specials + A/C/G/T k-mers (as many entries as the model's vocabulary), and
@@ -203,23 +203,31 @@ def test_not_alibi_is_rejected(spinel, dna_dir, variant, reason):
     assert reason in p.stderr, p.stderr[-3000:]
 
 
-def project_exports():
-    ready = pathlib.Path(os.environ.get("SPINEL_DNABERT2_EXPORTS", "/work/main/work/dnabert2/READY-export.txt"))
-    if not ready.exists():
-        return []
-    out = []
-    for line in ready.read_text().splitlines():
-        first = (line.split() or [""])[0]
-        if first.endswith(".onnx"):
-            p = pathlib.Path(first)
-            out.append(p if p.is_absolute() else ready.parent / p)
+TOOLS = pathlib.Path(__file__).resolve().parents[2] / "tools" / "dnabert2"
+
+
+def project_export(dna_dir, opset, classifier):
+    """A small random checkpoint with the real DNABERT-2 parameter names (6 heads: not a power
+    of two), exported by the project's own tools/dnabert2 scripts (the path a user with the
+    real checkpoint takes)."""
+    name = f"proj-{'cls' if classifier else 'enc'}-{opset}"
+    out = dna_dir / name / "model.onnx"
+    if not out.exists():
+        hf = dna_dir / name / "hf"
+        args = ["--layers", "2", "--hidden", "288", "--heads", "6", "--intermediate", "576",
+                "--vocab", "300", "--seed", "3", "-o", str(hf)]
+        if classifier:
+            args[-2:-2] = ["--classifier", "3"]
+        subprocess.run([sys.executable, str(TOOLS / "make_random_checkpoint.py"), *args], check=True,
+                       capture_output=True, text=True, timeout=600)
+        subprocess.run([sys.executable, str(TOOLS / "export_onnx.py"), str(hf), "-o", str(out),
+                        "--opset", str(opset)], check=True, capture_output=True, text=True, timeout=900)
     return out
 
 
-@pytest.mark.parametrize("onnx_path", project_exports() or [None])
-def test_project_exports_fp32_vs_ort(spinel, dna_dir, onnx_path):
-    if onnx_path is None:
-        pytest.skip("no tools/dnabert2 exports listed yet (READY-export.txt)")
+@pytest.mark.parametrize("opset,classifier", [(14, False), (17, True)])
+def test_project_exports_fp32_vs_ort(spinel, dna_dir, opset, classifier):
+    onnx_path = project_export(dna_dir, opset, classifier)
     name = "proj-" + onnx_path.parent.name + "-" + onnx_path.stem
     spnl, ids, _, _ = check_fp32(spinel, dna_dir, onnx_path, name, [1, 7, 65, 200])
     outputs = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).get_outputs()
