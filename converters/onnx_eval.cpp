@@ -15,6 +15,8 @@ using onnx::TensorProto;
 // Results bigger than this keep their shape only: the patterns evaluated
 // here never need the data of a tensor this large.
 constexpr int64_t kMaxDataElements = int64_t{1} << 24;
+// Constants larger than this are known by their shape only (see eval()).
+constexpr int64_t kMaxConstValues = int64_t{1} << 16;
 
 bool int_type(int32_t t) {
   return t != TensorProto::FLOAT && t != TensorProto::DOUBLE && t != TensorProto::FLOAT16 &&
@@ -133,6 +135,20 @@ std::optional<EvalTensor> SubgraphEval::eval(const std::string& value, std::stri
       continue;
     }
     if (g_.is_const(v)) {
+      // A weight matrix feeds a MatMul (or an embedding table a Gather) whose
+      // result matters here only by its shape: taking its values would copy
+      // every weight of the encoder into doubles, once per check (minutes for
+      // a 117M model). Other constants (shapes, slopes, buffers) keep their
+      // values.
+      const std::vector<int64_t> cd = g_.consts().dims(v);
+      bool weight_only = product(cd) > kMaxConstValues;
+      for (int c : g_.consumers(v))
+        weight_only = weight_only && (g_.is_op(c, "MatMul") || g_.is_op(c, "Gemm") || g_.is_op(c, "Gather"));
+      if (weight_only) {
+        memo_[v] = EvalTensor::shape_only(cd, int_type(g_.consts().elem_type(v)));
+        stack.pop_back();
+        continue;
+      }
       const ConstValue c = g_.consts().value(v);
       EvalTensor t;
       t.dims = c.dims;

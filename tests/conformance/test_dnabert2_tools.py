@@ -283,15 +283,7 @@ def test_tokenizer_structure(tmp_path):
 
 # ---- the trained task (train_task.py --quick, ~2-3 minutes) -----------------------------
 
-@pytest.fixture(scope="session")
-def dnabert2_task(tmp_path_factory):
-    """train_task.py --quick output: in $SPINEL_TEST_CACHE/dnabert2-task-quick when that is set
-    (reused when complete), else in a pytest tmp dir."""
-    cache = os.environ.get("SPINEL_TEST_CACHE")
-    out = pathlib.Path(cache) / "dnabert2-task-quick" if cache else tmp_path_factory.mktemp("dnabert2") / "task"
-    if not (out / "summary.json").exists():
-        subprocess.run([sys.executable, str(TOOLS / "train_task.py"), "--quick", "-o", str(out)], check=True)
-    return out
+# dnabert2_task: the shared fixture in conftest.py (one training per pytest session).
 
 
 def test_task_quick_predictions_reproduce_in_onnxruntime(dnabert2_task):
