@@ -104,16 +104,16 @@ def _corrupt_spnl(kind, data):
     if kind == "unknown_op_attribute":
         g = F.walk_graph(buf)
         i = next(k for k, op in enumerate(g["ops"]) if op["kind"].value == F.ATTENTION)
-        return bytes(F.add_op_attr(buf, i, "alibi", F.BOOL, True)), \
-            [g["ops"][i]["name"].text, "'alibi'", "newer spinel"]
+        return bytes(F.add_op_attr(buf, i, "rotary", F.BOOL, True)), \
+            [g["ops"][i]["name"].text, "'rotary'", "newer spinel"]
     if kind == "unknown_architecture":
         a = F.walk_config(buf)["architecture"]
         return bytes(F.splice(buf, a.length.at, a.end, F.pack_str("roberta"))), \
             ["architecture 'roberta' is not supported by this spinel (supported: bert"]
     if kind == "unknown_tokenizer_kind":
         k = F.walk_tokenizer(buf)["kind"]
-        return bytes(F.splice(buf, k.length.at, k.end, F.pack_str("sentencepiece"))), \
-            ["tokenizer", "'sentencepiece'", "supported: wordpiece"]
+        return bytes(F.splice(buf, k.length.at, k.end, F.pack_str("wordlevel"))), \
+            ["tokenizer", "'wordlevel'", "supported: wordpiece"]
     if kind == "graph_offset_past_end":
         h["offsets"][2] = n + 4096
         write_header(buf, h)

@@ -283,11 +283,20 @@ def test_roberta_with_config_json(spinel, variant, minilm_model_dir, tmp_path):
     assert "[2/3] reading" in err
 
 
-def test_bpe_tokenizer_is_reported_before_the_graph(spinel, variant, tmp_path):
-    err = refused(spinel, variant("roberta"), tmp_path)
-    assert "tokenizer.json" in err and '"BPE"' in err and "only WordPiece" in err
-    assert "RoBERTa is not supported yet" in err
+def test_unsupported_tokenizer_is_reported_before_the_graph(spinel, variant, tmp_path):
+    """A RoBERTa export whose tokenizer.json is replaced by a Unigram one (a model type spinel
+    does not read): the tokenizer is refused before any graph work. With its own byte-level BPE
+    tokenizer it gets past the tokenizer and is refused as an unsupported family."""
+    src = variant("roberta")
+    d = tmp_path / "unigram"
+    shutil.copytree(src.parent, d)
+    (d / "tokenizer.json").write_text(json.dumps(
+        {"version": "1.0", "model": {"type": "Unigram", "unk_id": 0, "vocab": [["a", 0.0]]}}))
+    err = refused(spinel, d / src.name, tmp_path, "--tokenizer", d / "tokenizer.json")
+    assert "tokenizer.json" in err and "Unigram" in err, err
     assert "[2/3]" not in err, "the graph was read before the tokenizer was checked"
+    err = refused(spinel, src, tmp_path)
+    assert "RoBERTa is not supported yet" in err
 
 
 def test_many_unsupported_nodes_are_counted(spinel, variant, tmp_path):

@@ -555,9 +555,9 @@ def _attr_retyped(c, tag, typ):
     return c.edit((rec.type, typ))
 
 
-case("op_attr_unknown", "an Attention attribute 'alibi' this spinel does not know",
-     lambda c: (F.add_op_attr(c.good, c.ATT, "alibi", F.BOOL, True),
-                [c.opname(c.ATT), "alibi", "newer spinel"]))
+case("op_attr_unknown", "an Attention attribute 'rotary' this spinel does not know",
+     lambda c: (F.add_op_attr(c.good, c.ATT, "rotary", F.BOOL, True),
+                [c.opname(c.ATT), "rotary", "newer spinel"]))
 case("op_attr_unknown_empty_tag", "an attribute with an empty tag",
      lambda c: (F.add_op_attr(c.good, c.ATT, "", F.I64, 1), [c.opname(c.ATT), "not known"]))
 case("op_attr_duplicate", "the Attention scale given twice",
@@ -629,9 +629,9 @@ case("config_architecture_roberta", "architecture 'roberta' (no family module)",
 case("config_default_pool_unknown", "default pooling names an output the graph lacks",
      lambda c: (F.splice(c.good, c.cfg["default_pool"].length.at, c.cfg["default_pool"].end,
                          F.pack_str("pooler_output")), ["default pooling", "pooler_output"]))
-case("tokenizer_kind_bpe", "tokenizer kind 'bpe'",
-     lambda c: (F.splice(c.good, c.tok["kind"].length.at, c.tok["kind"].end, F.pack_str("bpe")),
-                ["kind 'bpe'", "supported: wordpiece"]))
+case("tokenizer_kind_unknown", "tokenizer kind 'wordlevel' (not one spinel reads)",
+     lambda c: (F.splice(c.good, c.tok["kind"].length.at, c.tok["kind"].end, F.pack_str("wordlevel")),
+                ["kind 'wordlevel'", "supported: wordpiece"]))
 case("tokenizer_kind_empty", "an empty tokenizer kind",
      lambda c: (F.splice(c.good, c.tok["kind"].length.at, c.tok["kind"].end, F.pack_str("")),
                 ["tokenizer", "kind"]))

@@ -47,7 +47,7 @@ const char* kHelp =
     "                 ByteLevel, Sequence of them\n"
     "    added_tokens all options; decoder ignored (spinel does not decode)\n"
     "  Other model types (WordLevel, Unigram) and other features are refused, named.\n"
-    "  SentencePiece .model: its own normalizer and segmentation (libsentencepiece);\n"
+    "  SentencePiece .model: its own normalizer and piece splitting (libsentencepiece);\n"
     "    specials: [CLS] A [SEP] when the model has [CLS]/[SEP], else <s> A </s> with its\n"
     "    bos/eos, else none.\n"
     "\n"
