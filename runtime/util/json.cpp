@@ -3,6 +3,8 @@
 // capped so hostile input cannot overflow the stack.
 #include "runtime/util/json.h"
 
+#include "runtime/tokenizer/text.h"
+
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -26,23 +28,7 @@ namespace {
 
 constexpr int kMaxDepth = 512;
 
-void append_utf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-}
+void append_utf8(std::string& out, uint32_t cp) { text::append_utf8(out, static_cast<char32_t>(cp)); }
 
 // Length of the valid UTF-8 sequence at s[i], or 0 when it is not valid
 // (overlong forms, surrogates and values past U+10FFFF are invalid).
