@@ -1,6 +1,7 @@
 #include "runtime/session.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <thread>
 
@@ -105,6 +106,9 @@ struct Session::Impl {
   std::vector<int32_t> ids, type_ids, positions;
   std::vector<int64_t> offsets;
   int64_t last_seqs = 0, last_tokens = 0;
+  bool profiling = false;
+  std::vector<double> op_seconds;
+  int64_t profiled_runs = 0;
 
   explicit Impl(const Model& m) : plan(m.graph()) {}
 };
@@ -129,6 +133,17 @@ Session::~Session() = default;
 const Backend& Session::backend() const { return prepared_->backend(); }
 
 void Session::set_linear_observer(LinearObserver f) { impl_->observer = std::move(f); }
+
+void Session::set_profiling(bool on) {
+  impl_->profiling = on;
+  if (on) {
+    impl_->op_seconds.assign(model_->graph().ops.size(), 0.0);
+    impl_->profiled_runs = 0;
+  }
+}
+bool Session::profiling() const { return impl_->profiling; }
+const std::vector<double>& Session::op_seconds() const { return impl_->op_seconds; }
+int64_t Session::profiled_runs() const { return impl_->profiled_runs; }
 
 size_t Session::arena_bytes() const {
   return impl_->arena_mem.capacity() * sizeof(float) + impl_->ws.bytes();
@@ -191,9 +206,16 @@ HiddenStates Session::run(const std::vector<Sequence>& batch) {
       io.out_rows = rows_of(op.out);
       io.out_width = g.values[op.out].width;
       if (op.kind == OpKind::Linear && s.observer) s.observer(i, io.in0, io.in_rows, io.in_width);
+      if (!s.profiling) {
+        p.impl(i).run(op, p.op(i), io, ctx);
+        continue;
+      }
+      const auto t0 = std::chrono::steady_clock::now();
       p.impl(i).run(op, p.op(i), io, ctx);
+      s.op_seconds[i] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     }
   });
+  if (s.profiling) ++s.profiled_runs;
   s.last_seqs = num_seqs;
   s.last_tokens = T;
 

@@ -84,6 +84,15 @@ class Session {
   // Bytes of activation memory currently held by the arena and scratch.
   size_t arena_bytes() const;
 
+  // Per-op wall time: while profiling is on, every run adds each op's time
+  // (seconds, indexed like model().graph().ops) and counts the run.
+  // Switching it on clears what was gathered. Off by default: two clock
+  // reads per op. See runtime/profile.h for a summary by op class.
+  void set_profiling(bool on);
+  bool profiling() const;
+  const std::vector<double>& op_seconds() const;
+  int64_t profiled_runs() const;
+
   struct Impl;  // opaque: memory plan, arena, workspace
 
  private:

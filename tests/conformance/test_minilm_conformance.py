@@ -16,6 +16,8 @@ sentences, and text input through spinel's own tokenizer must give the same
 embeddings as the HF ids.
 """
 
+import json
+
 import numpy as np
 import pytest
 
@@ -284,3 +286,26 @@ def test_capi_tokenize_matches_hf(capi, converted, sentences, hf_ids):
         bad = [i for i, s in enumerate(sentences) if m.tokenize(s) != hf_ids[i]]
         assert not bad, f"spinel_tokenize differs from HF on inputs {bad}"
         assert m.tokenize(sentences[-3], max_length=16) == hf_ids[-3][:15] + [102]
+
+
+def test_profile_reports_every_op_and_changes_no_output(spinel, converted, sentences):
+    """`run --profile --repeat N` prints the per-op-class table on stderr,
+    counts N runs (the warm-up excluded) and leaves stdout as without it."""
+    _, spnl = converted("minilm17")
+    args = ["--text", sentences[0], "--text", sentences[1], "--pool", "mean", *THREADS]
+    plain = spinel.run_json(spnl, *args)
+    p = spinel.cli("run", spnl, *args, "--profile", "--repeat", "3")
+    profiled = [json.loads(line) for line in p.stdout.splitlines()]
+    assert [r["embedding"] for r in profiled] == [r["embedding"] for r in plain]
+    err = p.stderr
+    assert "profile:" in err and "over 3 runs" in err, err
+    rows = [l.split() for l in err.splitlines() if l.split() and l.split()[0] in
+            ("Linear", "Attention", "LayerNorm", "Embedding", "Activation", "Pool")]
+    kinds = {r[0] for r in rows}
+    assert {"Linear", "Attention", "LayerNorm", "Embedding"} <= kinds, err
+    # MiniLM: 6 layers x (3 projections fused or not + out + 2 FFN) Linears; each
+    # op counted once, shares summing to ~100%.
+    n_ops = sum(int(r[2]) for r in rows)
+    info = json.loads(spinel.cli("inspect", spnl, "--json").stdout)
+    assert n_ops == len(info["ops"]), err
+    assert abs(sum(float(r[4].rstrip("%")) for r in rows) - 100.0) < 0.5, err

@@ -8,6 +8,7 @@
 #include "runtime/error.h"
 #include "kernels/cpu/isa.h"
 #include "runtime/prepared.h"
+#include "runtime/profile.h"
 #include "runtime/session.h"
 #include "tests/unit/reference_run.h"
 #include "tests/unit/tiny_model.h"
@@ -80,6 +81,55 @@ TEST_CASE("a packed batch gives the same rows as running each sequence alone") {
     const size_t n = batch[i].ids.size() * one.width;
     CHECK(max_abs_diff(one.data, all.data() + packed.offsets[i] * packed.width, n) < 1e-5);
   }
+}
+
+TEST_CASE("profiling times every op of the runs it covers and changes no result") {
+  auto m = make_model({}, "session-profile");
+  const auto batch = random_batch(*m, {7, 13}, 21);
+  Session s(m, 2);
+  const HiddenStates plain = s.run(batch);
+  const std::vector<float> before(plain.data, plain.data + plain.offsets.back() * plain.width);
+  CHECK_FALSE(s.profiling());
+  CHECK(s.profiled_runs() == 0);
+  CHECK(profile_by_class(s).empty());
+
+  s.set_profiling(true);
+  const HiddenStates h = s.run(batch);
+  CHECK(max_abs_diff(h.data, before.data(), before.size()) == 0.0);
+  s.run(batch);
+  const size_t n_ops = m->graph().ops.size();
+  REQUIRE(s.op_seconds().size() == n_ops);
+  CHECK(s.profiled_runs() == 2);
+  double total = 0;
+  for (double t : s.op_seconds()) {
+    CHECK(t >= 0.0);
+    total += t;
+  }
+  CHECK(total > 0.0);
+
+  const std::vector<ProfileClass> rows = profile_by_class(s);
+  int64_t ops = 0;
+  double percent = 0, ms = 0;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    ops += rows[i].ops;
+    percent += rows[i].percent;
+    ms += rows[i].ms_per_run;
+    if (i > 0) CHECK(rows[i - 1].ms_per_run >= rows[i].ms_per_run);
+  }
+  CHECK(ops == static_cast<int64_t>(n_ops));
+  CHECK(percent == doctest::Approx(100.0).epsilon(1e-9));
+  CHECK(ms == doctest::Approx(total * 1e3 / 2).epsilon(1e-9));
+  const std::string table = profile_table(rows, s.profiled_runs());
+  CHECK(table.find("Linear") != std::string::npos);
+  CHECK(table.find("over 2 runs") != std::string::npos);
+
+  // Switching it on again starts over; off keeps what was gathered.
+  s.set_profiling(true);
+  CHECK(s.profiled_runs() == 0);
+  s.run(batch);
+  s.set_profiling(false);
+  s.run(batch);
+  CHECK(s.profiled_runs() == 1);
 }
 
 TEST_CASE("the arena grows to the largest batch and is reused") {

@@ -7,6 +7,7 @@
 
 #include "runtime/error.h"
 #include "runtime/platform.h"
+#include "runtime/profile.h"
 #include "runtime/session.h"
 #include "runtime/util/chunk.h"
 #include "runtime/util/fasta.h"
@@ -69,6 +70,10 @@ const char* kHelp =
     "                     definition the tests compare against)\n"
     "  --isa NAME         cap the instruction set: avx512vnni, avxvnni, avx2 or scalar\n"
     "                     (default: the best this CPU runs; same as SPINEL_ISA)\n"
+    "  --repeat N         run each batch N times (the output is printed once): for timing\n"
+    "  --profile          after the run, print on stderr where the time went: per op class\n"
+    "                     (op kind and kernel), ms per run and share; the first run is a\n"
+    "                     warm-up and is not counted\n"
     "  --format json|table  JSON lines (default), or a readable table with the pairwise\n"
     "                     cosine similarity of the pooled vectors\n"
     "  -h, --help         this text\n"
@@ -225,8 +230,8 @@ int cmd_run(int argc, char** argv) {
   try {
     Args args(argc, argv,
               {"input", "pool", "threads", "batch-size", "max-length", "format", "isa", "backend",
-               "fasta", "on-bad-record", "chunk", "chunk-overlap"},
-              {"help", "normalize", "no-truncation"}, {"text", "ids"});
+               "fasta", "on-bad-record", "chunk", "chunk-overlap", "repeat"},
+              {"help", "normalize", "no-truncation", "profile"}, {"text", "ids"});
     if (args.has("help")) {
       std::fputs(kHelp, stdout);
       return 0;
@@ -368,6 +373,8 @@ int cmd_run(int argc, char** argv) {
     sopts.threads = threads;
     sopts.backend = args.get("backend", "cpu");
     Session session(model, sopts);
+    const int64_t repeat = args.get_int("repeat", 1, 1, 100000);
+    const bool profile = args.has("profile");
     std::unique_ptr<Progress> progress;
     if (args.has("input") || args.has("fasta"))
       progress = std::make_unique<Progress>("spinel run", inputs.size());
@@ -387,7 +394,14 @@ int cmd_run(int argc, char** argv) {
       const size_t e = std::min(work.size(), b + static_cast<size_t>(batch_size));
       std::vector<Sequence> batch;
       for (size_t k = b; k < e; ++k) batch.push_back(inputs[work[k].first].windows[work[k].second]);
-      const HiddenStates h = session.run(batch);
+      HiddenStates h = session.run(batch);
+      if (profile && !session.profiling()) {
+        // The first run of the first batch warms caches and the thread pool:
+        // not counted; the first batch runs once more instead.
+        session.set_profiling(true);
+        h = session.run(batch);
+      }
+      for (int64_t r = 1; r < repeat; ++r) h = session.run(batch);
       std::vector<std::vector<float>> pooled;
       if (embed) pooled = spinel::pooled(session, h, pool_name, false);
       OutputView logits;
@@ -448,6 +462,10 @@ int cmd_run(int argc, char** argv) {
       if (progress) progress->update(static_cast<int64_t>(work[e - 1].first + 1));
     }
     if (progress) progress->finish();
+    if (profile) {
+      std::fprintf(stderr, "\nprofile: %s, %d threads, backend %s\n%s", args.positionals()[0].c_str(), session.threads(),
+                   sopts.backend.c_str(), profile_table(profile_by_class(session), session.profiled_runs()).c_str());
+    }
 
     if (format == "table") {
       std::printf("%-4s %-6s %-8s %-36s %s\n", "#", "tokens", "bp", "input",
