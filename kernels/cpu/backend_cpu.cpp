@@ -188,15 +188,8 @@ class LinearCpu : public OpImpl {
                       int64_t N, const float* residual, float* y, RunContext& ctx) {
     const OpIO io{x, residual, T, y, T, K, N};
     if (st.f32) {
-      if (op.act != Activation::None && io.in1) {
-        // oneDNN 2.6 has no fast matmul for an eltwise post-op followed by a
-        // sum (it falls back to its reference loops, ~1000x slower here):
-        // add the residual afterwards.
-        st.f32->run(io.in0, T, nullptr, io.out);
-        add_rows(io.out, io.in1, T * N);
-      } else {
-        st.f32->run(io.in0, T, io.in1, io.out);
-      }
+      // (An activation followed by a residual is split inside DenseLinearF32.)
+      st.f32->run(io.in0, T, io.in1, io.out);
       return;
     }
     uint8_t* xq = ctx.ws.get<uint8_t>(kQuantX, static_cast<size_t>(T * K));

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <string>
 #include <mutex>
 
 #include "runtime/ir.h"
@@ -54,6 +55,10 @@ class DenseLinearF32 {
   ~DenseLinearF32();
   // residual may be null; y must not alias x; y may alias residual.
   void run(const float* x, int64_t M, const float* residual, float* y) const;
+  // oneDNN's name of the kernel run() uses for M rows with a residual (in
+  // place: y == residual) or without, e.g. "gemm:jit"; never "ref" for a
+  // shape we run (tests check).
+  std::string implementation(int64_t M, bool residual, bool in_place) const;
   int64_t K() const { return K_; }
   int64_t N() const { return N_; }
 

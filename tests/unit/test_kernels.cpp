@@ -482,6 +482,23 @@ TEST_CASE("linear: BERT shapes with all epilogues") {
       in_arena(2, [&] { check_linear(128, kn.first, kn.second, act, Res::Separate, true, 2); });
 }
 
+TEST_CASE("linear: no epilogue falls back to oneDNN's reference loops") {
+  // An eltwise post-op followed by a sum ran on "ref:any", ~1000x slower.
+  const int64_t K = 96, N = 160;
+  const auto w = random_vec(static_cast<size_t>(K * N), 81);
+  const auto b = random_vec(static_cast<size_t>(N), 82);
+  for (Activation act : {Activation::None, Activation::GeluErf, Activation::GeluTanh, Activation::Tanh}) {
+    k::DenseLinearF32 op(w.data(), b.data(), K, N, act);
+    for (int64_t M : {1, 37, 128})
+      for (auto [res, in_place] : {std::pair<bool, bool>{false, false}, {true, false}, {true, true}}) {
+        const std::string impl = op.implementation(M, res, in_place);
+        INFO("act=" << static_cast<int>(act) << " M=" << M << " residual=" << res << " in_place=" << in_place);
+        CHECK(!impl.empty());
+        CHECK(impl.find("ref") == std::string::npos);
+      }
+  }
+}
+
 TEST_CASE("linear: M = 0 is a no-op") {
   const auto w = random_vec(12, 1);
   k::DenseLinearF32 op(w.data(), nullptr, 3, 4, Activation::None);
