@@ -12,6 +12,11 @@ FUZZ_SECONDS="${SPINEL_FUZZ_SECONDS:-30}"
 "$ROOT/tools/setup.sh"
 "$ROOT/tools/build.sh"
 cd "$ROOT"
+# The pytest runs below share one cache of ONNX exports and trained test
+# models (made once per test.sh run, removed at its end).
+SPINEL_TEST_CACHE="$(mktemp -d -t spinel-test-cache.XXXXXX)"
+export SPINEL_TEST_CACHE
+trap 'rm -rf "$SPINEL_TEST_CACHE"' EXIT
 
 echo "== unit tests (ctest)"
 ctest --test-dir "$ROOT/build" --output-on-failure -j2

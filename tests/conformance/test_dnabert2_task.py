@@ -8,13 +8,13 @@ $SPINEL_TEST_CACHE) converted with its own BPE tokenizer.json and run from FASTA
   predictions on the whole held-out set, logits within 1e-4 (dense and pruned models).
 * INT8 (pruned, --quant int8, sparse auto): accuracy within 1 point of the pruned model's
   PyTorch FP32 accuracy.
-* A 5000 bp record through the 12 x 768 random model (tools/dnabert2, ~1070 tokens): an error
-  naming it and its token length without --chunk, windows with --chunk max.
+* A 5000 bp record (~1070 tokens) through a small random model of tools/dnabert2 with DNABERT-2's
+  512-token limit and vocabulary size: an error naming it and its token length without --chunk,
+  windows with --chunk max. (The 12 x 768 model is checked against ONNX Runtime in test_dnabert2.py.)
 * The C API: a C program tokenizes with spinel_tokenize, runs, reads spinel_session_pooled
   "logits" -- the same logits as the CLI.
 
-Every spinel run covers the whole held-out set once per model (module fixtures); the 117M
-model is exported once into $SPINEL_TEST_CACHE and only converted and run on one record here.
+Every spinel run covers the whole held-out set once per model (module fixtures).
 """
 
 import json
@@ -147,29 +147,30 @@ def test_int8_sparse_accuracy(task, models, cli_rows):
     assert abs(acc - fp32) <= 0.01
 
 
-# ---- a long record through the 12 x 768 model ----------------------------------------------
+# ---- a long record past the 512-token limit --------------------------------------------------
 
 @pytest.fixture(scope="module")
-def random_117m(spinel, task, model_cache, tmp_path_factory):
-    """tools/dnabert2's 12 x 768 random checkpoint (seed 0) exported encoder-only (cached),
-    converted afresh with the task's BPE tokenizer (vocab 4096 too)."""
-    folder = model_cache / "dnabert2-random-117m"
+def random_small(spinel, task, model_cache, tmp_path_factory):
+    """A 2 x 128 random checkpoint of tools/dnabert2 (seed 0; vocab 4096 and the 512-token limit
+    of DNABERT-2) exported encoder-only (cached), converted with the task's BPE tokenizer."""
+    folder = model_cache / "dnabert2-random-2x128"
     onnx_path = folder / "model.onnx"
     if not onnx_path.exists():
         if folder.exists():
             shutil.rmtree(folder)
-        for cmd in ([TOOLS / "make_random_checkpoint.py", "-o", folder / "hf"],
+        for cmd in ([TOOLS / "make_random_checkpoint.py", "--layers", "2", "--hidden", "128", "--heads", "4",
+                     "--intermediate", "256", "-o", folder / "hf"],
                     [TOOLS / "export_onnx.py", folder / "hf", "--opset", "17", "-o", folder / "tmp.onnx"]):
             subprocess.run([sys.executable, *map(str, cmd)], check=True, capture_output=True, timeout=1800)
         os.replace(folder / "tmp.onnx", onnx_path)  # complete files only
-    spnl = tmp_path_factory.mktemp("dnabert2-117m") / "random117m.spnl"
-    t0 = time.perf_counter()
-    spinel.cli("convert", onnx_path, "--tokenizer", task["dir"] / "tokenizer.json", "-o", spnl, timeout=1800)
-    print(f"convert 117M: {time.perf_counter() - t0:.1f} s")
+    spnl = tmp_path_factory.mktemp("dnabert2-small") / "random-2x128.spnl"
+    spinel.cli("convert", onnx_path, "--tokenizer", task["dir"] / "tokenizer.json", "-o", spnl)
+    info = json.loads(spinel.cli("inspect", spnl, "--json").stdout)
+    assert info["config"]["max_position"] == 512, info["config"]
     return spnl
 
 
-def test_long_record_needs_chunk(spinel, task, random_117m, tmp_path):
+def test_long_record_needs_chunk(spinel, task, random_small, tmp_path):
     sys.path.insert(0, str(TOOLS))
     import gen_dna
 
@@ -181,7 +182,7 @@ def test_long_record_needs_chunk(spinel, task, random_117m, tmp_path):
     lines = [seq[i:i + 70] for i in range(0, len(seq), 70)]
     fa.write_text(">short ok\n" + seq[:300].lower() + "\n>chr_long synthetic 5 kb\n" + "\n".join(lines) + "\n")
 
-    p = spinel.cli("run", random_117m, "--fasta", fa, *THREADS, check=False)
+    p = spinel.cli("run", random_small, "--fasta", fa, *THREADS, check=False)
     assert p.returncode == 1 and p.stdout == "", p.stderr
     err = p.stderr.strip()
     print(err)
@@ -189,7 +190,7 @@ def test_long_record_needs_chunk(spinel, task, random_117m, tmp_path):
         assert needle in err, needle
 
     t0 = time.perf_counter()
-    p = spinel.cli("run", random_117m, "--fasta", fa, "--chunk", "max", *THREADS)
+    p = spinel.cli("run", random_small, "--fasta", fa, "--chunk", "max", *THREADS)
     rows = read_rows(p.stdout)
     print(f"--chunk max, 2 records (300 bp, 5000 bp): {time.perf_counter() - t0:.1f} s; "
           f"chunks {[r['chunks'] for r in rows]}")
@@ -198,7 +199,7 @@ def test_long_record_needs_chunk(spinel, task, random_117m, tmp_path):
     assert rows[1]["tokens"] == n and rows[1]["length"] == 5000
     for r in rows:
         e = np.asarray(r["embedding"])
-        assert e.shape == (768,) and np.all(np.isfinite(e)) and np.abs(e).max() > 0
+        assert e.shape == (128,) and np.all(np.isfinite(e)) and np.abs(e).max() > 0
 
 
 # ---- the C API -------------------------------------------------------------------------------
