@@ -40,6 +40,12 @@ rounds of the per-round ratios t(ORT FP32)/t(runtime) and t(ORT INT8)/t(runtime)
 Correctness: cosine of each runtime's pooled vector vs ORT FP32 (minimum over the batch), and
 the minimum over all tokens of the per-token cosine of last_hidden_state rows vs ORT FP32.
 
+--bert-base DIR adds BERT-base 90% 4x1 (bench/e2e_int8.py's bert-base-90 folder: model.onnx,
+int8-sparse.spnl, ort-int8-per-channel.onnx) to the same rounds, on random WordPiece ids of exactly the
+same lengths as each non-chunked case: "BERT-base INT8 sparse", "BERT-base ORT FP32", "BERT-base ORT INT8",
+their ratios taken against BERT-base's own ORT runs of the same round. That is the goal's comparison
+("the same gains as BERT-base at 90%") at the same token counts, on the same machine, at the same time.
+
 Example (from the repository root):
   python3 -m venv work/bench-dnabert2/qvenv && \\
       work/bench-dnabert2/qvenv/bin/pip install onnxruntime==1.19.2 onnx==1.16.2 "numpy<2"
@@ -72,6 +78,7 @@ SUBJECT = "spinel INT8 sparse"
 RUNTIMES = [SUBJECT, "spinel FP32", "ORT FP32", "ORT INT8"]
 REFS = ["ORT FP32", "ORT INT8"]
 LINEAR_PATHS = ["attention.self.Wqkv", "attention.output.dense", "mlp.gated_layers", "mlp.wo"]
+BERT_SUBJECT, BERT_FP32, BERT_INT8 = "BERT-base INT8 sparse", "BERT-base ORT FP32", "BERT-base ORT INT8"
 GOAL = 5.0  # x ORT FP32 at 1000 bp (issue 9: "the same gains as BERT-base at 90%")
 
 
@@ -303,6 +310,9 @@ def main():
     ap.add_argument("--cases", default="1000x1,1000x8,5000x1",
                     help="comma-separated BPxBATCH; a BP over the window runs chunked (batch 1 only)")
     ap.add_argument("--json", default=None, help="results file (default WORK_DIR/results.json)")
+    ap.add_argument("--bert-base", default=None, metavar="DIR",
+                    help="also time BERT-base 90%% (model.onnx, int8-sparse.spnl, ort-int8-per-channel.onnx in "
+                         "DIR) on ids of the same lengths, in the same rounds")
     args = ap.parse_args()
     if args.rounds < 10:
         ap.error("--rounds must be at least 10")
@@ -354,6 +364,19 @@ def main():
                "spinel FP32": SpinelVarlen(lib_path, fp32_spnl, args.threads),
                "ORT FP32": Ort(onnx_path, args.threads, pad_id),
                "ORT INT8": Ort(q_path, args.threads, pad_id)}
+    runtimes = list(RUNTIMES)
+    bert = {}
+    if args.bert_base:
+        d = os.path.abspath(args.bert_base)
+        for f in ("model.onnx", "int8-sparse.spnl", "ort-int8-per-channel.onnx"):
+            if not os.path.exists(os.path.join(d, f)):
+                raise SystemExit(f"error: --bert-base {d}: no {f} (make it with bench/e2e_int8.py --cases bert-base-90)")
+        bert = {BERT_SUBJECT: SpinelVarlen(lib_path, os.path.join(d, "int8-sparse.spnl"), args.threads),
+                BERT_FP32: Ort(os.path.join(d, "model.onnx"), args.threads, 0),
+                BERT_INT8: Ort(os.path.join(d, "ort-int8-per-channel.onnx"), args.threads, 0)}
+        runners.update(bert)
+        runtimes += list(bert)
+        bert_rng = np.random.default_rng([args.seed, 30522])
 
     # The chunking here is the CLI's: spinel run --fasta --chunk W --pool mean on the 5000 bp
     # record must give the pooled vector computed from our windows.
@@ -380,24 +403,30 @@ def main():
     results = []
     for c in cases:
         fns = {}
-        for rt, r in runners.items():
+        case_rts = list(RUNTIMES) + (list(bert) if not c["chunked"] else [])
+        # BERT-base gets random WordPiece ids ([CLS] 101 ... [SEP] 102) of the same lengths.
+        bert_windows = [[101, *bert_rng.integers(1000, 30000, size=len(w) - 2).tolist(), 102]
+                        for w in c["windows"]] if bert and not c["chunked"] else None
+        for rt in case_rts:
+            r = runners[rt]
+            windows = bert_windows if rt in bert else c["windows"]
             if isinstance(r, Ort):
-                fns[rt] = r.prepare(c["windows"], one_by_one=c["chunked"])
+                fns[rt] = r.prepare(windows, one_by_one=c["chunked"])
             else:
-                fns[rt] = r.prepare(c["windows"])
+                fns[rt] = r.prepare(windows)
         pool = chunk_pooled if c["chunked"] else pooled
         vecs = {rt: pool([np.array(o, dtype=np.float32) for o in fn()]) for rt, fn in fns.items()}
-        cos = {rt: min_cos(v, vecs["ORT FP32"]) for rt, v in vecs.items()}
+        cos = {rt: min_cos(v, vecs[BERT_FP32 if rt in bert else "ORT FP32"]) for rt, v in vecs.items()}
         rows = {rt: np.concatenate([np.array(o, dtype=np.float32) for o in fn()]) for rt, fn in fns.items()}
-        tok_cos = {rt: min_cos(v, rows["ORT FP32"]) for rt, v in rows.items()}
+        tok_cos = {rt: min_cos(v, rows[BERT_FP32 if rt in bert else "ORT FP32"]) for rt, v in rows.items()}
         del rows
         for _ in range(args.warmup):
             for fn in fns.values():
                 fn()
-        times = {rt: [] for rt in RUNTIMES}
+        times = {rt: [] for rt in case_rts}
         for r in range(args.rounds):
-            order = RUNTIMES[r % len(RUNTIMES):] + RUNTIMES[:r % len(RUNTIMES)]
-            if (r // len(RUNTIMES)) % 2 == 1:
+            order = case_rts[r % len(case_rts):] + case_rts[:r % len(case_rts)]
+            if (r // len(case_rts)) % 2 == 1:
                 order = order[::-1]
             for rt in order:
                 time.sleep(args.pause)
@@ -409,15 +438,16 @@ def main():
         row = dict(bp=c["bp"], batch=c["batch"], chunked=c["chunked"], tokens=tokens, ort_padded_tokens=padded,
                    windows=[len(w) for w in c["windows"]], seq_tokens=[len(i) for i in c["ids"]],
                    runtimes={})
-        for rt in RUNTIMES:
+        for rt in case_rts:
             t = times[rt]
+            refs = {"ORT FP32": BERT_FP32, "ORT INT8": BERT_INT8} if rt in bert else {r: r for r in REFS}
             row["runtimes"][rt] = dict(
                 median_ms=statistics.median(t), min_ms=min(t), max_ms=max(t), times_ms=t,
-                x_vs={ref: statistics.median(a / b for a, b in zip(times[ref], t)) for ref in REFS},
+                x_vs={ref: statistics.median(a / b for a, b in zip(times[src], t)) for ref, src in refs.items()},
                 cos_pooled_vs_ort_fp32=cos[rt], min_token_cos_vs_ort_fp32=tok_cos[rt])
         results.append(row)
         print(f"{c['bp']} bp batch {c['batch']}{' chunked' if c['chunked'] else ''} ({tokens} tokens): "
-              + "  ".join(f"{rt} {statistics.median(times[rt]):.1f} ms" for rt in RUNTIMES)
+              + "  ".join(f"{rt} {statistics.median(times[rt]):.1f} ms" for rt in case_rts)
               + f"  ({time.time() - started:.0f} s)", flush=True)
     load_end = uptime()
     print("load at end:", load_end, flush=True)
@@ -433,10 +463,12 @@ def main():
         inp = f"{row['bp']} bp" + (f", {len(row['windows'])} windows ≤ {args.window}" if row["chunked"] else "")
         tok_s = str(row["tokens"]) + (f" (ORT padded {row['ort_padded_tokens']})"
                                       if row["ort_padded_tokens"] != row["tokens"] else "")
-        for rt in RUNTIMES:
+        for rt in RUNTIMES + [b for b in bert if b in row["runtimes"]]:
             d = row["runtimes"][rt]
-            name = f"**{rt}**" if rt == SUBJECT else rt
-            xs = ["—" if rt == ref else (f"**{d['x_vs'][ref]:.2f}**" if rt == SUBJECT else f"{d['x_vs'][ref]:.2f}")
+            bold = rt in (SUBJECT, BERT_SUBJECT)
+            name = f"**{rt}**" if bold else rt
+            own = {"ORT FP32": BERT_FP32, "ORT INT8": BERT_INT8} if rt in bert else {r: r for r in REFS}
+            xs = ["—" if rt == own[ref] else (f"**{d['x_vs'][ref]:.2f}**" if bold else f"{d['x_vs'][ref]:.2f}")
                   for ref in REFS]
             lines.append(f"| {inp} | {row['batch']} | {tok_s} | {name} | {d['median_ms']:.1f} "
                          f"({d['min_ms']:.1f}–{d['max_ms']:.1f}) | {xs[0]} | {xs[1]} "
@@ -449,6 +481,10 @@ def main():
         s = row["runtimes"][SUBJECT]
         goal = (f" (goal ≥ {GOAL:g}× ORT FP32: {'met' if s['x_vs']['ORT FP32'] >= GOAL else 'NOT met'})"
                 if row["bp"] == 1000 else "")
+        if BERT_SUBJECT in row["runtimes"]:
+            b = row["runtimes"][BERT_SUBJECT]
+            print(f"{row['bp']} bp batch {row['batch']}: BERT-base 90% INT8 sparse at the same token counts "
+                  f"{b['x_vs']['ORT FP32']:.2f}× its ORT FP32, {b['x_vs']['ORT INT8']:.2f}× its ORT INT8")
         print(f"{row['bp']} bp batch {row['batch']}: spinel INT8 sparse {s['x_vs']['ORT FP32']:.2f}× ORT FP32, "
               f"{s['x_vs']['ORT INT8']:.2f}× ORT INT8{goal}; correctness: cos(spinel INT8 pooled, ORT FP32 "
               f"pooled) = {s['cos_pooled_vs_ort_fp32']:.6f}, min per-token cos {s['min_token_cos_vs_ort_fp32']:.5f}")
@@ -460,7 +496,8 @@ def main():
                        pause_s=args.pause, onnxruntime=ort.__version__, onnx=onnx_path,
                        ort_int8=dict(path=q_path, per_channel=per_channel, per_channel_failure=why),
                        spinel_int8_linears=counts, spinel_int8_block_sparsity_mean=statistics.mean(sparsities),
-                       chunk_cli_check=cli_check, window=args.window, cases=results, table=table),
+                       chunk_cli_check=cli_check, window=args.window, cases=results, table=table,
+                       bert_base=args.bert_base),
                   f, indent=1)
         f.write("\n")
     print(f"\nwrote {out}")
