@@ -515,8 +515,13 @@ int cmd_bench(int argc, char** argv) {
       std::printf("\nhighest rate with p%g <= %.2f ms, per config:\n", pct, budget * 1e3);
       for (const Config& c : configs) {
         if (c.best_trial < 0) {
-          std::printf("  %-4s batch %-4zu none of %zu trials met it (from %.1f/s down)\n", config_name(c).c_str(),
-                      c.max_batch, c.trials.size(), 0.6 * c.estimate);
+          double lowest = 0;
+          for (int t : c.trials) {
+            const double rate = trials[static_cast<size_t>(t)].r.offered_rate;
+            lowest = lowest == 0 ? rate : std::min(lowest, rate);
+          }
+          std::printf("  %-4s batch %-4zu none of %zu trials met it, down to %.1f queries/s\n", config_name(c).c_str(),
+                      c.max_batch, c.trials.size(), lowest);
           continue;
         }
         const TrialResult& r = trials[static_cast<size_t>(c.best_trial)].r;
