@@ -4,8 +4,10 @@
     tools/plot_bench.py out.json [more.json ...] -o out.png [--percentiles 50,90,99]
                         [--title TEXT] [--linear]
 
-One colour per configuration (instances x threads, max batch; per file when
-several are given), one line style per percentile; the latency budget as a
+One panel per report (side by side, same latency axis), one colour per
+configuration (instances x threads, max batch), one line style per percentile
+(only the report's own percentile when it has more than 4 configurations,
+unless --percentiles asks); the latency budget as a
 horizontal line; each configuration's best passing trial ringed and the
 report's winner starred. x is the achieved throughput (queries completed per
 second in the measured window), y the latency in ms (log scale unless
@@ -80,36 +82,40 @@ def main():
     budget = first["options"]["latency_budget_ms"]
     scenario = first["options"]["scenario"]
 
-    fig, ax = plt.subplots(figsize=(10, 6.2), dpi=110)
-    colours = plt.get_cmap("tab10").colors
-    series = 0
-    legend_configs = []
-    ymax = budget
-    for path, rep in reports:
-        prefix = ""
-        if len(reports) > 1:
-            m = rep["model"]
-            prefix = f"{pathlib.Path(m['path']).stem} ({m['precision']}) "
+    n = len(reports)
+    shown = sorted({float(judged)} | set(pcts if (args.percentiles or
+                                             max(len(r['configs']) for _, r in reports) <= 4) else []))
+    style_handles = [Line2D([0], [0], color="grey", linestyle=STYLES.get(int(p), "-."),
+                            marker=MARKERS.get(int(p), "s"), label=f"p{p:g}") for p in shown]
+    style_handles.append(Line2D([0], [0], marker="o", markersize=10, markerfacecolor="none",
+                                markeredgecolor="grey", linestyle="none", label="config's best passing trial"))
+    style_handles.append(Line2D([0], [0], marker="*", markersize=14, color="gold", markeredgecolor="black",
+                                linestyle="none", label="winner"))
+    fig, axes = plt.subplots(1, n, figsize=(6.8 * n + 0.6, 6.4), dpi=110, sharey=True, squeeze=False)
+    axes = axes[0]
+    ymax, ymin = budget, budget
+    for ax, (path, rep) in zip(axes, reports):
         trials = rep["trials"]
+        configs = [c for c in rep["configs"] if c["trials"]]
+        palette = plt.get_cmap("tab10" if len(configs) <= 10 else "tab20").colors
+        # Many configurations: only the judged percentile, unless asked.
+        rep_pcts = pcts if (args.percentiles or len(configs) <= 4) else [float(judged)]
         best = rep["best"]["trial"] if rep.get("best") else None
-        for ci, cfg in enumerate(rep["configs"]):
-            ts = [trials[i] for i in cfg["trials"]]
-            if not ts:
-                continue
-            ts.sort(key=lambda t: (t["offered_rate"] or 0, t["achieved_rate"]))
-            colour = colours[series % len(colours)]
-            series += 1
+        handles = []
+        for ci, cfg in enumerate(configs):
+            ts = sorted((trials[i] for i in cfg["trials"]), key=lambda t: (t["offered_rate"] or 0, t["achieved_rate"]))
+            colour = palette[ci % len(palette)]
             xs = [t["achieved_rate"] for t in ts]
-            for p in pcts:
+            for p in rep_pcts:
                 ys = [latency_of(t, p, judged) for t in ts]
-                ymax = max(ymax, max(ys))
+                ymax, ymin = max(ymax, max(ys)), min(ymin, min(ys))
                 ax.plot(xs, ys, linestyle=STYLES.get(int(p), "-."), marker=MARKERS.get(int(p), "s"),
-                        color=colour, markersize=4, linewidth=1.6 if p == judged else 1.0,
-                        alpha=1.0 if p == judged else 0.75)
-            label = f"{prefix}{cfg['instances']}x{cfg['threads']} batch {cfg['max_batch']}"
+                        color=colour, markersize=4, linewidth=1.7 if p == judged else 1.0,
+                        alpha=1.0 if p == judged else 0.7)
+            label = f"{cfg['instances']}x{cfg['threads']} batch {cfg['max_batch']}"
             if scenario == "server":
                 label += f": {cfg['max_rate']:.1f}/s" if cfg.get("max_rate") else ": none met"
-            legend_configs.append(Line2D([0], [0], color=colour, linewidth=2.5, label=label))
+            handles.append(Line2D([0], [0], color=colour, linewidth=2.5, label=label))
             bt = cfg.get("best_trial")
             if bt is not None and (scenario != "server" or trials[bt]["meets_budget"]):
                 t = trials[bt]
@@ -119,37 +125,35 @@ def main():
             t = trials[best]
             ax.plot([t["achieved_rate"]], [latency_of(t, judged, judged)], marker="*", markersize=20,
                     color="gold", markeredgecolor="black", zorder=5)
-
-    ax.axhline(budget, color="crimson", linewidth=1.5, linestyle="-")
-    ax.annotate(f"budget p{judged:g} ≤ {budget:g} ms", xy=(0.01, budget), xycoords=("axes fraction", "data"),
-                xytext=(0, 4), textcoords="offset points", color="crimson", fontsize=9)
+        ax.axhline(budget, color="crimson", linewidth=1.5)
+        ax.annotate(f"budget p{judged:g} \u2264 {budget:g} ms", xy=(0.01, budget), xycoords=("axes fraction", "data"),
+                    xytext=(0, 4), textcoords="offset points", color="crimson", fontsize=9)
+        ax.set_xlim(left=0)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.set_xlabel("throughput: queries completed per second (achieved)")
+        m = rep["model"]
+        ax.set_title(f"{pathlib.Path(m['path']).name}: {m['architecture']}, {m['num_layers']} layers, "
+                     f"{m['precision']}\nload average {rep['machine']['load_average_1min']}", fontsize=9)
+        title = "config (max rate meeting budget)" if scenario == "server" else "config"
+        # One legend per panel, below it: its configurations, then what the marks mean.
+        ax.legend(handles=handles + style_handles, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2,
+                  fontsize=8, title=title, title_fontsize=8, frameon=False)
     if not args.linear:
-        ax.set_yscale("log")
-    ax.set_ylim(bottom=None, top=ymax * 1.5)
-    ax.set_xlim(left=0)
-    lat_kind = "per batch" if scenario == "offline" else "per query, queueing included" if scenario == "server" else "per query"
-    ax.set_xlabel("throughput: queries completed per second (achieved rate)")
-    ax.set_ylabel(f"latency, ms ({lat_kind})")
-    ax.grid(True, which="both", alpha=0.3)
-    m = first["model"]
+        axes[0].set_yscale("log")
+        axes[0].set_ylim(ymin / 1.5, ymax * 1.5)
+    else:
+        axes[0].set_ylim(0, ymax * 1.1)
+    lat_kind = ("per batch" if scenario == "offline" else
+                "per query, queueing included" if scenario == "server" else "per query")
+    axes[0].set_ylabel(f"latency, ms ({lat_kind})")
+    o = first["options"]
     title = args.title or (
-        f"spinel bench, {scenario}: {pathlib.Path(m['path']).name} ({m['architecture']}, {m['num_layers']} layers, "
-        f"{m['precision']}), seq {first['options']['seq_dist']}")
-    sub = (f"{first['machine']['cpu_model']}, {first['machine']['cores']} cores, {first['machine']['active_isa']}; "
-           f"trials of {first['options']['duration_s']:g} s; load average {first['machine']['load_average_1min']}")
-    ax.set_title(f"{title}\n{sub}", fontsize=10)
-    pct_handles = [Line2D([0], [0], color="grey", linestyle=STYLES.get(int(p), "-."),
-                          marker=MARKERS.get(int(p), "s"), label=f"p{p:g}") for p in pcts]
-    pct_handles.append(Line2D([0], [0], marker="o", markersize=10, markerfacecolor="none",
-                              markeredgecolor="grey", linestyle="none", label="config's best passing trial"))
-    pct_handles.append(Line2D([0], [0], marker="*", markersize=14, color="gold", markeredgecolor="black",
-                              linestyle="none", label="winner"))
-    leg1 = ax.legend(handles=legend_configs, loc="upper left", fontsize=8, title="config (max rate meeting budget)"
-                     if scenario == "server" else "config", title_fontsize=8)
-    ax.add_artist(leg1)
-    ax.legend(handles=pct_handles, loc="lower right", fontsize=8)
+        f"spinel bench, {scenario} scenario: latency against throughput, seq {o['seq_dist']}, "
+        f"max wait {o['max_wait_ms']:g} ms, trials of {o['duration_s']:g} s")
+    sub = f"{first['machine']['cpu_model']}, {first['machine']['cores']} cores, {first['machine']['active_isa']}"
+    fig.suptitle(f"{title}\n{sub}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(args.output)
+    fig.savefig(args.output, bbox_inches="tight")  # the legends below the panels
     print(f"wrote {args.output}")
 
 

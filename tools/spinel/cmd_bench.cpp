@@ -276,6 +276,7 @@ void write_config_key(JsonWriter& j, const Config& c) {
 }  // namespace
 
 int cmd_bench(int argc, char** argv) {
+  const std::string started = utc_now();
   try {
     Args args(argc, argv,
               {"seq", "seq-dist", "latency-budget", "percentile", "max-batch", "max-wait", "scenario",
@@ -556,7 +557,7 @@ int cmd_bench(int argc, char** argv) {
       j.field("schema_version", kSchemaVersion);
       j.field("tool", "spinel bench");
       j.field("spinel_version", "0.1.0");
-      j.field("started_utc", utc_now());
+      j.field("started_utc", started);
       j.key("machine").begin_object();
       j.field("cpu_model", cpu.model_name);
       j.field("cores", cores);
