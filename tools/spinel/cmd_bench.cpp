@@ -413,8 +413,10 @@ int cmd_bench(int argc, char** argv) {
           return [&, rate](const TrialProgress& p) {
             std::string s = fmt("spinel bench: %s, trial %d", label.c_str(), trial_no);
             if (rate > 0) s += fmt(" at %.1f/s", rate);
-            s += fmt(": %.1f/%.1f s%s, %lld done", std::min(p.elapsed, p.planned), p.planned,
-                     p.elapsed < warmup ? " (warm-up)" : "", static_cast<long long>(p.completed));
+            const double t = std::max(0.0, p.elapsed);
+            s += fmt(": %.1f/%.1f s%s, %lld done", std::min(t, p.planned), p.planned,
+                     t < warmup ? " (warm-up)" : t > p.planned ? " (draining the queue)" : "",
+                     static_cast<long long>(p.completed));
             log.live(s);
           };
         };
