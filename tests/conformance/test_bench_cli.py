@@ -368,7 +368,7 @@ def test_help(spinel):
 # ---- the plot ---------------------------------------------------------------------------------
 
 def test_plot_bench_draws_a_png(spinel, tiny, tmp_path):
-    _, r = bench(spinel, tiny, tmp_path, "--seq", "16", "--max-batch", "2", "--max-trials", "2", "--tune",
+    _, r = bench(spinel, tiny, tmp_path, "--seq", "16", "--max-batch", "1", "--max-trials", "2", "--tune",
                  "--latency-budget", "300ms")
     png = tmp_path / "out.png"
     p = subprocess.run([sys.executable, str(ROOT / "tools" / "plot_bench.py"), str(tmp_path / "out.json"),

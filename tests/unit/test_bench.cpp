@@ -323,9 +323,9 @@ TEST_CASE("single stream and offline with a fake service") {
   CHECK(s.scenario == "single");
   CHECK(s.queries > 10);
   CHECK(s.batch_max == 1);
-  // 3 ms per query: at least that, at most a generous 3x on a busy machine.
+  // 3 ms per query: at least that, at most a generous 5x on a busy machine.
   CHECK(s.latency.p50 >= 0.003 - 1e-4);
-  CHECK(s.latency.p50 < 0.009);
+  CHECK(s.latency.p50 < 0.015);
   CHECK(s.achieved_rate == doctest::Approx(1 / s.latency.mean).epsilon(0.2));
   CHECK(s.meets_budget);
   for (const auto& [first, count] : svc.batches) CHECK(count == 1);
@@ -335,7 +335,7 @@ TEST_CASE("single stream and offline with a fake service") {
   CHECK(f.scenario == "offline");
   // 2 instances x 4 sequences / 6 ms = 1333/s at best.
   CHECK(f.achieved_rate <= 1333 * 1.05);
-  CHECK(f.achieved_rate > 1333 / 3.0);
+  CHECK(f.achieved_rate > 1333 / 4.0);
   CHECK(f.batch_max == 4);
   CHECK(f.latency.p50 >= 0.006 - 1e-4);
   CHECK(f.tokens_per_s == doctest::Approx(f.achieved_rate * 11).epsilon(0.1));
@@ -400,8 +400,8 @@ TEST_CASE("rate search on a synthetic pass/fail threshold") {
 TEST_CASE("rate search finds the capacity of a fake server with a fixed service time") {
   // 10 ms per batch of <= 4 on one instance: at most 400 queries/s. The
   // budget (p90 <= 200 ms) is loose, so the queue's growth is what stops the
-  // search: its answer must be near, and not far above, 400/s. Generous band:
-  // a shared 2-core machine oversleeps.
+  // search: its answer must be below 400/s (plus the 5% tolerance and
+  // noise) and at least half of it. Generous band: a shared 2-core machine oversleeps.
   FakeService svc(1, 0.010);
   TrialOptions o;
   o.warmup = 0.15;
@@ -417,12 +417,15 @@ TEST_CASE("rate search finds the capacity of a fake server with a fixed service 
   const SearchResult r = find_max_rate([&](double rate) { return run_server_trial(svc, rate, 11, o); }, so);
   REQUIRE(r.best >= 0);
   MESSAGE("fake server capacity 400/s; found ", r.max_rate, "/s in ", r.trials.size(), " trials");
-  CHECK(r.max_rate >= 250);
+  CHECK(r.max_rate >= 200);
   CHECK(r.max_rate <= 460);
-  // Every trial above the answer failed, every trial at or below... the
-  // machine may be noisy, so only the answer's own trial is checked.
+  // The machine may be noisy (passing need not be monotone in the rate), so
+  // only the answer's own trial is checked, and that the search failed
+  // somewhere above it (it bracketed the capacity).
   CHECK(r.trials[static_cast<size_t>(r.best)].meets_budget);
   CHECK(r.trials[static_cast<size_t>(r.best)].batch_max <= 4);
+  CHECK(std::any_of(r.trials.begin(), r.trials.end(),
+                    [&](const TrialResult& t) { return !t.meets_budget && t.offered_rate > r.max_rate; }));
 }
 
 TEST_CASE("synthetic queries: deterministic, [CLS] ... [SEP], ids from the vocabulary, lengths from the distribution") {
