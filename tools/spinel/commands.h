@@ -10,5 +10,9 @@ int cmd_inspect(int argc, char** argv);
 // spinel tokenize (MODEL.spnl | --tokenizer FILE) (--text T ... | --input FILE)
 // prints one JSON object per input: {"ids": [...], "tokens": [...]}.
 int cmd_tokenize(int argc, char** argv);
+// spinel bench MODEL.spnl [options]: MLPerf-style server / single-stream /
+// offline measurements (tools/spinel/bench/); --json writes
+// docs/bench_schema.md's report.
+int cmd_bench(int argc, char** argv);
 
 }  // namespace spinel::cli

@@ -18,6 +18,7 @@ const char* kUsage =
     "  run       compute embeddings / hidden states for texts (JSON lines on stdout)\n"
     "  inspect   show a .spnl model's architecture, layers, tensors and size\n"
     "  tokenize  show the token ids a model's tokenizer produces\n"
+    "  bench     measure latency under load and throughput (server, single stream, offline)\n"
     "\n"
     "`spinel <command> --help` explains each command's options.\n";
 
@@ -40,6 +41,7 @@ int main(int argc, char** argv) {
   if (cmd == "run") return spinel::cli::cmd_run(argc - 2, argv + 2);
   if (cmd == "inspect") return spinel::cli::cmd_inspect(argc - 2, argv + 2);
   if (cmd == "tokenize") return spinel::cli::cmd_tokenize(argc - 2, argv + 2);
+  if (cmd == "bench") return spinel::cli::cmd_bench(argc - 2, argv + 2);
   std::fprintf(stderr, "spinel: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
   return 2;
 }
