@@ -296,14 +296,16 @@ def _int32(seqs, what):
 
 class Result(_Handle):
     """The outputs of one run, independent of its session. Arrays returned are
-    copies (numpy owns them); the handle is only needed for pooled() and
-    output(), and is freed by close() / `with` / collection.
+    copies (numpy owns them): `offsets` and `ids` are copied at once, `hidden`
+    on first access (read it before close()); pooled() and output() need the
+    handle, which close() / `with` / collection frees.
 
     Unpacks as (hidden, offsets): hidden [total_tokens, hidden] float32
     (last_hidden_state), offsets [n + 1] int64 (sequence i owns rows
     offsets[i]:offsets[i+1])."""
 
     _free_name = "spinel_result_free"
+    _hidden = None
 
     def __init__(self, lib, handle):
         self._lib, self._handle = lib, handle
@@ -316,7 +318,14 @@ class Result(_Handle):
         _check(lib, lib.spinel_result_ids(handle, ctypes.byref(ids), ctypes.byref(tokens)))
         self.ids = np.ctypeslib.as_array(ids, shape=(tokens.value,)).copy() if tokens.value else \
             np.zeros(0, np.int32)
-        self.hidden = self.output("last_hidden_state")
+        self._hidden = None
+
+    @property
+    def hidden(self):
+        """last_hidden_state [total_tokens, hidden] float32 (copied once)."""
+        if self._hidden is None:
+            self._hidden = self.output("last_hidden_state")
+        return self._hidden
 
     def __len__(self):
         return self.offsets.size - 1

@@ -264,7 +264,12 @@ int spinel_format_version(void) { return static_cast<int>(spinel::kSpnlVersion);
 const char* spinel_last_error(void) { return g_fixed_error ? g_fixed_error : g_last_error.c_str(); }
 
 const char* spinel_status_name(spinel_status_t status) {
-  switch (status) {
+  // A C caller may pass any int; reading it as the C++ enum type would be
+  // undefined for values outside the enum's range.
+  int value = 0;
+  static_assert(sizeof value == sizeof status, "spinel_status_t is int-sized");
+  std::memcpy(&value, &status, sizeof value);
+  switch (value) {
     case SPINEL_OK: return "SPINEL_OK";
     case SPINEL_INVALID_ARGUMENT: return "SPINEL_INVALID_ARGUMENT";
     case SPINEL_INVALID_MODEL: return "SPINEL_INVALID_MODEL";

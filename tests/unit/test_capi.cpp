@@ -177,7 +177,8 @@ TEST_CASE("C API: versions, status names, backends") {
   CHECK(std::string(spinel_status_name(SPINEL_OK)) == "SPINEL_OK");
   CHECK(std::string(spinel_status_name(SPINEL_INVALID_MODEL)) == "SPINEL_INVALID_MODEL");
   CHECK(std::string(spinel_status_name(SPINEL_OUT_OF_MEMORY)) == "SPINEL_OUT_OF_MEMORY");
-  CHECK(std::string(spinel_status_name(static_cast<spinel_status_t>(77))) == "unknown status");
+  // 7: within the C++ enum's range (well-defined here), named by no status.
+  CHECK(std::string(spinel_status_name(static_cast<spinel_status_t>(7))) == "unknown status");
 
   size_t needed = 0;
   REQUIRE(spinel_backends(nullptr, 0, &needed) == SPINEL_OK);
