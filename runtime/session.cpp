@@ -121,6 +121,10 @@ Session::Session(std::shared_ptr<const Model> model, const SessionOptions& opts)
   if (!model_) fail("no model given to the session");
   if (opts.threads < 0 || opts.threads > kMaxThreads)
     fail("thread count ", opts.threads, " is outside [0, ", kMaxThreads, "] (0 = all cores)");
+  if (opts.max_batch < 0) fail("max_batch ", opts.max_batch, " is negative (0 = no limit)");
+  if (opts.max_tokens < 0) fail("max_tokens ", opts.max_tokens, " is negative (0 = no limit)");
+  max_batch_ = opts.max_batch;
+  max_tokens_ = opts.max_tokens;
   threads_ = opts.threads > 0 ? opts.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const Backend& b = backend_or_fail(opts.backend);
   prepared_ = prepared_model(*model_, b);
@@ -149,8 +153,20 @@ size_t Session::arena_bytes() const {
   return impl_->arena_mem.capacity() * sizeof(float) + impl_->ws.bytes();
 }
 
-HiddenStates Session::run(const std::vector<Sequence>& batch) {
+void Session::check(const std::vector<Sequence>& batch) const {
+  if (max_batch_ > 0 && static_cast<int64_t>(batch.size()) > max_batch_)
+    fail("the batch has ", batch.size(), " sequences, more than this session's max_batch of ", max_batch_);
+  if (max_tokens_ > 0) {
+    int64_t tokens = 0;
+    for (const Sequence& q : batch) tokens += static_cast<int64_t>(q.ids.size());
+    if (tokens > max_tokens_)
+      fail("the batch has ", tokens, " tokens, more than this session's max_tokens of ", max_tokens_);
+  }
   check_batch(*model_, batch);
+}
+
+HiddenStates Session::run(const std::vector<Sequence>& batch) {
+  check(batch);
   Impl& s = *impl_;
   const Graph& g = model_->graph();
 
@@ -282,25 +298,31 @@ std::vector<std::string> pooling_names(const Model& m) {
   return names;
 }
 
-std::vector<std::vector<float>> pooled(const Session& s, const HiddenStates& h, const std::string& how,
-                                       bool normalize) {
+std::vector<std::vector<float>> pooled(const Model& m, const HiddenStates& h,
+                                       const std::function<OutputView(const std::string&)>& output,
+                                       const std::string& how, bool normalize) {
   std::vector<std::vector<float>> out;
   if (how == "cls" || how == "mean") {
     out = pool(h, how == "cls" ? Pooling::Cls : Pooling::Mean);
   } else {
-    const Graph& g = s.model().graph();
+    const Graph& g = m.graph();
     const std::string name = how == "pooler" && g.find_output("pooler_output") >= 0 ? "pooler_output" : how;
     if (g.find_output(name) < 0) {
       std::string known;
-      for (const std::string& n : pooling_names(s.model())) known += (known.empty() ? "" : ", ") + n;
+      for (const std::string& n : pooling_names(m)) known += (known.empty() ? "" : ", ") + n;
       fail("pooling '", how, "' is not available for this model (it has: ", known, ")");
     }
-    const OutputView o = s.output(name);
+    const OutputView o = output(name);
     for (int64_t r = 0; r < o.rows; ++r) out.emplace_back(o.row(r), o.row(r) + o.width);
   }
   if (normalize)
     for (auto& v : out) l2_normalize(v);
   return out;
+}
+
+std::vector<std::vector<float>> pooled(const Session& s, const HiddenStates& h, const std::string& how,
+                                       bool normalize) {
+  return pooled(s.model(), h, [&](const std::string& name) { return s.output(name); }, how, normalize);
 }
 
 }  // namespace spinel

@@ -41,6 +41,11 @@ struct SessionOptions {
   // "cpu" (default) or "reference" (plain loops, one thread: what tests
   // compare against); backend_names() lists what this build has.
   std::string backend = "cpu";
+  // Limits of one run, 0 = none: a batch of more sequences or more tokens
+  // (all sequences together) is an error naming the limit. The activation
+  // arena grows with the largest batch run, so max_tokens also bounds it.
+  int64_t max_batch = 0;
+  int64_t max_tokens = 0;
 };
 
 // A per-sequence output of the last run (pooler_output, ...): rows =
@@ -66,6 +71,9 @@ class Session {
   // model's limit before computing anything; throws spinel::Error naming
   // the sequence and token at fault.
   HiddenStates run(const std::vector<Sequence>& batch);
+  // What run() checks first, without running: the session's limits, then
+  // check_batch. Throws spinel::Error naming the limit, sequence or token.
+  void check(const std::vector<Sequence>& batch) const;
 
   // Called with the f32 input of every Linear op before it runs (for
   // calibration). Pass an empty function to remove.
@@ -78,6 +86,8 @@ class Session {
   OutputView output(const std::string& name) const;
 
   int threads() const { return threads_; }
+  int64_t max_batch() const { return max_batch_; }
+  int64_t max_tokens() const { return max_tokens_; }
   const Model& model() const { return *model_; }
   const Backend& backend() const;
   const PreparedModel& prepared() const { return *prepared_; }
@@ -99,6 +109,7 @@ class Session {
   std::shared_ptr<const Model> model_;
   std::shared_ptr<const PreparedModel> prepared_;
   int threads_;
+  int64_t max_batch_ = 0, max_tokens_ = 0;
   std::unique_ptr<Impl> impl_;
 };
 
@@ -115,6 +126,12 @@ void l2_normalize(std::vector<float>& v);
 // alias), optionally L2-normalized. Throws spinel::Error for other names,
 // listing what the model offers ("none" is not a pooling).
 std::vector<std::vector<float>> pooled(const Session& s, const HiddenStates& h,
+                                       const std::string& how, bool normalize);
+// The same over outputs kept elsewhere (the C API's results): `output(name)`
+// returns the per-sequence output `name` of the run that gave `h`; it is
+// called only for names the model's graph has.
+std::vector<std::vector<float>> pooled(const Model& m, const HiddenStates& h,
+                                       const std::function<OutputView(const std::string&)>& output,
                                        const std::string& how, bool normalize);
 // The names `pooled` accepts for this model, for messages and --help.
 std::vector<std::string> pooling_names(const Model& m);

@@ -667,6 +667,7 @@ std::shared_ptr<const Model> Model::from_memory(const void* data, size_t size, c
   if (size < sizeof(Header))
     fail("model '", name, "' is not a .spnl file: ", size, " bytes is shorter than the header");
   // Weights are read in place: keep them 64-byte aligned, as in a mapping.
+  if (size > SIZE_MAX - kSpnlAlign) throw std::bad_alloc();  // align_up would wrap
   m->owned_ = std::aligned_alloc(kSpnlAlign, align_up(size));
   if (!m->owned_) throw std::bad_alloc();
   std::memcpy(m->owned_, data, size);

@@ -13,6 +13,8 @@ SUDO=""
 # qemu-user: the tests run the same binary on an emulated CPU without AVX-512.
 # clang-14, libclang-rt-14-dev, llvm-14: the sanitizer builds and libFuzzer
 # targets (llvm-symbolizer for readable reports).
+# python3-setuptools, python3-wheel: tests/conformance/test_install.py builds the
+# Python binding with pip --no-build-isolation into a fresh venv (offline).
 APT_PACKAGES=(
   build-essential cmake ninja-build pkg-config
   libdnnl-dev libtbb-dev libsentencepiece-dev libeigen3-dev libonnx-dev
@@ -20,6 +22,7 @@ APT_PACKAGES=(
   ocl-icd-opencl-dev opencl-headers
   qemu-user clang-14 libclang-rt-14-dev llvm-14
   python3 python3-venv python3-numpy python3-torch python3-onnx
+  python3-setuptools python3-wheel
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

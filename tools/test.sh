@@ -16,7 +16,20 @@ cd "$ROOT"
 # models (made once per test.sh run, removed at its end).
 SPINEL_TEST_CACHE="$(mktemp -d -t spinel-test-cache.XXXXXX)"
 export SPINEL_TEST_CACHE
-trap 'rm -rf "$SPINEL_TEST_CACHE"' EXIT
+asan_build=""
+cleanup() {
+  # A failed step stops the background build too (its own process group).
+  [ -n "$asan_build" ] && kill -- "-$asan_build" 2>/dev/null
+  rm -rf "$SPINEL_TEST_CACHE"
+}
+trap cleanup EXIT
+
+# The ASan+UBSan build (clang-14, build-asan/) compiles at low priority while
+# the Release tests run: they leave a core idle much of the time.
+echo "== ASan+UBSan build (clang-14) starts in the background (log: build-asan/build.log)"
+mkdir -p "$ROOT/build-asan"
+setsid nice -n 15 "$ROOT/tools/build_sanitized.sh" asan > "$ROOT/build-asan/build.log" 2>&1 &
+asan_build=$!
 
 echo "== unit tests (ctest)"
 ctest --test-dir "$ROOT/build" --output-on-failure -j2
@@ -37,8 +50,13 @@ done
 # fails the step. LeakSanitizer is on: a leak is a finding too.
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:strict_string_checks=1"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
-echo "== ASan+UBSan build (clang-14)"
-"$ROOT/tools/build_sanitized.sh" asan
+echo "== waiting for the ASan+UBSan build"
+if ! wait "$asan_build"; then
+  tail -50 "$ROOT/build-asan/build.log"
+  echo "the ASan+UBSan build failed (full log: build-asan/build.log)" >&2
+  exit 1
+fi
+asan_build=""
 echo "== unit tests under ASan+UBSan"
 ctest --test-dir "$ROOT/build-asan" --output-on-failure -j2
 echo "== conformance subset and hostile-file corpus under ASan+UBSan"

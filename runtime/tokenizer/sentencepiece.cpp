@@ -145,6 +145,10 @@ std::vector<std::string> SentencePieceTokenizer::shim_candidates() {
   if (const char* env = std::getenv("SPINEL_SENTENCEPIECE_SHIM"); env && *env) c.push_back(env);
   const std::string here = dir_of_this_library();
   if (!here.empty()) c.push_back(here + "/" + kShimName);
+#ifdef SPINEL_SPM_SHIM_RELATIVE
+  // An installed program: bin/ -> the install's libdir, wherever it is.
+  if (!here.empty()) c.push_back(here + "/" + SPINEL_SPM_SHIM_RELATIVE + "/" + kShimName);
+#endif
 #ifdef SPINEL_SPM_SHIM_DIRS
   // The build tree and the install prefix (set by CMake), ':'-separated.
   const std::string dirs = SPINEL_SPM_SHIM_DIRS;

@@ -420,11 +420,11 @@ TEST_CASE("C API: misuse is a status, and the session stays usable") {
     size_t cap;
     const char* expect;
   };
-  for (const Call& c : {Call{nullptr, off, 1, out.data(), out.size(), "null"},
-                        Call{ids.data(), nullptr, 1, out.data(), out.size(), "null"},
-                        Call{ids.data(), off, 1, nullptr, out.size(), "null"},
-                        Call{ids.data(), off, 0, out.data(), out.size(), "no sequences"},
-                        Call{ids.data(), off, -2, out.data(), out.size(), "no sequences"},
+  for (const Call& c : {Call{nullptr, off, 1, out.data(), out.size(), "ids is NULL"},
+                        Call{ids.data(), nullptr, 1, out.data(), out.size(), "seq_offsets is NULL"},
+                        Call{ids.data(), off, 1, nullptr, out.size(), "hidden is NULL"},
+                        Call{ids.data(), off, 0, out.data(), out.size(), "num_seqs is 0"},
+                        Call{ids.data(), off, -2, out.data(), out.size(), "num_seqs is -2"},
                         Call{ids.data(), neg, 1, out.data(), out.size(), "must not decrease"},
                         Call{ids.data(), start, 1, out.data(), out.size(), "seq_offsets[0]"},
                         Call{ids.data(), huge, 1, out.data(), out.size(), "at most 24"},
