@@ -68,7 +68,9 @@ class PreparedOp {
   virtual size_t bytes() const { return 0; }
 };
 
-// The packed batch every op of one run sees.
+// The packed batch every op of one run sees: as staged by the session's
+// Executor, so its arrays are in the backend's memory (host memory on cpu and
+// reference; device memory on cuda). The counts are host values.
 struct BatchView {
   const int32_t* ids = nullptr;        // [tokens]
   const int32_t* type_ids = nullptr;   // [tokens]
@@ -114,6 +116,7 @@ class Workspace {
 
 class Executor;
 
+// An op's buffers, in the executor's memory (see Executor::host_memory).
 struct OpIO {
   const float* in0 = nullptr;
   const float* in1 = nullptr;

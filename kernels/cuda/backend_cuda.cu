@@ -564,7 +564,9 @@ class AttentionOp : public OpImpl {
     const BatchView& b = ctx.batch;
     if (b.num_seqs == 0 || b.max_len == 0) return;
     const size_t shmem = static_cast<size_t>(b.max_len) * sizeof(float);
-    if (shmem > 48 * 1024)
+    // 48 KiB of shared memory per block without opting in: the scores plus
+    // the kernel's reduction array (kThreads floats).
+    if (shmem + kThreads * sizeof(float) > 48 * 1024)
       throw Error("cuda attention: a sequence of " + std::to_string(b.max_len) +
                   " tokens needs more than 48 KiB of shared memory for its scores");
     const dim3 grid(static_cast<unsigned>(b.max_len), static_cast<unsigned>(op.num_heads),
