@@ -59,6 +59,14 @@ constexpr bool kSanitized = false;
 // i.e. errors are measured against the size of the output row, which is what
 // accumulated float rounding scales with (a near-zero element of a row gets
 // the same absolute slack as the row's largest one).
+//
+// The cuda backend (when a device is present) is held to the same rows: its
+// embedding/LayerNorm statistics are double (as the reference), attention
+// uses float dot products, expf and float sums (as cpu), the FP32 Linear is
+// cuBLAS SGEMM with FP32 math (no TF32; float accumulation as oneDNN) and a
+// double epilogue, and its INT8 kernels implement the contract of
+// kernels/int8.h exactly (int32 accumulation, __fmul_rn/fmaf dequantization,
+// GELU/tanh in double as the reference), so "linear_s8" stays bit-exact.
 struct Tolerance {
   const char* key;
   double rel, abs;
