@@ -1,9 +1,23 @@
 #include "kernels/backend.h"
 
+#include <cstring>
 #include <mutex>
 #include <stdexcept>
 
 namespace spinel {
+
+Allocator host_allocator() {
+  Allocator a;
+  a.alloc = [](size_t bytes) -> void* { return ::operator new[](bytes, std::align_val_t(64)); };
+  a.free = [](void* p) {
+    if (p) ::operator delete[](p, std::align_val_t(64));
+  };
+  return a;
+}
+
+Workspace::~Workspace() {
+  for (Block& b : blocks_) alloc_.free(b.mem);
+}
 
 void* Workspace::get(int slot_id, size_t bytes) {
   if (slot_id < 0) throw std::invalid_argument("workspace slot must be >= 0");
@@ -12,16 +26,48 @@ void* Workspace::get(int slot_id, size_t bytes) {
   if (b.size < bytes) {
     // 64-byte aligned, grow-only; contents are not kept.
     const size_t n = (bytes + 63) / 64 * 64;
-    b.mem.reset(static_cast<uint8_t*>(::operator new[](n, std::align_val_t(64))));
+    alloc_.free(b.mem);
+    b.mem = nullptr;
+    b.size = 0;
+    b.mem = alloc_.alloc(n);
     b.size = n;
   }
-  return b.mem.get();
+  return b.mem;
 }
 
 size_t Workspace::bytes() const {
   size_t n = 0;
   for (const Block& b : blocks_) n += b.size;
   return n;
+}
+
+Executor::~Executor() { alloc_.free(arena_); }
+
+void* Executor::arena(size_t bytes) {
+  if (arena_size_ < bytes) {
+    const size_t n = (bytes + 63) / 64 * 64;
+    alloc_.free(arena_);
+    arena_ = nullptr;
+    arena_size_ = 0;
+    arena_ = alloc_.alloc(n);
+    arena_size_ = n;
+  }
+  return arena_;
+}
+
+void Executor::copy_from_host(void* dst, const void* src, size_t bytes) {
+  if (bytes) std::memcpy(dst, src, bytes);
+}
+
+void Executor::copy_to_host(void* dst, const void* src, size_t bytes) {
+  if (bytes) std::memcpy(dst, src, bytes);
+}
+
+std::string backend_missing_reason(const std::string& name) {
+#ifndef SPINEL_HAVE_CUDA
+  if (name == "cuda") return "spinel was built without CUDA (configure with -DSPINEL_CUDA=ON)";
+#endif
+  return {};
 }
 
 namespace {
@@ -51,6 +97,9 @@ Registry& with_builtins() {
     r.builtins = true;
     add_locked(r, make_cpu_backend());
     add_locked(r, make_reference_backend());
+#ifdef SPINEL_HAVE_CUDA
+    add_locked(r, make_cuda_backend());
+#endif
   }
   return r;
 }

@@ -42,7 +42,13 @@ std::shared_ptr<const PreparedModel> prepared_model(const Model& m, const Backen
 }
 
 const Backend& backend_or_fail(const std::string& name) {
-  if (const Backend* b = find_backend(name)) return *b;
+  if (const Backend* b = find_backend(name)) {
+    const std::string why = b->unavailable();
+    if (!why.empty()) fail("the ", name, " backend cannot run here: ", why);
+    return *b;
+  }
+  const std::string missing = backend_missing_reason(name);
+  if (!missing.empty()) fail("backend '", name, "': ", missing);
   std::string known;
   for (const std::string& n : backend_names()) known += (known.empty() ? "" : ", ") + n;
   fail("unknown backend '", name, "' (this build has: ", known, ")");

@@ -100,8 +100,10 @@ void check_batch(const Model& model, const std::vector<Sequence>& batch) {
 struct Session::Impl {
   std::unique_ptr<Executor> exec;
   MemoryPlan plan;
-  std::vector<float> arena_mem;
-  Workspace ws;
+  float* arena = nullptr;  // the executor's arena (its memory) during and after a run
+  // Host-readable results of the last run (the executor's to_host): slot 0
+  // is the graph output, slot 1 + i graph output i.
+  std::vector<const float*> host_out;
   Session::LinearObserver observer;
   std::vector<int32_t> ids, type_ids, positions;
   std::vector<int64_t> offsets;
@@ -150,7 +152,7 @@ const std::vector<double>& Session::op_seconds() const { return impl_->op_second
 int64_t Session::profiled_runs() const { return impl_->profiled_runs; }
 
 size_t Session::arena_bytes() const {
-  return impl_->arena_mem.capacity() * sizeof(float) + impl_->ws.bytes();
+  return impl_->exec->bytes();
 }
 
 void Session::check(const std::vector<Sequence>& batch) const {
@@ -189,11 +191,13 @@ HiddenStates Session::run(const std::vector<Sequence>& batch) {
 
   // Grow, never shrink: the arena is sized by the largest batch seen. A
   // value with sequence rows fits in its buffer (num_seqs <= T).
+  // The arena and the scratch are the executor's, in its memory.
+  Executor& ex = *s.exec;
   const size_t need = static_cast<size_t>(T * s.plan.floats_per_token);
-  if (s.arena_mem.size() < need) s.arena_mem.resize(need);
+  s.arena = static_cast<float*>(ex.arena(std::max<size_t>(need, 1) * sizeof(float)));
   auto value_ptr = [&](int32_t v) -> float* {
     if (v < 0) return nullptr;
-    return s.arena_mem.data() + s.plan.buffer_offset[s.plan.buffer_of_value[v]] * T;
+    return s.arena + s.plan.buffer_offset[s.plan.buffer_of_value[v]] * T;
   };
   auto rows_of = [&](int32_t v) -> int64_t {
     return g.values[v].rows == Rows::Sequences ? num_seqs : T;
@@ -207,10 +211,13 @@ HiddenStates Session::run(const std::vector<Sequence>& batch) {
   bv.seq_offsets = s.offsets.data();
   bv.num_seqs = num_seqs;
   bv.max_len = max_sequence_length(batch);
-  RunContext ctx{bv, s.ws, threads_};
+  const BatchView staged = ex.stage(bv);
+  RunContext ctx{staged, ex.workspace(), threads_, &ex};
   const PreparedModel& p = *prepared_;
+  std::vector<float> observed;  // the observer's host copy on a device backend
 
-  s.exec->execute([&] {
+  s.last_tokens = 0;  // outputs are unreadable if the run fails
+  ex.execute([&] {
     for (size_t i = 0; i < g.ops.size(); ++i) {
       const Op& op = g.ops[i];
       OpIO io;
@@ -221,24 +228,44 @@ HiddenStates Session::run(const std::vector<Sequence>& batch) {
       io.out = value_ptr(op.out);
       io.out_rows = rows_of(op.out);
       io.out_width = g.values[op.out].width;
-      if (op.kind == OpKind::Linear && s.observer) s.observer(i, io.in0, io.in_rows, io.in_width);
+      if (op.kind == OpKind::Linear && s.observer) {
+        if (ex.host_memory()) {
+          s.observer(i, io.in0, io.in_rows, io.in_width);
+        } else {
+          observed.resize(static_cast<size_t>(io.in_rows * io.in_width));
+          ex.copy_to_host(observed.data(), io.in0, observed.size() * sizeof(float));
+          s.observer(i, observed.data(), io.in_rows, io.in_width);
+        }
+      }
       if (!s.profiling) {
         p.impl(i).run(op, p.op(i), io, ctx);
         continue;
       }
       const auto t0 = std::chrono::steady_clock::now();
       p.impl(i).run(op, p.op(i), io, ctx);
+      ex.synchronize();  // a device backend's op has finished only then
       s.op_seconds[i] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     }
   });
   if (s.profiling) ++s.profiled_runs;
+
+  // The results, readable on the host (the same pointers on a host backend).
+  s.host_out.assign(1 + g.outputs.size(), nullptr);
+  s.host_out[0] = ex.to_host(0, value_ptr(g.output),
+                             static_cast<size_t>(rows_of(g.output) * g.values[g.output].width));
+  for (size_t o = 0; o < g.outputs.size(); ++o) {
+    const int32_t v = g.outputs[o].value;
+    if (v >= 0)
+      s.host_out[1 + o] = ex.to_host(static_cast<int>(1 + o), value_ptr(v),
+                                     static_cast<size_t>(rows_of(v) * g.values[v].width));
+  }
   s.last_seqs = num_seqs;
   s.last_tokens = T;
 
   HiddenStates h;
   h.offsets = s.offsets;
   h.width = g.values[g.output].width;
-  h.data = value_ptr(g.output);
+  h.data = s.host_out[0];
   return h;
 }
 
@@ -258,7 +285,7 @@ OutputView Session::output(const std::string& name) const {
   o.name = name;
   o.rows = s.last_seqs;
   o.width = g.values[v].width;
-  o.data = s.arena_mem.data() + s.plan.buffer_offset[s.plan.buffer_of_value[v]] * s.last_tokens;
+  o.data = s.host_out[1 + static_cast<size_t>(i)];
   return o;
 }
 

@@ -34,6 +34,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 fi
 
+# The CUDA toolkit is not installed here (it is large and not in Debian's
+# main): the CUDA build step of test.sh needs nvcc and cuBLAS, no GPU.
+if [ -n "${CUDACXX:-}" ] && [ -x "$CUDACXX" ]; then :
+elif command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then :
+else
+  echo "setup: nvcc (the CUDA toolkit) is missing: test.sh will skip the CUDA build" \
+       "(build-cuda, -DSPINEL_CUDA=ON); install the toolkit at /usr/local/cuda or set CUDACXX" >&2
+fi
+
 VENV="$ROOT/.venv"
 if [ ! -x "$VENV/bin/python" ]; then
   echo "setup: creating $VENV (Debian python3 with its torch/onnx/numpy)" >&2

@@ -3,7 +3,8 @@
 # tests through ctest, the Python conformance tests (spinel vs ONNX Runtime,
 # PyTorch and HF tokenizers on the real all-MiniLM-L6-v2) and the hostile-file
 # corpus; then the same unit tests and a conformance subset under ASan+UBSan,
-# every fuzz target for a bounded time, and the threads test under TSan.
+# every fuzz target for a bounded time, the CUDA build (build-cuda: compiles,
+# links, refuses clearly without a GPU) and the threads test under TSan.
 # Arguments go to the first pytest run (e.g. -k NAME).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -66,6 +67,24 @@ SPINEL_CAPI=0 SPINEL_BIN="$ROOT/build-asan/spinel" "$PY" -m pytest -q tests/host
   tests/conformance/test_bad_inputs.py tests/conformance/test_fasta.py \
   tests/conformance/test_minilm_conformance.py::test_cli_mixed_batch_vs_ort \
   tests/conformance/test_minilm_conformance.py::test_text_input_matches_ids
+# The CUDA backend: it must compile and link, and, here without a GPU, refuse
+# with "no CUDA device" (never a crash); with a device its ops run against the
+# reference. Only the targets these tests need are built.
+echo "== CUDA build (build-cuda, -DSPINEL_CUDA=ON): libspinel, spinel and the cuda tests"
+cuda_start=$SECONDS
+cuda_rc=0
+"$ROOT/tools/build_cuda.sh" || cuda_rc=$?
+if [ "$cuda_rc" -eq 3 ]; then
+  echo "== CUDA build skipped: nvcc is missing (see tools/setup.sh)"
+elif [ "$cuda_rc" -ne 0 ]; then
+  echo "the CUDA build failed" >&2
+  exit 1
+else
+  ctest --test-dir "$ROOT/build-cuda" --output-on-failure -R '^(test_backend_ops|test_session|test_capi)$'
+  SPINEL_BIN="$ROOT/build-cuda/spinel" "$PY" -m pytest -q -rs tests/conformance/test_cuda_conformance.py
+  echo "== CUDA build and tests took $((SECONDS - cuda_start)) s"
+fi
+
 echo "== fuzz targets, ${FUZZ_SECONDS}s each"
 "$ROOT/tools/fuzz.sh" "$FUZZ_SECONDS"
 

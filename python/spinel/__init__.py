@@ -193,7 +193,8 @@ class Model(_Handle):
 
     def session(self, threads=0, backend=None, isa=None, max_batch=0, max_tokens=0):
         """A new Session. threads: 0 = every core, else 1..1024; backend: "cpu"
-        (default) or "reference"; isa: an instruction-set cap, PROCESS-WIDE (see
+        (default), "reference" or "cuda" (a CUDA build with a device; else an
+        Error saying why); isa: an instruction-set cap, PROCESS-WIDE (see
         set_isa_cap); max_batch / max_tokens: limits per run, 0 = none."""
         return Session(self, threads=threads, backend=backend, isa=isa, max_batch=max_batch,
                        max_tokens=max_tokens)

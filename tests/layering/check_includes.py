@@ -17,6 +17,9 @@ ALLOWED = {
     "kernels/reference": ["kernels/backend.h", "kernels/int8.h", "kernels/reference/", "runtime/ir.h"],
     "kernels/cpu": ["kernels/backend.h", "kernels/int8.h", "kernels/cpu/", "kernels/reference/",
                     "runtime/ir.h"],
+    # spinel::Error (header-only use: the class, not fail()) for device errors.
+    "kernels/cuda": ["kernels/backend.h", "kernels/int8.h", "kernels/cuda/", "runtime/ir.h",
+                     "runtime/error.h"],
     "kernels": ["kernels/", "runtime/ir.h"],
     # The runtime sees kernels through the operator interface; platform.cpp
     # (CPU report, ISA cap) is the one door to the cpu backend's ISA probe.
@@ -48,7 +51,7 @@ def main():
     bad = []
     checked = 0
     for path in sorted(ROOT.glob("**/*")):
-        if path.suffix not in (".h", ".cpp", ".c", ".inc") or not path.is_file():
+        if path.suffix not in (".h", ".cpp", ".c", ".inc", ".cu", ".cuh") or not path.is_file():
             continue
         rel = path.relative_to(ROOT).as_posix()
         if rel.startswith(("build", ".venv", "work/")):

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "kernels/backend.h"
 #include "runtime/session.h"
 #include "runtime/spnl.h"
 #include "runtime/util/json.h"
@@ -184,7 +185,9 @@ TEST_CASE("C API: versions, status names, backends") {
   REQUIRE(spinel_backends(nullptr, 0, &needed) == SPINEL_OK);
   std::vector<char> names(needed);
   REQUIRE(spinel_backends(names.data(), names.size(), &needed) == SPINEL_OK);
-  CHECK(std::string(names.data()) == "cpu,reference");
+  // This build's backends: "cuda" too in a -DSPINEL_CUDA=ON build (device or not).
+  CHECK(std::string(names.data()) ==
+        std::string("cpu,reference") + (spinel::find_backend("cuda") ? ",cuda" : ""));
   CHECK(std::strlen(names.data()) + 1 == needed);
   char small[4] = {'x', 'x', 'x', 'x'};
   REQUIRE(spinel_backends(small, sizeof small, &needed) == SPINEL_OK);
@@ -267,8 +270,8 @@ TEST_CASE("C API: model info, outputs and the info JSON") {
   CHECK(has(last_error(), "count is NULL"));
   CHECK(spinel_model_info_json(m, nullptr, 10, &needed) == SPINEL_INVALID_ARGUMENT);
   CHECK(has(last_error(), "json"));
-  CHECK(spinel_model_kernels(m, "cuda", nullptr, 0, &needed) == SPINEL_INVALID_ARGUMENT);
-  CHECK(has(last_error(), "unknown backend 'cuda'"));
+  CHECK(spinel_model_kernels(m, "tpu", nullptr, 0, &needed) == SPINEL_INVALID_ARGUMENT);
+  CHECK(has(last_error(), "unknown backend 'tpu'"));
   CHECK(has(last_error(), "cpu, reference"));
   spinel_model_free(m);
 }
@@ -587,9 +590,26 @@ TEST_CASE("C API: session options check their values, are copied, and set limits
   CHECK(spinel_session_options_set_threads(o, 100000) == SPINEL_INVALID_ARGUMENT);
   CHECK(has(last_error(), "threads is 100000"));
   CHECK(has(last_error(), "1..1024"));
-  CHECK(spinel_session_options_set_backend(o, "cuda") == SPINEL_INVALID_ARGUMENT);
-  CHECK(has(last_error(), "unknown backend 'cuda'"));
+  CHECK(spinel_session_options_set_backend(o, "tpu") == SPINEL_INVALID_ARGUMENT);
+  CHECK(has(last_error(), "unknown backend 'tpu'"));
   CHECK(has(last_error(), "cpu, reference"));
+  // "cuda" without CUDA in the build, or without a device: a status and the
+  // reason, never an abort (what CI can check without a GPU).
+  {
+    const spinel::Backend* cu = spinel::find_backend("cuda");
+    const spinel_status_t st = spinel_session_options_set_backend(o, "cuda");
+    if (!cu) {
+      CHECK(st == SPINEL_INVALID_ARGUMENT);
+      CHECK(has(last_error(), "spinel was built without CUDA (configure with -DSPINEL_CUDA=ON)"));
+    } else if (!cu->unavailable().empty()) {
+      CHECK(st == SPINEL_INVALID_ARGUMENT);
+      CHECK(has(last_error(), "no CUDA device"));
+      MESSAGE("cuda backend: " << last_error());
+    } else {
+      CHECK(st == SPINEL_OK);
+      REQUIRE(spinel_session_options_set_backend(o, "cpu") == SPINEL_OK);
+    }
+  }
   CHECK(spinel_session_options_set_isa(o, "sse9") == SPINEL_INVALID_ARGUMENT);
   CHECK(has(last_error(), "isa: unknown instruction set 'sse9'"));
   CHECK(has(last_error(), "avx512vnni, avxvnni, avx2, scalar"));
@@ -609,8 +629,18 @@ TEST_CASE("C API: session options check their values, are copied, and set limits
   CHECK(has(last_error(), "model is NULL"));
   CHECK(spinel_session_create_with(m, o, nullptr) == SPINEL_INVALID_ARGUMENT);
   CHECK(has(last_error(), "session is NULL"));
-  CHECK(spinel_session_create_on(m, 1, "cuda", &s) == SPINEL_INVALID_ARGUMENT);
+  CHECK(spinel_session_create_on(m, 1, "tpu", &s) == SPINEL_INVALID_ARGUMENT);
   CHECK(has(last_error(), "cpu, reference"));
+  // Session create with "cuda": without CUDA in the build or without a
+  // device, a status and the reason (what CI can check without a GPU).
+  if (!spinel::find_backend("cuda")) {
+    CHECK(spinel_session_create_on(m, 1, "cuda", &s) == SPINEL_INVALID_ARGUMENT);
+    CHECK(has(last_error(), "spinel was built without CUDA (configure with -DSPINEL_CUDA=ON)"));
+  } else if (!spinel::find_backend("cuda")->unavailable().empty()) {
+    CHECK(spinel_session_create_on(m, 1, "cuda", &s) == SPINEL_INVALID_ARGUMENT);
+    CHECK(has(last_error(), "no CUDA device"));
+  }
+  CHECK(s == nullptr);
   CHECK(spinel_session_create(m, 100000, &s) == SPINEL_INVALID_ARGUMENT);
   CHECK(has(last_error(), "threads is 100000"));
   CHECK(s == nullptr);

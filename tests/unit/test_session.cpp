@@ -228,3 +228,41 @@ TEST_CASE("sessions over one model share one prepared state per backend and ISA 
     CHECK(std::string(e.what()).find("reference") != std::string::npos);
   }
 }
+
+// "cuda" is a known name in every build: without -DSPINEL_CUDA=ON it names
+// the configure option; with it but no device, it names the CUDA error. A
+// spinel::Error either way, never an abort.
+TEST_CASE("the cuda backend name: built without CUDA, or no device, is a clear error") {
+  testing::TinySpec spec;
+  auto m = make_model(spec, "cuda_name");
+  SessionOptions o;
+  o.backend = "cuda";
+  const Backend* cu = find_backend("cuda");
+#ifdef SPINEL_HAVE_CUDA
+  REQUIRE(cu != nullptr);
+  CHECK(backend_missing_reason("cuda").empty());
+#else
+  CHECK(cu == nullptr);
+  CHECK(backend_missing_reason("cuda") ==
+        "spinel was built without CUDA (configure with -DSPINEL_CUDA=ON)");
+#endif
+  if (cu && cu->unavailable().empty()) {
+    MESSAGE("a CUDA device is present: " << cu->describe());
+    Session s(m, o);
+    CHECK(std::string(s.backend().name()) == "cuda");
+    return;
+  }
+  try {
+    Session x(m, o);
+    FAIL("the cuda backend was accepted without CUDA or a device");
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    MESSAGE(what);
+    if (!cu) {
+      CHECK(what.find("spinel was built without CUDA (configure with -DSPINEL_CUDA=ON)") != std::string::npos);
+    } else {
+      CHECK(what.find("no CUDA device") != std::string::npos);
+    }
+  }
+  CHECK_THROWS_AS(backend_or_fail("cuda"), Error);
+}

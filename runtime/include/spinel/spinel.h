@@ -184,8 +184,10 @@ SPINEL_API void spinel_session_options_free(spinel_session_options_t options);
 /* threads: 0 = every hardware thread, else 1..1024. */
 SPINEL_API spinel_status_t spinel_session_options_set_threads(spinel_session_options_t options, int threads);
 /* backend: "cpu" or "reference" (plain loops on one thread: slow, the
- * definition tests compare against); spinel_backends lists this build's.
- * NULL = "cpu". Copied. */
+ * definition tests compare against), or "cuda" (a build with
+ * -DSPINEL_CUDA=ON and a CUDA device; otherwise SPINEL_INVALID_ARGUMENT
+ * with the reason: "spinel was built without CUDA ..." or "no CUDA device:
+ * ..."); spinel_backends lists this build's. NULL = "cpu". Copied. */
 SPINEL_API spinel_status_t spinel_session_options_set_backend(spinel_session_options_t options,
                                                               const char* backend);
 /* isa: a level as for spinel_set_isa_cap, or NULL for none (the default).
