@@ -213,7 +213,7 @@ void run_and_check(const Problem& p, const Epi& e, const sd::Kernel* kern, int t
   const std::string kname = kern ? kern->name : sk::spmm_f32_kernel_name();
   INFO(kname << " threads=" << threads << " M=" << M << " K=" << p.K << " N=" << N
              << " sparsity=" << p.packed.sparsity << " act=" << act_str(e.act) << " bias=" << e.bias
-             << " residual=" << (e.res == Res::None ? "none" : e.res == Res::Separate ? "separate" : "in place")
+             << " residual=" << std::string(e.res == Res::None ? "none" : e.res == Res::Separate ? "separate" : "in place")
              << "; worst at [" << wm << "][" << wn << "]: "
              << (wm >= 0 ? y[wm * ldy + wn] : 0.f) << " vs " << (wm >= 0 ? want[wm * N + wn] : 0.f)
              << " (" << worst << " of the tolerance)");
