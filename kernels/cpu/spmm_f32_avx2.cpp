@@ -15,7 +15,6 @@
 #define SPMM_F32_NS avx2
 #define SPMM_F32_LANES 8
 #define SPMM_F32_NT 3
-#define SPMM_F32_SLICE_BYTES (24 * 1024)
 #include "kernels/cpu/spmm_f32_body.inc"
 #if defined(__clang__)
 #pragma clang attribute pop

@@ -16,7 +16,6 @@
 #define SPMM_F32_NS avx512
 #define SPMM_F32_LANES 16
 #define SPMM_F32_NT 4
-#define SPMM_F32_SLICE_BYTES (24 * 1024)
 #include "kernels/cpu/spmm_f32_body.inc"
 #if defined(__clang__)
 #pragma clang attribute pop
