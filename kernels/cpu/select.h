@@ -30,16 +30,20 @@ constexpr SparseCrossover kCrossoverAmx{"avx512_core_amx", 0.7};
 // The crossover that applies on this CPU at the active ISA level.
 const SparseCrossover& crossover_here();
 
-// Block sparsity from which the 4x1 block-sparse FP32 kernel (spmm_f32.h)
-// beats oneDNN's dense f32 matmul, for an F32 layer (bench/RESULTS.md "Sparse
-// vs dense FP32 crossover"; bench/bench_spmm_f32.cpp). Measured on AVX2
-// (oneDNN's f32 gemm on avx2 against spmm_f32_4x1_24x4_avx2); AVX-512 is
-// assumed to move both by the same factor (not measured: no such CPU here).
+// Block sparsity from which an F32 layer runs the 4x1 block-sparse FP32
+// kernel (spmm_f32.h) instead of oneDNN's dense f32 matmul. Measured on AVX2
+// (bench/RESULTS.md "Block-sparse FP32 Linear"; bench/bench_spmm_f32.cpp:
+// BERT-base shapes, M = 16, 128, 384, 1 and 2 threads): the sparse kernel
+// overtakes oneDNN at <= 30% block sparsity everywhere, and already at 0% for
+// M = 16 (oneDNN's f32 gemm is least efficient there); 0.4 leaves a margin
+// (>= 1.2x measured at 40%). AVX-512 is assumed to move both kernels alike
+// (not measured: no such CPU here). One threshold for every M: the choice is
+// made once per layer, when the model is prepared.
 struct F32Crossover {
   const char* dense_kernel;  // what oneDNN's f32 matmul runs on
   double min_sparsity;
 };
-constexpr F32Crossover kCrossoverF32{"avx2 f32 gemm", 0.5};
+constexpr F32Crossover kCrossoverF32{"oneDNN f32 gemm (avx2)", 0.4};
 
 // Fraction of all-zero 4x1 blocks of f32 W [K, N] (4 consecutive output
 // channels x 1 input channel; when N % 4 != 0 the last, shorter group of each
