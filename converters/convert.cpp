@@ -112,6 +112,7 @@ ConvertReport convert(const ConvertOptions& o, const ConvertCallback& progress) 
     });
     note(ConvertStep::Calibrate, true, rep, rep.calibration_samples, rep.calibration_samples);
   }
+  record_f32_block_sparsity(writer);
   if (o.int8) {
     note(ConvertStep::Quantize, false, rep);
     rep.quantized = quantize_linears_int8(writer, o.quant);

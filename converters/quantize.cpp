@@ -9,6 +9,17 @@
 
 namespace spinel {
 
+void record_f32_block_sparsity(SpnlWriter& w) {
+  for (Op& op : w.graph.ops) {
+    if (op.kind != OpKind::Linear || op.precision != Precision::F32) continue;
+    const int32_t wid = op.w[slot::kWeight];
+    const TensorInfo& t = w.tensors().at(static_cast<size_t>(wid));
+    if (t.dtype != DType::F32 || t.shape.size() != 2 || t.shape[0] <= 0 || t.shape[1] <= 0) continue;
+    op.block_sparsity = static_cast<float>(kernels::block_sparsity_4x1_f32(
+        static_cast<const float*>(w.tensor_data(wid)), t.shape[0], t.shape[1]));
+  }
+}
+
 std::vector<LinearQuantReport> quantize_linears_int8(SpnlWriter& w, const QuantOptions& opts) {
   if (!(opts.sparse_threshold >= 0.0 && opts.sparse_threshold <= 1.0))
     fail("sparse threshold ", opts.sparse_threshold, " is outside [0, 1]");

@@ -28,6 +28,12 @@ struct LinearQuantReport {
   double max_rel_error = 0;   // max |W - s*q| / max|W| of the layer
 };
 
+// Stores in every f32 Linear of w.graph the fraction of all-zero 4x1 blocks of
+// its weight (Op::block_sparsity), which the cpu backend's kernel choice reads
+// (kernels/cpu/select.h: block-sparse FP32 above the crossover). Run before
+// quantize_linears_int8, which replaces it by the s8 weight's value.
+void record_f32_block_sparsity(SpnlWriter& w);
+
 // Rewrites every f32 Linear of w.graph in place: its weight tensor becomes s8,
 // a scale tensor is added, and its precision is chosen. Embeddings,
 // LayerNorm and attention stay f32.

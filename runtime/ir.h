@@ -100,8 +100,9 @@ struct Op {
   float eps = 0.f;        // LayerNorm, Embedding
   float scale = 0.f;      // Attention: multiplier of Q.K^T (1/sqrt(head_dim))
   PoolKind pool = PoolKind::Cls;  // Pool
-  // S8 Linear: fraction of all-zero 4x1 blocks of the stored weight, measured
-  // at convert time (-1: not recorded); the kernel choice reads it.
+  // Linear: fraction of all-zero 4x1 blocks of the stored weight (s8, or f32
+  // for an F32 Linear), measured at convert time (-1: not recorded); the
+  // kernel choice reads it.
   float block_sparsity = -1.f;
 };
 

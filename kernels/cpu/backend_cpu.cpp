@@ -16,6 +16,7 @@
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/qgemm.h"
 #include "kernels/cpu/select.h"
+#include "kernels/cpu/spmm_f32.h"
 
 namespace spinel {
 namespace {
@@ -119,6 +120,7 @@ struct LinearState : PreparedOp {
   std::unique_ptr<k::DenseLinearF32> f32;
   std::unique_ptr<k::DenseLinearU8S8> s8_dense;
   std::unique_ptr<k::PackedS8Sparse> s8_sparse;
+  std::unique_ptr<k::PackedF32Sparse> f32_sparse;
   std::string kernel_name;
   size_t packed_bytes = 0;
   std::string kernel() const override { return kernel_name; }
@@ -139,7 +141,8 @@ class LinearCpu : public OpImpl {
     auto st = std::make_unique<LinearState>();
     const float* bias = a.weights.get<float>(slot::kBias);
     const int8_t* w8 = op.precision == Precision::F32 ? nullptr : a.weights.get<int8_t>(slot::kWeight);
-    st->choice = k::choose_linear(op.precision, op.block_sparsity, w8, K, N);
+    const float* w32 = op.precision == Precision::F32 ? a.weights.get<float>(slot::kWeight) : nullptr;
+    st->choice = k::choose_linear(op.precision, op.block_sparsity, w8, K, N, w32);
     switch (st->choice.impl) {
       case k::LinearImpl::DnnlF32:
         // The tanh of a pooler is applied by oneDNN's eltwise post-op too.
@@ -147,6 +150,11 @@ class LinearCpu : public OpImpl {
                                                       op.act);
         st->kernel_name = "dnnl_matmul_f32";
         st->packed_bytes = static_cast<size_t>(K * N) * sizeof(float);
+        break;
+      case k::LinearImpl::SparseF32:
+        st->f32_sparse = std::make_unique<k::PackedF32Sparse>(k::pack_f32_sparse(w32, K, N, bias));
+        st->kernel_name = k::spmm_f32_kernel_name();
+        st->packed_bytes = st->f32_sparse->bytes();
         break;
       case k::LinearImpl::SparseU8S8: {
         st->s8_sparse = std::make_unique<k::PackedS8Sparse>(k::pack_s8_sparse(
@@ -190,6 +198,13 @@ class LinearCpu : public OpImpl {
     if (st.f32) {
       // (An activation followed by a residual is split inside DenseLinearF32.)
       st.f32->run(io.in0, T, io.in1, io.out);
+      return;
+    }
+    if (st.f32_sparse) {
+      k::F32SparseEpilogue ep;
+      ep.act = op.act;
+      ep.residual = io.in1;
+      k::spmm_f32(*st.f32_sparse, io.in0, T, K, ep, io.out, N);
       return;
     }
     uint8_t* xq = ctx.ws.get<uint8_t>(kQuantX, static_cast<size_t>(T * K));

@@ -1,6 +1,9 @@
 #include "kernels/cpu/select.h"
 
+#include <atomic>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 
 #include "kernels/cpu/isa.h"
 #include "kernels/cpu/qgemm.h"
@@ -12,8 +15,21 @@ const char* linear_impl_name(LinearImpl impl) {
     case LinearImpl::DnnlF32: return "dnnl-f32";
     case LinearImpl::DnnlU8S8: return "dnnl-u8s8";
     case LinearImpl::SparseU8S8: return "sparse-u8s8";
+    case LinearImpl::SparseF32: return "sparse-f32";
   }
   return "?";
+}
+
+F32SparseMode f32_sparse_mode() {
+  const char* v = std::getenv("SPINEL_F32_SPARSE");
+  if (!v || !*v || !std::strcmp(v, "auto")) return F32SparseMode::Auto;
+  if (!std::strcmp(v, "0") || !std::strcmp(v, "off")) return F32SparseMode::Off;
+  if (!std::strcmp(v, "1") || !std::strcmp(v, "on")) return F32SparseMode::On;
+  static std::atomic<bool> warned{false};
+  if (!warned.exchange(true))
+    std::fprintf(stderr, "spinel: warning: SPINEL_F32_SPARSE=%s is not one of auto, 0/off, 1/on; "
+                 "using auto\n", v);
+  return F32SparseMode::Auto;
 }
 
 namespace {
@@ -22,15 +38,50 @@ bool amx_in_use() { return cpu_has_amx_int8() && active_isa() == Isa::Avx512Vnni
 
 const SparseCrossover& crossover_here() { return amx_in_use() ? kCrossoverAmx : kCrossoverVnni; }
 
+namespace {
+
+LinearChoice choose_f32(double block_sparsity, const float* W32, int64_t K, int64_t N) {
+  LinearChoice c;
+  char buf[200];
+  const double s = block_sparsity >= 0 ? block_sparsity
+                   : W32                ? block_sparsity_4x1_f32(W32, K, N)
+                                        : -1;
+  switch (f32_sparse_mode()) {
+    case F32SparseMode::Off:
+      c.impl = LinearImpl::DnnlF32;
+      c.why = "f32 weights; SPINEL_F32_SPARSE=0 forces dense";
+      return c;
+    case F32SparseMode::On:
+      c.impl = LinearImpl::SparseF32;
+      std::snprintf(buf, sizeof buf, "f32 weights, block sparsity %.2f; SPINEL_F32_SPARSE=1 forces sparse",
+                    s < 0 ? 0.0 : s);
+      c.why = buf;
+      return c;
+    case F32SparseMode::Auto:
+      break;
+  }
+  if (s < 0) {
+    c.impl = LinearImpl::DnnlF32;
+    c.why = "f32 weights, block sparsity unknown";
+    return c;
+  }
+  const F32Crossover& x = kCrossoverF32;
+  c.impl = s >= x.min_sparsity ? LinearImpl::SparseF32 : LinearImpl::DnnlF32;
+  std::snprintf(buf, sizeof buf, "f32 weights, block sparsity %.2f %s %.2f, the crossover against %s",
+                s, s >= x.min_sparsity ? ">=" : "<", x.min_sparsity, x.dense_kernel);
+  c.why = buf;
+  return c;
+}
+
+}  // namespace
+
 LinearChoice choose_linear(Precision precision, double block_sparsity, const int8_t* W, int64_t K,
-                           int64_t N) {
+                           int64_t N, const float* W32) {
   LinearChoice c;
   char buf[160];
   switch (precision) {
     case Precision::F32:
-      c.impl = LinearImpl::DnnlF32;
-      c.why = "f32 weights";
-      return c;
+      return choose_f32(block_sparsity, W32, K, N);
     case Precision::S8Dense:
       c.impl = LinearImpl::DnnlU8S8;
       c.why = "stored dense";

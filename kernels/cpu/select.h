@@ -11,8 +11,9 @@
 
 namespace spinel::kernels {
 
-enum class LinearImpl { DnnlF32, DnnlU8S8, SparseU8S8 };
-const char* linear_impl_name(LinearImpl impl);  // "dnnl-f32", "dnnl-u8s8", "sparse-u8s8"
+enum class LinearImpl { DnnlF32, DnnlU8S8, SparseU8S8, SparseF32 };
+// "dnnl-f32", "dnnl-u8s8", "sparse-u8s8", "sparse-f32"
+const char* linear_impl_name(LinearImpl impl);
 
 // Block sparsity from which the 4x1 block-sparse kernel beats oneDNN's dense
 // u8s8 matmul (M = 128 tokens, 1 and 2 threads; bench/RESULTS.md "Sparse vs
@@ -29,6 +30,33 @@ constexpr SparseCrossover kCrossoverAmx{"avx512_core_amx", 0.7};
 // The crossover that applies on this CPU at the active ISA level.
 const SparseCrossover& crossover_here();
 
+// Block sparsity from which an F32 layer runs the 4x1 block-sparse FP32
+// kernel (spmm_f32.h) instead of oneDNN's dense f32 matmul. Measured on AVX2
+// (bench/RESULTS.md "Block-sparse FP32 Linear"; bench/bench_spmm_f32.cpp:
+// BERT-base shapes, M = 16, 128, 384, 1 and 2 threads): the sparse kernel
+// overtakes oneDNN at <= 30% block sparsity everywhere, and already at 0% for
+// M = 16 (oneDNN's f32 gemm is least efficient there); 0.4 leaves a margin
+// (>= 1.2x measured at 40%). AVX-512 is assumed to move both kernels alike
+// (not measured: no such CPU here). One threshold for every M: the choice is
+// made once per layer, when the model is prepared.
+struct F32Crossover {
+  const char* dense_kernel;  // what oneDNN's f32 matmul runs on
+  double min_sparsity;
+};
+constexpr F32Crossover kCrossoverF32{"oneDNN f32 gemm (avx2)", 0.4};
+
+// Fraction of all-zero 4x1 blocks of f32 W [K, N] (4 consecutive output
+// channels x 1 input channel; when N % 4 != 0 the last, shorter group of each
+// row counts as a block). Any K, N >= 1.
+double block_sparsity_4x1_f32(const float* W, int64_t K, int64_t N);
+
+// SPINEL_F32_SPARSE, read at every choice (i.e. when a model is prepared):
+// unset, "" or "auto": the crossover above; "0"/"off": every F32 Linear on
+// oneDNN dense (A/B runs); "1"/"on": every F32 Linear on the sparse kernel,
+// whatever its sparsity (tests). Other values warn once and mean auto.
+enum class F32SparseMode { Auto, Off, On };
+F32SparseMode f32_sparse_mode();
+
 struct LinearChoice {
   LinearImpl impl = LinearImpl::DnnlF32;
   std::string why;  // one line: "block sparsity 0.91 >= 0.40 (avx512_core_vnni)"
@@ -37,12 +65,15 @@ struct LinearChoice {
 // precision: what the file says (F32, S8Dense, or S8Sparse = the converter
 // found the layer sparse enough for the sparse kernel). block_sparsity: the
 // stored value, or < 0 when the file has none (then it is measured from W,
-// s8 [K, N], which must be given for S8Sparse layers).
-//   F32 -> DnnlF32; S8Dense -> DnnlU8S8;
+// s8 [K, N], which must be given for S8Sparse layers, or from W32, f32
+// [K, N], for F32 layers; F32 without either counts as dense).
+//   F32 -> SparseF32 if the block sparsity is >= kCrossoverF32 (or
+//          SPINEL_F32_SPARSE says so), else DnnlF32;
+//   S8Dense -> DnnlU8S8;
 //   S8Sparse -> SparseU8S8, unless AMX-INT8 is usable at the active level and
 //               the sparsity is below kCrossoverAmx (then DnnlU8S8); an ISA
 //               cap below AVX-512 VNNI asks for that level's sparse kernel.
 LinearChoice choose_linear(Precision precision, double block_sparsity, const int8_t* W, int64_t K,
-                           int64_t N);
+                           int64_t N, const float* W32 = nullptr);
 
 }  // namespace spinel::kernels

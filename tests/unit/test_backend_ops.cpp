@@ -84,6 +84,9 @@ constexpr Tolerance kTolerances[] = {
     {"linear_f32", 1e-5, 1e-6,
      "oneDNN's float accumulation (K up to 768, blocked order, FMA) vs a double-accumulating "
      "reference; eltwise GELU/tanh post-ops within a few ulps"},
+    {"linear_f32_sparse", 1e-5, 1e-6,
+     "the block-sparse f32 kernel (FMA, float accumulation over the nonzero blocks in input "
+     "order) vs a double-accumulating reference; the row kernels' vectorized GELU; as linear_f32"},
     {"linear_s8", 0, 0,
      "the INT8 contract (kernels/int8.h) fixes quantization, the exact int32 accumulation and "
      "one fma for the dequantization, then the residual: bit-identical on every path"},
@@ -378,14 +381,29 @@ double measured_block_sparsity(const std::vector<int8_t>& W, int64_t K, int64_t 
   return all ? static_cast<double>(zero) / static_cast<double>(all) : 0.0;
 }
 
+// f32 W [K, N] with the zero-block pattern of block_sparse_s8 and values in
+// [-wr, wr] in the nonzero blocks.
+std::vector<float> block_sparse_f32(int64_t K, int64_t N, double sparsity, float wr, std::mt19937& rng) {
+  const std::vector<int8_t> pattern = block_sparse_s8(K, N, sparsity, rng);
+  std::vector<float> W(pattern.size());
+  for (size_t i = 0; i < W.size(); ++i) W[i] = wr * static_cast<float>(pattern[i]) / 127.f;
+  return W;
+}
+
+double measured_block_sparsity_f32(const std::vector<float>& W, int64_t K, int64_t N) {
+  std::vector<int8_t> nz(W.size());
+  for (size_t i = 0; i < W.size(); ++i) nz[i] = W[i] != 0.f;
+  return measured_block_sparsity(nz, K, N);
+}
+
 struct LinearSpec {
   int64_t M, K, N;
   Precision precision = Precision::F32;
   Activation act = Activation::None;
   bool bias = false, residual = false;
   bool static_q = false;   // S8: calibrated act_scale/act_zp
-  double sparsity = 0.0;   // S8: fraction of zero 4x1 blocks
-  bool record_sparsity = true;  // S8Sparse: op.block_sparsity stored, else -1
+  double sparsity = 0.0;   // S8, or F32 block-sparse: fraction of zero 4x1 blocks
+  bool record_sparsity = true;  // S8Sparse, sparse F32: op.block_sparsity stored, else -1
   bool seq_rows = false;   // rows are sequences (after a Pool)
   Gate gate = Gate::None;  // gated: weight, bias and scale are [.., 2N]
 };
@@ -409,6 +427,11 @@ std::unique_ptr<OpCase> linear_case(const LinearSpec& s, uint32_t seed) {
       c->op.block_sparsity = s.record_sparsity ? static_cast<float>(measured_block_sparsity(W, K, NW)) : -1.f;
     c->set_s8(slot::kWeight, "w", {K, NW}, std::move(W));
     c->set_f32(slot::kWeightScale, "w_scale", {NW}, uniform(static_cast<size_t>(NW), 0.5f * wr / 127, 1.5f * wr / 127, rng));
+  } else if (s.sparsity > 0.0) {
+    // Block-sparse f32: the cpu backend runs it on spmm_f32 above the crossover.
+    std::vector<float> W = block_sparse_f32(K, NW, s.sparsity, wr, rng);
+    c->op.block_sparsity = s.record_sparsity ? static_cast<float>(measured_block_sparsity_f32(W, K, NW)) : -1.f;
+    c->set_f32(slot::kWeight, "w", {K, NW}, std::move(W));
   } else {
     c->set_f32(slot::kWeight, "w", {K, NW}, uniform(static_cast<size_t>(K * NW), -wr, wr, rng));
   }
@@ -439,13 +462,14 @@ std::unique_ptr<OpCase> linear_case(const LinearSpec& s, uint32_t seed) {
   d << "Linear " << precision_name(s.precision) << " M=" << M << " K=" << K << " N=" << N
     << " act=" << activation_name(s.act) << " bias=" << s.bias << " residual=" << s.residual;
   if (s8) d << (s.static_q ? " static-q" : " dynamic-q") << " block_sparsity=" << s.sparsity;
+  if (!s8 && s.sparsity > 0) d << " block_sparsity=" << s.sparsity << (s.record_sparsity ? "" : " (not stored)");
   if (s.seq_rows) d << " rows=sequences";
   if (s.gate != Gate::None) d << " gate=" << gate_name(s.gate);
   c->desc = d.str();
   if (s.gate != Gate::None) {
     c->tol = s8 ? "linear_s8_geglu" : "linear_f32_geglu";
   } else if (!s8) {
-    c->tol = "linear_f32";
+    c->tol = s.sparsity > 0 ? "linear_f32_sparse" : "linear_f32";
   } else {
     switch (s.act) {
       case Activation::None: c->tol = "linear_s8"; break;
@@ -868,6 +892,43 @@ TEST_CASE("backend ops: Linear S8Sparse") {
 // GEGLU (DNABERT-2's gated_layers): F32 and both INT8 precisions, with and
 // without bias and residual, odd output widths where the precision allows
 // them (block-sparse weights need 2 * I to be a multiple of 4: I even).
+// Block-sparse F32 (spmm_f32 on the cpu backend, chosen from the stored or
+// measured block sparsity): sparsity x activation x residual, the shape (odd
+// N: a short last block-row), bias and stored-or-not cycling; every case
+// checks that the cpu backend did choose the sparse kernel.
+TEST_CASE("backend ops: Linear F32 block-sparse") {
+  uint32_t seed = 1400;
+  struct Shape {
+    int64_t M, K, N;
+  };
+  std::vector<Shape> shapes = {{1, 4, 4},     {3, 12, 9},      {17, 36, 21},   {64, 384, 384},
+                               {131, 768, 385}, {300, 768, 768}, {2, 384, 1536}};
+  if (kSanitized) shapes = {{1, 4, 4}, {3, 12, 9}, {17, 36, 21}, {17, 384, 384}};
+  const Activation acts[] = {Activation::None, Activation::GeluErf, Activation::GeluTanh,
+                             Activation::Tanh};
+  const Backend* cpu = find_backend("cpu");
+  REQUIRE(cpu != nullptr);
+  int i = 0;
+  for (double sp : {0.9, 0.95, 1.0})
+    for (Activation act : acts)
+      for (bool res : {false, true}) {
+        const Shape& sh = shapes[static_cast<size_t>(i % static_cast<int>(shapes.size()))];
+        LinearSpec s{sh.M, sh.K, sh.N, Precision::F32};
+        s.act = act;
+        s.residual = res;
+        s.bias = (i / 3) % 2;
+        s.sparsity = sp;
+        s.record_sparsity = (i % 5) != 0;
+        auto c = linear_case(s, seed++);
+        const auto st = prepare(*cpu, *c);
+        CHECK_MESSAGE(st->kernel().rfind("spmm_f32", 0) == 0,
+                      c->desc << ": cpu runs " << st->kernel() << " (" << st->why() << ")");
+        check_case(*c);
+        ++i;
+      }
+  print_worst_seen();
+}
+
 TEST_CASE("backend ops: gated Linear (GEGLU)") {
   uint32_t seed = 900;
   struct Shape {
@@ -882,6 +943,16 @@ TEST_CASE("backend ops: gated Linear (GEGLU)") {
   int i = 0;
   for (Precision p : {Precision::F32, Precision::S8Dense, Precision::S8Sparse}) {
     const auto& shapes = p == Precision::S8Sparse ? even : odd;
+    // F32 also block-sparse (spmm_f32 for the product of both halves).
+    if (p == Precision::F32)
+      for (size_t j = 0; j < shapes.size(); j += 2) {
+        LinearSpec s{shapes[j].M, shapes[j].K, shapes[j].I, p};
+        s.gate = Gate::Geglu;
+        s.bias = j % 4 == 0;
+        s.residual = j % 4 != 0;
+        s.sparsity = 0.9;
+        check_case(*linear_case(s, seed++));
+      }
     for (const Shape& sh : shapes)
       for (bool bias : {false, true})
         for (bool res : {false, true}) {
@@ -1005,6 +1076,12 @@ TEST_CASE("backend ops: one PreparedOp run from two threads at once") {
     f.act = Activation::None;
     f.residual = true;
     cases.push_back(linear_case(f, 1050 + static_cast<uint32_t>(M)));
+    LinearSpec fs{M, big, big, Precision::F32};  // block-sparse f32 (spmm_f32)
+    fs.act = Activation::GeluErf;
+    fs.bias = true;
+    fs.residual = M == 17;
+    fs.sparsity = 0.9;
+    cases.push_back(linear_case(fs, 1150 + static_cast<uint32_t>(M)));
     LinearSpec sp{M, big, big, Precision::S8Sparse};
     sp.act = Activation::GeluErf;
     sp.sparsity = 0.5;

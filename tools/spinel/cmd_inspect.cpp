@@ -42,9 +42,9 @@ std::string shape_json(const std::vector<int64_t>& s) {
   return r + "]";
 }
 
-// The 4x1 block sparsity the converter stored for an s8 Linear (0 otherwise).
+// The 4x1 block sparsity the converter stored for a Linear (0 if none).
 double block_sparsity(const Op& op) {
-  if (op.kind != OpKind::Linear || op.precision == Precision::F32) return 0;
+  if (op.kind != OpKind::Linear) return 0;
   return op.block_sparsity >= 0 ? op.block_sparsity : 0;
 }
 
@@ -60,6 +60,12 @@ std::string runs_here(const Op& op, const OpKernel& k) {
 std::string op_precision(const Op& op, const OpKernel& k) {
   if (op.kind != OpKind::Linear) return "f32";
   std::string p = precision_name(op.precision);
+  // An f32 layer on the block-sparse f32 kernel: its stored sparsity.
+  if (op.precision == Precision::F32 && k.kernel.rfind("spmm_f32", 0) == 0) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, " %.1f%%", 100 * block_sparsity(op));
+    p += buf;
+  }
   if (op.precision == Precision::S8Sparse) {
     p += " " + num(100 * block_sparsity(op)) + "%";
     if (runs_here(op, k) != precision_name(op.precision)) p += " (dense here, AMX)";
