@@ -573,8 +573,11 @@ case("op_attr_num_heads_2p40", "Attention num_heads 2^40 (past int32)",
      lambda c: (c.edit((c.ops[c.ATT]["num_heads"], 2 ** 40)), [c.opname(c.ATT), "num_heads"]))
 case("op_attr_pool_unknown", "a pooling kind this spinel does not know",
      lambda c: (F.add_op_attr(c.good, c.QKV, "pool", F.STR, "max"), [c.opname(c.QKV), "pool"]))
+# The converter stores every Linear's block sparsity (f32 layers too): overwrite it,
+# or add it to a file that has none.
 case("op_attr_block_sparsity_2", "block sparsity 2 on a Linear",
-     lambda c: (F.add_op_attr(c.good, c.QKV, "block_sparsity", F.F32, 2.0),
+     lambda c: ((c.edit((c.ops[c.QKV]["block_sparsity"], 2.0)) if "block_sparsity" in c.ops[c.QKV]
+                 else F.add_op_attr(c.good, c.QKV, "block_sparsity", F.F32, 2.0)),
                 [c.opname(c.QKV), "block sparsity"]))
 case("op_attr_act_on_layernorm", "an activation on a LayerNorm",
      lambda c: (F.add_op_attr(c.good, c.LN, "act", F.STR, "tanh"), [c.opname(c.LN), "act"]))

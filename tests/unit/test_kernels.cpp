@@ -490,7 +490,9 @@ TEST_CASE("linear: no epilogue falls back to oneDNN's reference loops") {
   for (Activation act : {Activation::None, Activation::GeluErf, Activation::GeluTanh, Activation::Tanh}) {
     k::DenseLinearF32 op(w.data(), b.data(), K, N, act);
     for (int64_t M : {1, 37, 128})
-      for (auto [res, in_place] : {std::pair<bool, bool>{false, false}, {true, false}, {true, true}}) {
+      for (const auto& mode : {std::pair<bool, bool>{false, false}, {true, false}, {true, true}}) {
+        // Plain names, not structured bindings: clang 14 cannot capture those in INFO.
+        const bool res = mode.first, in_place = mode.second;
         const std::string impl = op.implementation(M, res, in_place);
         INFO("act=" << static_cast<int>(act) << " M=" << M << " residual=" << res << " in_place=" << in_place);
         CHECK(!impl.empty());
