@@ -308,10 +308,14 @@ def run_worker(rt, model_file, ids_path, model_name, args):
         cmd += ["--precision", "int8"]
     load0 = loadavg()
     t0 = time.time()
-    p = subprocess.run(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    sys.stdout.write(p.stdout)
-    if p.returncode != 0:
-        return {"runtime": rt, "error": (p.stdout.strip().splitlines() or ["(no output)"])[-1][:300]}
+    p = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in p.stdout:  # progress as it comes
+        sys.stdout.write(line)
+        sys.stdout.flush()
+        lines.append(line)
+    if p.wait() != 0:
+        return {"runtime": rt, "error": ("".join(lines).strip().splitlines() or ["(no output)"])[-1][:300]}
     r = json.load(open(out))
     r.update(runtime=rt, load_start=load0, load_end=loadavg(), seconds=time.time() - t0, model_file=model_file)
     return r
@@ -406,7 +410,7 @@ def plot(results, budgets, path):
         seq = results[model][0].get("seq", "?")
         ax.set_title(f"{model}, seq {seq}, 2 threads")
         ax.grid(True, which="both", alpha=0.3)
-    handles, labels = {}, []
+    handles = {}
     for ax in axes[0]:
         for h, l in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(l, h)

@@ -298,6 +298,9 @@ def main():
     ap.add_argument("--server-steps", type=int, default=3, help="bisection steps per budget")
     ap.add_argument("--sweep", default="0.3,0.6,0.9",
                     help="Server trials at these fractions of the Offline throughput (the plotted curve)")
+    ap.add_argument("--max-seconds", type=float, default=20.0,
+                    help="LoadGen max_duration_ms of SingleStream and Server runs: slow runtimes stop issuing "
+                         "then, with fewer queries than asked")
     ap.add_argument("--logdir", required=True)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
@@ -327,6 +330,7 @@ def main():
 
     if "single" in scenarios:
         d = runner.run(lg.TestScenario.SingleStream, min_duration_ms=int(args.single_seconds * 1e3),
+                       max_duration_ms=int(args.max_seconds * 1e3),
                        min_query_count=args.single_queries, single_stream_expected_latency_ns=1_000_000)
         result["single"] = {**percentiles(d), "qps": d.get("result_qps_with_loadgen_overhead"),
                             "queries": d.get("result_query_count", None), "raw": d}
@@ -345,7 +349,8 @@ def main():
             d = runner.run(lg.TestScenario.Server, server_target_qps=float(qps),
                            server_target_latency_ns=int(max(budgets) * 1e6),
                            server_target_latency_percentile=0.9,
-                           min_duration_ms=int(args.server_seconds * 1e3), min_query_count=args.server_queries)
+                           min_duration_ms=int(args.server_seconds * 1e3), min_query_count=args.server_queries,
+                           max_duration_ms=int(args.max_seconds * 1e3))
             t = {"target_qps": float(qps), **percentiles(d),
                  "scheduled_qps": d.get("result_scheduled_samples_per_sec"),
                  "completed_qps": d.get("result_completed_samples_per_sec"),

@@ -37,12 +37,22 @@ def _corpus():
     return [s if i % 9 == 0 else f"{s} ({i})" for i, s in ((i, short[i % len(short)]) for i in range(N_LINES))]
 
 
-def _binding(lib_path):
-    os.environ["SPINEL_LIBRARY"] = str(lib_path)
+@pytest.fixture(scope="module")
+def binding(capi, spinel):
+    """The spinel package from python/, bound to the build's library (as test_python_binding.py)."""
+    old = os.environ.get("SPINEL_LIBRARY")
+    os.environ["SPINEL_LIBRARY"] = spinel.lib_path
     sys.path.insert(0, str(ROOT / "python"))
-    import spinel as binding
-
-    return binding
+    try:
+        mod = importlib.import_module("spinel")
+        assert mod.library_path() == spinel.lib_path
+    finally:
+        sys.path.remove(str(ROOT / "python"))
+        if old is None:
+            del os.environ["SPINEL_LIBRARY"]
+        else:
+            os.environ["SPINEL_LIBRARY"] = old
+    return mod
 
 
 def test_plan_and_read_text_ranges(tmp_path):
@@ -89,7 +99,7 @@ def test_plan_and_read_fasta_ranges(tmp_path):
         tool.read_range({"start": 0, "end": path.stat().st_size, "first_id": 0}, str(path), True)
 
 
-def test_ray_pipeline_matches_binding_and_cli(converted, spinel, tmp_path):
+def test_ray_pipeline_matches_binding_and_cli(converted, spinel, binding, tmp_path):
     import pyarrow.parquet as pq
 
     _, spnl = converted("minilm17")
@@ -120,7 +130,6 @@ def test_ray_pipeline_matches_binding_and_cli(converted, spinel, tmp_path):
     emb = np.stack([np.asarray(table.column("embedding")[int(i)].as_py(), dtype=np.float32) for i in order])
     tokens = table.column("tokens").to_numpy()[order]
 
-    binding = _binding(spinel.lib_path)
     sample = sorted(set(np.random.default_rng(1).choice(N_LINES, size=100, replace=False).tolist()) | {0, 9, 1999})
     with binding.Model(str(spnl)) as model, model.session(threads=2) as session:
         assert emb.shape == (N_LINES, model.info["hidden_size"])
