@@ -306,6 +306,14 @@ def run_worker(rt, model_file, ids_path, model_name, args):
            "--server-steps", str(args.server_steps), "--logdir", logdir, "--out", out]
     if backend == "ct2":
         cmd += ["--precision", "int8"]
+    if backend == "torch":
+        # Debian's torch calls libblas.so.3, which is the reference BLAS unless OpenBLAS is installed
+        # system-wide; run.sh unpacks Debian's OpenBLAS here so PyTorch gets an optimized sgemm.
+        openblas = os.path.join(VENVS, "openblas", "usr", "lib", "x86_64-linux-gnu", "openblas-pthread")
+        if not os.path.exists(os.path.join(openblas, "libblas.so.3")):
+            return {"runtime": rt, "error": f"{openblas}/libblas.so.3 missing: run bench/peers/run.sh --setup-only"}
+        env["LD_LIBRARY_PATH"] = openblas + os.pathsep + env.get("LD_LIBRARY_PATH", "")
+        env["OPENBLAS_NUM_THREADS"] = str(args.threads)
     load0 = loadavg()
     t0 = time.time()
     p = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -319,6 +327,48 @@ def run_worker(rt, model_file, ids_path, model_name, args):
     r = json.load(open(out))
     r.update(runtime=rt, load_start=load0, load_end=loadavg(), seconds=time.time() - t0, model_file=model_file)
     return r
+
+
+NATIVE = " (spinel bench)"
+
+
+def native_bench(rt, model_file, seq, args):
+    """The same model through the CLI's own harness (`spinel bench`, no Python, no LoadGen), as a
+    row of its own: its numbers should agree with the binding's under LoadGen within noise, which
+    checks the native harness."""
+    row = {"runtime": rt + NATIVE, "native": True, "seq": seq, "threads": args.threads, "max_batch": args.max_batch}
+    out_dir = os.path.join(os.path.abspath(args.work_dir), "results", "native")
+    os.makedirs(out_dir, exist_ok=True)
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    load0 = loadavg()
+
+    def bench(tag, extra):
+        js = os.path.join(out_dir, f"{os.path.basename(os.path.dirname(model_file))}-{tag}.json")
+        cmd = [args.spinel, "bench", model_file, "--seq", str(seq), "--instances", "1", "--threads",
+               str(args.threads), "--warmup", "1s", "--json", js] + extra
+        log(" ".join(shlex.quote(os.path.relpath(c, ROOT) if c.startswith(ROOT + os.sep) else c) for c in cmd))
+        subprocess.run(cmd, env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        return json.load(open(js))
+
+    try:
+        d = bench("single", ["--scenario", "single", "--duration", f"{args.single_seconds:g}s"])
+        lat = d["best"]["latency_ms"]
+        row["single"] = {"p50": lat["p50"], "p90": lat["p90"], "queries": lat["count"]}
+        d = bench("offline", ["--scenario", "offline", "--max-batch", str(args.max_batch),
+                              "--duration", f"{args.offline_seconds:g}s"])
+        row["offline"] = {"samples_per_s": d["best"]["achieved_rate"]}
+        best, trials = {}, []
+        for b in args.budgets.split(","):
+            d = bench(f"server-{b}ms", ["--scenario", "server", "--latency-budget", f"{b}ms", "--percentile", "90",
+                                        "--max-batch", str(args.max_batch), "--duration", f"{args.server_seconds:g}s",
+                                        "--max-trials", "6"])
+            best[b] = d["best"]["rate"] if d["best"] else 0.0
+            trials += [{"target_qps": t["offered_rate"], "p90": t["latency_ms"]["p90"]} for t in d["trials"]]
+        row["server"] = {"max_qps": best, "trials": trials}
+    except (subprocess.CalledProcessError, KeyError, TypeError) as e:
+        return {"runtime": rt + NATIVE, "error": f"spinel bench failed: {e}"}
+    row.update(load_start=load0, load_end=loadavg(), model_file=model_file)
+    return row
 
 
 def cosine(a, b):
@@ -398,7 +448,9 @@ def plot(results, budgets, path):
                      linestyle="-" if n.startswith("spinel") else "--") for i, n in enumerate(names)}
     for ax, model in zip(cells, models):
         for r in results[model]:
-            st = style[r["runtime"]]
+            st = dict(style[r["runtime"].replace(NATIVE, "")])
+            if r.get("native"):
+                st.update(linestyle=":", marker="x")
             lw = 2.6 if r["runtime"] == SUBJECT else 1.4
             trials = sorted((t["target_qps"], t["p90"]) for t in r.get("server", {}).get("trials", [])
                             if t.get("p90") and t.get("target_qps"))
@@ -423,7 +475,7 @@ def plot(results, budgets, path):
     for ax in cells:
         for h, l in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(l, h)
-    order = [n for n in RUNTIMES if n in handles]
+    order = [n for n in list(RUNTIMES) + [SUBJECT + NATIVE] if n in handles]
     from matplotlib.lines import Line2D
 
     extra = [Line2D([], [], ls="none", marker="o", mfc="none", mec="black", ms=9)]
@@ -464,6 +516,8 @@ def main():
     ap.add_argument("--png", default=os.path.join(ROOT, "bench", "peers", "latency_vs_throughput.png"))
     ap.add_argument("--results", default=os.path.join(ROOT, "bench", "RESULTS.md"))
     ap.add_argument("--no-write", action="store_true", help="do not add the section to RESULTS.md")
+    ap.add_argument("--no-native", action="store_true",
+                    help="skip the `spinel bench` row (the native harness on the subject's model)")
     ap.add_argument("--report-only", action="store_true", help="rebuild table and plot from --json")
     args = ap.parse_args()
     args.spinel = os.path.join(os.path.abspath(args.build_dir), "spinel")
@@ -518,6 +572,8 @@ def main():
                 r.setdefault("threads", args.threads)
                 r.setdefault("max_batch", args.max_batch)
                 rows.append(r)
+                if rt == SUBJECT and not args.no_native:
+                    rows.append(native_bench(rt, f, spec["seq"], args))
                 doc["results"][m] = rows
                 with open(args.json, "w") as fh:
                     json.dump(doc, fh, indent=1)
@@ -539,11 +595,14 @@ def main():
 
 
 NOTES = [
+    "- \"spinel INT8 sparse (spinel bench)\" is the same .spnl through the CLI's own harness (`spinel bench`, "
+    "1 instance x the same threads, synthetic ids of the same length, no Python, no LoadGen): its figures should "
+    "agree with the LoadGen row above it within noise. Its Server search batches dynamically (max wait 2 ms).",
     "- MiniLM is dense: its \"spinel INT8 sparse\" runs every Linear on the dense INT8 kernel (oneDNN u8s8; "
     "on a CPU without VNNI spinel splits each u8 input into two exact products, twice the dense work), so "
     "spinel FP32 is spinel's faster row for it on such a CPU.",
-    "- PyTorch is Debian's torch 1.13 (what .venv has), built with BLAS_INFO=generic: its FP32 matmuls do not "
-    "use MKL or OpenBLAS, so its row says little about PyTorch as usually installed.",
+    "- PyTorch is Debian's torch 1.13 (what .venv has) with Debian's OpenBLAS 0.3.21 (pthread) loaded in place "
+    "of the reference libblas.so.3 it links (a 15x faster sgemm here); PyPI's torch uses MKL and may be faster.",
     "- DeepSparse runs FP32 only: its INT8 needs a model quantized with its own recipe (SparseML), not a QDQ "
     "file from another quantizer. It compiles one engine per batch size (1, 2, 4, 8; a batch is padded up "
     "to the next) with static shapes, on a private copy of the ONNX file (compile_model rewrites the file "
@@ -585,10 +644,12 @@ def write_section(doc, md, args):
         f"JSON: `{os.path.relpath(args.summary, ROOT)}` (all of it, with LoadGen's entries: "
         f"`{os.path.relpath(args.json, ROOT)}`); plot: `{os.path.relpath(args.png, ROOT)}`.",
         "",
-        f"Machine: {e2e_latency.cpu_name()}, {os.cpu_count()} logical CPUs, SHARED with other engineers' builds "
-        f"and benchmarks while this ran, so the absolute figures are noisy and each runtime ran at a different "
-        f"moment (each row's JSON has the load average at its start and end). Load at start: `{doc['load_start']}`; "
-        f"at end: `{doc['load_end']}`.",
+        f"Machine: {e2e_latency.cpu_name()}, {os.cpu_count()} logical CPUs"
+        + (", SHARED with other engineers' builds and benchmarks while this ran, so the absolute figures are noisy"
+           if max(float(x) for x in doc["load_start"].split("load average:")[1].split(",")) > 1.5 else
+           ", quiet when it started")
+        + f"; each runtime ran at a different moment (each row has the load average at its start and end). "
+        f"Load at start: `{doc['load_start']}`; at end: `{doc['load_end']}`.",
         "",
         f"Every runtime in its own process (own venv), {doc['threads']} threads, one inference stream; LoadGen "
         "(mlcommons-loadgen 6.0.17, PerformanceOnly, default seeds) drives an in-process SUT whose one thread "

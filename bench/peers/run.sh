@@ -31,6 +31,15 @@ mkvenv openvino "" openvino==2024.6.0 nncf==2.14.1 "numpy<2"
 # numpy stays Debian's 1.24 (torch 1.13 is built against it).
 mkvenv ct2 "--system-site-packages" ctranslate2==4.4.0 transformers==4.45.2 "numpy==$("$ROOT/.venv/bin/python" -c 'import numpy; print(numpy.__version__)')"
 mkvenv deepsparse "" deepsparse==1.8.0 "numpy<2" onnx==1.14.1
+# Debian's torch links libblas.so.3, the reference BLAS unless OpenBLAS is installed system-wide;
+# unpack Debian's OpenBLAS here (not installed: numpy and the tests keep the system's BLAS) and
+# run.py puts it first on the PyTorch worker's LD_LIBRARY_PATH.
+if [ ! -f "$V/openblas/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3" ]; then
+  tmp="$(mktemp -d)"
+  (cd "$tmp" && apt-get download -q libopenblas0-pthread >/dev/null 2>&1) || { apt-get update -q >/dev/null && (cd "$tmp" && apt-get download -q libopenblas0-pthread >/dev/null 2>&1); }
+  dpkg -x "$tmp"/libopenblas0-pthread_*.deb "$V/openblas"
+  rm -rf "$tmp"
+fi
 [ "${1:-}" = "--setup-only" ] && exit 0
 [ -x "$ROOT/build/spinel" ] && [ -f "$ROOT/build/libspinel.so" ] || "$ROOT/tools/build.sh"
 exec "$ROOT/.venv/bin/python" "$ROOT/bench/peers/run.py" --build "$@"
