@@ -429,7 +429,7 @@ def table(results, budgets):
     return "\n".join(lines)
 
 
-def plot(results, budgets, path):
+def plot(results, budgets, path, subtitle=""):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -489,7 +489,7 @@ def plot(results, budgets, path):
     else:
         fig.legend(*leg_args, loc="lower center", ncol=min(4, len(order) + 1), fontsize=9, frameon=False)
         fig.tight_layout(rect=(0, 0.1, 1, 0.96))
-    fig.suptitle("p90 latency vs offered load, MLPerf LoadGen Server (shared 2-core machine: noisy)", fontsize=13)
+    fig.suptitle("p90 latency vs offered load, MLPerf LoadGen Server" + (f" ({subtitle})" if subtitle else ""), fontsize=13)
     fig.savefig(path, dpi=100)
     return True
 
@@ -586,7 +586,10 @@ def main():
     print(md)
     write_summary(doc, args.summary)
     print(f"summary json: {args.summary}")
-    have_png = plot(doc["results"], doc["budgets"], args.png)
+    load0 = max(float(x) for x in doc["load_start"].split("load average:")[1].split(","))
+    have_png = plot(doc["results"], doc["budgets"], args.png,
+                    f"{os.cpu_count()} CPUs, load average {load0:.1f} at the start"
+                    + (": shared, noisy" if load0 > 1.5 else ""))
     if have_png:
         print(f"plot: {args.png}")
     print(f"json: {args.json}")
