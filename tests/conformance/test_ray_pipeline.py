@@ -11,6 +11,7 @@ ranges, an input longer than a range, FASTA records).
 
 import importlib.util
 import os
+import pathlib
 import subprocess
 import sys
 import time
@@ -18,7 +19,9 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT, SENTENCES
+# Not `from conftest import ...`: with tests/hostile collected in the same run, the module named
+# `conftest` may be that directory's. The sentences come through the conftest fixture.
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 N_LINES = 2000
 
@@ -30,10 +33,10 @@ def _load_tool():
     return mod
 
 
-def _corpus():
+def _corpus(sentences):
     """2000 short lines: the conftest sentences under 20 words, numbered so that each differs;
     every 9th line is left as it is (so the empty line occurs too)."""
-    short = [s for s in SENTENCES if len(s.split()) < 20]
+    short = [s for s in sentences if len(s.split()) < 20]
     return [s if i % 9 == 0 else f"{s} ({i})" for i, s in ((i, short[i % len(short)]) for i in range(N_LINES))]
 
 
@@ -99,11 +102,11 @@ def test_plan_and_read_fasta_ranges(tmp_path):
         tool.read_range({"start": 0, "end": path.stat().st_size, "first_id": 0}, str(path), True)
 
 
-def test_ray_pipeline_matches_binding_and_cli(converted, spinel, binding, tmp_path):
+def test_ray_pipeline_matches_binding_and_cli(converted, spinel, binding, sentences, tmp_path):
     import pyarrow.parquet as pq
 
     _, spnl = converted("minilm17")
-    lines = _corpus()
+    lines = _corpus(sentences)
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "embeddings"
