@@ -27,6 +27,7 @@
 #include <tbb/task_arena.h>
 
 #include "kernels/cpu/f32_isa.h"
+#include "kernels/cpu/isa.h"
 #include "kernels/cpu/ops.h"
 
 namespace k = spinel::kernels;
@@ -124,6 +125,8 @@ void bench_linear(tbb::task_arena& arena, int reps, int64_t M, int64_t K, int64_
               ratio[ratio.size() / 2]);
 }
 
+// FP32 attention, and (where the CPU has it) the AMX-BF16 block, alternated
+// in the same rounds.
 void bench_attention(tbb::task_arena& arena, int reps, int64_t seqs, int64_t len) {
   const int64_t heads = 12, hd = 64, H = heads * hd, T = seqs * len;
   std::vector<int64_t> off(seqs + 1);
@@ -131,14 +134,33 @@ void bench_attention(tbb::task_arena& arena, int reps, int64_t seqs, int64_t len
   const auto qkv = random_vec(T * 3 * H, 4);
   std::vector<float> out(T * H), scratch;
   arena.execute([&] { scratch.resize(k::attention_scratch_floats(len, heads, hd)); });
-  const auto s = alternate(arena, reps, {[&] {
-                             k::attention_f32(qkv.data(), off.data(), seqs, heads, hd, 0.125f,
-                                              out.data(), scratch.data());
-                           }});
-  char what[64];
-  std::snprintf(what, sizeof what, "attention %ldx%ld, 12x64", static_cast<long>(seqs),
+  const bool amx = k::cpu_has_amx_bf16();
+  std::vector<std::function<void()>> fns{[&] {
+    k::attention_f32(qkv.data(), off.data(), seqs, heads, hd, 0.125f, out.data(), scratch.data());
+  }};
+  if (amx)
+    fns.push_back([&] {
+      k::attention_f32(qkv.data(), off.data(), seqs, heads, hd, 0.125f, out.data(), scratch.data(),
+                       nullptr, true);
+    });
+  const auto s = alternate(arena, reps, fns);
+  char what[80];
+  std::snprintf(what, sizeof what, "attention %ldx%ld, 12x64, f32", static_cast<long>(seqs),
                 static_cast<long>(len));
-  print(what, s[0], 4.0 * seqs * len * len * hd * heads);
+  const double flops = 4.0 * seqs * len * len * hd * heads;
+  print(what, s[0], flops);
+  if (!amx) {
+    std::printf("  (no AMX-BF16 on this CPU: the AMX-BF16 block is not measured)\n");
+    return;
+  }
+  std::snprintf(what, sizeof what, "attention %ldx%ld, 12x64, amx-bf16", static_cast<long>(seqs),
+                static_cast<long>(len));
+  print(what, s[1], flops);
+  std::vector<double> ratio;
+  for (size_t i = 0; i < s[0].t.size(); ++i) ratio.push_back(s[0].t[i] / s[1].t[i]);
+  std::sort(ratio.begin(), ratio.end());
+  std::printf("  amx-bf16 speedup over f32 (median of per-round ratios): %.2fx\n",
+              ratio[ratio.size() / 2]);
 }
 
 void bench_rows(tbb::task_arena& arena, int reps) {

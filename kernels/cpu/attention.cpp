@@ -4,12 +4,14 @@
 // allocated per call.
 #include <algorithm>
 #include <cstdint>
+#include <stdexcept>
 
 #include <tbb/blocked_range.h>
 #include <tbb/parallel_for.h>
 #include <tbb/task_arena.h>
 
 #include "kernels/cpu/f32_isa.h"
+#include "kernels/cpu/isa.h"
 #include "kernels/cpu/ops.h"
 
 namespace spinel::kernels {
@@ -42,14 +44,18 @@ size_t attention_scratch_floats(int64_t max_seq_len, int64_t num_heads, int64_t 
 
 void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seqs,
                    int64_t num_heads, int64_t head_dim, float scale, float* out, float* scratch,
-                   const float* alibi_slopes) {
+                   const float* alibi_slopes, bool amx_bf16) {
   if (num_seqs <= 0 || num_heads <= 0 || head_dim <= 0) return;
+  if (amx_bf16 && !cpu_has_amx_bf16())
+    throw std::logic_error("attention_f32: AMX-BF16 asked for on a CPU without it");
   int64_t max_len = 0;
   for (int64_t s = 0; s < num_seqs; ++s)
     max_len = std::max(max_len, seq_offsets[s + 1] - seq_offsets[s]);
   if (max_len == 0) return;
 
   const auto& k = f32::kernel_table();
+  void (*const run_block)(const f32::AttentionBlock&, float*) =
+      amx_bf16 ? f32::attention_block_amx_bf16 : k.attention_block;
   const int64_t hidden = num_heads * head_dim;
   // Slots are laid out for this call's longest sequence: never larger than
   // what attention_scratch_floats() reserved for its max_seq_len.
@@ -84,7 +90,7 @@ void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seq
     b.alibi_slope = alibi_slopes ? alibi_slopes[head] : 0.0f;
     b.out = out + first * hidden + head * head_dim;
     b.out_stride = hidden;
-    k.attention_block(b, slot);
+    run_block(b, slot);
   };
 
   if (items == 1) {

@@ -65,16 +65,27 @@ class LayerNormCpu : public OpImpl {
 
 struct AttentionState : PreparedOp {
   std::string name;
+  k::AttentionChoice choice;
   std::vector<float> slopes;  // ALiBi, per head (empty: none)
   std::string kernel() const override { return name; }
+  std::string why() const override { return choice.why; }
 };
+
+// The model's Linear layers are INT8 (attention may then run in BF16).
+bool graph_is_int8(const Graph& g) {
+  for (const Op& op : g.ops)
+    if (op.kind == OpKind::Linear && op.precision != Precision::F32) return true;
+  return false;
+}
 
 class AttentionCpu : public OpImpl {
  public:
   std::unique_ptr<PreparedOp> prepare(const PrepareArgs& a) const override {
     auto st = std::make_unique<AttentionState>();
-    st->name = std::string(a.op.alibi ? "attention_alibi_f32_" : "attention_f32_") +
-               k::f32::kernel_table().name;
+    st->choice = k::choose_attention(graph_is_int8(a.graph));
+    st->name = std::string(a.op.alibi ? "attention_alibi_" : "attention_") +
+               (st->choice.amx_bf16 ? std::string("amx_bf16")
+                                    : std::string("f32_") + k::f32::kernel_table().name);
     if (a.op.alibi) st->slopes = alibi_slopes(a.op.num_heads);
     return st;
   }
@@ -84,7 +95,8 @@ class AttentionCpu : public OpImpl {
     const size_t need = k::attention_scratch_floats(ctx.batch.max_len, op.num_heads, hd);
     float* scratch = ctx.ws.get<float>(kAttentionScratch, need);
     k::attention_f32(io.in0, ctx.batch.seq_offsets, ctx.batch.num_seqs, op.num_heads, hd, op.scale,
-                     io.out, scratch, st.slopes.empty() ? nullptr : st.slopes.data());
+                     io.out, scratch, st.slopes.empty() ? nullptr : st.slopes.data(),
+                     st.choice.amx_bf16);
   }
 };
 

@@ -14,7 +14,24 @@ size_t attention_slot_floats(int64_t max_len, int64_t head_dim) {
   const int64_t len = max_len < 1 ? 1 : max_len;
   const int64_t lp = round_up_pad(len), ldk = attention_kt_stride(len);
   const int64_t dp = round_up_pad(head_dim);
-  return static_cast<size_t>(head_dim * ldk + lp * dp + kAttentionRows * lp);
+  const auto f32_words = static_cast<size_t>(head_dim * ldk + lp * dp + kAttentionRows * lp);
+  const auto amx_words = static_cast<size_t>(amx_attention_layout(len, head_dim).words);
+  return f32_words > amx_words ? f32_words : amx_words;
+}
+
+AmxAttentionLayout amx_attention_layout(int64_t len, int64_t head_dim) {
+  auto up = [](int64_t n, int64_t m) { return (n + m - 1) / m * m; };
+  AmxAttentionLayout a{};
+  a.lp = up(len < 1 ? 1 : len, 32);
+  a.dp = up(head_dim, 32);
+  a.dv = up(head_dim, 16);
+  a.k2 = 0;
+  a.v2 = a.k2 + a.dp / 2 * a.lp;
+  a.qb = a.v2 + a.lp / 2 * a.dv;
+  a.s = a.qb + 16 * a.dp / 2;
+  a.o = a.s + 16 * a.lp;
+  a.words = a.o + 256;  // every part a multiple of 16 words: 64-byte aligned in an aligned slot
+  return a;
 }
 
 namespace {

@@ -49,8 +49,25 @@ struct AttentionBlock {
 // stride such as 512 floats they did, and long sequences ran 2x slower).
 inline int64_t attention_kt_stride(int64_t len) { return round_up_pad(len) + kPad; }
 
-// Scratch floats one attention work item needs for sequences up to max_len.
+// Scratch floats one attention work item needs for sequences up to max_len:
+// enough for the FP32 block below and for the AMX-BF16 one.
 size_t attention_slot_floats(int64_t max_len, int64_t head_dim);
+
+// Scratch layout of the AMX-BF16 attention block (attention_amx.cpp), in
+// 32-bit words from the slot start; computed here, in baseline code, so that
+// the slot size never runs AMX-built code. lp: keys padded to 32; dp:
+// head_dim padded to 32 (Q.K^T); dv: head_dim padded to 16 (P.V).
+struct AmxAttentionLayout {
+  int64_t lp, dp, dv;
+  int64_t k2, v2, qb, s, o;  // K^T pairs, V pairs, one Q block, scores/P, one output tile
+  int64_t words;
+};
+AmxAttentionLayout amx_attention_layout(int64_t len, int64_t head_dim);
+
+// The attention work item on AMX-BF16 tiles (Q.K^T and P.V in BF16 with
+// FP32 accumulation, softmax in FP32). Only where cpu_has_amx_bf16(); same
+// contract as KernelTable::attention_block otherwise.
+void attention_block_amx_bf16(const AttentionBlock& blk, float* scratch);
 
 struct KernelTable {
   const char* name;

@@ -39,7 +39,7 @@ unsigned long long xcr0() {
 }
 
 struct Features {
-  bool avx2 = false, avxvnni = false, avx512vnni = false, amx_int8 = false;
+  bool avx2 = false, avxvnni = false, avx512vnni = false, amx_int8 = false, amx_bf16 = false;
   bool avx512_core = false;  // F + BW + VL + DQ with ZMM state saved (no VNNI needed)
 };
 
@@ -81,7 +81,14 @@ Features probe_features() {
   // AMX-TILE (EDX 24) + AMX-INT8 (EDX 25), with the OS saving tile config and
   // data (XCR0 bits 17, 18) and granting this process their use.
   const bool amx = ((l7.d >> 24) & 1) && ((l7.d >> 25) & 1) && (x & 0x60000) == 0x60000;
-  f.amx_int8 = f.avx512vnni && amx && amx_permitted();
+  const bool granted = f.avx512vnni && amx && amx_permitted();
+  f.amx_int8 = granted;
+
+  // AMX-BF16 (EDX 22) for our attention tiles, which also convert with
+  // AVX512_BF16 (sub-leaf 1, EAX 5).
+  const bool avx512_bf16 = l7.a >= 1 && ((cpuid(7, 1).a >> 5) & 1);
+  f.amx_bf16 = f.avx512vnni && ((l7.d >> 24) & 1) && ((l7.d >> 22) & 1) &&
+               (x & 0x60000) == 0x60000 && avx512_bf16 && amx_permitted();
 
   // AVX-VNNI lives in sub-leaf 1, which exists only if sub-leaf 0 reports it
   // (EAX = highest sub-leaf).
@@ -138,6 +145,7 @@ bool cpu_has_avxvnni() { return features().avxvnni; }
 bool cpu_has_avx512_core() { return features().avx512_core && features().avx2; }
 
 bool cpu_has_amx_int8() { return features().amx_int8; }
+bool cpu_has_amx_bf16() { return features().amx_bf16; }
 
 bool cpu_supports(Isa isa) { return static_cast<int>(isa) <= static_cast<int>(detected_isa()); }
 

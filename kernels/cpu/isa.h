@@ -47,6 +47,11 @@ bool cpu_has_avx512_core();
 // which moves the sparse/dense crossover (see kSparseMinSparsityAmx in
 // qgemm.h). Not affected by caps.
 bool cpu_has_amx_int8();
+// True when the CPU has AMX-BF16 tiles (and AVX512_BF16 conversions, and
+// AVX-512 VNNI) and the OS lets this process use them: the attention block of
+// attention_amx.cpp runs then. Not affected by caps (the choice checks the
+// active level itself).
+bool cpu_has_amx_bf16();
 // "scalar", "avx2", "avxvnni", "avx512vnni".
 const char* isa_name(Isa isa);
 // Parses the names above (and the aliases "generic", "avx512"); false if unknown.

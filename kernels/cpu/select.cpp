@@ -105,4 +105,46 @@ LinearChoice choose_linear(Precision precision, double block_sparsity, const int
   return c;
 }
 
+AttentionMode attention_mode() {
+  const char* v = std::getenv("SPINEL_ATTENTION");
+  if (!v || !*v || !std::strcmp(v, "auto")) return AttentionMode::Auto;
+  if (!std::strcmp(v, "f32")) return AttentionMode::F32;
+  if (!std::strcmp(v, "bf16")) return AttentionMode::Bf16;
+  static std::atomic<bool> warned{false};
+  if (!warned.exchange(true))
+    std::fprintf(stderr, "spinel: warning: SPINEL_ATTENTION=%s is not one of auto, f32, bf16; "
+                 "using auto\n", v);
+  return AttentionMode::Auto;
+}
+
+AttentionChoice choose_attention(bool int8_model) {
+  AttentionChoice c;
+  const bool here = cpu_has_amx_bf16() && active_isa() == Isa::Avx512Vnni;
+  const AttentionMode mode = attention_mode();
+  if (mode == AttentionMode::F32) {
+    c.why = "SPINEL_ATTENTION=f32";
+    return c;
+  }
+  if (!here) {
+    if (mode == AttentionMode::Bf16) {
+      static std::atomic<bool> warned{false};
+      if (!warned.exchange(true))
+        std::fprintf(stderr, "spinel: warning: SPINEL_ATTENTION=bf16 but %s; attention runs in FP32\n",
+                     cpu_has_amx_bf16() ? "the ISA level is capped below avx512vnni"
+                                        : "this CPU has no usable AMX-BF16");
+    }
+    c.why = cpu_has_amx_bf16() ? "FP32: ISA capped below avx512vnni" : "FP32: no AMX-BF16 on this CPU";
+    return c;
+  }
+  if (mode == AttentionMode::Bf16) {
+    c.amx_bf16 = true;
+    c.why = "AMX-BF16: SPINEL_ATTENTION=bf16";
+    return c;
+  }
+  c.amx_bf16 = int8_model;
+  c.why = int8_model ? "AMX-BF16: INT8 model, CPU has AMX-BF16"
+                     : "FP32: FP32 model (SPINEL_ATTENTION=bf16 for AMX-BF16)";
+  return c;
+}
+
 }  // namespace spinel::kernels

@@ -76,4 +76,30 @@ struct LinearChoice {
 LinearChoice choose_linear(Precision precision, double block_sparsity, const int8_t* W, int64_t K,
                            int64_t N, const float* W32 = nullptr);
 
+// --- Attention ---------------------------------------------------------
+// The attention products run in FP32 (FMA), or on AMX-BF16 tiles: Q, K, P and
+// V rounded to BF16 (8 significant bits), FP32 accumulation and softmax.
+// Measured on a Xeon with AMX (bench/RESULTS.md, "Attention on AMX-BF16"):
+// several times faster than FP32 attention at seq 128. AVX512_BF16's
+// vdpbf16ps is not used: it ran at half vfmadd's instruction rate there, no
+// faster than FP32.
+//
+// SPINEL_ATTENTION, read at every choice (when a model is prepared): unset,
+// "" or "auto": AMX-BF16 for models whose Linear layers are INT8 (already
+// quantized, so BF16 attention stays within their accuracy: tests check
+// MiniLM's INT8 cosine against FP32), FP32 for FP32 models (FP32 results stay
+// as they were); "f32": always FP32; "bf16": AMX-BF16 for every model (tests,
+// A/B runs). AMX-BF16 needs the CPU (cpu_has_amx_bf16()) and the active ISA
+// level avx512vnni (a cap below it means FP32); "bf16" without them warns once
+// and runs FP32. Other values warn once and mean auto.
+enum class AttentionMode { Auto, F32, Bf16 };
+AttentionMode attention_mode();
+
+struct AttentionChoice {
+  bool amx_bf16 = false;
+  std::string why;
+};
+// int8_model: the graph's Linear layers are INT8.
+AttentionChoice choose_attention(bool int8_model);
+
 }  // namespace spinel::kernels

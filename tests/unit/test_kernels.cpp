@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <random>
 #include <string>
@@ -25,6 +26,7 @@
 #include <tbb/task_arena.h>
 
 #include "kernels/cpu/f32_isa.h"
+#include "kernels/cpu/isa.h"
 #include "kernels/reference/reference.h"
 #include "kernels/cpu/ops.h"
 
@@ -386,6 +388,70 @@ TEST_CASE("attention blocks of every ISA build match the reference") {
                   t->name << " lens=" << lens_str(sh.lens) << " heads=" << sh.heads
                           << " head_dim=" << sh.head_dim);
     }
+}
+
+// AMX-BF16 attention (attention_amx.cpp). Two comparisons per shape:
+// - against the reference run on Q, K and V already rounded to BF16: what is
+//   left is the rounding of the probabilities P to BF16 (2^-9 relative, so at
+//   most 2^-9 max|v| = 0.002 here) and FP32 accumulation order: 4e-3 absolute
+//   catches any layout or tail mistake, which gives errors of order 1;
+// - against the FP32 reference: the rounding of Q and K moves each score by
+//   at most ~2^-8 scale sum_d |q_d k_d| (0.125 x 64 x 2^-8 = 0.03 in the worst
+//   case here, ~0.004 typically); 2e-2 absolute.
+namespace {
+float bf16_round(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  u += 0x7FFFu + ((u >> 16) & 1u);  // nearest even (inputs are finite)
+  u &= 0xFFFF0000u;
+  float r;
+  std::memcpy(&r, &u, 4);
+  return r;
+}
+}  // namespace
+
+TEST_CASE("AMX-BF16 attention matches the reference within BF16 rounding") {
+  if (!k::cpu_has_amx_bf16()) {
+    MESSAGE("not run: this CPU has no usable AMX-BF16 (the FP32 attention tests cover this machine)");
+    return;
+  }
+  for (int threads : {1, 2})
+    in_arena(threads, [&] {
+      for (const auto& sh : attention_shapes())
+        for (const bool alibi : {false, true}) {
+          const auto off = offsets_of(sh.lens);
+          const int64_t T = off.back(), H = sh.heads * sh.head_dim;
+          const int64_t max_len = *std::max_element(sh.lens.begin(), sh.lens.end());
+          auto qkv = random_vec(static_cast<size_t>(T * 3 * H), 47);
+          auto rounded = qkv;
+          for (auto& v : rounded) v = bf16_round(v);
+          std::vector<float> slopes;
+          for (int64_t h = 0; h < sh.heads; ++h) slopes.push_back(0.5f / static_cast<float>(h + 1));
+          const float* sl = alibi ? slopes.data() : nullptr;
+          const float scale = 0.125f;
+          const auto nseq = static_cast<int64_t>(sh.lens.size());
+          std::vector<float> want(static_cast<size_t>(T * H)), want_r(want.size());
+          k::ref::attention_f32(qkv.data(), off.data(), nseq, sh.heads, sh.head_dim, scale,
+                                want.data(), sl);
+          k::ref::attention_f32(rounded.data(), off.data(), nseq, sh.heads, sh.head_dim, scale,
+                                want_r.data(), sl);
+          const size_t scratch_n = k::attention_scratch_floats(max_len, sh.heads, sh.head_dim);
+          std::vector<float> scratch(scratch_n + 64, std::nanf(""));
+          for (size_t i = scratch_n; i < scratch.size(); ++i) scratch[i] = 12345.f;
+          std::vector<float> got(want.size(), std::nanf(""));
+          k::attention_f32(qkv.data(), off.data(), nseq, sh.heads, sh.head_dim, scale, got.data(),
+                           scratch.data(), sl, /*amx_bf16=*/true);
+          const std::string what = "threads=" + std::to_string(threads) + " lens=" +
+                                   lens_str(sh.lens) + " heads=" + std::to_string(sh.heads) +
+                                   " head_dim=" + std::to_string(sh.head_dim) +
+                                   (alibi ? " alibi" : "");
+          CHECK_CLOSE(got, want_r, 0.0, 4e-3, what << " vs reference on BF16 inputs");
+          CHECK_CLOSE(got, want, 0.0, 2e-2, what << " vs FP32 reference");
+          bool guard_intact = true;
+          for (size_t i = scratch_n; i < scratch.size(); ++i) guard_intact &= scratch[i] == 12345.f;
+          CHECK(guard_intact);
+        }
+    });
 }
 
 // -------------------------------------------------------------- Linear ----

@@ -3,6 +3,8 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include "converters/calibrate.h"
 #include "converters/quantize.h"
@@ -15,6 +17,26 @@
 using namespace spinel;
 
 namespace {
+
+// These tests check the INT8 Linear kernels against the reference backend, to
+// the rounding of erf: attention runs in FP32 for them (SPINEL_ATTENTION=f32,
+// read when a model is prepared). AMX-BF16 attention has its own check below.
+struct Fp32Attention {
+  std::string old;
+  bool had;
+  Fp32Attention() {
+    const char* v = std::getenv("SPINEL_ATTENTION");
+    had = v != nullptr;
+    if (had) old = v;
+    setenv("SPINEL_ATTENTION", "f32", 1);
+  }
+  ~Fp32Attention() {
+    if (had)
+      setenv("SPINEL_ATTENTION", old.c_str(), 1);
+    else
+      unsetenv("SPINEL_ATTENTION");
+  }
+};
 
 // Zeroes whole 4x1 blocks (4 consecutive output channels at one input
 // channel) of a Linear's f32 weight [K, N] with probability `frac`.
@@ -98,6 +120,24 @@ TEST_CASE("int8 conversion: weights per channel, sparse where pruned, close to f
 
     auto f32 = Model::load(dir + "/f32.spnl");
     auto q = Model::load(dir + "/int8.spnl");
+    if (kernels::cpu_has_amx_bf16()) {
+      // The default on this CPU: attention on AMX-BF16 tiles. BF16 rounding of
+      // Q, K, P and V (2^-9 relative each) moves hidden states by ~1e-3 of
+      // their norm here: every token's cosine with the reference stays > 0.999.
+      auto q_amx = Model::load(dir + "/int8.spnl");
+      Session s(q_amx, 2);
+      const HiddenStates h = s.run(batch_for(q->config().vocab_size));
+      const auto want = reference_run(q, batch_for(q->config().vocab_size));
+      const int64_t H = q->config().hidden_size;
+      double min_cos = 1;
+      for (int64_t t = 0; t < h.offsets.back(); ++t)
+        min_cos = std::min(min_cos, cosine(h.row(t), want.data() + t * H, H));
+      INFO("act ", activation_name(act));
+      CHECK(min_cos > 0.999);
+    } else {
+      MESSAGE("no AMX-BF16 on this CPU: the BF16 attention path is not run here");
+    }
+    const Fp32Attention fp32_attention;
     for (size_t i : pruned_ops) CHECK(q->graph().ops[i].precision == Precision::S8Sparse);
     const auto batch = batch_for(q->config().vocab_size);
     const auto ref_q = reference_run(q, batch);
@@ -178,6 +218,7 @@ TEST_CASE("static calibration: one scale per layer from the observed input range
       CHECK(op.act_scale * 255.f == doctest::Approx(r.hi - r.lo).epsilon(1e-5));
     }
   w.write(dir + "/static.spnl");
+  const Fp32Attention fp32_attention;
   auto f32 = Model::load(dir + "/f32.spnl");
   auto q = Model::load(dir + "/static.spnl");
   const auto ref_q = reference_run(q, samples);
