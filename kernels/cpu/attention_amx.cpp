@@ -30,7 +30,9 @@
 // -mamx-tile -mamx-bf16 (per-file flags); called only when
 // cpu_has_amx_bf16() says the CPU has them and the OS granted the tile state.
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #pragma GCC diagnostic ignored "-Wunused-function"
 #include <immintrin.h>
 
@@ -39,8 +41,9 @@
 
 #include "kernels/cpu/f32_isa.h"
 
-#if !defined(__AMX_TILE__) || !defined(__AMX_BF16__) || !defined(__AVX512BF16__) || \
-    !defined(__AVX512BW__)
+// (GCC spells the AMX macros __AMX_TILE__, clang __AMXTILE__.)
+#if !(defined(__AMX_TILE__) || defined(__AMXTILE__)) || !(defined(__AMX_BF16__) || defined(__AMXBF16__)) || \
+    !defined(__AVX512BF16__) || !defined(__AVX512BW__)
 #error "attention_amx.cpp needs -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mamx-tile -mamx-bf16"
 #endif
 
