@@ -2,6 +2,8 @@
 // over the caller's arena. Each running item uses the scratch slot of the
 // thread running it, so concurrent items never share memory and nothing is
 // allocated per call.
+#include <omp.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <stdexcept>
@@ -13,6 +15,7 @@
 #include "kernels/cpu/f32_isa.h"
 #include "kernels/cpu/isa.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/parallel_util.h"
 
 namespace spinel::kernels {
 namespace {
@@ -95,6 +98,18 @@ void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seq
 
   if (items == 1) {
     run_item(0, slots);
+    return;
+  }
+  if (hot_pool() == Pool::OpenMP) {
+    // As many OpenMP threads as the scratch has slots (the arena's size,
+    // which the session sets equal to its OpenMP budget).
+    omp_rows(
+        items, 1,
+        [&](int64_t b, int64_t e) {
+          float* slot = slots + static_cast<size_t>(omp_get_thread_num()) * slot_floats;
+          for (int64_t i = b; i < e; ++i) run_item(i, slot);
+        },
+        threads);
     return;
   }
   tbb::parallel_for(tbb::blocked_range<int64_t>(0, items, 1),

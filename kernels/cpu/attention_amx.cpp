@@ -158,6 +158,48 @@ void build_v2(const AttentionBlock& b, const AmxLayout& a, uint32_t* v2) {
   }
 }
 
+inline __mmask16 first_n(int64_t n) {
+  return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
+}
+
+// The softmax of one score row (query position qi) in two passes, the second
+// also writing P: pass 1 scales the scores (adds ALiBi's -slope |j - qi|) in
+// place and takes their max; pass 2 computes exp(v - max), sums it, and
+// stores it as BF16 (zero past len) over the row's first lp * 2 bytes, each 32
+// scores read before the 64 bytes they become are written (at byte 2 j, below
+// 4 j). Returns 1 / sum (the sum of the FP32 exponentials).
+inline float softmax_to_bf16(float* row, int64_t len, int64_t lp, float scale, float slope,
+                             int64_t qi) {
+  using amx_bf16_body::vf;
+  const __m512 vscale = _mm512_set1_ps(scale), vslope = _mm512_set1_ps(-slope);
+  const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
+  __m512 vmax = _mm512_set1_ps(-__builtin_huge_valf());
+  for (int64_t j0 = 0; j0 < len; j0 += 16) {
+    const __mmask16 m = first_n(len - j0);
+    __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, row + j0), vscale);
+    if (slope != 0.0f) {
+      const __m512 d = _mm512_add_ps(iota, _mm512_set1_ps(static_cast<float>(j0 - qi)));
+      v = _mm512_add_ps(v, _mm512_mul_ps(_mm512_and_ps(d, absmask), vslope));
+    }
+    _mm512_storeu_ps(row + j0, v);
+    vmax = _mm512_mask_max_ps(vmax, m, vmax, v);
+  }
+  const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
+  __m512 sum = _mm512_setzero_ps();
+  auto* p = reinterpret_cast<uint16_t*>(row);
+  for (int64_t j0 = 0; j0 < lp; j0 += 32) {
+    const __mmask16 m0 = first_n(len - j0), m1 = first_n(len - j0 - 16);
+    const __m512 x0 = _mm512_maskz_loadu_ps(m0, row + j0);
+    const __m512 x1 = _mm512_maskz_loadu_ps(m1, row + j0 + 16);
+    const __m512 e0 = _mm512_maskz_mov_ps(m0, (__m512)amx_bf16_body::exp_v((vf)_mm512_sub_ps(x0, mx)));
+    const __m512 e1 = _mm512_maskz_mov_ps(m1, (__m512)amx_bf16_body::exp_v((vf)_mm512_sub_ps(x1, mx)));
+    sum = _mm512_add_ps(sum, _mm512_add_ps(e0, e1));
+    _mm512_storeu_si512(p + j0, (__m512i)_mm512_cvtne2ps_pbh(e1, e0));
+  }
+  return 1.0f / _mm512_reduce_add_ps(sum);
+}
+
 // One block of up to 16 query rows [i0, i0 + nq).
 void query_block(const AttentionBlock& b, const AmxLayout& a, const uint32_t* k2,
                  const uint32_t* v2, uint16_t* qb, float* s, float* o, int64_t i0, int nq) {
@@ -214,12 +256,7 @@ void query_block(const AttentionBlock& b, const AmxLayout& a, const uint32_t* k2
       std::memset(prow, 0, static_cast<size_t>(a.lp) * 2);
       continue;
     }
-    inv[r] = 1.0f / amx_bf16_body::softmax_unnormalised(row, b.seq_len, a.lp, b.scale,
-                                                         b.alibi_slope, i0 + r);
-    // Converting 32 scores writes 64 bytes at 2 j, below the 128 bytes at 4 j
-    // just read: the row is consumed before it is overwritten.
-    for (int64_t j0 = 0; j0 < a.lp; j0 += 32)
-      _mm512_storeu_si512(prow + j0, pairs32(row + j0, b.seq_len - j0));
+    inv[r] = softmax_to_bf16(row, b.seq_len, a.lp, b.scale, b.alibi_slope, i0 + r);
   }
 
   // O = P V, up to four 16-column output tiles at a time sharing each A load.

@@ -29,6 +29,7 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "kernels/cpu/parallel_util.h"
 #include "kernels/cpu/dnnl_engine.h"
 #include "kernels/cpu/ops.h"
 
@@ -224,6 +225,7 @@ std::string DenseLinearF32::implementation(int64_t M, bool residual, bool in_pla
 }
 
 void DenseLinearF32::run(const float* x, int64_t M, const float* residual, float* y) const {
+  note_pool(Pool::OpenMP);  // oneDNN's threads: see parallel_util.h
   if (M <= 0) return;
   Impl& im = *impl_;
   if (residual && im.act != Activation::None) {

@@ -33,6 +33,7 @@
 
 #include "kernels/cpu/f32_isa.h"
 #include "kernels/cpu/dnnl_engine.h"
+#include "kernels/cpu/parallel_util.h"
 #include "kernels/cpu/qgemm.h"
 
 namespace spinel::kernels {
@@ -271,6 +272,7 @@ DenseLinearU8S8::~DenseLinearU8S8() = default;
 void DenseLinearU8S8::run_acc(const uint8_t* x, int64_t M, int64_t ldx, int32_t* acc,
                               int64_t ldacc) const {
   if (M <= 0) return;
+  note_pool(Pool::OpenMP);  // oneDNN's threads: see parallel_util.h
   Impl& im = *impl_;
   try {
     if (ldacc == im.N) {
@@ -290,6 +292,7 @@ void DenseLinearU8S8::run(const uint8_t* x, int64_t M, int64_t ldx, const float*
   if (M <= 0) return;
   if (ep.requantize && !(ep.out_scale > 0.f))
     throw std::invalid_argument("DenseLinearU8S8: requantize needs out_scale > 0");
+  note_pool(Pool::OpenMP);  // oneDNN's threads and the epilogue below: see parallel_util.h
   Impl& im = *impl_;
   const int64_t N = im.N;
   int32_t* acc = static_cast<int32_t*>(thread_buffer(1, sizeof(int32_t) * M * N));

@@ -26,6 +26,10 @@ void embedding_f32(const int32_t* ids, const int32_t* type_ids, const int32_t* p
     run(0, tokens);
     return;
   }
+  if (hot_pool() == Pool::OpenMP) {
+    omp_rows(tokens, grain, run);
+    return;
+  }
   tbb::parallel_for(
       tbb::blocked_range<int64_t>(0, tokens, grain),
       [&](const tbb::blocked_range<int64_t>& r) { run(r.begin(), r.end()); },

@@ -16,6 +16,10 @@ void apply_parallel(void (*fn)(float*, int64_t), float* x, int64_t n) {
     fn(x, n);
     return;
   }
+  if (hot_pool() == Pool::OpenMP) {
+    omp_rows(n, kMinElementsPerTask, [&](int64_t b, int64_t e) { fn(x + b, e - b); });
+    return;
+  }
   tbb::parallel_for(
       tbb::blocked_range<int64_t>(0, n, kMinElementsPerTask),
       [&](const tbb::blocked_range<int64_t>& r) { fn(x + r.begin(), r.end() - r.begin()); },
@@ -33,6 +37,12 @@ void geglu_f32(const float* x, int64_t rows, int64_t n, const float* residual, f
   const int64_t per = rows_per_task(2 * n);
   if (rows <= per) {
     fn(x, rows, n, residual, y);
+    return;
+  }
+  if (hot_pool() == Pool::OpenMP) {
+    omp_rows(rows, per, [&](int64_t b, int64_t e) {
+      fn(x + b * 2 * n, e - b, n, residual ? residual + b * n : nullptr, y + b * n);
+    });
     return;
   }
   tbb::parallel_for(

@@ -18,6 +18,13 @@ void layernorm_f32(const float* x, const float* residual, const float* gamma, co
     k.layernorm_rows(x, residual, gamma, beta, eps, rows, cols, y);
     return;
   }
+  if (hot_pool() == Pool::OpenMP) {
+    omp_rows(rows, grain, [&](int64_t b, int64_t e) {
+      k.layernorm_rows(x + b * cols, residual ? residual + b * cols : nullptr, gamma, beta, eps,
+                       e - b, cols, y + b * cols);
+    });
+    return;
+  }
   tbb::parallel_for(
       tbb::blocked_range<int64_t>(0, rows, grain),
       [&](const tbb::blocked_range<int64_t>& r) {

@@ -128,6 +128,12 @@ void quantize_rows_u8(const float* x, int64_t M, int64_t K, uint8_t* xq, float* 
   if (ldx < 0) ldx = K;
   if (ldq < 0) ldq = K;
   auto row = active_isa() >= Isa::Avx512Vnni ? quantize_row_avx512 : quantize_row_scalar;
+  if (hot_pool() == Pool::OpenMP) {
+    omp_rows(M, rows_per_task(K), [&](int64_t b, int64_t e) {
+      for (int64_t m = b; m < e; ++m) row(x + m * ldx, K, xq + m * ldq, scale + m, zp + m);
+    });
+    return;
+  }
   tbb::parallel_for(tbb::blocked_range<int64_t>(0, M, rows_per_task(K)),
                     [&](const tbb::blocked_range<int64_t>& rg) {
                       for (int64_t m = rg.begin(); m < rg.end(); ++m)

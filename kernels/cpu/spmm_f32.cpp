@@ -12,6 +12,7 @@
 // that each holds about the same number of nonzero blocks (pruned layers
 // have denser and sparser output channels), and items go to the arena's
 // threads with a static partition (even work, no stealing on short calls).
+#include "kernels/cpu/parallel_util.h"
 #include "kernels/cpu/spmm_f32.h"
 
 #include <tbb/blocked_range.h>
@@ -245,6 +246,7 @@ const spmm_f32_detail::Kernel& kernel_here() {
 
 void spmm_f32(const PackedF32Sparse& w, const float* x, int64_t M, int64_t ldx,
               const F32SparseEpilogue& ep, float* y, int64_t ldy) {
+  note_pool(Pool::Tbb);  // see parallel_util.h
   spmm_f32_detail::spmm_f32_with(kernel_here(), w, x, M, ldx, ep, y, ldy);
 }
 

@@ -32,6 +32,7 @@
 
 #include "kernels/cpu/ops.h"
 #include "kernels/reference/reference.h"
+#include "kernels/cpu/parallel_util.h"
 #include "kernels/cpu/qgemm.h"
 
 namespace spinel::kernels {
@@ -240,6 +241,7 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
               int64_t ldy) {
   if (M <= 0) return;
   if (ldx < w.K) throw std::invalid_argument("spmm_u8s8: ldx < K");
+  note_pool(Pool::Tbb);  // see parallel_util.h
   if (ldy < w.N) throw std::invalid_argument("spmm_u8s8: ldy < N");
   const KernelConfig cfg = config_for(active_isa());
   const int64_t K = w.K, nbr = w.N / 4;
