@@ -9,6 +9,9 @@ against). Reports per variant the median (min-max) of the per-round single-
 stream p50 and offline throughput, the median of the per-round ratios B/A, and
 each variant's ratio to ORT FP32.
 
+A variant may also be spinel=PATH: another build's binary (e.g. of the commit
+before a change, from `git worktree add`), run with the environment as it is.
+
 Example (attention in FP32 vs on AMX-BF16 for an INT8 model):
   .venv/bin/python bench/ab_env.py work/bb90/int8.spnl --onnx work/bb90/model.onnx \\
       --a SPINEL_ATTENTION=f32 --b SPINEL_ATTENTION=auto --rounds 20
@@ -29,7 +32,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def run_bench(spinel, model, env_kv, scenario, seq, batch, threads, duration):
     env = dict(os.environ)
     k, _, v = env_kv.partition("=")
-    env[k] = v
+    if k == "spinel":
+        spinel = v  # another build: spinel=PATH
+    else:
+        env[k] = v
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         cmd = [spinel, "bench", model, "--scenario", scenario, "--seq", str(seq), "--threads",
                str(threads), "--duration", duration, "--warmup", "0.3s", "--json", f.name]
@@ -86,8 +92,9 @@ def fmt(xs):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model")
-    ap.add_argument("--a", required=True, help="VAR=VALUE of variant A (the baseline)")
-    ap.add_argument("--b", required=True, help="VAR=VALUE of variant B")
+    ap.add_argument("--a", required=True,
+                    help="VAR=VALUE of variant A (the baseline), or spinel=PATH for another build")
+    ap.add_argument("--b", required=True, help="VAR=VALUE or spinel=PATH of variant B")
     ap.add_argument("--onnx", help="ONNX file for the ORT FP32 baseline in the same rounds")
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--batch", type=int, default=8, help="offline batch (default 8)")
