@@ -299,6 +299,62 @@ def test_int8_dense_minilm_vs_fp32(spinel, convert, minilm_onnx, ids, minilm_fp3
     check_int8_vs_fp32(minilm_fp32_emb, int8, "MiniLM s8-dense")
 
 
+def attention_kernels(spinel, spnl, env_extra=None):
+    """(kernel, why) of every Attention op, from `spinel inspect --json`."""
+    env = dict(os.environ)
+    env.pop("SPINEL_ATTENTION", None)
+    env.update(env_extra or {})
+    p = subprocess.run([spinel.bin, "inspect", str(spnl), "--json"], capture_output=True, text=True,
+                       env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    ops = [op for op in json.loads(p.stdout)["ops"] if op["kind"] == "Attention"]
+    assert ops, "no Attention op"
+    return [(op["kernel"], op.get("why", "")) for op in ops]
+
+
+def cpu_flags():
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def test_attention_choice_and_bf16_accuracy(spinel, convert, minilm_onnx, ids, minilm_fp32_emb):
+    """INT8 models run attention on AMX-BF16 tiles where the CPU has them (FP32 models never by default;
+    SPINEL_ATTENTION=f32 turns it off), and BF16 attention keeps INT8's accuracy on the real MiniLM."""
+    f32 = convert(minilm_onnx, "minilm_f32")
+    s8 = convert(minilm_onnx, "minilm_s8_off", "--quant", "int8", "--sparse", "off")
+    amx_here = {"amx_bf16", "amx_tile", "avx512_bf16", "avx512_vnni"} <= cpu_flags()
+    for kernel, why in attention_kernels(spinel, s8):
+        if amx_here:
+            assert kernel == "attention_amx_bf16", (kernel, why)
+            assert why.startswith("AMX-BF16"), why
+        else:
+            assert kernel.startswith("attention_f32_"), (kernel, why)
+            assert "no AMX-BF16" in why, why
+    for kernel, why in attention_kernels(spinel, s8, {"SPINEL_ATTENTION": "f32"}):
+        assert kernel.startswith("attention_f32_") and why == "SPINEL_ATTENTION=f32", (kernel, why)
+    for kernel, why in attention_kernels(spinel, f32):
+        assert kernel.startswith("attention_f32_"), (kernel, why)
+    if not amx_here:
+        print("no AMX-BF16 on this CPU: the BF16 attention accuracy check below compares FP32 with FP32")
+    # Accuracy. BF16 rounding of Q, K, P and V moves the INT8 embeddings about as much as INT8 itself
+    # does (measured on these sentences: cosine BF16 vs FP32 attention mean 0.9991, min 0.9967; INT8 vs
+    # FP32 mean 0.9989, min 0.9963), and in no consistent direction: agreement with FP32 must stay where
+    # FP32 attention has it (mean within 0.0005, minimum within 0.002).
+    bf16 = spinel_run(spinel, s8, ids, "mean", normalize=True)
+    fp32_attn = spinel_run(spinel, s8, ids, "mean", normalize=True, env_extra={"SPINEL_ATTENTION": "f32"})
+    between = cosines(fp32_attn, bf16)
+    with_bf16, with_f32 = cosines(minilm_fp32_emb, bf16), cosines(minilm_fp32_emb, fp32_attn)
+    print(f"BF16 vs FP32 attention: cosine mean {between.mean():.5f} min {between.min():.5f}; vs FP32 model: "
+          f"BF16 attention mean {with_bf16.mean():.5f} min {with_bf16.min():.5f}, FP32 attention mean "
+          f"{with_f32.mean():.5f} min {with_f32.min():.5f}")
+    assert between.mean() >= 0.998 and between.min() >= 0.995, (between.mean(), between.min())
+    assert with_bf16.mean() >= with_f32.mean() - 5e-4, (with_bf16.mean(), with_f32.mean())
+    assert with_bf16.min() >= with_f32.min() - 2e-3, (with_bf16.min(), with_f32.min())
+    check_int8_vs_fp32(minilm_fp32_emb, bf16, "MiniLM s8-dense, BF16 attention")
+
+
 def test_real_minilm_never_goes_sparse(spinel, convert, minilm_onnx):
     s8 = convert(minilm_onnx, "minilm_s8_auto", "--quant", "int8", "--sparse", "auto")
     for op in inspect_linears(spinel, s8):

@@ -161,6 +161,8 @@ int cmd_inspect(int argc, char** argv) {
              ",\"detail\":" + json::quote(op_detail(*m, op)) +
              ",\"kernel\":" + json::quote(kernels[i].kernel) +
              ",\"precision\":" + json::quote(op.kind == OpKind::Linear ? precision_name(op.precision) : "f32");
+        if (op.kind == OpKind::Attention && !kernels[i].why.empty())
+          o += ",\"why\":" + json::quote(kernels[i].why);
         if (op.kind == OpKind::Linear) {
           o += ",\"runs_here\":" + json::quote(runs_here(op, kernels[i]));
           o += ",\"why\":" + json::quote(kernels[i].why);
