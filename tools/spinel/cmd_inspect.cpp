@@ -217,7 +217,7 @@ int cmd_inspect(int argc, char** argv) {
     else
       std::printf("precision      %d/%d Linear layers INT8 (s8 weights per channel, u8 activations %s), "
                   "%d of them 4x1 block-sparse;\n               embeddings, LayerNorm, "
-                  "attention/softmax f32\n",
+                  "softmax f32; attention products f32 (BF16 where AMX-BF16 runs them, see kernels)\n",
                   s8, linears,
                   static_act == s8 ? "with calibrated static scales"
                   : static_act == 0 ? "per token at run time" : "partly static, partly per token",
@@ -226,9 +226,12 @@ int cmd_inspect(int argc, char** argv) {
     // What this machine will run it with (CPUID + XGETBV, capped by SPINEL_ISA).
     std::string isa = cpu.active_isa;
     if (cpu.active_isa != cpu.detected_isa) isa += " (capped; CPU runs " + cpu.detected_isa + ")";
-    std::printf("kernels here   %s; sparse INT8 %s, f32 rows %s%s\n", isa.c_str(),
+    std::printf("kernels here   %s; sparse INT8 %s, f32 rows %s%s%s\n", isa.c_str(),
                 cpu.sparse_int8_kernel.c_str(), cpu.f32_row_kernels.c_str(),
-                cpu.amx_int8 ? "; AMX-INT8 for dense INT8 (oneDNN)" : "");
+                cpu.amx_int8 ? "; AMX-INT8 for dense INT8 (oneDNN)" : "",
+                cpu.amx_bf16 && cpu.active_isa == "avx512vnni"
+                    ? "; INT8 models' attention on AMX-BF16 (SPINEL_ATTENTION=f32: off)"
+                    : "");
     std::string outs = "last_hidden_state";
     for (const GraphOutput& go : m->graph().outputs) outs += ", " + go.name;
     std::printf("outputs        %s; default pooling %s%s\n\n", outs.c_str(), c.default_pool.c_str(),
