@@ -30,7 +30,12 @@
  *   from any thread, free it once.
  * - Session options objects are not synchronized; spinel_session_create_with
  *   copies them, so one options object may serve many sessions.
- * - spinel_last_error() is per thread. */
+ * - spinel_last_error() is per thread.
+ * - Speed: dense layers run on oneDNN's OpenMP threads, and libgomp shortens
+ *   its spin-waiting whenever more OpenMP threads exist than CPUs. Every thread
+ *   that has run a session keeps an OpenMP pool while it lives, so keep each
+ *   session on one thread: running it first on one thread and then on another
+ *   (both alive) made runs up to 3.6x slower (bench/RESULTS.md). */
 #ifndef SPINEL_SPINEL_H
 #define SPINEL_SPINEL_H
 
