@@ -8,6 +8,7 @@ extern "C" int spinel_spin_policy_applied(void);
 #include "kernels/cpu/f32_isa.h"
 #include "kernels/cpu/isa.h"
 #include "kernels/cpu/qgemm.h"
+#include "kernels/cpu/select.h"
 #include "runtime/error.h"
 
 namespace spinel {
@@ -18,7 +19,7 @@ CpuReport cpu_report() {
   r.detected_isa = k::isa_name(k::detected_isa());
   r.active_isa = k::isa_name(k::active_isa());
   r.amx_int8 = k::cpu_has_amx_int8();
-  r.amx_bf16 = k::cpu_has_amx_bf16();
+  r.int8_attention_amx = k::choose_attention(/*int8_model=*/true).amx_bf16;
   r.sparse_int8_kernel = k::spmm_u8s8_kernel_name();
   r.f32_row_kernels = k::f32::kernel_table().name;
   std::ifstream f("/proc/cpuinfo");

@@ -81,41 +81,18 @@ const TileConfig& tile_config() {
   return cfg;
 }
 
+// The first n of 16 lanes (none for n <= 0, all for n >= 16).
+inline __mmask16 first_n(int64_t n) {
+  return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
+}
+
 // 32 floats (x[0..n), zeros past n) as 16 words of bf16 pairs (x[2i], x[2i+1]),
 // rounded to nearest even.
 inline __m512i pairs32(const float* x, int64_t n) {
-  const __mmask16 m0 = n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
-  const int64_t n1 = n - 16;
-  const __mmask16 m1 = n1 >= 16 ? __mmask16(0xFFFF) : n1 <= 0 ? __mmask16(0) : __mmask16((1u << n1) - 1);
+  const __mmask16 m0 = first_n(n), m1 = first_n(n - 16);
   const __m512 lo = _mm512_maskz_loadu_ps(m0, x);
   const __m512 hi = m1 ? _mm512_maskz_loadu_ps(m1, x + 16) : _mm512_setzero_ps();
   return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
-}
-
-// 16 x 16 transpose of 32-bit words.
-inline void transpose16(__m512i r[16]) {
-  __m512i t[16];
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-  }
-  __m512i u[16];
-  for (int g = 0; g < 4; ++g) {
-    u[4 * g + 0] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
-    u[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
-    u[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
-    u[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
-  }
-  for (int j = 0; j < 4; ++j) {
-    const __m512i a = _mm512_shuffle_i32x4(u[j], u[4 + j], 0x44);
-    const __m512i b = _mm512_shuffle_i32x4(u[j], u[4 + j], 0xEE);
-    const __m512i c = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0x44);
-    const __m512i d = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0xEE);
-    r[0 + j] = _mm512_shuffle_i32x4(a, c, 0x88);
-    r[4 + j] = _mm512_shuffle_i32x4(a, c, 0xDD);
-    r[8 + j] = _mm512_shuffle_i32x4(b, d, 0x88);
-    r[12 + j] = _mm512_shuffle_i32x4(b, d, 0xDD);
-  }
 }
 
 // K2: for each 16 keys x 32 dims, 16 rows of pairs transposed to pair-major.
@@ -123,15 +100,16 @@ void build_k2(const AttentionBlock& b, const AmxLayout& a, uint32_t* k2) {
   const float* k0 = b.qkv + b.k_col;
   for (int64_t j0 = 0; j0 < a.lp; j0 += 16)
     for (int64_t d0 = 0; d0 < a.dp; d0 += 32) {
-      __m512i r[16];
+      // 16 rows of 16 pair words, transposed as floats (the bits move unchanged).
+      amx_bf16_body::vf r[16];
       for (int i = 0; i < 16; ++i) {
         const int64_t j = j0 + i;
-        r[i] = j < b.seq_len ? pairs32(k0 + j * b.qkv_stride + d0, b.head_dim - d0)
-                             : _mm512_setzero_si512();
+        r[i] = (amx_bf16_body::vf)(j < b.seq_len ? pairs32(k0 + j * b.qkv_stride + d0, b.head_dim - d0)
+                                                 : _mm512_setzero_si512());
       }
-      transpose16(r);
+      amx_bf16_body::transpose_square(r);
       for (int l = 0; l < 16; ++l)
-        _mm512_store_si512(k2 + (d0 / 2 + l) * a.lp + j0, r[l]);
+        _mm512_store_si512(k2 + (d0 / 2 + l) * a.lp + j0, (__m512i)r[l]);
     }
 }
 
@@ -145,8 +123,7 @@ void build_v2(const AttentionBlock& b, const AmxLayout& a, uint32_t* v2) {
   for (int64_t p = 0; p < a.lp / 2; ++p) {
     const int64_t j = 2 * p;
     for (int64_t d0 = 0; d0 < a.dv; d0 += 16) {
-      const int64_t n = b.head_dim - d0;
-      const __mmask16 m = n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
+      const __mmask16 m = first_n(b.head_dim - d0);
       const __m512 e = j < b.seq_len ? _mm512_maskz_loadu_ps(m, v0 + j * b.qkv_stride + d0)
                                      : _mm512_setzero_ps();
       const __m512 o = j + 1 < b.seq_len
@@ -156,10 +133,6 @@ void build_v2(const AttentionBlock& b, const AmxLayout& a, uint32_t* v2) {
       _mm512_store_si512(v2 + p * a.dv + d0, _mm512_permutexvar_epi16(idx, both));
     }
   }
-}
-
-inline __mmask16 first_n(int64_t n) {
-  return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
 }
 
 // The softmax of one score row (query position qi) in two passes, the second
@@ -200,6 +173,35 @@ inline float softmax_to_bf16(float* row, int64_t len, int64_t lp, float scale, f
   return 1.0f / _mm512_reduce_add_ps(sum);
 }
 
+// C tiles 0..nt-1 (nt <= 4) += A x B_t: A (tile 4) loaded from `a` with row
+// stride a_stride bytes, B_t (tiles 5, 6, 7, then 5 again) from b + 16 t words
+// with row stride b_stride bytes. Tile numbers are immediates, hence the
+// unrolled form.
+inline void dp_up_to_4(const void* a, int64_t a_stride, const uint32_t* b, int64_t b_stride, int nt) {
+  _tile_loadd(4, a, a_stride);
+  _tile_loadd(5, b, b_stride);
+  _tile_dpbf16ps(0, 4, 5);
+  if (nt > 1) {
+    _tile_loadd(6, b + 16, b_stride);
+    _tile_dpbf16ps(1, 4, 6);
+  }
+  if (nt > 2) {
+    _tile_loadd(7, b + 32, b_stride);
+    _tile_dpbf16ps(2, 4, 7);
+  }
+  if (nt > 3) {
+    _tile_loadd(5, b + 48, b_stride);
+    _tile_dpbf16ps(3, 4, 5);
+  }
+}
+
+inline void zero_c_tiles() {
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+}
+
 // One block of up to 16 query rows [i0, i0 + nq).
 void query_block(const AttentionBlock& b, const AmxLayout& a, const uint32_t* k2,
                  const uint32_t* v2, uint16_t* qb, float* s, float* o, int64_t i0, int nq) {
@@ -216,29 +218,9 @@ void query_block(const AttentionBlock& b, const AmxLayout& a, const uint32_t* k2
   const int64_t key_tiles = round_up(b.seq_len, 16) / 16;
   for (int64_t t0 = 0; t0 < key_tiles; t0 += 4) {
     const int nt = static_cast<int>(key_tiles - t0 < 4 ? key_tiles - t0 : 4);
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
-    for (int64_t d0 = 0; d0 < a.dp; d0 += 32) {
-      _tile_loadd(4, qb + d0, a.dp * 2);
-      const uint32_t* kb = k2 + (d0 / 2) * a.lp + t0 * 16;
-      const int64_t kst = a.lp * 4;
-      _tile_loadd(5, kb, kst);
-      _tile_dpbf16ps(0, 4, 5);
-      if (nt > 1) {
-        _tile_loadd(6, kb + 16, kst);
-        _tile_dpbf16ps(1, 4, 6);
-      }
-      if (nt > 2) {
-        _tile_loadd(7, kb + 32, kst);
-        _tile_dpbf16ps(2, 4, 7);
-      }
-      if (nt > 3) {
-        _tile_loadd(5, kb + 48, kst);
-        _tile_dpbf16ps(3, 4, 5);
-      }
-    }
+    zero_c_tiles();
+    for (int64_t d0 = 0; d0 < a.dp; d0 += 32)
+      dp_up_to_4(qb + d0, a.dp * 2, k2 + (d0 / 2) * a.lp + t0 * 16, a.lp * 4, nt);
     float* st = s + t0 * 16;
     const int64_t sst = a.lp * 4;
     _tile_stored(0, st, sst);
@@ -263,29 +245,11 @@ void query_block(const AttentionBlock& b, const AmxLayout& a, const uint32_t* k2
   const int64_t d_tiles = a.dv / 16;
   for (int64_t c0 = 0; c0 < d_tiles; c0 += 4) {
     const int nt = static_cast<int>(d_tiles - c0 < 4 ? d_tiles - c0 : 4);
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
-    for (int64_t j0 = 0; j0 < round_up(b.seq_len, 32); j0 += 32) {
-      _tile_loadd(4, reinterpret_cast<const uint16_t*>(s) + j0, a.lp * 4);  // P rows: lp floats apart
-      const uint32_t* vb = v2 + (j0 / 2) * a.dv + c0 * 16;
-      const int64_t vst = a.dv * 4;
-      _tile_loadd(5, vb, vst);
-      _tile_dpbf16ps(0, 4, 5);
-      if (nt > 1) {
-        _tile_loadd(6, vb + 16, vst);
-        _tile_dpbf16ps(1, 4, 6);
-      }
-      if (nt > 2) {
-        _tile_loadd(7, vb + 32, vst);
-        _tile_dpbf16ps(2, 4, 7);
-      }
-      if (nt > 3) {
-        _tile_loadd(5, vb + 48, vst);
-        _tile_dpbf16ps(3, 4, 5);
-      }
-    }
+    zero_c_tiles();
+    // P rows are lp floats apart (BF16 P over the start of each score row).
+    for (int64_t j0 = 0; j0 < round_up(b.seq_len, 32); j0 += 32)
+      dp_up_to_4(reinterpret_cast<const uint16_t*>(s) + j0, a.lp * 4, v2 + (j0 / 2) * a.dv + c0 * 16,
+                 a.dv * 4, nt);
     for (int t = 0; t < nt; ++t) {
       switch (t) {
         case 0: _tile_stored(0, o, 64); break;
@@ -293,8 +257,8 @@ void query_block(const AttentionBlock& b, const AmxLayout& a, const uint32_t* k2
         case 2: _tile_stored(2, o, 64); break;
         default: _tile_stored(3, o, 64); break;
       }
-      const int64_t d0 = (c0 + t) * 16, n = b.head_dim - d0;
-      const __mmask16 m = n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
+      const int64_t d0 = (c0 + t) * 16;
+      const __mmask16 m = first_n(b.head_dim - d0);
       for (int r = 0; r < nq; ++r)
         _mm512_mask_storeu_ps(b.out + (i0 + r) * b.out_stride + d0, m,
                               _mm512_mul_ps(_mm512_load_ps(o + 16 * r), _mm512_set1_ps(inv[r])));

@@ -80,15 +80,11 @@ Features probe_features() {
 
   // AMX-TILE (EDX 24) + AMX-INT8 (EDX 25), with the OS saving tile config and
   // data (XCR0 bits 17, 18) and granting this process their use.
-  const bool amx = ((l7.d >> 24) & 1) && ((l7.d >> 25) & 1) && (x & 0x60000) == 0x60000;
-  const bool granted = f.avx512vnni && amx && amx_permitted();
-  f.amx_int8 = granted;
-
+  const bool tiles = f.avx512vnni && ((l7.d >> 24) & 1) && (x & 0x60000) == 0x60000 && amx_permitted();
+  f.amx_int8 = tiles && ((l7.d >> 25) & 1);
   // AMX-BF16 (EDX 22) for our attention tiles, which also convert with
   // AVX512_BF16 (sub-leaf 1, EAX 5).
-  const bool avx512_bf16 = l7.a >= 1 && ((cpuid(7, 1).a >> 5) & 1);
-  f.amx_bf16 = f.avx512vnni && ((l7.d >> 24) & 1) && ((l7.d >> 22) & 1) &&
-               (x & 0x60000) == 0x60000 && avx512_bf16 && amx_permitted();
+  f.amx_bf16 = tiles && ((l7.d >> 22) & 1) && l7.a >= 1 && ((cpuid(7, 1).a >> 5) & 1);
 
   // AVX-VNNI lives in sub-leaf 1, which exists only if sub-leaf 0 reports it
   // (EAX = highest sub-leaf).

@@ -161,7 +161,7 @@ int cmd_inspect(int argc, char** argv) {
              ",\"detail\":" + json::quote(op_detail(*m, op)) +
              ",\"kernel\":" + json::quote(kernels[i].kernel) +
              ",\"precision\":" + json::quote(op.kind == OpKind::Linear ? precision_name(op.precision) : "f32");
-        if (op.kind == OpKind::Attention && !kernels[i].why.empty())
+        if (op.kind != OpKind::Linear && !kernels[i].why.empty())
           o += ",\"why\":" + json::quote(kernels[i].why);
         if (op.kind == OpKind::Linear) {
           o += ",\"runs_here\":" + json::quote(runs_here(op, kernels[i]));
@@ -229,9 +229,8 @@ int cmd_inspect(int argc, char** argv) {
     std::printf("kernels here   %s; sparse INT8 %s, f32 rows %s%s%s\n", isa.c_str(),
                 cpu.sparse_int8_kernel.c_str(), cpu.f32_row_kernels.c_str(),
                 cpu.amx_int8 ? "; AMX-INT8 for dense INT8 (oneDNN)" : "",
-                cpu.amx_bf16 && cpu.active_isa == "avx512vnni"
-                    ? "; INT8 models' attention on AMX-BF16 (SPINEL_ATTENTION=f32: off)"
-                    : "");
+                cpu.int8_attention_amx ? "; INT8 models' attention on AMX-BF16 (SPINEL_ATTENTION=f32: off)"
+                                       : "");
     std::string outs = "last_hidden_state";
     for (const GraphOutput& go : m->graph().outputs) outs += ", " + go.name;
     std::printf("outputs        %s; default pooling %s%s\n\n", outs.c_str(), c.default_pool.c_str(),
