@@ -118,6 +118,28 @@ void BM_Sparse(benchmark::State& st) {
   st.SetLabel(sk::spmm_u8s8_kernel_name());
 }
 
+// The epilogue's share of a call: the same product with f32 output, f32 with
+// GELU, and u8 output (requantized with a fixed scale), arg "out" 0/1/2.
+void BM_SparseOut(benchmark::State& st) {
+  const int64_t K = st.range(0), N = st.range(1), M = st.range(2);
+  const int sp = static_cast<int>(st.range(3));
+  const int out = static_cast<int>(st.range(4));
+  Layer& L = layer(K, N, sp, false);
+  Inputs in(M, K, N);
+  sk::QEpilogue ep;
+  ep.gelu = out == 1;
+  ep.requantize = out == 2;
+  ep.out_scale = 0.05f;
+  ep.out_zp = 10;
+  for (auto _ : st) {
+    arena().execute([&] {
+      sk::spmm_u8s8(L.packed, in.x.data(), M, K, in.xs.data(), in.zp.data(), ep, in.y.data(), N);
+    });
+    benchmark::ClobberMemory();
+  }
+  st.SetLabel(out == 0 ? "f32" : out == 1 ? "f32+gelu" : "u8");
+}
+
 void BM_Dense(benchmark::State& st) {
   const int64_t K = st.range(0), N = st.range(1), M = st.range(2);
   Layer& L = layer(K, N, 0, true);
@@ -203,6 +225,11 @@ BENCHMARK(BM_Dense)->Name("BM_CrossoverDense")->Apply([](benchmark::internal::Be
   b->ArgNames({"K", "N", "M", "sparsity"})->Unit(benchmark::kMicrosecond)->UseRealTime();
 });
 BENCHMARK(BM_Sparse)->Apply([](benchmark::internal::Benchmark* b) { Shapes(b, true); });
+BENCHMARK(BM_SparseOut)->Apply([](benchmark::internal::Benchmark* b) {
+  for (int64_t sp : {90, 100})
+    for (int64_t out : {0, 1, 2}) b->Args({768, 3072, 128, sp, out});
+  b->ArgNames({"K", "N", "M", "sparsity", "out"})->Unit(benchmark::kMicrosecond)->UseRealTime();
+});
 BENCHMARK(BM_Dense)->Apply([](benchmark::internal::Benchmark* b) { Shapes(b, false); });
 
 BENCHMARK_MAIN();
