@@ -134,6 +134,11 @@ struct RunContext {
   Workspace& ws;
   int threads = 1;
   Executor* exec = nullptr;
+  // Every op writes its output value, because the caller reads intermediate
+  // values (a Linear observer). Otherwise a backend may pass a value that
+  // only the next op reads in a layout of its own, without writing it (the
+  // cpu backend's Linear chain).
+  bool keep_values = false;
 };
 
 // One op kind on one backend.

@@ -213,6 +213,7 @@ HiddenStates Session::run(const std::vector<Sequence>& batch) {
   bv.max_len = max_sequence_length(batch);
   const BatchView staged = ex.stage(bv);
   RunContext ctx{staged, ex.workspace(), threads_, &ex};
+  ctx.keep_values = static_cast<bool>(s.observer);
   const PreparedModel& p = *prepared_;
   std::vector<float> observed;  // the observer's host copy on a device backend
 

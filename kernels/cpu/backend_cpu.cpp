@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -24,7 +25,16 @@ namespace {
 namespace k = kernels;
 
 // Workspace slots of this backend.
-enum : int { kAttentionScratch = 0, kQuantX = 1, kQuantScale = 2, kQuantZp = 3, kGateIn = 4 };
+enum : int {
+  kAttentionScratch = 0,
+  kQuantX = 1,
+  kQuantScale = 2,
+  kQuantZp = 3,
+  kGateIn = 4,
+  kChainF32 = 5,  // Linear chain: the first Linear's output, f32 blocked
+  kChainU8 = 6,   // the second's input, u8 blocked
+  kChainTag = 7,  // what kChainF32 holds: {tokens, width}, written by the first
+};
 
 // --- ops that only read weights: the state is the op's weight pointers -----
 struct WeightState : PreparedOp {
@@ -129,6 +139,10 @@ class PoolCpu : public OpImpl {
 // --- Linear: the kernel choice happens here, once per model ----------------
 struct LinearState : PreparedOp {
   k::LinearChoice choice;
+  // Linear chain (select.h chain_linears): this layer's output goes to the
+  // next Linear in the blocked layout (chain_out), or this layer's input
+  // comes from the previous one that way (chain_in).
+  bool chain_out = false, chain_in = false;
   std::unique_ptr<k::DenseLinearF32> f32;
   std::unique_ptr<k::DenseLinearU8S8> s8_dense;
   std::unique_ptr<k::PackedS8Sparse> s8_sparse;
@@ -136,9 +150,21 @@ struct LinearState : PreparedOp {
   std::string kernel_name;
   size_t packed_bytes = 0;
   std::string kernel() const override { return kernel_name; }
-  std::string why() const override { return choice.why; }
+  std::string why() const override {
+    std::string w = choice.why;
+    if (chain_out) w += "; output passed to the next Linear in the kernel's layout";
+    if (chain_in) w += "; input from the previous Linear in the kernel's layout";
+    return w;
+  }
   size_t bytes() const override { return packed_bytes; }
 };
+
+// The op's index in its graph (PrepareArgs::op is one of graph.ops), or -1.
+int64_t op_index(const PrepareArgs& a) {
+  const Op* first = a.graph.ops.data();
+  if (&a.op < first || &a.op >= first + a.graph.ops.size()) return -1;
+  return &a.op - first;
+}
 
 void add_rows(float* y, const float* r, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += r[i];
@@ -183,6 +209,10 @@ class LinearCpu : public OpImpl {
             w8, K, N, a.weights.get<float>(slot::kWeightScale), bias));
         const k::PackedS8Sparse& p = *st->s8_sparse;
         st->kernel_name = k::spmm_u8s8_kernel_name();
+        if (const int64_t i = op_index(a); i >= 0) {
+          st->chain_out = k::chain_linears(a.graph, static_cast<size_t>(i));
+          st->chain_in = i > 0 && k::chain_linears(a.graph, static_cast<size_t>(i - 1));
+        }
         st->packed_bytes = p.group_ptr.size() * 4 + p.kidx.size() * 4 + p.koff64.size() * 4 +
                            p.w.size() + p.w16.size() * 2 + p.wsum.size() * 4 + p.scale_w.size() * 4;
         break;
@@ -229,20 +259,50 @@ class LinearCpu : public OpImpl {
       k::spmm_f32(*st.f32_sparse, io.in0, T, K, ep, io.out, N);
       return;
     }
-    uint8_t* xq = ctx.ws.get<uint8_t>(kQuantX, static_cast<size_t>(T * K));
     float* xs = ctx.ws.get<float>(kQuantScale, static_cast<size_t>(T));
     int32_t* xz = ctx.ws.get<int32_t>(kQuantZp, static_cast<size_t>(T));
-    if (op.act_scale > 0.f)
-      k::quantize_rows_u8_static(io.in0, T, K, op.act_scale, op.act_zp, xq, xs, xz);
-    else
-      k::quantize_rows_u8(io.in0, T, K, xq, xs, xz);
+    // The Linear chain (select.h), unless this run must write every value.
+    const bool chain_in = st.chain_in && !ctx.keep_values;
+    const bool chain_out = st.chain_out && !ctx.keep_values;
+    const size_t blocked = static_cast<size_t>((T + 63) / 64 * 64);
+    uint8_t* xq = nullptr;
+    if (chain_in) {
+      int64_t* tag = ctx.ws.get<int64_t>(kChainTag, 2);
+      if (tag[0] != T || tag[1] != K)
+        throw std::logic_error("internal error: Linear '" + op.name +
+                    "' expected its input from the previous Linear in the blocked layout, "
+                    "which did not write it");
+      tag[0] = tag[1] = -1;
+      xq = ctx.ws.get<uint8_t>(kChainU8, blocked * static_cast<size_t>(K));
+      k::quantize_blocked_u8(ctx.ws.get<float>(kChainF32, blocked * static_cast<size_t>(K)), T, K,
+                             xq, xs, xz);
+    } else {
+      xq = ctx.ws.get<uint8_t>(kQuantX, static_cast<size_t>(T * K));
+      if (op.act_scale > 0.f)
+        k::quantize_rows_u8_static(io.in0, T, K, op.act_scale, op.act_zp, xq, xs, xz);
+      else
+        k::quantize_rows_u8(io.in0, T, K, xq, xs, xz);
+    }
+    if (chain_out) {
+      // act is GELU (erf) or none, no residual, no gate (chain_linears).
+      float* yb = ctx.ws.get<float>(kChainF32, blocked * static_cast<size_t>(N));
+      if (chain_in)
+        throw std::logic_error("internal error: Linear '" + op.name + "' is both ends of a Linear chain");
+      k::spmm_u8s8_to_blocked(*st.s8_sparse, xq, T, K, xs, xz, op.act == Activation::GeluErf, yb);
+      int64_t* tag = ctx.ws.get<int64_t>(kChainTag, 2);
+      tag[0] = T;
+      tag[1] = N;
+      return;
+    }
     // The fused epilogue has exact GELU and the residual; other activations
     // are applied afterwards, then the residual.
     k::QEpilogue ep;
     const bool after = op.act == Activation::GeluTanh || op.act == Activation::Tanh;
     ep.gelu = op.act == Activation::GeluErf;
     ep.residual = after ? nullptr : io.in1;
-    if (st.s8_sparse)
+    if (chain_in)
+      k::spmm_u8s8_from_blocked(*st.s8_sparse, xq, T, xs, xz, ep, io.out, N);
+    else if (st.s8_sparse)
       k::spmm_u8s8(*st.s8_sparse, xq, T, K, xs, xz, ep, io.out, N);
     else
       st.s8_dense->run(xq, T, K, xs, xz, ep, io.out, N);

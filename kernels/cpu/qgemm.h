@@ -96,6 +96,38 @@ void spmm_u8s8(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx
 void spmm_u8s8_acc(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
                    int32_t* acc, int64_t ldacc);
 
+// ---------------------------------------------------------------------------
+// Two sparse Linears in a row (FFN1 -> GELU -> FFN2) without the f32
+// token-major round trip between them. Only on the 64-token AVX-512 VNNI
+// kernel (spmm_u8s8_chain_available()); the results are bit for bit those of
+// spmm_u8s8 -> quantize_rows_u8 -> spmm_u8s8.
+//
+// "Blocked" layout of C channels for M tokens: ceil(M / 64) blocks of [C][64],
+// block b holding tokens 64 b .. 64 b + 63 (lanes past M are padding and
+// hold anything finite or zero).
+//   f32 blocked: natural token order within a block, the kernel's output as
+//                it leaves its accumulators (no transposes, whole-line stores).
+//   u8 blocked:  the kernel's activation layout (see interleave_block_u8 with
+//                lanes = 4), ready for the next call without interleaving.
+bool spmm_u8s8_chain_available();
+
+// y_blk = act(x W + b) in the f32 blocked layout [nb][N][64], act = exact
+// GELU when gelu, else none. x, x_scale, x_zp as spmm_u8s8.
+void spmm_u8s8_to_blocked(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
+                          const float* x_scale, const int32_t* x_zp, bool gelu, float* y_blk);
+
+// Per-token dynamic quantization (the contract of quantize_rows_u8, same
+// bits) of the f32 blocked y_blk [nb][K][64] into the u8 blocked x_blk
+// [nb][K][64]; scale[M], zp[M] as quantize_rows_u8. Parallel (TBB).
+void quantize_blocked_u8(const float* y_blk, int64_t M, int64_t K, uint8_t* x_blk, float* scale,
+                         int32_t* zp);
+
+// spmm_u8s8 on an input already in the u8 blocked layout [nb][K][64], 64-byte
+// aligned (std::invalid_argument otherwise).
+void spmm_u8s8_from_blocked(const PackedS8Sparse& w, const uint8_t* x_blk, int64_t M,
+                            const float* x_scale, const int32_t* x_zp, const QEpilogue& ep,
+                            void* y, int64_t ldy);
+
 // Which layers run on this kernel: kernels/cpu/select.h.
 
 
@@ -133,7 +165,9 @@ class DenseLinearU8S8 {
 // Internals shared by the per-ISA kernel files (not API).
 namespace qgemm_detail {
 
-enum class OutKind : int { F32 = 0, U8 = 1, S32Raw = 2 };
+// F32Blocked: the f32 blocked layout above (64-token kernel only; y points
+// at block 0, ldy is N).
+enum class OutKind : int { F32 = 0, U8 = 1, S32Raw = 2, F32Blocked = 3 };
 
 // One work item of the sparse kernel: block-rows [br0, br1) x tokens
 // [m0, m0 + mc) (mc <= the kernel's token block). x points to this token
@@ -178,6 +212,22 @@ void interleave_block_u8(const uint8_t* x, int64_t M, int64_t K, int64_t ldx, in
 // after active_isa() allows it).
 void interleave_block_u8_zmm(const uint8_t* x, int64_t M, int64_t K, int64_t ldx, int64_t m_begin,
                              int lanes, uint8_t* out);
+
+// quantize_blocked_u8's two passes over one work item: tokens [m0, m0 + mc)
+// (mc <= 64) of one block, channels [k0, k1) of its [K][64]. The range pass
+// folds the channels' values into lo/hi [64] (start at 0) and sets bit j of
+// *nan when token j met a NaN; the convert pass writes the u8 blocked rows
+// [k0, k1) with per-lane inv/zp [64] (inv 0 and zp 0 give 0). AVX-512.
+void blocked_range_zmm(const float* y_blk, int64_t k0, int64_t k1, float* lo, float* hi,
+                       uint64_t* nan);
+void blocked_convert_zmm(const float* y_blk, int64_t k0, int64_t k1, const float* inv,
+                         const int32_t* zp, uint8_t* x_blk);
+
+// The scale and zero point of a token from its range (quantize.cpp; the one
+// formula every quantization path uses). Returns false when the token's
+// values all quantize to 0 (an all-zero row; or a NaN/Inf row, whose scale
+// is NaN); then *inv is not set.
+bool token_quant_params(float lo, float hi, bool finite, float* scale, int32_t* zp, float* inv);
 
 }  // namespace qgemm_detail
 }  // namespace spinel::kernels

@@ -29,7 +29,7 @@ namespace {
 // they agree bit for bit). Returns false for an all-zero row, and for a row
 // holding NaN or Inf (`finite` false), whose scale becomes NaN: its outputs
 // are NaN, as they would be in f32, instead of an undefined float-to-int cast.
-inline bool row_params(float lo, float hi, bool finite, float* scale, int32_t* zp, float* inv) {
+bool row_params(float lo, float hi, bool finite, float* scale, int32_t* zp, float* inv) {
   if (!finite || !std::isfinite(lo) || !std::isfinite(hi)) {
     *scale = std::numeric_limits<float>::quiet_NaN();
     *zp = 0;
@@ -121,6 +121,11 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) void quantize_row_
 }
 
 }  // namespace
+
+bool qgemm_detail::token_quant_params(float lo, float hi, bool finite, float* scale, int32_t* zp,
+                                      float* inv) {
+  return row_params(lo, hi, finite, scale, zp, inv);
+}
 
 void quantize_rows_u8(const float* x, int64_t M, int64_t K, uint8_t* xq, float* scale,
                       int32_t* zp, int64_t ldx, int64_t ldq) {

@@ -147,4 +147,43 @@ AttentionChoice choose_attention(bool int8_model) {
   return c;
 }
 
+namespace {
+bool chain_enabled() {
+  const char* v = std::getenv("SPINEL_LINEAR_CHAIN");
+  if (!v || !*v || !std::strcmp(v, "auto") || !std::strcmp(v, "on") || !std::strcmp(v, "1"))
+    return true;
+  if (!std::strcmp(v, "off") || !std::strcmp(v, "0")) return false;
+  static std::atomic<bool> warned{false};
+  if (!warned.exchange(true))
+    std::fprintf(stderr, "spinel: warning: SPINEL_LINEAR_CHAIN=%s is not one of auto, on, off; "
+                 "using auto\n", v);
+  return true;
+}
+
+// The layer runs the block-sparse INT8 kernel, judged from what the file
+// stores (choose_linear measures W only when the sparsity is not stored and
+// AMX is in use; then this says no).
+bool runs_sparse_u8s8(const Op& op) {
+  if (op.kind != OpKind::Linear || op.precision != Precision::S8Sparse) return false;
+  if (op.block_sparsity < 0 && amx_in_use()) return false;
+  return choose_linear(op.precision, op.block_sparsity, nullptr, 0, 0).impl == LinearImpl::SparseU8S8;
+}
+}  // namespace
+
+bool chain_linears(const Graph& g, size_t p) {
+  if (p + 1 >= g.ops.size() || !spmm_u8s8_chain_available() || !chain_enabled()) return false;
+  const Op& a = g.ops[p];
+  const Op& b = g.ops[p + 1];
+  if (!runs_sparse_u8s8(a) || !runs_sparse_u8s8(b)) return false;
+  if (a.gate != Gate::None || a.in1 >= 0 || a.out < 0) return false;
+  if (a.act != Activation::None && a.act != Activation::GeluErf) return false;
+  if (b.in0 != a.out || b.in1 == a.out || b.act_scale > 0.f) return false;
+  if (g.output == a.out) return false;
+  for (const GraphOutput& o : g.outputs)
+    if (o.value == a.out) return false;
+  for (size_t i = 0; i < g.ops.size(); ++i)
+    if (i != p + 1 && (g.ops[i].in0 == a.out || g.ops[i].in1 == a.out)) return false;
+  return true;
+}
+
 }  // namespace spinel::kernels

@@ -102,4 +102,19 @@ struct AttentionChoice {
 // int8_model: the graph's Linear layers are INT8.
 AttentionChoice choose_attention(bool int8_model);
 
+// --- Linear chain ------------------------------------------------------
+// Op p and op p + 1, both Linear (BERT's FFN: FFN1 with GELU, then FFN2),
+// pass p + 1's input in the sparse kernel's own layouts (qgemm.h, "Two
+// sparse Linears in a row": no f32 token-major matrix, no transposes, no
+// separate interleave; results bit for bit the same) when: both run the
+// block-sparse INT8 kernel and it has 64-token blocks (AVX-512 VNNI); p has
+// no residual, no gate, and GELU (erf) or no activation; p's output is read
+// by p + 1's x and by nothing else (not a graph output either); p + 1
+// quantizes its input per token (no calibrated scale). The session turns it
+// off for runs whose Linear inputs are observed (calibration).
+// SPINEL_LINEAR_CHAIN, read when a model is prepared: unset, "", "auto" or
+// "on": as above; "off"/"0": never (A/B runs, tests). Other values warn once
+// and mean auto.
+bool chain_linears(const Graph& g, size_t p);
+
 }  // namespace spinel::kernels

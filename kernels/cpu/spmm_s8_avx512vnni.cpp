@@ -7,7 +7,9 @@
 // each channel's 4 weights a 32-bit broadcast. Token tails (M not a multiple
 // of 64) run the same loop with fewer zmm. The epilogue stages 16 channels x
 // 64 tokens channel-major, then writes token rows after a 16x16 transpose
-// (flush_stage). This file also holds the AVX-512 activation interleave.
+// (flush_stage), or copies the stage rows out as they are (the f32 blocked
+// output of qgemm.h's Linear chain). This file also holds the AVX-512
+// activation interleave and the chain's quantization passes.
 //
 // Also holds the EVEX-encoded build of the ymm kernel (spmm_s8_ymm.inc), the
 // Avx2Vnni level on AVX-512 VNNI CPUs that lack AVX-VNNI.
@@ -90,6 +92,14 @@ void flush_stage(const SpmmTile& t, int64_t brg, int64_t nbr, float (*stage)[64]
   const QEpilogue& ep = *t.ep;
   if (t.out != OutKind::S32Raw && ep.gelu)
     f32::kernel_table_avx512().gelu_erf(&stage[0][0], static_cast<int64_t>(nch) * 64);
+  if (t.out == OutKind::F32Blocked) {
+    // The stage rows are the blocked layout's rows already: 256-byte copies,
+    // no transposes (residuals are not allowed here).
+    float* y = static_cast<float*>(t.y) + ((t.m0 / 64) * t.ldy + n0) * 64;
+    for (int c = 0; c < nch; ++c)
+      for (int r = 0; r < 4; ++r) _mm512_storeu_ps(y + 64 * c + 16 * r, _mm512_load_ps(&stage[c][16 * r]));
+    return;
+  }
   for (int r = 0; r < NT; ++r) {
     const int nvalid = static_cast<int>(t.mc - 16 * r < 16 ? t.mc - 16 * r : 16);
     __m512 v[16];
@@ -278,6 +288,53 @@ void interleave_block_u8_zmm(const uint8_t* x, int64_t M, int64_t K, int64_t ldx
 }  // namespace spinel::kernels::qgemm_detail
 
 namespace spinel::kernels::qgemm_detail {
+
+// quantize_blocked_u8's passes (see qgemm.h). Lane j of the 4 vectors of a
+// row is token 16 r + j of the block.
+void blocked_range_zmm(const float* y_blk, int64_t k0, int64_t k1, float* lo, float* hi,
+                       uint64_t* nan) {
+  __m512 l[4], h[4];
+  __mmask16 nm[4] = {0, 0, 0, 0};
+  for (int r = 0; r < 4; ++r) {
+    l[r] = _mm512_loadu_ps(lo + 16 * r);
+    h[r] = _mm512_loadu_ps(hi + 16 * r);
+  }
+  for (int64_t k = k0; k < k1; ++k)
+    for (int r = 0; r < 4; ++r) {
+      const __m512 v = _mm512_loadu_ps(y_blk + 64 * k + 16 * r);
+      l[r] = _mm512_min_ps(l[r], v);
+      h[r] = _mm512_max_ps(h[r], v);
+      nm[r] = static_cast<__mmask16>(nm[r] | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q));
+    }
+  for (int r = 0; r < 4; ++r) {
+    _mm512_storeu_ps(lo + 16 * r, l[r]);
+    _mm512_storeu_ps(hi + 16 * r, h[r]);
+    *nan |= static_cast<uint64_t>(nm[r]) << (16 * r);
+  }
+}
+
+// Two saturating packs turn the 4 vectors of tokens 16 r + j into the
+// kernel's layout directly: in 128-bit lane l, packs_epi32 then packus_epi16
+// put byte i of vector r at 16 l + 4 r + i, which is where
+// interleave_block_u8 puts token 16 r + 4 l + i; and the two saturations
+// (to int16, then to 0..255) are the clamp to 0..255.
+void blocked_convert_zmm(const float* y_blk, int64_t k0, int64_t k1, const float* inv,
+                         const int32_t* zp, uint8_t* x_blk) {
+  __m512 vi[4];
+  __m512i vz[4];
+  for (int r = 0; r < 4; ++r) {
+    vi[r] = _mm512_loadu_ps(inv + 16 * r);
+    vz[r] = _mm512_loadu_si512(zp + 16 * r);
+  }
+  for (int64_t k = k0; k < k1; ++k) {
+    __m512i q[4];
+    for (int r = 0; r < 4; ++r)
+      q[r] = _mm512_add_epi32(
+          _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(y_blk + 64 * k + 16 * r), vi[r])), vz[r]);
+    const __m512i q01 = _mm512_packs_epi32(q[0], q[1]), q23 = _mm512_packs_epi32(q[2], q[3]);
+    _mm512_storeu_si512(x_blk + 64 * k, _mm512_packus_epi16(q01, q23));
+  }
+}
 
 // Epilogue on a row-major int32 block (the dense oneDNN path); see
 // dense_s8_dnnl.cpp. row_tmp holds N + 16 floats (u8 output only).

@@ -24,6 +24,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include <tbb/blocked_range.h>
 #include <tbb/parallel_for.h>
@@ -236,14 +237,19 @@ uint8_t* thread_workspace(size_t bytes) {
   return static_cast<uint8_t*>(buf.get());
 }
 
+// x_blocked: x is already in the kernel's blocked layout [nb][K][B] (the
+// Linear chain, 64-token kernel only).
 void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
               const float* x_scale, const int32_t* x_zp, const QEpilogue& ep, OutKind out, void* y,
-              int64_t ldy) {
+              int64_t ldy, bool x_blocked = false) {
   if (M <= 0) return;
   if (ldx < w.K) throw std::invalid_argument("spmm_u8s8: ldx < K");
   note_pool(Pool::Tbb);  // see parallel_util.h
   if (ldy < w.N) throw std::invalid_argument("spmm_u8s8: ldy < N");
   const KernelConfig cfg = config_for(active_isa());
+  if ((x_blocked || out == OutKind::F32Blocked) && cfg.token_block != 64)
+    throw std::logic_error(std::string("spmm_u8s8: the blocked layouts need the 64-token kernel, not ") +
+                           cfg.name);
   const int64_t K = w.K, nbr = w.N / 4;
   const int64_t B = cfg.token_block;
   const int64_t nblocks = (M + B - 1) / B;
@@ -251,7 +257,7 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
   if (e.residual && e.ld_residual == 0) e.ld_residual = w.N;
 
   const uint8_t* xt = x;
-  if (cfg.lanes > 0) {
+  if (cfg.lanes > 0 && !x_blocked) {
     uint8_t* buf = thread_workspace(static_cast<size_t>(nblocks * K * B));
     tbb::parallel_for(
         tbb::blocked_range<int64_t>(0, nblocks), [&](const tbb::blocked_range<int64_t>& r) {
@@ -318,5 +324,93 @@ void spmm_u8s8_acc(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t
 }
 
 const char* spmm_u8s8_kernel_name() { return config_for(active_isa()).name; }
+
+bool spmm_u8s8_chain_available() { return config_for(active_isa()).token_block == 64; }
+
+void spmm_u8s8_to_blocked(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
+                          const float* x_scale, const int32_t* x_zp, bool gelu, float* y_blk) {
+  QEpilogue ep;
+  ep.gelu = gelu;
+  run_spmm(w, x, M, ldx, x_scale, x_zp, ep, OutKind::F32Blocked, y_blk, w.N);
+}
+
+void spmm_u8s8_from_blocked(const PackedS8Sparse& w, const uint8_t* x_blk, int64_t M,
+                            const float* x_scale, const int32_t* x_zp, const QEpilogue& ep,
+                            void* y, int64_t ldy) {
+  if (ep.requantize && !(ep.out_scale > 0.f))
+    throw std::invalid_argument("spmm_u8s8: requantize needs out_scale > 0");
+  if (reinterpret_cast<uintptr_t>(x_blk) % 64 != 0)
+    throw std::invalid_argument("spmm_u8s8_from_blocked: the input blocks must be 64-byte aligned");
+  run_spmm(w, x_blk, M, w.K, x_scale, x_zp, ep, ep.requantize ? OutKind::U8 : OutKind::F32, y, ldy,
+           /*x_blocked=*/true);
+}
+
+void quantize_blocked_u8(const float* y_blk, int64_t M, int64_t K, uint8_t* x_blk, float* scale,
+                         int32_t* zp) {
+  if (M <= 0 || K <= 0) return;
+  if (!spmm_u8s8_chain_available())
+    throw std::logic_error("quantize_blocked_u8: needs the 64-token (AVX-512 VNNI) kernel");
+  note_pool(Pool::Tbb);
+  constexpr int64_t B = 64;
+  const int64_t nb = (M + B - 1) / B;
+  // Work items: (block, channel chunk), enough of them for the arena's
+  // threads when there are few blocks, and at least 256 channels each. Two
+  // passes: the range of every item, then per item the block's token
+  // parameters (from all its chunks' ranges) and the conversion.
+  const int64_t threads = tbb::this_task_arena::max_concurrency();
+  int64_t kc = std::max<int64_t>(1, std::min<int64_t>((2 * threads + nb - 1) / nb, K / 256));
+  const int64_t kper = (K + kc - 1) / kc;
+  kc = (K + kper - 1) / kper;
+  const int64_t items = nb * kc;
+  struct Range {
+    alignas(64) float lo[B];
+    alignas(64) float hi[B];
+    uint64_t nan;
+  };
+  std::vector<Range> part(static_cast<size_t>(items));
+  auto each = [&](auto&& fn) {
+    tbb::parallel_for(
+        tbb::blocked_range<int64_t>(0, items),
+        [&](const tbb::blocked_range<int64_t>& r) {
+          for (int64_t i = r.begin(); i < r.end(); ++i) fn(i / kc, i % kc);
+        },
+        tbb::static_partitioner());
+  };
+  each([&](int64_t b, int64_t c) {
+    Range& p = part[static_cast<size_t>(b * kc + c)];
+    std::fill(p.lo, p.lo + B, 0.f);
+    std::fill(p.hi, p.hi + B, 0.f);
+    p.nan = 0;
+    qgemm_detail::blocked_range_zmm(y_blk + b * K * B, c * kper, std::min(K, (c + 1) * kper), p.lo,
+                                    p.hi, &p.nan);
+  });
+  each([&](int64_t b, int64_t c) {
+    alignas(64) float inv[B] = {};
+    alignas(64) int32_t z[B] = {};
+    const int64_t mc = std::min(B, M - b * B);
+    for (int64_t j = 0; j < mc; ++j) {
+      float lo = 0.f, hi = 0.f;
+      bool nan = false;
+      for (int64_t q = 0; q < kc; ++q) {
+        const Range& p = part[static_cast<size_t>(b * kc + q)];
+        lo = std::min(lo, p.lo[j]);
+        hi = std::max(hi, p.hi[j]);
+        nan |= ((p.nan >> j) & 1) != 0;
+      }
+      float s = 0.f, v = 0.f;
+      int32_t zpj = 0;
+      if (qgemm_detail::token_quant_params(lo, hi, !nan, &s, &zpj, &v)) {
+        inv[j] = v;
+        z[j] = zpj;
+      }
+      if (c == 0) {
+        scale[b * B + j] = s;
+        zp[b * B + j] = zpj;
+      }
+    }
+    qgemm_detail::blocked_convert_zmm(y_blk + b * K * B, c * kper, std::min(K, (c + 1) * kper), inv,
+                                      z, x_blk + b * K * B);
+  });
+}
 
 }  // namespace spinel::kernels

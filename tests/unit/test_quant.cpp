@@ -4,12 +4,15 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <string>
+#include <vector>
 
 #include "converters/calibrate.h"
 #include "converters/quantize.h"
 #include "kernels/cpu/isa.h"
 #include "runtime/error.h"
+#include "runtime/prepared.h"
 #include "runtime/session.h"
 #include "tests/unit/reference_run.h"
 #include "tests/unit/tiny_model.h"
@@ -238,4 +241,68 @@ TEST_CASE("calibration refuses an already quantized model and empty samples") {
   CHECK_THROWS_AS(calibrate_linear_inputs(w, {}, 1, 4), Error);
   quantize_linears_int8(w, QuantOptions{});
   CHECK_THROWS_AS(calibrate_linear_inputs(w, batch_for(w.config.vocab_size), 1, 4), Error);
+}
+
+TEST_CASE("Linear chain: a sparse FFN gives the same bits with and without it") {
+  if (!kernels::cpu_supports(kernels::Isa::Avx512Vnni)) {
+    MESSAGE("Linear chain not tested end to end: this CPU has no AVX-512 VNNI (the chain's kernel)");
+    return;
+  }
+  SpnlWriter w;
+  testing::fill_tiny_model(w, spec(Activation::GeluErf));
+  for (size_t i = 0; i < w.graph.ops.size(); ++i) {
+    const Op& op = w.graph.ops[i];
+    if (op.kind == OpKind::Linear)
+      prune_blocks(w, op.w[slot::kWeight], 0.9, static_cast<unsigned>(i + 50));
+  }
+  quantize_linears_int8(w, QuantOptions{});
+  const std::string dir = testing::temp_dir("chain");
+  w.write(dir + "/int8.spnl");
+  const kernels::Isa prev = kernels::set_max_isa(kernels::Isa::Avx512Vnni);
+
+  struct Run {
+    std::vector<float> h;  // the hidden states, copied out of the session
+    std::vector<std::vector<float>> observed;  // Linear inputs, by op
+    std::vector<OpKernel> report;
+  };
+  auto run = [&](const char* chain_env, bool observe) {
+    if (chain_env)
+      setenv("SPINEL_LINEAR_CHAIN", chain_env, 1);
+    else
+      unsetenv("SPINEL_LINEAR_CHAIN");
+    auto m = Model::load(dir + "/int8.spnl");  // a fresh model: prepared under this setting
+    Run r;
+    r.report = kernel_report(*m, backend_or_fail("cpu"));
+    Session s(m, 2);
+    if (observe)
+      s.set_linear_observer([&](size_t i, const float* x, int64_t rows, int64_t cols) {
+        if (r.observed.size() <= i) r.observed.resize(i + 1);
+        r.observed[i].assign(x, x + rows * cols);
+      });
+    const HiddenStates h = s.run(batch_for(m->config().vocab_size));
+    r.h.assign(h.data, h.data + h.offsets.back() * h.width);
+    unsetenv("SPINEL_LINEAR_CHAIN");
+    return r;
+  };
+  const Run on = run(nullptr, false), off = run("off", false);
+  int chained = 0;
+  for (const OpKernel& k : on.report) chained += k.why.find("next Linear in the kernel's layout") != std::string::npos;
+  for (const OpKernel& k : off.report) CHECK(k.why.find("kernel's layout") == std::string::npos);
+  CHECK(chained == 2);  // one FFN per layer
+  REQUIRE(on.h.size() == off.h.size());
+  CHECK(std::memcmp(on.h.data(), off.h.data(), on.h.size() * sizeof(float)) == 0);
+
+  // Observed runs (calibration) write every value: the FFN2 inputs seen with
+  // the chain prepared are the real FFN1 outputs.
+  const Run obs_on = run(nullptr, true), obs_off = run("off", true);
+  REQUIRE(obs_on.observed.size() == obs_off.observed.size());
+  int compared = 0;
+  for (size_t i = 0; i < obs_on.observed.size(); ++i) {
+    CAPTURE(i);
+    CHECK(obs_on.observed[i] == obs_off.observed[i]);
+    compared += !obs_on.observed[i].empty();
+  }
+  CHECK(compared == 8);
+  CHECK(std::memcmp(obs_on.h.data(), on.h.data(), on.h.size() * sizeof(float)) == 0);
+  kernels::set_max_isa(prev);
 }

@@ -14,7 +14,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -434,4 +436,142 @@ TEST_CASE("quantize_rows_u8 matches its reference on every ISA") {
         CHECK(std::fabs(back - x[m * K + k]) <= 0.5f * sr[m] * 1.001f + 1e-6f);
       }
   }
+}
+
+namespace {
+
+// One FFN-like pair through the Linear chain against the same pair through
+// the row-major path (spmm_u8s8 -> quantize_rows_u8 -> spmm_u8s8): scales,
+// zero points, the u8 blocks and the second layer's output must be the same
+// bits. special: token 1's first layer input scale is NaN (its outputs NaN),
+// token 2's is 0 with no bias (an all-zero row), token 3's is huge (Inf).
+void check_chain(int64_t M, int64_t K1, int64_t N1, int64_t N2, double sp1, double sp2, bool gelu,
+                 bool bias, bool special, int threads, uint32_t seed) {
+  CAPTURE(M);
+  CAPTURE(K1);
+  CAPTURE(N1);
+  CAPTURE(N2);
+  CAPTURE(sp1);
+  CAPTURE(sp2);
+  CAPTURE(gelu);
+  CAPTURE(special);
+  CAPTURE(threads);
+  const auto W1 = make_weights(K1, N1, sp1, seed, true);
+  const auto W2 = make_weights(N1, N2, sp2, seed + 1, false);
+  const auto x = make_input(M, K1, seed + 2);
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> uf(-1.f, 1.f);
+  std::vector<float> sw1(N1), b1(N1), sw2(N2), b2(N2), xs(M);
+  std::vector<int32_t> zp(M);
+  for (auto& v : sw1) v = 0.002f + 0.001f * std::fabs(uf(rng));
+  for (auto& v : sw2) v = 0.002f + 0.001f * std::fabs(uf(rng));
+  for (auto& v : b1) v = uf(rng);
+  for (auto& v : b2) v = uf(rng);
+  for (auto& v : xs) v = 0.01f + 0.01f * std::fabs(uf(rng));
+  for (auto& v : zp) v = static_cast<int32_t>(rng() % 256);
+  if (special && M > 3) {
+    xs[1] = std::nanf("");
+    xs[2] = 0.f;
+    xs[3] = 3e38f;
+  }
+  std::vector<float> residual(static_cast<size_t>(M * N2));
+  for (auto& v : residual) v = uf(rng);
+  const auto p1 = sk::pack_s8_sparse(W1.data(), K1, N1, sw1.data(), bias && !special ? b1.data() : nullptr);
+  const auto p2 = sk::pack_s8_sparse(W2.data(), N1, N2, sw2.data(), b2.data());
+  sk::QEpilogue ep1;
+  ep1.gelu = gelu;
+  sk::QEpilogue ep2;
+  ep2.residual = residual.data();
+
+  // Row-major path.
+  std::vector<float> y1(static_cast<size_t>(M * N1)), s_ref(M), y2_ref(static_cast<size_t>(M * N2));
+  std::vector<uint8_t> q_ref(static_cast<size_t>(M * N1));
+  std::vector<int32_t> z_ref(M);
+  in_arena(threads, [&] {
+    sk::spmm_u8s8(p1, x.data(), M, K1, xs.data(), zp.data(), ep1, y1.data(), N1);
+    sk::quantize_rows_u8(y1.data(), M, N1, q_ref.data(), s_ref.data(), z_ref.data());
+    sk::spmm_u8s8(p2, q_ref.data(), M, N1, s_ref.data(), z_ref.data(), ep2, y2_ref.data(), N2);
+  });
+
+  // Chain.
+  const int64_t nb = (M + 63) / 64;
+  Guarded yb(static_cast<size_t>(nb * N1 * 64) * 4), xb(static_cast<size_t>(nb * N1 * 64)),
+      y2(static_cast<size_t>(M * N2) * 4);
+  std::vector<float> s(M, -1.f);
+  std::vector<int32_t> z(M, -1);
+  in_arena(threads, [&] {
+    sk::spmm_u8s8_to_blocked(p1, x.data(), M, K1, xs.data(), zp.data(), gelu, yb.as<float>());
+    sk::quantize_blocked_u8(yb.as<float>(), M, N1, xb.data(), s.data(), z.data());
+  });
+  // The kernel reads its input blocks with aligned loads (as the workspace is).
+  struct Free {
+    void operator()(void* p) const { std::free(p); }
+  };
+  std::unique_ptr<uint8_t, Free> xa(static_cast<uint8_t*>(std::aligned_alloc(64, xb.bytes)));
+  std::memcpy(xa.get(), xb.data(), xb.bytes);
+  if (reinterpret_cast<uintptr_t>(xb.data()) % 64 != 0)
+    CHECK_THROWS_AS(sk::spmm_u8s8_from_blocked(p2, xb.data(), M, s.data(), z.data(), ep2, y2.data(), N2),
+                    std::invalid_argument);
+  in_arena(threads, [&] {
+    sk::spmm_u8s8_from_blocked(p2, xa.get(), M, s.data(), z.data(), ep2, y2.data(), N2);
+  });
+  CHECK(yb.guards_intact());
+  CHECK(xb.guards_intact());
+  CHECK(y2.guards_intact());
+  auto same = [](float a, float b) { return std::memcmp(&a, &b, 4) == 0 || (a != a && b != b); };
+  int64_t bad_y1 = 0, bad_s = 0, bad_y2 = 0;
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t n = 0; n < N1; ++n)
+      bad_y1 += !same(yb.as<float>()[((m / 64) * N1 + n) * 64 + m % 64], y1[m * N1 + n]);
+    bad_s += !same(s[m], s_ref[m]) || z[m] != z_ref[m];
+    for (int64_t n = 0; n < N2; ++n) bad_y2 += !same(y2.as<float>()[m * N2 + n], y2_ref[m * N2 + n]);
+  }
+  CHECK(bad_y1 == 0);
+  CHECK(bad_s == 0);
+  CHECK(bad_y2 == 0);
+  // The u8 blocks are what the kernel's own interleave makes of the row-major
+  // u8 (padding lanes 0 in both).
+  std::vector<uint8_t> xb_ref(static_cast<size_t>(nb * N1 * 64));
+  for (int64_t b = 0; b < nb; ++b)
+    sk::qgemm_detail::interleave_block_u8(q_ref.data(), M, N1, N1, 64 * b, 4, xb_ref.data() + b * N1 * 64);
+  CHECK(std::memcmp(xb.data(), xb_ref.data(), xb_ref.size()) == 0);
+  if (special && M > 3) {
+    CHECK(std::isnan(s[1]));
+    CHECK(s[2] == 1.f);
+    CHECK(std::isnan(s[3]));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("Linear chain: the blocked layouts give the row-major path's bits") {
+  if (!sk::cpu_supports(Isa::Avx512Vnni)) {
+    MESSAGE("Linear chain test not run: this CPU has no AVX-512 VNNI (the chain's only kernel)");
+    return;
+  }
+  RestoreIsa cap(Isa::Avx512Vnni);
+  REQUIRE(sk::spmm_u8s8_chain_available());
+  uint32_t seed = 100;
+  for (int64_t M : {1, 5, 63, 64, 65, 128, 130, 200})
+    for (int threads : {1, 2}) {
+      check_chain(M, 36, 20, 8, 0.5, 0.0, true, true, false, threads, ++seed);
+      check_chain(M, 64, 260, 36, 0.9, 0.7, M % 2 == 0, true, M > 3, threads, ++seed);
+      check_chain(M, 4, 4, 4, 0.0, 0.0, false, false, false, threads, ++seed);
+      check_chain(M, 100, 68, 12, 1.0, 0.95, true, false, false, threads, ++seed);
+    }
+  // BERT-base's FFN at a few lengths (K split into several chunks per block).
+  for (int64_t M : {17, 128, 384}) check_chain(M, 768, 3072, 768, 0.9, 0.9, true, true, M == 17, 2, ++seed);
+  check_chain(70, 768, 3072, 768, 0.9, 0.9, true, true, true, 1, ++seed);
+
+  // Below AVX-512 VNNI there is no chain, and its entry points say so.
+  RestoreIsa low(Isa::Avx2);
+  CHECK_FALSE(sk::spmm_u8s8_chain_available());
+  const auto W = make_weights(8, 8, 0.5, 1, false);
+  std::vector<float> sw(8, 0.01f), y(64 * 8), xs(1, 0.1f);
+  std::vector<int32_t> z(1);
+  std::vector<uint8_t> xq(64 * 8);
+  const auto p = sk::pack_s8_sparse(W.data(), 8, 8, sw.data(), nullptr);
+  CHECK_THROWS_AS(sk::spmm_u8s8_to_blocked(p, xq.data(), 1, 8, xs.data(), z.data(), false, y.data()),
+                  std::logic_error);
+  CHECK_THROWS_AS(sk::quantize_blocked_u8(y.data(), 1, 8, xq.data(), xs.data(), z.data()), std::logic_error);
 }
