@@ -34,6 +34,7 @@ enum : int {
   kChainF32 = 5,  // Linear chain: the first Linear's output, f32 blocked
   kChainU8 = 6,   // the second's input, u8 blocked
   kChainTag = 7,  // what kChainF32 holds: {tokens, width}, written by the first
+  kChainRange = 8,  // the first's per-token ranges (qgemm.h BlockedRange)
 };
 
 // --- ops that only read weights: the state is the op's weight pointers -----
@@ -274,8 +275,9 @@ class LinearCpu : public OpImpl {
                     "which did not write it");
       tag[0] = tag[1] = -1;
       xq = ctx.ws.get<uint8_t>(kChainU8, blocked * static_cast<size_t>(K));
+      const auto nr = static_cast<size_t>(k::spmm_u8s8_blocked_ranges(K, T));
       k::quantize_blocked_u8(ctx.ws.get<float>(kChainF32, blocked * static_cast<size_t>(K)), T, K,
-                             xq, xs, xz);
+                             ctx.ws.get<k::BlockedRange>(kChainRange, nr), xq, xs, xz);
     } else {
       xq = ctx.ws.get<uint8_t>(kQuantX, static_cast<size_t>(T * K));
       if (op.act_scale > 0.f)
@@ -288,7 +290,9 @@ class LinearCpu : public OpImpl {
       float* yb = ctx.ws.get<float>(kChainF32, blocked * static_cast<size_t>(N));
       if (chain_in)
         throw std::logic_error("internal error: Linear '" + op.name + "' is both ends of a Linear chain");
-      k::spmm_u8s8_to_blocked(*st.s8_sparse, xq, T, K, xs, xz, op.act == Activation::GeluErf, yb);
+      const auto nr = static_cast<size_t>(k::spmm_u8s8_blocked_ranges(N, T));
+      k::spmm_u8s8_to_blocked(*st.s8_sparse, xq, T, K, xs, xz, op.act == Activation::GeluErf, yb,
+                              ctx.ws.get<k::BlockedRange>(kChainRange, nr));
       int64_t* tag = ctx.ws.get<int64_t>(kChainTag, 2);
       tag[0] = T;
       tag[1] = N;

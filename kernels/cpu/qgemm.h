@@ -111,16 +111,35 @@ void spmm_u8s8_acc(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t
 //                lanes = 4), ready for the next call without interleaving.
 bool spmm_u8s8_chain_available();
 
+// The range of some output channels' values per token of one block (lanes
+// past the block's tokens: anything): lo/hi start at 0 (the quantization
+// range includes 0), bit j of nan is set when token j met a NaN.
+struct BlockedRange {
+  alignas(64) float lo[64];
+  alignas(64) float hi[64];
+  uint64_t nan;
+};
+
+// How many BlockedRange spmm_u8s8_to_blocked writes for N output channels
+// and M tokens, in the calling TBB arena (the count depends on its size).
+int64_t spmm_u8s8_blocked_ranges(int64_t N, int64_t M);
+
 // y_blk = act(x W + b) in the f32 blocked layout [nb][N][64], act = exact
-// GELU when gelu, else none. x, x_scale, x_zp as spmm_u8s8.
+// GELU when gelu, else none. x, x_scale, x_zp as spmm_u8s8. Also writes
+// ranges[spmm_u8s8_blocked_ranges(N, M)]: the tokens' ranges of the output,
+// gathered while it is written (per work item; quantize_blocked_u8 combines
+// them).
 void spmm_u8s8_to_blocked(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
-                          const float* x_scale, const int32_t* x_zp, bool gelu, float* y_blk);
+                          const float* x_scale, const int32_t* x_zp, bool gelu, float* y_blk,
+                          BlockedRange* ranges);
 
 // Per-token dynamic quantization (the contract of quantize_rows_u8, same
-// bits) of the f32 blocked y_blk [nb][K][64] into the u8 blocked x_blk
-// [nb][K][64]; scale[M], zp[M] as quantize_rows_u8. Parallel (TBB).
-void quantize_blocked_u8(const float* y_blk, int64_t M, int64_t K, uint8_t* x_blk, float* scale,
-                         int32_t* zp);
+// bits) of the f32 blocked y_blk [nb][K][64], with the ranges its
+// spmm_u8s8_to_blocked call wrote (same M, N = K, same arena size), into the
+// u8 blocked x_blk [nb][K][64]; scale[M], zp[M] as quantize_rows_u8.
+// Parallel (TBB).
+void quantize_blocked_u8(const float* y_blk, int64_t M, int64_t K, const BlockedRange* ranges,
+                         uint8_t* x_blk, float* scale, int32_t* zp);
 
 // spmm_u8s8 on an input already in the u8 blocked layout [nb][K][64], 64-byte
 // aligned (std::invalid_argument otherwise).
@@ -186,6 +205,7 @@ struct SpmmTile {
   OutKind out;
   void* y;  // [M, ldy] of the out kind, indexed by absolute token
   int64_t ldy;
+  BlockedRange* range = nullptr;  // F32Blocked: this item's ranges (folded in)
 };
 using SpmmTileFn = void (*)(const SpmmTile&);
 
@@ -213,13 +233,9 @@ void interleave_block_u8(const uint8_t* x, int64_t M, int64_t K, int64_t ldx, in
 void interleave_block_u8_zmm(const uint8_t* x, int64_t M, int64_t K, int64_t ldx, int64_t m_begin,
                              int lanes, uint8_t* out);
 
-// quantize_blocked_u8's two passes over one work item: tokens [m0, m0 + mc)
-// (mc <= 64) of one block, channels [k0, k1) of its [K][64]. The range pass
-// folds the channels' values into lo/hi [64] (start at 0) and sets bit j of
-// *nan when token j met a NaN; the convert pass writes the u8 blocked rows
-// [k0, k1) with per-lane inv/zp [64] (inv 0 and zp 0 give 0). AVX-512.
-void blocked_range_zmm(const float* y_blk, int64_t k0, int64_t k1, float* lo, float* hi,
-                       uint64_t* nan);
+// quantize_blocked_u8's conversion of channels [k0, k1) of one block's
+// [K][64] into the u8 blocked rows [k0, k1), with per-lane inv/zp [64] (inv
+// 0 and zp 0 give 0). AVX-512.
 void blocked_convert_zmm(const float* y_blk, int64_t k0, int64_t k1, const float* inv,
                          const int32_t* zp, uint8_t* x_blk);
 

@@ -94,10 +94,24 @@ void flush_stage(const SpmmTile& t, int64_t brg, int64_t nbr, float (*stage)[64]
     f32::kernel_table_avx512().gelu_erf(&stage[0][0], static_cast<int64_t>(nch) * 64);
   if (t.out == OutKind::F32Blocked) {
     // The stage rows are the blocked layout's rows already: 256-byte copies,
-    // no transposes (residuals are not allowed here).
+    // no transposes (residuals are not allowed here); each token's range is
+    // folded into the item's as the values pass.
     float* y = static_cast<float*>(t.y) + ((t.m0 / 64) * t.ldy + n0) * 64;
-    for (int c = 0; c < nch; ++c)
-      for (int r = 0; r < 4; ++r) _mm512_storeu_ps(y + 64 * c + 16 * r, _mm512_load_ps(&stage[c][16 * r]));
+    BlockedRange& rg = *t.range;
+    for (int r = 0; r < 4; ++r) {
+      __m512 lo = _mm512_load_ps(rg.lo + 16 * r), hi = _mm512_load_ps(rg.hi + 16 * r);
+      __mmask16 nan = 0;
+      for (int c = 0; c < nch; ++c) {
+        const __m512 v = _mm512_load_ps(&stage[c][16 * r]);
+        _mm512_storeu_ps(y + 64 * c + 16 * r, v);
+        lo = _mm512_min_ps(lo, v);
+        hi = _mm512_max_ps(hi, v);
+        nan = static_cast<__mmask16>(nan | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q));
+      }
+      _mm512_store_ps(rg.lo + 16 * r, lo);
+      _mm512_store_ps(rg.hi + 16 * r, hi);
+      rg.nan |= static_cast<uint64_t>(nan) << (16 * r);
+    }
     return;
   }
   for (int r = 0; r < NT; ++r) {
@@ -288,30 +302,6 @@ void interleave_block_u8_zmm(const uint8_t* x, int64_t M, int64_t K, int64_t ldx
 }  // namespace spinel::kernels::qgemm_detail
 
 namespace spinel::kernels::qgemm_detail {
-
-// quantize_blocked_u8's passes (see qgemm.h). Lane j of the 4 vectors of a
-// row is token 16 r + j of the block.
-void blocked_range_zmm(const float* y_blk, int64_t k0, int64_t k1, float* lo, float* hi,
-                       uint64_t* nan) {
-  __m512 l[4], h[4];
-  __mmask16 nm[4] = {0, 0, 0, 0};
-  for (int r = 0; r < 4; ++r) {
-    l[r] = _mm512_loadu_ps(lo + 16 * r);
-    h[r] = _mm512_loadu_ps(hi + 16 * r);
-  }
-  for (int64_t k = k0; k < k1; ++k)
-    for (int r = 0; r < 4; ++r) {
-      const __m512 v = _mm512_loadu_ps(y_blk + 64 * k + 16 * r);
-      l[r] = _mm512_min_ps(l[r], v);
-      h[r] = _mm512_max_ps(h[r], v);
-      nm[r] = static_cast<__mmask16>(nm[r] | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q));
-    }
-  for (int r = 0; r < 4; ++r) {
-    _mm512_storeu_ps(lo + 16 * r, l[r]);
-    _mm512_storeu_ps(hi + 16 * r, h[r]);
-    *nan |= static_cast<uint64_t>(nm[r]) << (16 * r);
-  }
-}
 
 // Two saturating packs turn the 4 vectors of tokens 16 r + j into the
 // kernel's layout directly: in 128-bit lane l, packs_epi32 then packus_epi16

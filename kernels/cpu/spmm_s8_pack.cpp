@@ -237,11 +237,28 @@ uint8_t* thread_workspace(size_t bytes) {
   return static_cast<uint8_t*>(buf.get());
 }
 
+// Work items: (token block, range of block-rows). Enough items for the
+// arena's threads to balance, few enough that each streams a good share of
+// the weights with its activations hot in L1/L2. Item i is block
+// i / br_chunks, block-rows [c br_per, (c + 1) br_per) with c = i % br_chunks.
+struct WorkSplit {
+  int64_t br_per, br_chunks;
+};
+WorkSplit work_split(int64_t nbr, int64_t nblocks) {
+  const int64_t threads = tbb::this_task_arena::max_concurrency();
+  const int64_t target = std::max<int64_t>(1, 4 * threads);
+  int64_t br_chunks = std::max<int64_t>(1, (target + nblocks - 1) / nblocks);
+  br_chunks = std::min(br_chunks, nbr);
+  const int64_t br_per = (nbr + br_chunks - 1) / br_chunks;
+  return {br_per, (nbr + br_per - 1) / br_per};
+}
+
 // x_blocked: x is already in the kernel's blocked layout [nb][K][B] (the
-// Linear chain, 64-token kernel only).
+// Linear chain, 64-token kernel only). ranges (F32Blocked only): one per
+// work item, indexed by item.
 void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
               const float* x_scale, const int32_t* x_zp, const QEpilogue& ep, OutKind out, void* y,
-              int64_t ldy, bool x_blocked = false) {
+              int64_t ldy, bool x_blocked = false, BlockedRange* ranges = nullptr) {
   if (M <= 0) return;
   if (ldx < w.K) throw std::invalid_argument("spmm_u8s8: ldx < K");
   note_pool(Pool::Tbb);  // see parallel_util.h
@@ -267,15 +284,8 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
     xt = buf;
   }
 
-  // Work items: (token block, range of block-rows). Enough items for the
-  // arena's threads to balance, few enough that each streams a good share of
-  // the weights with its activations hot in L1/L2.
-  const int64_t threads = tbb::this_task_arena::max_concurrency();
-  const int64_t target = std::max<int64_t>(1, 4 * threads);
-  int64_t br_chunks = std::max<int64_t>(1, (target + nblocks - 1) / nblocks);
-  br_chunks = std::min(br_chunks, nbr);
-  const int64_t br_per = (nbr + br_chunks - 1) / br_chunks;
-  br_chunks = (nbr + br_per - 1) / br_per;
+  const WorkSplit split = work_split(nbr, nblocks);
+  const int64_t br_per = split.br_per, br_chunks = split.br_chunks;
   const int64_t items = nblocks * br_chunks;
 
   auto body = [&](int64_t item) {
@@ -294,6 +304,7 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
     t.out = out;
     t.y = y;
     t.ldy = ldy;
+    t.range = ranges ? ranges + item : nullptr;
     cfg.fn(t);
   };
   if (items == 1) {
@@ -327,11 +338,24 @@ const char* spmm_u8s8_kernel_name() { return config_for(active_isa()).name; }
 
 bool spmm_u8s8_chain_available() { return config_for(active_isa()).token_block == 64; }
 
+int64_t spmm_u8s8_blocked_ranges(int64_t N, int64_t M) {
+  if (M <= 0 || N <= 0) return 0;
+  const int64_t nblocks = (M + 63) / 64;
+  return nblocks * work_split(N / 4, nblocks).br_chunks;
+}
+
 void spmm_u8s8_to_blocked(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
-                          const float* x_scale, const int32_t* x_zp, bool gelu, float* y_blk) {
+                          const float* x_scale, const int32_t* x_zp, bool gelu, float* y_blk,
+                          BlockedRange* ranges) {
   QEpilogue ep;
   ep.gelu = gelu;
-  run_spmm(w, x, M, ldx, x_scale, x_zp, ep, OutKind::F32Blocked, y_blk, w.N);
+  if (!ranges) throw std::invalid_argument("spmm_u8s8_to_blocked: ranges must not be null");
+  for (int64_t i = 0, n = spmm_u8s8_blocked_ranges(w.N, M); i < n; ++i) {
+    std::fill(ranges[i].lo, ranges[i].lo + 64, 0.f);
+    std::fill(ranges[i].hi, ranges[i].hi + 64, 0.f);
+    ranges[i].nan = 0;
+  }
+  run_spmm(w, x, M, ldx, x_scale, x_zp, ep, OutKind::F32Blocked, y_blk, w.N, false, ranges);
 }
 
 void spmm_u8s8_from_blocked(const PackedS8Sparse& w, const uint8_t* x_blk, int64_t M,
@@ -345,72 +369,56 @@ void spmm_u8s8_from_blocked(const PackedS8Sparse& w, const uint8_t* x_blk, int64
            /*x_blocked=*/true);
 }
 
-void quantize_blocked_u8(const float* y_blk, int64_t M, int64_t K, uint8_t* x_blk, float* scale,
-                         int32_t* zp) {
+void quantize_blocked_u8(const float* y_blk, int64_t M, int64_t K, const BlockedRange* ranges,
+                         uint8_t* x_blk, float* scale, int32_t* zp) {
   if (M <= 0 || K <= 0) return;
   if (!spmm_u8s8_chain_available())
     throw std::logic_error("quantize_blocked_u8: needs the 64-token (AVX-512 VNNI) kernel");
   note_pool(Pool::Tbb);
   constexpr int64_t B = 64;
   const int64_t nb = (M + B - 1) / B;
+  // The ranges of each block's items (spmm_u8s8_to_blocked with N = K).
+  const int64_t per_block = spmm_u8s8_blocked_ranges(K, M) / nb;
   // Work items: (block, channel chunk), enough of them for the arena's
-  // threads when there are few blocks, and at least 256 channels each. Two
-  // passes: the range of every item, then per item the block's token
-  // parameters (from all its chunks' ranges) and the conversion.
+  // threads when there are few blocks, and at least 256 channels each; each
+  // takes its block's token parameters from the ranges, then converts.
   const int64_t threads = tbb::this_task_arena::max_concurrency();
   int64_t kc = std::max<int64_t>(1, std::min<int64_t>((2 * threads + nb - 1) / nb, K / 256));
   const int64_t kper = (K + kc - 1) / kc;
   kc = (K + kper - 1) / kper;
-  const int64_t items = nb * kc;
-  struct Range {
-    alignas(64) float lo[B];
-    alignas(64) float hi[B];
-    uint64_t nan;
-  };
-  std::vector<Range> part(static_cast<size_t>(items));
-  auto each = [&](auto&& fn) {
-    tbb::parallel_for(
-        tbb::blocked_range<int64_t>(0, items),
-        [&](const tbb::blocked_range<int64_t>& r) {
-          for (int64_t i = r.begin(); i < r.end(); ++i) fn(i / kc, i % kc);
-        },
-        tbb::static_partitioner());
-  };
-  each([&](int64_t b, int64_t c) {
-    Range& p = part[static_cast<size_t>(b * kc + c)];
-    std::fill(p.lo, p.lo + B, 0.f);
-    std::fill(p.hi, p.hi + B, 0.f);
-    p.nan = 0;
-    qgemm_detail::blocked_range_zmm(y_blk + b * K * B, c * kper, std::min(K, (c + 1) * kper), p.lo,
-                                    p.hi, &p.nan);
-  });
-  each([&](int64_t b, int64_t c) {
-    alignas(64) float inv[B] = {};
-    alignas(64) int32_t z[B] = {};
-    const int64_t mc = std::min(B, M - b * B);
-    for (int64_t j = 0; j < mc; ++j) {
-      float lo = 0.f, hi = 0.f;
-      bool nan = false;
-      for (int64_t q = 0; q < kc; ++q) {
-        const Range& p = part[static_cast<size_t>(b * kc + q)];
-        lo = std::min(lo, p.lo[j]);
-        hi = std::max(hi, p.hi[j]);
-        nan |= ((p.nan >> j) & 1) != 0;
-      }
-      float s = 0.f, v = 0.f;
-      int32_t zpj = 0;
-      if (qgemm_detail::token_quant_params(lo, hi, !nan, &s, &zpj, &v)) {
-        inv[j] = v;
-        z[j] = zpj;
-      }
-      if (c == 0) {
-        scale[b * B + j] = s;
-        zp[b * B + j] = zpj;
-      }
-    }
-    qgemm_detail::blocked_convert_zmm(y_blk + b * K * B, c * kper, std::min(K, (c + 1) * kper), inv,
-                                      z, x_blk + b * K * B);
-  });
+  tbb::parallel_for(
+      tbb::blocked_range<int64_t>(0, nb * kc),
+      [&](const tbb::blocked_range<int64_t>& r) {
+        for (int64_t i = r.begin(); i < r.end(); ++i) {
+          const int64_t b = i / kc, c = i % kc;
+          alignas(64) float inv[B] = {};
+          alignas(64) int32_t z[B] = {};
+          const int64_t mc = std::min(B, M - b * B);
+          for (int64_t j = 0; j < mc; ++j) {
+            float lo = 0.f, hi = 0.f;
+            bool nan = false;
+            for (int64_t q = 0; q < per_block; ++q) {
+              const BlockedRange& p = ranges[b * per_block + q];
+              lo = std::min(lo, p.lo[j]);
+              hi = std::max(hi, p.hi[j]);
+              nan |= ((p.nan >> j) & 1) != 0;
+            }
+            float s = 0.f, v = 0.f;
+            int32_t zpj = 0;
+            if (qgemm_detail::token_quant_params(lo, hi, !nan, &s, &zpj, &v)) {
+              inv[j] = v;
+              z[j] = zpj;
+            }
+            if (c == 0) {
+              scale[b * B + j] = s;
+              zp[b * B + j] = zpj;
+            }
+          }
+          qgemm_detail::blocked_convert_zmm(y_blk + b * K * B, c * kper, std::min(K, (c + 1) * kper),
+                                            inv, z, x_blk + b * K * B);
+        }
+      },
+      tbb::static_partitioner());
 }
 
 }  // namespace spinel::kernels

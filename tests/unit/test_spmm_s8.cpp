@@ -500,8 +500,11 @@ void check_chain(int64_t M, int64_t K1, int64_t N1, int64_t N2, double sp1, doub
   std::vector<float> s(M, -1.f);
   std::vector<int32_t> z(M, -1);
   in_arena(threads, [&] {
-    sk::spmm_u8s8_to_blocked(p1, x.data(), M, K1, xs.data(), zp.data(), gelu, yb.as<float>());
-    sk::quantize_blocked_u8(yb.as<float>(), M, N1, xb.data(), s.data(), z.data());
+    std::vector<sk::BlockedRange> ranges(static_cast<size_t>(sk::spmm_u8s8_blocked_ranges(N1, M)));
+    CHECK(ranges.size() % static_cast<size_t>(nb) == 0);
+    sk::spmm_u8s8_to_blocked(p1, x.data(), M, K1, xs.data(), zp.data(), gelu, yb.as<float>(),
+                             ranges.data());
+    sk::quantize_blocked_u8(yb.as<float>(), M, N1, ranges.data(), xb.data(), s.data(), z.data());
   });
   // The kernel reads its input blocks with aligned loads (as the workspace is).
   struct Free {
@@ -571,7 +574,10 @@ TEST_CASE("Linear chain: the blocked layouts give the row-major path's bits") {
   std::vector<int32_t> z(1);
   std::vector<uint8_t> xq(64 * 8);
   const auto p = sk::pack_s8_sparse(W.data(), 8, 8, sw.data(), nullptr);
-  CHECK_THROWS_AS(sk::spmm_u8s8_to_blocked(p, xq.data(), 1, 8, xs.data(), z.data(), false, y.data()),
+  std::vector<sk::BlockedRange> ranges(8);
+  CHECK_THROWS_AS(sk::spmm_u8s8_to_blocked(p, xq.data(), 1, 8, xs.data(), z.data(), false, y.data(),
+                                           ranges.data()),
                   std::logic_error);
-  CHECK_THROWS_AS(sk::quantize_blocked_u8(y.data(), 1, 8, xq.data(), xs.data(), z.data()), std::logic_error);
+  CHECK_THROWS_AS(sk::quantize_blocked_u8(y.data(), 1, 8, ranges.data(), xq.data(), xs.data(), z.data()),
+                  std::logic_error);
 }
