@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Fits the rational erf behind gelu_erf_v (kernels/cpu/f32_body.inc).
+
+GELU(v) = v * Phi(v), Phi(v) = 1/2 + erf(v / sqrt 2) / 2. On [-C, C] the kernel
+uses Phi(v) ~ 1/2 + v * P(v^2) / Q(v^2), P and Q of degree 5, Q(0) = 1 (odd in
+v, so the fit is on [0, C]); outside, v is clamped to +-C, where Phi is 1 or 0
+to within Phi(-C) (C = 5.4: 3.3e-8, so GELU there is off by ~3.3e-8 |v|).
+
+The fit minimizes the maximum absolute error of Phi (GELU's absolute error is
+|v| times it) by Lawson's iteratively reweighted least squares on the
+linearized residual (x P - f Q) / Q_prev (Sanathanan-Koerner), in float64 in
+the scaled variable t = (v / C)^2, then converts to powers of s = v^2 and
+rounds to float32. It prints the errors (the float64 fit, the same with the
+float32 coefficients) and the C++ Horner lines of gelu_erf_v. Evaluating in
+float adds rounding on top: the gelu test in tests/unit/test_kernels.cpp
+measures and bounds the kernels' GELU error.
+
+Run: python3 tools/fit_gelu_erf.py   (needs numpy)
+"""
+import math
+
+import numpy as np
+
+C, M, N = 5.4, 5, 5  # clamp, degree of P, degree of Q (in s = v^2)
+
+
+def fit(iters=300, npts=6000):
+    x = C * (1 - np.cos(np.linspace(0, np.pi, npts))) / 2  # Chebyshev spacing on [0, C]
+    f = np.array([0.5 * math.erf(v / math.sqrt(2)) for v in x])
+    t = (x / C) ** 2
+    A0 = np.hstack([np.stack([x * t**k for k in range(M + 1)], 1),       # p_0..p_M
+                    np.stack([-f * t**k for k in range(1, N + 1)], 1)])  # q_1..q_N
+    w, q_prev, best = np.ones_like(x), np.ones_like(x), None
+    for _ in range(iters):
+        sw = np.sqrt(w) / q_prev
+        sol = np.linalg.lstsq(A0 * sw[:, None], f * sw, rcond=None)[0]
+        q_prev = 1 + sum(sol[M + k] * t**k for k in range(1, N + 1))
+        e = x * sum(sol[k] * t**k for k in range(M + 1)) / q_prev - f
+        if best is None or np.abs(e).max() < best[0]:
+            best = (np.abs(e).max(), sol)
+        w = w * np.abs(e)  # Lawson: weight where the error is large
+        w /= w.sum()
+    sol = best[1]
+    # t^k = s^k / C^(2k): coefficients in powers of s, rounded to float32.
+    p = np.float32([sol[k] / C ** (2 * k) for k in range(M + 1)])
+    q = np.float32([1.0] + [sol[M + k] / C ** (2 * k) for k in range(1, N + 1)])
+    return best[0], p, q
+
+
+def main():
+    err64, p, q = fit()
+    v = np.linspace(0, C, 200001)
+    s = v * v
+    approx = 0.5 + v * np.polyval(p[::-1].astype(float), s) / np.polyval(q[::-1].astype(float), s)
+    want = np.array([0.5 + 0.5 * math.erf(x / math.sqrt(2)) for x in v])
+    print(f"// C = {C}, P degree {M}, Q degree {N}")
+    print(f"// max |Phi error|: fit {err64:.2e}, float32 coefficients "
+          f"{np.abs(approx - want).max():.2e}; tail Phi(-C) = {0.5 * math.erfc(C / math.sqrt(2)):.2e}")
+    print(f"// clamp: lo = max_b(-{C}f, v), x = min_b({C}f, lo), s = x * x")
+    for name, cs in (("p", p), ("q", q)):  # Horner, highest power first
+        print(f"  vf {name} = vf{{}} + {float(cs[-1]):.9e}f;")
+        for c in cs[-2::-1]:
+            print(f"  {name} = {name} * s + {float(c):.9e}f;")
+
+if __name__ == "__main__":
+    main()
