@@ -168,11 +168,18 @@ void bench_rows(tbb::task_arena& arena, int reps) {
   const auto x = random_vec(rows * cols, 5), r = random_vec(rows * cols, 6),
              g = random_vec(cols, 7), b = random_vec(cols, 8);
   std::vector<float> y(rows * cols);
-  auto a = random_vec(n, 9), c = a;
+  // GELU runs in place, rep after rep: on values of mixed sign it shrinks
+  // them towards 0 and within ~100 passes into denormals, whose arithmetic is
+  // many times slower (this line once timed that, not GELU). Values in
+  // [6, 12] are GELU's fixed points to within an ulp per pass; the kernels
+  // have no value-dependent branches, so their cost is the same as on
+  // ordinary activations.
+  auto a = random_vec(n, 9);
+  for (float& v : a) v = 9.f + 3.f * v;  // random_vec is in [-1, 1]
+  auto c = a;
   const auto s = alternate(
       arena, reps,
       {[&] { k::layernorm_f32(x.data(), r.data(), g.data(), b.data(), 1e-12f, rows, cols, y.data()); },
-       // GELU is not idempotent but its cost does not depend on the values.
        [&] { k::gelu_erf_f32(a.data(), n); }, [&] { k::gelu_tanh_f32(c.data(), n); }});
   print("layernorm+res 128x768", s[0], 0);
   print("gelu_erf 128x3072", s[1], 0);

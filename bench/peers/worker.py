@@ -32,9 +32,7 @@ import sys
 import threading
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before any OpenMP runtime loads
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 # ---- backends: load(model, threads, ...) -> predict(ids [B, S] int64) -------------------------

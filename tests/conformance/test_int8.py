@@ -415,6 +415,47 @@ def test_pruned_int8_sparse_vs_ort(spinel, convert, pruned_onnx, ids, pruned_ort
     assert all(np.array_equal(x, y) for x, y in zip(a, b)), "sparse and dense INT8 differ under SPINEL_ISA=scalar"
 
 
+def test_linear_chain(spinel, convert, pruned_onnx, ids):
+    """The FFN chain (kernels/cpu/select.h chain_linears): on CPUs with AVX-512 VNNI every
+    layer's FFN1 -> FFN2 of the 80%-pruned INT8 model is chained, `inspect` says so (JSON
+    why, the table's "(chained)"), SPINEL_LINEAR_CHAIN=off and SPINEL_ISA=avx2 turn it off,
+    and the hidden states are the same bits either way. Without AVX-512 VNNI nothing is
+    chained."""
+    spnl = convert(pruned_onnx, "pruned_s8_auto", "--quant", "int8", "--sparse", "auto")
+
+    def inspect(env_extra):
+        env = dict(os.environ)
+        env.pop("SPINEL_ISA", None)
+        env.pop("SPINEL_LINEAR_CHAIN", None)
+        env.update(env_extra)
+        js = subprocess.run([spinel.bin, "inspect", str(spnl), "--json"], capture_output=True, text=True,
+                            env=env, timeout=300)
+        tx = subprocess.run([spinel.bin, "inspect", str(spnl)], capture_output=True, text=True, env=env,
+                            timeout=300)
+        assert js.returncode == 0 and tx.returncode == 0, js.stderr + tx.stderr
+        assert "SPINEL_LINEAR_CHAIN" not in js.stderr, js.stderr  # an unknown value would warn
+        ops = json.loads(js.stdout)["ops"]
+        out = [i for i, op in enumerate(ops) if "output passed to the next Linear" in op.get("why", "")]
+        inp = [i for i, op in enumerate(ops) if "input from the previous Linear" in op.get("why", "")]
+        for i in out:
+            assert "intermediate" in ops[i]["name"] and "gelu" in ops[i]["detail"], ops[i]
+        assert inp == [i + 1 for i in out], (out, inp)
+        assert tx.stdout.count("(chained)") == len(out), tx.stdout
+        return out
+
+    vnni512 = {"avx512_vnni", "avx512bw", "avx512vl", "avx512dq"} <= cpu_flags()
+    chained = inspect({})
+    assert len(chained) == (6 if vnni512 else 0), chained  # one FFN per layer
+    assert inspect({"SPINEL_LINEAR_CHAIN": "off"}) == []
+    assert inspect({"SPINEL_ISA": "avx2"}) == []
+    if not vnni512:
+        print("no AVX-512 VNNI: the Linear chain does not run on this CPU")
+        return
+    on = spinel_run(spinel, spnl, ids, "none")
+    off = spinel_run(spinel, spnl, ids, "none", env_extra={"SPINEL_LINEAR_CHAIN": "off"})
+    assert all(np.array_equal(a, b) for a, b in zip(on, off)), "the Linear chain changed the results"
+
+
 # ---- forced ISA ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("isa", ["avx2", "scalar"])

@@ -17,8 +17,11 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <random>
+#include <stdexcept>
 #include <thread>
+#include <vector>
 
 #include "converters/quantize.h"
 #include "runtime/session.h"
@@ -133,4 +136,43 @@ TEST_CASE("one INT8 model (sparse and dense layers) shared by 8 threads") {
   for (const Op& op : m->graph().ops) sparse += op.precision == Precision::S8Sparse;
   REQUIRE(sparse >= 1);
   shared_by_threads(m);
+}
+
+TEST_CASE("a cpu session runs every batch on its own thread, whichever thread calls it") {
+  // Why: oneDNN's OpenMP pool belongs to the thread that runs it; runs from
+  // several caller threads must not create several pools (CpuExecutor).
+  auto m = Model::load(write_model("threads-executor", true));
+  Session s(m, session_threads());
+  std::mutex mu;
+  std::vector<std::thread::id> seen;  // the thread of every observed Linear
+  bool fail = false;
+  s.set_linear_observer([&](size_t, const float*, int64_t, int64_t) {
+    std::lock_guard<std::mutex> lock(mu);
+    seen.push_back(std::this_thread::get_id());
+    if (fail) throw std::runtime_error("observer failed on purpose");
+  });
+  std::mt19937 rng(5);
+  const auto batch = random_batch(rng, m->config().vocab_size, m->config().max_position);
+  const HiddenStates h0 = s.run(batch);
+  const std::vector<float> want(h0.data, h0.data + h0.offsets.back() * h0.width);
+  std::vector<std::thread::id> callers{std::this_thread::get_id()};
+  for (int t = 0; t < 3; ++t) {
+    std::thread th([&] {
+      const HiddenStates h = s.run(batch);
+      CHECK(std::memcmp(h.data, want.data(), want.size() * sizeof(float)) == 0);
+    });
+    callers.push_back(th.get_id());
+    th.join();
+  }
+  REQUIRE(!seen.empty());
+  for (const auto& id : seen) {
+    CHECK(id == seen.front());
+    for (const auto& c : callers) CHECK(id != c);
+  }
+  // An exception inside a run reaches the caller, and the session still works.
+  fail = true;
+  CHECK_THROWS_WITH_AS(s.run(batch), "observer failed on purpose", std::runtime_error);
+  fail = false;
+  const HiddenStates h1 = s.run(batch);
+  CHECK(std::memcmp(h1.data, want.data(), want.size() * sizeof(float)) == 0);
 }

@@ -240,9 +240,13 @@ int cmd_inspect(int argc, char** argv) {
     for (size_t i = 0; i < m->graph().ops.size(); ++i) {
       const Op& op = m->graph().ops[i];
       std::string name = op.name.size() > 40 ? "..." + op.name.substr(op.name.size() - 37) : op.name;
+      std::string detail = op_detail(*m, op);
+      // The cpu backend's Linear chain (its why says so): the output goes to
+      // the next op in the kernel's own layout.
+      if (kernels[i].why.find("output passed to the next Linear") != std::string::npos)
+        detail += " => #" + std::to_string(i + 1) + " (chained)";
       std::printf("%-4zu %-10s %-40s %-16s %-30s %s\n", i, op_kind_name(op.kind), name.c_str(),
-                  op_precision(op, kernels[i]).c_str(), kernels[i].kernel.c_str(),
-                  op_detail(*m, op).c_str());
+                  op_precision(op, kernels[i]).c_str(), kernels[i].kernel.c_str(), detail.c_str());
     }
     if (args.has("tensors")) {
       std::printf("\n%-56s %-5s %-14s %s\n", "tensor", "dtype", "shape", "bytes");

@@ -31,11 +31,14 @@
  * - Session options objects are not synchronized; spinel_session_create_with
  *   copies them, so one options object may serve many sessions.
  * - spinel_last_error() is per thread.
- * - Speed: dense layers run on oneDNN's OpenMP threads, and libgomp shortens
- *   its spin-waiting whenever more OpenMP threads exist than CPUs. Every thread
- *   that has run a session keeps an OpenMP pool while it lives, so keep each
- *   session on one thread: running it first on one thread and then on another
- *   (both alive) made runs up to 3.6x slower (bench/RESULTS.md). */
+ * - Speed: on the cpu backend each session runs its batches on a thread of
+ *   its own (started by its first run; the caller waits for it), so any
+ *   thread may call it: oneDNN's OpenMP pool then always belongs to that one
+ *   thread. (Before, a session run from one thread and then from another kept
+ *   two pools alive, and libgomp, which spins much less once it manages more
+ *   threads than CPUs, made every run up to 3.6x slower: bench/RESULTS.md.)
+ *   Many sessions in one process each have their pool: more sessions times
+ *   threads than CPUs costs speed for the same reason. */
 #ifndef SPINEL_SPINEL_H
 #define SPINEL_SPINEL_H
 
