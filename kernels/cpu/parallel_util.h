@@ -27,6 +27,9 @@ inline int64_t rows_per_task(int64_t cols) {
 // pool that ran last on the calling thread: OpenMP after a oneDNN Linear, TBB
 // after one of our sparse kernels (a model with no dense layer never wakes the
 // OpenMP pool). Results do not depend on the pool: work is split by rows.
+// With OMP_WAIT_POLICY=PASSIVE (OpenMP threads sleep after every region) the
+// row kernels always run on TBB: MiniLM INT8 5.1 ms a run instead of 9.2
+// (2.5 at the default policy; bench/RESULTS.md).
 enum class Pool : int { Tbb = 0, OpenMP = 1 };
 Pool hot_pool();          // of the calling thread; Tbb until something says otherwise
 void note_pool(Pool p);   // called by the kernels after a parallel region
