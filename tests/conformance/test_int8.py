@@ -456,6 +456,17 @@ def test_linear_chain(spinel, convert, pruned_onnx, ids):
     assert all(np.array_equal(a, b) for a, b in zip(on, off)), "the Linear chain changed the results"
 
 
+def test_omp_passive_same_results(spinel, convert, minilm_onnx, ids):
+    """With OMP_WAIT_POLICY=PASSIVE the row kernels run on TBB instead of after oneDNN on
+    OpenMP (kernels/cpu/parallel_util.h): the work is split by rows, so the dense INT8 MiniLM
+    gives the same bits either way."""
+    spnl = convert(minilm_onnx, "minilm_s8_off", "--quant", "int8", "--sparse", "off")
+    subset = [ids[i] for i in ISA_SUBSET]
+    default = spinel_run(spinel, spnl, subset, "none")
+    passive = spinel_run(spinel, spnl, subset, "none", env_extra={"OMP_WAIT_POLICY": "PASSIVE"})
+    assert all(np.array_equal(a, b) for a, b in zip(default, passive)), "OMP_WAIT_POLICY=PASSIVE changed the results"
+
+
 # ---- forced ISA ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("isa", ["avx2", "scalar"])
