@@ -99,44 +99,40 @@ Layer& layer(int64_t K, int64_t N, int sparsity_pct, bool want_dense) {
   return *slot;
 }
 
-void BM_Sparse(benchmark::State& st) {
+// One spmm_u8s8 call per iteration with epilogue ep, on the layer of the
+// benchmark's (K, N, M, sparsity) arguments.
+const sk::PackedS8Sparse& time_sparse(benchmark::State& st, const sk::QEpilogue& ep) {
   const int64_t K = st.range(0), N = st.range(1), M = st.range(2);
-  const int sp = static_cast<int>(st.range(3));
-  Layer& L = layer(K, N, sp, false);
+  Layer& L = layer(K, N, static_cast<int>(st.range(3)), false);
   Inputs in(M, K, N);
-  const sk::QEpilogue ep;
   for (auto _ : st) {
     arena().execute([&] {
       sk::spmm_u8s8(L.packed, in.x.data(), M, K, in.xs.data(), in.zp.data(), ep, in.y.data(), N);
     });
     benchmark::ClobberMemory();
   }
-  const double nnz = 4.0 * static_cast<double>(L.packed.nnz_blocks);
+  return L.packed;
+}
+
+void BM_Sparse(benchmark::State& st) {
+  const sk::PackedS8Sparse& p = time_sparse(st, sk::QEpilogue{});
+  const double M = static_cast<double>(st.range(2)), nnz = 4.0 * static_cast<double>(p.nnz_blocks);
   st.counters["GOPS"] = benchmark::Counter(2.0 * M * nnz * st.iterations() * 1e-9,
                                            benchmark::Counter::kIsRate);
-  st.counters["nnz_pct"] = 100.0 * nnz / static_cast<double>(K * N);
+  st.counters["nnz_pct"] = 100.0 * nnz / static_cast<double>(p.K * p.N);
   st.SetLabel(sk::spmm_u8s8_kernel_name());
 }
 
 // The epilogue's share of a call: the same product with f32 output, f32 with
 // GELU, and u8 output (requantized with a fixed scale), arg "out" 0/1/2.
 void BM_SparseOut(benchmark::State& st) {
-  const int64_t K = st.range(0), N = st.range(1), M = st.range(2);
-  const int sp = static_cast<int>(st.range(3));
   const int out = static_cast<int>(st.range(4));
-  Layer& L = layer(K, N, sp, false);
-  Inputs in(M, K, N);
   sk::QEpilogue ep;
   ep.gelu = out == 1;
   ep.requantize = out == 2;
   ep.out_scale = 0.05f;
   ep.out_zp = 10;
-  for (auto _ : st) {
-    arena().execute([&] {
-      sk::spmm_u8s8(L.packed, in.x.data(), M, K, in.xs.data(), in.zp.data(), ep, in.y.data(), N);
-    });
-    benchmark::ClobberMemory();
-  }
+  time_sparse(st, ep);
   st.SetLabel(out == 0 ? "f32" : out == 1 ? "f32+gelu" : "u8");
 }
 

@@ -291,9 +291,8 @@ class LinearCpu : public OpImpl {
     }
     if (chain_out) {
       // act is GELU (erf) or none, no residual, no gate (chain_linears).
+      // (Never also chain_in: chain_linears links one pair at a time.)
       float* yb = ctx.ws.get<float>(kChainF32, blocked * static_cast<size_t>(N));
-      if (chain_in)
-        throw std::logic_error("internal error: Linear '" + op.name + "' is both ends of a Linear chain");
       const auto nr = static_cast<size_t>(k::spmm_u8s8_blocked_ranges(N, T));
       k::spmm_u8s8_to_blocked(*st.s8_sparse, xq, T, K, xs, xz, op.act == Activation::GeluErf, yb,
                               ctx.ws.get<k::BlockedRange>(kChainRange, nr));

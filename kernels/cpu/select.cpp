@@ -175,6 +175,9 @@ bool chain_linears(const Graph& g, size_t p) {
   const Op& a = g.ops[p];
   const Op& b = g.ops[p + 1];
   if (!runs_sparse_u8s8(a) || !runs_sparse_u8s8(b)) return false;
+  // One link at a time: a layer whose input already comes blocked cannot
+  // pass its output on blocked too (its kernel call takes row-major u8).
+  if (p > 0 && chain_linears(g, p - 1)) return false;
   if (a.gate != Gate::None || a.in1 >= 0 || a.out < 0) return false;
   if (a.act != Activation::None && a.act != Activation::GeluErf) return false;
   if (b.in0 != a.out || b.in1 == a.out || b.act_scale > 0.f) return false;

@@ -110,7 +110,8 @@ AttentionChoice choose_attention(bool int8_model);
 // block-sparse INT8 kernel and it has 64-token blocks (AVX-512 VNNI); p has
 // no residual, no gate, and GELU (erf) or no activation; p's output is read
 // by p + 1's x and by nothing else (not a graph output either); p + 1
-// quantizes its input per token (no calibrated scale). The session turns it
+// quantizes its input per token (no calibrated scale); op p is not itself
+// the second of a chain (one link at a time). The session turns it
 // off for runs whose Linear inputs are observed (calibration).
 // SPINEL_LINEAR_CHAIN, read when a model is prepared: unset, "", "auto" or
 // "on": as above; "off"/"0": never (A/B runs, tests). Other values warn once

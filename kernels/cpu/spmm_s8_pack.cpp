@@ -374,6 +374,7 @@ void quantize_blocked_u8(const float* y_blk, int64_t M, int64_t K, const Blocked
   if (M <= 0 || K <= 0) return;
   if (!spmm_u8s8_chain_available())
     throw std::logic_error("quantize_blocked_u8: needs the 64-token (AVX-512 VNNI) kernel");
+  if (!ranges) throw std::invalid_argument("quantize_blocked_u8: ranges must not be null");
   note_pool(Pool::Tbb);
   constexpr int64_t B = 64;
   const int64_t nb = (M + B - 1) / B;

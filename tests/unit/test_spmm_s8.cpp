@@ -26,6 +26,7 @@
 #include "kernels/cpu/isa.h"
 #include "kernels/reference/reference.h"
 #include "kernels/cpu/qgemm.h"
+#include "kernels/cpu/select.h"
 
 namespace sk = spinel::kernels;
 using sk::Isa;
@@ -580,4 +581,52 @@ TEST_CASE("Linear chain: the blocked layouts give the row-major path's bits") {
                   std::logic_error);
   CHECK_THROWS_AS(sk::quantize_blocked_u8(y.data(), 1, 8, ranges.data(), xq.data(), xs.data(), z.data()),
                   std::logic_error);
+}
+
+TEST_CASE("chain_linears: FFN-shaped pairs only, one link at a time") {
+  // Three sparse INT8 Linears in a row, v0 -> A -> v1 -> B -> v2 -> C -> v3;
+  // A has GELU, B and C none, no residuals.
+  using namespace spinel;
+  Graph g;
+  for (int v = 0; v < 4; ++v) g.values.push_back({"v" + std::to_string(v), 64, Rows::Tokens});
+  for (int i = 0; i < 3; ++i) {
+    Op op;
+    op.kind = OpKind::Linear;
+    op.name = std::string(1, static_cast<char>('A' + i));
+    op.in0 = i;
+    op.out = i + 1;
+    op.precision = Precision::S8Sparse;
+    op.block_sparsity = 0.9f;
+    op.act = i == 0 ? Activation::GeluErf : Activation::None;
+    g.ops.push_back(op);
+  }
+  g.output = 3;
+  if (!sk::cpu_supports(Isa::Avx512Vnni)) {
+    CHECK_FALSE(sk::chain_linears(g, 0));
+    MESSAGE("no AVX-512 VNNI: only the refusal of chain_linears is checked here");
+    return;
+  }
+  RestoreIsa cap(Isa::Avx512Vnni);
+  CHECK(sk::chain_linears(g, 0));
+  CHECK_FALSE(sk::chain_linears(g, 1));  // B's input already comes blocked
+  CHECK_FALSE(sk::chain_linears(g, 2));  // no next op
+  Graph h = g;
+  h.ops[1].in1 = 1;  // A's output read as B's residual too
+  CHECK_FALSE(sk::chain_linears(h, 0));
+  h = g;
+  h.output = 1;  // A's output is the graph's output
+  CHECK_FALSE(sk::chain_linears(h, 0));
+  h = g;
+  h.ops[0].act = Activation::GeluTanh;  // applied after the kernel
+  CHECK_FALSE(sk::chain_linears(h, 0));
+  h = g;
+  h.ops[1].act_scale = 0.1f;  // B quantizes with a calibrated scale
+  CHECK_FALSE(sk::chain_linears(h, 0));
+  h = g;
+  h.ops[0].act = Activation::None;  // B -> C may now link instead
+  h.ops[0].precision = Precision::S8Dense;
+  CHECK_FALSE(sk::chain_linears(h, 0));
+  CHECK(sk::chain_linears(h, 1));
+  RestoreIsa low(Isa::Avx2);
+  CHECK_FALSE(sk::chain_linears(g, 0));
 }

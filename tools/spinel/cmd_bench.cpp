@@ -15,7 +15,6 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "runtime/error.h"
@@ -29,30 +28,6 @@
 #include "tools/spinel/bench/session_service.h"
 #include "tools/spinel/commands.h"
 
-
-// Runs fn on a thread of its own, waits for it and returns what it returned
-// (rethrowing what it threw). Every session run of the harness happens on
-// short-lived threads like this one or the crews of the server and offline
-// trials, never on the main thread: libgomp cuts its spin-waiting to almost
-// nothing once it manages more threads than there are CPUs, and an OpenMP pool
-// left behind by a run on the main thread would count against every later
-// trial (measured on MiniLM INT8 from a second thread: 10.1 ms a run instead
-// of 2.8 while the first thread's pool lived).
-template <class R, class F>
-R on_own_thread(F fn) {
-  R out{};
-  std::exception_ptr err;
-  std::thread t([&] {
-    try {
-      out = fn();
-    } catch (...) {
-      err = std::current_exception();
-    }
-  });
-  t.join();
-  if (err) std::rethrow_exception(err);
-  return out;
-}
 
 namespace spinel::cli {
 namespace {
@@ -416,10 +391,10 @@ int cmd_bench(int argc, char** argv) {
     for (const Partition& part : parts) {
       log.live(fmt("spinel bench: creating %d session(s) of %d thread(s)", part.instances, part.threads));
       SessionService service(model, part.instances, part.threads, pool);
-      on_own_thread<int>([&] {
-        service.warm(batches.back());
-        return 0;
-      });
+      // (Each cpu session runs its batches on a thread of its own, whichever
+      // thread calls it: warming here and running trials elsewhere share one
+      // OpenMP pool; kernels/cpu/backend_cpu.cpp CpuExecutor.)
+      service.warm(batches.back());
       TrialOptions o = base;
       if (pin) {
         o.cpus.clear();
@@ -485,8 +460,7 @@ int cmd_bench(int argc, char** argv) {
           ++trial_no;
           TrialOptions to = o;
           to.on_progress = progress(0);
-          record(scenario == "single" ? on_own_thread<TrialResult>([&] { return run_single_stream(service, to); })
-                                      : run_offline(service, to));
+          record(scenario == "single" ? run_single_stream(service, to) : run_offline(service, to));
           cfg.best_trial = cfg.trials.back();
         }
         configs.push_back(std::move(cfg));
