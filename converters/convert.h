@@ -46,6 +46,7 @@ struct ConvertReport {
   size_t ir_ops = 0;
   ModelConfig config;
   int64_t calibration_samples = 0;
+  bool synthetic_samples = false;  // the samples were random tokens (for smoothing only)
   std::vector<LinearQuantReport> quantized;  // empty for f32
   int static_layers = 0;          // layers given calibrated static activation scales
   uint64_t output_bytes = 0;

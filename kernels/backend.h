@@ -54,6 +54,10 @@ struct PrepareArgs {
   OpWeights weights;
   int64_t in_width = 0;   // width of in0 (0 when the op has no input)
   int64_t out_width = 0;  // width of out
+  // The weights of any op of the graph, by index: for a fusion that reads a
+  // neighbour's (the cpu backend's Linear chain applies the next Linear's
+  // input scale as it writes).
+  std::function<OpWeights(size_t)> weights_of;
 };
 
 // What prepare() made for one op. Immutable after prepare.

@@ -24,6 +24,10 @@ struct QEpilogue {
   bool requantize = false;           // y is u8 [M, ldy], else f32 [M, ldy]
   float out_scale = 1.f;             // static scale of the u8 output
   int32_t out_zp = 0;                // static zero point of the u8 output (0..255)
+  // Per output channel [N], multiplied in after GELU (nullable): the next
+  // Linear's input scale, applied where this Linear writes for it (the cpu
+  // Linear chain's f32 blocked output only).
+  const float* out_mul = nullptr;
 };
 
 }  // namespace spinel::kernels

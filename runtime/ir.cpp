@@ -227,7 +227,7 @@ void validate_graph(const Graph& g, const std::vector<TensorInfo>& tensors, cons
     if (op.alibi && op.kind != OpKind::Attention) c.bad("only an Attention has an ALiBi bias");
     if (!(op.block_sparsity == -1.f || (op.block_sparsity >= 0.f && op.block_sparsity <= 1.f)))
       c.bad("block sparsity " + std::to_string(op.block_sparsity) + " is outside [0, 1]");
-    const int used_slots = op.kind == OpKind::Embedding ? 5 : op.kind == OpKind::Linear ? 3
+    const int used_slots = op.kind == OpKind::Embedding ? 5 : op.kind == OpKind::Linear ? 4
                            : op.kind == OpKind::LayerNorm ? 2 : 0;
     for (int k = used_slots; k < slot::kCount; ++k)
       if (op.w[k] != -1) c.bad("weight slot " + std::to_string(k) + " is not used by this op kind");
@@ -276,6 +276,8 @@ void validate_graph(const Graph& g, const std::vector<TensorInfo>& tensors, cons
         c.shape_is(w, {x.width, wn}, "weight");
         if (s8) c.shape_is(c.weight(op, slot::kWeightScale, "weight scale", true), {wn}, "weight scale");
         else if (op.w[slot::kWeightScale] != -1) c.bad("an f32 Linear has no weight scale");
+        if (s8) c.shape_is(c.weight(op, slot::kInScale, "input scale", false), {x.width}, "input scale");
+        else if (op.w[slot::kInScale] != -1) c.bad("an f32 Linear has no input scale");
         const bool static_q = op.act_scale != 0.f;
         if ((static_q && (!s8 || !finite_in(op.act_scale, 0.f, 1e30f))) || op.act_zp < 0 ||
             op.act_zp > 255 || (!static_q && op.act_zp != 0))

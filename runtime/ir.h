@@ -68,8 +68,12 @@ namespace slot {
 // LayerNorm gamma/beta [H] applied to the summed embeddings.
 constexpr int kWord = 0, kPosition = 1, kTokenType = 2, kEmbGamma = 3, kEmbBeta = 4;
 // Linear: weight [K,N] (y = x W + b, K = in features); bias [N] (optional);
-// for S8 precisions the per-output-channel weight scale [N].
-constexpr int kWeight = 0, kBias = 1, kWeightScale = 2;
+// for S8 precisions the per-output-channel weight scale [N], and optionally the
+// input scale [K] (f32, finite, > 0): the input quantized is x[m, k] * s[k]
+// and the stored weight's row k is the model's divided by s[k] (so x W is
+// unchanged): "smoothing" moves the range of outlier input channels into the
+// weights (converters/quantize.h).
+constexpr int kWeight = 0, kBias = 1, kWeightScale = 2, kInScale = 3;
 // LayerNorm: gamma [H], beta [H].
 constexpr int kGamma = 0, kBeta = 1;
 constexpr int kCount = 5;

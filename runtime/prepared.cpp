@@ -9,19 +9,25 @@ namespace spinel {
 PreparedModel::PreparedModel(const Model& m, const Backend& b) : backend_(&b), variant_(b.variant()) {
   const auto t0 = std::chrono::steady_clock::now();
   const Graph& g = m.graph();
+  auto weights_of = [&m, &g](size_t i) {
+    OpWeights w;
+    if (i >= g.ops.size()) return w;
+    for (int s = 0; s < slot::kCount; ++s) {
+      const int32_t t = g.ops[i].w[static_cast<size_t>(s)];
+      if (t < 0) continue;
+      w.data[static_cast<size_t>(s)] = m.tensor_data(t);
+      w.info[static_cast<size_t>(s)] = &m.tensors()[static_cast<size_t>(t)];
+    }
+    return w;
+  };
   for (size_t i = 0; i < g.ops.size(); ++i) {
     const Op& op = g.ops[i];
     const OpImpl* impl = b.op(op.kind);
     if (!impl)
       fail("the ", b.name(), " backend has no ", op_kind_name(op.kind), " (op #", i, " '", op.name, "')");
     PrepareArgs a{op, g, m.config(), {}, op.in0 >= 0 ? g.values[op.in0].width : 0,
-                  g.values[op.out].width};
-    for (int s = 0; s < slot::kCount; ++s) {
-      const int32_t t = op.w[static_cast<size_t>(s)];
-      if (t < 0) continue;
-      a.weights.data[static_cast<size_t>(s)] = m.tensor_data(t);
-      a.weights.info[static_cast<size_t>(s)] = &m.tensors()[static_cast<size_t>(t)];
-    }
+                  g.values[op.out].width, weights_of};
+    a.weights = weights_of(i);
     impls_.push_back(impl);
     ops_.push_back(impl->prepare(a));
     bytes_ += ops_.back()->bytes();

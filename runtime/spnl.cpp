@@ -8,6 +8,7 @@
 #include <xxhash.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstdlib>
 #include <cstdio>
 #include <cstring>
@@ -730,6 +731,17 @@ void Model::parse(const LoadOptions& opts) {
     tensors_ = read_tensors(rw, data_size_);
     check_fully_read(rw);
     validate_graph(graph_, tensors_, config_);
+    // A Linear's input scale multiplies its input before quantization: a 0,
+    // negative or non-finite value would silently drop or corrupt a channel.
+    for (const Op& op : graph_.ops) {
+      if (op.kind != OpKind::Linear || op.w[slot::kInScale] < 0) continue;
+      const TensorInfo& t = tensors_[static_cast<size_t>(op.w[slot::kInScale])];
+      const auto* v = static_cast<const float*>(tensor_data(op.w[slot::kInScale]));
+      for (int64_t k = 0; k < t.numel(); ++k)
+        if (!(std::isfinite(v[k]) && v[k] > 0.f))
+          fail("Linear '", op.name, "': input scale '", t.name, "' holds ", v[k], " at channel ", k,
+               " (must be finite and > 0)");
+    }
     if (static_cast<int64_t>(tokenizer_.vocab_size()) > config_.vocab_size)
       fail("tokenizer has ", tokenizer_.vocab_size(), " tokens, more than the ", config_.vocab_size,
            " rows of the embedding table");

@@ -148,6 +148,10 @@ struct LinearState : PreparedOp {
   // next Linear in the blocked layout (chain_out), or this layer's input
   // comes from the previous one that way (chain_in).
   bool chain_out = false, chain_in = false;
+  // The input scale of this Linear (slot::kInScale, nullable) and, with
+  // chain_out, the next Linear's, which this one applies as it writes.
+  const float* in_scale = nullptr;
+  const float* next_in_scale = nullptr;
   std::unique_ptr<k::DenseLinearF32> f32;
   std::unique_ptr<k::DenseLinearU8S8> s8_dense;
   std::unique_ptr<k::PackedS8Sparse> s8_sparse;
@@ -196,6 +200,7 @@ class LinearCpu : public OpImpl {
     const int8_t* w8 = op.precision == Precision::F32 ? nullptr : a.weights.get<int8_t>(slot::kWeight);
     const float* w32 = op.precision == Precision::F32 ? a.weights.get<float>(slot::kWeight) : nullptr;
     st->choice = k::choose_linear(op.precision, op.block_sparsity, w8, K, N, w32);
+    if (op.precision != Precision::F32) st->in_scale = a.weights.get<float>(slot::kInScale);
     switch (st->choice.impl) {
       case k::LinearImpl::DnnlF32:
         // The tanh of a pooler is applied by oneDNN's eltwise post-op too.
@@ -217,6 +222,8 @@ class LinearCpu : public OpImpl {
         if (const int64_t i = op_index(a); i >= 0) {
           st->chain_out = k::chain_linears(a.graph, static_cast<size_t>(i));
           st->chain_in = i > 0 && k::chain_linears(a.graph, static_cast<size_t>(i - 1));
+          if (st->chain_out && a.weights_of)
+            st->next_in_scale = a.weights_of(static_cast<size_t>(i + 1)).get<float>(slot::kInScale);
         }
         st->packed_bytes = p.group_ptr.size() * 4 + p.kidx.size() * 4 + p.koff64.size() * 4 +
                            p.w.size() + p.w16.size() * 2 + p.wsum.size() * 4 + p.scale_w.size() * 4;
@@ -280,14 +287,15 @@ class LinearCpu : public OpImpl {
       tag[0] = tag[1] = -1;
       xq = ctx.ws.get<uint8_t>(kChainU8, blocked * static_cast<size_t>(K));
       const auto nr = static_cast<size_t>(k::spmm_u8s8_blocked_ranges(K, T));
+      // (The previous Linear applied this one's input scale as it wrote.)
       k::quantize_blocked_u8(ctx.ws.get<float>(kChainF32, blocked * static_cast<size_t>(K)), T, K,
                              ctx.ws.get<k::BlockedRange>(kChainRange, nr), xq, xs, xz);
     } else {
       xq = ctx.ws.get<uint8_t>(kQuantX, static_cast<size_t>(T * K));
       if (op.act_scale > 0.f)
-        k::quantize_rows_u8_static(io.in0, T, K, op.act_scale, op.act_zp, xq, xs, xz);
+        k::quantize_rows_u8_static(io.in0, T, K, op.act_scale, op.act_zp, xq, xs, xz, st.in_scale);
       else
-        k::quantize_rows_u8(io.in0, T, K, xq, xs, xz);
+        k::quantize_rows_u8(io.in0, T, K, xq, xs, xz, -1, -1, st.in_scale);
     }
     if (chain_out) {
       // act is GELU (erf) or none, no residual, no gate (chain_linears).
@@ -295,7 +303,7 @@ class LinearCpu : public OpImpl {
       float* yb = ctx.ws.get<float>(kChainF32, blocked * static_cast<size_t>(N));
       const auto nr = static_cast<size_t>(k::spmm_u8s8_blocked_ranges(N, T));
       k::spmm_u8s8_to_blocked(*st.s8_sparse, xq, T, K, xs, xz, op.act == Activation::GeluErf, yb,
-                              ctx.ws.get<k::BlockedRange>(kChainRange, nr));
+                              ctx.ws.get<k::BlockedRange>(kChainRange, nr), st.next_in_scale);
       int64_t* tag = ctx.ws.get<int64_t>(kChainTag, 2);
       tag[0] = T;
       tag[1] = N;

@@ -27,15 +27,18 @@ namespace spinel::kernels {
 // zp = clamp(nearbyint(-lo * inv), 0, 255), q = clamp(nearbyint(x * inv) + zp, 0, 255).
 // x: [M, K] (row stride ldx), xq: [M, K] (row stride ldq). Parallel over rows
 // (TBB). Rounding is to nearest even.
+// mul (nullable): the Linear's input scale [K] (ir.h slot::kInScale); the row
+// quantized is then x[m, k] * mul[k] (one float product per value, the same in
+// every path), in place of x.
 void quantize_rows_u8(const float* x, int64_t M, int64_t K, uint8_t* xq, float* scale,
-                      int32_t* zp, int64_t ldx = -1, int64_t ldq = -1);
+                      int32_t* zp, int64_t ldx = -1, int64_t ldq = -1, const float* mul = nullptr);
 
 // Static quantization with one calibrated (scale, zp) for every row:
 // q = clamp(nearbyint(x / scale) + zp, 0, 255); fills x_scale/x_zp [M] with
 // them so the Linear kernels take the same per-token arguments. Parallel
-// over rows (TBB).
+// over rows (TBB). mul as quantize_rows_u8.
 void quantize_rows_u8_static(const float* x, int64_t M, int64_t K, float scale, int32_t zp,
-                             uint8_t* xq, float* x_scale, int32_t* x_zp);
+                             uint8_t* xq, float* x_scale, int32_t* x_zp, const float* mul = nullptr);
 
 // ---------------------------------------------------------------------------
 // Block-sparse weights, 4x1 blocks (4 consecutive output channels x 1 input
@@ -125,13 +128,14 @@ struct BlockedRange {
 int64_t spmm_u8s8_blocked_ranges(int64_t N, int64_t M);
 
 // y_blk = act(x W + b) in the f32 blocked layout [nb][N][64], act = exact
-// GELU when gelu, else none. x, x_scale, x_zp as spmm_u8s8. Also writes
-// ranges[spmm_u8s8_blocked_ranges(N, M)]: the tokens' ranges of the output,
-// gathered while it is written (per work item; quantize_blocked_u8 combines
-// them).
+// GELU when gelu, else none, times out_mul[n] when out_mul is not null (the
+// next Linear's input scale [N]: the values its quantization reads). x,
+// x_scale, x_zp as spmm_u8s8. Also writes ranges[spmm_u8s8_blocked_ranges(N,
+// M)]: the tokens' ranges of the output, gathered while it is written (per
+// work item; quantize_blocked_u8 combines them).
 void spmm_u8s8_to_blocked(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
                           const float* x_scale, const int32_t* x_zp, bool gelu, float* y_blk,
-                          BlockedRange* ranges);
+                          BlockedRange* ranges, const float* out_mul = nullptr);
 
 // Per-token dynamic quantization (the contract of quantize_rows_u8, same
 // bits) of the f32 blocked y_blk [nb][K][64], with the ranges its

@@ -47,13 +47,19 @@ bool row_params(float lo, float hi, bool finite, float* scale, int32_t* zp, floa
   return true;
 }
 
-void quantize_row_scalar(const float* r, int64_t K, uint8_t* q, float* scale, int32_t* zp) {
+// mul (nullable): per-channel multipliers; the row quantized is r[k] * mul[k]
+// (the Linear's input scale, "smoothing").
+template <bool MUL>
+void quantize_row_scalar(const float* r, int64_t K, uint8_t* q, float* scale, int32_t* zp,
+                         const float* mul) {
+  auto at = [&](int64_t k) { return MUL ? r[k] * mul[k] : r[k]; };
   float lo = 0.f, hi = 0.f;
   bool nan = false;  // std::min/max skip NaN: look for it separately
   for (int64_t k = 0; k < K; ++k) {
-    lo = std::min(lo, r[k]);
-    hi = std::max(hi, r[k]);
-    nan |= r[k] != r[k];
+    const float v = at(k);
+    lo = std::min(lo, v);
+    hi = std::max(hi, v);
+    nan |= v != v;
   }
   float inv = 0.f;
   if (!row_params(lo, hi, !nan, scale, zp, &inv)) {
@@ -61,13 +67,21 @@ void quantize_row_scalar(const float* r, int64_t K, uint8_t* q, float* scale, in
     return;
   }
   for (int64_t k = 0; k < K; ++k) {
-    const int32_t v = static_cast<int32_t>(std::nearbyint(r[k] * inv)) + *zp;
+    const int32_t v = static_cast<int32_t>(std::nearbyint(at(k) * inv)) + *zp;
     q[k] = static_cast<uint8_t>(std::min(std::max(v, 0), 255));
   }
 }
 
+template <bool MUL>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) void quantize_row_avx512(
-    const float* r, int64_t K, uint8_t* q, float* scale, int32_t* zp) {
+    const float* r, int64_t K, uint8_t* q, float* scale, int32_t* zp, const float* mul) {
+  // r[k] * mul[k] with MUL (one vmulps per load: the same float products as
+  // the scalar row). (Macros: a lambda would not inherit the target.)
+#define SPINEL_QLOAD(k) \
+  (MUL ? _mm512_mul_ps(_mm512_loadu_ps(r + (k)), _mm512_loadu_ps(mul + (k))) : _mm512_loadu_ps(r + (k)))
+#define SPINEL_QLOAD_TAIL(m, k)                                                                  \
+  (MUL ? _mm512_mul_ps(_mm512_maskz_loadu_ps((m), r + (k)), _mm512_maskz_loadu_ps((m), mul + (k))) \
+       : _mm512_maskz_loadu_ps((m), r + (k)))
   // Four independent min/max chains: one chain is bound by vminps latency
   // (4 cycles per 16 floats), four keep up with the loads.
   // vminps/vmaxps do not keep a NaN reliably (they return the second
@@ -78,7 +92,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) void quantize_row_
   int64_t k = 0;
   for (; k + 64 <= K; k += 64)
     for (int i = 0; i < 4; ++i) {
-      const __m512 v = _mm512_loadu_ps(r + k + 16 * i);
+      const __m512 v = SPINEL_QLOAD(k + 16 * i);
       lo4[i] = _mm512_min_ps(lo4[i], v);
       hi4[i] = _mm512_max_ps(hi4[i], v);
       nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
@@ -86,14 +100,14 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) void quantize_row_
   __m512 vlo = _mm512_min_ps(_mm512_min_ps(lo4[0], lo4[1]), _mm512_min_ps(lo4[2], lo4[3]));
   __m512 vhi = _mm512_max_ps(_mm512_max_ps(hi4[0], hi4[1]), _mm512_max_ps(hi4[2], hi4[3]));
   for (; k + 16 <= K; k += 16) {
-    const __m512 v = _mm512_loadu_ps(r + k);
+    const __m512 v = SPINEL_QLOAD(k);
     vlo = _mm512_min_ps(vlo, v);
     vhi = _mm512_max_ps(vhi, v);
     nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
   }
   const __mmask16 tail = static_cast<__mmask16>((1u << (K - k)) - 1);
   if (k < K) {  // masked-off lanes load 0, which the range includes anyway
-    const __m512 v = _mm512_maskz_loadu_ps(tail, r + k);
+    const __m512 v = SPINEL_QLOAD_TAIL(tail, k);
     vlo = _mm512_min_ps(vlo, v);
     vhi = _mm512_max_ps(vhi, v);
     nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
@@ -108,17 +122,20 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) void quantize_row_
   const __m512i vzp = _mm512_set1_epi32(*zp), z0 = _mm512_setzero_si512(),
                 z255 = _mm512_set1_epi32(255);
   for (k = 0; k + 16 <= K; k += 16) {
-    __m512i v = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(r + k), vinv)), vzp);
+    __m512i v = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(SPINEL_QLOAD(k), vinv)), vzp);
     v = _mm512_min_epi32(_mm512_max_epi32(v, z0), z255);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(q + k), _mm512_cvtepi32_epi8(v));
   }
   if (k < K) {
     __m512i v = _mm512_add_epi32(
-        _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(tail, r + k), vinv)), vzp);
+        _mm512_cvtps_epi32(_mm512_mul_ps(SPINEL_QLOAD_TAIL(tail, k), vinv)), vzp);
     v = _mm512_min_epi32(_mm512_max_epi32(v, z0), z255);
     _mm512_mask_cvtepi32_storeu_epi8(q + k, tail, v);
   }
 }
+
+#undef SPINEL_QLOAD
+#undef SPINEL_QLOAD_TAIL
 
 }  // namespace
 
@@ -128,21 +145,23 @@ bool qgemm_detail::token_quant_params(float lo, float hi, bool finite, float* sc
 }
 
 void quantize_rows_u8(const float* x, int64_t M, int64_t K, uint8_t* xq, float* scale,
-                      int32_t* zp, int64_t ldx, int64_t ldq) {
+                      int32_t* zp, int64_t ldx, int64_t ldq, const float* mul) {
   if (M <= 0 || K <= 0) return;
   if (ldx < 0) ldx = K;
   if (ldq < 0) ldq = K;
-  auto row = active_isa() >= Isa::Avx512Vnni ? quantize_row_avx512 : quantize_row_scalar;
+  const bool wide = active_isa() >= Isa::Avx512Vnni;
+  auto row = mul ? (wide ? quantize_row_avx512<true> : quantize_row_scalar<true>)
+                 : (wide ? quantize_row_avx512<false> : quantize_row_scalar<false>);
   if (hot_pool() == Pool::OpenMP) {
     omp_rows(M, rows_per_task(K), [&](int64_t b, int64_t e) {
-      for (int64_t m = b; m < e; ++m) row(x + m * ldx, K, xq + m * ldq, scale + m, zp + m);
+      for (int64_t m = b; m < e; ++m) row(x + m * ldx, K, xq + m * ldq, scale + m, zp + m, mul);
     });
     return;
   }
   tbb::parallel_for(tbb::blocked_range<int64_t>(0, M, rows_per_task(K)),
                     [&](const tbb::blocked_range<int64_t>& rg) {
                       for (int64_t m = rg.begin(); m < rg.end(); ++m)
-                        row(x + m * ldx, K, xq + m * ldq, scale + m, zp + m);
+                        row(x + m * ldx, K, xq + m * ldq, scale + m, zp + m, mul);
                     });
 }
 
@@ -163,28 +182,31 @@ inline uint8_t quantize_static(float v, float inv, int32_t zp, bool* nan) {
 }
 
 void quantize_row_static(const float* row, int64_t K, float scale, int32_t zp, uint8_t* out,
-                         float* row_scale, int32_t* row_zp) {
+                         float* row_scale, int32_t* row_zp, const float* mul) {
   const float inv = 1.f / scale;
   bool nan = false;
-  for (int64_t k = 0; k < K; ++k) out[k] = quantize_static(row[k], inv, zp, &nan);
+  if (mul)
+    for (int64_t k = 0; k < K; ++k) out[k] = quantize_static(row[k] * mul[k], inv, zp, &nan);
+  else
+    for (int64_t k = 0; k < K; ++k) out[k] = quantize_static(row[k], inv, zp, &nan);
   *row_scale = nan ? std::numeric_limits<float>::quiet_NaN() : scale;
   *row_zp = zp;
 }
 }  // namespace
 
 void quantize_rows_u8_static(const float* x, int64_t M, int64_t K, float scale, int32_t zp,
-                             uint8_t* xq, float* x_scale, int32_t* x_zp) {
+                             uint8_t* xq, float* x_scale, int32_t* x_zp, const float* mul) {
   tbb::parallel_for(tbb::blocked_range<int64_t>(0, M), [&](const tbb::blocked_range<int64_t>& r) {
     for (int64_t m = r.begin(); m < r.end(); ++m)
-      quantize_row_static(x + m * K, K, scale, zp, xq + m * K, x_scale + m, x_zp + m);
+      quantize_row_static(x + m * K, K, scale, zp, xq + m * K, x_scale + m, x_zp + m, mul);
   });
 }
 
 namespace ref {
 void quantize_rows_u8_static(const float* x, int64_t M, int64_t K, float scale, int32_t zp,
-                             uint8_t* xq, float* x_scale, int32_t* x_zp) {
+                             uint8_t* xq, float* x_scale, int32_t* x_zp, const float* mul) {
   for (int64_t m = 0; m < M; ++m)
-    quantize_row_static(x + m * K, K, scale, zp, xq + m * K, x_scale + m, x_zp + m);
+    quantize_row_static(x + m * K, K, scale, zp, xq + m * K, x_scale + m, x_zp + m, mul);
 }
 }  // namespace ref
 

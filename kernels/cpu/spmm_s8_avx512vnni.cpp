@@ -98,6 +98,14 @@ void flush_stage(const SpmmTile& t, int64_t brg, int64_t nbr, float (*stage)[64]
     // folded into the item's as the values pass.
     float* y = static_cast<float*>(t.y) + ((t.m0 / 64) * t.ldy + n0) * 64;
     BlockedRange& rg = *t.range;
+    // The next Linear's input scale (ep.out_mul) is applied here, so the
+    // values and ranges are those its quantization reads.
+    if (ep.out_mul)
+      for (int c = 0; c < nch; ++c) {
+        const __m512 m = _mm512_set1_ps(ep.out_mul[n0 + c]);
+        for (int r = 0; r < 4; ++r)
+          _mm512_store_ps(&stage[c][16 * r], _mm512_mul_ps(_mm512_load_ps(&stage[c][16 * r]), m));
+      }
     for (int r = 0; r < 4; ++r) {
       __m512 lo = _mm512_load_ps(rg.lo + 16 * r), hi = _mm512_load_ps(rg.hi + 16 * r);
       __mmask16 nan = 0;

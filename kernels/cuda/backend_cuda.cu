@@ -384,8 +384,14 @@ __global__ void gate_kernel(const float* x, int64_t M, int64_t N, const float* r
   y[idx] = static_cast<float>(act_d(a, 1) * g + (residual ? residual[idx] : 0.0f));
 }
 
+// x[m, k] times the Linear's input scale mul[k] (nullable), rounded once.
+__device__ __forceinline__ float scaled_in(const float* r, const float* mul, int64_t k) {
+  return mul ? __fmul_rn(r[k], mul[k]) : r[k];
+}
+
 // Dynamic per-token u8 quantization (ref::quantize_rows_u8), one block per row.
-__global__ void quantize_rows_kernel(const float* x, int64_t K, uint8_t* xq, float* scale, int32_t* zp) {
+__global__ void quantize_rows_kernel(const float* x, int64_t K, uint8_t* xq, float* scale, int32_t* zp,
+                                     const float* mul) {
   __shared__ float lo_s[kThreads], hi_s[kThreads];
   __shared__ int fin_s[kThreads];
   const int64_t m = blockIdx.x;
@@ -393,9 +399,10 @@ __global__ void quantize_rows_kernel(const float* x, int64_t K, uint8_t* xq, flo
   float lo = 0.f, hi = 0.f;
   int finite = 1;
   for (int64_t k = threadIdx.x; k < K; k += kThreads) {
-    lo = fminf(lo, r[k]);
-    hi = fmaxf(hi, r[k]);
-    finite &= isfinite(r[k]) ? 1 : 0;
+    const float v = scaled_in(r, mul, k);
+    lo = fminf(lo, v);
+    hi = fmaxf(hi, v);
+    finite &= isfinite(v) ? 1 : 0;
   }
   lo_s[threadIdx.x] = lo;
   hi_s[threadIdx.x] = hi;
@@ -429,14 +436,14 @@ __global__ void quantize_rows_kernel(const float* x, int64_t K, uint8_t* xq, flo
     zp[m] = z;
   }
   for (int64_t k = threadIdx.x; k < K; k += kThreads) {
-    const int32_t v = static_cast<int32_t>(rintf(__fmul_rn(r[k], inv))) + z;
+    const int32_t v = static_cast<int32_t>(rintf(__fmul_rn(scaled_in(r, mul, k), inv))) + z;
     q[k] = static_cast<uint8_t>(min(max(v, 0), 255));
   }
 }
 
 // Static quantization (calibrated scale and zero point), one block per row.
 __global__ void quantize_rows_static_kernel(const float* x, int64_t K, float scale_in, int32_t zp_in,
-                                            uint8_t* xq, float* scale, int32_t* zp) {
+                                            uint8_t* xq, float* scale, int32_t* zp, const float* mul) {
   __shared__ int nan_s;
   const int64_t m = blockIdx.x;
   if (threadIdx.x == 0) nan_s = 0;
@@ -444,7 +451,7 @@ __global__ void quantize_rows_static_kernel(const float* x, int64_t K, float sca
   const float inv = __fdiv_rn(1.f, scale_in);
   int nan = 0;
   for (int64_t k = threadIdx.x; k < K; k += kThreads) {
-    const float q = __fadd_rn(rintf(__fmul_rn(x[m * K + k], inv)), static_cast<float>(zp_in));
+    const float q = __fadd_rn(rintf(__fmul_rn(scaled_in(x + m * K, mul, k), inv)), static_cast<float>(zp_in));
     if (q != q) {
       nan = 1;
       xq[m * K + k] = 0;
@@ -639,9 +646,10 @@ class LinearOp : public OpImpl {
       int32_t* xz = ctx.ws.get<int32_t>(kQuantZp, static_cast<size_t>(T));
       if (op.act_scale > 0.f)
         quantize_rows_static_kernel<<<static_cast<unsigned>(T), kThreads, 0, ex.stream()>>>(
-            io.in0, K, op.act_scale, op.act_zp, xq, xs, xz);
+            io.in0, K, op.act_scale, op.act_zp, xq, xs, xz, st.get<float>(slot::kInScale));
       else
-        quantize_rows_kernel<<<static_cast<unsigned>(T), kThreads, 0, ex.stream()>>>(io.in0, K, xq, xs, xz);
+        quantize_rows_kernel<<<static_cast<unsigned>(T), kThreads, 0, ex.stream()>>>(
+            io.in0, K, xq, xs, xz, st.get<float>(slot::kInScale));
       check_launch("quantize_rows_kernel");
       const bool after = op.act == Activation::GeluTanh || op.act == Activation::Tanh;
       linear_u8s8_kernel<<<blocks_for(T * N), kThreads, 0, ex.stream()>>>(

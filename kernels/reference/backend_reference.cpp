@@ -92,9 +92,10 @@ struct LinearRun {
     float* xs = ctx.ws.get<float>(kQuantScale, static_cast<size_t>(T));
     int32_t* xz = ctx.ws.get<int32_t>(kQuantZp, static_cast<size_t>(T));
     if (op.act_scale > 0.f)
-      ref::quantize_rows_u8_static(io.in0, T, K, op.act_scale, op.act_zp, xq, xs, xz);
+      ref::quantize_rows_u8_static(io.in0, T, K, op.act_scale, op.act_zp, xq, xs, xz,
+                                   w.get<float>(slot::kInScale));
     else
-      ref::quantize_rows_u8(io.in0, T, K, xq, xs, xz);
+      ref::quantize_rows_u8(io.in0, T, K, xq, xs, xz, w.get<float>(slot::kInScale));
     kernels::QEpilogue ep;
     const bool after = op.act == Activation::GeluTanh || op.act == Activation::Tanh;
     ep.gelu = op.act == Activation::GeluErf;

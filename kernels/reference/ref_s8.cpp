@@ -10,9 +10,11 @@
 namespace spinel::kernels::ref {
 
 void quantize_rows_u8(const float* x, int64_t M, int64_t K, uint8_t* xq, float* scale,
-                      int32_t* zp) {
+                      int32_t* zp, const float* mul) {
+  std::vector<float> row(static_cast<size_t>(K));
   for (int64_t m = 0; m < M; ++m) {
-    const float* r = x + m * K;
+    for (int64_t k = 0; k < K; ++k) row[k] = mul ? x[m * K + k] * mul[k] : x[m * K + k];
+    const float* r = row.data();
     float lo = 0.f, hi = 0.f;
     bool finite = true;
     for (int64_t k = 0; k < K; ++k) {

@@ -29,10 +29,11 @@ float gelu_erf(float x);
 float gelu_tanh(float x);
 
 // --- INT8 (the contract in kernels/int8.h) ---
+// mul (nullable): the Linear's input scale [K]; x[m, k] * mul[k] is quantized.
 void quantize_rows_u8(const float* x, int64_t M, int64_t K, uint8_t* xq, float* scale,
-                      int32_t* zp);
+                      int32_t* zp, const float* mul = nullptr);
 void quantize_rows_u8_static(const float* x, int64_t M, int64_t K, float scale, int32_t zp,
-                             uint8_t* xq, float* x_scale, int32_t* x_zp);
+                             uint8_t* xq, float* x_scale, int32_t* x_zp, const float* mul = nullptr);
 // acc [M, N] = x [M, K] (stride ldx) * W [K, N] (dense s8), int32.
 void gemm_u8s8_acc(const uint8_t* x, int64_t M, int64_t K, int64_t ldx, const int8_t* W,
                    int64_t N, int32_t* acc);

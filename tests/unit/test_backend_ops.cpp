@@ -402,6 +402,7 @@ struct LinearSpec {
   Activation act = Activation::None;
   bool bias = false, residual = false;
   bool static_q = false;   // S8: calibrated act_scale/act_zp
+  bool in_scale = false;   // S8: an input scale (slot::kInScale, smoothing), log-uniform in [1/8, 8]
   double sparsity = 0.0;   // S8, or F32 block-sparse: fraction of zero 4x1 blocks
   bool record_sparsity = true;  // S8Sparse, sparse F32: op.block_sparsity stored, else -1
   bool seq_rows = false;   // rows are sequences (after a Pool)
@@ -427,6 +428,11 @@ std::unique_ptr<OpCase> linear_case(const LinearSpec& s, uint32_t seed) {
       c->op.block_sparsity = s.record_sparsity ? static_cast<float>(measured_block_sparsity(W, K, NW)) : -1.f;
     c->set_s8(slot::kWeight, "w", {K, NW}, std::move(W));
     c->set_f32(slot::kWeightScale, "w_scale", {NW}, uniform(static_cast<size_t>(NW), 0.5f * wr / 127, 1.5f * wr / 127, rng));
+    if (s.in_scale) {
+      std::vector<float> in = uniform(static_cast<size_t>(K), -3.f, 3.f, rng);
+      for (float& v : in) v = std::exp2(v);
+      c->set_f32(slot::kInScale, "in_scale", {K}, std::move(in));
+    }
   } else if (s.sparsity > 0.0) {
     // Block-sparse f32: the cpu backend runs it on spmm_f32 above the crossover.
     std::vector<float> W = block_sparse_f32(K, NW, s.sparsity, wr, rng);
@@ -461,7 +467,8 @@ std::unique_ptr<OpCase> linear_case(const LinearSpec& s, uint32_t seed) {
   std::ostringstream d;
   d << "Linear " << precision_name(s.precision) << " M=" << M << " K=" << K << " N=" << N
     << " act=" << activation_name(s.act) << " bias=" << s.bias << " residual=" << s.residual;
-  if (s8) d << (s.static_q ? " static-q" : " dynamic-q") << " block_sparsity=" << s.sparsity;
+  if (s8) d << (s.static_q ? " static-q" : " dynamic-q") << " block_sparsity=" << s.sparsity
+             << (s.in_scale ? " in_scale" : "");
   if (!s8 && s.sparsity > 0) d << " block_sparsity=" << s.sparsity << (s.record_sparsity ? "" : " (not stored)");
   if (s.seq_rows) d << " rows=sequences";
   if (s.gate != Gate::None) d << " gate=" << gate_name(s.gate);
@@ -494,7 +501,7 @@ const OpImpl& impl_of(const Backend& be, const OpCase& c) {
 }
 
 std::unique_ptr<PreparedOp> prepare(const Backend& be, const OpCase& c) {
-  PrepareArgs a{c.op, c.graph, c.config, c.weights, c.in_width, c.out_width};
+  PrepareArgs a{c.op, c.graph, c.config, c.weights, c.in_width, c.out_width, {}};
   return impl_of(be, c).prepare(a);
 }
 
@@ -874,6 +881,7 @@ void s8_sweep(Precision p) {
           s.bias = (i / 3) % 2;
           s.sparsity = sp;
           s.record_sparsity = (i % 5) != 0;
+          s.in_scale = i % 3 == 1;
           check_case(*linear_case(s, seed++));
           ++i;
         }

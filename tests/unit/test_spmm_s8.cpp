@@ -430,6 +430,37 @@ TEST_CASE("quantize_rows_u8 matches its reference on every ISA") {
       CHECK(std::memcmp(s.data(), sr.data(), 4 * M) == 0);
       CHECK(z == zr);
     }
+    // With an input scale: every ISA gives the reference's bits, which are
+    // those of quantizing the products x[m, k] * mul[k] made beforehand.
+    std::vector<float> mul(static_cast<size_t>(K)), xm(static_cast<size_t>(M * K));
+    std::uniform_real_distribution<float> ue(-4.f, 4.f);
+    for (auto& v : mul) v = std::exp2(ue(rng));
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t k = 0; k < K; ++k) xm[m * K + k] = x[m * K + k] * mul[k];
+    std::vector<uint8_t> qm(M * K), qp(M * K);
+    std::vector<float> sm(M), sp(M);
+    std::vector<int32_t> zm(M), zpp(M);
+    sk::ref::quantize_rows_u8(x.data(), M, K, qm.data(), sm.data(), zm.data(), mul.data());
+    sk::ref::quantize_rows_u8(xm.data(), M, K, qp.data(), sp.data(), zpp.data());
+    CHECK(qm == qp);
+    CHECK(std::memcmp(sm.data(), sp.data(), 4 * M) == 0);
+    CHECK(zm == zpp);
+    for (Isa isa : runnable_isas()) {
+      RestoreIsa cap(isa);
+      Guarded q(M * K);
+      std::vector<float> s(M);
+      std::vector<int32_t> z(M);
+      in_arena(2, [&] {
+        sk::quantize_rows_u8(x.data(), M, K, q.data(), s.data(), z.data(), -1, -1, mul.data());
+      });
+      CAPTURE(K);
+      const std::string isa_s = sk::isa_name(isa);
+      CAPTURE(isa_s);
+      CHECK(q.guards_intact());
+      CHECK(std::memcmp(q.data(), qm.data(), M * K) == 0);
+      CHECK(std::memcmp(s.data(), sm.data(), 4 * M) == 0);
+      CHECK(z == zm);
+    }
     // dequantized values are within half a step of the input
     for (int64_t m = 0; m < M; ++m)
       for (int64_t k = 0; k < K; ++k) {
@@ -446,9 +477,13 @@ namespace {
 // zero points, the u8 blocks and the second layer's output must be the same
 // bits. special: token 1's first layer input scale is NaN (its outputs NaN),
 // token 2's is 0 with no bias (an all-zero row), token 3's is huge (Inf).
+// smooth: the second layer has an input scale (slot::kInScale), which the
+// first applies as it writes the blocks (QEpilogue::out_mul) and the
+// row-major path's quantize_rows_u8 multiplies in.
 void check_chain(int64_t M, int64_t K1, int64_t N1, int64_t N2, double sp1, double sp2, bool gelu,
-                 bool bias, bool special, int threads, uint32_t seed) {
+                 bool bias, bool special, int threads, uint32_t seed, bool smooth = false) {
   CAPTURE(M);
+  CAPTURE(smooth);
   CAPTURE(K1);
   CAPTURE(N1);
   CAPTURE(N2);
@@ -477,6 +512,9 @@ void check_chain(int64_t M, int64_t K1, int64_t N1, int64_t N2, double sp1, doub
   }
   std::vector<float> residual(static_cast<size_t>(M * N2));
   for (auto& v : residual) v = uf(rng);
+  std::vector<float> in2(static_cast<size_t>(N1));  // log-uniform in [1/16, 16]
+  for (auto& v : in2) v = std::exp2(4.f * uf(rng));
+  const float* mul = smooth ? in2.data() : nullptr;
   const auto p1 = sk::pack_s8_sparse(W1.data(), K1, N1, sw1.data(), bias && !special ? b1.data() : nullptr);
   const auto p2 = sk::pack_s8_sparse(W2.data(), N1, N2, sw2.data(), b2.data());
   sk::QEpilogue ep1;
@@ -490,7 +528,7 @@ void check_chain(int64_t M, int64_t K1, int64_t N1, int64_t N2, double sp1, doub
   std::vector<int32_t> z_ref(M);
   in_arena(threads, [&] {
     sk::spmm_u8s8(p1, x.data(), M, K1, xs.data(), zp.data(), ep1, y1.data(), N1);
-    sk::quantize_rows_u8(y1.data(), M, N1, q_ref.data(), s_ref.data(), z_ref.data());
+    sk::quantize_rows_u8(y1.data(), M, N1, q_ref.data(), s_ref.data(), z_ref.data(), -1, -1, mul);
     sk::spmm_u8s8(p2, q_ref.data(), M, N1, s_ref.data(), z_ref.data(), ep2, y2_ref.data(), N2);
   });
 
@@ -504,7 +542,7 @@ void check_chain(int64_t M, int64_t K1, int64_t N1, int64_t N2, double sp1, doub
     std::vector<sk::BlockedRange> ranges(static_cast<size_t>(sk::spmm_u8s8_blocked_ranges(N1, M)));
     CHECK(ranges.size() % static_cast<size_t>(nb) == 0);
     sk::spmm_u8s8_to_blocked(p1, x.data(), M, K1, xs.data(), zp.data(), gelu, yb.as<float>(),
-                             ranges.data());
+                             ranges.data(), mul);
     sk::quantize_blocked_u8(yb.as<float>(), M, N1, ranges.data(), xb.data(), s.data(), z.data());
   });
   // The kernel reads its input blocks with aligned loads (as the workspace is).
@@ -526,7 +564,8 @@ void check_chain(int64_t M, int64_t K1, int64_t N1, int64_t N2, double sp1, doub
   int64_t bad_y1 = 0, bad_s = 0, bad_y2 = 0;
   for (int64_t m = 0; m < M; ++m) {
     for (int64_t n = 0; n < N1; ++n)
-      bad_y1 += !same(yb.as<float>()[((m / 64) * N1 + n) * 64 + m % 64], y1[m * N1 + n]);
+      bad_y1 += !same(yb.as<float>()[((m / 64) * N1 + n) * 64 + m % 64],
+                      mul ? y1[m * N1 + n] * mul[n] : y1[m * N1 + n]);
     bad_s += !same(s[m], s_ref[m]) || z[m] != z_ref[m];
     for (int64_t n = 0; n < N2; ++n) bad_y2 += !same(y2.as<float>()[m * N2 + n], y2_ref[m * N2 + n]);
   }
@@ -562,10 +601,13 @@ TEST_CASE("Linear chain: the blocked layouts give the row-major path's bits") {
       check_chain(M, 64, 260, 36, 0.9, 0.7, M % 2 == 0, true, M > 3, threads, ++seed);
       check_chain(M, 4, 4, 4, 0.0, 0.0, false, false, false, threads, ++seed);
       check_chain(M, 100, 68, 12, 1.0, 0.95, true, false, false, threads, ++seed);
+      check_chain(M, 64, 260, 36, 0.9, 0.7, true, true, M > 3, threads, ++seed, true);
+      check_chain(M, 36, 20, 8, 0.0, 0.5, false, true, false, threads, ++seed, true);
     }
   // BERT-base's FFN at a few lengths (K split into several chunks per block).
   for (int64_t M : {17, 128, 384}) check_chain(M, 768, 3072, 768, 0.9, 0.9, true, true, M == 17, 2, ++seed);
   check_chain(70, 768, 3072, 768, 0.9, 0.9, true, true, true, 1, ++seed);
+  check_chain(128, 768, 3072, 768, 0.9, 0.9, true, true, false, 2, ++seed, true);
 
   // Below AVX-512 VNNI there is no chain, and its entry points say so.
   RestoreIsa low(Isa::Avx2);

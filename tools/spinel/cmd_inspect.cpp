@@ -86,6 +86,7 @@ std::string op_detail(const Model& m, const Op& op) {
     case OpKind::Linear:
       d = std::to_string(g.values[op.in0].width) + " -> " + std::to_string(g.values[op.out].width);
       if (op.w[slot::kBias] >= 0) d += " +bias";
+      if (op.w[slot::kInScale] >= 0) d += " smoothed";
       if (op.act != Activation::None) d += std::string(" ") + activation_name(op.act);
       if (op.in1 >= 0) d += " +residual";
       break;
@@ -169,6 +170,7 @@ int cmd_inspect(int argc, char** argv) {
           o += ",\"block_sparsity\":" + num(block_sparsity(op));
           o += std::string(",\"activation_quant\":") +
                (op.precision == Precision::F32 ? "null" : op.act_scale > 0.f ? "\"static\"" : "\"dynamic\"");
+          o += std::string(",\"smoothed\":") + (op.w[slot::kInScale] >= 0 ? "true" : "false");
         }
         o += "}";
       }
@@ -204,10 +206,11 @@ int cmd_inspect(int argc, char** argv) {
     std::printf("activation     %s; LayerNorm eps %g\n", activation_name(c.hidden_act),
                 c.layer_norm_eps);
     std::printf("tokenizer      %s\n", m->tokenizer().describe().c_str());
-    int s8 = 0, sparse = 0, linears = 0, static_act = 0;
+    int s8 = 0, sparse = 0, linears = 0, static_act = 0, smoothed = 0;
     for (const Op& op : m->graph().ops) {
       if (op.kind != OpKind::Linear) continue;
       ++linears;
+      smoothed += op.w[slot::kInScale] >= 0;
       s8 += op.precision != Precision::F32;
       sparse += op.precision == Precision::S8Sparse;
       static_act += op.act_scale > 0.f;
@@ -217,11 +220,12 @@ int cmd_inspect(int argc, char** argv) {
     else
       std::printf("precision      %d/%d Linear layers INT8 (s8 weights per channel, u8 activations %s), "
                   "%d of them 4x1 block-sparse;\n               embeddings, LayerNorm, "
-                  "softmax f32; attention products f32 (BF16 where AMX-BF16 runs them, see kernels)\n",
+                  "softmax f32; attention products f32 (BF16 where AMX-BF16 runs them, see kernels);\n"
+                  "               %d of the INT8 layers smoothed (per-channel input scales, convert --smooth)\n",
                   s8, linears,
                   static_act == s8 ? "with calibrated static scales"
                   : static_act == 0 ? "per token at run time" : "partly static, partly per token",
-                  sparse);
+                  sparse, smoothed);
     std::printf("source         %s\n", c.source.c_str());
     // What this machine will run it with (CPUID + XGETBV, capped by SPINEL_ISA).
     std::string isa = cpu.active_isa;
