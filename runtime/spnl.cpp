@@ -47,6 +47,22 @@ struct Header {
 };
 static_assert(sizeof(Header) == 128, "header layout");
 
+// A Linear's input scale multiplies its input before quantization: a 0,
+// negative or non-finite value would silently drop or corrupt a channel.
+// (Shapes and dtypes are validate_graph's.)
+template <typename Data>
+void check_input_scales(const Graph& g, const std::vector<TensorInfo>& tensors, const Data& data) {
+  for (const Op& op : g.ops) {
+    if (op.kind != OpKind::Linear || op.w[slot::kInScale] < 0) continue;
+    const TensorInfo& t = tensors.at(static_cast<size_t>(op.w[slot::kInScale]));
+    const auto* v = static_cast<const float*>(data(op.w[slot::kInScale]));
+    for (int64_t k = 0; k < t.numel(); ++k)
+      if (!(std::isfinite(v[k]) && v[k] > 0.f))
+        fail("Linear '", op.name, "': input scale '", t.name, "' holds ", v[k], " at channel ", k,
+             " (must be finite and > 0)");
+  }
+}
+
 uint64_t meta_checksum(const Header& h, const uint8_t* meta, size_t meta_bytes) {
   Header zeroed = h;
   zeroed.meta_checksum = 0;
@@ -556,6 +572,7 @@ void write_all(int fd, const void* data, size_t n, const std::string& tmp) {
 void SpnlWriter::write(const std::string& path) const {
   check_architecture(config.architecture);
   validate_graph(graph, tensors_, config);
+  check_input_scales(graph, tensors_, [this](int32_t i) { return tensor_data(i); });
   if (tokenizer.vocab_size() == 0) fail("no tokenizer was given to the .spnl writer");
   if (static_cast<int64_t>(tokenizer.vocab_size()) > config.vocab_size)
     fail("the tokenizer has ", tokenizer.vocab_size(), " tokens but the model's embedding table has ",
@@ -731,17 +748,7 @@ void Model::parse(const LoadOptions& opts) {
     tensors_ = read_tensors(rw, data_size_);
     check_fully_read(rw);
     validate_graph(graph_, tensors_, config_);
-    // A Linear's input scale multiplies its input before quantization: a 0,
-    // negative or non-finite value would silently drop or corrupt a channel.
-    for (const Op& op : graph_.ops) {
-      if (op.kind != OpKind::Linear || op.w[slot::kInScale] < 0) continue;
-      const TensorInfo& t = tensors_[static_cast<size_t>(op.w[slot::kInScale])];
-      const auto* v = static_cast<const float*>(tensor_data(op.w[slot::kInScale]));
-      for (int64_t k = 0; k < t.numel(); ++k)
-        if (!(std::isfinite(v[k]) && v[k] > 0.f))
-          fail("Linear '", op.name, "': input scale '", t.name, "' holds ", v[k], " at channel ", k,
-               " (must be finite and > 0)");
-    }
+    check_input_scales(graph_, tensors_, [this](int32_t i) { return tensor_data(i); });
     if (static_cast<int64_t>(tokenizer_.vocab_size()) > config_.vocab_size)
       fail("tokenizer has ", tokenizer_.vocab_size(), " tokens, more than the ", config_.vocab_size,
            " rows of the embedding table");

@@ -2,9 +2,12 @@
 // that names the problem, never a crash.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <limits>
+#include <memory>
 
 #include "runtime/error.h"
 #include "runtime/spnl.h"
@@ -469,4 +472,80 @@ TEST_CASE("format 3 records: unknown, duplicate, misplaced and mistyped tags") {
       }
     }
   }
+}
+
+TEST_CASE("a Linear's input scale: kept by a round trip; 0, negative, NaN, Inf and wrong shapes refused") {
+  const std::string dir = testing::temp_dir("spnl-in-scale");
+  const float kGood = 0.375f;
+  // The pooled head's S8 Linear with an input scale of `bad` at channel 5.
+  auto make = [&](float bad, int64_t width_extra = 0) {
+    auto w = std::make_unique<SpnlWriter>();
+    testing::fill_tiny_model(*w, {});
+    add_pooled_head(*w);
+    Op& dense = w->graph.ops[w->graph.ops.size() - 2];
+    REQUIRE(dense.name == "pooler.dense");
+    const int64_t H = w->config.hidden_size + width_extra;
+    std::vector<float> s(static_cast<size_t>(H), kGood);
+    s[5] = bad;
+    dense.w[slot::kInScale] = w->add_tensor("pooler.in_scale", DType::F32, {H}, s.data(), s.size() * 4);
+    return w;
+  };
+  auto write_error = [&](const SpnlWriter& w) -> std::string {
+    try {
+      w.write(dir + "/bad.spnl");
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  const std::string path = dir + "/good.spnl";
+  make(2.5f)->write(path);
+  {
+    auto m = Model::load(path);
+    const Op& dense = m->graph().ops[m->graph().ops.size() - 2];
+    REQUIRE(dense.w[slot::kInScale] >= 0);
+    const float* s = m->data<float>(dense.w[slot::kInScale]);
+    CHECK(s[0] == kGood);
+    CHECK(s[5] == 2.5f);
+  }
+  for (float bad : {0.f, -1.f, std::nanf(""), std::numeric_limits<float>::infinity()}) {
+    CAPTURE(bad);
+    const std::string e = write_error(*make(bad));
+    CHECK(e.find("Linear 'pooler.dense': input scale 'pooler.in_scale' holds") != std::string::npos);
+    CHECK(e.find("at channel 5 (must be finite and > 0)") != std::string::npos);
+  }
+  CHECK(write_error(*make(1.f, 1)).find("weight 'input scale' (pooler.in_scale) has shape") != std::string::npos);
+  {
+    SpnlWriter w;
+    testing::fill_tiny_model(w, {});
+    Op* f32 = nullptr;
+    for (Op& op : w.graph.ops)
+      if (op.kind == OpKind::Linear && op.precision == Precision::F32) f32 = &op;
+    REQUIRE(f32 != nullptr);
+    const int64_t K = w.graph.values[static_cast<size_t>(f32->in0)].width;
+    std::vector<float> s(static_cast<size_t>(K), 1.f);
+    f32->w[slot::kInScale] = w.add_tensor("f32.in_scale", DType::F32, {K}, s.data(), s.size() * 4);
+    CHECK(write_error(w).find("an f32 Linear has no input scale") != std::string::npos);
+  }
+  CHECK(!std::ifstream(dir + "/bad.spnl").good());
+
+  // A file whose input scale was changed after writing (checksums fixed up
+  // or not, the reader checks the values first): channel 5 set to -1.
+  testing::Bytes bytes = read_all(path);
+  const float want[2] = {kGood, 2.5f};
+  const char* at = nullptr;
+  for (size_t i = 0; i + 24 <= bytes.size(); i += 4) {
+    float v[6];
+    std::memcpy(v, bytes.data() + i, sizeof v);
+    if (v[0] == kGood && v[4] == kGood && v[5] == want[1]) {
+      at = bytes.data() + i;
+      break;
+    }
+  }
+  REQUIRE(at != nullptr);
+  const float minus_one = -1.f;
+  std::memcpy(bytes.data() + (at - bytes.data()) + 20, &minus_one, 4);
+  write_all(dir + "/patched.spnl", bytes);
+  const std::string e = load_error(dir + "/patched.spnl");
+  CHECK(e.find("input scale 'pooler.in_scale' holds -1 at channel 5") != std::string::npos);
 }
