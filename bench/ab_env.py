@@ -10,7 +10,9 @@ stream p50 and offline throughput, the median of the per-round ratios B/A, and
 each variant's ratio to ORT FP32.
 
 A variant may also be spinel=PATH: another build's binary (e.g. of the commit
-before a change, from `git worktree add`), run with the environment as it is.
+before a change, from `git worktree add`), run with the environment as it is;
+or model=PATH: another .spnl of the same model (e.g. `convert --smooth off`),
+run in place of the positional one.
 
 Example (attention in FP32 vs on AMX-BF16 for an INT8 model):
   .venv/bin/python bench/ab_env.py work/bb90/int8.spnl --onnx work/bb90/model.onnx \\
@@ -34,6 +36,8 @@ def run_bench(spinel, model, env_kv, scenario, seq, batch, threads, duration):
     k, _, v = env_kv.partition("=")
     if k == "spinel":
         spinel = v  # another build: spinel=PATH
+    elif k == "model":
+        model = v  # another conversion of the same model: model=PATH.spnl
     else:
         env[k] = v
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
