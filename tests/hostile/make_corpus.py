@@ -422,10 +422,14 @@ for _k, _v in (("tensor_count", None), ("2p31m1", I32_MAX), ("neg2", -2), ("neg2
     case(f"linear_bias_id_{_k}", f"Linear bias id = {_desc}",
          lambda c, v=_v: (c.edit((c.ops[c.QKV]["w"][1], c.ntensors if v is None else v)),
                           [c.opname(c.QKV)]))
-case("linear_unused_slot_set", "Linear with weight slot 3 (unused by Linear) set",
+case("linear_unused_slot_set", "Linear with weight slot 4 (unused by Linear) set",
      lambda c: (F.set_op_slots(c.good, c.QKV, [w.value for w in c.ops[c.QKV]["w"][:3]]
-                               + [-1] * (3 - len(c.ops[c.QKV]["w"])) + [0]),
-                [c.opname(c.QKV), "slot 3"]))
+                               + [-1] * (4 - min(3, len(c.ops[c.QKV]["w"]))) + [0]),
+                [c.opname(c.QKV), "slot 4"]))
+case("linear_f32_input_scale", "f32 Linear with an input scale (slot 3; only INT8 Linears have one)",
+     lambda c: (F.set_op_slots(c.good, c.QKV, [w.value for w in c.ops[c.QKV]["w"][:3]]
+                               + [-1] * (3 - min(3, len(c.ops[c.QKV]["w"]))) + [0]),
+                [c.opname(c.QKV), "input scale"]))
 case("linear_weight_is_bias", "Linear weight id pointing at its bias (wrong shape)",
      lambda c: (c.edit((c.ops[c.QKV]["w"][0], c.ops[c.QKV]["w"][1].value)), [c.opname(c.QKV)]))
 case("embedding_word_missing", "Embedding without its word table (-1)",
