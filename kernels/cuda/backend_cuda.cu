@@ -1,41 +1,68 @@
 // The cuda backend (built with -DSPINEL_CUDA=ON): every op kind of the
 // operator interface on one CUDA device (device 0), with plain kernels of our
-// own and cuBLAS for the FP32 matmul. Not yet run on a GPU by our CI (it has
-// none): what CI checks is that this compiles and links, and that without a
-// device the backend refuses with "no CUDA device: <reason>".
+// own, cuBLASLt for the dense Linears and a 4x1 block-sparse kernel of our own
+// for the sparse ones. Not yet run on a GPU by our CI (it has none): what CI
+// checks is that this compiles and links, and that without a device the
+// backend refuses with "no CUDA device: <reason>".
 //
 // Memory: weights are uploaded once per model in prepare() (the PreparedOp
 // owns its device buffers); a session's CudaExecutor owns the activation
 // arena, the scratch and the staged batch in device memory, one non-blocking
-// stream, and pageable host copies of the results (to_host).
+// stream, its cuBLAS and cuBLASLt handles with the cuBLASLt plans it has
+// looked up (per shape and token count), and pageable host copies of the
+// results (to_host). cuBLASLt's workspace is a slot of the session's scratch.
 //
 // Kernels and why:
 //   Embedding(+LN), LayerNorm(+residual): one block per row, statistics in
 //     double (as the reference), one pass to write.
-//   Linear FP32: cublasSgemm (row-major Y = X W as column-major Y^T = W^T X^T,
-//     FP32 compute, no TF32) then one epilogue kernel (bias, activation,
-//     residual or the GEGLU gate). cuBLASLt's epilogues cover bias+GELU(erf)
-//     but not tanh or the gate; one small kernel covers all forms alike.
-//   Linear INT8 (dense and 4x1 block-sparse): the INT8 contract of
-//     kernels/int8.h in plain kernels: per-token u8 quantization, exact int32
-//     accumulation over the s8 weights [K, N], one fma to dequantize. The
-//     sparse precision runs the same dense loop over its stored s8 weights
-//     (the function is the same; the 4x1 structure is not exploited yet):
-//     cuBLASLt's IMMA wants s8 x s8 with layouts (COL32) and cuSPARSE's BSR
-//     int8 SpMM wants other block shapes; a plain kernel keeps the contract
-//     exact and is simple enough to be right without a GPU to test on.
+//   Linear FP32 ("cublaslt_f32+epilogue"): cublasLtMatmul (row-major
+//     Y = X W as column-major Y^T = W^T X^T, CUBLAS_COMPUTE_32F: FP32 math,
+//     no TF32), then one epilogue kernel (bias, activation, residual or the
+//     GEGLU gate): cuBLASLt's epilogues cover bias+GELU(erf) but not tanh or
+//     the gate, and one small kernel covers all forms alike. cublasSgemm runs
+//     instead where cublasLtMatmulAlgoGetHeuristic returns no algorithm.
+//   Linear INT8 dense ("cublaslt_s8s8s32+epilogue"): the INT8 contract of
+//     kernels/int8.h with cuBLASLt's integer matmul (s8 x s8 -> s32). The
+//     activations are u8, so the quantizer writes them shifted to s8 (x - 128,
+//     an XOR of the top bit) and the epilogue adds 128 * wsum[n] back, exact in
+//     int32: corr = acc_s8 + (128 - zp[m]) * wsum[n] = acc_u8 - zp[m] * wsum[n].
+//     The weight is stored transposed, [N, K] (cuBLASLt's integer kernels want
+//     A transposed and B not, the "TN" form), and those kernels want K and N
+//     multiples of 4; other shapes, and a token count for which the heuristic
+//     returns no algorithm, run the plain loop ("cuda_u8s8_dense_loop": one
+//     thread per output, exact int32 accumulation).
+//   Linear INT8 4x1 block-sparse ("cuda_spmm_u8s8_4x1_32x8"): our own kernel,
+//     not cuSPARSE. The legacy bsrmm takes square blocks larger than 1x1 and
+//     float/double/complex values only; for the generic cusparseSpMM's BSR
+//     algorithm (CUSPARSE_SPMM_BSR_ALG1, row-major blocks) we found no
+//     documented int8 x int8 -> int32 case on rectangular 4x1 blocks, its
+//     int8 is signed (our activations are u8), and a library call we cannot
+//     run here should not be one whose support we guess at. Our kernel also
+//     applies the epilogue from its accumulators (no int32 [T, N] round trip
+//     through memory). prepare() packs, per block-row (4 output channels), the
+//     input channels of its nonzero blocks and their 4 weights (one char4); the
+//     kernel runs one thread per (token, block-row) with 4 exact int32
+//     accumulators, then the same epilogue as the dense paths. The
+//     activations are quantized transposed, [K, tokens], so that the 32
+//     threads of a warp (32 tokens of one block-row) read 32 adjacent bytes
+//     and share the block-row's weights (a broadcast, and the same trip count).
 //   Attention: one block per (sequence, head, query row): scores in FP32 in
 //     shared memory, softmax in FP32, ALiBi bias when the op has it.
 //   Pool: one thread per (sequence, column), mean in double.
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <climits>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "kernels/backend.h"
@@ -68,6 +95,18 @@ void check_launch(const char* kernel) {
 void cublas_check(cublasStatus_t s, const char* what) {
   if (s == CUBLAS_STATUS_SUCCESS) return;
   std::string msg = std::string("cuBLAS: ") + what + ": status " + std::to_string(static_cast<int>(s));
+  if (s == CUBLAS_STATUS_ALLOC_FAILED) msg += " (out of device memory)";
+  if (s == CUBLAS_STATUS_EXECUTION_FAILED) msg += " (kernel launch failed)";
+  throw Error(msg);
+}
+
+const char* or_unknown(const char* s) { return s ? s : "unknown"; }
+
+void lt_check(cublasStatus_t s, const char* what) {
+  if (s == CUBLAS_STATUS_SUCCESS) return;
+  std::string msg = std::string("cuBLASLt: ") + what + ": " + or_unknown(cublasLtGetStatusName(s)) +
+                    " (status " + std::to_string(static_cast<int>(s)) + ": " +
+                    or_unknown(cublasLtGetStatusString(s)) + ")";
   if (s == CUBLAS_STATUS_ALLOC_FAILED) msg += " (out of device memory)";
   if (s == CUBLAS_STATUS_EXECUTION_FAILED) msg += " (kernel launch failed)";
   throw Error(msg);
@@ -131,28 +170,185 @@ struct DeviceBuffer {
   }
 };
 
+// --- cuBLASLt ------------------------------------------------------------------
+
+// Owns one of cuBLASLt's host-side objects (handle, descriptors).
+template <typename T, cublasStatus_t (*Destroy)(T)>
+class LtOwned {
+ public:
+  LtOwned() = default;
+  LtOwned(const LtOwned&) = delete;
+  LtOwned& operator=(const LtOwned&) = delete;
+  LtOwned(LtOwned&& o) noexcept : p_(o.p_) { o.p_ = nullptr; }
+  LtOwned& operator=(LtOwned&& o) noexcept {
+    if (this != &o) {
+      reset();
+      p_ = o.p_;
+      o.p_ = nullptr;
+    }
+    return *this;
+  }
+  ~LtOwned() { reset(); }
+  T get() const { return p_; }
+  T* put() {
+    reset();
+    return &p_;
+  }
+  void reset() {
+    if (p_) (void)Destroy(p_);
+    p_ = nullptr;
+  }
+
+ private:
+  T p_ = nullptr;
+};
+using LtHandle = LtOwned<cublasLtHandle_t, cublasLtDestroy>;
+using LtDesc = LtOwned<cublasLtMatmulDesc_t, cublasLtMatmulDescDestroy>;
+using LtLayout = LtOwned<cublasLtMatrixLayout_t, cublasLtMatrixLayoutDestroy>;
+using LtPref = LtOwned<cublasLtMatmulPreference_t, cublasLtMatmulPreferenceDestroy>;
+
+// One Linear product, row-major Y[T, N] = X[T, K] W, as cuBLASLt sees it
+// (column-major): C = Y^T [N, T] (ld N), B = X^T [K, T] (ld K), and
+//   F32: A = W as stored, [K, N] row-major = W^T [N, K] column-major (ld N), op N;
+//   S8:  A = the weight stored transposed, Wt [N, K] row-major = [K, N]
+//        column-major (ld K), op T (the "TN" form cuBLASLt's integer kernels
+//        want); C is int32.
+// The alignments (bytes, powers of two up to 256) of the A, B and C
+// pointers go into the heuristic's preferences: an algorithm it returns
+// then works on pointers aligned at least as much.
+enum class LtKind : int { F32 = 0, S8 = 1 };
+struct LtShape {
+  LtKind kind = LtKind::F32;
+  int64_t N = 0, T = 0, K = 0;
+  uint32_t align_a = 256, align_b = 256, align_c = 256;
+  bool operator<(const LtShape& o) const {
+    return std::tie(kind, N, T, K, align_a, align_b, align_c) <
+           std::tie(o.kind, o.N, o.T, o.K, o.align_a, o.align_b, o.align_c);
+  }
+};
+
+// The descriptors and the algorithm of one LtShape; found is false when
+// cublasLtMatmulAlgoGetHeuristic returned none (the caller falls back).
+struct LtPlan {
+  LtDesc desc;
+  LtLayout a, b, c;
+  bool found = false;
+  cublasLtMatmulAlgo_t algo{};
+  size_t workspace = 0;  // bytes the algorithm needs
+};
+
+uint32_t alignment_of(const void* p) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  uint32_t al = 256;
+  while (al > 1 && a % al != 0) al >>= 1;
+  return al;
+}
+
+void lt_layout(LtLayout& l, cudaDataType_t type, int64_t rows, int64_t cols, int64_t ld) {
+  lt_check(cublasLtMatrixLayoutCreate(l.put(), type, static_cast<uint64_t>(rows), static_cast<uint64_t>(cols), ld),
+           "cublasLtMatrixLayoutCreate");
+}
+
+LtPlan make_lt_plan(cublasLtHandle_t h, const LtShape& s, size_t max_workspace) {
+  LtPlan p;
+  const bool s8 = s.kind == LtKind::S8;
+  lt_check(cublasLtMatmulDescCreate(p.desc.put(), s8 ? CUBLAS_COMPUTE_32I : CUBLAS_COMPUTE_32F,
+                                    s8 ? CUDA_R_32I : CUDA_R_32F),
+           "cublasLtMatmulDescCreate");
+  const cublasOperation_t ta = s8 ? CUBLAS_OP_T : CUBLAS_OP_N, tb = CUBLAS_OP_N;
+  lt_check(cublasLtMatmulDescSetAttribute(p.desc.get(), CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)),
+           "cublasLtMatmulDescSetAttribute(TRANSA)");
+  lt_check(cublasLtMatmulDescSetAttribute(p.desc.get(), CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)),
+           "cublasLtMatmulDescSetAttribute(TRANSB)");
+  if (s8)
+    lt_layout(p.a, CUDA_R_8I, s.K, s.N, s.K);
+  else
+    lt_layout(p.a, CUDA_R_32F, s.N, s.K, s.N);
+  lt_layout(p.b, s8 ? CUDA_R_8I : CUDA_R_32F, s.K, s.T, s.K);
+  lt_layout(p.c, s8 ? CUDA_R_32I : CUDA_R_32F, s.N, s.T, s.N);
+
+  LtPref pref;
+  lt_check(cublasLtMatmulPreferenceCreate(pref.put()), "cublasLtMatmulPreferenceCreate");
+  const uint64_t ws = max_workspace;
+  lt_check(cublasLtMatmulPreferenceSetAttribute(pref.get(), CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)),
+           "cublasLtMatmulPreferenceSetAttribute(MAX_WORKSPACE_BYTES)");
+  const struct {
+    cublasLtMatmulPreferenceAttributes_t attr;
+    uint32_t bytes;
+    const char* what;
+  } aligns[] = {
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, s.align_a, "cublasLtMatmulPreferenceSetAttribute(MIN_ALIGNMENT_A_BYTES)"},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, s.align_b, "cublasLtMatmulPreferenceSetAttribute(MIN_ALIGNMENT_B_BYTES)"},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, s.align_c, "cublasLtMatmulPreferenceSetAttribute(MIN_ALIGNMENT_C_BYTES)"},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, s.align_c, "cublasLtMatmulPreferenceSetAttribute(MIN_ALIGNMENT_D_BYTES)"},
+  };
+  for (const auto& al : aligns)
+    lt_check(cublasLtMatmulPreferenceSetAttribute(pref.get(), al.attr, &al.bytes, sizeof(al.bytes)), al.what);
+
+  cublasLtMatmulHeuristicResult_t r{};
+  int n = 0;
+  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(h, p.desc.get(), p.a.get(), p.b.get(), p.c.get(),
+                                                           p.c.get(), pref.get(), 1, &r, &n);
+  // NOT_SUPPORTED: no heuristic for this configuration (e.g. a device
+  // without integer tensor cores); like no result, the caller falls back.
+  if (st == CUBLAS_STATUS_NOT_SUPPORTED) return p;
+  lt_check(st, "cublasLtMatmulAlgoGetHeuristic");
+  if (n > 0 && r.state == CUBLAS_STATUS_SUCCESS && r.workspaceSize <= max_workspace) {
+    p.found = true;
+    p.algo = r.algo;
+    p.workspace = r.workspaceSize;
+  }
+  return p;
+}
+
+// cuBLASLt's workspace limit: what NVIDIA recommends per device generation
+// (32 MiB from Hopper on, 4 MiB before). Taken from the scratch only as far
+// as the chosen algorithm needs it.
+size_t lt_max_workspace(int cc_major) { return (cc_major >= 9 ? 32u : 4u) << 20; }
+
+// At prepare time: whether cuBLASLt has an algorithm for an N x K Linear
+// (at 128 tokens, the pointer alignments the run will have at worst), with
+// a handle of its own (prepare() has no executor; a handle is cheap).
+bool lt_has_algorithm(LtKind kind, int64_t N, int64_t K) {
+  LtHandle h;
+  lt_check(cublasLtCreate(h.put()), "cublasLtCreate");
+  LtShape s;
+  s.kind = kind;
+  s.N = N;
+  s.T = 128;
+  s.K = K;
+  // S8: every operand is a cudaMalloc'd buffer (weights, scratch slots).
+  // F32: X is a value in the activation arena, aligned to its float only.
+  s.align_b = kind == LtKind::S8 ? 256 : 4;
+  return make_lt_plan(h.get(), s, lt_max_workspace(0)).found;
+}
+
 // --- executor ---------------------------------------------------------------
 
 class CudaExecutor : public Executor {
  public:
   CudaExecutor() : Executor(device_allocator()) {
     SPINEL_CU(cudaSetDevice(0));
-    SPINEL_CU(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    const cublasStatus_t s = cublasCreate(&blas_);
-    if (s != CUBLAS_STATUS_SUCCESS) {
-      (void)cudaStreamDestroy(stream_);
-      cublas_check(s, "cublasCreate");
+    try {
+      SPINEL_CU(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+      cublas_check(cublasCreate(&blas_), "cublasCreate");
+      cublas_check(cublasSetStream(blas_, stream_), "cublasSetStream");
+      // FP32 products in FP32 (no TF32 down-conversion): the tolerances of
+      // tests/unit/test_backend_ops.cpp assume float accumulation.
+      cublas_check(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+      lt_check(cublasLtCreate(lt_.put()), "cublasLtCreate");
+      int major = 0;
+      SPINEL_CU(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
+      lt_max_workspace_ = lt_max_workspace(major);
+    } catch (...) {
+      release();
+      throw;
     }
-    cublas_check(cublasSetStream(blas_, stream_), "cublasSetStream");
-    // FP32 products in FP32 (no TF32 down-conversion): the tolerances of
-    // tests/unit/test_backend_ops.cpp assume float accumulation.
-    cublas_check(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
   }
   ~CudaExecutor() override {
     (void)cudaStreamSynchronize(stream_);
     device_free(staging_);
-    (void)cublasDestroy(blas_);
-    (void)cudaStreamDestroy(stream_);
+    release();
   }
   void execute(const std::function<void()>& fn) override {
     fn();
@@ -211,10 +407,34 @@ class CudaExecutor : public Executor {
 
   cudaStream_t stream() const { return stream_; }
   cublasHandle_t blas() const { return blas_; }
+  cublasLtHandle_t lt() const { return lt_.get(); }
+
+  // The cuBLASLt plan of a shape, looked up once per executor (the
+  // heuristic's answer depends on the token count, so batches of new sizes
+  // add plans; the cache is dropped when it grows past kMaxPlans).
+  const LtPlan& lt_plan(const LtShape& s) {
+    const auto it = plans_.find(s);
+    if (it != plans_.end()) return it->second;
+    if (plans_.size() >= kMaxPlans) plans_.clear();
+    return plans_.emplace(s, make_lt_plan(lt_.get(), s, lt_max_workspace_)).first->second;
+  }
 
  private:
+  static constexpr size_t kMaxPlans = 4096;
+  void release() noexcept {
+    plans_.clear();
+    lt_.reset();
+    if (blas_) (void)cublasDestroy(blas_);
+    blas_ = nullptr;
+    if (stream_) (void)cudaStreamDestroy(stream_);
+    stream_ = nullptr;
+  }
+
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
+  LtHandle lt_;
+  size_t lt_max_workspace_ = 4u << 20;
+  std::map<LtShape, LtPlan> plans_;
   void* staging_ = nullptr;
   size_t staging_size_ = 0;
   std::vector<std::vector<float>> host_;
@@ -389,8 +609,17 @@ __device__ __forceinline__ float scaled_in(const float* r, const float* mul, int
   return mul ? __fmul_rn(r[k], mul[k]) : r[k];
 }
 
+// Where the quantizers write x[m, k]: xq[m * ld_m + k * ld_k], as u8, or
+// XOR flip: flip 0x80 writes the s8 value x - 128 (cuBLASLt's s8 x s8), 0
+// the u8 itself. Row-major is (K, 1); transposed, [K, M], is (1, M).
+struct QuantOut {
+  uint8_t* xq;
+  int64_t ld_m, ld_k;
+  uint8_t flip;
+};
+
 // Dynamic per-token u8 quantization (ref::quantize_rows_u8), one block per row.
-__global__ void quantize_rows_kernel(const float* x, int64_t K, uint8_t* xq, float* scale, int32_t* zp,
+__global__ void quantize_rows_kernel(const float* x, int64_t K, QuantOut o, float* scale, int32_t* zp,
                                      const float* mul) {
   __shared__ float lo_s[kThreads], hi_s[kThreads];
   __shared__ int fin_s[kThreads];
@@ -419,13 +648,13 @@ __global__ void quantize_rows_kernel(const float* x, int64_t K, uint8_t* xq, flo
   lo = lo_s[0];
   hi = hi_s[0];
   finite = fin_s[0];
-  uint8_t* q = xq + m * K;
+  uint8_t* q = o.xq + m * o.ld_m;
   if (!finite || !(hi > lo)) {
     if (threadIdx.x == 0) {
       scale[m] = finite ? 1.f : __int_as_float(0x7fc00000);
       zp[m] = 0;
     }
-    for (int64_t k = threadIdx.x; k < K; k += kThreads) q[k] = 0;
+    for (int64_t k = threadIdx.x; k < K; k += kThreads) q[k * o.ld_k] = o.flip;
     return;
   }
   const float s = __fdiv_rn(hi - lo, 255.f);
@@ -437,26 +666,27 @@ __global__ void quantize_rows_kernel(const float* x, int64_t K, uint8_t* xq, flo
   }
   for (int64_t k = threadIdx.x; k < K; k += kThreads) {
     const int32_t v = static_cast<int32_t>(rintf(__fmul_rn(scaled_in(r, mul, k), inv))) + z;
-    q[k] = static_cast<uint8_t>(min(max(v, 0), 255));
+    q[k * o.ld_k] = static_cast<uint8_t>(min(max(v, 0), 255)) ^ o.flip;
   }
 }
 
 // Static quantization (calibrated scale and zero point), one block per row.
-__global__ void quantize_rows_static_kernel(const float* x, int64_t K, float scale_in, int32_t zp_in,
-                                            uint8_t* xq, float* scale, int32_t* zp, const float* mul) {
+__global__ void quantize_rows_static_kernel(const float* x, int64_t K, float scale_in, int32_t zp_in, QuantOut o,
+                                            float* scale, int32_t* zp, const float* mul) {
   __shared__ int nan_s;
   const int64_t m = blockIdx.x;
   if (threadIdx.x == 0) nan_s = 0;
   __syncthreads();
   const float inv = __fdiv_rn(1.f, scale_in);
+  uint8_t* q = o.xq + m * o.ld_m;
   int nan = 0;
   for (int64_t k = threadIdx.x; k < K; k += kThreads) {
-    const float q = __fadd_rn(rintf(__fmul_rn(scaled_in(x + m * K, mul, k), inv)), static_cast<float>(zp_in));
-    if (q != q) {
+    const float v = __fadd_rn(rintf(__fmul_rn(scaled_in(x + m * K, mul, k), inv)), static_cast<float>(zp_in));
+    if (v != v) {
       nan = 1;
-      xq[m * K + k] = 0;
+      q[k * o.ld_k] = o.flip;
     } else {
-      xq[m * K + k] = static_cast<uint8_t>(fminf(fmaxf(q, 0.f), 255.f));
+      q[k * o.ld_k] = static_cast<uint8_t>(fminf(fmaxf(v, 0.f), 255.f)) ^ o.flip;
     }
   }
   if (nan) atomicOr(&nan_s, 1);
@@ -467,25 +697,84 @@ __global__ void quantize_rows_static_kernel(const float* x, int64_t K, float sca
   }
 }
 
-// The INT8 contract on dense s8 W [K, N]: one thread per (m, n).
-__global__ void linear_u8s8_kernel(const uint8_t* xq, int64_t M, int64_t K, const float* xs, const int32_t* xz,
-                                   const int8_t* W, const int32_t* wsum, int64_t N, const float* scale_w,
-                                   const float* bias, int post_act, int gelu_erf, const float* residual,
-                                   float* y) {
+// The INT8 contract's epilogue (kernels/int8.h) of output [m, n], from the
+// zero-point corrected accumulator corr = acc - zp[m] * wsum[n], shared by
+// every INT8 path so that they agree bit for bit.
+struct S8Epilogue {
+  const float* xs;       // [M] per-token scale
+  const int32_t* xz;     // [M] per-token zero point
+  const int32_t* wsum;   // [N] sum_k W[k][n]
+  const float* scale_w;  // [N]
+  const float* bias;     // [N] or null
+  int gelu_erf;          // GELU(erf): inside the contract, before the residual
+  int post_act;          // GELU(tanh) or tanh (Activation values), after it as on the other backends
+  const float* residual; // [M, N] or null
+};
+
+__device__ __forceinline__ float s8_output(const S8Epilogue& e, int32_t corr, int64_t m, int64_t n, int64_t N) {
+  float v = fmaf(static_cast<float>(corr), __fmul_rn(e.xs[m], e.scale_w[n]), e.bias ? e.bias[n] : 0.f);
+  if (e.gelu_erf) v = static_cast<float>(act_d(v, 1));
+  if (e.post_act) v = static_cast<float>(act_d(v, e.post_act));
+  if (e.residual) v = __fadd_rn(v, e.residual[m * N + n]);
+  return v;
+}
+
+// The INT8 contract on dense s8 weights, one thread per (m, n): the loop
+// kernel, for shapes and batches cuBLASLt does not take. W[k][n] is
+// W[k * w_k + n * w_n]: (N, 1) for W [K, N] as stored, (1, K) for the
+// transposed copy the cuBLASLt path keeps.
+__global__ void linear_u8s8_kernel(const uint8_t* xq, int64_t M, int64_t K, const int8_t* W, int64_t w_k,
+                                   int64_t w_n, int64_t N, S8Epilogue e, float* y) {
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= M * N) return;
   const int64_t m = idx / N, n = idx % N;
   const uint8_t* xr = xq + m * K;
+  const int8_t* wc = W + n * w_n;
   int32_t acc = 0;
-  for (int64_t k = 0; k < K; ++k) acc += static_cast<int32_t>(xr[k]) * static_cast<int32_t>(W[k * N + n]);
-  const int32_t corr = acc - xz[m] * wsum[n];
-  float v = fmaf(static_cast<float>(corr), __fmul_rn(xs[m], scale_w[n]), bias ? bias[n] : 0.f);
-  if (gelu_erf) v = static_cast<float>(act_d(v, 1));
-  // GELU(tanh) and tanh come after the contract's epilogue, as on the other
-  // backends, then the residual.
-  if (post_act) v = static_cast<float>(act_d(v, post_act));
-  if (residual) v = __fadd_rn(v, residual[idx]);
-  y[idx] = v;
+  for (int64_t k = 0; k < K; ++k) acc += static_cast<int32_t>(xr[k]) * static_cast<int32_t>(wc[k * w_k]);
+  y[idx] = s8_output(e, acc - e.xz[m] * e.wsum[n], m, n, N);
+}
+
+// After cuBLASLt's s8 x s8 product of the shifted activations,
+// acc[m, n] = sum_k (x[m][k] - 128) W[k][n] = acc_u8 - 128 wsum[n], so
+// corr = acc + (128 - zp[m]) wsum[n] (exact in int32). One thread per output.
+__global__ void s8_shifted_epilogue_kernel(const int32_t* acc, int64_t M, int64_t N, S8Epilogue e, float* y) {
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= M * N) return;
+  const int64_t m = idx / N, n = idx % N;
+  y[idx] = s8_output(e, acc[idx] + (128 - e.xz[m]) * e.wsum[n], m, n, N);
+}
+
+// The 4x1 block-sparse INT8 Linear. Block-row br (output channels 4br ..
+// 4br+3; channels past N are padding, never written) has the nonzero blocks
+// row_ptr[br] .. row_ptr[br+1]-1, block j at input channel kidx[j] with the
+// 4 weights w[j] (.x is channel 4br). xT is the quantized input transposed,
+// [K, M] u8. One thread per (token, block-row): lanes of a warp take 32
+// consecutive tokens of one block-row (coalesced xT bytes, broadcast
+// weights, one trip count); 4 exact int32 accumulators, then the epilogue.
+constexpr int kSpTokens = 32, kSpRows = 8;
+__global__ void spmm_u8s8_4x1_kernel(const uint8_t* xT, int64_t M, const int32_t* row_ptr, const int32_t* kidx,
+                                     const char4* w, int64_t block_rows, int64_t N, S8Epilogue e, float* y) {
+  const int64_t m = static_cast<int64_t>(blockIdx.x) * kSpTokens + threadIdx.x;
+  const int64_t br = static_cast<int64_t>(blockIdx.y) * kSpRows + threadIdx.y;
+  if (m >= M || br >= block_rows) return;
+  int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+  const int32_t end = row_ptr[br + 1];
+  for (int32_t j = row_ptr[br]; j < end; ++j) {
+    const int32_t x = xT[static_cast<int64_t>(kidx[j]) * M + m];
+    const char4 b = w[j];
+    a0 += x * static_cast<int32_t>(b.x);
+    a1 += x * static_cast<int32_t>(b.y);
+    a2 += x * static_cast<int32_t>(b.z);
+    a3 += x * static_cast<int32_t>(b.w);
+  }
+  const int32_t acc[4] = {a0, a1, a2, a3};
+  float* yr = y + m * N;
+#pragma unroll
+  for (int c = 0; c < 4; ++c) {
+    const int64_t n = 4 * br + c;
+    if (n < N) yr[n] = s8_output(e, acc[c] - e.xz[m] * e.wsum[n], m, n, N);
+  }
 }
 
 unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
@@ -493,13 +782,12 @@ unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1)
 // --- ops ---------------------------------------------------------------------
 
 struct CudaState : PreparedOp {
-  const char* name;
+  std::string name;
   std::string why_;
   std::vector<std::unique_ptr<DeviceBuffer>> bufs;  // by slot (null when unused)
-  std::unique_ptr<DeviceBuffer> wsum;               // INT8: sum_k W[k][n]
   std::unique_ptr<DeviceBuffer> slopes;             // ALiBi
   size_t bytes_ = 0;
-  explicit CudaState(const char* n) : name(n), bufs(slot::kCount) {}
+  explicit CudaState(std::string n) : name(std::move(n)), bufs(slot::kCount) {}
   std::string kernel() const override { return name; }
   std::string why() const override { return why_; }
   size_t bytes() const override { return bytes_; }
@@ -508,25 +796,39 @@ struct CudaState : PreparedOp {
     const auto& b = bufs[static_cast<size_t>(s)];
     return b ? b->get<T>() : nullptr;
   }
+  // A device copy of `v`, counted in bytes().
+  template <typename T>
+  std::unique_ptr<DeviceBuffer> put(const std::vector<T>& v) {
+    bytes_ += v.size() * sizeof(T);
+    return std::make_unique<DeviceBuffer>(v.data(), v.size() * sizeof(T));
+  }
 };
 
-// Uploads every weight slot the op has.
-std::unique_ptr<CudaState> upload(const PrepareArgs& a, const char* name) {
+void check_device() {
   if (!probe().empty()) throw Error("the cuda backend cannot prepare: " + probe());
   SPINEL_CU(cudaSetDevice(0));
-  auto st = std::make_unique<CudaState>(name);
+}
+
+// Uploads every weight slot the op has (but slot `skip`, when >= 0).
+void upload_slots(const PrepareArgs& a, CudaState& st, int skip = -1) {
   for (int s = 0; s < slot::kCount; ++s) {
     const void* d = a.weights.data[static_cast<size_t>(s)];
     const TensorInfo* t = a.weights.info[static_cast<size_t>(s)];
-    if (!d || !t) continue;
+    if (!d || !t || s == skip) continue;
     const size_t n = static_cast<size_t>(t->nbytes);
-    st->bufs[static_cast<size_t>(s)] = std::make_unique<DeviceBuffer>(d, n);
-    st->bytes_ += n;
+    st.bufs[static_cast<size_t>(s)] = std::make_unique<DeviceBuffer>(d, n);
+    st.bytes_ += n;
   }
+}
+
+std::unique_ptr<CudaState> upload(const PrepareArgs& a, const char* name) {
+  check_device();
+  auto st = std::make_unique<CudaState>(name);
+  upload_slots(a, *st);
   return st;
 }
 
-enum : int { kQuantX = 0, kQuantScale = 1, kQuantZp = 2, kGemm = 3 };
+enum : int { kQuantX = 0, kQuantScale = 1, kQuantZp = 2, kGemm = 3, kGated = 4, kLtWork = 5 };
 
 class EmbeddingOp : public OpImpl {
  public:
@@ -598,65 +900,238 @@ class PoolOp : public OpImpl {
   }
 };
 
+// How a prepared Linear runs (the kernel() names in the file comment).
+enum class LinearPath { F32Lt, F32Sgemm, S8Lt, S8Loop, S8Sparse };
+
+struct LinearState : CudaState {
+  LinearPath path = LinearPath::F32Sgemm;
+  int64_t K = 0, NW = 0;                 // weight rows and columns (NW = 2N when gated)
+  std::unique_ptr<DeviceBuffer> wsum;    // INT8: [NW] sum_k W[k][n]
+  std::unique_ptr<DeviceBuffer> wt;      // S8Lt: the weight transposed, [NW, K] s8
+  // S8Sparse, the 4x1 blocks (see spmm_u8s8_4x1_kernel): row_ptr [block_rows
+  // + 1], kidx [blocks] input channels, w [blocks] char4 weights.
+  std::unique_ptr<DeviceBuffer> row_ptr, kidx, w;
+  int64_t block_rows = 0;
+  LinearState() : CudaState("") {}
+};
+
+void lt_matmul(CudaExecutor& ex, Workspace& ws, const LtPlan& p, const void* alpha, const void* A, const void* B,
+               const void* beta, void* C) {
+  void* work = p.workspace ? ws.get(kLtWork, p.workspace) : nullptr;
+  lt_check(cublasLtMatmul(ex.lt(), p.desc.get(), alpha, A, p.a.get(), B, p.b.get(), beta, C, p.c.get(), C,
+                          p.c.get(), &p.algo, work, p.workspace, ex.stream()),
+           "cublasLtMatmul");
+}
+
+// Packs s8 W [K, NW] into 4x1 blocks per block-row (the last block-row is
+// padded with zero channels when NW is not a multiple of 4) and uploads them.
+void pack_sparse(const int8_t* W, int64_t K, int64_t NW, const std::string& op_name, LinearState& st) {
+  const int64_t block_rows = (NW + 3) / 4;
+  std::vector<int32_t> row_ptr(static_cast<size_t>(block_rows) + 1, 0), kidx;
+  std::vector<int8_t> w;  // 4 per block: channels 4br .. 4br+3
+  for (int64_t br = 0; br < block_rows; ++br) {
+    for (int64_t k = 0; k < K; ++k) {
+      int8_t b[4] = {0, 0, 0, 0};
+      bool nonzero = false;
+      for (int64_t c = 0; c < 4 && 4 * br + c < NW; ++c) {
+        b[c] = W[k * NW + 4 * br + c];
+        nonzero |= b[c] != 0;
+      }
+      if (!nonzero) continue;
+      if (kidx.size() >= static_cast<size_t>(INT32_MAX))
+        throw Error("cuda linear: op '" + op_name + "' has more than 2^31 nonzero 4x1 blocks");
+      kidx.push_back(static_cast<int32_t>(k));
+      w.insert(w.end(), b, b + 4);
+    }
+    row_ptr[static_cast<size_t>(br) + 1] = static_cast<int32_t>(kidx.size());
+  }
+  st.block_rows = block_rows;
+  st.row_ptr = st.put(row_ptr);
+  st.kidx = st.put(kidx);
+  st.w = st.put(w);
+  const double total = static_cast<double>(K) * static_cast<double>(block_rows);
+  char buf[160];
+  std::snprintf(buf, sizeof(buf), "4x1 block sparsity %.3f (%zu of %.0f blocks nonzero)",
+                total > 0 ? 1.0 - static_cast<double>(kidx.size()) / total : 0.0, kidx.size(), total);
+  st.why_ = std::string(buf) + "; our kernel (no documented cuSPARSE BSR path for u8 x s8 -> s32 on 4x1 blocks)";
+}
+
 class LinearOp : public OpImpl {
  public:
   std::unique_ptr<PreparedOp> prepare(const PrepareArgs& a) const override {
+    check_device();
     const Op& op = a.op;
-    if (op.precision == Precision::F32) return upload(a, "cublas_sgemm_f32+epilogue");
-    auto st = upload(a, op.precision == Precision::S8Dense ? "cuda_u8s8_dense_loop"
-                                                           : "cuda_u8s8_dense_loop(sparse weights)");
-    if (op.precision == Precision::S8Sparse)
-      st->why_ = "4x1 block sparsity not exploited on cuda yet: the s8 weights run dense";
-    // wsum[n] = sum_k W[k][n], exact in int32.
-    const int64_t K = a.in_width, N = linear_weight_cols(op, a.out_width);
+    const int64_t K = a.in_width, NW = linear_weight_cols(op, a.out_width);
+    const std::string shape = "K=" + std::to_string(K) + " N=" + std::to_string(NW);
+    auto st = std::make_unique<LinearState>();
+    st->K = K;
+    st->NW = NW;
+    if (op.precision == Precision::F32) {
+      upload_slots(a, *st);
+      if (K > 0 && NW > 0 && lt_has_algorithm(LtKind::F32, NW, K)) {
+        st->path = LinearPath::F32Lt;
+        st->name = "cublaslt_f32+epilogue";
+        st->why_ = "cuBLASLt FP32 (CUBLAS_COMPUTE_32F, no TF32); cublasSgemm for a batch it has no algorithm for";
+      } else {
+        st->path = LinearPath::F32Sgemm;
+        st->name = "cublas_sgemm_f32+epilogue";
+        st->why_ = "cublasLtMatmulAlgoGetHeuristic returned no FP32 algorithm for " + shape;
+      }
+      return st;
+    }
+
     const int8_t* W = a.weights.get<int8_t>(slot::kWeight);
     if (!W) throw Error("cuda linear: op '" + op.name + "' has no weight");
-    std::vector<int32_t> wsum(static_cast<size_t>(N), 0);
+    // wsum[n] = sum_k W[k][n], exact in int32.
+    std::vector<int32_t> wsum(static_cast<size_t>(NW), 0);
     for (int64_t k = 0; k < K; ++k)
-      for (int64_t n = 0; n < N; ++n) wsum[static_cast<size_t>(n)] += W[k * N + n];
-    st->wsum = std::make_unique<DeviceBuffer>(wsum.data(), wsum.size() * sizeof(int32_t));
-    st->bytes_ += wsum.size() * sizeof(int32_t);
+      for (int64_t n = 0; n < NW; ++n) wsum[static_cast<size_t>(n)] += W[k * NW + n];
+    st->wsum = st->put(wsum);
+
+    if (op.precision == Precision::S8Sparse) {
+      upload_slots(a, *st, slot::kWeight);  // the blocks replace the dense weight
+      pack_sparse(W, K, NW, op.name, *st);
+      st->path = LinearPath::S8Sparse;
+      st->name = "cuda_spmm_u8s8_4x1_32x8";
+      return st;
+    }
+
+    std::string why_not;
+    if (K <= 0 || NW <= 0 || K % 4 != 0 || NW % 4 != 0)
+      why_not = shape + ": cuBLASLt's int8 matmul needs K and N to be multiples of 4";
+    else if (!lt_has_algorithm(LtKind::S8, NW, K))
+      why_not = "cublasLtMatmulAlgoGetHeuristic returned no s8 x s8 -> s32 algorithm for " + shape;
+    if (!why_not.empty()) {
+      upload_slots(a, *st);
+      st->path = LinearPath::S8Loop;
+      st->name = "cuda_u8s8_dense_loop";
+      st->why_ = why_not;
+      return st;
+    }
+    upload_slots(a, *st, slot::kWeight);  // the transposed copy replaces it
+    std::vector<int8_t> wt(static_cast<size_t>(K * NW));
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t n = 0; n < NW; ++n) wt[static_cast<size_t>(n * K + k)] = W[k * NW + n];
+    st->wt = st->put(wt);
+    st->path = LinearPath::S8Lt;
+    st->name = "cublaslt_s8s8s32+epilogue";
+    st->why_ =
+        "cuBLASLt int8 (u8 activations shifted to s8, 128 * wsum folded back); cuda_u8s8_dense_loop for a batch "
+        "it has no algorithm for";
     return st;
   }
 
   void run(const Op& op, const PreparedOp& ps, const OpIO& io, RunContext& ctx) const override {
-    const auto& st = static_cast<const CudaState&>(ps);
+    const auto& st = static_cast<const LinearState&>(ps);
     CudaExecutor& ex = cuda_exec(ctx);
     const int64_t T = io.in_rows, K = io.in_width;
-    if (T == 0) return;
+    const int64_t NW = linear_weight_cols(op, io.out_width);
+    if (K != st.K || NW != st.NW)
+      throw Error("cuda linear: op '" + op.name + "' was prepared for K=" + std::to_string(st.K) + " N=" +
+                  std::to_string(st.NW) + ", run with K=" + std::to_string(K) + " N=" + std::to_string(NW));
+    if (T == 0 || NW == 0) return;
     const bool gated = op.gate != Gate::None;
-    const int64_t N = linear_weight_cols(op, io.out_width);
-    float* y = gated ? ctx.ws.get<float>(kGemm + 1, static_cast<size_t>(T * N)) : io.out;
+    float* y = gated ? ctx.ws.get<float>(kGated, static_cast<size_t>(T * NW)) : io.out;
     const float* residual = gated ? nullptr : io.in1;
     const float* bias = st.get<float>(slot::kBias);
-    if (op.precision == Precision::F32) {
-      // Row-major Y[T,N] = X[T,K] W[K,N] is column-major Y^T = W^T X^T.
-      float* acc = ctx.ws.get<float>(kGemm, static_cast<size_t>(T * N));
+
+    if (st.path == LinearPath::F32Lt || st.path == LinearPath::F32Sgemm) {
+      float* acc = ctx.ws.get<float>(kGemm, static_cast<size_t>(T * NW));
+      const float* W = st.get<float>(slot::kWeight);
       const float one = 1.f, zero = 0.f;
-      cublas_check(cublasSgemm(ex.blas(), CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(N), static_cast<int>(T),
-                               static_cast<int>(K), &one, st.get<float>(slot::kWeight), static_cast<int>(N),
-                               io.in0, static_cast<int>(K), &zero, acc, static_cast<int>(N)),
-                   "cublasSgemm");
-      linear_epilogue_kernel<<<blocks_for(T * N), kThreads, 0, ex.stream()>>>(
-          acc, bias, static_cast<int>(op.act), residual, T, N, y);
+      bool done = false;
+      if (st.path == LinearPath::F32Lt) {
+        LtShape sh;
+        sh.kind = LtKind::F32;
+        sh.N = NW;
+        sh.T = T;
+        sh.K = K;
+        sh.align_a = alignment_of(W);
+        sh.align_b = alignment_of(io.in0);
+        sh.align_c = alignment_of(acc);
+        const LtPlan& p = ex.lt_plan(sh);
+        if (p.found) {
+          lt_matmul(ex, ctx.ws, p, &one, W, io.in0, &zero, acc);
+          done = true;
+        }
+      }
+      if (!done)
+        // Row-major Y[T,N] = X[T,K] W[K,N] is column-major Y^T = W^T X^T.
+        cublas_check(cublasSgemm(ex.blas(), CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(NW), static_cast<int>(T),
+                                 static_cast<int>(K), &one, W, static_cast<int>(NW), io.in0, static_cast<int>(K),
+                                 &zero, acc, static_cast<int>(NW)),
+                     "cublasSgemm");
+      linear_epilogue_kernel<<<blocks_for(T * NW), kThreads, 0, ex.stream()>>>(
+          acc, bias, static_cast<int>(op.act), residual, T, NW, y);
       check_launch("linear_epilogue_kernel");
     } else {
       uint8_t* xq = ctx.ws.get<uint8_t>(kQuantX, static_cast<size_t>(T * K));
       float* xs = ctx.ws.get<float>(kQuantScale, static_cast<size_t>(T));
       int32_t* xz = ctx.ws.get<int32_t>(kQuantZp, static_cast<size_t>(T));
+      const LtPlan* plan = nullptr;
+      int32_t* acc = nullptr;
+      if (st.path == LinearPath::S8Lt) {
+        acc = ctx.ws.get<int32_t>(kGemm, static_cast<size_t>(T * NW));
+        LtShape sh;
+        sh.kind = LtKind::S8;
+        sh.N = NW;
+        sh.T = T;
+        sh.K = K;
+        sh.align_a = alignment_of(st.wt->p);
+        sh.align_b = alignment_of(xq);
+        sh.align_c = alignment_of(acc);
+        const LtPlan& p = ex.lt_plan(sh);
+        if (p.found) plan = &p;
+      }
+      // cuBLASLt reads s8 (x - 128); the sparse kernel reads x transposed.
+      QuantOut qo{xq, K, 1, 0};
+      if (plan) qo.flip = 0x80;
+      if (st.path == LinearPath::S8Sparse) {
+        qo.ld_m = 1;
+        qo.ld_k = T;
+      }
       if (op.act_scale > 0.f)
         quantize_rows_static_kernel<<<static_cast<unsigned>(T), kThreads, 0, ex.stream()>>>(
-            io.in0, K, op.act_scale, op.act_zp, xq, xs, xz, st.get<float>(slot::kInScale));
+            io.in0, K, op.act_scale, op.act_zp, qo, xs, xz, st.get<float>(slot::kInScale));
       else
         quantize_rows_kernel<<<static_cast<unsigned>(T), kThreads, 0, ex.stream()>>>(
-            io.in0, K, xq, xs, xz, st.get<float>(slot::kInScale));
+            io.in0, K, qo, xs, xz, st.get<float>(slot::kInScale));
       check_launch("quantize_rows_kernel");
+
       const bool after = op.act == Activation::GeluTanh || op.act == Activation::Tanh;
-      linear_u8s8_kernel<<<blocks_for(T * N), kThreads, 0, ex.stream()>>>(
-          xq, T, K, xs, xz, st.get<int8_t>(slot::kWeight), st.wsum->get<int32_t>(), N,
-          st.get<float>(slot::kWeightScale), bias, after ? static_cast<int>(op.act) : 0,
-          op.act == Activation::GeluErf ? 1 : 0, residual, y);
-      check_launch("linear_u8s8_kernel");
+      S8Epilogue e;
+      e.xs = xs;
+      e.xz = xz;
+      e.wsum = st.wsum->get<int32_t>();
+      e.scale_w = st.get<float>(slot::kWeightScale);
+      e.bias = bias;
+      e.gelu_erf = op.act == Activation::GeluErf ? 1 : 0;
+      e.post_act = after ? static_cast<int>(op.act) : 0;
+      e.residual = residual;
+      if (plan) {
+        const int32_t one = 1, zero = 0;
+        lt_matmul(ex, ctx.ws, *plan, &one, st.wt->p, xq, &zero, acc);
+        s8_shifted_epilogue_kernel<<<blocks_for(T * NW), kThreads, 0, ex.stream()>>>(acc, T, NW, e, y);
+        check_launch("s8_shifted_epilogue_kernel");
+      } else if (st.path == LinearPath::S8Sparse) {
+        const int64_t gy = (st.block_rows + kSpRows - 1) / kSpRows;
+        if (gy > 65535)
+          throw Error("cuda linear: op '" + op.name + "' has " + std::to_string(st.block_rows) +
+                      " block-rows, more than the sparse kernel's grid takes (" + std::to_string(65535 * kSpRows) + ")");
+        const dim3 grid(static_cast<unsigned>((T + kSpTokens - 1) / kSpTokens), static_cast<unsigned>(gy));
+        spmm_u8s8_4x1_kernel<<<grid, dim3(kSpTokens, kSpRows), 0, ex.stream()>>>(
+            xq, T, st.row_ptr->get<int32_t>(), st.kidx->get<int32_t>(), st.w->get<char4>(), st.block_rows, NW, e,
+            y);
+        check_launch("spmm_u8s8_4x1_kernel");
+      } else {
+        // The loop: on W [K, NW] as stored (S8Loop), or on the transposed copy
+        // (S8Lt for a batch cuBLASLt has no algorithm for).
+        const bool t = st.path == LinearPath::S8Lt;
+        const int8_t* W = t ? st.wt->get<int8_t>() : st.get<int8_t>(slot::kWeight);
+        linear_u8s8_kernel<<<blocks_for(T * NW), kThreads, 0, ex.stream()>>>(
+            xq, T, K, W, t ? 1 : NW, t ? K : 1, NW, e, y);
+        check_launch("linear_u8s8_kernel");
+      }
     }
     if (gated) {
       gate_kernel<<<blocks_for(T * io.out_width), kThreads, 0, ex.stream()>>>(y, T, io.out_width, io.in1, io.out);

@@ -63,10 +63,12 @@ constexpr bool kSanitized = false;
 // The cuda backend (when a device is present) is held to the same rows: its
 // embedding/LayerNorm statistics are double (as the reference), attention
 // uses float dot products, expf and float sums (as cpu), the FP32 Linear is
-// cuBLAS SGEMM with FP32 math (no TF32; float accumulation as oneDNN) and a
-// double epilogue, and its INT8 kernels implement the contract of
-// kernels/int8.h exactly (int32 accumulation, __fmul_rn/fmaf dequantization,
-// GELU/tanh in double as the reference), so "linear_s8" stays bit-exact.
+// cuBLASLt (or cuBLAS SGEMM) with FP32 math (no TF32; float accumulation as
+// oneDNN) and a double epilogue, and its INT8 paths (cuBLASLt s8 x s8 with the
+// u8 shift folded back, the dense loop, the 4x1 sparse kernel) implement the
+// contract of kernels/int8.h exactly (int32 accumulation, __fmul_rn/fmaf
+// dequantization, GELU/tanh in double as the reference), so "linear_s8" stays
+// bit-exact. S8Dense shapes with K or N not a multiple of 4 take the loop.
 struct Tolerance {
   const char* key;
   double rel, abs;
