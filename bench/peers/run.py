@@ -103,6 +103,12 @@ MODELS = {
                                  "--save-hf", "work/peers/bert-large-90/hf",
                                  "-o", "work/peers/bert-large-90/model.onnx"],
                           onnx="work/peers/bert-large-90/model.onnx", hf="work/peers/bert-large-90/hf"),
+    # A dense (unpruned) randomly initialised BERT-base: dense INT8 against the peers' dense INT8.
+    "bert-base": dict(seq=128, pruned=False, kind="text",
+                      build=[".venv/bin/python", "tools/prune_bert.py", "--random-config", "bert-base", "--seed",
+                             "0", "--sparsity", "0", "--scope", "per-layer", "--opset", "17",
+                             "--save-hf", "work/peers/bert-base/hf", "-o", "work/peers/bert-base/model.onnx"],
+                      onnx="work/peers/bert-base/model.onnx", hf="work/peers/bert-base/hf"),
     # The same BERT-base 90% file at seq 384 (its own folder: conversions and calibration at 384).
     "bert-base-90-384": dict(seq=384, pruned=True, kind="text",
                              build=[".venv/bin/python", "tools/prune_bert.py", "--random-config", "bert-base",
