@@ -26,6 +26,9 @@
 namespace spinel {
 namespace {
 
+// Runs of at most this many tokens do not use the Linear chain (see run).
+constexpr int64_t kChainMinTokens = 16;
+
 namespace k = kernels;
 
 // Workspace slots of this backend.
@@ -273,9 +276,14 @@ class LinearCpu : public OpImpl {
     }
     float* xs = ctx.ws.get<float>(kQuantScale, static_cast<size_t>(T));
     int32_t* xz = ctx.ws.get<int32_t>(kQuantZp, static_cast<size_t>(T));
-    // The Linear chain (select.h), unless this run must write every value.
-    const bool chain_in = st.chain_in && !ctx.keep_values;
-    const bool chain_out = st.chain_out && !ctx.keep_values;
+    // The Linear chain (select.h), unless this run must write every value, or
+    // the run has at most 16 tokens: its blocked layout is 64 tokens wide, so
+    // one token vector would write and convert 4x the values (measured on
+    // BERT-base 90% INT8: 12% slower at 16 tokens chained, equal at 24, 4-13%
+    // faster from 32). Both Linears of a pair see the same T.
+    const bool chain_ok = !ctx.keep_values && T > kChainMinTokens;
+    const bool chain_in = st.chain_in && chain_ok;
+    const bool chain_out = st.chain_out && chain_ok;
     const size_t blocked = static_cast<size_t>((T + 63) / 64 * 64);
     uint8_t* xq = nullptr;
     if (chain_in) {

@@ -274,6 +274,37 @@ namespace {
 void interleave_block_u8_zmm(const uint8_t* x, int64_t M, int64_t K, int64_t ldx, int64_t m_begin,
                              int /*lanes: 4*/, uint8_t* out) {
   constexpr int64_t B = 64;
+  if (M - m_begin <= 16) {
+    // One token vector (a short input, or a tail block): only slots 0..3 of
+    // each lane hold tokens (slot i of lane l: token m_begin + 4 l + i), the
+    // rest is zero. One transpose of the 16 token rows per 64 channels, then
+    // per channel a permute that spreads its 16 bytes (4 tokens per lane)
+    // and zeroes the rest: a quarter of the general path's shuffles and one
+    // 64-byte store per channel instead of four 16-byte ones.
+    const uint8_t* rows[16];
+    bool valid[16];
+    for (int s = 0; s < 16; ++s) {
+      valid[s] = m_begin + s < M;
+      rows[s] = valid[s] ? x + (m_begin + s) * ldx : nullptr;
+    }
+    __m512i spread[4];
+    for (int L = 0; L < 4; ++L)
+      spread[L] = _mm512_setr_epi32(4 * L, 0, 0, 0, 4 * L + 1, 0, 0, 0, 4 * L + 2, 0, 0, 0, 4 * L + 3, 0, 0, 0);
+    for (int64_t k = 0; k < K; k += 64) {
+      const int64_t kn = K - k < 64 ? K - k : 64;
+      const __mmask64 km = kn == 64 ? ~__mmask64{0} : (__mmask64{1} << kn) - 1;
+      __m512i in[16], tr[16];
+      for (int s = 0; s < 16; ++s)
+        in[s] = valid[s] ? _mm512_maskz_loadu_epi8(km, rows[s] + k) : _mm512_setzero_si512();
+      transpose16x16_u8_x4(in, tr);
+      // tr[j], lane L: channel k + 16 L + j, tokens in slot order.
+      for (int L = 0; L < 4; ++L)
+        for (int j = 0; j < 16 && 16 * L + j < kn; ++j)
+          _mm512_storeu_si512(out + (k + 16 * L + j) * B,
+                             _mm512_maskz_permutexvar_epi32(0x1111, spread[L], tr[j]));
+    }
+    return;
+  }
   for (int l = 0; l < 4; ++l) {
     // Slot s = 4 r + i of lane l holds token m_begin + 16 r + 4 l + i.
     const uint8_t* rows[16];

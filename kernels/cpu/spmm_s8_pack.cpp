@@ -18,6 +18,7 @@
 #include <emmintrin.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -223,19 +224,30 @@ struct FreeDeleter {
   void operator()(void* p) const { std::free(p); }
 };
 
-// Per calling thread, grows only: the interleaved activations of one call.
-uint8_t* thread_workspace(size_t bytes) {
-  thread_local std::unique_ptr<void, FreeDeleter> buf;
-  thread_local size_t capacity = 0;
-  if (bytes > capacity) {
+// Per thread, grows only: the interleaved activations of the token block
+// this thread's work items read (see run_spmm), and which call and block they
+// are (calls are numbered process-wide, so a thread never mistakes another
+// call's block for its own).
+struct ThreadBlock {
+  std::unique_ptr<void, FreeDeleter> buf;
+  size_t capacity = 0;
+  uint64_t call = 0;  // 0: none yet
+  int64_t block = -1;
+};
+
+uint8_t* thread_block(ThreadBlock& tb, size_t bytes) {
+  if (bytes > tb.capacity) {
     const size_t size = (bytes + 4095) / 4096 * 4096;
     void* p = std::aligned_alloc(64, size);
     if (!p) throw std::bad_alloc();
-    buf.reset(p);
-    capacity = size;
+    tb.buf.reset(p);
+    tb.capacity = size;
+    tb.call = 0;
   }
-  return static_cast<uint8_t*>(buf.get());
+  return static_cast<uint8_t*>(tb.buf.get());
 }
+
+std::atomic<uint64_t> g_spmm_calls{0};
 
 // Work items: (token block, range of block-rows). Enough items for the
 // arena's threads to balance, few enough that each streams a good share of
@@ -273,25 +285,16 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
   QEpilogue e = ep;
   if (e.residual && e.ld_residual == 0) e.ld_residual = w.N;
 
-  const uint8_t* xt = x;
-  if (cfg.lanes > 0 && !x_blocked) {
-    uint8_t* buf = thread_workspace(static_cast<size_t>(nblocks * K * B));
-    // Work items of (token block, 256 input channels): with one block (up to
-    // 64 tokens, a single short sentence) a whole-block item left every
-    // other thread waiting (29% of a 16-token call, on one thread).
-    constexpr int64_t kKChunk = 256;
-    const int64_t kchunks = (K + kKChunk - 1) / kKChunk;
-    tbb::parallel_for(
-        tbb::blocked_range<int64_t>(0, nblocks * kchunks), [&](const tbb::blocked_range<int64_t>& r) {
-          for (int64_t i = r.begin(); i < r.end(); ++i) {
-            const int64_t b = i / kchunks, k0 = (i % kchunks) * kKChunk;
-            const int64_t kc = std::min(kKChunk, K - k0);
-            cfg.interleave(x + k0, M, kc, ldx, b * B, cfg.lanes, buf + b * K * B + k0 * B);
-          }
-        });
-    xt = buf;
-  }
-
+  // The activations of a token block, in the kernel's layout, are built by
+  // each thread that runs one of the block's items, into its own buffer, the
+  // first time it needs them in this call: no separate parallel pass (and its
+  // join) before the kernel, and no item reads rows another core just wrote.
+  // The static partition gives each thread contiguous items, which are
+  // block-major, so a block is built once per thread that works on it (with
+  // one block, up to 64 tokens, by both threads: a few microseconds, less
+  // than the other core's lines would cost to fetch).
+  const bool interleave = cfg.lanes > 0 && !x_blocked;
+  const uint64_t call = interleave ? g_spmm_calls.fetch_add(1, std::memory_order_relaxed) + 1 : 0;
   const WorkSplit split = work_split(nbr, nblocks);
   const int64_t br_per = split.br_per, br_chunks = split.br_chunks;
   const int64_t items = nblocks * br_chunks;
@@ -302,7 +305,18 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
     t.w = &w;
     t.m0 = b * B;
     t.mc = std::min(B, M - t.m0);
-    t.x = cfg.lanes > 0 ? xt + b * K * B : x + t.m0 * ldx;
+    if (interleave) {
+      thread_local ThreadBlock tb;
+      uint8_t* buf = thread_block(tb, static_cast<size_t>(K * B));
+      if (tb.call != call || tb.block != b) {
+        cfg.interleave(x, M, K, ldx, b * B, cfg.lanes, buf);
+        tb.call = call;
+        tb.block = b;
+      }
+      t.x = buf;
+    } else {
+      t.x = cfg.lanes > 0 ? x + b * K * B : x + t.m0 * ldx;
+    }
     t.ldx = ldx;
     t.br0 = c * br_per;
     t.br1 = std::min(nbr, t.br0 + br_per);
@@ -319,10 +333,38 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
     body(0);
     return;
   }
+  // One piece of contiguous items per thread, balanced by estimated cost
+  // rather than by count: a block of fewer tokens runs fewer token vectors
+  // (NT = ceil(tokens / 16) of B / 16), and an item costs about 1 + NT per
+  // group (the loads and unpacks, then NT vpdpbusd per channel). Equal
+  // counts left a thread with a short last block idle: at 80 tokens (64 +
+  // 16) one thread had 4 items of 64 tokens, the other 4 of 16.
+  const int64_t pieces = std::min<int64_t>(items, tbb::this_task_arena::max_concurrency());
+  const int64_t vecs = B / 16 > 0 ? B / 16 : 1;
+  auto cost = [&](int64_t item) {
+    const int64_t b = item / br_chunks, mc = std::min(B, M - b * B);
+    return 1 + std::min<int64_t>(vecs, (mc + 15) / 16);
+  };
+  int64_t total = 0;
+  for (int64_t i = 0; i < items; ++i) total += cost(i);
+  // first[p]: the first item of piece p (the item boundary nearest to the
+  // piece's share of the total).
+  std::vector<int64_t> first(static_cast<size_t>(pieces + 1), items);
+  first[0] = 0;
+  {
+    int64_t acc = 0, i = 0;
+    for (int64_t p = 1; p < pieces; ++p) {
+      const int64_t target = total * p / pieces;
+      while (i < items && acc + cost(i) <= target) acc += cost(i++);
+      if (i < items && target - acc > acc + cost(i) - target) acc += cost(i++);
+      first[static_cast<size_t>(p)] = std::max(i, first[static_cast<size_t>(p - 1)]);
+    }
+  }
   tbb::parallel_for(
-      tbb::blocked_range<int64_t>(0, items),
+      tbb::blocked_range<int64_t>(0, pieces, 1),
       [&](const tbb::blocked_range<int64_t>& r) {
-        for (int64_t i = r.begin(); i < r.end(); ++i) body(i);
+        for (int64_t p = r.begin(); p < r.end(); ++p)
+          for (int64_t i = first[static_cast<size_t>(p)]; i < first[static_cast<size_t>(p + 1)]; ++i) body(i);
       },
       tbb::static_partitioner());
 }

@@ -204,6 +204,30 @@ TEST_CASE("pack_s8_sparse: layout, counts and rejected shapes") {
   CHECK_THROWS_AS(sk::pack_s8_sparse(W.data(), 0, 8, sw.data(), nullptr), std::invalid_argument);
 }
 
+TEST_CASE("interleave_block_u8_zmm: the generic interleave's bytes, short blocks included") {
+  if (!sk::cpu_supports(Isa::Avx512Vnni)) {
+    MESSAGE("no AVX-512 VNNI here: the zmm interleave cannot run (the generic one is the path)");
+    return;
+  }
+  uint32_t seed = 7;
+  // Blocks of 1..16 tokens take the one-vector path; 17+ the general one.
+  for (int64_t M : {1, 3, 4, 5, 15, 16, 17, 31, 64, 65, 80, 100, 129})
+    for (int64_t K : {1, 4, 15, 16, 63, 64, 65, 130, 300}) {
+      const int64_t ldx = K + (seed++ % 3) * 7;
+      const auto x = make_input(M, ldx, seed * 13);
+      for (int64_t m_begin = 0; m_begin < M; m_begin += 64) {
+        CAPTURE(M);
+        CAPTURE(K);
+        CAPTURE(m_begin);
+        std::vector<uint8_t> ref(static_cast<size_t>(K * 64), 0xEE), got(static_cast<size_t>(K * 64 + 64), 0xEE);
+        uint8_t* g = got.data() + (64 - reinterpret_cast<uintptr_t>(got.data()) % 64) % 64;
+        sk::qgemm_detail::interleave_block_u8(x.data(), M, K, ldx, m_begin, 4, ref.data());
+        sk::qgemm_detail::interleave_block_u8_zmm(x.data(), M, K, ldx, m_begin, 4, g);
+        CHECK(std::memcmp(ref.data(), g, ref.size()) == 0);
+      }
+    }
+}
+
 TEST_CASE("spmm_u8s8_acc: exact int32 on every ISA, 1 and 2 threads") {
   const auto isas = runnable_isas();
   uint32_t seed = 1;
