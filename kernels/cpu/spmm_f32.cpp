@@ -21,6 +21,7 @@
 #include <tbb/task_arena.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <limits>
@@ -111,20 +112,30 @@ struct FreeDeleter {
   void operator()(void* p) const { std::free(p); }
 };
 
-// Per calling thread, grows only: the packed activations of one call.
-float* thread_workspace(size_t floats) {
-  thread_local std::unique_ptr<void, FreeDeleter> buf;
-  thread_local size_t capacity = 0;
+// Per thread, grows only: the packed activations of the token block this
+// thread's work items read (see spmm_f32_with), and which call and block
+// they are (calls are numbered process-wide).
+struct ThreadBlock {
+  std::unique_ptr<void, FreeDeleter> buf;
+  size_t capacity = 0;
+  uint64_t call = 0;  // 0: none yet
+  int64_t block = -1;
+};
+
+float* thread_block(ThreadBlock& tb, size_t floats) {
   const size_t bytes = floats * sizeof(float);
-  if (bytes > capacity) {
+  if (bytes > tb.capacity) {
     const size_t size = (bytes + 4095) / 4096 * 4096;
     void* p = std::aligned_alloc(64, size);
     if (!p) throw std::bad_alloc();
-    buf.reset(p);
-    capacity = size;
+    tb.buf.reset(p);
+    tb.capacity = size;
+    tb.call = 0;
   }
-  return static_cast<float*>(buf.get());
+  return static_cast<float*>(tb.buf.get());
 }
+
+std::atomic<uint64_t> g_spmm_f32_calls{0};
 
 // Estimated cost of block-rows [0, br): nonzero blocks plus the epilogue and
 // loop overhead of each block-row (in blocks).
@@ -169,12 +180,8 @@ void spmm_f32_with(const Kernel& kern, const PackedF32Sparse& w, const float* x,
   const int64_t B = kern.token_block, L = kern.lanes;
   const int64_t nblocks = (M + B - 1) / B;
   const int64_t block_floats = K * B;
-  float* xb = thread_workspace(static_cast<size_t>(nblocks * block_floats));
   auto block_tokens = [&](int64_t b) { return std::min(B, M - b * B); };
   auto block_ld = [&](int64_t b) { return (block_tokens(b) + L - 1) / L * L; };
-  auto pack_block = [&](int64_t b) {
-    kern.pack(x + b * B * ldx, ldx, block_tokens(b), K, xb + b * block_floats, block_ld(b));
-  };
 
   const int64_t threads = tbb::this_task_arena::max_concurrency();
   // Enough items for the threads to balance, few enough that each streams a
@@ -184,43 +191,65 @@ void spmm_f32_with(const Kernel& kern, const PackedF32Sparse& w, const float* x,
   chunks = std::min(chunks, w.nbr);
   const int64_t items = nblocks * chunks;
 
+  // Each thread packs the token blocks its items read, into its own buffer,
+  // the first time it needs one in this call (as the INT8 kernel,
+  // spmm_s8_pack.cpp): no separate packing pass and join, no packed rows
+  // read from the other core's cache; with one block every thread packs it.
+  const uint64_t call = g_spmm_f32_calls.fetch_add(1, std::memory_order_relaxed) + 1;
   auto body = [&](int64_t item) {
     const int64_t b = item / chunks, c = item % chunks;
     Tile t;
     t.w = &w;
-    t.xb = xb + b * block_floats;
+    t.br0 = chunk_start(w, c, chunks);
+    t.br1 = chunk_start(w, c + 1, chunks);
+    if (t.br1 <= t.br0) return;
+    thread_local ThreadBlock tb;
+    float* xb = thread_block(tb, static_cast<size_t>(block_floats));
+    if (tb.call != call || tb.block != b) {
+      kern.pack(x + b * B * ldx, ldx, block_tokens(b), K, xb, block_ld(b));
+      tb.call = call;
+      tb.block = b;
+    }
+    t.xb = xb;
     t.ldb = block_ld(b);
     t.m0 = b * B;
     t.mc = block_tokens(b);
-    t.br0 = chunk_start(w, c, chunks);
-    t.br1 = chunk_start(w, c + 1, chunks);
     t.act = ep.act;
     t.act_fn = act_fn;
     t.residual = ep.residual;
     t.ld_residual = ldr;
     t.y = y;
     t.ldy = ldy;
-    if (t.br1 > t.br0) kern.tile(t);
+    kern.tile(t);
   };
 
   if (threads <= 1 || items == 1) {
-    for (int64_t b = 0; b < nblocks; ++b) pack_block(b);
     for (int64_t i = 0; i < items; ++i) body(i);
     return;
   }
-  if (nblocks > 1)
-    tbb::parallel_for(
-        tbb::blocked_range<int64_t>(0, nblocks),
-        [&](const tbb::blocked_range<int64_t>& r) {
-          for (int64_t b = r.begin(); b < r.end(); ++b) pack_block(b);
-        },
-        tbb::static_partitioner());
-  else
-    pack_block(0);
+  // One piece of contiguous items per thread, balanced by estimated cost (a
+  // block's vectors of L tokens, plus one for the loads of each block),
+  // not by count: a short last block left a thread idle.
+  const int64_t pieces = std::min<int64_t>(items, threads);
+  auto cost = [&](int64_t item) { return 1 + block_ld(item / chunks) / L; };
+  int64_t total = 0;
+  for (int64_t i = 0; i < items; ++i) total += cost(i);
+  std::vector<int64_t> first(static_cast<size_t>(pieces + 1), items);
+  first[0] = 0;
+  {
+    int64_t acc = 0, i = 0;
+    for (int64_t p = 1; p < pieces; ++p) {
+      const int64_t goal = total * p / pieces;
+      while (i < items && acc + cost(i) <= goal) acc += cost(i++);
+      if (i < items && goal - acc > acc + cost(i) - goal) acc += cost(i++);
+      first[static_cast<size_t>(p)] = std::max(i, first[static_cast<size_t>(p - 1)]);
+    }
+  }
   tbb::parallel_for(
-      tbb::blocked_range<int64_t>(0, items),
+      tbb::blocked_range<int64_t>(0, pieces, 1),
       [&](const tbb::blocked_range<int64_t>& r) {
-        for (int64_t i = r.begin(); i < r.end(); ++i) body(i);
+        for (int64_t p = r.begin(); p < r.end(); ++p)
+          for (int64_t i = first[static_cast<size_t>(p)]; i < first[static_cast<size_t>(p + 1)]; ++i) body(i);
       },
       tbb::static_partitioner());
 }
