@@ -52,8 +52,11 @@ void quantize_rows_u8_static(const float* x, int64_t M, int64_t K, float scale, 
 //
 //   group_ptr [N/4 + 1]  groups of block-row br: group_ptr[br] .. group_ptr[br+1]-1
 //   kidx      [groups*4] input channel of each block of each group
-//   koff64    [groups*4] the same times 64, the AVX-512 kernel's row offsets (no
-//                         index arithmetic in its inner loop)
+//   koff8     [groups*4] uint16: kidx times 8 when K <= 8192 (else empty), the
+//                         AVX-512 kernel's row offsets in units of 8 bytes, scaled by
+//                         its addressing (no index arithmetic in its inner loop)
+//   koff64    [groups*4] kidx times 64 (bytes) when K > 8192 (else empty): the same
+//                         for wider layers (int32 offsets, twice the index bytes)
 //   w         [groups*16] s8: group g, channel c (0..3), slot j (0..3) at 16g + 4c + j
 //                         = W[kidx[4g+j]][4br+c]: for each channel the 4 weights of a
 //                         group are one 32-bit word, the vpdpbusd broadcast operand
@@ -69,7 +72,8 @@ struct PackedS8Sparse {
   double sparsity = 0;     // 1 - nnz_blocks / (K * N / 4)
   std::vector<int32_t> group_ptr;
   std::vector<int32_t> kidx;
-  std::vector<int32_t> koff64;  // kidx * 64: byte offsets into the zmm kernel's [K][64] block
+  std::vector<uint16_t> koff8;  // kidx * 8 (K <= 8192): the zmm kernel's row offsets / 8
+  std::vector<int32_t> koff64;  // kidx * 64 (K > 8192): its byte offsets
   std::vector<int8_t> w;
   std::vector<int16_t> w16;
   std::vector<int32_t> wsum;

@@ -164,11 +164,13 @@ void flush_stage(const SpmmTile& t, int64_t brg, int64_t nbr, float (*stage)[64]
   }
 }
 
-template <int NT>
-void run_tile(const SpmmTile& t) {
+// Off: the row offsets read per block, int32_t (koff64, bytes) or uint16_t
+// (koff8, units of 8 bytes: a scale-8 address, no extra instruction).
+template <int NT, typename Off>
+void run_tile(const SpmmTile& t, const Off* koff) {
+  constexpr int64_t kUnit = sizeof(Off) == 2 ? 8 : 1;
   const PackedS8Sparse& w = *t.w;
   const int32_t* gp = w.group_ptr.data();
-  const int32_t* koff = w.koff64.data();
   const int8_t* wv = w.w.data();
   const uint8_t* xb = t.x;  // [K][64]
   // Per-token epilogue inputs of this tile, loaded once for all block-rows.
@@ -195,11 +197,11 @@ void run_tile(const SpmmTile& t) {
       for (int r = 0; r < NT; ++r) acc[c][r] = _mm512_setzero_si512();
     const int32_t g1 = gp[br + 1];
     for (int32_t g = gp[br]; g < g1; ++g) {
-      const int32_t* kg = koff + 4 * g;
-      const __m512i x0 = _mm512_load_si512(xb + kg[0]);
-      const __m512i x1 = _mm512_load_si512(xb + kg[1]);
-      const __m512i x2 = _mm512_load_si512(xb + kg[2]);
-      const __m512i x3 = _mm512_load_si512(xb + kg[3]);
+      const Off* kg = koff + 4 * g;
+      const __m512i x0 = _mm512_load_si512(xb + kUnit * kg[0]);
+      const __m512i x1 = _mm512_load_si512(xb + kUnit * kg[1]);
+      const __m512i x2 = _mm512_load_si512(xb + kUnit * kg[2]);
+      const __m512i x3 = _mm512_load_si512(xb + kUnit * kg[3]);
       __m512i z[4];
       const __m512i a = _mm512_unpacklo_epi8(x0, x1), c2 = _mm512_unpacklo_epi8(x2, x3);
       z[0] = _mm512_unpacklo_epi16(a, c2);
@@ -243,15 +245,23 @@ void run_tile(const SpmmTile& t) {
   if (t.br1 > brg) flush_stage<NT>(t, brg, t.br1 - brg, stage);
 }
 
+template <typename Off>
+void run_tile_nt(const SpmmTile& t, const Off* koff) {
+  switch ((t.mc + 15) / 16) {
+    case 1: run_tile<1>(t, koff); break;
+    case 2: run_tile<2>(t, koff); break;
+    case 3: run_tile<3>(t, koff); break;
+    default: run_tile<4>(t, koff); break;
+  }
+}
+
 }  // namespace
 
 void spmm_u8s8_4x1_64x4_avx512vnni(const SpmmTile& t) {
-  switch ((t.mc + 15) / 16) {
-    case 1: run_tile<1>(t); break;
-    case 2: run_tile<2>(t); break;
-    case 3: run_tile<3>(t); break;
-    default: run_tile<4>(t); break;
-  }
+  if (!t.w->koff8.empty())
+    run_tile_nt(t, t.w->koff8.data());
+  else
+    run_tile_nt(t, t.w->koff64.data());
 }
 
 }  // namespace spinel::kernels::qgemm_detail

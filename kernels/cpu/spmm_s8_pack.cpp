@@ -112,8 +112,13 @@ PackedS8Sparse pack_s8_sparse(const int8_t* W, int64_t K, int64_t N, const float
     p.group_ptr[br + 1] = p.group_ptr[br] + static_cast<int32_t>(ng);
   }
   p.groups = p.group_ptr[nbr];
-  p.koff64.resize(p.kidx.size());
-  for (size_t i = 0; i < p.kidx.size(); ++i) p.koff64[i] = p.kidx[i] * 64;
+  if (K <= 8192) {
+    p.koff8.resize(p.kidx.size());
+    for (size_t i = 0; i < p.kidx.size(); ++i) p.koff8[i] = static_cast<uint16_t>(p.kidx[i] * 8);
+  } else {
+    p.koff64.resize(p.kidx.size());
+    for (size_t i = 0; i < p.kidx.size(); ++i) p.koff64[i] = p.kidx[i] * 64;
+  }
   p.sparsity = 1.0 - static_cast<double>(p.nnz_blocks) / static_cast<double>(K * nbr);
   p.wsum.assign(N, 0);
   for (int64_t k = 0; k < K; ++k)

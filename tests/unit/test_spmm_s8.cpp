@@ -135,6 +135,9 @@ std::vector<Case> shape_cases() {
   cs.push_back({33, 4096, 4, 0.5});
   cs.push_back({33, 4, 4096, 0.5});
   cs.push_back({16, 4096, 64, 0.95});
+  // The AVX-512 kernel's row offsets: 16-bit up to K = 8192, 32-bit past it.
+  cs.push_back({33, 8192, 8, 0.9});
+  cs.push_back({70, 8196, 8, 0.95});
   return cs;
 }
 
@@ -193,6 +196,10 @@ TEST_CASE("pack_s8_sparse: layout, counts and rejected shapes") {
   CHECK(p.kidx[3] == 7);
   CHECK(p.kidx[4] == 11);
   CHECK(p.kidx[5] == 11);  // padding repeats the last valid index
+  // the AVX-512 kernel's offsets: kidx * 8 in 16 bits (K <= 8192), no 32-bit copy
+  REQUIRE(p.koff8.size() == p.kidx.size());
+  for (size_t i = 0; i < p.kidx.size(); ++i) CHECK(p.koff8[i] == p.kidx[i] * 8);
+  CHECK(p.koff64.empty());
   CHECK(p.w[16 + 4 * 2 + 0] == 11);
   CHECK(p.w[16 + 4 * 2 + 1] == 0);  // padding weight
   CHECK(p.w[4 * 2 + 1] == 5);
