@@ -112,7 +112,8 @@ AttentionChoice choose_attention(bool int8_model);
 // by p + 1's x and by nothing else (not a graph output either); p + 1
 // quantizes its input per token (no calibrated scale); op p is not itself
 // the second of a chain (one link at a time). The session turns it
-// off for runs whose Linear inputs are observed (calibration).
+// off for runs whose Linear inputs are observed (calibration), and the CPU
+// backend for runs of at most 16 tokens (backend_cpu.cpp kChainMinTokens).
 // SPINEL_LINEAR_CHAIN, read when a model is prepared: unset, "", "auto" or
 // "on": as above; "off"/"0": never (A/B runs, tests). Other values warn once
 // and mean auto.
