@@ -235,7 +235,7 @@ class LinearCpu : public OpImpl {
       case k::LinearImpl::DnnlU8S8:
         st->s8_dense = std::make_unique<k::DenseLinearU8S8>(
             w8, K, N, a.weights.get<float>(slot::kWeightScale), bias);
-        st->kernel_name = "dnnl_matmul_u8s8";
+        st->kernel_name = st->s8_dense->kernel_name();
         st->packed_bytes = static_cast<size_t>(K * N);
         break;
     }

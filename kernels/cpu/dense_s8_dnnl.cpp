@@ -15,8 +15,14 @@
 // and cached (bounded), and run with a thread-local user scratchpad so one
 // object can serve concurrent sessions.
 #include <omp.h>
+#include <tbb/blocked_range.h>
+#include <tbb/parallel_for.h>
+#include <tbb/partitioner.h>
+#include <tbb/task_arena.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdio>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -33,19 +39,11 @@
 
 #include "kernels/cpu/f32_isa.h"
 #include "kernels/cpu/dnnl_engine.h"
+#include "kernels/cpu/isa.h"
 #include "kernels/cpu/parallel_util.h"
 #include "kernels/cpu/qgemm.h"
 
 namespace spinel::kernels {
-
-namespace qgemm_detail {
-// Rows [0, rows) of the epilogue on a row-major int32 accumulator block
-// (AVX-512 build in spmm_s8_avx512vnni.cpp).
-void epilogue_rows_s32_avx512(const int32_t* acc, int64_t ldacc, int64_t m0, int64_t rows,
-                              int64_t N, const float* bias, const float* scale_w,
-                              const int32_t* wsum, const float* x_scale, const int32_t* x_zp,
-                              const QEpilogue& ep, void* y, int64_t ldy, float* row_tmp);
-}  // namespace qgemm_detail
 
 namespace {
 
@@ -69,10 +67,11 @@ Buffer alloc64(size_t n) {
 
 // Grows only. Slot 0: oneDNN scratchpad; 1: int32 accumulators; 2: a
 // contiguous copy of a strided input; 3, 4: the two halves of a split input
-// and the accumulators of the second half (see u8s8_exact_here).
+// and the accumulators of the second half (see u8s8_exact_here); 5: the AMX
+// kernel's padded rows.
 void* thread_buffer(int slot, size_t bytes) {
-  thread_local Buffer buf[5];
-  thread_local size_t cap[5] = {0, 0, 0, 0, 0};
+  thread_local Buffer buf[6];
+  thread_local size_t cap[6] = {0, 0, 0, 0, 0, 0};
   if (bytes > cap[slot]) {
     buf[slot] = alloc64(bytes);
     cap[slot] = bytes;
@@ -91,6 +90,21 @@ bool u8s8_exact_here() {
     return (isa & vnni) == vnni;
   }();
   return exact;
+}
+
+// Our AMX-INT8 kernel (dense_s8_amx.cpp) instead of oneDNN's matmul: where
+// the CPU has AMX-INT8, the active level is avx512vnni, and SPINEL_DENSE_S8
+// (read per layer at preparation) is unset, "", "auto" or "amx"; "dnnl":
+// oneDNN (A/B runs, tests). Other values warn once and mean auto.
+bool use_amx_kernel() {
+  if (!cpu_has_amx_int8() || active_isa() != Isa::Avx512Vnni) return false;
+  const char* v = std::getenv("SPINEL_DENSE_S8");
+  if (!v || !*v || !std::strcmp(v, "auto") || !std::strcmp(v, "amx")) return true;
+  if (!std::strcmp(v, "dnnl")) return false;
+  static std::atomic<bool> warned{false};
+  if (!warned.exchange(true))
+    std::fprintf(stderr, "spinel: warning: SPINEL_DENSE_S8=%s is not one of auto, amx, dnnl; using auto\n", v);
+  return true;
 }
 
 struct Primitive {
@@ -126,6 +140,7 @@ void epilogue_rows_scalar(const int32_t* acc, int64_t ldacc, int64_t m0, int64_t
 
 struct DenseLinearU8S8::Impl {
   int64_t K = 0, N = 0;
+  Buffer amx;  // W packed for dense_s8_amx.cpp (then no oneDNN state at all)
   std::vector<int8_t> plain;  // [K, N], kept for M where the packed layout is refused
   memory::desc packed_md;
   Buffer packed;
@@ -245,11 +260,16 @@ DenseLinearU8S8::DenseLinearU8S8(const int8_t* W, int64_t K, int64_t N, const fl
   im.K = K;
   im.N = N;
   im.bias = bias;
-  im.plain.assign(W, W + K * N);
   im.scale_w.assign(scale_w, scale_w + N);
   im.wsum.assign(N, 0);
   for (int64_t k = 0; k < K; ++k)
     for (int64_t n = 0; n < N; ++n) im.wsum[n] += W[k * N + n];
+  if (use_amx_kernel()) {
+    im.amx = alloc64(static_cast<size_t>(qgemm_detail::amx_s8_packed_bytes(K, N)));
+    qgemm_detail::amx_s8_pack(W, K, N, static_cast<int8_t*>(im.amx.get()));
+    return;
+  }
+  im.plain.assign(W, W + K * N);
   try {
     const auto pd = im.make_pd(128, K, memory::desc({K, N}, dt::s8, tag::any));
     const memory::desc plain_md({K, N}, dt::s8, tag::ab);
@@ -269,11 +289,46 @@ DenseLinearU8S8::DenseLinearU8S8(const int8_t* W, int64_t K, int64_t N, const fl
 
 DenseLinearU8S8::~DenseLinearU8S8() = default;
 
+const char* DenseLinearU8S8::kernel_name() const {
+  return impl_->amx ? "amx_u8s8_dense" : "dnnl_matmul_u8s8";
+}
+
+namespace {
+// The AMX kernel over the caller's TBB arena: one contiguous range of column
+// panels per thread.
+void run_amx(const qgemm_detail::AmxS8Args& a) {
+  const int64_t panels = qgemm_detail::amx_s8_panels(a.N);
+  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(tbb::this_task_arena::max_concurrency(), panels));
+  const size_t pad = static_cast<size_t>(qgemm_detail::amx_s8_pad_bytes(a.M, a.K));
+  note_pool(Pool::Tbb);
+  auto part = [&](int64_t t) {
+    const int64_t p0 = panels * t / threads, p1 = panels * (t + 1) / threads;
+    if (p1 > p0) qgemm_detail::amx_s8_run(a, p0, p1, static_cast<uint8_t*>(thread_buffer(5, pad)));
+  };
+  if (threads == 1) {
+    part(0);
+    return;
+  }
+  tbb::parallel_for(
+      tbb::blocked_range<int64_t>(0, threads, 1),
+      [&](const tbb::blocked_range<int64_t>& r) {
+        for (int64_t t = r.begin(); t < r.end(); ++t) part(t);
+      },
+      tbb::static_partitioner());
+}
+}  // namespace
+
 void DenseLinearU8S8::run_acc(const uint8_t* x, int64_t M, int64_t ldx, int32_t* acc,
                               int64_t ldacc) const {
   if (M <= 0) return;
-  note_pool(Pool::OpenMP);  // oneDNN's threads: see parallel_util.h
   Impl& im = *impl_;
+  if (im.amx) {
+    run_amx(qgemm_detail::AmxS8Args{static_cast<const int8_t*>(im.amx.get()), im.K, im.N, x, M, ldx,
+                                    nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+                                    qgemm_detail::OutKind::S32Raw, acc, ldacc});
+    return;
+  }
+  note_pool(Pool::OpenMP);  // oneDNN's threads: see parallel_util.h
   try {
     if (ldacc == im.N) {
       im.matmul(x, M, ldx, acc);
@@ -292,8 +347,17 @@ void DenseLinearU8S8::run(const uint8_t* x, int64_t M, int64_t ldx, const float*
   if (M <= 0) return;
   if (ep.requantize && !(ep.out_scale > 0.f))
     throw std::invalid_argument("DenseLinearU8S8: requantize needs out_scale > 0");
-  note_pool(Pool::OpenMP);  // oneDNN's threads and the epilogue below: see parallel_util.h
   Impl& im = *impl_;
+  if (im.amx) {
+    QEpilogue e = ep;
+    if (e.residual && e.ld_residual == 0) e.ld_residual = im.N;
+    run_amx(qgemm_detail::AmxS8Args{static_cast<const int8_t*>(im.amx.get()), im.K, im.N, x, M, ldx,
+                                    im.bias, im.scale_w.data(), im.wsum.data(), x_scale, x_zp, &e,
+                                    ep.requantize ? qgemm_detail::OutKind::U8 : qgemm_detail::OutKind::F32,
+                                    y, ldy});
+    return;
+  }
+  note_pool(Pool::OpenMP);  // oneDNN's threads and the epilogue below: see parallel_util.h
   const int64_t N = im.N;
   int32_t* acc = static_cast<int32_t*>(thread_buffer(1, sizeof(int32_t) * M * N));
   try {

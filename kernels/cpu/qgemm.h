@@ -181,6 +181,8 @@ class DenseLinearU8S8 {
   void run_acc(const uint8_t* x, int64_t M, int64_t ldx, int32_t* acc, int64_t ldacc) const;
   int64_t K() const { return K_; }
   int64_t N() const { return N_; }
+  // "amx_u8s8_dense" (our AMX-INT8 kernel, dense_s8_amx.cpp) or "dnnl_matmul_u8s8".
+  const char* kernel_name() const;
 
  private:
   struct Impl;
@@ -191,6 +193,15 @@ class DenseLinearU8S8 {
 // ---------------------------------------------------------------------------
 // Internals shared by the per-ISA kernel files (not API).
 namespace qgemm_detail {
+
+// Rows [0, rows) of the epilogue on a row-major int32 accumulator block whose
+// row i is token m0 + i and whose columns are y's first N (the caller offsets
+// bias, scale_w, wsum, y and ep.residual to its first column). AVX-512 build
+// in spmm_s8_avx512vnni.cpp. row_tmp: N + 16 floats.
+void epilogue_rows_s32_avx512(const int32_t* acc, int64_t ldacc, int64_t m0, int64_t rows,
+                              int64_t N, const float* bias, const float* scale_w,
+                              const int32_t* wsum, const float* x_scale, const int32_t* x_zp,
+                              const QEpilogue& ep, void* y, int64_t ldy, float* row_tmp);
 
 // F32Blocked: the f32 blocked layout above (64-token kernel only; y points
 // at block 0, ldy is N).
@@ -216,6 +227,36 @@ struct SpmmTile {
   BlockedRange* range = nullptr;  // F32Blocked: this item's ranges (folded in)
 };
 using SpmmTileFn = void (*)(const SpmmTile&);
+
+// The AMX-INT8 dense kernel (dense_s8_amx.cpp; only where cpu_has_amx_int8()
+// and the active level is avx512vnni). W [K, N] is packed once by
+// amx_s8_pack into amx_s8_packed_bytes(K, N) bytes; amx_s8_run computes the
+// 32-channel column panels [panel_begin, panel_end) of y for all M tokens,
+// with the epilogue of out (F32, U8) or the raw int32 sums (S32Raw, y int32
+// with row stride ldy). pad: scratch of amx_s8_pad_bytes(M, K) bytes.
+struct AmxS8Args {
+  const int8_t* packed;
+  int64_t K, N;
+  const uint8_t* x;
+  int64_t M, ldx;
+  const float* bias;  // nullable
+  const float* scale_w;
+  const int32_t* wsum;
+  const float* x_scale;
+  const int32_t* x_zp;
+  const QEpilogue* ep;
+  OutKind out;
+  void* y;
+  int64_t ldy;
+};
+int64_t amx_s8_packed_bytes(int64_t K, int64_t N);
+inline int64_t amx_s8_panels(int64_t N) { return (N + 31) / 32; }
+inline int64_t amx_s8_pad_bytes(int64_t M, int64_t K) {
+  const int64_t Kp = (K + 63) / 64 * 64;
+  return (K != Kp ? M * Kp : 0) + 16 * Kp;
+}
+void amx_s8_pack(const int8_t* W, int64_t K, int64_t N, int8_t* out);
+void amx_s8_run(const AmxS8Args& a, int64_t panel_begin, int64_t panel_end, uint8_t* pad);
 
 void spmm_u8s8_4x1_1x4_scalar(const SpmmTile& t);
 void spmm_u8s8_4x1_16x4_avx2(const SpmmTile& t);            // B = 32

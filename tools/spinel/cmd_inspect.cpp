@@ -53,7 +53,7 @@ double block_sparsity(const Op& op) {
 std::string runs_here(const Op& op, const OpKernel& k) {
   if (op.kind != OpKind::Linear) return "f32";
   if (k.kernel.rfind("spmm_u8s8", 0) == 0) return precision_name(Precision::S8Sparse);
-  if (k.kernel == "dnnl_matmul_u8s8") return precision_name(Precision::S8Dense);
+  if (k.kernel == "dnnl_matmul_u8s8" || k.kernel == "amx_u8s8_dense") return precision_name(Precision::S8Dense);
   return precision_name(Precision::F32);
 }
 

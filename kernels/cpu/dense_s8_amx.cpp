@@ -1,0 +1,280 @@
+// Dense u8 x s8 Linear on AMX-INT8 tiles, with the INT8 epilogue of qgemm.h
+// applied to each 32 x 32 block of results as soon as it leaves the tiles.
+//
+// Why our own, when oneDNN's matmul runs on AMX too: measured on BERT-base
+// shapes at M = 128 (2 cores), oneDNN 2.6's AMX u8s8 matmul reached ~22% of
+// the tiles' peak (1.34 of 6.2 TMAC/s), wrote an int32 [M, N] matrix that our
+// epilogue then read back (the per-token zero point keeps oneDNN from
+// applying it: see dense_s8_dnnl.cpp), and ran on OpenMP threads beside our
+// TBB ones. Here the products stay in tiles until a 32 x 32 block is done,
+// the epilogue runs on it while it is in L1, and the work runs on the
+// caller's TBB arena.
+//
+// Layout. W [K, N] s8 is packed once into tiles of 16 rows x 64 bytes: tile
+// (nb, kb) row r holds, for the 16 output channels nb*16 .. +15, input
+// channels kb*64 + 4r .. +3 (4 bytes per channel, the order TDPBUSD reads),
+// zero past K and N. Stored [nb][kb] so that one column block's tiles are
+// contiguous. x is read as it is ([M, ldx] u8 rows, 64 input channels of 16
+// tokens per A tile); a token block with fewer than 16 rows, or K not a
+// multiple of 64, goes through a zero-padded copy, so no read goes past x.
+//
+// Blocking: C = 2 x 2 tiles (32 tokens x 32 channels), A in tiles 4-5, B in
+// 6-7: per 64 input channels 4 tile loads and 4 TDPBUSD. Threads take
+// contiguous ranges of 32-channel column panels (each weight read once); per
+// panel every token block in turn, so the panel's tiles are reread from
+// L1/L2. Past ~1 MB of x the tokens go in chunks so that x stays in L2.
+//
+// Compiled with -mamx-tile -mamx-int8 and AVX-512 (per-file flags); only
+// called when cpu_has_amx_int8() and the active level is avx512vnni.
+// GCC 12 reports _mm512_undefined_*() inside its own intrinsics as
+// uninitialized (GCC bug 105593); the values are fully defined.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/cpu/f32_isa.h"
+#include "kernels/cpu/qgemm.h"
+
+#if !defined(__AMX_TILE__) || !defined(__AMX_INT8__) || !defined(__AVX512F__)
+#error "dense_s8_amx.cpp needs -mamx-tile -mamx-int8 -mavx512f"
+#endif
+
+namespace spinel::kernels::qgemm_detail {
+namespace {
+
+constexpr int64_t kTileK = 64;   // input channels per tile
+constexpr int64_t kTileN = 16;   // output channels per B tile
+constexpr int64_t kTileM = 16;   // tokens per A tile
+constexpr int64_t kTileBytes = 1024;
+
+struct alignas(64) TileConfig {
+  uint8_t palette = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+const TileConfig& tile_config() {
+  static const TileConfig c = [] {
+    TileConfig t;
+    for (int i = 0; i < 8; ++i) {
+      t.colsb[i] = 64;
+      t.rows[i] = 16;
+    }
+    return t;
+  }();
+  return c;
+}
+
+// C tiles of one 32 x 32 block (MA token tiles x NB channel tiles) over kb
+// tiles of K, stored to c [32][32] int32. a: the block's first token row
+// (row stride lda); b0, b1: the two column tiles' first K tile.
+// Tiles have no renaming: a load into a tile waits for every product that
+// reads it, so each product is followed by the load its operand's next tile
+// can take (A0 after C1, B0 after C2, ...) and loads overlap products.
+// pf, npf: npf lines from pf (the next panel's weights) asked into L2 while
+// the products run, spread over the K steps: measured 1.18 -> 1.50 TMAC/s
+// per core (K = 768, N = 3072, M = 128, weights from L3).
+template <int MA, int NB>
+void block(const uint8_t* a, int64_t lda, const int8_t* b0, const int8_t* b1, int64_t kb,
+           int32_t* c, const char* pf, int64_t npf) {
+  _tile_zero(0);
+  if (NB > 1) _tile_zero(1);
+  if (MA > 1) _tile_zero(2);
+  if (MA > 1 && NB > 1) _tile_zero(3);
+  const int64_t per_step = (npf + kb - 1) / kb;
+  _tile_loadd(4, a, lda);
+  _tile_loadd(6, b0, 64);
+  if (NB > 1) _tile_loadd(7, b1, 64);
+  if (MA > 1) _tile_loadd(5, a + kTileM * lda, lda);
+  for (int64_t k = 0; k < kb; ++k) {
+    const bool more = k + 1 < kb;
+    for (int64_t q = 0; q < per_step && npf > 0; ++q, --npf, pf += 64) _mm_prefetch(pf, _MM_HINT_T1);
+    _tile_dpbusd(0, 4, 6);
+    if (NB > 1) _tile_dpbusd(1, 4, 7);
+    if (more) _tile_loadd(4, a + (k + 1) * kTileK, lda);
+    if (MA > 1) _tile_dpbusd(2, 5, 6);
+    if (more) _tile_loadd(6, b0 + (k + 1) * kTileBytes, 64);
+    if (MA > 1 && NB > 1) _tile_dpbusd(3, 5, 7);
+    if (more) {
+      if (NB > 1) _tile_loadd(7, b1 + (k + 1) * kTileBytes, 64);
+      if (MA > 1) _tile_loadd(5, a + kTileM * lda + (k + 1) * kTileK, lda);
+    }
+  }
+  _tile_stored(0, c, 128);
+  if (NB > 1) _tile_stored(1, c + 16, 128);
+  if (MA > 1) _tile_stored(2, c + 16 * 32, 128);
+  if (MA > 1 && NB > 1) _tile_stored(3, c + 16 * 32 + 16, 128);
+}
+
+// The INT8 epilogue (qgemm.h; the same operations in the same order as
+// epilogue_rows_s32_avx512) on one 32 x 32 block c: rows [0, rows) are tokens
+// m0.., columns [0, ncols) channels n0... The f32 values go through fb so that
+// GELU runs once over the block, then the residual and the store per row.
+void block_epilogue(const AmxS8Args& p, const int32_t* c, int64_t m0, int64_t rows, int64_t n0,
+                    int64_t ncols, float* fb) {
+  const QEpilogue& ep = *p.ep;
+  const int nv = ncols > 16 ? 2 : 1;
+  __mmask16 mask[2];
+  __m512i ws[2];
+  __m512 sw[2], bv[2];
+  for (int h = 0; h < nv; ++h) {
+    const int64_t left = ncols - 16 * h;
+    mask[h] = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+    ws[h] = _mm512_maskz_loadu_epi32(mask[h], p.wsum + n0 + 16 * h);
+    sw[h] = _mm512_maskz_loadu_ps(mask[h], p.scale_w + n0 + 16 * h);
+    bv[h] = p.bias ? _mm512_maskz_loadu_ps(mask[h], p.bias + n0 + 16 * h) : _mm512_setzero_ps();
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t m = m0 + r;
+    const __m512i zp = _mm512_set1_epi32(p.x_zp[m]);
+    const __m512 xs = _mm512_set1_ps(p.x_scale[m]);
+    for (int h = 0; h < nv; ++h) {
+      const __m512i corr =
+          _mm512_sub_epi32(_mm512_load_si512(c + r * 32 + 16 * h), _mm512_mullo_epi32(zp, ws[h]));
+      _mm512_store_ps(fb + r * 32 + 16 * h,
+                      _mm512_fmadd_ps(_mm512_cvtepi32_ps(corr), _mm512_mul_ps(xs, sw[h]), bv[h]));
+    }
+  }
+  if (ep.gelu) f32::kernel_table_avx512().gelu_erf(fb, rows * 32);
+  if (ep.requantize) {
+    const __m512 lo = _mm512_set1_ps(-512.f), hi = _mm512_set1_ps(512.f);
+    const __m512 inv = _mm512_set1_ps(1.f / ep.out_scale);
+    const __m512i zpo = _mm512_set1_epi32(ep.out_zp);
+    const __m512i z0 = _mm512_setzero_si512(), z255 = _mm512_set1_epi32(255);
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t m = m0 + r;
+      for (int h = 0; h < nv; ++h) {
+        __m512 v = _mm512_load_ps(fb + r * 32 + 16 * h);
+        if (ep.residual)
+          v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask[h], ep.residual + m * ep.ld_residual + n0 + 16 * h));
+        v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v, inv), lo), hi);
+        __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(v), zpo);
+        q = _mm512_min_epi32(_mm512_max_epi32(q, z0), z255);
+        _mm512_mask_cvtepi32_storeu_epi8(static_cast<uint8_t*>(p.y) + m * p.ldy + n0 + 16 * h, mask[h], q);
+      }
+    }
+    return;
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t m = m0 + r;
+    float* y = static_cast<float*>(p.y) + m * p.ldy + n0;
+    for (int h = 0; h < nv; ++h) {
+      __m512 v = _mm512_load_ps(fb + r * 32 + 16 * h);
+      if (ep.residual)
+        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask[h], ep.residual + m * ep.ld_residual + n0 + 16 * h));
+      _mm512_mask_storeu_ps(y + 16 * h, mask[h], v);
+    }
+  }
+}
+
+using BlockFn = void (*)(const uint8_t*, int64_t, const int8_t*, const int8_t*, int64_t, int32_t*,
+                        const char*, int64_t);
+BlockFn block_fn(int ma, int nb) {
+  if (ma > 1) return nb > 1 ? block<2, 2> : block<2, 1>;
+  return nb > 1 ? block<1, 2> : block<1, 1>;
+}
+
+}  // namespace
+
+int64_t amx_s8_packed_bytes(int64_t K, int64_t N) {
+  return (K + kTileK - 1) / kTileK * ((N + kTileN - 1) / kTileN) * kTileBytes;
+}
+
+void amx_s8_pack(const int8_t* W, int64_t K, int64_t N, int8_t* out) {
+  const int64_t kb = (K + kTileK - 1) / kTileK, nb = (N + kTileN - 1) / kTileN;
+  std::memset(out, 0, static_cast<size_t>(amx_s8_packed_bytes(K, N)));
+  for (int64_t j = 0; j < nb; ++j)
+    for (int64_t t = 0; t < kb; ++t) {
+      int8_t* tile = out + (j * kb + t) * kTileBytes;
+      for (int64_t r = 0; r < 16; ++r)
+        for (int64_t c = 0; c < kTileN; ++c) {
+          const int64_t n = j * kTileN + c;
+          if (n >= N) break;
+          for (int64_t i = 0; i < 4; ++i) {
+            const int64_t k = t * kTileK + 4 * r + i;
+            if (k < K) tile[r * 64 + 4 * c + i] = W[k * N + n];
+          }
+        }
+    }
+}
+
+void amx_s8_run(const AmxS8Args& p, int64_t panel_begin, int64_t panel_end, uint8_t* pad) {
+  const int64_t K = p.K, N = p.N, M = p.M;
+  const int64_t kb = (K + kTileK - 1) / kTileK, nbt = (N + kTileN - 1) / kTileN;
+  const int64_t Kp = kb * kTileK;
+  // x as the tiles read it: itself when K is a multiple of 64 (a partial
+  // token block is copied below), else all of it zero-padded to Kp.
+  const uint8_t* x = p.x;
+  int64_t ldx = p.ldx;
+  if (K != Kp) {
+    for (int64_t m = 0; m < M; ++m) {
+      std::memcpy(pad + m * Kp, p.x + m * p.ldx, static_cast<size_t>(K));
+      std::memset(pad + m * Kp + K, 0, static_cast<size_t>(Kp - K));
+    }
+    x = pad;
+    ldx = Kp;
+  }
+  // The last token block when M is not a multiple of 16: its rows, zero-padded
+  // to 16 (after the padded copy of x above, if any).
+  uint8_t* tail = pad + (K != Kp ? M * Kp : 0);
+  const int64_t mfull = M / kTileM * kTileM;
+  if (mfull < M) {
+    std::memset(tail, 0, static_cast<size_t>(kTileM * Kp));
+    for (int64_t m = mfull; m < M; ++m) std::memcpy(tail + (m - mfull) * Kp, x + m * ldx, static_cast<size_t>(K));
+  }
+  // Token chunks of at most ~1 MB of x (whole 32-token blocks).
+  int64_t chunk = (int64_t{1} << 20) / Kp / 32 * 32;
+  if (chunk < 32) chunk = 32;
+  alignas(64) int32_t c[32 * 32];
+  alignas(64) float fb[32 * 32];  // the epilogue's f32 block
+  _tile_loadconfig(&tile_config());
+  for (int64_t mc0 = 0; mc0 < M; mc0 += chunk) {
+    const int64_t mc1 = mc0 + chunk < M ? mc0 + chunk : M;
+    for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
+      const int64_t j0 = 2 * panel;                   // first 16-column tile
+      const int nbk = j0 + 1 < nbt ? 2 : 1;           // column tiles in this panel
+      const int64_t n0 = j0 * kTileN;
+      const int64_t ncols = (n0 + 32 < N ? n0 + 32 : N) - n0;
+      const int8_t* b0 = p.packed + j0 * kb * kTileBytes;
+      const int8_t* b1 = nbk > 1 ? b0 + kb * kTileBytes : b0;
+      // The next panel's weights (contiguous), a share per token block.
+      const int64_t next_tiles = panel + 1 < panel_end ? (j0 + 3 < nbt ? 2 : 1) : 0;
+      const int64_t pf_lines = next_tiles * kb * kTileBytes / 64;
+      const int64_t nblk = (mc1 - mc0 + 31) / 32;
+      const int64_t share = (pf_lines + nblk - 1) / nblk;
+      const char* pf = reinterpret_cast<const char*>(b0 + 2 * kb * kTileBytes);
+      for (int64_t m0 = mc0; m0 < mc1; m0 += 32) {
+        const int64_t rows = (m0 + 32 < mc1 ? m0 + 32 : mc1) - m0;
+        const int64_t first = (m0 - mc0) / 32 * share;
+        const int64_t npf = first < pf_lines ? (first + share < pf_lines ? share : pf_lines - first) : 0;
+        const char* pfb = pf + first * 64;
+        // Token tiles: full ones straight from x, the partial one from tail.
+        const int ma = rows > kTileM ? 2 : 1;
+        if (m0 + 32 <= mfull || (ma == 1 && m0 + kTileM <= mfull)) {
+          block_fn(ma, nbk)(x + m0 * ldx, ldx, b0, b1, kb, c, pfb, npf);
+        } else if (m0 + kTileM <= mfull) {
+          // First tile full, second partial: two passes of one token tile.
+          block_fn(1, nbk)(x + m0 * ldx, ldx, b0, b1, kb, c, pfb, npf);
+          block_fn(1, nbk)(tail, Kp, b0, b1, kb, c + 16 * 32, nullptr, 0);
+        } else {
+          block_fn(1, nbk)(tail, Kp, b0, b1, kb, c, pfb, npf);
+        }
+        if (p.out == OutKind::S32Raw) {
+          auto* acc = static_cast<int32_t*>(p.y);
+          for (int64_t r = 0; r < rows; ++r)
+            std::memcpy(acc + (m0 + r) * p.ldy + n0, c + r * 32, static_cast<size_t>(4 * ncols));
+          continue;
+        }
+        block_epilogue(p, c, m0, rows, n0, ncols, fb);
+      }
+    }
+  }
+  _tile_release();
+}
+
+}  // namespace spinel::kernels::qgemm_detail
