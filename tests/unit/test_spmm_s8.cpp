@@ -1,6 +1,7 @@
 // INT8 kernels against their plain references: block-sparse u8 x s8 SpMM on
-// every ISA level this CPU runs (forced with set_max_isa), the dense oneDNN
-// u8 x s8 path, quantize_rows_u8, and the ISA detection/capping API.
+// every ISA level this CPU runs (forced with set_max_isa), the dense u8 x s8
+// path on both of its kernels (our AMX-INT8 one, oneDNN's), quantize_rows_u8,
+// and the ISA detection/capping API.
 //
 // Integer accumulators must match exactly; floats without GELU bit-exactly
 // (the contract fixes the operation order); with GELU within 1e-5 relative
@@ -20,6 +21,9 @@
 #include <random>
 #include <string>
 #include <vector>
+
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <tbb/task_arena.h>
 
@@ -280,6 +284,40 @@ TEST_CASE("spmm_u8s8_acc: exact int32 on every ISA, 1 and 2 threads") {
 
 namespace {
 
+// The dense INT8 kernels DenseLinearU8S8 chooses between (SPINEL_DENSE_S8,
+// read at construction): ours on AMX-INT8 where this CPU has it, oneDNN's.
+std::vector<const char*> dense_kernels() {
+  std::vector<const char*> v;
+  if (sk::cpu_has_amx_int8() && sk::active_isa() == Isa::Avx512Vnni)
+    v.push_back("amx");
+  else
+    MESSAGE("the AMX-INT8 dense kernel is not tested here: this CPU has no usable AMX-INT8");
+  v.push_back("dnnl");
+  return v;
+}
+struct DenseKernelEnv {
+  explicit DenseKernelEnv(const char* k) { setenv("SPINEL_DENSE_S8", k, 1); }
+  ~DenseKernelEnv() { unsetenv("SPINEL_DENSE_S8"); }
+};
+
+// Bytes that end exactly where an inaccessible page begins: a kernel that
+// reads past them faults instead of passing by luck (the AMX tile loads are
+// not instrumented by ASan).
+struct PageEnd {
+  size_t len = 0, total = 0;
+  uint8_t* base = nullptr;
+  explicit PageEnd(size_t n) : len(n) {
+    const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    total = (n + page - 1) / page * page + page;
+    void* p = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(p != MAP_FAILED);
+    base = static_cast<uint8_t*>(p);
+    REQUIRE(mprotect(base + total - page, page, PROT_NONE) == 0);
+  }
+  ~PageEnd() { munmap(base, total); }
+  uint8_t* data() { return base + (total - static_cast<size_t>(sysconf(_SC_PAGESIZE))) - len; }
+};
+
 void check_epilogue(int64_t M, int64_t K, int64_t N, double sparsity, uint32_t seed, bool dense_path) {
   const int64_t ldx = K + 1;
   const auto W = make_weights(K, N, sparsity, seed, true);
@@ -312,11 +350,23 @@ void check_epilogue(int64_t M, int64_t K, int64_t N, double sparsity, uint32_t s
     std::vector<uint8_t> ref(static_cast<size_t>(M * ldy) * esz);
     sk::ref::linear_u8s8(x.data(), M, K, ldx, xs.data(), zp.data(), W.data(), N, sw.data(), b, ep,
                          ref.data(), ldy);
-    const auto p = sk::pack_s8_sparse(W.data(), K, N, sw.data(), b);
-    const sk::DenseLinearU8S8 dense(W.data(), K, N, sw.data(), b);
+    std::unique_ptr<sk::PackedS8Sparse> p;  // (the dense path's N need not be a multiple of 4)
+    if (!dense_path) p = std::make_unique<sk::PackedS8Sparse>(sk::pack_s8_sparse(W.data(), K, N, sw.data(), b));
+    // The dense layer on each of its kernels (our AMX one where it runs, oneDNN).
+    std::vector<std::unique_ptr<sk::DenseLinearU8S8>> denses;
+    if (dense_path)
+      for (const char* k : dense_kernels()) {
+        DenseKernelEnv env(k);
+        denses.push_back(std::make_unique<sk::DenseLinearU8S8>(W.data(), K, N, sw.data(), b));
+        CHECK(std::string(denses.back()->kernel_name()) ==
+              (std::string(k) == "amx" ? "amx_u8s8_dense" : "dnnl_matmul_u8s8"));
+      }
     for (Isa isa : isas) {
       RestoreIsa cap(isa);
+      for (size_t di = 0; di < (dense_path ? denses.size() : 1); ++di)
       for (int threads : {1, 2}) {
+        const std::string kern = dense_path ? denses[di]->kernel_name() : "sparse";
+        CAPTURE(kern);
         CAPTURE(combo);
         CAPTURE(dense_path);
         const std::string isa_s = sk::isa_name(isa);
@@ -328,10 +378,10 @@ void check_epilogue(int64_t M, int64_t K, int64_t N, double sparsity, uint32_t s
         Guarded out(static_cast<size_t>(M * ldy) * esz);
         if (dense_path) {
           omp_set_num_threads(threads);
-          dense.run(x.data(), M, ldx, xs.data(), zp.data(), ep, out.data(), ldy);
+          in_arena(threads, [&] { denses[di]->run(x.data(), M, ldx, xs.data(), zp.data(), ep, out.data(), ldy); });
         } else {
           in_arena(threads, [&] {
-            sk::spmm_u8s8(p, x.data(), M, ldx, xs.data(), zp.data(), ep, out.data(), ldy);
+            sk::spmm_u8s8(*p, x.data(), M, ldx, xs.data(), zp.data(), ep, out.data(), ldy);
           });
         }
         CHECK(out.guards_intact());
@@ -397,34 +447,55 @@ TEST_CASE("spmm_u8s8: residual may alias the f32 output") {
   }
 }
 
-TEST_CASE("DenseLinearU8S8 (oneDNN): exact int32 and every epilogue combination") {
-  for (const Case& c : std::vector<Case>{{1, 64, 32, 0}, {17, 768, 768, 0}, {128, 768, 3072, 0.5},
-                                         {129, 3072, 768, 0}, {3, 20, 12, 0}}) {
-    const int64_t ldx = c.K + 3;
-    const auto W = make_weights(c.K, c.N, c.sparsity, 99, false);
-    const auto x = make_input(c.M, ldx, 98);
-    std::vector<float> sw(c.N, 1.f);
-    const sk::DenseLinearU8S8 dense(W.data(), c.K, c.N, sw.data(), nullptr);
-    std::vector<int32_t> ref(c.M * c.N);
-    sk::ref::gemm_u8s8_acc(x.data(), c.M, c.K, ldx, W.data(), c.N, ref.data());
-    for (int threads : {1, 2}) {
-      omp_set_num_threads(threads);
-      const int64_t ldacc = c.N + 1;
-      Guarded out(sizeof(int32_t) * c.M * ldacc);
-      dense.run_acc(x.data(), c.M, ldx, out.as<int32_t>(), ldacc);
-      CHECK(out.guards_intact());
-      int64_t bad = 0;
-      for (int64_t m = 0; m < c.M; ++m)
-        for (int64_t n = 0; n < c.N; ++n) bad += out.as<int32_t>()[m * ldacc + n] != ref[m * c.N + n];
-      CAPTURE(c.M);
-      CAPTURE(c.K);
-      CAPTURE(c.N);
-      CHECK(bad == 0);
+TEST_CASE("DenseLinearU8S8 (AMX kernel, oneDNN): exact int32 and every epilogue combination") {
+  // shape_cases() (N a multiple of 4) plus shapes the dense path alone takes:
+  // any N, token counts around the AMX kernel's 16- and 32-token blocks, K
+  // around its 64-channel tiles, an odd number of 16-channel tiles.
+  std::vector<Case> cases = shape_cases();
+  for (const Case& c : std::vector<Case>{{1, 64, 32, 0},    {17, 768, 768, 0},  {128, 768, 3072, 0.5},
+                                         {129, 3072, 768, 0}, {3, 20, 12, 0},    {16, 64, 16, 0},
+                                         {31, 128, 48, 0},   {32, 192, 17, 0},  {33, 63, 1, 0},
+                                         {48, 65, 33, 0},    {47, 1, 80, 0},    {300, 2048, 40, 0.3},
+                                         {2000, 768, 48, 0}})
+    cases.push_back(c);
+  for (const char* kern : dense_kernels()) {
+    CAPTURE(kern);
+    for (const Case& c : cases) {
+      for (int64_t ldx : {c.K, c.K + 3}) {
+        const auto W = make_weights(c.K, c.N, c.sparsity, 99, false);
+        const auto xv = make_input(c.M, ldx, 98);
+        // x flush against an inaccessible page, its last row only K bytes long.
+        const size_t xbytes = static_cast<size_t>((c.M - 1) * ldx + c.K);
+        PageEnd x(xbytes);
+        std::memcpy(x.data(), xv.data(), xbytes);
+        std::vector<float> sw(c.N, 1.f);
+        DenseKernelEnv env(kern);
+        const sk::DenseLinearU8S8 dense(W.data(), c.K, c.N, sw.data(), nullptr);
+        std::vector<int32_t> ref(c.M * c.N);
+        sk::ref::gemm_u8s8_acc(xv.data(), c.M, c.K, ldx, W.data(), c.N, ref.data());
+        for (int threads : {1, 2}) {
+          omp_set_num_threads(threads);
+          const int64_t ldacc = c.N + 1;
+          Guarded out(sizeof(int32_t) * c.M * ldacc);
+          in_arena(threads, [&] { dense.run_acc(x.data(), c.M, ldx, out.as<int32_t>(), ldacc); });
+          CHECK(out.guards_intact());
+          int64_t bad = 0;
+          for (int64_t m = 0; m < c.M; ++m)
+            for (int64_t n = 0; n < c.N; ++n) bad += out.as<int32_t>()[m * ldacc + n] != ref[m * c.N + n];
+          CAPTURE(c.M);
+          CAPTURE(c.K);
+          CAPTURE(c.N);
+          CAPTURE(ldx);
+          CAPTURE(threads);
+          CHECK(bad == 0);
+        }
+      }
     }
   }
   check_epilogue(1, 36, 8, 0.5, 21, true);
   check_epilogue(33, 256, 68, 0.0, 22, true);
   check_epilogue(128, 768, 768, 0.0, 23, true);
+  check_epilogue(47, 100, 50, 0.0, 24, true);  // AMX: partial token tile, K and N tails
 }
 
 TEST_CASE("quantize_rows_u8 matches its reference on every ISA") {
