@@ -207,11 +207,13 @@ void amx_s8_run(const AmxS8Args& p, int64_t panel_begin, int64_t panel_end, uint
   const int64_t K = p.K, N = p.N, M = p.M;
   const int64_t kb = (K + kTileK - 1) / kTileK, nbt = (N + kTileN - 1) / kTileN;
   const int64_t Kp = kb * kTileK;
-  // x as the tiles read it: itself when K is a multiple of 64 (a partial
-  // token block is copied below), else all of it zero-padded to Kp.
+  // x as the tiles read it: itself when K is a multiple of 64 and its rows
+  // start on 64-byte lines (a partial token block is copied below), else all
+  // of it copied, zero-padded to Kp, aligned: a tile row that straddles two
+  // lines costs two (the kernel at M = 128 ran ~1.5x slower on them).
   const uint8_t* x = p.x;
   int64_t ldx = p.ldx;
-  if (K != Kp) {
+  if (amx_s8_copies_x(K, p.x, p.ldx)) {
     for (int64_t m = 0; m < M; ++m) {
       std::memcpy(pad + m * Kp, p.x + m * p.ldx, static_cast<size_t>(K));
       std::memset(pad + m * Kp + K, 0, static_cast<size_t>(Kp - K));
@@ -221,7 +223,7 @@ void amx_s8_run(const AmxS8Args& p, int64_t panel_begin, int64_t panel_end, uint
   }
   // The last token block when M is not a multiple of 16: its rows, zero-padded
   // to 16 (after the padded copy of x above, if any).
-  uint8_t* tail = pad + (K != Kp ? M * Kp : 0);
+  uint8_t* tail = pad + (x == pad ? M * Kp : 0);
   const int64_t mfull = M / kTileM * kTileM;
   if (mfull < M) {
     std::memset(tail, 0, static_cast<size_t>(kTileM * Kp));

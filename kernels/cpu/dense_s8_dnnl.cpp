@@ -299,7 +299,7 @@ namespace {
 void run_amx(const qgemm_detail::AmxS8Args& a) {
   const int64_t panels = qgemm_detail::amx_s8_panels(a.N);
   const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(tbb::this_task_arena::max_concurrency(), panels));
-  const size_t pad = static_cast<size_t>(qgemm_detail::amx_s8_pad_bytes(a.M, a.K));
+  const size_t pad = static_cast<size_t>(qgemm_detail::amx_s8_pad_bytes(a.M, a.K, a.x, a.ldx));
   note_pool(Pool::Tbb);
   auto part = [&](int64_t t) {
     const int64_t p0 = panels * t / threads, p1 = panels * (t + 1) / threads;

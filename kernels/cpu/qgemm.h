@@ -251,9 +251,14 @@ struct AmxS8Args {
 };
 int64_t amx_s8_packed_bytes(int64_t K, int64_t N);
 inline int64_t amx_s8_panels(int64_t N) { return (N + 31) / 32; }
-inline int64_t amx_s8_pad_bytes(int64_t M, int64_t K) {
+// x is copied (zero-padded to a multiple of 64 channels, rows 64-byte
+// aligned) unless K is a multiple of 64 and every row starts on a line.
+inline bool amx_s8_copies_x(int64_t K, const uint8_t* x, int64_t ldx) {
+  return K % 64 != 0 || ldx % 64 != 0 || reinterpret_cast<uintptr_t>(x) % 64 != 0;
+}
+inline int64_t amx_s8_pad_bytes(int64_t M, int64_t K, const uint8_t* x, int64_t ldx) {
   const int64_t Kp = (K + 63) / 64 * 64;
-  return (K != Kp ? M * Kp : 0) + 16 * Kp;
+  return (amx_s8_copies_x(K, x, ldx) ? M * Kp : 0) + 16 * Kp;
 }
 void amx_s8_pack(const int8_t* W, int64_t K, int64_t N, int8_t* out);
 void amx_s8_run(const AmxS8Args& a, int64_t panel_begin, int64_t panel_end, uint8_t* pad);
