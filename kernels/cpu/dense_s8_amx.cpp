@@ -29,7 +29,9 @@
 // GCC 12 reports _mm512_undefined_*() inside its own intrinsics as
 // uninitialized (GCC bug 105593); the values are fully defined.
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 
 #include <cstdint>
@@ -38,7 +40,8 @@
 #include "kernels/cpu/f32_isa.h"
 #include "kernels/cpu/qgemm.h"
 
-#if !defined(__AMX_TILE__) || !defined(__AMX_INT8__) || !defined(__AVX512F__)
+#if !(defined(__AMX_TILE__) || defined(__AMXTILE__)) || !(defined(__AMX_INT8__) || defined(__AMXINT8__)) || \
+    !defined(__AVX512F__)
 #error "dense_s8_amx.cpp needs -mamx-tile -mamx-int8 -mavx512f"
 #endif
 

@@ -42,10 +42,10 @@ bool cpu_has_avxvnni();
 // True when the CPU runs AVX-512 F/BW/VL/DQ (the FP32 row kernels' AVX-512
 // build, which needs no VNNI). Not affected by caps.
 bool cpu_has_avx512_core();
-// True when the CPU has AMX-INT8 and the OS lets this process use it. spinel
-// has no AMX kernel of its own, but oneDNN's dense u8s8 matmul uses AMX then,
-// which moves the sparse/dense crossover (see kSparseMinSparsityAmx in
-// qgemm.h). Not affected by caps.
+// True when the CPU has AMX-INT8 and the OS lets this process use it: dense
+// INT8 layers then run on dense_s8_amx.cpp (at the avx512vnni level), which
+// moves the sparse/dense crossover (select.h kCrossoverAmx). Not affected by
+// caps.
 bool cpu_has_amx_int8();
 // True when the CPU has AMX-BF16 tiles (and AVX512_BF16 conversions, and
 // AVX-512 VNNI) and the OS lets this process use them: the attention block of

@@ -49,7 +49,7 @@ double block_sparsity(const Op& op) {
 }
 
 // How a session here runs the op, in the file's precision vocabulary
-// ("s8-sparse" layers go dense where oneDNN's AMX beats the sparse kernel).
+// ("s8-sparse" layers go dense where the AMX dense kernel beats the sparse one).
 std::string runs_here(const Op& op, const OpKernel& k) {
   if (op.kind != OpKind::Linear) return "f32";
   if (k.kernel.rfind("spmm_u8s8", 0) == 0) return precision_name(Precision::S8Sparse);
@@ -232,7 +232,7 @@ int cmd_inspect(int argc, char** argv) {
     if (cpu.active_isa != cpu.detected_isa) isa += " (capped; CPU runs " + cpu.detected_isa + ")";
     std::printf("kernels here   %s; sparse INT8 %s, f32 rows %s%s%s\n", isa.c_str(),
                 cpu.sparse_int8_kernel.c_str(), cpu.f32_row_kernels.c_str(),
-                cpu.amx_int8 ? "; AMX-INT8 for dense INT8 (oneDNN)" : "",
+                cpu.amx_int8 ? "; AMX-INT8 for dense INT8 (amx_u8s8_dense; SPINEL_DENSE_S8=dnnl: oneDNN)" : "",
                 cpu.int8_attention_amx ? "; INT8 models' attention on AMX-BF16 (SPINEL_ATTENTION=f32: off)"
                                        : "");
     std::string outs = "last_hidden_state";
