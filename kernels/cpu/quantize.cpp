@@ -85,43 +85,61 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) void quantize_row_
   // Four independent min/max chains: one chain is bound by vminps latency
   // (4 cycles per 16 floats), four keep up with the loads.
   // vminps/vmaxps do not keep a NaN reliably (they return the second
-  // operand when either is NaN): the unordered compares collect them.
-  __m512 lo4[4], hi4[4];
-  __mmask16 nan = 0;
-  for (int i = 0; i < 4; ++i) lo4[i] = hi4[i] = _mm512_setzero_ps();
+  // operand when either is NaN). Non-finite values are collected instead in
+  // fin = fma(v, 0, fin): 0 for finite v, NaN for NaN or Inf, and a NaN
+  // stays (one instruction; a compare into a mask and its OR took two, one
+  // of them through a general register). Inf also makes lo or hi infinite,
+  // which row_params treats the same way.
+  __m512 lo4[4], hi4[4], fin4[4];
+  const __m512 zero = _mm512_setzero_ps();
+  for (int i = 0; i < 4; ++i) lo4[i] = hi4[i] = fin4[i] = zero;
   int64_t k = 0;
   for (; k + 64 <= K; k += 64)
     for (int i = 0; i < 4; ++i) {
       const __m512 v = SPINEL_QLOAD(k + 16 * i);
       lo4[i] = _mm512_min_ps(lo4[i], v);
       hi4[i] = _mm512_max_ps(hi4[i], v);
-      nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+      fin4[i] = _mm512_fmadd_ps(v, zero, fin4[i]);
     }
   __m512 vlo = _mm512_min_ps(_mm512_min_ps(lo4[0], lo4[1]), _mm512_min_ps(lo4[2], lo4[3]));
   __m512 vhi = _mm512_max_ps(_mm512_max_ps(hi4[0], hi4[1]), _mm512_max_ps(hi4[2], hi4[3]));
+  __m512 fin = _mm512_add_ps(_mm512_add_ps(fin4[0], fin4[1]), _mm512_add_ps(fin4[2], fin4[3]));
   for (; k + 16 <= K; k += 16) {
     const __m512 v = SPINEL_QLOAD(k);
     vlo = _mm512_min_ps(vlo, v);
     vhi = _mm512_max_ps(vhi, v);
-    nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    fin = _mm512_fmadd_ps(v, zero, fin);
   }
   const __mmask16 tail = static_cast<__mmask16>((1u << (K - k)) - 1);
   if (k < K) {  // masked-off lanes load 0, which the range includes anyway
     const __m512 v = SPINEL_QLOAD_TAIL(tail, k);
     vlo = _mm512_min_ps(vlo, v);
     vhi = _mm512_max_ps(vhi, v);
-    nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    fin = _mm512_fmadd_ps(v, zero, fin);
   }
   const float lo = _mm512_reduce_min_ps(vlo), hi = _mm512_reduce_max_ps(vhi);
+  const bool finite = _mm512_cmp_ps_mask(fin, fin, _CMP_UNORD_Q) == 0;
   float inv = 0.f;
-  if (!row_params(lo, hi, nan == 0, scale, zp, &inv)) {
+  if (!row_params(lo, hi, finite, scale, zp, &inv)) {
     for (int64_t i = 0; i < K; ++i) q[i] = 0;
     return;
   }
   const __m512 vinv = _mm512_set1_ps(inv);
   const __m512i vzp = _mm512_set1_epi32(*zp), z0 = _mm512_setzero_si512(),
                 z255 = _mm512_set1_epi32(255);
-  for (k = 0; k + 16 <= K; k += 16) {
+  // 64 values at a time: the saturating packs (int32 -> int16 -> u8) clamp to
+  // [0, 255] as the min/max below do, in 3 instructions for 4 vectors where
+  // 4 vpmovdb took 8; they interleave 4-value groups of the 4 vectors per
+  // 128-bit lane, which one dword permutation puts back in order.
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  for (k = 0; k + 64 <= K; k += 64) {
+    __m512i a[4];
+    for (int i = 0; i < 4; ++i)
+      a[i] = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(SPINEL_QLOAD(k + 16 * i), vinv)), vzp);
+    const __m512i b = _mm512_packus_epi16(_mm512_packs_epi32(a[0], a[1]), _mm512_packs_epi32(a[2], a[3]));
+    _mm512_storeu_si512(q + k, _mm512_permutexvar_epi32(order, b));
+  }
+  for (; k + 16 <= K; k += 16) {
     __m512i v = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(SPINEL_QLOAD(k), vinv)), vzp);
     v = _mm512_min_epi32(_mm512_max_epi32(v, z0), z255);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(q + k), _mm512_cvtepi32_epi8(v));
