@@ -39,6 +39,7 @@
 
 #include "kernels/cpu/f32_isa.h"
 #include "kernels/cpu/dnnl_engine.h"
+#include "kernels/cpu/huge_slab.h"
 #include "kernels/cpu/isa.h"
 #include "kernels/cpu/parallel_util.h"
 #include "kernels/cpu/qgemm.h"
@@ -140,7 +141,7 @@ void epilogue_rows_scalar(const int32_t* acc, int64_t ldacc, int64_t m0, int64_t
 
 struct DenseLinearU8S8::Impl {
   int64_t K = 0, N = 0;
-  Buffer amx;  // W packed for dense_s8_amx.cpp (then no oneDNN state at all)
+  SlabBuffer amx;  // W packed for dense_s8_amx.cpp (then no oneDNN state at all)
   std::vector<int8_t> plain;  // [K, N], kept for M where the packed layout is refused
   memory::desc packed_md;
   Buffer packed;
@@ -265,7 +266,7 @@ DenseLinearU8S8::DenseLinearU8S8(const int8_t* W, int64_t K, int64_t N, const fl
   for (int64_t k = 0; k < K; ++k)
     for (int64_t n = 0; n < N; ++n) im.wsum[n] += W[k * N + n];
   if (use_amx_kernel()) {
-    im.amx = alloc64(static_cast<size_t>(qgemm_detail::amx_s8_packed_bytes(K, N)));
+    im.amx = SlabBuffer(slab_alloc(static_cast<size_t>(qgemm_detail::amx_s8_packed_bytes(K, N))));
     qgemm_detail::amx_s8_pack(W, K, N, static_cast<int8_t*>(im.amx.get()));
     return;
   }

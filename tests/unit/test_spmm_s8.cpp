@@ -28,6 +28,7 @@
 
 #include <tbb/task_arena.h>
 
+#include "kernels/cpu/huge_slab.h"
 #include "kernels/cpu/isa.h"
 #include "kernels/reference/reference.h"
 #include "kernels/cpu/qgemm.h"
@@ -785,4 +786,31 @@ TEST_CASE("chain_linears: FFN-shaped pairs only, one link at a time") {
   CHECK(sk::chain_linears(h, 1));
   RestoreIsa low(Isa::Avx2);
   CHECK_FALSE(sk::chain_linears(g, 0));
+}
+
+TEST_CASE("slab_alloc: aligned, disjoint buffers, a slab freed with its last buffer") {
+  const size_t before = sk::slab_bytes_reserved();
+  std::vector<std::pair<uint8_t*, size_t>> bufs;
+  std::mt19937 rng(5);
+  // Sizes from a byte to past one slab (32 MB): shared slabs and a slab of its own.
+  for (size_t n : {size_t{1}, size_t{63}, size_t{64}, size_t{65}, size_t{590} << 10, size_t{2360} << 10,
+                   size_t{5} << 20, size_t{40} << 20, size_t{3}, size_t{1770} << 10}) {
+    auto* p = static_cast<uint8_t*>(sk::slab_alloc(n));
+    CHECK(reinterpret_cast<uintptr_t>(p) % 64 == 0);
+    std::memset(p, static_cast<int>(bufs.size() + 1), n);  // every byte writable
+    bufs.emplace_back(p, n);
+  }
+  CHECK(sk::slab_bytes_reserved() >= before + (size_t{40} << 20));
+  // Disjoint: each buffer still holds its own fill.
+  for (size_t i = 0; i < bufs.size(); ++i) {
+    CAPTURE(i);
+    const auto [p, n] = bufs[i];
+    int64_t bad = 0;
+    for (size_t j = 0; j < n; ++j) bad += p[j] != static_cast<uint8_t>(i + 1);
+    CHECK(bad == 0);
+  }
+  std::shuffle(bufs.begin(), bufs.end(), rng);
+  for (const auto& b : bufs) sk::slab_free(b.first);
+  CHECK(sk::slab_bytes_reserved() == before);
+  sk::slab_free(nullptr);  // no-op
 }
