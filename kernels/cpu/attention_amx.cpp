@@ -14,10 +14,11 @@
 //   K2 [Dp/2][Lp] 32-bit words: word (p, j) = bf16 pair (k[j][2p], k[j][2p+1]),
 //        the B operand of Q·K^T (rows = pairs of the contracted dimension)
 //   V2 [Lp/2][Dv] words: word (p, d) = (v[2p][d], v[2p+1][d]), B of P·V
-//   Qb [16][Dp] bf16: one block of 16 query rows, A of Q·K^T
+//   Qb [Lp][Dp] bf16: the item's query rows from q_begin (zero past q_end,
+//        up to a multiple of 16), A of Q·K^T
 //   S  [16][Lp] f32 scores, then P [16][Lp] bf16 (A of P·V) written over
 //        the start of each score row (row by row, after the row was read)
-//   O  [16][16] f32: one output tile before scaling by 1 / row sum
+//   O  [4][16][16] f32: up to four output tiles before scaling by 1 / row sum
 // with Lp = L rounded up to 32, Dp = D rounded up to 32, Dv = D rounded up to
 // 16. Padding keys get zero K and V and zero probability; padding query rows
 // are computed and never written.
@@ -95,64 +96,91 @@ inline __m512i pairs32(const float* x, int64_t n) {
   return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
 }
 
-// K2: for each 16 keys x 32 dims, 16 rows of pairs transposed to pair-major.
-void build_k2(const AttentionBlock& b, const AmxLayout& a, uint32_t* k2) {
+// One pass over the sequence's rows, 16 at a time, converting the head's K,
+// V and (for the item's query rows) Q to the BF16 operand layouts:
+//   K2: for each 16 keys x 32 dims, 16 rows of pairs transposed to pair-major;
+//   V2: rows 2p and 2p + 1 interleaved element by element;
+//   Qb: row i - q_begin = pairs of q[i], zero rows up to a multiple of 16.
+void build_operands(const AttentionBlock& b, const AmxLayout& a, uint32_t* k2, uint32_t* v2,
+                    uint16_t* qb) {
+  alignas(64) static const uint16_t kIdx[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,
+                                                21, 6, 22, 7, 23, 8,  24, 9,  25, 10, 26,
+                                                11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  const __m512i idx = _mm512_load_si512(kIdx);
   const float* k0 = b.qkv + b.k_col;
-  for (int64_t j0 = 0; j0 < a.lp; j0 += 16)
+  const float* v0 = b.qkv + b.v_col;
+  const int64_t q_rows = round_up(b.q_end - b.q_begin, 16);
+  for (int64_t j0 = 0; j0 < a.lp; j0 += 16) {
     for (int64_t d0 = 0; d0 < a.dp; d0 += 32) {
       // 16 rows of 16 pair words, transposed as floats (the bits move unchanged).
       amx_bf16_body::vf r[16];
-      for (int i = 0; i < 16; ++i) {
-        const int64_t j = j0 + i;
-        r[i] = (amx_bf16_body::vf)(j < b.seq_len ? pairs32(k0 + j * b.qkv_stride + d0, b.head_dim - d0)
-                                                 : _mm512_setzero_si512());
+      if (j0 + 16 <= b.seq_len && d0 + 32 <= b.head_dim) {
+        // Whole rows of 32 dims (the common case): unrolled, so the 16 rows
+        // stay in registers and their loads overlap.
+        const float* k = k0 + j0 * b.qkv_stride + d0;
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; ++i)
+          r[i] = (amx_bf16_body::vf)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(k + i * b.qkv_stride + 16),
+                                                        _mm512_loadu_ps(k + i * b.qkv_stride));
+      } else {
+        for (int i = 0; i < 16; ++i) {
+          const int64_t j = j0 + i;
+          r[i] = (amx_bf16_body::vf)(j < b.seq_len ? pairs32(k0 + j * b.qkv_stride + d0, b.head_dim - d0)
+                                                   : _mm512_setzero_si512());
+        }
       }
       amx_bf16_body::transpose_square(r);
       for (int l = 0; l < 16; ++l)
         _mm512_store_si512(k2 + (d0 / 2 + l) * a.lp + j0, (__m512i)r[l]);
     }
-}
-
-// V2: rows 2p and 2p+1 interleaved element by element.
-void build_v2(const AttentionBlock& b, const AmxLayout& a, uint32_t* v2) {
-  alignas(64) static const uint16_t kIdx[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,
-                                                21, 6, 22, 7, 23, 8,  24, 9,  25, 10, 26,
-                                                11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
-  const __m512i idx = _mm512_load_si512(kIdx);
-  const float* v0 = b.qkv + b.v_col;
-  for (int64_t p = 0; p < a.lp / 2; ++p) {
-    const int64_t j = 2 * p;
-    for (int64_t d0 = 0; d0 < a.dv; d0 += 16) {
-      const __mmask16 m = first_n(b.head_dim - d0);
-      const __m512 e = j < b.seq_len ? _mm512_maskz_loadu_ps(m, v0 + j * b.qkv_stride + d0)
-                                     : _mm512_setzero_ps();
-      const __m512 o = j + 1 < b.seq_len
-                           ? _mm512_maskz_loadu_ps(m, v0 + (j + 1) * b.qkv_stride + d0)
-                           : _mm512_setzero_ps();
-      const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(o, e);  // e | o
-      _mm512_store_si512(v2 + p * a.dv + d0, _mm512_permutexvar_epi16(idx, both));
+    if (j0 + 16 <= b.seq_len && b.head_dim % 16 == 0) {
+      const float* v = v0 + j0 * b.qkv_stride;
+      for (int64_t d0 = 0; d0 < b.head_dim; d0 += 16)
+#pragma GCC unroll 8
+        for (int64_t p = 0; p < 8; ++p) {
+          const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(
+              _mm512_loadu_ps(v + (2 * p + 1) * b.qkv_stride + d0), _mm512_loadu_ps(v + 2 * p * b.qkv_stride + d0));
+          _mm512_store_si512(v2 + (j0 / 2 + p) * a.dv + d0, _mm512_permutexvar_epi16(idx, both));
+        }
+    } else
+    for (int64_t p = j0 / 2; p < j0 / 2 + 8; ++p) {
+      const int64_t j = 2 * p;
+      for (int64_t d0 = 0; d0 < a.dv; d0 += 16) {
+        const __mmask16 m = first_n(b.head_dim - d0);
+        const __m512 e = j < b.seq_len ? _mm512_maskz_loadu_ps(m, v0 + j * b.qkv_stride + d0)
+                                       : _mm512_setzero_ps();
+        const __m512 o = j + 1 < b.seq_len
+                             ? _mm512_maskz_loadu_ps(m, v0 + (j + 1) * b.qkv_stride + d0)
+                             : _mm512_setzero_ps();
+        const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(o, e);  // e | o
+        _mm512_store_si512(v2 + p * a.dv + d0, _mm512_permutexvar_epi16(idx, both));
+      }
     }
+    for (int64_t j = j0 < b.q_begin ? b.q_begin : j0; j < j0 + 16 && j < b.q_end; ++j)
+      for (int64_t d0 = 0; d0 < a.dp; d0 += 32)
+        _mm512_store_si512(qb + (j - b.q_begin) * a.dp + d0,
+                           pairs32(b.qkv + j * b.qkv_stride + b.q_col + d0, b.head_dim - d0));
   }
+  for (int64_t r = b.q_end - b.q_begin; r < q_rows; ++r)
+    std::memset(qb + r * a.dp, 0, static_cast<size_t>(a.dp) * 2);
 }
 
-// exp(x) for the softmax, where x <= 0 (a score minus the row's max): x
-// clamped below at -87 (a NaN stays NaN), n = round(x log2 e), r = x - n ln2
-// (|r| <= ln2 / 2), exp(r) by its Taylor polynomial of degree 5 in Estrin's
-// form (relative error <= r^6 / 720 < 2.5e-6, far below the 2^-9 of the
-// BF16 P it becomes), times 2^n by vscalefps. 12 instructions, 4 FMAs deep,
-// where exp_v (float-exact, Horner, 2^n built in the exponent bits) takes 18
-// and 8 deep: the softmax was half of this kernel's time.
-inline __m512 exp_softmax(__m512 x) {
-  x = _mm512_max_ps(_mm512_set1_ps(-87.0f), x);  // second operand on NaN: x
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693147180559945f), x);
-  const __m512 r2 = _mm512_mul_ps(r, r);
-  const __m512 a = _mm512_add_ps(r, _mm512_set1_ps(1.0f));
-  const __m512 b = _mm512_fmadd_ps(r, _mm512_set1_ps(1.0f / 6), _mm512_set1_ps(0.5f));
-  const __m512 c = _mm512_fmadd_ps(r, _mm512_set1_ps(1.0f / 120), _mm512_set1_ps(1.0f / 24));
-  const __m512 r4 = _mm512_mul_ps(r2, r2);
-  const __m512 p = _mm512_fmadd_ps(c, r4, _mm512_fmadd_ps(b, r2, a));
+// 2^t for the softmax, where t <= 0 (a score minus the row's max, times
+// log2 e, which the caller folds into its scale): t clamped below at -126 (a
+// NaN stays NaN), n = round(t), f = t - n in [-1/2, 1/2], 2^f by a degree-4
+// polynomial fitted for minimax relative error on [-1/2, 1/2] by
+// tools/fit_exp2.py (2.7e-6 with these float coefficients, far below the
+// 2^-9 of the BF16 P it becomes), times 2^n by vscalefps. 8 instructions
+// where e^x by range reduction and a degree-5 Taylor polynomial took 12, and
+// the float-exact exp_v 18: the softmax was a third of this kernel's time.
+inline __m512 exp2_softmax(__m512 t) {
+  t = _mm512_max_ps(_mm512_set1_ps(-126.0f), t);  // second operand on NaN: t
+  const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(t, n);
+  __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(0.009570101276040077f), f, _mm512_set1_ps(0.05591786280274391f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.240247443318367f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6931217908859253f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.9999992847442627f));
   return _mm512_scalef_ps(p, n);
 }
 
@@ -199,19 +227,31 @@ inline void softmax_to_bf16(float* s, int64_t len, int64_t lp, float scale, floa
       }
     }
   }
+  // exp(v - max) = 2^(v log2 e - max log2 e): one FMA per vector into exp2.
+  mul = _mm512_mul_ps(mul, _mm512_set1_ps(1.44269504088896341f));
   __m512 mx[R], sum[R];
   for (int i = 0; i < R; ++i) {
     mx[i] = _mm512_mul_ps(_mm512_set1_ps(_mm512_reduce_max_ps(vmax[i])), mul);
     sum[i] = _mm512_setzero_ps();
   }
-  for (int64_t j0 = 0; j0 < lp; j0 += 32) {
+  const int64_t full = len / 32 * 32;  // chunks of 32 scores with no key past len
+  int64_t j0 = 0;
+  for (; j0 < full; j0 += 32)
+    for (int i = 0; i < R; ++i) {
+      float* row = s + i * lp;
+      const __m512 e0 = exp2_softmax(_mm512_fmsub_ps(_mm512_loadu_ps(row + j0), mul, mx[i]));
+      const __m512 e1 = exp2_softmax(_mm512_fmsub_ps(_mm512_loadu_ps(row + j0 + 16), mul, mx[i]));
+      sum[i] = _mm512_add_ps(sum[i], _mm512_add_ps(e0, e1));
+      _mm512_storeu_si512(reinterpret_cast<uint16_t*>(row) + j0, (__m512i)_mm512_cvtne2ps_pbh(e1, e0));
+    }
+  for (; j0 < lp; j0 += 32) {
     const __mmask16 m0 = first_n(len - j0), m1 = first_n(len - j0 - 16);
     for (int i = 0; i < R; ++i) {
       float* row = s + i * lp;
       const __m512 x0 = _mm512_maskz_loadu_ps(m0, row + j0);
       const __m512 x1 = _mm512_maskz_loadu_ps(m1, row + j0 + 16);
-      const __m512 e0 = _mm512_maskz_mov_ps(m0, exp_softmax(_mm512_fmsub_ps(x0, mul, mx[i])));
-      const __m512 e1 = _mm512_maskz_mov_ps(m1, exp_softmax(_mm512_fmsub_ps(x1, mul, mx[i])));
+      const __m512 e0 = _mm512_maskz_mov_ps(m0, exp2_softmax(_mm512_fmsub_ps(x0, mul, mx[i])));
+      const __m512 e1 = _mm512_maskz_mov_ps(m1, exp2_softmax(_mm512_fmsub_ps(x1, mul, mx[i])));
       sum[i] = _mm512_add_ps(sum[i], _mm512_add_ps(e0, e1));
       _mm512_storeu_si512(reinterpret_cast<uint16_t*>(row) + j0, (__m512i)_mm512_cvtne2ps_pbh(e1, e0));
     }
@@ -248,18 +288,9 @@ inline void zero_c_tiles() {
   _tile_zero(3);
 }
 
-// One block of up to 16 query rows [i0, i0 + nq).
+// One block of up to 16 query rows [i0, i0 + nq); qb: its 16 BF16 Q rows.
 void query_block(const AttentionBlock& b, const AmxLayout& a, const uint32_t* k2,
-                 const uint32_t* v2, uint16_t* qb, float* s, float* o, int64_t i0, int nq) {
-  // Qb: rows past nq are zero.
-  for (int r = 0; r < 16; ++r)
-    for (int64_t d0 = 0; d0 < a.dp; d0 += 32) {
-      const __m512i w = r < nq ? pairs32(b.qkv + (i0 + r) * b.qkv_stride + b.q_col + d0,
-                                         b.head_dim - d0)
-                               : _mm512_setzero_si512();
-      _mm512_store_si512(qb + r * a.dp + d0, w);
-    }
-
+                 const uint32_t* v2, const uint16_t* qb, float* s, float* o, int64_t i0, int nq) {
   // S = Q K^T, four 16-key tiles at a time sharing each A load.
   const int64_t key_tiles = round_up(b.seq_len, 16) / 16;
   for (int64_t t0 = 0; t0 < key_tiles; t0 += 4) {
@@ -295,18 +326,18 @@ void query_block(const AttentionBlock& b, const AmxLayout& a, const uint32_t* k2
     for (int64_t j0 = 0; j0 < round_up(b.seq_len, 32); j0 += 32)
       dp_up_to_4(reinterpret_cast<const uint16_t*>(s) + j0, a.lp * 4, v2 + (j0 / 2) * a.dv + c0 * 16,
                  a.dv * 4, nt);
-    for (int t = 0; t < nt; ++t) {
-      switch (t) {
-        case 0: _tile_stored(0, o, 64); break;
-        case 1: _tile_stored(1, o, 64); break;
-        case 2: _tile_stored(2, o, 64); break;
-        default: _tile_stored(3, o, 64); break;
-      }
-      const int64_t d0 = (c0 + t) * 16;
-      const __mmask16 m = first_n(b.head_dim - d0);
-      for (int r = 0; r < nq; ++r)
-        _mm512_mask_storeu_ps(b.out + (i0 + r) * b.out_stride + d0, m,
-                              _mm512_mul_ps(_mm512_load_ps(o + 16 * r), _mm512_set1_ps(inv[r])));
+    // All tiles stored before any is read back: a vector load right behind
+    // the tile store it reads waits for that store to complete.
+    _tile_stored(0, o, 64);
+    if (nt > 1) _tile_stored(1, o + 256, 64);
+    if (nt > 2) _tile_stored(2, o + 512, 64);
+    if (nt > 3) _tile_stored(3, o + 768, 64);
+    for (int r = 0; r < nq; ++r) {
+      const __m512 sc = _mm512_set1_ps(inv[r]);
+      float* out = b.out + (i0 + r) * b.out_stride + c0 * 16;
+      for (int t = 0; t < nt; ++t)
+        _mm512_mask_storeu_ps(out + 16 * t, first_n(b.head_dim - (c0 + t) * 16),
+                              _mm512_mul_ps(_mm512_load_ps(o + 256 * t + 16 * r), sc));
     }
   }
 }
@@ -322,14 +353,13 @@ void attention_block_amx_bf16(const AttentionBlock& b, float* scratch) {
   auto* qb = reinterpret_cast<uint16_t*>(w + a.qb);
   float* s = reinterpret_cast<float*>(w + a.s);
   float* o = reinterpret_cast<float*>(w + a.o);
-  build_k2(b, a, k2);
-  build_v2(b, a, v2);
+  build_operands(b, a, k2, v2, qb);
   // The tile configuration is per thread and other code (oneDNN) sets its
   // own: load ours for every item, release the tiles after it.
   _tile_loadconfig(&tile_config());
   for (int64_t i0 = b.q_begin; i0 < b.q_end; i0 += 16) {
     const int nq = static_cast<int>(b.q_end - i0 < 16 ? b.q_end - i0 : 16);
-    query_block(b, a, k2, v2, qb, s, o, i0, nq);
+    query_block(b, a, k2, v2, qb + (i0 - b.q_begin) * a.dp, s, o, i0, nq);
   }
   _tile_release();
 }

@@ -28,9 +28,9 @@ AmxAttentionLayout amx_attention_layout(int64_t len, int64_t head_dim) {
   a.k2 = 0;
   a.v2 = a.k2 + a.dp / 2 * a.lp;
   a.qb = a.v2 + a.lp / 2 * a.dv;
-  a.s = a.qb + 16 * a.dp / 2;
+  a.s = a.qb + (a.lp + 16) * a.dp / 2;  // Qb: every query row of the item, 16-row blocks
   a.o = a.s + 16 * a.lp;
-  a.words = a.o + 256;  // every part a multiple of 16 words: 64-byte aligned in an aligned slot
+  a.words = a.o + 4 * 256;  // four output tiles  // every part a multiple of 16 words: 64-byte aligned in an aligned slot
   return a;
 }
 

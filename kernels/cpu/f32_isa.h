@@ -59,7 +59,7 @@ size_t attention_slot_floats(int64_t max_len, int64_t head_dim);
 // head_dim padded to 32 (Q.K^T); dv: head_dim padded to 16 (P.V).
 struct AmxAttentionLayout {
   int64_t lp, dp, dv;
-  int64_t k2, v2, qb, s, o;  // K^T pairs, V pairs, one Q block, scores/P, one output tile
+  int64_t k2, v2, qb, s, o;  // K^T pairs, V pairs, the item's Q rows, scores/P, four output tiles
   int64_t words;
 };
 AmxAttentionLayout amx_attention_layout(int64_t len, int64_t head_dim);
