@@ -24,6 +24,7 @@
 #include <memory>
 #include <random>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include <tbb/parallel_for.h>
@@ -248,5 +249,13 @@ BENCHMARK(BM_SparseOut)->Apply([](benchmark::internal::Benchmark* b) {
   b->ArgNames({"K", "N", "M", "sparsity", "out"})->Unit(benchmark::kMicrosecond)->UseRealTime();
 });
 BENCHMARK(BM_Dense)->Apply([](benchmark::internal::Benchmark* b) { Shapes(b, false); });
+// MiniLM's Linear shapes (hidden 384, intermediate 1536) at one and eight
+// sequences of 128 tokens: the dense INT8 shapes the peer comparison claims.
+BENCHMARK(BM_Dense)->Name("BM_DenseMiniLM")->Apply([](benchmark::internal::Benchmark* b) {
+  for (int64_t M : {128, 1024})
+    for (auto [K, N] : {std::pair<int64_t, int64_t>{384, 1152}, {384, 384}, {384, 1536}, {1536, 384}})
+      b->Args({K, N, M, 0});
+  b->ArgNames({"K", "N", "M", "sparsity"})->Unit(benchmark::kMicrosecond)->UseRealTime();
+});
 
 BENCHMARK_MAIN();

@@ -9,7 +9,8 @@
 //   then, in this order and each optional: y = gelu_erf(y); y += residual[m][n];
 //   and requantize: q = clamp(nearbyint(y * (1 / out_scale)) + out_zp, 0, 255) (u8 out).
 // Without GELU every path gives bit-identical floats; with GELU they differ
-// by the vectorized GELU's error (<= 2.4e-7 max(1, |y|), f32_body.inc).
+// by the vectorized GELU's error (<= 2.4e-7 max(1, |y|), f32_body.inc), and
+// with gelu_coarse by up to 2e-5 max(1, |y|) (gelu_erf_q_v, f32_body.inc).
 #pragma once
 
 #include <cstdint>
@@ -19,6 +20,11 @@ namespace spinel::kernels {
 // Fused epilogue options (see the contract above).
 struct QEpilogue {
   bool gelu = false;                 // exact (erf) GELU
+  // With gelu: the output is only ever quantized to 8 bits per token next (the
+  // input of INT8 Linears), so GELU may be the cheaper polynomial form, within
+  // 2e-5 max(1, |y|) of the exact one (~1e-3 of a quantization step). Kernels
+  // without a coarse form ignore it.
+  bool gelu_coarse = false;
   const float* residual = nullptr;   // [M, N] f32 added after GELU; may alias a f32 y
   int64_t ld_residual = 0;           // row stride of residual (0: N)
   bool requantize = false;           // y is u8 [M, ldy], else f32 [M, ldy]

@@ -15,13 +15,56 @@ float32 coefficients) and the C++ Horner lines of gelu_erf_v. Evaluating in
 float adds rounding on top: the gelu test in tests/unit/test_kernels.cpp
 measures and bounds the kernels' GELU error.
 
-Run: python3 tools/fit_gelu_erf.py   (needs numpy)
+With --poly, it fits instead the polynomial behind gelu_erf_q_v, the GELU of
+outputs that are quantized to 8 bits next: Phi(v) ~ 1/2 + v P(v^2) on
+[-CQ, CQ] (CQ = 4.25), P of degree DQ = 8, no division (14 vector operations instead of 20),
+minimax absolute error of Phi by Lawson's iteration on the linear residual;
+it prints the errors and the Horner lines the same way.
+
+Run: python3 tools/fit_gelu_erf.py [--poly]   (needs numpy)
 """
+import sys
 import math
 
 import numpy as np
 
 C, M, N = 5.4, 5, 5  # clamp, degree of P, degree of Q (in s = v^2)
+CQ, DQ = 4.25, 8     # --poly: clamp, degree of P (in s = v^2)
+
+
+def fit_poly(iters=300, npts=6000):
+    x = CQ * (1 - np.cos(np.linspace(0, np.pi, npts))) / 2
+    f = np.array([0.5 * math.erf(v / math.sqrt(2)) for v in x])
+    t = (x / CQ) ** 2
+    a = np.stack([x * t**k for k in range(DQ + 1)], 1)
+    w, best = np.ones_like(x), None
+    for _ in range(iters):
+        sw = np.sqrt(w)
+        sol = np.linalg.lstsq(a * sw[:, None], f * sw, rcond=None)[0]
+        e = a @ sol - f
+        if best is None or np.abs(e).max() < best[0]:
+            best = (np.abs(e).max(), sol)
+        w = w * np.abs(e)
+        w /= w.sum()
+    p = np.float32([best[1][k] / CQ ** (2 * k) for k in range(DQ + 1)])
+    return best[0], p
+
+
+def main_poly():
+    err64, p = fit_poly()
+    v = np.linspace(0, CQ, 200001).astype(np.float32)
+    s = v * v
+    acc = np.full_like(v, p[-1])
+    for c in p[-2::-1]:  # float32 Horner, as the kernel evaluates it
+        acc = (acc * s + c).astype(np.float32)
+    approx = (v * acc + np.float32(0.5)).astype(np.float64)
+    want = np.array([0.5 + 0.5 * math.erf(float(x) / math.sqrt(2)) for x in v])
+    print(f"// CQ = {CQ}, P degree {DQ}")
+    print(f"// max |Phi error|: fit {err64:.2e}, float32 Horner {np.abs(approx - want).max():.2e}; "
+          f"tail Phi(-CQ) = {0.5 * math.erfc(CQ / math.sqrt(2)):.2e}")
+    print(f"  vf p = vf{{}} + {float(p[-1]):.9e}f;")
+    for c in p[-2::-1]:
+        print(f"  p = p * s + {float(c):.9e}f;")
 
 
 def fit(iters=300, npts=6000):
@@ -63,4 +106,4 @@ def main():
             print(f"  {name} = {name} * s + {float(c):.9e}f;")
 
 if __name__ == "__main__":
-    main()
+    main_poly() if "--poly" in sys.argv[1:] else main()

@@ -151,6 +151,8 @@ struct LinearState : PreparedOp {
   // next Linear in the blocked layout (chain_out), or this layer's input
   // comes from the previous one that way (chain_in).
   bool chain_out = false, chain_in = false;
+  // GELU as the coarse polynomial (select.h output_only_quantized).
+  bool gelu_coarse = false;
   // The input scale of this Linear (slot::kInScale, nullable) and, with
   // chain_out, the next Linear's, which this one applies as it writes.
   const float* in_scale = nullptr;
@@ -166,6 +168,7 @@ struct LinearState : PreparedOp {
     std::string w = choice.why;
     if (chain_out) w += "; output passed to the next Linear in the kernel's layout";
     if (chain_in) w += "; input from the previous Linear in the kernel's layout";
+    if (gelu_coarse) w += "; GELU to 2e-5 (its output is only quantized to 8 bits next)";
     return w;
   }
   size_t bytes() const override { return packed_bytes; }
@@ -204,6 +207,8 @@ class LinearCpu : public OpImpl {
     const float* w32 = op.precision == Precision::F32 ? a.weights.get<float>(slot::kWeight) : nullptr;
     st->choice = k::choose_linear(op.precision, op.block_sparsity, w8, K, N, w32);
     if (op.precision != Precision::F32) st->in_scale = a.weights.get<float>(slot::kInScale);
+    if (const int64_t i = op_index(a); i >= 0 && op.precision != Precision::F32 && op.act == Activation::GeluErf)
+      st->gelu_coarse = k::output_only_quantized(a.graph, static_cast<size_t>(i));
     switch (st->choice.impl) {
       case k::LinearImpl::DnnlF32:
         // The tanh of a pooler is applied by oneDNN's eltwise post-op too.
@@ -311,7 +316,8 @@ class LinearCpu : public OpImpl {
       float* yb = ctx.ws.get<float>(kChainF32, blocked * static_cast<size_t>(N));
       const auto nr = static_cast<size_t>(k::spmm_u8s8_blocked_ranges(N, T));
       k::spmm_u8s8_to_blocked(*st.s8_sparse, xq, T, K, xs, xz, op.act == Activation::GeluErf, yb,
-                              ctx.ws.get<k::BlockedRange>(kChainRange, nr), st.next_in_scale);
+                              ctx.ws.get<k::BlockedRange>(kChainRange, nr), st.next_in_scale,
+                              st.gelu_coarse);
       int64_t* tag = ctx.ws.get<int64_t>(kChainTag, 2);
       tag[0] = T;
       tag[1] = N;
@@ -322,6 +328,7 @@ class LinearCpu : public OpImpl {
     k::QEpilogue ep;
     const bool after = op.act == Activation::GeluTanh || op.act == Activation::Tanh;
     ep.gelu = op.act == Activation::GeluErf;
+    ep.gelu_coarse = st.gelu_coarse;  // (observed runs too: they see the values the model uses)
     ep.residual = after ? nullptr : io.in1;
     if (chain_in)
       k::spmm_u8s8_from_blocked(*st.s8_sparse, xq, T, xs, xz, ep, io.out, N);

@@ -162,7 +162,8 @@ void block_epilogue(const AmxS8Args& p, const int32_t* c, int64_t m0, int64_t ro
                       _mm512_fmadd_ps(_mm512_cvtepi32_ps(corr), _mm512_mul_ps(xs, sw[h]), bv[h]));
     }
   }
-  if (ep.gelu) f32::kernel_table_avx512().gelu_erf(fb, rows * 32);
+  if (ep.gelu)
+    (ep.gelu_coarse ? f32::kernel_table_avx512().gelu_erf_q : f32::kernel_table_avx512().gelu_erf)(fb, rows * 32);
   if (ep.requantize) {
     const __m512 lo = _mm512_set1_ps(-512.f), hi = _mm512_set1_ps(512.f);
     const __m512 inv = _mm512_set1_ps(1.f / ep.out_scale);

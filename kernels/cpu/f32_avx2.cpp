@@ -26,7 +26,7 @@ namespace spinel::kernels::f32 {
 const KernelTable& kernel_table_avx2() {
   static const KernelTable t{"avx2", avx2::layernorm_rows, avx2::embedding_rows,
                              avx2::attention_block, avx2::gelu_erf, avx2::gelu_tanh,
-                             avx2::geglu_rows};
+                             avx2::geglu_rows, avx2::gelu_erf_q};
   return t;
 }
 }  // namespace spinel::kernels::f32

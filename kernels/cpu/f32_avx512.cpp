@@ -27,7 +27,7 @@ namespace spinel::kernels::f32 {
 const KernelTable& kernel_table_avx512() {
   static const KernelTable t{"avx512", avx512::layernorm_rows, avx512::embedding_rows,
                              avx512::attention_block, avx512::gelu_erf, avx512::gelu_tanh,
-                             avx512::geglu_rows};
+                             avx512::geglu_rows, avx512::gelu_erf_q};
   return t;
 }
 }  // namespace spinel::kernels::f32

@@ -12,7 +12,7 @@ namespace spinel::kernels::f32 {
 const KernelTable& kernel_table_generic() {
   static const KernelTable t{"scalar", generic::layernorm_rows, generic::embedding_rows,
                              generic::attention_block, generic::gelu_erf, generic::gelu_tanh,
-                             generic::geglu_rows};
+                             generic::geglu_rows, generic::gelu_erf_q};
   return t;
 }
 }  // namespace spinel::kernels::f32

@@ -132,14 +132,16 @@ struct BlockedRange {
 int64_t spmm_u8s8_blocked_ranges(int64_t N, int64_t M);
 
 // y_blk = act(x W + b) in the f32 blocked layout [nb][N][64], act = exact
-// GELU when gelu, else none, times out_mul[n] when out_mul is not null (the
+// GELU when gelu (QEpilogue::gelu_coarse's polynomial when gelu_coarse),
+// else none, times out_mul[n] when out_mul is not null (the
 // next Linear's input scale [N]: the values its quantization reads). x,
 // x_scale, x_zp as spmm_u8s8. Also writes ranges[spmm_u8s8_blocked_ranges(N,
 // M)]: the tokens' ranges of the output, gathered while it is written (per
 // work item; quantize_blocked_u8 combines them).
 void spmm_u8s8_to_blocked(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
                           const float* x_scale, const int32_t* x_zp, bool gelu, float* y_blk,
-                          BlockedRange* ranges, const float* out_mul = nullptr);
+                          BlockedRange* ranges, const float* out_mul = nullptr,
+                          bool gelu_coarse = false);
 
 // Per-token dynamic quantization (the contract of quantize_rows_u8, same
 // bits) of the f32 blocked y_blk [nb][K][64], with the ranges its

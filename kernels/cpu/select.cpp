@@ -170,6 +170,24 @@ bool runs_sparse_u8s8(const Op& op) {
 }
 }  // namespace
 
+bool output_only_quantized(const Graph& g, size_t p) {
+  if (p >= g.ops.size()) return false;
+  if (const char* v = std::getenv("SPINEL_GELU_COARSE"); v && (!std::strcmp(v, "off") || !std::strcmp(v, "0")))
+    return false;
+  const int32_t out = g.ops[p].out;
+  if (out < 0 || g.output == out) return false;
+  for (const GraphOutput& o : g.outputs)
+    if (o.value == out) return false;
+  bool read = false;
+  for (const Op& op : g.ops) {
+    if (op.in1 == out) return false;
+    if (op.in0 != out) continue;
+    if (op.kind != OpKind::Linear || op.precision == Precision::F32) return false;
+    read = true;
+  }
+  return read;
+}
+
 bool chain_linears(const Graph& g, size_t p) {
   if (p + 1 >= g.ops.size() || !spmm_u8s8_chain_available() || !chain_enabled()) return false;
   const Op& a = g.ops[p];

@@ -123,4 +123,10 @@ AttentionChoice choose_attention(bool int8_model);
 // and mean auto.
 bool chain_linears(const Graph& g, size_t p);
 
+// Op p's output is read only as the input of INT8 Linears (which quantize it
+// to 8 bits per token) and is not a graph output: a GELU producing it may be
+// the coarse polynomial (QEpilogue::gelu_coarse). SPINEL_GELU_COARSE=off
+// (read when a model is prepared) says no everywhere (A/B runs).
+bool output_only_quantized(const Graph& g, size_t p);
+
 }  // namespace spinel::kernels

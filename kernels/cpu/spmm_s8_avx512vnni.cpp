@@ -93,10 +93,12 @@ void flush_stage(const SpmmTile& t, int64_t brg, int64_t nbr, float (*stage)[64]
   // GELU on the token columns this tile computed (16 NT of 64; the others
   // stay 0 = GELU(0)): at 16 tokens, GELU over all 64 took 11% of a run.
   if (t.out != OutKind::S32Raw && ep.gelu) {
+    const auto& tab = f32::kernel_table_avx512();
+    void (*const gelu)(float*, int64_t) = ep.gelu_coarse ? tab.gelu_erf_q : tab.gelu_erf;
     if (NT == 4)
-      f32::kernel_table_avx512().gelu_erf(&stage[0][0], static_cast<int64_t>(nch) * 64);
+      gelu(&stage[0][0], static_cast<int64_t>(nch) * 64);
     else
-      for (int c = 0; c < nch; ++c) f32::kernel_table_avx512().gelu_erf(&stage[c][0], 16 * NT);
+      for (int c = 0; c < nch; ++c) gelu(&stage[c][0], 16 * NT);
   }
   if (t.out == OutKind::F32Blocked) {
     // The stage rows are the blocked layout's rows already: 256-byte copies,
@@ -422,7 +424,7 @@ void epilogue_rows_s32_avx512(const int32_t* acc, int64_t ldacc, int64_t m0, int
       const __m512 b = bias ? _mm512_maskz_loadu_ps(k, bias + n) : _mm512_setzero_ps();
       _mm512_mask_storeu_ps(dst + n, k, _mm512_fmadd_ps(_mm512_cvtepi32_ps(corr), s, b));
     }
-    if (ep.gelu) f32::kernel_table_avx512().gelu_erf(dst, N);
+    if (ep.gelu) (ep.gelu_coarse ? f32::kernel_table_avx512().gelu_erf_q : f32::kernel_table_avx512().gelu_erf)(dst, N);
     if (!ep.residual && !ep.requantize) continue;
     const float* res = ep.residual ? ep.residual + m * ep.ld_residual : nullptr;
     for (int64_t n = 0; n < N; n += 16) {

@@ -401,9 +401,10 @@ int64_t spmm_u8s8_blocked_ranges(int64_t N, int64_t M) {
 
 void spmm_u8s8_to_blocked(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
                           const float* x_scale, const int32_t* x_zp, bool gelu, float* y_blk,
-                          BlockedRange* ranges, const float* out_mul) {
+                          BlockedRange* ranges, const float* out_mul, bool gelu_coarse) {
   QEpilogue ep;
   ep.gelu = gelu;
+  ep.gelu_coarse = gelu_coarse;
   ep.out_mul = out_mul;
   if (!ranges) throw std::invalid_argument("spmm_u8s8_to_blocked: ranges must not be null");
   for (int64_t i = 0, n = spmm_u8s8_blocked_ranges(w.N, M); i < n; ++i) {

@@ -193,6 +193,49 @@ TEST_CASE("gelu kernels match the reference over the whole input range") {
   }
 }
 
+// The coarse GELU (gelu_erf_q, for values quantized to 8 bits next): within
+// 2e-5 max(1, |x|) of GELU in double on every table (tools/fit_gelu_erf.py
+// --poly: 1.3e-5 for Phi on [-4.25, 4.25], Phi(-4.25) = 1.1e-5 outside), and
+// the exact form's behaviour at the edges.
+TEST_CASE("coarse gelu stays within 2e-5 max(1, |x|) of GELU over the whole input range") {
+  std::vector<float> x;
+  for (int i = -120000; i <= 120000; ++i) x.push_back(static_cast<float>(i) * 1e-4f);
+  auto wide = random_vec(5001, 8, -1e4f, 1e4f);
+  x.insert(x.end(), wide.begin(), wide.end());
+  for (float v : {0.f, -0.f, 1e-30f, -1e-30f, 4.25f, -4.25f, 30.f, -30.f, 3e38f, -3e38f}) x.push_back(v);
+  for (const auto* t : runnable_tables()) {
+    std::vector<float> a = x;
+    t->gelu_erf_q(a.data(), static_cast<int64_t>(a.size()));
+    double worst = 0;
+    float worst_at = 0;
+    size_t wrong_sign = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+      const double exact = 0.5 * double(x[i]) * std::erfc(-double(x[i]) / std::sqrt(2.0));
+      const double e = std::fabs(a[i] - exact) / std::max(1.0, std::fabs(double(x[i])));
+      if (!(e <= worst)) worst = e, worst_at = x[i];  // a NaN becomes the worst
+      wrong_sign += x[i] > 0 ? a[i] < 0 : a[i] > 0;
+    }
+    const std::string who = t->name;
+    INFO(who << ": worst coarse GELU error " << worst << " max(1, |x|) at x=" << worst_at);
+    CHECK(worst <= 2e-5);
+    CHECK(worst > 1e-7);  // it is the polynomial, not the exact form
+    CHECK(wrong_sign == 0);
+    float special[] = {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                       -std::numeric_limits<float>::infinity()};
+    t->gelu_erf_q(special, 3);
+    CHECK(std::isnan(special[0]));
+    CHECK(special[1] == std::numeric_limits<float>::infinity());
+    CHECK((special[2] <= 0.f && special[2] >= -1e-4f));
+    // Odd lengths touch exactly [0, n).
+    for (int64_t n : {0, 1, 3, 17, 33, 1001}) {
+      auto v = random_vec(static_cast<size_t>(n) + 1, 4, -6.f, 6.f);
+      const float sentinel = v[static_cast<size_t>(n)];
+      t->gelu_erf_q(v.data(), n);
+      CHECK(v[static_cast<size_t>(n)] == sentinel);
+    }
+  }
+}
+
 // ----------------------------------------------------------- LayerNorm ----
 
 TEST_CASE("layernorm matches the reference, with and without residual, aliased or not") {
