@@ -43,12 +43,15 @@ echo "== unit tests (ctest)"
 ctest --test-dir "$ROOT/build" --output-on-failure -j2
 echo "== conformance tests and hostile-file corpus (pytest)"
 SPINEL_BIN="$ROOT/build/spinel" "$PY" -m pytest -q tests/conformance tests/hostile "$@"
-# The FP32 conformance suite again on the lower ISA paths (the kernel testers
-# cover every path on their own; this covers the whole model). On a CPU without
-# any VNNI the native run above already was the AVX2 path.
+# The unit tests and the FP32 conformance suite again on the lower ISA paths
+# (the kernel testers cover every path on their own; this covers the whole
+# model, and that every test holds with the level capped from outside). On a
+# CPU without any VNNI the native run above already was the AVX2 path.
 isas="avx2 scalar"
 grep -qwE 'avx512_vnni|avx_vnni' /proc/cpuinfo || isas="scalar"
 for isa in $isas; do
+  echo "== unit tests (ctest) with SPINEL_ISA=$isa"
+  SPINEL_ISA=$isa ctest --test-dir "$ROOT/build" --output-on-failure -j2
   echo "== conformance tests with SPINEL_ISA=$isa"
   SPINEL_ISA=$isa SPINEL_BIN="$ROOT/build/spinel" "$PY" -m pytest -q \
     tests/conformance/test_minilm_conformance.py

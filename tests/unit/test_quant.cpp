@@ -288,7 +288,9 @@ TEST_CASE("Linear chain: a sparse FFN gives the same bits with and without it") 
   int chained = 0;
   for (const OpKernel& k : on.report) chained += k.why.find("next Linear in the kernel's layout") != std::string::npos;
   for (const OpKernel& k : off.report) CHECK(k.why.find("kernel's layout") == std::string::npos);
-  CHECK(chained == 2);  // one FFN per layer
+  // One FFN per layer, where the chain's kernel runs (not under SPINEL_ISA
+  // capped below avx512vnni: then none, and the rest holds all the same).
+  CHECK(chained == (kernels::active_isa() >= kernels::Isa::Avx512Vnni ? 2 : 0));
   REQUIRE(on.h.size() == off.h.size());
   CHECK(std::memcmp(on.h.data(), off.h.data(), on.h.size() * sizeof(float)) == 0);
 
@@ -319,8 +321,13 @@ TEST_CASE("Linear chain: a sparse FFN gives the same bits with and without it") 
   REQUIRE(exact.h.size() == on.h.size());
   double worst = 0;
   for (size_t i = 0; i < on.h.size(); ++i) worst = std::max(worst, double(std::fabs(on.h[i] - exact.h[i])));
-  CHECK(worst > 0);
   INFO("coarse vs exact GELU, worst hidden-state difference " << worst);  // 0.0012 when written
+  // The vector kernels apply the coarse form; the scalar kernel (SPINEL_ISA=
+  // scalar) has none and keeps the exact one.
+  if (kernels::active_isa() >= kernels::Isa::Avx2)
+    CHECK(worst > 0);
+  else
+    CHECK(worst == 0);
   CHECK(worst < 0.01);  // a quantization step of a token flipped here and there, then LayerNorm
   kernels::set_max_isa(prev);
 }
