@@ -125,8 +125,8 @@ void bench_linear(tbb::task_arena& arena, int reps, int64_t M, int64_t K, int64_
               ratio[ratio.size() / 2]);
 }
 
-// FP32 attention, and (where the CPU has it) the AMX-BF16 block, alternated
-// in the same rounds.
+// FP32 attention, and (where the CPU has them) the AMX-BF16 and AVX512_BF16
+// blocks, alternated in the same rounds.
 void bench_attention(tbb::task_arena& arena, int reps, int64_t seqs, int64_t len) {
   const int64_t heads = 12, hd = 64, H = heads * hd, T = seqs * len;
   std::vector<int64_t> off(seqs + 1);
@@ -134,33 +134,30 @@ void bench_attention(tbb::task_arena& arena, int reps, int64_t seqs, int64_t len
   const auto qkv = random_vec(T * 3 * H, 4);
   std::vector<float> out(T * H), scratch;
   arena.execute([&] { scratch.resize(k::attention_scratch_floats(len, heads, hd)); });
-  const bool amx = k::cpu_has_amx_bf16();
-  std::vector<std::function<void()>> fns{[&] {
-    k::attention_f32(qkv.data(), off.data(), seqs, heads, hd, 0.125f, out.data(), scratch.data());
-  }};
-  if (amx)
-    fns.push_back([&] {
+  std::vector<k::AttentionProducts> kinds{k::AttentionProducts::F32};
+  if (k::cpu_has_amx_bf16()) kinds.push_back(k::AttentionProducts::AmxBf16);
+  if (k::cpu_has_avx512_bf16()) kinds.push_back(k::AttentionProducts::Avx512Bf16);
+  std::vector<std::function<void()>> fns;
+  for (const auto kind : kinds)
+    fns.push_back([&, kind] {
       k::attention_f32(qkv.data(), off.data(), seqs, heads, hd, 0.125f, out.data(), scratch.data(),
-                       nullptr, true);
+                       nullptr, kind);
     });
   const auto s = alternate(arena, reps, fns);
-  char what[80];
-  std::snprintf(what, sizeof what, "attention %ldx%ld, 12x64, f32", static_cast<long>(seqs),
-                static_cast<long>(len));
   const double flops = 4.0 * seqs * len * len * hd * heads;
-  print(what, s[0], flops);
-  if (!amx) {
-    std::printf("  (no AMX-BF16 on this CPU: the AMX-BF16 block is not measured)\n");
-    return;
+  for (size_t i = 0; i < kinds.size(); ++i) {
+    char what[80];
+    std::snprintf(what, sizeof what, "attention %ldx%ld, 12x64, %s", static_cast<long>(seqs),
+                  static_cast<long>(len), k::attention_products_name(kinds[i]));
+    print(what, s[i], flops);
+    if (i == 0) continue;
+    std::vector<double> ratio;
+    for (size_t j = 0; j < s[0].t.size(); ++j) ratio.push_back(s[0].t[j] / s[i].t[j]);
+    std::sort(ratio.begin(), ratio.end());
+    std::printf("  %s speedup over f32 (median of per-round ratios): %.2fx\n",
+                k::attention_products_name(kinds[i]), ratio[ratio.size() / 2]);
   }
-  std::snprintf(what, sizeof what, "attention %ldx%ld, 12x64, amx-bf16", static_cast<long>(seqs),
-                static_cast<long>(len));
-  print(what, s[1], flops);
-  std::vector<double> ratio;
-  for (size_t i = 0; i < s[0].t.size(); ++i) ratio.push_back(s[0].t[i] / s[1].t[i]);
-  std::sort(ratio.begin(), ratio.end());
-  std::printf("  amx-bf16 speedup over f32 (median of per-round ratios): %.2fx\n",
-              ratio[ratio.size() / 2]);
+  if (kinds.size() == 1) std::printf("  (no AMX-BF16 or AVX512_BF16 on this CPU: only FP32 is measured)\n");
 }
 
 void bench_rows(tbb::task_arena& arena, int reps) {

@@ -19,7 +19,8 @@ CpuReport cpu_report() {
   r.detected_isa = k::isa_name(k::detected_isa());
   r.active_isa = k::isa_name(k::active_isa());
   r.amx_int8 = k::cpu_has_amx_int8();
-  r.int8_attention_amx = k::choose_attention(/*int8_model=*/true).amx_bf16;
+  const k::AttentionProducts ap = k::choose_attention(/*int8_model=*/true).products;
+  if (ap != k::AttentionProducts::F32) r.int8_attention = k::attention_products_name(ap);
   r.sparse_int8_kernel = k::spmm_u8s8_kernel_name();
   r.f32_row_kernels = k::f32::kernel_table().name;
   std::ifstream f("/proc/cpuinfo");

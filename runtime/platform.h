@@ -13,7 +13,9 @@ struct CpuReport {
   std::string detected_isa;  // best level the CPU and OS run: scalar, avx2, avxvnni, avx512vnni
   std::string active_isa;    // after the cap
   bool amx_int8 = false;     // oneDNN's dense u8s8 uses AMX here
-  bool int8_attention_amx = false;  // INT8 models' attention runs on AMX-BF16 tiles here (kernels/cpu/select.h)
+  // Where INT8 models' attention products run in BF16 here (kernels/cpu/select.h):
+  // "amx_bf16" (AMX tiles), "avx512_bf16" (vdpbf16ps), or empty for FP32.
+  std::string int8_attention;
   std::string sparse_int8_kernel;  // the 4x1 block-sparse micro-kernel at the active level
   std::string f32_row_kernels;     // generic, avx2 or avx512
   std::string model_name;          // from /proc/cpuinfo

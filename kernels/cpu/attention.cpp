@@ -36,6 +36,15 @@ float* align64(float* p) {
 
 }  // namespace
 
+const char* attention_products_name(AttentionProducts p) {
+  switch (p) {
+    case AttentionProducts::F32: return "f32";
+    case AttentionProducts::AmxBf16: return "amx_bf16";
+    case AttentionProducts::Avx512Bf16: return "avx512_bf16";
+  }
+  return "unknown";
+}
+
 // One slot per thread the current arena may run (its max_concurrency), each
 // big enough for one head of the longest sequence, plus alignment slack.
 // attention_f32 must run in an arena with no more threads than the one this
@@ -47,10 +56,12 @@ size_t attention_scratch_floats(int64_t max_seq_len, int64_t num_heads, int64_t 
 
 void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seqs,
                    int64_t num_heads, int64_t head_dim, float scale, float* out, float* scratch,
-                   const float* alibi_slopes, bool amx_bf16) {
+                   const float* alibi_slopes, AttentionProducts products) {
   if (num_seqs <= 0 || num_heads <= 0 || head_dim <= 0) return;
-  if (amx_bf16 && !cpu_has_amx_bf16())
+  if (products == AttentionProducts::AmxBf16 && !cpu_has_amx_bf16())
     throw std::logic_error("attention_f32: AMX-BF16 asked for on a CPU without it");
+  if (products == AttentionProducts::Avx512Bf16 && !cpu_has_avx512_bf16())
+    throw std::logic_error("attention_f32: AVX512_BF16 asked for on a CPU without it");
   int64_t max_len = 0;
   for (int64_t s = 0; s < num_seqs; ++s)
     max_len = std::max(max_len, seq_offsets[s + 1] - seq_offsets[s]);
@@ -58,7 +69,9 @@ void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seq
 
   const auto& k = f32::kernel_table();
   void (*const run_block)(const f32::AttentionBlock&, float*) =
-      amx_bf16 ? f32::attention_block_amx_bf16 : k.attention_block;
+      products == AttentionProducts::AmxBf16      ? f32::attention_block_amx_bf16
+      : products == AttentionProducts::Avx512Bf16 ? f32::attention_block_avx512_bf16
+                                                  : k.attention_block;
   const int64_t hidden = num_heads * head_dim;
   // Slots are laid out for this call's longest sequence: never larger than
   // what attention_scratch_floats() reserved for its max_seq_len.

@@ -102,8 +102,9 @@ class AttentionCpu : public OpImpl {
     auto st = std::make_unique<AttentionState>();
     st->choice = k::choose_attention(graph_is_int8(a.graph));
     st->name = std::string(a.op.alibi ? "attention_alibi_" : "attention_") +
-               (st->choice.amx_bf16 ? std::string("amx_bf16")
-                                    : std::string("f32_") + k::f32::kernel_table().name);
+               (st->choice.products == k::AttentionProducts::F32
+                    ? std::string("f32_") + k::f32::kernel_table().name
+                    : std::string(k::attention_products_name(st->choice.products)));
     if (a.op.alibi) st->slopes = alibi_slopes(a.op.num_heads);
     return st;
   }
@@ -114,7 +115,7 @@ class AttentionCpu : public OpImpl {
     float* scratch = ctx.ws.get<float>(kAttentionScratch, need);
     k::attention_f32(io.in0, ctx.batch.seq_offsets, ctx.batch.num_seqs, op.num_heads, hd, op.scale,
                      io.out, scratch, st.slopes.empty() ? nullptr : st.slopes.data(),
-                     st.choice.amx_bf16);
+                     st.choice.products);
   }
 };
 

@@ -53,7 +53,8 @@ inline int64_t attention_kt_stride(int64_t len) { return round_up_pad(len) + kPa
 // enough for the FP32 block below and for the AMX-BF16 one.
 size_t attention_slot_floats(int64_t max_len, int64_t head_dim);
 
-// Scratch layout of the AMX-BF16 attention block (attention_amx.cpp), in
+// Scratch layout of the BF16 attention blocks (attention_amx.cpp and
+// attention_bf16.cpp; the AVX512_BF16 one leaves o unused), in
 // 32-bit words from the slot start; computed here, in baseline code, so that
 // the slot size never runs AMX-built code. lp: keys padded to 32; dp:
 // head_dim padded to 32 (Q.K^T); dv: head_dim padded to 16 (P.V).
@@ -68,6 +69,10 @@ AmxAttentionLayout amx_attention_layout(int64_t len, int64_t head_dim);
 // FP32 accumulation, softmax in FP32). Only where cpu_has_amx_bf16(); same
 // contract as KernelTable::attention_block otherwise.
 void attention_block_amx_bf16(const AttentionBlock& blk, float* scratch);
+
+// The same on AVX512_BF16 dot products (attention_bf16.cpp; same operands,
+// softmax and accuracy, no tiles). Only where cpu_has_avx512_bf16().
+void attention_block_avx512_bf16(const AttentionBlock& blk, float* scratch);
 
 struct KernelTable {
   const char* name;

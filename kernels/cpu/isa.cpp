@@ -41,6 +41,8 @@ unsigned long long xcr0() {
 struct Features {
   bool avx2 = false, avxvnni = false, avx512vnni = false, amx_int8 = false, amx_bf16 = false;
   bool avx512_core = false;  // F + BW + VL + DQ with ZMM state saved (no VNNI needed)
+  bool avx512_bf16 = false;  // AVX512_BF16 on an AVX-512 VNNI CPU
+  bool amd = false;          // vendor AuthenticAMD
 };
 
 // Linux hands out the AMX tile data state only on request (arch_prctl
@@ -85,6 +87,12 @@ Features probe_features() {
   // AMX-BF16 (EDX 22) for our attention tiles, which also convert with
   // AVX512_BF16 (sub-leaf 1, EAX 5).
   f.amx_bf16 = tiles && ((l7.d >> 22) & 1) && l7.a >= 1 && ((cpuid(7, 1).a >> 5) & 1);
+
+  f.avx512_bf16 = f.avx512vnni && l7.a >= 1 && ((cpuid(7, 1).a >> 5) & 1);
+  {
+    const Regs l0 = cpuid(0, 0);  // vendor string in EBX, EDX, ECX
+    f.amd = l0.b == 0x68747541u && l0.d == 0x69746E65u && l0.c == 0x444D4163u;  // "Auth" "enti" "cAMD"
+  }
 
   // AVX-VNNI lives in sub-leaf 1, which exists only if sub-leaf 0 reports it
   // (EAX = highest sub-leaf).
@@ -142,6 +150,8 @@ bool cpu_has_avx512_core() { return features().avx512_core && features().avx2; }
 
 bool cpu_has_amx_int8() { return features().amx_int8; }
 bool cpu_has_amx_bf16() { return features().amx_bf16; }
+bool cpu_has_avx512_bf16() { return features().avx512_bf16; }
+bool cpu_bf16_dot_full_rate() { return features().avx512_bf16 && features().amd; }
 
 bool cpu_supports(Isa isa) { return static_cast<int>(isa) <= static_cast<int>(detected_isa()); }
 

@@ -52,6 +52,15 @@ bool cpu_has_amx_int8();
 // attention_amx.cpp runs then. Not affected by caps (the choice checks the
 // active level itself).
 bool cpu_has_amx_bf16();
+// True when the CPU has AVX512_BF16 (and AVX-512 VNNI): the attention block
+// of attention_bf16.cpp can run. Not affected by caps.
+bool cpu_has_avx512_bf16();
+// True when AVX512_BF16's vdpbf16ps issues at vfmadd's rate (32 products per
+// instruction against 16), so BF16 attention products beat FP32 ones: AMD's
+// AVX-512 cores (Zen 4 and later; measured on Zen 5, select.h). On Intel's
+// (Sapphire Rapids, measured) it issues at half the rate and AMX does the
+// work instead.
+bool cpu_bf16_dot_full_rate();
 // "scalar", "avx2", "avxvnni", "avx512vnni".
 const char* isa_name(Isa isa);
 // Parses the names above (and the aliases "generic", "avx512"); false if unknown.

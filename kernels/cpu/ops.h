@@ -35,12 +35,19 @@ void layernorm_f32(const float* x, const float* residual, const float* gamma, co
 // [T, H]. scratch holds attention_scratch_floats(...) floats. alibi_slopes
 // (num_heads floats, or null): ALiBi, -slope_h * |j - i| added to the scaled
 // score of query i and key j of head h (positions within the sequence).
-// amx_bf16: run the products on AMX-BF16 tiles (f32::attention_block_amx_bf16;
-// only where cpu_has_amx_bf16(), std::logic_error otherwise); inputs and
-// outputs stay f32.
+// products: where Q·K^T and P·V run (inputs and outputs stay f32):
+//   F32         FMA, the active ISA level's build (f32_isa.h);
+//   AmxBf16     AMX-BF16 tiles (f32::attention_block_amx_bf16), only where
+//               cpu_has_amx_bf16();
+//   Avx512Bf16  AVX512_BF16 dot products (f32::attention_block_avx512_bf16),
+//               only where cpu_has_avx512_bf16();
+// a BF16 kind the CPU lacks throws std::logic_error. select.h chooses.
+enum class AttentionProducts { F32, AmxBf16, Avx512Bf16 };
+const char* attention_products_name(AttentionProducts p);  // "f32", "amx_bf16", "avx512_bf16"
 void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seqs,
                    int64_t num_heads, int64_t head_dim, float scale, float* out, float* scratch,
-                   const float* alibi_slopes = nullptr, bool amx_bf16 = false);
+                   const float* alibi_slopes = nullptr,
+                   AttentionProducts products = AttentionProducts::F32);
 size_t attention_scratch_floats(int64_t max_seq_len, int64_t num_heads, int64_t head_dim);
 
 void gelu_erf_f32(float* x, int64_t n);

@@ -119,31 +119,46 @@ AttentionMode attention_mode() {
 
 AttentionChoice choose_attention(bool int8_model) {
   AttentionChoice c;
-  const bool here = cpu_has_amx_bf16() && active_isa() == Isa::Avx512Vnni;
+  const bool level = active_isa() == Isa::Avx512Vnni;
+  const bool amx = level && cpu_has_amx_bf16();
+  const bool dot = level && cpu_has_avx512_bf16();
   const AttentionMode mode = attention_mode();
   if (mode == AttentionMode::F32) {
     c.why = "SPINEL_ATTENTION=f32";
     return c;
   }
-  if (!here) {
-    if (mode == AttentionMode::Bf16) {
+  const char* lacking = !level && (cpu_has_amx_bf16() || cpu_has_avx512_bf16())
+                            ? "the ISA level is capped below avx512vnni"
+                            : "this CPU has neither AMX-BF16 nor AVX512_BF16";
+  if (mode == AttentionMode::Bf16) {
+    if (amx) {
+      c.products = AttentionProducts::AmxBf16;
+      c.why = "AMX-BF16: SPINEL_ATTENTION=bf16";
+    } else if (dot) {
+      c.products = AttentionProducts::Avx512Bf16;
+      c.why = "AVX512_BF16: SPINEL_ATTENTION=bf16";
+    } else {
       static std::atomic<bool> warned{false};
       if (!warned.exchange(true))
         std::fprintf(stderr, "spinel: warning: SPINEL_ATTENTION=bf16 but %s; attention runs in FP32\n",
-                     cpu_has_amx_bf16() ? "the ISA level is capped below avx512vnni"
-                                        : "this CPU has no usable AMX-BF16");
+                     lacking);
+      c.why = std::string("FP32: ") + lacking;
     }
-    c.why = cpu_has_amx_bf16() ? "FP32: ISA capped below avx512vnni" : "FP32: no AMX-BF16 on this CPU";
     return c;
   }
-  if (mode == AttentionMode::Bf16) {
-    c.amx_bf16 = true;
-    c.why = "AMX-BF16: SPINEL_ATTENTION=bf16";
-    return c;
+  if (!int8_model) {
+    c.why = "FP32: FP32 model (SPINEL_ATTENTION=bf16 for BF16)";
+  } else if (amx) {
+    c.products = AttentionProducts::AmxBf16;
+    c.why = "AMX-BF16: INT8 model, CPU has AMX-BF16";
+  } else if (dot && cpu_bf16_dot_full_rate()) {
+    c.products = AttentionProducts::Avx512Bf16;
+    c.why = "AVX512_BF16: INT8 model, no AMX-BF16, vdpbf16ps at full rate on this CPU";
+  } else if (dot) {
+    c.why = "FP32: no AMX-BF16, and AVX512_BF16 is no faster than FMA on this CPU";
+  } else {
+    c.why = std::string("FP32: ") + lacking;
   }
-  c.amx_bf16 = int8_model;
-  c.why = int8_model ? "AMX-BF16: INT8 model, CPU has AMX-BF16"
-                     : "FP32: FP32 model (SPINEL_ATTENTION=bf16 for AMX-BF16)";
   return c;
 }
 

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "kernels/cpu/ops.h"
 #include "runtime/ir.h"
 
 namespace spinel::kernels {
@@ -81,26 +82,32 @@ LinearChoice choose_linear(Precision precision, double block_sparsity, const int
                            int64_t N, const float* W32 = nullptr);
 
 // --- Attention ---------------------------------------------------------
-// The attention products run in FP32 (FMA), or on AMX-BF16 tiles: Q, K, P and
-// V rounded to BF16 (8 significant bits), FP32 accumulation and softmax.
-// Measured on a Xeon with AMX (bench/RESULTS.md, "Attention on AMX-BF16"):
-// several times faster than FP32 attention at seq 128. AVX512_BF16's
-// vdpbf16ps is not used: it ran at half vfmadd's instruction rate there, no
-// faster than FP32.
+// The attention products run in FP32 (FMA) or in BF16: Q, K, P and V rounded
+// to BF16 (8 significant bits), FP32 accumulation and softmax, on one of
+//   AMX-BF16 tiles (attention_amx.cpp): measured on a Xeon with AMX
+//     (bench/RESULTS.md, "Attention on AMX-BF16") several times faster than
+//     FP32 attention at seq 128;
+//   AVX512_BF16 dot products (attention_bf16.cpp), where vdpbf16ps issues at
+//     vfmadd's rate (cpu_bf16_dot_full_rate(): AMD Zen 4 and later; on a
+//     Zen 5 EPYC, 32 products per instruction against 16, attention 1.9x
+//     faster than FP32 at BERT-base's seq 128, bench/RESULTS.md). On Sapphire
+//     Rapids it issues at half that rate, no faster than FP32: not chosen
+//     there by default.
 //
 // SPINEL_ATTENTION, read at every choice (when a model is prepared): unset,
-// "" or "auto": AMX-BF16 for models whose Linear layers are INT8 (already
+// "" or "auto": BF16 for models whose Linear layers are INT8 (already
 // quantized, so BF16 attention stays within their accuracy: tests check
-// MiniLM's INT8 cosine against FP32), FP32 for FP32 models (FP32 results stay
-// as they were); "f32": always FP32; "bf16": AMX-BF16 for every model (tests,
-// A/B runs). AMX-BF16 needs the CPU (cpu_has_amx_bf16()) and the active ISA
-// level avx512vnni (a cap below it means FP32); "bf16" without them warns once
-// and runs FP32. Other values warn once and mean auto.
+// MiniLM's INT8 cosine against FP32) on AMX-BF16, else on AVX512_BF16 where it
+// runs at full rate, else FP32; FP32 for FP32 models (FP32 results stay as
+// they were); "f32": always FP32; "bf16": BF16 for every model (tests, A/B
+// runs) on AMX-BF16, else on AVX512_BF16 at any rate. Both need the active
+// ISA level avx512vnni (a cap below it means FP32); "bf16" without either
+// warns once and runs FP32. Other values warn once and mean auto.
 enum class AttentionMode { Auto, F32, Bf16 };
 AttentionMode attention_mode();
 
 struct AttentionChoice {
-  bool amx_bf16 = false;
+  AttentionProducts products = AttentionProducts::F32;
   std::string why;
 };
 // int8_model: the graph's Linear layers are INT8.

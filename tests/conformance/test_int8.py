@@ -369,30 +369,57 @@ def cpu_flags():
     return set()
 
 
+def cpu_vendor():
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("vendor_id"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
 def test_attention_choice_and_bf16_accuracy(spinel, convert, minilm_onnx, ids, minilm_fp32_emb):
-    """INT8 models run attention on AMX-BF16 tiles where the CPU has them (FP32 models never by default;
-    SPINEL_ATTENTION=f32 turns it off), and BF16 attention keeps INT8's accuracy on the real MiniLM."""
+    """INT8 models run attention in BF16 where the CPU does it faster than FP32: on AMX-BF16 tiles, else
+    on AVX512_BF16 dot products where they run at full rate (AMD); FP32 models never by default;
+    SPINEL_ATTENTION=f32 turns it off, =bf16 on. BF16 attention keeps INT8's accuracy on the real MiniLM."""
     f32 = convert(minilm_onnx, "minilm_f32")
     s8 = convert(minilm_onnx, "minilm_s8_off", "--quant", "int8", "--sparse", "off")
-    amx_here = {"amx_bf16", "amx_tile", "avx512_bf16", "avx512_vnni"} <= cpu_flags()
+    flags = cpu_flags()
+    amx_here = {"amx_bf16", "amx_tile", "avx512_bf16", "avx512_vnni"} <= flags
+    dot_here = {"avx512_bf16", "avx512_vnni", "avx512bw", "avx512vl", "avx512dq"} <= flags
+    dot_fast = dot_here and cpu_vendor() == "AuthenticAMD"
     for kernel, why in attention_kernels(spinel, s8):
         if amx_here:
             assert kernel == "attention_amx_bf16", (kernel, why)
             assert why.startswith("AMX-BF16"), why
+        elif dot_fast:
+            assert kernel == "attention_avx512_bf16", (kernel, why)
+            assert why.startswith("AVX512_BF16") and "full rate" in why, why
+        elif dot_here:
+            assert kernel.startswith("attention_f32_"), (kernel, why)
+            assert "no faster than FMA" in why, why
         else:
             assert kernel.startswith("attention_f32_"), (kernel, why)
-            assert "no AMX-BF16" in why, why
+            assert "neither AMX-BF16 nor AVX512_BF16" in why, why
     for kernel, why in attention_kernels(spinel, s8, {"SPINEL_ATTENTION": "f32"}):
         assert kernel.startswith("attention_f32_") and why == "SPINEL_ATTENTION=f32", (kernel, why)
     for kernel, why in attention_kernels(spinel, f32):
         assert kernel.startswith("attention_f32_"), (kernel, why)
-    if not amx_here:
-        print("no AMX-BF16 on this CPU: the BF16 attention accuracy check below compares FP32 with FP32")
+    # =bf16 asks for BF16 wherever the CPU has a way: tiles first, else dot products at any rate.
+    want_forced = "attention_amx_bf16" if amx_here else "attention_avx512_bf16" if dot_here else None
+    for kernel, why in attention_kernels(spinel, f32, {"SPINEL_ATTENTION": "bf16"}):
+        if want_forced:
+            assert kernel == want_forced and why.endswith("SPINEL_ATTENTION=bf16"), (kernel, why)
+        else:
+            assert kernel.startswith("attention_f32_"), (kernel, why)
+    # The accuracy check runs the BF16 path this CPU has, forced where it is not the default.
+    bf16_env = {} if amx_here or dot_fast else {"SPINEL_ATTENTION": "bf16"}
+    if not (amx_here or dot_here):
+        print("no AMX-BF16 or AVX512_BF16 on this CPU: the BF16 attention accuracy check below compares FP32 "
+              "with FP32")
     # Accuracy. BF16 rounding of Q, K, P and V moves the INT8 embeddings about as much as INT8 itself
     # does (measured on these sentences: cosine BF16 vs FP32 attention mean 0.9991, min 0.9967; INT8 vs
     # FP32 mean 0.9989, min 0.9963), and in no consistent direction: agreement with FP32 must stay where
     # FP32 attention has it (mean within 0.0005, minimum within 0.002).
-    bf16 = spinel_run(spinel, s8, ids, "mean", normalize=True)
+    bf16 = spinel_run(spinel, s8, ids, "mean", normalize=True, env_extra=bf16_env)
     fp32_attn = spinel_run(spinel, s8, ids, "mean", normalize=True, env_extra={"SPINEL_ATTENTION": "f32"})
     between = cosines(fp32_attn, bf16)
     with_bf16, with_f32 = cosines(minilm_fp32_emb, bf16), cosines(minilm_fp32_emb, fp32_attn)

@@ -455,7 +455,8 @@ TEST_CASE("attention blocks of every ISA build match the reference") {
     }
 }
 
-// AMX-BF16 attention (attention_amx.cpp). Two comparisons per shape:
+// BF16 attention: AMX-BF16 (attention_amx.cpp) and AVX512_BF16
+// (attention_bf16.cpp), each where the CPU has it. Two comparisons per shape:
 // - against the reference run on Q, K and V already rounded to BF16: what is
 //   left is the rounding of the probabilities P to BF16 (2^-9 relative, so at
 //   most 2^-9 max|v| = 0.002 here) and FP32 accumulation order: 4e-3 absolute
@@ -475,11 +476,26 @@ float bf16_round(float x) {
 }
 }  // namespace
 
-TEST_CASE("AMX-BF16 attention matches the reference within BF16 rounding") {
-  if (!k::cpu_has_amx_bf16()) {
-    MESSAGE("not run: this CPU has no usable AMX-BF16 (the FP32 attention tests cover this machine)");
+TEST_CASE("BF16 attention matches the reference within BF16 rounding") {
+  std::vector<k::AttentionProducts> kinds;
+  if (k::cpu_has_amx_bf16()) kinds.push_back(k::AttentionProducts::AmxBf16);
+  if (k::cpu_has_avx512_bf16()) kinds.push_back(k::AttentionProducts::Avx512Bf16);
+  if (kinds.empty()) {
+    MESSAGE("not run: this CPU has neither AMX-BF16 nor AVX512_BF16 (the FP32 attention tests cover it)");
     return;
   }
+  // A BF16 kind this CPU lacks is refused, never run.
+  if (!k::cpu_has_amx_bf16() || !k::cpu_has_avx512_bf16()) {
+    const auto lacking =
+        k::cpu_has_amx_bf16() ? k::AttentionProducts::Avx512Bf16 : k::AttentionProducts::AmxBf16;
+    std::vector<int64_t> off{0, 4};
+    std::vector<float> qkv(4 * 3 * 64, 0.5f), out(4 * 64);
+    std::vector<float> scratch(k::attention_scratch_floats(4, 1, 64) + 16);
+    CHECK_THROWS_AS(k::attention_f32(qkv.data(), off.data(), 1, 1, 64, 0.125f, out.data(), scratch.data(),
+                                     nullptr, lacking),
+                    std::logic_error);
+  }
+  for (const auto kind : kinds)
   for (int threads : {1, 2})
     in_arena(threads, [&] {
       for (const auto& sh : attention_shapes())
@@ -505,8 +521,9 @@ TEST_CASE("AMX-BF16 attention matches the reference within BF16 rounding") {
           for (size_t i = scratch_n; i < scratch.size(); ++i) scratch[i] = 12345.f;
           std::vector<float> got(want.size(), std::nanf(""));
           k::attention_f32(qkv.data(), off.data(), nseq, sh.heads, sh.head_dim, scale, got.data(),
-                           scratch.data(), sl, /*amx_bf16=*/true);
-          const std::string what = "threads=" + std::to_string(threads) + " lens=" +
+                           scratch.data(), sl, kind);
+          const std::string what = std::string(k::attention_products_name(kind)) +
+                                   " threads=" + std::to_string(threads) + " lens=" +
                                    lens_str(sh.lens) + " heads=" + std::to_string(sh.heads) +
                                    " head_dim=" + std::to_string(sh.head_dim) +
                                    (alibi ? " alibi" : "");

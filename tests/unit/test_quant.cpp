@@ -11,6 +11,7 @@
 #include "converters/calibrate.h"
 #include "converters/quantize.h"
 #include "kernels/cpu/isa.h"
+#include "kernels/cpu/select.h"
 #include "runtime/error.h"
 #include "runtime/prepared.h"
 #include "runtime/session.h"
@@ -23,7 +24,7 @@ namespace {
 
 // These tests check the INT8 Linear kernels against the reference backend, to
 // the rounding of erf: attention runs in FP32 for them (SPINEL_ATTENTION=f32,
-// read when a model is prepared). AMX-BF16 attention has its own check below.
+// read when a model is prepared). BF16 attention has its own check below.
 struct Fp32Attention {
   std::string old;
   bool had;
@@ -123,8 +124,9 @@ TEST_CASE("int8 conversion: weights per channel, sparse where pruned, close to f
 
     auto f32 = Model::load(dir + "/f32.spnl");
     auto q = Model::load(dir + "/int8.spnl");
-    if (kernels::cpu_has_amx_bf16()) {
-      // The default on this CPU: attention on AMX-BF16 tiles. BF16 rounding of
+    if (kernels::choose_attention(/*int8_model=*/true).products != kernels::AttentionProducts::F32) {
+      // The default on this CPU: attention in BF16 (AMX-BF16 tiles or
+      // AVX512_BF16 dot products, select.h). BF16 rounding of
       // Q, K, P and V (2^-9 relative each) moves hidden states by ~1e-3 of
       // their norm here: every token's cosine with the reference stays > 0.999.
       auto q_amx = Model::load(dir + "/int8.spnl");
@@ -138,7 +140,7 @@ TEST_CASE("int8 conversion: weights per channel, sparse where pruned, close to f
       INFO("act ", activation_name(act));
       CHECK(min_cos > 0.999);
     } else {
-      MESSAGE("no AMX-BF16 on this CPU: the BF16 attention path is not run here");
+      MESSAGE("INT8 models' attention runs in FP32 on this CPU: the BF16 attention path is not run here");
     }
     const Fp32Attention fp32_attention;
     for (size_t i : pruned_ops) CHECK(q->graph().ops[i].precision == Precision::S8Sparse);

@@ -220,7 +220,7 @@ int cmd_inspect(int argc, char** argv) {
     else
       std::printf("precision      %d/%d Linear layers INT8 (s8 weights per channel, u8 activations %s), "
                   "%d of them 4x1 block-sparse;\n               embeddings, LayerNorm, "
-                  "softmax f32; attention products f32 (BF16 where AMX-BF16 runs them, see kernels);\n"
+                  "softmax f32; attention products f32 or BF16 (op table: kernel);\n"
                   "               %d of the INT8 layers smoothed (per-channel input scales, convert --smooth)\n",
                   s8, linears,
                   static_act == s8 ? "with calibrated static scales"
@@ -230,11 +230,16 @@ int cmd_inspect(int argc, char** argv) {
     // What this machine will run it with (CPUID + XGETBV, capped by SPINEL_ISA).
     std::string isa = cpu.active_isa;
     if (cpu.active_isa != cpu.detected_isa) isa += " (capped; CPU runs " + cpu.detected_isa + ")";
+    const std::string attn =
+        cpu.int8_attention.empty()
+            ? std::string()
+            : "; INT8 models' attention in BF16 on " +
+                  std::string(cpu.int8_attention == "amx_bf16" ? "AMX-BF16 tiles" : "AVX512_BF16 dot products") +
+                  " (SPINEL_ATTENTION=f32: off)";
     std::printf("kernels here   %s; sparse INT8 %s, f32 rows %s%s%s\n", isa.c_str(),
                 cpu.sparse_int8_kernel.c_str(), cpu.f32_row_kernels.c_str(),
                 cpu.amx_int8 ? "; AMX-INT8 for dense INT8 (amx_u8s8_dense; SPINEL_DENSE_S8=dnnl: oneDNN)" : "",
-                cpu.int8_attention_amx ? "; INT8 models' attention on AMX-BF16 (SPINEL_ATTENTION=f32: off)"
-                                       : "");
+                attn.c_str());
     std::string outs = "last_hidden_state";
     for (const GraphOutput& go : m->graph().outputs) outs += ", " + go.name;
     std::printf("outputs        %s; default pooling %s%s\n\n", outs.c_str(), c.default_pool.c_str(),
