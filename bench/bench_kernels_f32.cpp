@@ -127,8 +127,8 @@ void bench_linear(tbb::task_arena& arena, int reps, int64_t M, int64_t K, int64_
 
 // FP32 attention, and (where the CPU has them) the AMX-BF16 and AVX512_BF16
 // blocks, alternated in the same rounds.
-void bench_attention(tbb::task_arena& arena, int reps, int64_t seqs, int64_t len) {
-  const int64_t heads = 12, hd = 64, H = heads * hd, T = seqs * len;
+void bench_attention(tbb::task_arena& arena, int reps, int64_t seqs, int64_t len, int64_t hd) {
+  const int64_t heads = 12, H = heads * hd, T = seqs * len;
   std::vector<int64_t> off(seqs + 1);
   for (int64_t s = 0; s <= seqs; ++s) off[s] = s * len;
   const auto qkv = random_vec(T * 3 * H, 4);
@@ -147,8 +147,8 @@ void bench_attention(tbb::task_arena& arena, int reps, int64_t seqs, int64_t len
   const double flops = 4.0 * seqs * len * len * hd * heads;
   for (size_t i = 0; i < kinds.size(); ++i) {
     char what[80];
-    std::snprintf(what, sizeof what, "attention %ldx%ld, 12x64, %s", static_cast<long>(seqs),
-                  static_cast<long>(len), k::attention_products_name(kinds[i]));
+    std::snprintf(what, sizeof what, "attention %ldx%ld, 12x%ld, %s", static_cast<long>(seqs),
+                  static_cast<long>(len), static_cast<long>(hd), k::attention_products_name(kinds[i]));
     print(what, s[i], flops);
     if (i == 0) continue;
     std::vector<double> ratio;
@@ -197,8 +197,10 @@ int main(int argc, char** argv) {
   bench_linear(arena, reps, 128, 3072, 768, Activation::None);
   bench_linear(arena, reps, 128, 768, 2304, Activation::None);
   bench_linear(arena, reps, 37, 768, 3072, Activation::GeluErf);
+  // BERT-base's heads (12 x 64), and MiniLM's (12 x 32) at 8 x 128 tokens.
   for (auto [seqs, len] : {std::pair<int64_t, int64_t>{1, 128}, {4, 128}, {8, 32}, {1, 512}})
-    bench_attention(arena, reps / 2 + 1, seqs, len);
+    bench_attention(arena, reps / 2 + 1, seqs, len, 64);
+  bench_attention(arena, reps / 2 + 1, 8, 128, 32);
   bench_rows(arena, reps);
   return 0;
 }

@@ -212,7 +212,7 @@ void BM_VnniPeak(benchmark::State& st) {
 BENCHMARK(BM_VnniPeak)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 void Shapes(benchmark::internal::Benchmark* b, bool sparse) {
-  const int64_t shapes[][2] = {{768, 768}, {768, 3072}, {3072, 768},
+  const int64_t shapes[][2] = {{768, 768}, {768, 2304}, {768, 3072}, {3072, 768},
                                {1024, 1024}, {1024, 4096}, {4096, 1024}};
   for (const auto& s : shapes)
     for (int64_t M : {16, 128, 384, 512}) {

@@ -52,6 +52,7 @@ import json
 import os
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -308,7 +309,7 @@ class Artifacts:
 
 # ---- running ------------------------------------------------------------------------------------
 
-def run_worker(rt, model_file, ids_path, model_name, args):
+def run_worker(rt, model_file, ids_path, model_name, args, scenarios=None):
     backend, venv = RUNTIMES[rt][0], RUNTIMES[rt][1]
     slug = rt.lower().replace(" ", "-")
     out_dir = os.path.join(os.path.abspath(args.work_dir), "results", model_name)
@@ -328,6 +329,8 @@ def run_worker(rt, model_file, ids_path, model_name, args):
            "--budgets", args.budgets, "--single-seconds", str(args.single_seconds),
            "--offline-seconds", str(args.offline_seconds), "--server-seconds", str(args.server_seconds),
            "--server-steps", str(args.server_steps), "--logdir", logdir, "--out", out]
+    if scenarios:
+        cmd += ["--scenarios", scenarios]
     if backend == "ct2":
         cmd += ["--precision", "int8"]
     if backend == "torch":
@@ -351,6 +354,77 @@ def run_worker(rt, model_file, ids_path, model_name, args):
     r = json.load(open(out))
     r.update(runtime=rt, load_start=load0, load_end=loadavg(), seconds=time.time() - t0, model_file=model_file)
     return r
+
+
+def interleaved(models, runtimes, args):
+    """--interleave ROUNDS: SingleStream and Offline only, every runtime once per round, the order
+    rotating from round to round, so that the other tenants' load falls on every runtime alike.
+    Per runtime: the median (min-max) of its per-round p50 and samples/s; against spinel: the median
+    of the per-round ratios (each ratio from one round, measured minutes apart at most)."""
+    doc = {"started": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"), "load_start": uptime(),
+           "command": " ".join(shlex.quote(a) for a in [".venv/bin/python"] + sys.argv),
+           "rounds": args.interleave, "threads": args.threads, "max_batch": args.max_batch, "results": {}}
+    lines = []
+    for m in models:
+        spec = MODELS[m]
+        art = Artifacts(m, spec, args)
+        art.ensure_model()
+        ids_path, _ = art.ids()
+        files = {}
+        for rt in runtimes:
+            if RUNTIMES[rt][3] and not spec["pruned"]:
+                continue
+            if spec["kind"] == "dna" and rt in NEEDS_HF:
+                continue
+            f = art.get(RUNTIMES[rt][2])
+            if f is not None:
+                files[rt] = f
+        order = list(files)
+        per = {rt: [] for rt in order}
+        for r in range(args.interleave):
+            k = r % len(order)
+            for rt in order[k:] + order[:k]:
+                log(f"{m}: round {r + 1}/{args.interleave}: {rt}")
+                res = run_worker(rt, files[rt], ids_path, m, args, scenarios="single,offline")
+                per[rt].append({"p50": res.get("single", {}).get("p50"),
+                                "samples_per_s": res.get("offline", {}).get("samples_per_s"),
+                                "error": res.get("error"), "load_end": res.get("load_end")})
+        rows = []
+        subj = per.get(SUBJECT)
+        for rt in order:
+            p50 = [x["p50"] for x in per[rt] if x["p50"]]
+            off = [x["samples_per_s"] for x in per[rt] if x["samples_per_s"]]
+            row = {"runtime": rt, "p50": p50, "samples_per_s": off,
+                   "errors": [x["error"] for x in per[rt] if x["error"]]}
+            if subj is not None and rt != SUBJECT:
+                # > 1: spinel is faster (latency) / serves more (throughput), round by round.
+                row["p50_ratio"] = [x["p50"] / s["p50"] for x, s in zip(per[rt], subj) if x["p50"] and s["p50"]]
+                row["offline_ratio"] = [s["samples_per_s"] / x["samples_per_s"] for x, s in zip(per[rt], subj)
+                                        if x["samples_per_s"] and s["samples_per_s"]]
+            rows.append(row)
+        doc["results"][m] = rows
+
+        def med(v, nd=2):
+            return "—" if not v else f"{statistics.median(v):.{nd}f} ({min(v):.{nd}f}–{max(v):.{nd}f})"
+
+        lines += [f"**{m}** (seq {spec['seq']}, threads {args.threads}, Offline batch ≤ {args.max_batch}, "
+                  f"{args.interleave} rounds)", "",
+                  "| runtime | single-stream p50 ms | its p50 ÷ spinel's | Offline samples/s | spinel's ÷ its |",
+                  "|---|---:|---:|---:|---:|"]
+        for row in rows:
+            name = f"**{row['runtime']}**" if row["runtime"] == SUBJECT else row["runtime"]
+            if row["errors"] and not row["p50"]:
+                lines.append(f"| {name} | not run: {row['errors'][0][:200]} | | | |")
+                continue
+            lines.append(f"| {name} | {med(row['p50'])} | {med(row.get('p50_ratio', []))} | "
+                         f"{med(row['samples_per_s'], 1)} | {med(row.get('offline_ratio', []))} |")
+        lines.append("")
+    doc["load_end"] = uptime()
+    doc["table"] = "\n".join(lines)
+    with open(args.json, "w") as f:
+        json.dump(doc, f, indent=1)
+    print("\n".join(lines))
+    print(f"load: start {doc['load_start']}; end {doc['load_end']}")
 
 
 NATIVE = " (spinel bench)"
@@ -543,6 +617,10 @@ def main():
     ap.add_argument("--no-native", action="store_true",
                     help="skip the `spinel bench` row (the native harness on the subject's model)")
     ap.add_argument("--report-only", action="store_true", help="rebuild table and plot from --json")
+    ap.add_argument("--interleave", type=int, default=0, metavar="ROUNDS",
+                    help="SingleStream and Offline only, ROUNDS rounds of every runtime in turn (the order "
+                         "rotating); prints medians and per-round ratios to spinel as a Markdown table and "
+                         "writes --json; no Server search, plot or RESULTS.md section")
     args = ap.parse_args()
     args.spinel = os.path.join(os.path.abspath(args.build_dir), "spinel")
     args.library = os.path.join(os.path.abspath(args.build_dir), "libspinel.so")
@@ -557,6 +635,12 @@ def main():
         if r not in RUNTIMES:
             ap.error(f"unknown runtime {r!r}")
 
+    if args.interleave:
+        for p in (args.spinel, args.library):
+            if not os.path.exists(p):
+                raise SystemExit(f"error: {p} does not exist (build targets spinel and spinel_c)")
+        interleaved(models, runtimes, args)
+        return
     if args.report_only:
         doc = json.load(open(args.json))
     else:

@@ -115,6 +115,15 @@ TEST_CASE("profiling times every op of the runs it covers and changes no result"
     percent += rows[i].percent;
     ms += rows[i].ms_per_run;
     if (i > 0) CHECK(rows[i - 1].ms_per_run >= rows[i].ms_per_run);
+    // Linear rows carry their shape (input and output widths), others none.
+    if (rows[i].kind == "Linear") {
+      const size_t arrow = rows[i].shape.find("->");
+      REQUIRE(arrow != std::string::npos);
+      CHECK(std::stoll(rows[i].shape.substr(0, arrow)) > 0);
+      CHECK(std::stoll(rows[i].shape.substr(arrow + 2)) > 0);
+    } else {
+      CHECK(rows[i].shape.empty());
+    }
   }
   CHECK(ops == static_cast<int64_t>(n_ops));
   CHECK(percent == doctest::Approx(100.0).epsilon(1e-9));
