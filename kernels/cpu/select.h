@@ -89,7 +89,7 @@ LinearChoice choose_linear(Precision precision, double block_sparsity, const int
 //     FP32 attention at seq 128;
 //   AVX512_BF16 dot products (attention_bf16.cpp), where vdpbf16ps issues at
 //     vfmadd's rate (cpu_bf16_dot_full_rate(): AMD Zen 4 and later; on a
-//     Zen 5 EPYC, 32 products per instruction against 16, attention 1.9x
+//     Zen 5 EPYC, 32 products per instruction against 16, attention 1.8x
 //     faster than FP32 at BERT-base's seq 128, bench/RESULTS.md). On Sapphire
 //     Rapids it issues at half that rate, no faster than FP32: not chosen
 //     there by default.
