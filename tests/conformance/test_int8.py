@@ -399,6 +399,13 @@ def test_attention_choice_and_bf16_accuracy(spinel, convert, minilm_onnx, ids, m
         else:
             assert kernel.startswith("attention_f32_"), (kernel, why)
             assert "neither AMX-BF16 nor AVX512_BF16" in why, why
+    # inspect's machine section says the same for INT8 models in general.
+    env = {k: v for k, v in os.environ.items() if k != "SPINEL_ATTENTION"}
+    p = subprocess.run([spinel.bin, "inspect", str(s8), "--json"], capture_output=True, text=True, env=env,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads(p.stdout)["cpu"]["int8_attention"] == (
+        "amx_bf16" if amx_here else "avx512_bf16" if dot_fast else "f32")
     for kernel, why in attention_kernels(spinel, s8, {"SPINEL_ATTENTION": "f32"}):
         assert kernel.startswith("attention_f32_") and why == "SPINEL_ATTENTION=f32", (kernel, why)
     for kernel, why in attention_kernels(spinel, f32):

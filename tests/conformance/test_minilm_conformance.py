@@ -303,9 +303,15 @@ def test_profile_reports_every_op_and_changes_no_output(spinel, converted, sente
             ("Linear", "Attention", "LayerNorm", "Embedding", "Activation", "Pool")]
     kinds = {r[0] for r in rows}
     assert {"Linear", "Attention", "LayerNorm", "Embedding"} <= kinds, err
+    # Columns: op, kernel, shape (Linear: "K->N", else "-"), ops, ms per run, %.
+    for r in rows:
+        assert (r[2] != "-") == (r[0] == "Linear"), err
+        if r[0] == "Linear":
+            k, n = r[2].split("->")
+            assert int(k) in (384, 1536) and int(n) in (384, 1152, 1536), err
     # MiniLM: 6 layers x (3 projections fused or not + out + 2 FFN) Linears; each
     # op counted once, shares summing to ~100%.
-    n_ops = sum(int(r[2]) for r in rows)
+    n_ops = sum(int(r[3]) for r in rows)
     info = json.loads(spinel.cli("inspect", spnl, "--json").stdout)
     assert n_ops == len(info["ops"]), err
-    assert abs(sum(float(r[4].rstrip("%")) for r in rows) - 100.0) < 0.5, err
+    assert abs(sum(float(r[5].rstrip("%")) for r in rows) - 100.0) < 0.5, err

@@ -179,6 +179,7 @@ int cmd_inspect(int argc, char** argv) {
            ",\"amx_int8\":" + (cpu.amx_int8 ? "true" : "false") +
            ",\"sparse_int8_kernel\":" + json::quote(cpu.sparse_int8_kernel) +
            ",\"f32_row_kernels\":" + json::quote(cpu.f32_row_kernels) +
+           ",\"int8_attention\":" + json::quote(cpu.int8_attention.empty() ? "f32" : cpu.int8_attention) +
            ",\"model\":" + json::quote(cpu.model_name) +
            ",\"omp_spin_policy\":" + json::quote(cpu.omp_spin_policy) + "}";
       o += ",\"tensors\":[";
