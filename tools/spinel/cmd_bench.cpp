@@ -572,6 +572,7 @@ int cmd_bench(int argc, char** argv) {
       j.field("amx_int8", cpu.amx_int8);
       j.field("sparse_int8_kernel", cpu.sparse_int8_kernel);
       j.field("f32_row_kernels", cpu.f32_row_kernels);
+      j.field("int8_attention", cpu.int8_attention.empty() ? std::string("f32") : cpu.int8_attention);
       j.field("omp_spin_policy", cpu.omp_spin_policy);
       j.field("load_average_1min", load_average());
       j.end_object();
