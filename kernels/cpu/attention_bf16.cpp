@@ -4,11 +4,11 @@
 // item and output contract as the FP32 attention_block of f32_body.inc, and
 // the same operands and softmax as the AMX-BF16 block (attention_bf16.inc).
 //
-// Why: where the CPU has AVX512_BF16 at full rate and no AMX (AMD Zen 4 and
-// Zen 5), one vdpbf16ps does 32 multiply-adds in the time of one 16-lane FMA.
-// Measured on a Zen 5 EPYC (a loop of independent instructions, one core):
-// 6.7 G vdpbf16ps/s against 4.4 G vfmadd231ps/s, so 3x the multiply-adds per
-// second; FP32 attention ran at about the FMA peak, a third of BERT-base 90%
+// Why: where the CPU has AVX512_BF16 at full rate and no AMX (AMD's AVX-512
+// cores; measured on Zen 5), one vdpbf16ps does 32 multiply-adds in the time
+// of one 16-lane FMA. Measured on a Zen 5 EPYC (a loop of independent
+// instructions, one core): 6.7 G vdpbf16ps/s against 4.4 G vfmadd231ps/s,
+// 2-3x the multiply-adds per second; FP32 attention ran at about the FMA peak, a third of BERT-base 90%
 // INT8's time at 128 tokens. On the Xeons we measured (Sapphire Rapids) it
 // issues at half vfmadd's rate, no faster than FP32, and AMX tiles are the
 // way there (select.h says which CPU gets which).
@@ -52,8 +52,8 @@ namespace body = avx512_bf16_body;
 // c[r][v] = sum over pairs p < np of a[r a_stride + p] (a BF16 pair,
 // broadcast to every lane) . b[p b_stride + 16 v .. + 16) (16 BF16 pairs),
 // for R rows r and NV vectors v; b 64-byte aligned, b_stride a multiple of 16.
-// The sums build in locals and reach c once, after the loop: __m512 may alias
-// anything, so sums kept in c itself were stored back on every pair.
+// The sums build in locals and reach out once, after the loop: __m512 may
+// alias anything, so sums kept in out itself were stored back on every pair.
 template <int R, int NV>
 inline void dot_rxnv(const uint32_t* a, int64_t a_stride, const uint32_t* b, int64_t b_stride, int64_t np,
                      __m512 (&out)[8][4]) {
