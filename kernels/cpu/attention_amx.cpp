@@ -154,21 +154,13 @@ void query_block(const AttentionBlock& b, const AmxLayout& a, const uint32_t* k2
 
 void attention_block_amx_bf16(const AttentionBlock& b, float* scratch) {
   if (b.q_end <= b.q_begin || b.seq_len <= 0) return;
-  const AmxLayout a = amx_attention_layout(b.seq_len, b.head_dim);
-  uint32_t* w = reinterpret_cast<uint32_t*>(scratch);
-  uint32_t* k2 = w + a.k2;
-  uint32_t* v2 = w + a.v2;
-  auto* qb = reinterpret_cast<uint16_t*>(w + a.qb);
-  float* s = reinterpret_cast<float*>(w + a.s);
-  float* o = reinterpret_cast<float*>(w + a.o);
-  build_operands(b, a, k2, v2, qb);
+  const Operands op = build_item(b, scratch);
   // The tile configuration is per thread and other code (oneDNN) sets its
   // own: load ours for every item, release the tiles after it.
   _tile_loadconfig(&tile_config());
-  for (int64_t i0 = b.q_begin; i0 < b.q_end; i0 += 16) {
-    const int nq = static_cast<int>(b.q_end - i0 < 16 ? b.q_end - i0 : 16);
-    query_block(b, a, k2, v2, qb + (i0 - b.q_begin) * a.dp, s, o, i0, nq);
-  }
+  for_each_query_block(b, op, [&](int64_t i0, int nq, const uint16_t* qb) {
+    query_block(b, op.a, op.k2, op.v2, qb, op.s, op.o, i0, nq);
+  });
   _tile_release();
 }
 

@@ -147,17 +147,10 @@ void query_block(const AttentionBlock& b, const AmxLayout& a, const uint32_t* k2
 
 void attention_block_avx512_bf16(const AttentionBlock& b, float* scratch) {
   if (b.q_end <= b.q_begin || b.seq_len <= 0) return;
-  const AmxLayout a = amx_attention_layout(b.seq_len, b.head_dim);
-  uint32_t* w = reinterpret_cast<uint32_t*>(scratch);
-  uint32_t* k2 = w + a.k2;
-  uint32_t* v2 = w + a.v2;
-  auto* qb = reinterpret_cast<uint16_t*>(w + a.qb);
-  float* s = reinterpret_cast<float*>(w + a.s);
-  build_operands(b, a, k2, v2, qb);
-  for (int64_t i0 = b.q_begin; i0 < b.q_end; i0 += 16) {
-    const int nq = static_cast<int>(b.q_end - i0 < 16 ? b.q_end - i0 : 16);
-    query_block(b, a, k2, v2, qb + (i0 - b.q_begin) * a.dp, s, i0, nq);
-  }
+  const Operands op = build_item(b, scratch);
+  for_each_query_block(b, op, [&](int64_t i0, int nq, const uint16_t* qb) {
+    query_block(b, op.a, op.k2, op.v2, qb, op.s, i0, nq);
+  });
 }
 
 }  // namespace spinel::kernels::f32

@@ -80,26 +80,22 @@ Features probe_features() {
   f.avx512_core = zmm_state && avx512f && avx512dq && avx512bw && avx512vl;
   f.avx512vnni = f.avx512_core && avx512vnni;
 
+  // Sub-leaf 1 (AVX-VNNI: EAX 4, AVX512_BF16: EAX 5) exists only if sub-leaf
+  // 0 reports it (EAX = highest sub-leaf).
+  const Regs l71 = l7.a >= 1 ? cpuid(7, 1) : Regs{};
+  f.avxvnni = (l71.a >> 4) & 1;
+  f.avx512_bf16 = f.avx512vnni && ((l71.a >> 5) & 1);
+
   // AMX-TILE (EDX 24) + AMX-INT8 (EDX 25), with the OS saving tile config and
   // data (XCR0 bits 17, 18) and granting this process their use.
   const bool tiles = f.avx512vnni && ((l7.d >> 24) & 1) && (x & 0x60000) == 0x60000 && amx_permitted();
   f.amx_int8 = tiles && ((l7.d >> 25) & 1);
   // AMX-BF16 (EDX 22) for our attention tiles, which also convert with
-  // AVX512_BF16 (sub-leaf 1, EAX 5).
-  f.amx_bf16 = tiles && ((l7.d >> 22) & 1) && l7.a >= 1 && ((cpuid(7, 1).a >> 5) & 1);
+  // AVX512_BF16.
+  f.amx_bf16 = tiles && ((l7.d >> 22) & 1) && f.avx512_bf16;
 
-  f.avx512_bf16 = f.avx512vnni && l7.a >= 1 && ((cpuid(7, 1).a >> 5) & 1);
-  {
-    const Regs l0 = cpuid(0, 0);  // vendor string in EBX, EDX, ECX
-    f.amd = l0.b == 0x68747541u && l0.d == 0x69746E65u && l0.c == 0x444D4163u;  // "Auth" "enti" "cAMD"
-  }
-
-  // AVX-VNNI lives in sub-leaf 1, which exists only if sub-leaf 0 reports it
-  // (EAX = highest sub-leaf).
-  if (l7.a >= 1) {
-    const Regs l71 = cpuid(7, 1);
-    f.avxvnni = (l71.a >> 4) & 1;
-  }
+  const Regs l0 = cpuid(0, 0);  // vendor string in EBX, EDX, ECX: "Auth" "enti" "cAMD"
+  f.amd = l0.b == 0x68747541u && l0.d == 0x69746E65u && l0.c == 0x444D4163u;
   return f;
 }
 #else
