@@ -156,6 +156,27 @@ void BM_SparseOut(benchmark::State& st) {
   st.SetLabel(out == 0 ? "f32" : out == 1 ? "f32+gelu" : "u8");
 }
 
+// Where the f32 output goes, arg "layout": 0 token rows [M][N] (rows 3-12 KB
+// apart: their lines fall into 1-4 of L1's 64 sets), 1 head panels of 64
+// channels [N / 64][M][64] (spmm_u8s8_panels: rows 256 bytes apart).
+void BM_SparseLayout(benchmark::State& st) {
+  const int64_t K = st.range(0), N = st.range(1), M = st.range(2);
+  Layer& L = layer(K, N, static_cast<int>(st.range(3)), false);
+  const bool panels = st.range(4) == 1;
+  Inputs in(M, K, N);
+  const sk::QEpilogue ep;
+  for (auto _ : st) {
+    arena().execute([&] {
+      if (panels)
+        sk::spmm_u8s8_panels(L.packed, in.x.data(), M, K, in.xs.data(), in.zp.data(), ep, in.y.data(), 64);
+      else
+        sk::spmm_u8s8(L.packed, in.x.data(), M, K, in.xs.data(), in.zp.data(), ep, in.y.data(), N);
+    });
+    benchmark::ClobberMemory();
+  }
+  st.SetLabel(panels ? "head panels" : "token rows");
+}
+
 void BM_Dense(benchmark::State& st) {
   const int64_t K = st.range(0), N = st.range(1), M = st.range(2);
   Layer& L = layer(K, N, 0, true);
@@ -247,6 +268,12 @@ BENCHMARK(BM_SparseOut)->Apply([](benchmark::internal::Benchmark* b) {
   for (int64_t sp : {90, 100})
     for (int64_t out : {0, 1, 2}) b->Args({768, 3072, 128, sp, out});
   b->ArgNames({"K", "N", "M", "sparsity", "out"})->Unit(benchmark::kMicrosecond)->UseRealTime();
+});
+BENCHMARK(BM_SparseLayout)->Apply([](benchmark::internal::Benchmark* b) {
+  for (int64_t N : {768, 2304, 3072})
+    for (int64_t sp : {90, 100})
+      for (int64_t layout : {0, 1}) b->Args({768, N, 128, sp, layout});
+  b->ArgNames({"K", "N", "M", "sparsity", "layout"})->Unit(benchmark::kMicrosecond)->UseRealTime();
 });
 BENCHMARK(BM_Dense)->Apply([](benchmark::internal::Benchmark* b) { Shapes(b, false); });
 // MiniLM's Linear shapes (hidden 384, intermediate 1536) at one and eight

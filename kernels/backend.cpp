@@ -40,13 +40,15 @@ void* Workspace::get(int slot_id, size_t bytes) {
   if (static_cast<size_t>(slot_id) >= blocks_.size()) blocks_.resize(static_cast<size_t>(slot_id) + 1);
   Block& b = blocks_[static_cast<size_t>(slot_id)];
   if (b.size < bytes) {
-    // 64-byte aligned, grow-only; contents are not kept.
+    // 64-byte aligned, grow-only; contents are not kept. A new block is
+    // zeroed once (a tag slot read before any op wrote it then reads 0).
     const size_t n = (bytes + 63) / 64 * 64;
     alloc_.free(b.mem);
     b.mem = nullptr;
     b.size = 0;
     b.mem = alloc_.alloc(n);
     b.size = n;
+    std::memset(b.mem, 0, n);
   }
   return b.mem;
 }

@@ -56,7 +56,7 @@ size_t attention_scratch_floats(int64_t max_seq_len, int64_t num_heads, int64_t 
 
 void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seqs,
                    int64_t num_heads, int64_t head_dim, float scale, float* out, float* scratch,
-                   const float* alibi_slopes, AttentionProducts products) {
+                   const float* alibi_slopes, AttentionProducts products, bool qkv_panels) {
   if (num_seqs <= 0 || num_heads <= 0 || head_dim <= 0) return;
   if (products == AttentionProducts::AmxBf16 && !cpu_has_amx_bf16())
     throw std::logic_error("attention_f32: AMX-BF16 asked for on a CPU without it");
@@ -73,6 +73,7 @@ void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seq
       : products == AttentionProducts::Avx512Bf16 ? f32::attention_block_avx512_bf16
                                                   : k.attention_block;
   const int64_t hidden = num_heads * head_dim;
+  const int64_t total_tokens = seq_offsets[num_seqs];
   // Slots are laid out for this call's longest sequence: never larger than
   // what attention_scratch_floats() reserved for its max_seq_len.
   const size_t slot_floats = f32::attention_slot_floats(max_len, head_dim);
@@ -93,12 +94,22 @@ void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seq
     const int64_t q_begin = block * rows_per_item;
     if (q_begin >= len) return;  // shorter sequence: nothing in this block
     f32::AttentionBlock b;
-    b.qkv = qkv + first * 3 * hidden;
     b.seq_len = len;
-    b.qkv_stride = 3 * hidden;
-    b.q_col = head * head_dim;
-    b.k_col = hidden + head * head_dim;
-    b.v_col = 2 * hidden + head * head_dim;
+    if (qkv_panels) {
+      // Panel h of [3 H][T][head_dim]: rows head_dim apart.
+      const int64_t panel = total_tokens * head_dim;
+      b.qkv = qkv + first * head_dim;
+      b.qkv_stride = head_dim;
+      b.q_col = head * panel;
+      b.k_col = (num_heads + head) * panel;
+      b.v_col = (2 * num_heads + head) * panel;
+    } else {
+      b.qkv = qkv + first * 3 * hidden;
+      b.qkv_stride = 3 * hidden;
+      b.q_col = head * head_dim;
+      b.k_col = hidden + head * head_dim;
+      b.v_col = 2 * hidden + head * head_dim;
+    }
     b.head_dim = head_dim;
     b.q_begin = q_begin;
     b.q_end = std::min(len, q_begin + rows_per_item);

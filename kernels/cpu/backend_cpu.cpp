@@ -42,6 +42,7 @@ enum : int {
   kChainU8 = 6,   // the second's input, u8 blocked
   kChainTag = 7,  // what kChainF32 holds: {tokens, width}, written by the first
   kChainRange = 8,  // the first's per-token ranges (qgemm.h BlockedRange)
+  kPanelTag = 9,    // QKV in head panels: {tokens, width}, written by the Linear
 };
 
 // --- ops that only read weights: the state is the op's weight pointers -----
@@ -85,9 +86,19 @@ struct AttentionState : PreparedOp {
   std::string name;
   k::AttentionChoice choice;
   std::vector<float> slopes;  // ALiBi, per head (empty: none)
+  bool qkv_panels = false;    // the QKV Linear writes head panels (select.h qkv_head_panel)
   std::string kernel() const override { return name; }
-  std::string why() const override { return choice.why; }
+  std::string why() const override {
+    return qkv_panels ? choice.why + "; Q, K and V read from head panels" : choice.why;
+  }
 };
+
+// The op's index in its graph (PrepareArgs::op is one of graph.ops), or -1.
+int64_t op_index(const PrepareArgs& a) {
+  const Op* first = a.graph.ops.data();
+  if (&a.op < first || &a.op >= first + a.graph.ops.size()) return -1;
+  return &a.op - first;
+}
 
 // The model's Linear layers are INT8 (attention may then run in BF16).
 bool graph_is_int8(const Graph& g) {
@@ -106,6 +117,13 @@ class AttentionCpu : public OpImpl {
                     ? std::string("f32_") + k::f32::kernel_table().name
                     : std::string(k::attention_products_name(st->choice.products)));
     if (a.op.alibi) st->slopes = alibi_slopes(a.op.num_heads);
+    // The op that writes the qkv input (the last one before this op).
+    if (const int64_t i = op_index(a); i > 0)
+      for (int64_t j = i - 1; j >= 0; --j)
+        if (a.graph.ops[static_cast<size_t>(j)].out == a.op.in0) {
+          st->qkv_panels = k::qkv_head_panel(a.graph, static_cast<size_t>(j)) > 0;
+          break;
+        }
     return st;
   }
   void run(const Op& op, const PreparedOp& base, const OpIO& io, RunContext& ctx) const override {
@@ -113,9 +131,17 @@ class AttentionCpu : public OpImpl {
     const int64_t hd = io.out_width / op.num_heads;
     const size_t need = k::attention_scratch_floats(ctx.batch.max_len, op.num_heads, hd);
     float* scratch = ctx.ws.get<float>(kAttentionScratch, need);
+    const bool panels = st.qkv_panels && !ctx.keep_values;
+    if (panels) {
+      int64_t* tag = ctx.ws.get<int64_t>(kPanelTag, 2);
+      if (tag[0] != io.in_rows || tag[1] != io.in_width || ctx.batch.seq_offsets[ctx.batch.num_seqs] != io.in_rows)
+        throw std::logic_error("internal error: attention '" + op.name +
+                               "' expected Q, K and V in head panels, which its Linear did not write");
+      tag[0] = tag[1] = -1;
+    }
     k::attention_f32(io.in0, ctx.batch.seq_offsets, ctx.batch.num_seqs, op.num_heads, hd, op.scale,
                      io.out, scratch, st.slopes.empty() ? nullptr : st.slopes.data(),
-                     st.choice.products);
+                     st.choice.products, panels);
   }
 };
 
@@ -154,6 +180,9 @@ struct LinearState : PreparedOp {
   bool chain_out = false, chain_in = false;
   // GELU as the coarse polynomial (select.h output_only_quantized).
   bool gelu_coarse = false;
+  // Output in head panels of this width for the Attention reading it
+  // (select.h qkv_head_panel; 0: token rows).
+  int64_t head_panel = 0;
   // The input scale of this Linear (slot::kInScale, nullable) and, with
   // chain_out, the next Linear's, which this one applies as it writes.
   const float* in_scale = nullptr;
@@ -170,17 +199,11 @@ struct LinearState : PreparedOp {
     if (chain_out) w += "; output passed to the next Linear in the kernel's layout";
     if (chain_in) w += "; input from the previous Linear in the kernel's layout";
     if (gelu_coarse) w += "; GELU to 2e-5 (its output is only quantized to 8 bits next)";
+    if (head_panel > 0) w += "; output in head panels for attention";
     return w;
   }
   size_t bytes() const override { return packed_bytes; }
 };
-
-// The op's index in its graph (PrepareArgs::op is one of graph.ops), or -1.
-int64_t op_index(const PrepareArgs& a) {
-  const Op* first = a.graph.ops.data();
-  if (&a.op < first || &a.op >= first + a.graph.ops.size()) return -1;
-  return &a.op - first;
-}
 
 void add_rows(float* y, const float* r, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += r[i];
@@ -231,6 +254,7 @@ class LinearCpu : public OpImpl {
         if (const int64_t i = op_index(a); i >= 0) {
           st->chain_out = k::chain_linears(a.graph, static_cast<size_t>(i));
           st->chain_in = i > 0 && k::chain_linears(a.graph, static_cast<size_t>(i - 1));
+          st->head_panel = k::qkv_head_panel(a.graph, static_cast<size_t>(i));
           if (st->chain_out && a.weights_of)
             st->next_in_scale = a.weights_of(static_cast<size_t>(i + 1)).get<float>(slot::kInScale);
         }
@@ -331,7 +355,12 @@ class LinearCpu : public OpImpl {
     ep.gelu = op.act == Activation::GeluErf;
     ep.gelu_coarse = st.gelu_coarse;  // (observed runs too: they see the values the model uses)
     ep.residual = after ? nullptr : io.in1;
-    if (chain_in)
+    if (st.head_panel > 0 && !ctx.keep_values && !chain_in && !after && !ep.residual) {
+      k::spmm_u8s8_panels(*st.s8_sparse, xq, T, K, xs, xz, ep, io.out, st.head_panel);
+      int64_t* tag = ctx.ws.get<int64_t>(kPanelTag, 2);
+      tag[0] = T;
+      tag[1] = N;
+    } else if (chain_in)
       k::spmm_u8s8_from_blocked(*st.s8_sparse, xq, T, xs, xz, ep, io.out, N);
     else if (st.s8_sparse)
       k::spmm_u8s8(*st.s8_sparse, xq, T, K, xs, xz, ep, io.out, N);

@@ -42,12 +42,16 @@ void layernorm_f32(const float* x, const float* residual, const float* gamma, co
 //   Avx512Bf16  AVX512_BF16 dot products (f32::attention_block_avx512_bf16),
 //               only where cpu_has_avx512_bf16();
 // a BF16 kind the CPU lacks throws std::logic_error. select.h chooses.
+// qkv_panels: qkv is in head panels instead, [3 * num_heads][T][head_dim]
+// (Q heads, then K, then V; T = seq_offsets[num_seqs]), as the sparse INT8
+// Linear writes it (qgemm.h spmm_u8s8_panels with panel = head_dim). Same
+// results, bit for bit.
 enum class AttentionProducts { F32, AmxBf16, Avx512Bf16 };
 const char* attention_products_name(AttentionProducts p);  // "f32", "amx_bf16", "avx512_bf16"
 void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seqs,
                    int64_t num_heads, int64_t head_dim, float scale, float* out, float* scratch,
                    const float* alibi_slopes = nullptr,
-                   AttentionProducts products = AttentionProducts::F32);
+                   AttentionProducts products = AttentionProducts::F32, bool qkv_panels = false);
 size_t attention_scratch_floats(int64_t max_seq_len, int64_t num_heads, int64_t head_dim);
 
 void gelu_erf_f32(float* x, int64_t n);

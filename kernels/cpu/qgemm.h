@@ -98,6 +98,17 @@ void spmm_u8s8(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx
                const float* x_scale, const int32_t* x_zp, const QEpilogue& ep, void* y,
                int64_t ldy);
 
+// spmm_u8s8 with its f32 output in head panels: y is [N / panel][M][panel],
+// channel n of token m at y[(n / panel) M panel + m panel + n % panel] (for
+// attention: each head's Q, K and V rows contiguous, head_dim floats apart).
+// The 64-token kernel stores 64 token rows per 16 channels; rows 3-9 KB apart
+// (token-major N = 768-2304) fall into 4 of L1's 64 sets, rows 128-256 bytes
+// apart into 16-32. Same values, bit for bit, as spmm_u8s8. panel: a multiple
+// of 16 that divides N; no residual, no requantize (std::invalid_argument).
+void spmm_u8s8_panels(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
+                      const float* x_scale, const int32_t* x_zp, const QEpilogue& ep, float* y,
+                      int64_t panel);
+
 // Raw accumulators acc[m][n] = sum_k x[m][k] W[k][n] (no zero-point
 // correction, no epilogue) into int32 [M, ldacc]: for exact tests.
 void spmm_u8s8_acc(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,

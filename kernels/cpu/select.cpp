@@ -163,16 +163,25 @@ AttentionChoice choose_attention(bool int8_model) {
 }
 
 namespace {
-bool chain_enabled() {
-  const char* v = std::getenv("SPINEL_LINEAR_CHAIN");
+// An auto/on/off switch read from the environment (unset means auto).
+bool switch_enabled(const char* name, std::atomic<bool>& warned) {
+  const char* v = std::getenv(name);
   if (!v || !*v || !std::strcmp(v, "auto") || !std::strcmp(v, "on") || !std::strcmp(v, "1"))
     return true;
   if (!std::strcmp(v, "off") || !std::strcmp(v, "0")) return false;
-  static std::atomic<bool> warned{false};
   if (!warned.exchange(true))
-    std::fprintf(stderr, "spinel: warning: SPINEL_LINEAR_CHAIN=%s is not one of auto, on, off; "
-                 "using auto\n", v);
+    std::fprintf(stderr, "spinel: warning: %s=%s is not one of auto, on, off; using auto\n", name, v);
   return true;
+}
+
+bool chain_enabled() {
+  static std::atomic<bool> warned{false};
+  return switch_enabled("SPINEL_LINEAR_CHAIN", warned);
+}
+
+bool panels_enabled() {
+  static std::atomic<bool> warned{false};
+  return switch_enabled("SPINEL_QKV_PANELS", warned);
 }
 
 // The layer runs the block-sparse INT8 kernel, judged from what the file
@@ -220,6 +229,27 @@ bool chain_linears(const Graph& g, size_t p) {
   for (size_t i = 0; i < g.ops.size(); ++i)
     if (i != p + 1 && (g.ops[i].in0 == a.out || g.ops[i].in1 == a.out)) return false;
   return true;
+}
+
+int64_t qkv_head_panel(const Graph& g, size_t p) {
+  if (p >= g.ops.size() || !panels_enabled()) return 0;
+  const Op& a = g.ops[p];
+  if (!runs_sparse_u8s8(a)) return 0;
+  if (a.gate != Gate::None || a.in1 >= 0 || a.out < 0 || a.act != Activation::None) return 0;
+  if (g.output == a.out || static_cast<size_t>(a.out) >= g.values.size()) return 0;
+  for (const GraphOutput& o : g.outputs)
+    if (o.value == a.out) return 0;
+  const int64_t width = g.values[static_cast<size_t>(a.out)].width;
+  int64_t head_dim = 0;
+  for (const Op& op : g.ops) {
+    if (op.in1 == a.out) return 0;
+    if (op.in0 != a.out) continue;
+    if (op.kind != OpKind::Attention || op.num_heads <= 0 || width % (3 * op.num_heads) != 0) return 0;
+    const int64_t hd = width / (3 * op.num_heads);
+    if (hd % 16 != 0 || (head_dim != 0 && hd != head_dim)) return 0;
+    head_dim = hd;
+  }
+  return head_dim;
 }
 
 }  // namespace spinel::kernels

@@ -130,6 +130,21 @@ AttentionChoice choose_attention(bool int8_model);
 // and mean auto.
 bool chain_linears(const Graph& g, size_t p);
 
+// --- QKV in head panels -------------------------------------------------
+// Op p is a Linear whose output is read only by Attention ops' qkv input
+// (BERT's fused QKV projection): it writes that output in head panels
+// (qgemm.h spmm_u8s8_panels, ops.h attention_f32 qkv_panels) when it runs
+// the block-sparse INT8 kernel, has no residual, gate or activation, is not
+// a graph output, and the heads' width is a multiple of 16. Bit for bit
+// the same results; what changes is the sparse kernel's stores (token rows
+// a few KB apart share a few L1 sets). Both the Linear and its Attention ask
+// this when prepared; the CPU backend also keeps token rows for runs whose
+// values are observed. SPINEL_QKV_PANELS, read when a model is prepared:
+// unset, "", "auto" or "on": as above; "off"/"0": never (A/B runs, tests).
+// Other values warn once and mean auto. Returns the panel width (the heads'
+// width, which every reading Attention must agree on), or 0 for token rows.
+int64_t qkv_head_panel(const Graph& g, size_t p);
+
 // Op p's output is read only as the input of INT8 Linears (which quantize it
 // to 8 bits per token) and is not a graph output: a GELU producing it may be
 // the coarse polynomial (QEpilogue::gelu_coarse). SPINEL_GELU_COARSE=off

@@ -273,12 +273,23 @@ WorkSplit work_split(int64_t nbr, int64_t nblocks) {
 // x_blocked: x is already in the kernel's blocked layout [nb][K][B] (the
 // Linear chain, 64-token kernel only). ranges (F32Blocked only): one per
 // work item, indexed by item.
+// panel > 0 (F32 out only): y is in head panels [N / panel][M][panel] (see
+// spmm_u8s8_panels); ldy is then ignored.
 void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
               const float* x_scale, const int32_t* x_zp, const QEpilogue& ep, OutKind out, void* y,
-              int64_t ldy, bool x_blocked = false, BlockedRange* ranges = nullptr) {
+              int64_t ldy, bool x_blocked = false, BlockedRange* ranges = nullptr,
+              int64_t panel = 0) {
   if (M <= 0) return;
   if (ldx < w.K) throw std::invalid_argument("spmm_u8s8: ldx < K");
   note_pool(Pool::Tbb);  // see parallel_util.h
+  if (panel > 0) {
+    if (panel % 16 != 0 || w.N % panel != 0)
+      throw std::invalid_argument("spmm_u8s8_panels: panel " + std::to_string(panel) +
+                                  " must be a multiple of 16 that divides N = " + std::to_string(w.N));
+    if (out != OutKind::F32 || ep.residual)
+      throw std::invalid_argument("spmm_u8s8_panels: f32 output without a residual only");
+    ldy = w.N;
+  }
   if (ldy < w.N) throw std::invalid_argument("spmm_u8s8: ldy < N");
   const KernelConfig cfg = config_for(active_isa());
   if ((x_blocked || out == OutKind::F32Blocked) && cfg.token_block != 64)
@@ -300,7 +311,14 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
   // than the other core's lines would cost to fetch).
   const bool interleave = cfg.lanes > 0 && !x_blocked;
   const uint64_t call = interleave ? g_spmm_calls.fetch_add(1, std::memory_order_relaxed) + 1 : 0;
-  const WorkSplit split = work_split(nbr, nblocks);
+  WorkSplit split = work_split(nbr, nblocks);
+  const int64_t panel_brs = panel / 4;
+  if (panel > 0) {
+    // Items of whole panels where possible, so that no panel is cut in two
+    // and every 16-channel stage of the 64-token kernel starts on a line.
+    split.br_per = (split.br_per + panel_brs - 1) / panel_brs * panel_brs;
+    split.br_chunks = (nbr + split.br_per - 1) / split.br_per;
+  }
   const int64_t br_per = split.br_per, br_chunks = split.br_chunks;
   const int64_t items = nblocks * br_chunks;
 
@@ -332,7 +350,25 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
     t.y = y;
     t.ldy = ldy;
     t.range = ranges ? ranges + item : nullptr;
-    cfg.fn(t);
+    if (panel <= 0) {
+      cfg.fn(t);
+      return;
+    }
+    // One call per panel the item touches, each seeing its panel as a
+    // token-major [M][panel] matrix: with y offset so that its channel n
+    // (absolute, as the kernels index bias and scales) lands at n - panel p.
+    const int64_t br_end = t.br1;
+    for (int64_t b0 = t.br0; b0 < br_end;) {
+      const int64_t p = b0 / panel_brs;
+      const int64_t b1 = std::min(br_end, (p + 1) * panel_brs);
+      SpmmTile pt = t;
+      pt.br0 = b0;
+      pt.br1 = b1;
+      pt.y = static_cast<float*>(y) + p * (M * panel - panel);
+      pt.ldy = panel;
+      cfg.fn(pt);
+      b0 = b1;
+    }
   };
   if (items == 1) {
     body(0);
@@ -382,6 +418,14 @@ void spmm_u8s8(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx
   if (ep.requantize && !(ep.out_scale > 0.f))
     throw std::invalid_argument("spmm_u8s8: requantize needs out_scale > 0");
   run_spmm(w, x, M, ldx, x_scale, x_zp, ep, ep.requantize ? OutKind::U8 : OutKind::F32, y, ldy);
+}
+
+void spmm_u8s8_panels(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
+                      const float* x_scale, const int32_t* x_zp, const QEpilogue& ep, float* y,
+                      int64_t panel) {
+  if (panel <= 0) throw std::invalid_argument("spmm_u8s8_panels: panel must be positive");
+  run_spmm(w, x, M, ldx, x_scale, x_zp, ep, ep.requantize ? OutKind::U8 : OutKind::F32, y, w.N,
+           false, nullptr, panel);
 }
 
 void spmm_u8s8_acc(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,

@@ -540,6 +540,43 @@ def test_linear_chain(spinel, convert, pruned_onnx, ids):
     assert all(np.array_equal(a, b) for a, b in zip(on, off)), "the Linear chain changed the results"
 
 
+def test_qkv_head_panels(spinel, convert, pruned_onnx, ids):
+    """The sparse QKV Linear writes head panels for its attention (kernels/cpu/select.h
+    qkv_head_panel): every layer's QKV Linear and attention of the 80%-pruned INT8 model
+    say so in `inspect` (JSON why, the table's "(head panels)"), SPINEL_QKV_PANELS=off turns
+    it off, and the hidden states are the same bits either way, at the CPU's own ISA and
+    under SPINEL_ISA=avx2 (its ymm kernel writes panels too)."""
+    spnl = convert(pruned_onnx, "pruned_s8_auto", "--quant", "int8", "--sparse", "auto")
+
+    def inspect(env_extra):
+        env = dict(os.environ)
+        env.pop("SPINEL_ISA", None)
+        env.pop("SPINEL_QKV_PANELS", None)
+        env.update(env_extra)
+        js = subprocess.run([spinel.bin, "inspect", str(spnl), "--json"], capture_output=True, text=True,
+                            env=env, timeout=300)
+        tx = subprocess.run([spinel.bin, "inspect", str(spnl)], capture_output=True, text=True, env=env,
+                            timeout=300)
+        assert js.returncode == 0 and tx.returncode == 0, js.stderr + tx.stderr
+        assert "SPINEL_QKV_PANELS" not in js.stderr, js.stderr  # an unknown value would warn
+        ops = json.loads(js.stdout)["ops"]
+        writers = [i for i, op in enumerate(ops) if "output in head panels" in op.get("why", "")]
+        readers = [i for i, op in enumerate(ops) if "read from head panels" in op.get("why", "")]
+        for i in writers:
+            assert ops[i]["kind"] == "Linear" and ops[i + 1]["kind"] == "Attention", (ops[i], ops[i + 1])
+        assert readers == [i + 1 for i in writers], (writers, readers)
+        assert tx.stdout.count("(head panels)") == len(writers), tx.stdout
+        return writers
+
+    assert len(inspect({})) == 6  # one QKV Linear per layer
+    assert len(inspect({"SPINEL_ISA": "avx2"})) == 6
+    assert inspect({"SPINEL_QKV_PANELS": "off"}) == []
+    for isa_env in ({}, {"SPINEL_ISA": "avx2"}):
+        on = spinel_run(spinel, spnl, ids, "none", env_extra=isa_env)
+        off = spinel_run(spinel, spnl, ids, "none", env_extra={**isa_env, "SPINEL_QKV_PANELS": "off"})
+        assert all(np.array_equal(a, b) for a, b in zip(on, off)), f"head panels changed the results {isa_env}"
+
+
 def test_omp_passive_same_results(spinel, convert, minilm_onnx, ids):
     """With OMP_WAIT_POLICY=PASSIVE the row kernels run on TBB instead of after oneDNN on
     OpenMP (kernels/cpu/parallel_util.h): the work is split by rows, so the dense INT8 MiniLM

@@ -400,6 +400,48 @@ TEST_CASE("attention matches the reference on packed variable-length batches") {
     });
 }
 
+TEST_CASE("attention from head panels gives the token-row layout's bits, every kind this CPU has") {
+  std::vector<k::AttentionProducts> kinds{k::AttentionProducts::F32};
+  if (k::cpu_has_amx_bf16()) kinds.push_back(k::AttentionProducts::AmxBf16);
+  if (k::cpu_has_avx512_bf16()) kinds.push_back(k::AttentionProducts::Avx512Bf16);
+  for (const auto kind : kinds)
+    for (int threads : {1, 2})
+      in_arena(threads, [&] {
+        for (const auto& sh : attention_shapes()) {
+          const auto off = offsets_of(sh.lens);
+          const int64_t T = off.back(), hd = sh.head_dim, H = sh.heads * hd;
+          const auto nseq = static_cast<int64_t>(sh.lens.size());
+          const int64_t max_len = *std::max_element(sh.lens.begin(), sh.lens.end());
+          const auto qkv = random_vec(static_cast<size_t>(T * 3 * H), 44);
+          // The same values in [3 H][T][hd]: column c of token t at panel c / hd.
+          std::vector<float> pan(qkv.size());
+          for (int64_t t = 0; t < T; ++t)
+            for (int64_t c = 0; c < 3 * H; ++c)
+              pan[static_cast<size_t>((c / hd) * T * hd + t * hd + c % hd)] = qkv[static_cast<size_t>(t * 3 * H + c)];
+          std::vector<float> slopes(static_cast<size_t>(sh.heads));
+          for (int64_t h = 0; h < sh.heads; ++h) slopes[static_cast<size_t>(h)] = 0.05f * float(h + 1);
+          for (const float* alibi : {static_cast<const float*>(nullptr), static_cast<const float*>(slopes.data())}) {
+            std::vector<float> scratch(k::attention_scratch_floats(max_len, sh.heads, hd));
+            std::vector<float> rows_out(static_cast<size_t>(T * H), std::nanf(""));
+            std::vector<float> pan_out(rows_out.size(), std::nanf(""));
+            k::attention_f32(qkv.data(), off.data(), nseq, sh.heads, hd, 0.125f, rows_out.data(),
+                             scratch.data(), alibi, kind, false);
+            k::attention_f32(pan.data(), off.data(), nseq, sh.heads, hd, 0.125f, pan_out.data(),
+                             scratch.data(), alibi, kind, true);
+            CAPTURE(k::attention_products_name(kind));
+            CAPTURE(threads);
+            CAPTURE(lens_str(sh.lens));
+            CAPTURE(hd);
+            CAPTURE(alibi != nullptr);
+            CHECK(std::memcmp(rows_out.data(), pan_out.data(), rows_out.size() * sizeof(float)) == 0);
+            bool finite = true;
+            for (float v : pan_out) finite &= std::isfinite(v);
+            CHECK(finite);
+          }
+        }
+      });
+}
+
 TEST_CASE("attention with a larger score scale stays stable (softmax subtracts the max)") {
   const std::vector<int64_t> lens{40, 9};
   const auto off = offsets_of(lens);

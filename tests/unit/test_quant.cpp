@@ -333,3 +333,53 @@ TEST_CASE("Linear chain: a sparse FFN gives the same bits with and without it") 
   CHECK(worst < 0.01);  // a quantization step of a token flipped here and there, then LayerNorm
   kernels::set_max_isa(prev);
 }
+
+TEST_CASE("QKV head panels: the same bits with and without, observed runs included") {
+  SpnlWriter w;
+  testing::fill_tiny_model(w, spec(Activation::GeluErf));  // 4 heads of 16: panels of 16
+  for (size_t i = 0; i < w.graph.ops.size(); ++i) {
+    const Op& op = w.graph.ops[i];
+    if (op.kind == OpKind::Linear)
+      prune_blocks(w, op.w[slot::kWeight], 0.9, static_cast<unsigned>(i + 70));
+  }
+  quantize_linears_int8(w, QuantOptions{});
+  const std::string dir = testing::temp_dir("panels");
+  w.write(dir + "/int8.spnl");
+  struct Run {
+    std::vector<float> h;
+    std::vector<OpKernel> report;
+  };
+  auto run = [&](const char* env, bool observe) {
+    if (env)
+      setenv("SPINEL_QKV_PANELS", env, 1);
+    else
+      unsetenv("SPINEL_QKV_PANELS");
+    auto m = Model::load(dir + "/int8.spnl");  // prepared under this setting
+    Run r;
+    r.report = kernel_report(*m, backend_or_fail("cpu"));
+    Session s(m, 2);
+    int seen = 0;
+    if (observe) s.set_linear_observer([&](size_t, const float*, int64_t, int64_t) { ++seen; });
+    const HiddenStates h = s.run(batch_for(m->config().vocab_size));
+    if (observe) CHECK(seen > 0);
+    r.h.assign(h.data, h.data + h.offsets.back() * h.width);
+    unsetenv("SPINEL_QKV_PANELS");
+    return r;
+  };
+  const Run on = run(nullptr, false), off = run("off", false), observed = run(nullptr, true);
+  int writers = 0, readers = 0;
+  for (const OpKernel& k : on.report) {
+    writers += k.why.find("output in head panels") != std::string::npos;
+    readers += k.why.find("read from head panels") != std::string::npos;
+  }
+  for (const OpKernel& k : off.report) CHECK(k.why.find("head panels") == std::string::npos);
+  // Every layer's QKV Linear and its attention, where the sparse kernel runs
+  // (every ISA level has one); none when the layers are dense.
+  CHECK(writers == 2);
+  CHECK(readers == 2);
+  REQUIRE(on.h.size() == off.h.size());
+  CHECK(std::memcmp(on.h.data(), off.h.data(), on.h.size() * sizeof(float)) == 0);
+  // Observed runs keep token rows (the attention reads what it is handed).
+  REQUIRE(observed.h.size() == on.h.size());
+  CHECK(std::memcmp(observed.h.data(), on.h.data(), on.h.size() * sizeof(float)) == 0);
+}

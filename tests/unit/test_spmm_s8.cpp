@@ -424,6 +424,88 @@ TEST_CASE("spmm_u8s8: every epilogue combination on every ISA") {
   check_epilogue(40, 768, 128, 0.95, 15, false);
 }
 
+TEST_CASE("spmm_u8s8_panels: spmm_u8s8's bits in head panels, every ISA, 1 and 2 threads") {
+  struct P {
+    int64_t M, K, N, panel;
+    double sparsity;
+    bool gelu;
+  };
+  const P cases[] = {{1, 64, 64, 16, 0.5, false},    {17, 100, 96, 32, 0.0, true},
+                     {63, 36, 192, 64, 0.9, false},  {65, 768, 2304, 64, 0.9, false},
+                     {128, 256, 384, 32, 1.0, true}, {129, 768, 768, 64, 0.7, false},
+                     {200, 64, 48, 48, 0.8, false},  {384, 128, 2304, 64, 0.95, true}};
+  for (const P& c : cases) {
+    const auto W = make_weights(c.K, c.N, c.sparsity, static_cast<uint32_t>(c.M * 7 + c.N), true);
+    const auto x = make_input(c.M, c.K, static_cast<uint32_t>(c.K + 3));
+    std::vector<float> sw(static_cast<size_t>(c.N)), bias(static_cast<size_t>(c.N)), xs(static_cast<size_t>(c.M));
+    std::vector<int32_t> zp(static_cast<size_t>(c.M));
+    for (int64_t n = 0; n < c.N; ++n) {
+      sw[n] = 0.001f * float(1 + n % 13);
+      bias[n] = 0.1f * float(n % 7) - 0.3f;
+    }
+    for (int64_t m = 0; m < c.M; ++m) {
+      xs[m] = 0.01f + 0.001f * float(m % 5);
+      zp[m] = static_cast<int32_t>((m * 37) % 256);
+    }
+    const auto p = sk::pack_s8_sparse(W.data(), c.K, c.N, sw.data(), bias.data());
+    sk::QEpilogue ep;
+    ep.gelu = c.gelu;
+    for (Isa isa : runnable_isas()) {
+      RestoreIsa cap(isa);
+      for (int threads : {1, 2}) {
+        std::vector<float> rows(static_cast<size_t>(c.M * c.N));
+        Guarded pan(rows.size() * sizeof(float), 0xFF);
+        in_arena(threads, [&] {
+          sk::spmm_u8s8(p, x.data(), c.M, c.K, xs.data(), zp.data(), ep, rows.data(), c.N);
+          sk::spmm_u8s8_panels(p, x.data(), c.M, c.K, xs.data(), zp.data(), ep, pan.as<float>(), c.panel);
+        });
+        const std::string isa_s = sk::isa_name(isa);
+        CAPTURE(isa_s);
+        CAPTURE(threads);
+        CAPTURE(c.M);
+        CAPTURE(c.N);
+        CAPTURE(c.panel);
+        CHECK(pan.guards_intact());
+        // Every value where the layout puts it, bit for bit (0xFF bytes, a
+        // NaN, mark a value never written).
+        int64_t wrong = 0;
+        const float* y = pan.as<float>();
+        for (int64_t m = 0; m < c.M; ++m)
+          for (int64_t n = 0; n < c.N; ++n) {
+            const float got = y[(n / c.panel) * c.M * c.panel + m * c.panel + n % c.panel];
+            const float want = rows[static_cast<size_t>(m * c.N + n)];
+            if (std::memcmp(&got, &want, 4) != 0) ++wrong;
+          }
+        CHECK(wrong == 0);
+      }
+    }
+  }
+}
+
+TEST_CASE("spmm_u8s8_panels: bad panels and epilogues are refused") {
+  const int64_t M = 8, K = 16, N = 64;
+  const auto W = make_weights(K, N, 0.5, 3, false);
+  const auto x = make_input(M, K, 4);
+  std::vector<float> sw(N, 0.01f), xs(M, 0.02f), y(M * N), res(M * N);
+  std::vector<int32_t> zp(M, 3);
+  const auto p = sk::pack_s8_sparse(W.data(), K, N, sw.data(), nullptr);
+  sk::QEpilogue ep;
+  for (int64_t panel : {0, -16, 8, 24, 48, 128}) {
+    CAPTURE(panel);
+    CHECK_THROWS_AS(sk::spmm_u8s8_panels(p, x.data(), M, K, xs.data(), zp.data(), ep, y.data(), panel),
+                    std::invalid_argument);
+  }
+  sk::QEpilogue with_res;
+  with_res.residual = res.data();
+  CHECK_THROWS_AS(sk::spmm_u8s8_panels(p, x.data(), M, K, xs.data(), zp.data(), with_res, y.data(), 16),
+                  std::invalid_argument);
+  sk::QEpilogue req;
+  req.requantize = true;
+  req.out_scale = 0.1f;
+  CHECK_THROWS_AS(sk::spmm_u8s8_panels(p, x.data(), M, K, xs.data(), zp.data(), req, y.data(), 16),
+                  std::invalid_argument);
+}
+
 TEST_CASE("spmm_u8s8: residual may alias the f32 output") {
   const int64_t M = 37, K = 64, N = 24;
   const auto W = make_weights(K, N, 0.6, 5, false);

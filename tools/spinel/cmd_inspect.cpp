@@ -255,6 +255,9 @@ int cmd_inspect(int argc, char** argv) {
       // the next op in the kernel's own layout.
       if (kernels[i].why.find("output passed to the next Linear") != std::string::npos)
         detail += " => #" + std::to_string(i + 1) + " (chained)";
+      // QKV written in head panels for the attention that reads it.
+      if (kernels[i].why.find("output in head panels") != std::string::npos)
+        detail += " => #" + std::to_string(i + 1) + " (head panels)";
       // GELU as the coarse polynomial: the output only feeds 8-bit quantization.
       if (kernels[i].why.find("GELU to 2e-5") != std::string::npos) detail += " (GELU to 2e-5)";
       std::printf("%-4zu %-10s %-40s %-16s %-30s %s\n", i, op_kind_name(op.kind), name.c_str(),
