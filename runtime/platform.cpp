@@ -21,6 +21,8 @@ CpuReport cpu_report() {
   r.amx_int8 = k::cpu_has_amx_int8();
   const k::AttentionProducts ap = k::choose_attention(/*int8_model=*/true).products;
   if (ap != k::AttentionProducts::F32) r.int8_attention = k::attention_products_name(ap);
+  r.int8_qk_vnni = k::choose_attention(/*int8_model=*/true, k::kS8QkMinHeadDim).products ==
+                   k::AttentionProducts::Avx512S8Qk;
   r.sparse_int8_kernel = k::spmm_u8s8_kernel_name();
   r.f32_row_kernels = k::f32::kernel_table().name;
   std::ifstream f("/proc/cpuinfo");

@@ -16,6 +16,9 @@ struct CpuReport {
   // Where INT8 models' attention products run in BF16 here (kernels/cpu/select.h):
   // "amx_bf16" (AMX tiles), "avx512_bf16" (vdpbf16ps), or empty for FP32.
   std::string int8_attention;
+  // INT8 models with heads of 64 or more run Q.K^T in INT8 on VNNI here
+  // (int8_attention is then "avx512_bf16", for P.V and narrower heads).
+  bool int8_qk_vnni = false;
   std::string sparse_int8_kernel;  // the 4x1 block-sparse micro-kernel at the active level
   std::string f32_row_kernels;     // generic, avx2 or avx512
   std::string model_name;          // from /proc/cpuinfo

@@ -41,6 +41,7 @@ const char* attention_products_name(AttentionProducts p) {
     case AttentionProducts::F32: return "f32";
     case AttentionProducts::AmxBf16: return "amx_bf16";
     case AttentionProducts::Avx512Bf16: return "avx512_bf16";
+    case AttentionProducts::Avx512S8Qk: return "avx512_s8qk";
   }
   return "unknown";
 }
@@ -62,6 +63,9 @@ void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seq
     throw std::logic_error("attention_f32: AMX-BF16 asked for on a CPU without it");
   if (products == AttentionProducts::Avx512Bf16 && !cpu_has_avx512_bf16())
     throw std::logic_error("attention_f32: AVX512_BF16 asked for on a CPU without it");
+  if (products == AttentionProducts::Avx512S8Qk &&
+      (!cpu_has_avx512_bf16() || active_isa() != Isa::Avx512Vnni))
+    throw std::logic_error("attention_f32: INT8 Q.K^T asked for without AVX512_BF16 and AVX-512 VNNI");
   int64_t max_len = 0;
   for (int64_t s = 0; s < num_seqs; ++s)
     max_len = std::max(max_len, seq_offsets[s + 1] - seq_offsets[s]);
@@ -71,6 +75,7 @@ void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seq
   void (*const run_block)(const f32::AttentionBlock&, float*) =
       products == AttentionProducts::AmxBf16      ? f32::attention_block_amx_bf16
       : products == AttentionProducts::Avx512Bf16 ? f32::attention_block_avx512_bf16
+      : products == AttentionProducts::Avx512S8Qk ? f32::attention_block_avx512_s8qk
                                                   : k.attention_block;
   const int64_t hidden = num_heads * head_dim;
   const int64_t total_tokens = seq_offsets[num_seqs];

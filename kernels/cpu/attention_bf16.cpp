@@ -18,9 +18,12 @@
 // vector loads of B and 4 broadcast words of A feed 16 dot products (8 rows
 // when there are only one or two vectors).
 //
+// attention_block_avx512_s8qk (below) runs Q·K^T on VNNI instead.
+//
 // Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16
-// (per-file flags); called only when cpu_has_avx512_bf16() says the CPU has
-// them.
+// -mavx512vnni (per-file flags); called only when cpu_has_avx512_bf16() says
+// the CPU has them (and, for the s8qk block, the active ISA level is
+// avx512vnni).
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -33,8 +36,8 @@
 
 #include "kernels/cpu/f32_isa.h"
 
-#if !defined(__AVX512BF16__) || !defined(__AVX512BW__)
-#error "attention_bf16.cpp needs -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16"
+#if !defined(__AVX512BF16__) || !defined(__AVX512BW__) || !defined(__AVX512VNNI__)
+#error "attention_bf16.cpp needs -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mavx512vnni"
 #endif
 
 // The FP32 helpers (the K transpose) in this file's own build.
@@ -88,15 +91,13 @@ inline void dot_tile(const uint32_t* a, int64_t a_stride, const uint32_t* b, int
   }
 }
 
-// One block of up to 16 query rows [i0, i0 + nq); qb: its 16 BF16 Q rows
-// (zero past nq). Rows are computed in fours or eights; rows past nq are
-// never written.
-void query_block(const AttentionBlock& b, const AmxLayout& a, const uint32_t* k2, const uint32_t* v2,
-                 const uint16_t* qb, float* s, int64_t i0, int nq) {
+// S = Q K^T for one block of up to 16 query rows; qb: its 16 BF16 Q rows
+// (zero past nq). Rows are computed in fours or eights.
+void scores_bf16(const AttentionBlock& b, const AmxLayout& a, const uint32_t* k2, const uint16_t* qb,
+                 float* s, int nq) {
   __m512 c[8][4];
-
-  // S = Q K^T over 16-key vectors up to the last key: groups of 4 vectors
-  // outside (their K2 columns stay in L1), row tiles inside.
+  // Over 16-key vectors up to the last key: groups of 4 vectors outside
+  // (their K2 columns stay in L1), row tiles inside.
   const int64_t key_vecs = round_up(b.seq_len, 16) / 16;
   const int64_t qpairs = (b.head_dim + 1) / 2;  // pairs past head_dim are zero in Qb and K2
   const auto* q = reinterpret_cast<const uint32_t*>(qb);
@@ -109,7 +110,14 @@ void query_block(const AttentionBlock& b, const AmxLayout& a, const uint32_t* k2
         for (int v = 0; v < nv; ++v) _mm512_store_ps(s + (r0 + r) * a.lp + (c0 + v) * 16, c[r][v]);
     }
   }
+}
 
+// The rest of a block of up to 16 query rows [i0, i0 + nq) after its scores
+// S: the softmax and O = P V, written to the block's output rows (rows past
+// nq are never written).
+void softmax_pv(const AttentionBlock& b, const AmxLayout& a, const uint32_t* v2, float* s, int64_t i0,
+                int nq) {
+  __m512 c[8][4];
   // Softmax per row in FP32, then P (bf16, zero past len) over the row's
   // start; rows four at a time. Rows past nq get zero P (up to 16: the P·V
   // tiles below may read them).
@@ -143,14 +151,191 @@ void query_block(const AttentionBlock& b, const AmxLayout& a, const uint32_t* k2
   }
 }
 
+// ---- INT8 Q·K^T (attention_block_avx512_s8qk) ---------------------------
+
+// Symmetric 8-bit quantization of 16 rows x[i stride .. + n) (rows past
+// `rows`: zeros) into out [16][dq] bytes (zero past n, plus `shift`: 0 for
+// K's s8, 128 for Q's u8), the contract of attention_block_avx512_s8qk: scale
+// = max |x| / 127, q = nearbyint(x * (127 / max |x|)), which is within
+// [-127, 127] (no clamp needed). scale[0..16): 0 for a row of zeros (or one
+// so small that 127 / max overflows: its products are below 1e-30), NaN for
+// a row with a NaN (its scores become NaN, as in FP32). The 16 maxima come
+// from one 16 x 16 transpose instead of 16 horizontal reductions.
+inline void quantize_rows16(const float* x, int64_t stride, int64_t rows, int64_t n, int64_t dq, int shift,
+                            uint8_t* out, float* scale) {
+  const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
+  body::vf m[16];
+  __mmask16 nan_rows = 0;
+  for (int i = 0; i < 16; ++i) {
+    __m512 mi = _mm512_setzero_ps();
+    if (i < rows) {
+      __mmask16 nan = 0;
+      for (int64_t d0 = 0; d0 < n; d0 += 16) {
+        const __m512 v = _mm512_maskz_loadu_ps(first_n(n - d0), x + i * stride + d0);
+        mi = _mm512_max_ps(mi, _mm512_and_ps(v, absmask));
+        nan = static_cast<__mmask16>(nan | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q));
+      }
+      if (nan) nan_rows = static_cast<__mmask16>(nan_rows | (1u << i));
+    }
+    m[i] = mi;
+  }
+  body::transpose_square(m);  // m[l] lane i: element l of row i's maxima
+  __m512 amax = m[0];
+  for (int l = 1; l < 16; ++l) amax = _mm512_max_ps(amax, m[l]);
+  __m512 sc = _mm512_div_ps(amax, _mm512_set1_ps(127.0f));
+  __m512 inv = _mm512_div_ps(_mm512_set1_ps(127.0f), amax);
+  const __mmask16 ok = static_cast<__mmask16>(_mm512_cmp_ps_mask(amax, _mm512_setzero_ps(), _CMP_GT_OQ) &
+                                              _mm512_cmp_ps_mask(inv, _mm512_set1_ps(3.0e38f), _CMP_LE_OQ) &
+                                              ~nan_rows);
+  inv = _mm512_maskz_mov_ps(ok, inv);
+  sc = _mm512_mask_mov_ps(_mm512_maskz_mov_ps(ok, sc), nan_rows, _mm512_set1_ps(__builtin_nanf("")));
+  _mm512_storeu_ps(scale, sc);
+  const __m512i sh = _mm512_set1_epi32(shift);
+  for (int i = 0; i < 16; ++i) {
+    const __m512 vi = _mm512_permutexvar_ps(_mm512_set1_epi32(i), inv);
+    for (int64_t d0 = 0; d0 < dq; d0 += 16) {
+      const __m512 v = i < rows ? _mm512_maskz_loadu_ps(first_n(n - d0), x + i * stride + d0) : _mm512_setzero_ps();
+      const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v, vi)), sh);  // nearest even
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i * dq + d0), _mm512_cvtepi32_epi8(q));
+    }
+  }
+}
+
+// The INT8 Q·K^T operands of an item (layout in f32_isa.h):
+//   K4 [dq/4][lp] words: word (p, j) = the s8 values k[j][4p .. 4p+3], the
+//      vpdpbusd B operand; ks[j], ksum[j]: key j's scale and the sum of its
+//      s8 values (the Q shift's correction: sum (q + 128) k = q.k + 128 ksum);
+//   q8 [rows][dq] bytes: u8 values q + 128 of the item's query rows (from
+//      q_begin); qs[row]: their scales.
+struct S8Operands {
+  uint32_t* k4;
+  uint8_t* q8;
+  float* ks;
+  int32_t* ksum;
+  float* qs;
+};
+
+// Keys j0 .. j0 + 15 (zero past the sequence): quantized into kq [16][dq],
+// then each 16 keys x 64 bytes transposed as 16 x 16 words into K4's rows;
+// ksum from K4 by vpdpbusd with ones.
+inline void build_k4_block(const AttentionBlock& b, const AmxLayout& a, int8_t* kq, uint32_t* k4,
+                           float* ks, int32_t* ksum, int64_t j0) {
+  const int64_t rows = b.seq_len - j0 < 16 ? b.seq_len - j0 : 16;
+  quantize_rows16(b.qkv + b.k_col + j0 * b.qkv_stride, b.qkv_stride, rows, b.head_dim, a.dq, 0,
+                  reinterpret_cast<uint8_t*>(kq), ks + j0);
+  for (int64_t c = 0; c < a.dq / 64; ++c) {
+    body::vf r[16];
+    for (int i = 0; i < 16; ++i) r[i] = (body::vf)_mm512_load_si512(kq + i * a.dq + 64 * c);
+    body::transpose_square(r);
+    for (int l = 0; l < 16; ++l) _mm512_store_si512(k4 + (16 * c + l) * a.lp + j0, (__m512i)r[l]);
+  }
+  __m512i sum = _mm512_setzero_si512();
+  const __m512i ones = _mm512_set1_epi8(1);
+  for (int64_t p = 0; p < a.dq / 4; ++p)
+    sum = _mm512_dpbusd_epi32(sum, ones, _mm512_load_si512(k4 + p * a.lp + j0));
+  _mm512_store_si512(ksum + j0, sum);
+}
+
+// The item's query rows, 16 at a time (rows past q_end up to a multiple of
+// 16: scale 0).
+inline void build_q8(const AttentionBlock& b, const AmxLayout& a, uint8_t* q8, float* qs) {
+  for (int64_t r0 = 0; r0 < b.q_end - b.q_begin; r0 += 16) {
+    const int64_t rows = b.q_end - b.q_begin - r0 < 16 ? b.q_end - b.q_begin - r0 : 16;
+    quantize_rows16(b.qkv + b.q_col + (b.q_begin + r0) * b.qkv_stride, b.qkv_stride, rows, b.head_dim,
+                    a.dq, 128, q8 + r0 * a.dq, qs + r0);
+  }
+}
+
+// c[r][v] = sum over quads p < np of a[r a_stride + p] (4 u8, broadcast) .
+// b[p b_stride + 16 v .. + 16) (16 words of 4 s8), as dot_rxnv.
+template <int R, int NV>
+inline void dot_s8_rxnv(const uint32_t* a, int64_t a_stride, const uint32_t* b, int64_t b_stride, int64_t np,
+                        __m512i (&out)[8][4]) {
+  __m512i c[R][NV];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < NV; ++v) c[r][v] = _mm512_setzero_si512();
+  for (int64_t p = 0; p < np; ++p) {
+    __m512i bv[NV];
+    for (int v = 0; v < NV; ++v) bv[v] = _mm512_load_si512(b + p * b_stride + 16 * v);
+    for (int r = 0; r < R; ++r) {
+      const __m512i x = _mm512_set1_epi32(static_cast<int>(a[r * a_stride + p]));
+      for (int v = 0; v < NV; ++v) c[r][v] = _mm512_dpbusd_epi32(c[r][v], x, bv[v]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < NV; ++v) out[r][v] = c[r][v];
+}
+
+// S = Q K^T for the block of up to 16 query rows whose first is item row r_begin:
+// (int32 sum - 128 ksum) * ks[j] * qs[row].
+void scores_s8(const AttentionBlock& b, const AmxLayout& a, const S8Operands& op, int64_t r_begin,
+               float* s, int nq) {
+  __m512i c[8][4];
+  const int64_t key_vecs = round_up(b.seq_len, 16) / 16;
+  const int64_t quads = (b.head_dim + 3) / 4;  // quads past head_dim are zero in K4
+  const int64_t a_stride = a.dq / 4;
+  const auto* q = reinterpret_cast<const uint32_t*>(op.q8 + r_begin * a.dq);
+  const __m512i shift = _mm512_set1_epi32(128);
+  for (int64_t c0 = 0; c0 < key_vecs; c0 += 4) {
+    const int nv = static_cast<int>(key_vecs - c0 < 4 ? key_vecs - c0 : 4);
+    const int tr = tile_rows(nv);
+    for (int64_t r0 = 0; r0 < nq; r0 += tr) {
+      const uint32_t* qa = q + r0 * a_stride;
+      const uint32_t* kb = op.k4 + c0 * 16;
+      switch (nv) {
+        case 4: dot_s8_rxnv<4, 4>(qa, a_stride, kb, a.lp, quads, c); break;
+        case 3: dot_s8_rxnv<4, 3>(qa, a_stride, kb, a.lp, quads, c); break;
+        case 2: dot_s8_rxnv<8, 2>(qa, a_stride, kb, a.lp, quads, c); break;
+        default: dot_s8_rxnv<8, 1>(qa, a_stride, kb, a.lp, quads, c); break;
+      }
+      for (int v = 0; v < nv; ++v) {
+        const int64_t j = (c0 + v) * 16;
+        const __m512i corr = _mm512_mullo_epi32(_mm512_load_si512(op.ksum + j), shift);
+        const __m512 ks = _mm512_load_ps(op.ks + j);
+        for (int r = 0; r < tr; ++r) {
+          const __m512 sc = _mm512_mul_ps(ks, _mm512_set1_ps(op.qs[r_begin + r0 + r]));
+          _mm512_store_ps(s + (r0 + r) * a.lp + j,
+                          _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(c[r][v], corr)), sc));
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void attention_block_avx512_bf16(const AttentionBlock& b, float* scratch) {
   if (b.q_end <= b.q_begin || b.seq_len <= 0) return;
   const Operands op = build_item(b, scratch);
   for_each_query_block(b, op, [&](int64_t i0, int nq, const uint16_t* qb) {
-    query_block(b, op.a, op.k2, op.v2, qb, op.s, i0, nq);
+    scores_bf16(b, op.a, op.k2, qb, op.s, nq);
+    softmax_pv(b, op.a, op.v2, op.s, i0, nq);
   });
+}
+
+void attention_block_avx512_s8qk(const AttentionBlock& b, float* scratch) {
+  if (b.q_end <= b.q_begin || b.seq_len <= 0) return;
+  const AmxLayout a = amx_attention_layout(b.seq_len, b.head_dim);
+  uint32_t* w = reinterpret_cast<uint32_t*>(scratch);
+  S8Operands op;
+  op.k4 = w + a.k2;
+  op.q8 = reinterpret_cast<uint8_t*>(w + a.qb);
+  op.ks = reinterpret_cast<float*>(w + a.ks);
+  op.ksum = reinterpret_cast<int32_t*>(w + a.ksum);
+  op.qs = reinterpret_cast<float*>(w + a.qs);
+  uint32_t* v2 = w + a.v2;
+  auto* kq = reinterpret_cast<int8_t*>(w + a.kq);
+  for (int64_t j0 = 0; j0 < a.lp; j0 += 16) {
+    build_k4_block(b, a, kq, op.k4, op.ks, op.ksum, j0);
+    build_v2_block(b, a, v2, j0);
+  }
+  build_q8(b, a, op.q8, op.qs);
+  float* s = reinterpret_cast<float*>(w + a.s);
+  for (int64_t i0 = b.q_begin; i0 < b.q_end; i0 += 16) {
+    const int nq = static_cast<int>(b.q_end - i0 < 16 ? b.q_end - i0 : 16);
+    scores_s8(b, a, op, i0 - b.q_begin, s, nq);
+    softmax_pv(b, a, v2, s, i0, nq);
+  }
 }
 
 }  // namespace spinel::kernels::f32

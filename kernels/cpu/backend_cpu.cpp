@@ -111,7 +111,8 @@ class AttentionCpu : public OpImpl {
  public:
   std::unique_ptr<PreparedOp> prepare(const PrepareArgs& a) const override {
     auto st = std::make_unique<AttentionState>();
-    st->choice = k::choose_attention(graph_is_int8(a.graph));
+    st->choice = k::choose_attention(graph_is_int8(a.graph),
+                                     a.op.num_heads > 0 ? a.out_width / a.op.num_heads : 0);
     st->name = std::string(a.op.alibi ? "attention_alibi_" : "attention_") +
                (st->choice.products == k::AttentionProducts::F32
                     ? std::string("f32_") + k::f32::kernel_table().name

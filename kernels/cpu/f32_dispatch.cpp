@@ -30,7 +30,12 @@ AmxAttentionLayout amx_attention_layout(int64_t len, int64_t head_dim) {
   a.qb = a.v2 + a.lp / 2 * a.dv;
   a.s = a.qb + (a.lp + 16) * a.dp / 2;  // Qb: every query row of the item, 16-row blocks
   a.o = a.s + 16 * a.lp;
-  a.words = a.o + 4 * 256;  // four output tiles  // every part a multiple of 16 words: 64-byte aligned in an aligned slot
+  a.dq = up(head_dim, 64);
+  a.kq = a.o + 4 * 256;  // four output tiles
+  a.ks = a.kq + 16 * a.dq / 4;
+  a.ksum = a.ks + a.lp;
+  a.qs = a.ksum + a.lp;
+  a.words = a.qs + a.lp + 16;  // every part a multiple of 16 words: 64-byte aligned in an aligned slot
   return a;
 }
 

@@ -58,9 +58,15 @@ size_t attention_slot_floats(int64_t max_len, int64_t head_dim);
 // 32-bit words from the slot start; computed here, in baseline code, so that
 // the slot size never runs AMX-built code. lp: keys padded to 32; dp:
 // head_dim padded to 32 (Q.K^T); dv: head_dim padded to 16 (P.V).
+// The INT8 Q.K^T variant (attention_block_avx512_s8qk) keeps K as s8 quads
+// in k2's place and Q as u8 rows in qb's, with dq = head_dim padded to 64
+// bytes: kq [16][dq] bytes (16 keys quantized, before their transpose), ks
+// [lp] and ksum [lp] (each key's scale and sum of its s8 values), qs [lp + 16]
+// (each query row's scale).
 struct AmxAttentionLayout {
-  int64_t lp, dp, dv;
+  int64_t lp, dp, dv, dq;
   int64_t k2, v2, qb, s, o;  // K^T pairs, V pairs, the item's Q rows, scores/P, four output tiles
+  int64_t kq, ks, ksum, qs;  // the INT8 Q.K^T variant's
   int64_t words;
 };
 AmxAttentionLayout amx_attention_layout(int64_t len, int64_t head_dim);
@@ -73,6 +79,14 @@ void attention_block_amx_bf16(const AttentionBlock& blk, float* scratch);
 // The same on AVX512_BF16 dot products (attention_bf16.cpp; same operands,
 // softmax and accuracy, no tiles). Only where cpu_has_avx512_bf16().
 void attention_block_avx512_bf16(const AttentionBlock& blk, float* scratch);
+
+// The same with Q.K^T on AVX-512 VNNI (vpdpbusd: 64 multiply-adds per
+// instruction, twice vdpbf16ps's): Q and K quantized to 8 bits symmetrically
+// per token and head (scale = max |x| / 127, q = nearbyint(x * 127 / max |x|)),
+// Q shifted by 128 to u8 and the shift taken back exactly with each key's
+// sum; the int32 sums times both scales are the scores. P.V stays BF16.
+// Only where cpu_has_avx512_bf16() and the active ISA level is avx512vnni.
+void attention_block_avx512_s8qk(const AttentionBlock& blk, float* scratch);
 
 struct KernelTable {
   const char* name;

@@ -41,13 +41,18 @@ void layernorm_f32(const float* x, const float* residual, const float* gamma, co
 //               cpu_has_amx_bf16();
 //   Avx512Bf16  AVX512_BF16 dot products (f32::attention_block_avx512_bf16),
 //               only where cpu_has_avx512_bf16();
+//   Avx512S8Qk  Q·K^T on AVX-512 VNNI with Q and K quantized to 8 bits per
+//               token and head, P·V as Avx512Bf16
+//               (f32::attention_block_avx512_s8qk), only where
+//               cpu_has_avx512_bf16() and the active ISA level is avx512vnni;
 // a BF16 kind the CPU lacks throws std::logic_error. select.h chooses.
 // qkv_panels: qkv is in head panels instead, [3 * num_heads][T][head_dim]
 // (Q heads, then K, then V; T = seq_offsets[num_seqs]), as the sparse INT8
 // Linear writes it (qgemm.h spmm_u8s8_panels with panel = head_dim). Same
 // results, bit for bit.
-enum class AttentionProducts { F32, AmxBf16, Avx512Bf16 };
-const char* attention_products_name(AttentionProducts p);  // "f32", "amx_bf16", "avx512_bf16"
+enum class AttentionProducts { F32, AmxBf16, Avx512Bf16, Avx512S8Qk };
+// "f32", "amx_bf16", "avx512_bf16", "avx512_s8qk"
+const char* attention_products_name(AttentionProducts p);
 void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seqs,
                    int64_t num_heads, int64_t head_dim, float scale, float* out, float* scratch,
                    const float* alibi_slopes = nullptr,

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "kernels/cpu/isa.h"
 #include "kernels/cpu/qgemm.h"
@@ -110,14 +111,15 @@ AttentionMode attention_mode() {
   if (!v || !*v || !std::strcmp(v, "auto")) return AttentionMode::Auto;
   if (!std::strcmp(v, "f32")) return AttentionMode::F32;
   if (!std::strcmp(v, "bf16")) return AttentionMode::Bf16;
+  if (!std::strcmp(v, "s8qk")) return AttentionMode::S8Qk;
   static std::atomic<bool> warned{false};
   if (!warned.exchange(true))
-    std::fprintf(stderr, "spinel: warning: SPINEL_ATTENTION=%s is not one of auto, f32, bf16; "
+    std::fprintf(stderr, "spinel: warning: SPINEL_ATTENTION=%s is not one of auto, f32, bf16, s8qk; "
                  "using auto\n", v);
   return AttentionMode::Auto;
 }
 
-AttentionChoice choose_attention(bool int8_model) {
+AttentionChoice choose_attention(bool int8_model, int64_t head_dim) {
   AttentionChoice c;
   const bool level = active_isa() == Isa::Avx512Vnni;
   const bool amx = level && cpu_has_amx_bf16();
@@ -130,6 +132,19 @@ AttentionChoice choose_attention(bool int8_model) {
   const char* lacking = !level && (cpu_has_amx_bf16() || cpu_has_avx512_bf16())
                             ? "the ISA level is capped below avx512vnni"
                             : "this CPU has neither AMX-BF16 nor AVX512_BF16";
+  if (mode == AttentionMode::S8Qk) {
+    if (dot) {
+      c.products = AttentionProducts::Avx512S8Qk;
+      c.why = "INT8 Q.K^T on AVX-512 VNNI, P.V on AVX512_BF16: SPINEL_ATTENTION=s8qk";
+    } else {
+      static std::atomic<bool> warned{false};
+      if (!warned.exchange(true))
+        std::fprintf(stderr, "spinel: warning: SPINEL_ATTENTION=s8qk but %s; attention runs in FP32\n",
+                     level ? "this CPU has no AVX512_BF16" : "the ISA level is capped below avx512vnni");
+      c.why = std::string("FP32: ") + (level ? "this CPU has no AVX512_BF16" : "the ISA level is capped below avx512vnni");
+    }
+    return c;
+  }
   if (mode == AttentionMode::Bf16) {
     if (amx) {
       c.products = AttentionProducts::AmxBf16;
@@ -151,6 +166,11 @@ AttentionChoice choose_attention(bool int8_model) {
   } else if (amx) {
     c.products = AttentionProducts::AmxBf16;
     c.why = "AMX-BF16: INT8 model, CPU has AMX-BF16";
+  } else if (dot && cpu_bf16_dot_full_rate() && head_dim >= kS8QkMinHeadDim) {
+    c.products = AttentionProducts::Avx512S8Qk;
+    c.why = "INT8 Q.K^T on AVX-512 VNNI, P.V on AVX512_BF16: INT8 model, no AMX-BF16, vdpbf16ps at full "
+            "rate on this CPU, heads of " + std::to_string(head_dim) + " (>= " +
+            std::to_string(kS8QkMinHeadDim) + ")";
   } else if (dot && cpu_bf16_dot_full_rate()) {
     c.products = AttentionProducts::Avx512Bf16;
     c.why = "AVX512_BF16: INT8 model, no AMX-BF16, vdpbf16ps at full rate on this CPU";

@@ -103,15 +103,23 @@ LinearChoice choose_linear(Precision precision, double block_sparsity, const int
 // runs) on AMX-BF16, else on AVX512_BF16 at any rate. Both need the active
 // ISA level avx512vnni (a cap below it means FP32); "bf16" without either
 // warns once and runs FP32. Other values warn once and mean auto.
-enum class AttentionMode { Auto, F32, Bf16 };
+enum class AttentionMode { Auto, F32, Bf16, S8Qk };
 AttentionMode attention_mode();
 
 struct AttentionChoice {
   AttentionProducts products = AttentionProducts::F32;
   std::string why;
 };
-// int8_model: the graph's Linear layers are INT8.
-AttentionChoice choose_attention(bool int8_model);
+// int8_model: the graph's Linear layers are INT8. head_dim: the heads'
+// width (0: unknown). Where the choice is AVX512_BF16 for an INT8 model by
+// default and heads are at least kS8QkMinHeadDim wide, Q·K^T runs in INT8
+// on VNNI instead (Avx512S8Qk, ops.h): measured on a Zen 5 EPYC, BERT-base
+// 90% INT8 (heads of 64) 1.02x end to end, MiniLM INT8 (heads of 32) 0.94x
+// (the per-row quantization costs as much as the products save; bench/
+// RESULTS.md). SPINEL_ATTENTION=s8qk asks for it on any model wherever
+// AVX512_BF16 and AVX-512 VNNI run ("bf16" keeps BF16 Q·K^T).
+constexpr int64_t kS8QkMinHeadDim = 64;
+AttentionChoice choose_attention(bool int8_model, int64_t head_dim = 0);
 
 // --- Linear chain ------------------------------------------------------
 // Op p and op p + 1, both Linear (BERT's FFN: FFN1 with GELU, then FFN2),

@@ -439,6 +439,38 @@ def test_attention_choice_and_bf16_accuracy(spinel, convert, minilm_onnx, ids, m
     check_int8_vs_fp32(minilm_fp32_emb, bf16, "MiniLM s8-dense, BF16 attention")
 
 
+def test_int8_qk_attention_choice_and_accuracy(spinel, convert, minilm_onnx, ids, minilm_fp32_emb):
+    """INT8 Q.K^T on VNNI (P.V in BF16; ops.h Avx512S8Qk): chosen by default only for INT8 models with heads of
+    64 or more where AVX512_BF16 runs at full rate (so never for MiniLM's heads of 32), forced by
+    SPINEL_ATTENTION=s8qk where AVX512_BF16 and AVX-512 VNNI run. Forced on the real MiniLM, it keeps the BF16
+    path's agreement with the FP32 model (8-bit Q and K per token and head: tools/attention_precision_study.py
+    measured 1 - cosine ~8e-6 against FP32 attention)."""
+    s8 = convert(minilm_onnx, "minilm_s8_off", "--quant", "int8", "--sparse", "off")
+    flags = cpu_flags()
+    dot_here = {"avx512_bf16", "avx512_vnni", "avx512bw", "avx512vl", "avx512dq"} <= flags
+    for kernel, why in attention_kernels(spinel, s8):
+        assert kernel != "attention_avx512_s8qk", (kernel, why)  # heads of 32
+    forced = attention_kernels(spinel, s8, {"SPINEL_ATTENTION": "s8qk"})
+    if not dot_here:
+        for kernel, why in forced:
+            assert kernel.startswith("attention_f32_"), (kernel, why)
+        print("no AVX512_BF16 with AVX-512 VNNI here: INT8 Q.K^T does not run")
+        return
+    for kernel, why in forced:
+        assert kernel == "attention_avx512_s8qk" and why.endswith("SPINEL_ATTENTION=s8qk"), (kernel, why)
+    s8qk = spinel_run(spinel, s8, ids, "mean", normalize=True, env_extra={"SPINEL_ATTENTION": "s8qk"})
+    bf16 = spinel_run(spinel, s8, ids, "mean", normalize=True, env_extra={"SPINEL_ATTENTION": "bf16"})
+    between = cosines(bf16, s8qk)
+    with_s8, with_bf16 = cosines(minilm_fp32_emb, s8qk), cosines(minilm_fp32_emb, bf16)
+    print(f"INT8 vs BF16 Q.K^T: cosine mean {between.mean():.6f} min {between.min():.6f}; vs FP32 model: "
+          f"INT8 Q.K^T mean {with_s8.mean():.5f} min {with_s8.min():.5f}, BF16 mean {with_bf16.mean():.5f} "
+          f"min {with_bf16.min():.5f}")
+    assert between.mean() >= 0.9995 and between.min() >= 0.998, (between.mean(), between.min())
+    assert with_s8.mean() >= with_bf16.mean() - 5e-4, (with_s8.mean(), with_bf16.mean())
+    assert with_s8.min() >= with_bf16.min() - 2e-3, (with_s8.min(), with_bf16.min())
+    check_int8_vs_fp32(minilm_fp32_emb, s8qk, "MiniLM s8-dense, INT8 Q.K^T attention")
+
+
 def test_real_minilm_never_goes_sparse(spinel, convert, minilm_onnx):
     s8 = convert(minilm_onnx, "minilm_s8_auto", "--quant", "int8", "--sparse", "auto")
     for op in inspect_linears(spinel, s8):

@@ -578,6 +578,100 @@ TEST_CASE("BF16 attention matches the reference within BF16 rounding") {
     });
 }
 
+// The INT8 Q·K^T contract of ops.h Avx512S8Qk, in scalar form: each head's
+// row of Q or K replaced by its 8-bit values times the row's scale.
+void s8qk_round_rows(std::vector<float>& qkv, int64_t T, int64_t heads, int64_t hd) {
+  const int64_t H = heads * hd;
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t part = 0; part < 2; ++part)  // Q, then K (V stays; BF16 rounds it)
+      for (int64_t h = 0; h < heads; ++h) {
+        float* x = qkv.data() + t * 3 * H + part * H + h * hd;
+        float amax = 0.f;
+        for (int64_t d = 0; d < hd; ++d) amax = std::max(amax, std::fabs(x[d]));
+        const float scale = amax / 127.0f, inv = 127.0f / amax;
+        for (int64_t d = 0; d < hd; ++d) x[d] = amax > 0.f ? std::nearbyint(x[d] * inv) * scale : 0.f;
+      }
+}
+
+TEST_CASE("INT8 Q.K^T attention matches the reference on 8-bit Q and K within BF16 rounding") {
+  const auto kind = k::AttentionProducts::Avx512S8Qk;
+  const bool runs = k::cpu_has_avx512_bf16() && k::active_isa() == k::Isa::Avx512Vnni;
+  if (!runs) {
+    // Refused where it cannot run (no AVX512_BF16, or SPINEL_ISA capped).
+    std::vector<int64_t> off{0, 4};
+    std::vector<float> qkv(4 * 3 * 64, 0.5f), out(4 * 64);
+    std::vector<float> scratch(k::attention_scratch_floats(4, 1, 64) + 16);
+    CHECK_THROWS_AS(k::attention_f32(qkv.data(), off.data(), 1, 1, 64, 0.125f, out.data(), scratch.data(),
+                                     nullptr, kind),
+                    std::logic_error);
+    MESSAGE("INT8 Q.K^T attention not run: needs AVX512_BF16 and the avx512vnni level (refusal checked)");
+    return;
+  }
+  for (int threads : {1, 2})
+    in_arena(threads, [&] {
+      for (const auto& sh : attention_shapes())
+        for (const bool alibi : {false, true}) {
+          const auto off = offsets_of(sh.lens);
+          const int64_t T = off.back(), H = sh.heads * sh.head_dim;
+          const int64_t max_len = *std::max_element(sh.lens.begin(), sh.lens.end());
+          // Q and K rows of different sizes (the per-row scales matter).
+          auto qkv = random_vec(static_cast<size_t>(T * 3 * H), 48);
+          for (size_t i = 0; i < qkv.size(); ++i) qkv[i] *= 0.25f + 0.25f * static_cast<float>((i / 7) % 9);
+          auto rounded = qkv;
+          s8qk_round_rows(rounded, T, sh.heads, sh.head_dim);
+          for (int64_t t = 0; t < T; ++t)
+            for (int64_t c = 2 * H; c < 3 * H; ++c) rounded[t * 3 * H + c] = bf16_round(rounded[t * 3 * H + c]);
+          std::vector<float> slopes;
+          for (int64_t h = 0; h < sh.heads; ++h) slopes.push_back(0.5f / static_cast<float>(h + 1));
+          const float* sl = alibi ? slopes.data() : nullptr;
+          const float scale = 0.125f;
+          const auto nseq = static_cast<int64_t>(sh.lens.size());
+          std::vector<float> want(static_cast<size_t>(T * H)), want_r(want.size());
+          k::ref::attention_f32(qkv.data(), off.data(), nseq, sh.heads, sh.head_dim, scale, want.data(), sl);
+          k::ref::attention_f32(rounded.data(), off.data(), nseq, sh.heads, sh.head_dim, scale,
+                                want_r.data(), sl);
+          const size_t scratch_n = k::attention_scratch_floats(max_len, sh.heads, sh.head_dim);
+          std::vector<float> scratch(scratch_n + 64, std::nanf(""));
+          for (size_t i = scratch_n; i < scratch.size(); ++i) scratch[i] = 12345.f;
+          std::vector<float> got(want.size(), std::nanf(""));
+          k::attention_f32(qkv.data(), off.data(), nseq, sh.heads, sh.head_dim, scale, got.data(),
+                           scratch.data(), sl, kind);
+          const std::string what = "threads=" + std::to_string(threads) + " lens=" + lens_str(sh.lens) +
+                                   " heads=" + std::to_string(sh.heads) + " head_dim=" +
+                                   std::to_string(sh.head_dim) + (alibi ? " alibi" : "");
+          // |V| reaches 2.25: P's BF16 rounding (2^-9 relative; V is rounded
+          // in the reference too) moves an output by up to 2.25 / 512 = 4.4e-3
+          // (measured worst 1.8e-3; a shift correction off by one key sum
+          // gave 1.05e-2).
+          CHECK_CLOSE(got, want_r, 0.0, 5e-3, what << " vs reference on 8-bit Q, K and BF16 V");
+          // Against FP32 Q and K: each score moves by up to ~(|q|_1 max|k| +
+          // |k|_1 max|q|) / 254 times the scale.
+          CHECK_CLOSE(got, want, 0.0, 0.1, what << " vs FP32 reference");
+          bool guard_intact = true;
+          for (size_t i = scratch_n; i < scratch.size(); ++i) guard_intact &= scratch[i] == 12345.f;
+          CHECK(guard_intact);
+        }
+    });
+  // A NaN in one key's K: every output of that head is NaN (as in FP32),
+  // the other head's stay finite; a row of zeros is fine.
+  const int64_t heads = 2, hd = 64, len = 40, H = heads * hd;
+  auto qkv = random_vec(static_cast<size_t>(len * 3 * H), 49);
+  qkv[5 * 3 * H + H + 3] = std::nanf("");                 // key 5, head 0
+  for (int64_t d = 0; d < hd; ++d) qkv[7 * 3 * H + hd + d] = 0.f;  // query 7, head 1: zeros
+  std::vector<int64_t> off{0, len};
+  std::vector<float> out(static_cast<size_t>(len * H));
+  std::vector<float> scratch(k::attention_scratch_floats(len, heads, hd));
+  k::attention_f32(qkv.data(), off.data(), 1, heads, hd, 0.125f, out.data(), scratch.data(), nullptr, kind);
+  bool head0_nan = true, head1_finite = true;
+  for (int64_t t = 0; t < len; ++t)
+    for (int64_t d = 0; d < hd; ++d) {
+      head0_nan &= std::isnan(out[t * H + d]);
+      head1_finite &= std::isfinite(out[t * H + hd + d]);
+    }
+  CHECK(head0_nan);
+  CHECK(head1_finite);
+}
+
 // -------------------------------------------------------------- Linear ----
 
 namespace {

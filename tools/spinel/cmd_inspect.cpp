@@ -236,6 +236,7 @@ int cmd_inspect(int argc, char** argv) {
             ? std::string()
             : "; INT8 models' attention in BF16 on " +
                   std::string(cpu.int8_attention == "amx_bf16" ? "AMX-BF16 tiles" : "AVX512_BF16 dot products") +
+                  (cpu.int8_qk_vnni ? ", Q.K^T in INT8 on VNNI for heads of 64 or more" : "") +
                   " (SPINEL_ATTENTION=f32: off)";
     std::printf("kernels here   %s; sparse INT8 %s, f32 rows %s%s%s\n", isa.c_str(),
                 cpu.sparse_int8_kernel.c_str(), cpu.f32_row_kernels.c_str(),
