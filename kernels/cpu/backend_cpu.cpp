@@ -43,7 +43,15 @@ enum : int {
   kChainTag = 7,  // what kChainF32 holds: {tokens, width}, written by the first
   kChainRange = 8,  // the first's per-token ranges (qgemm.h BlockedRange)
   kPanelTag = 9,    // QKV in head panels: {tokens, width}, written by the Linear
+  kLnQuantTag = 10,  // kQuantX/Scale/Zp hold the next Linear's input: {tokens, width}, by the LayerNorm
 };
+
+// The op's index in its graph (PrepareArgs::op is one of graph.ops), or -1.
+int64_t op_index(const PrepareArgs& a) {
+  const Op* first = a.graph.ops.data();
+  if (&a.op < first || &a.op >= first + a.graph.ops.size()) return -1;
+  return &a.op - first;
+}
 
 // --- ops that only read weights: the state is the op's weight pointers -----
 struct WeightState : PreparedOp {
@@ -69,14 +77,43 @@ class EmbeddingCpu : public OpImpl {
   }
 };
 
+struct LayerNormState : WeightState {
+  // Quantizes its output for the next op, an INT8 Linear (select.h
+  // layernorm_quantizes_next), with that Linear's input scale (nullable).
+  bool quantize_next = false;
+  const float* next_in_scale = nullptr;
+  using WeightState::WeightState;
+  std::string why() const override {
+    return quantize_next ? "output also quantized to 8 bits per token for the next Linear" : "";
+  }
+};
+
 class LayerNormCpu : public OpImpl {
  public:
   std::unique_ptr<PreparedOp> prepare(const PrepareArgs& a) const override {
-    return std::make_unique<WeightState>(a.weights,
-                                         std::string("layernorm_f32_") + k::f32::kernel_table().name);
+    auto st = std::make_unique<LayerNormState>(a.weights,
+                                               std::string("layernorm_f32_") + k::f32::kernel_table().name);
+    if (const int64_t i = op_index(a); i >= 0 && k::layernorm_quantizes_next(a.graph, static_cast<size_t>(i))) {
+      st->quantize_next = true;
+      if (a.weights_of) st->next_in_scale = a.weights_of(static_cast<size_t>(i + 1)).get<float>(slot::kInScale);
+    }
+    return st;
   }
-  void run(const Op& op, const PreparedOp& st, const OpIO& io, RunContext&) const override {
-    const OpWeights& w = static_cast<const WeightState&>(st).w;
+  void run(const Op& op, const PreparedOp& base, const OpIO& io, RunContext& ctx) const override {
+    const auto& st = static_cast<const LayerNormState&>(base);
+    const OpWeights& w = st.w;
+    if (st.quantize_next && !ctx.keep_values) {
+      const int64_t T = io.in_rows, K = io.in_width;
+      auto* xq = ctx.ws.get<uint8_t>(kQuantX, static_cast<size_t>(T * K));
+      float* xs = ctx.ws.get<float>(kQuantScale, static_cast<size_t>(T));
+      int32_t* xz = ctx.ws.get<int32_t>(kQuantZp, static_cast<size_t>(T));
+      k::layernorm_quantize_f32(io.in0, io.in1, w.get<float>(slot::kGamma), w.get<float>(slot::kBeta), op.eps,
+                                T, K, io.out, st.next_in_scale, xq, xs, xz);
+      int64_t* tag = ctx.ws.get<int64_t>(kLnQuantTag, 2);
+      tag[0] = T;
+      tag[1] = K;
+      return;
+    }
     k::layernorm_f32(io.in0, io.in1, w.get<float>(slot::kGamma), w.get<float>(slot::kBeta), op.eps,
                      io.in_rows, io.in_width, io.out);
   }
@@ -92,13 +129,6 @@ struct AttentionState : PreparedOp {
     return qkv_panels ? choice.why + "; Q, K and V read from head panels" : choice.why;
   }
 };
-
-// The op's index in its graph (PrepareArgs::op is one of graph.ops), or -1.
-int64_t op_index(const PrepareArgs& a) {
-  const Op* first = a.graph.ops.data();
-  if (&a.op < first || &a.op >= first + a.graph.ops.size()) return -1;
-  return &a.op - first;
-}
 
 // The model's Linear layers are INT8 (attention may then run in BF16).
 bool graph_is_int8(const Graph& g) {
@@ -184,6 +214,9 @@ struct LinearState : PreparedOp {
   // Output in head panels of this width for the Attention reading it
   // (select.h qkv_head_panel; 0: token rows).
   int64_t head_panel = 0;
+  // The LayerNorm before it quantizes this layer's input
+  // (select.h layernorm_quantizes_next).
+  bool quant_from_ln = false;
   // The input scale of this Linear (slot::kInScale, nullable) and, with
   // chain_out, the next Linear's, which this one applies as it writes.
   const float* in_scale = nullptr;
@@ -201,6 +234,7 @@ struct LinearState : PreparedOp {
     if (chain_in) w += "; input from the previous Linear in the kernel's layout";
     if (gelu_coarse) w += "; GELU to 2e-5 (its output is only quantized to 8 bits next)";
     if (head_panel > 0) w += "; output in head panels for attention";
+    if (quant_from_ln) w += "; input quantized by the LayerNorm before it";
     return w;
   }
   size_t bytes() const override { return packed_bytes; }
@@ -232,6 +266,8 @@ class LinearCpu : public OpImpl {
     const float* w32 = op.precision == Precision::F32 ? a.weights.get<float>(slot::kWeight) : nullptr;
     st->choice = k::choose_linear(op.precision, op.block_sparsity, w8, K, N, w32);
     if (op.precision != Precision::F32) st->in_scale = a.weights.get<float>(slot::kInScale);
+    if (const int64_t i = op_index(a); i > 0)
+      st->quant_from_ln = k::layernorm_quantizes_next(a.graph, static_cast<size_t>(i - 1));
     if (const int64_t i = op_index(a); i >= 0 && op.precision != Precision::F32 && op.act == Activation::GeluErf)
       st->gelu_coarse = k::output_only_quantized(a.graph, static_cast<size_t>(i));
     switch (st->choice.impl) {
@@ -329,6 +365,13 @@ class LinearCpu : public OpImpl {
       // (The previous Linear applied this one's input scale as it wrote.)
       k::quantize_blocked_u8(ctx.ws.get<float>(kChainF32, blocked * static_cast<size_t>(K)), T, K,
                              ctx.ws.get<k::BlockedRange>(kChainRange, nr), xq, xs, xz);
+    } else if (st.quant_from_ln && !ctx.keep_values) {
+      int64_t* tag = ctx.ws.get<int64_t>(kLnQuantTag, 2);
+      if (tag[0] != T || tag[1] != K)
+        throw std::logic_error("internal error: Linear '" + op.name +
+                               "' expected its input quantized by the LayerNorm before it, which did not");
+      tag[0] = tag[1] = -1;
+      xq = ctx.ws.get<uint8_t>(kQuantX, static_cast<size_t>(T * K));
     } else {
       xq = ctx.ws.get<uint8_t>(kQuantX, static_cast<size_t>(T * K));
       if (op.act_scale > 0.f)

@@ -30,6 +30,13 @@ void embedding_f32(const int32_t* ids, const int32_t* type_ids, const int32_t* p
 void layernorm_f32(const float* x, const float* residual, const float* gamma, const float* beta,
                    float eps, int64_t rows, int64_t cols, float* y);
 
+// layernorm_f32, then y quantized per token for the INT8 Linear that reads
+// it next, in the same parallel pass: the bits of quantize_rows_u8(y, rows,
+// cols, xq, scale, zp, -1, -1, mul) (qgemm.h). y may alias x; xq [rows, cols].
+void layernorm_quantize_f32(const float* x, const float* residual, const float* gamma,
+                            const float* beta, float eps, int64_t rows, int64_t cols, float* y,
+                            const float* mul, uint8_t* xq, float* scale, int32_t* zp);
+
 // Multi-head self-attention per packed sequence. qkv is [T, 3*H] with
 // columns Q | K | V, each H = num_heads * head_dim wide, heads major. out is
 // [T, H]. scratch holds attention_scratch_floats(...) floats. alibi_slopes

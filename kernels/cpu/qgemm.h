@@ -306,6 +306,12 @@ void interleave_block_u8_zmm(const uint8_t* x, int64_t M, int64_t K, int64_t ldx
 void blocked_convert_zmm(const float* y_blk, int64_t k0, int64_t k1, const float* inv,
                          const int32_t* zp, uint8_t* x_blk);
 
+// quantize_rows_u8's rows, contiguous (ldx = ldq = K), on the calling thread
+// (no parallel region): the same bits. For fusions that already run rows in
+// parallel (ops.h layernorm_quantize_f32).
+void quantize_rows_u8_here(const float* x, int64_t M, int64_t K, uint8_t* xq, float* scale, int32_t* zp,
+                           const float* mul);
+
 // The scale and zero point of a token from its range (quantize.cpp; the one
 // formula every quantization path uses). Returns false when the token's
 // values all quantize to 0 (an all-zero row; or a NaN/Inf row, whose scale

@@ -199,6 +199,11 @@ bool chain_enabled() {
   return switch_enabled("SPINEL_LINEAR_CHAIN", warned);
 }
 
+bool ln_quant_enabled() {
+  static std::atomic<bool> warned{false};
+  return switch_enabled("SPINEL_LN_QUANT", warned);
+}
+
 bool panels_enabled() {
   static std::atomic<bool> warned{false};
   return switch_enabled("SPINEL_QKV_PANELS", warned);
@@ -270,6 +275,14 @@ int64_t qkv_head_panel(const Graph& g, size_t p) {
     head_dim = hd;
   }
   return head_dim;
+}
+
+bool layernorm_quantizes_next(const Graph& g, size_t p) {
+  if (p + 1 >= g.ops.size() || !ln_quant_enabled()) return false;
+  const Op& ln = g.ops[p];
+  const Op& lin = g.ops[p + 1];
+  return ln.kind == OpKind::LayerNorm && ln.out >= 0 && lin.kind == OpKind::Linear &&
+         lin.precision != Precision::F32 && lin.act_scale <= 0.f && lin.in0 == ln.out;
 }
 
 }  // namespace spinel::kernels

@@ -138,6 +138,19 @@ AttentionChoice choose_attention(bool int8_model, int64_t head_dim = 0);
 // and mean auto.
 bool chain_linears(const Graph& g, size_t p);
 
+// --- LayerNorm and the next Linear's quantization --------------------------
+// Op p is a LayerNorm and op p + 1 an INT8 Linear that reads its output as x
+// with per-token quantization at run time (no calibrated scale): the
+// LayerNorm quantizes each block of rows for it right after normalizing
+// them (ops.h layernorm_quantize_f32: the same bits, one pass and one
+// parallel region fewer), and the Linear takes those. The LayerNorm's f32
+// output is still written for its other readers (the residual). The CPU
+// backend keeps them apart in runs whose Linear inputs are observed.
+// SPINEL_LN_QUANT, read when a model is prepared: unset, "", "auto" or "on":
+// as above; "off"/"0": never (A/B runs, tests). Other values warn once and
+// mean auto.
+bool layernorm_quantizes_next(const Graph& g, size_t p);
+
 // --- QKV in head panels -------------------------------------------------
 // Op p is a Linear whose output is read only by Attention ops' qkv input
 // (BERT's fused QKV projection): it writes that output in head panels

@@ -383,3 +383,53 @@ TEST_CASE("QKV head panels: the same bits with and without, observed runs includ
   REQUIRE(observed.h.size() == on.h.size());
   CHECK(std::memcmp(observed.h.data(), on.h.data(), on.h.size() * sizeof(float)) == 0);
 }
+
+TEST_CASE("LayerNorm quantizing the next Linear's input: the same bits with and without, observed runs included") {
+  SpnlWriter w;
+  testing::fill_tiny_model(w, spec(Activation::GeluErf));
+  for (size_t i = 0; i < w.graph.ops.size(); ++i) {
+    const Op& op = w.graph.ops[i];
+    if (op.kind == OpKind::Linear && i % 2 == 0)
+      prune_blocks(w, op.w[slot::kWeight], 0.9, static_cast<unsigned>(i + 90));  // sparse and dense layers
+  }
+  quantize_linears_int8(w, QuantOptions{});
+  const std::string dir = testing::temp_dir("lnquant");
+  w.write(dir + "/int8.spnl");
+  struct Run {
+    std::vector<float> h;
+    std::vector<OpKernel> report;
+  };
+  auto run = [&](const char* env, bool observe) {
+    if (env)
+      setenv("SPINEL_LN_QUANT", env, 1);
+    else
+      unsetenv("SPINEL_LN_QUANT");
+    auto m = Model::load(dir + "/int8.spnl");  // prepared under this setting
+    Run r;
+    r.report = kernel_report(*m, backend_or_fail("cpu"));
+    Session s(m, 2);
+    int seen = 0;
+    if (observe) s.set_linear_observer([&](size_t, const float*, int64_t, int64_t) { ++seen; });
+    const HiddenStates h = s.run(batch_for(m->config().vocab_size));
+    if (observe) CHECK(seen > 0);
+    r.h.assign(h.data, h.data + h.offsets.back() * h.width);
+    unsetenv("SPINEL_LN_QUANT");
+    return r;
+  };
+  const Run on = run(nullptr, false), off = run("off", false), observed = run(nullptr, true);
+  int lns = 0, linears = 0;
+  for (const OpKernel& k : on.report) {
+    lns += k.why.find("quantized to 8 bits per token for the next Linear") != std::string::npos;
+    linears += k.why.find("input quantized by the LayerNorm before it") != std::string::npos;
+  }
+  for (const OpKernel& k : off.report) CHECK(k.why.find("quantized by the LayerNorm") == std::string::npos);
+  // Each layer's LayerNorm before its FFN (the first QKV follows the
+  // embedding, the next layer's follows the last LayerNorm of the layer
+  // before): 2 layers -> 3 pairs.
+  CHECK(lns == 3);
+  CHECK(linears == 3);
+  REQUIRE(on.h.size() == off.h.size());
+  CHECK(std::memcmp(on.h.data(), off.h.data(), on.h.size() * sizeof(float)) == 0);
+  REQUIRE(observed.h.size() == on.h.size());
+  CHECK(std::memcmp(observed.h.data(), on.h.data(), on.h.size() * sizeof(float)) == 0);
+}

@@ -30,6 +30,7 @@
 
 #include "kernels/cpu/huge_slab.h"
 #include "kernels/cpu/isa.h"
+#include "kernels/cpu/ops.h"
 #include "kernels/reference/reference.h"
 #include "kernels/cpu/qgemm.h"
 #include "kernels/cpu/select.h"
@@ -504,6 +505,60 @@ TEST_CASE("spmm_u8s8_panels: bad panels and epilogues are refused") {
   req.out_scale = 0.1f;
   CHECK_THROWS_AS(sk::spmm_u8s8_panels(p, x.data(), M, K, xs.data(), zp.data(), req, y.data(), 16),
                   std::invalid_argument);
+}
+
+TEST_CASE("layernorm_quantize_f32: layernorm_f32 then quantize_rows_u8, bit for bit, every ISA") {
+  for (Isa isa : runnable_isas()) {
+    RestoreIsa cap(isa);
+    for (int threads : {1, 2})
+      for (int64_t rows : {1, 3, 17, 64, 129, 300})
+        for (int64_t cols : {5, 64, 100, 768}) {
+          std::mt19937 rng(static_cast<uint32_t>(rows * 131 + cols));
+          std::uniform_real_distribution<float> u(-3.f, 5.f);
+          const auto n = static_cast<size_t>(rows * cols);
+          std::vector<float> x(n), res(n), gamma(static_cast<size_t>(cols)), beta(gamma.size()), mul(gamma.size());
+          for (auto& v : x) v = u(rng);
+          for (auto& v : res) v = 0.3f * u(rng);
+          for (size_t c = 0; c < gamma.size(); ++c) {
+            gamma[c] = 0.5f + 0.1f * float(c % 11);
+            beta[c] = 0.05f * float(c % 7) - 0.1f;
+            mul[c] = 0.25f + 0.125f * float(c % 13);
+          }
+          if (rows > 3) std::fill(x.begin() + cols, x.begin() + 2 * cols, 1.5f);  // a constant row
+          for (bool with_mul : {false, true})
+            for (bool with_res : {false, true})
+              for (bool alias : {false, true}) {
+                const float* m = with_mul ? mul.data() : nullptr;
+                const float* r = with_res ? res.data() : nullptr;
+                std::vector<float> want_y = x, got_y = x, y1(n), y2(n);
+                std::vector<uint8_t> want_q(n), got_q(n);
+                std::vector<float> want_s(static_cast<size_t>(rows)), got_s(want_s.size());
+                std::vector<int32_t> want_z(want_s.size()), got_z(want_s.size());
+                in_arena(threads, [&] {
+                  float* d1 = alias ? want_y.data() : y1.data();
+                  float* d2 = alias ? got_y.data() : y2.data();
+                  sk::layernorm_f32(want_y.data(), r, gamma.data(), beta.data(), 1e-12f, rows, cols, d1);
+                  sk::quantize_rows_u8(d1, rows, cols, want_q.data(), want_s.data(), want_z.data(), -1, -1, m);
+                  sk::layernorm_quantize_f32(got_y.data(), r, gamma.data(), beta.data(), 1e-12f, rows, cols, d2,
+                                             m, got_q.data(), got_s.data(), got_z.data());
+                });
+                const std::string isa_s = sk::isa_name(isa);
+                CAPTURE(isa_s);
+                CAPTURE(threads);
+                CAPTURE(rows);
+                CAPTURE(cols);
+                CAPTURE(with_mul);
+                CAPTURE(with_res);
+                CAPTURE(alias);
+                const auto& wy = alias ? want_y : y1;
+                const auto& gy = alias ? got_y : y2;
+                CHECK(std::memcmp(wy.data(), gy.data(), n * sizeof(float)) == 0);
+                CHECK(want_q == got_q);
+                CHECK(std::memcmp(want_s.data(), got_s.data(), want_s.size() * sizeof(float)) == 0);
+                CHECK(want_z == got_z);
+              }
+        }
+  }
 }
 
 TEST_CASE("spmm_u8s8: residual may alias the f32 output") {
