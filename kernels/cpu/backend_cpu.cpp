@@ -217,6 +217,9 @@ struct LinearState : PreparedOp {
   // The LayerNorm before it quantizes this layer's input
   // (select.h layernorm_quantizes_next).
   bool quant_from_ln = false;
+  // The sparse kernel's threads quantize this layer's f32 input
+  // (select.h sparse_quantizes_in_kernel).
+  bool quant_in_kernel = false;
   // The input scale of this Linear (slot::kInScale, nullable) and, with
   // chain_out, the next Linear's, which this one applies as it writes.
   const float* in_scale = nullptr;
@@ -235,6 +238,7 @@ struct LinearState : PreparedOp {
     if (gelu_coarse) w += "; GELU to 2e-5 (its output is only quantized to 8 bits next)";
     if (head_panel > 0) w += "; output in head panels for attention";
     if (quant_from_ln) w += "; input quantized by the LayerNorm before it";
+    else if (quant_in_kernel && !chain_out) w += "; input quantized by the kernel's threads";
     return w;
   }
   size_t bytes() const override { return packed_bytes; }
@@ -292,6 +296,7 @@ class LinearCpu : public OpImpl {
           st->chain_out = k::chain_linears(a.graph, static_cast<size_t>(i));
           st->chain_in = i > 0 && k::chain_linears(a.graph, static_cast<size_t>(i - 1));
           st->head_panel = k::qkv_head_panel(a.graph, static_cast<size_t>(i));
+          st->quant_in_kernel = k::sparse_quantizes_in_kernel() && op.act_scale <= 0.f;
           if (st->chain_out && a.weights_of)
             st->next_in_scale = a.weights_of(static_cast<size_t>(i + 1)).get<float>(slot::kInScale);
         }
@@ -352,6 +357,12 @@ class LinearCpu : public OpImpl {
     const bool chain_in = st.chain_in && chain_ok;
     const bool chain_out = st.chain_out && chain_ok;
     const size_t blocked = static_cast<size_t>((T + 63) / 64 * 64);
+    // The sparse kernel's threads quantize f32 input themselves (select.h
+    // sparse_quantizes_in_kernel): token rows with a per-token dynamic
+    // scale, or the chain's blocked output; not for a chain's first Linear
+    // (spmm_u8s8_to_blocked takes u8).
+    const bool in_kernel = st.s8_sparse && st.quant_in_kernel && !chain_out;
+    bool f32_rows = false, f32_blocked = false;
     uint8_t* xq = nullptr;
     if (chain_in) {
       int64_t* tag = ctx.ws.get<int64_t>(kChainTag, 2);
@@ -360,11 +371,15 @@ class LinearCpu : public OpImpl {
                     "' expected its input from the previous Linear in the blocked layout, "
                     "which did not write it");
       tag[0] = tag[1] = -1;
-      xq = ctx.ws.get<uint8_t>(kChainU8, blocked * static_cast<size_t>(K));
-      const auto nr = static_cast<size_t>(k::spmm_u8s8_blocked_ranges(K, T));
-      // (The previous Linear applied this one's input scale as it wrote.)
-      k::quantize_blocked_u8(ctx.ws.get<float>(kChainF32, blocked * static_cast<size_t>(K)), T, K,
-                             ctx.ws.get<k::BlockedRange>(kChainRange, nr), xq, xs, xz);
+      if (in_kernel) {
+        f32_blocked = true;
+      } else {
+        xq = ctx.ws.get<uint8_t>(kChainU8, blocked * static_cast<size_t>(K));
+        const auto nr = static_cast<size_t>(k::spmm_u8s8_blocked_ranges(K, T));
+        // (The previous Linear applied this one's input scale as it wrote.)
+        k::quantize_blocked_u8(ctx.ws.get<float>(kChainF32, blocked * static_cast<size_t>(K)), T, K,
+                               ctx.ws.get<k::BlockedRange>(kChainRange, nr), xq, xs, xz);
+      }
     } else if (st.quant_from_ln && !ctx.keep_values) {
       int64_t* tag = ctx.ws.get<int64_t>(kLnQuantTag, 2);
       if (tag[0] != T || tag[1] != K)
@@ -372,6 +387,8 @@ class LinearCpu : public OpImpl {
                                "' expected its input quantized by the LayerNorm before it, which did not");
       tag[0] = tag[1] = -1;
       xq = ctx.ws.get<uint8_t>(kQuantX, static_cast<size_t>(T * K));
+    } else if (in_kernel && op.act_scale <= 0.f) {
+      f32_rows = true;
     } else {
       xq = ctx.ws.get<uint8_t>(kQuantX, static_cast<size_t>(T * K));
       if (op.act_scale > 0.f)
@@ -399,12 +416,22 @@ class LinearCpu : public OpImpl {
     ep.gelu = op.act == Activation::GeluErf;
     ep.gelu_coarse = st.gelu_coarse;  // (observed runs too: they see the values the model uses)
     ep.residual = after ? nullptr : io.in1;
-    if (st.head_panel > 0 && !ctx.keep_values && !chain_in && !after && !ep.residual) {
-      k::spmm_u8s8_panels(*st.s8_sparse, xq, T, K, xs, xz, ep, io.out, st.head_panel);
+    const bool panels = st.head_panel > 0 && !ctx.keep_values && !chain_in && !after && !ep.residual;
+    if (panels) {
       int64_t* tag = ctx.ws.get<int64_t>(kPanelTag, 2);
       tag[0] = T;
       tag[1] = N;
-    } else if (chain_in)
+    }
+    if (f32_rows)
+      k::spmm_u8s8_f32in(*st.s8_sparse, io.in0, T, K, st.in_scale, ep, io.out, N, panels ? st.head_panel : 0);
+    else if (f32_blocked)
+      k::spmm_u8s8_from_blocked_f32(
+          *st.s8_sparse, ctx.ws.get<float>(kChainF32, blocked * static_cast<size_t>(K)),
+          ctx.ws.get<k::BlockedRange>(kChainRange, static_cast<size_t>(k::spmm_u8s8_blocked_ranges(K, T))), T,
+          ep, io.out, N);
+    else if (panels)
+      k::spmm_u8s8_panels(*st.s8_sparse, xq, T, K, xs, xz, ep, io.out, st.head_panel);
+    else if (chain_in)
       k::spmm_u8s8_from_blocked(*st.s8_sparse, xq, T, xs, xz, ep, io.out, N);
     else if (st.s8_sparse)
       k::spmm_u8s8(*st.s8_sparse, xq, T, K, xs, xz, ep, io.out, N);

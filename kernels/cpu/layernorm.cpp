@@ -47,7 +47,7 @@ void layernorm_quantize_f32(const float* x, const float* residual, const float* 
   auto block = [&](int64_t b, int64_t e) {
     const int64_t off = b * cols;
     k.layernorm_rows(x + off, residual ? residual + off : nullptr, gamma, beta, eps, e - b, cols, y + off);
-    qgemm_detail::quantize_rows_u8_here(y + off, e - b, cols, xq + off, scale + b, zp + b, mul);
+    qgemm_detail::quantize_rows_u8_here(y + off, e - b, cols, cols, xq + off, scale + b, zp + b, mul);
   };
   const int64_t grain = rows_per_task(cols);
   if (rows <= grain) {

@@ -109,6 +109,14 @@ void spmm_u8s8_panels(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int6
                       const float* x_scale, const int32_t* x_zp, const QEpilogue& ep, float* y,
                       int64_t panel);
 
+// spmm_u8s8 (or spmm_u8s8_panels, when panel > 0) on f32 activations x
+// [M][ldx], quantized per token (x times mul, quantize_rows_u8's contract)
+// by the kernel's own threads, each for the token blocks it works on, as it
+// builds them: no separate pass and parallel region (and its join) before
+// the kernel. The bits of quantize_rows_u8 then spmm_u8s8.
+void spmm_u8s8_f32in(const PackedS8Sparse& w, const float* x, int64_t M, int64_t ldx, const float* mul,
+                     const QEpilogue& ep, void* y, int64_t ldy, int64_t panel = 0);
+
 // Raw accumulators acc[m][n] = sum_k x[m][k] W[k][n] (no zero-point
 // correction, no epilogue) into int32 [M, ldacc]: for exact tests.
 void spmm_u8s8_acc(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
@@ -161,6 +169,14 @@ void spmm_u8s8_to_blocked(const PackedS8Sparse& w, const uint8_t* x, int64_t M, 
 // Parallel (TBB).
 void quantize_blocked_u8(const float* y_blk, int64_t M, int64_t K, const BlockedRange* ranges,
                          uint8_t* x_blk, float* scale, int32_t* zp);
+
+// The chain's second Linear on the first's f32 blocked output y_blk and
+// ranges (spmm_u8s8_to_blocked, same M and arena size), each token block
+// quantized by the kernel thread that reads it: the bits of
+// quantize_blocked_u8 then spmm_u8s8_from_blocked, without that pass's
+// parallel region.
+void spmm_u8s8_from_blocked_f32(const PackedS8Sparse& w, const float* y_blk, const BlockedRange* ranges,
+                                int64_t M, const QEpilogue& ep, void* y, int64_t ldy);
 
 // spmm_u8s8 on an input already in the u8 blocked layout [nb][K][64], 64-byte
 // aligned (std::invalid_argument otherwise).
@@ -306,11 +322,11 @@ void interleave_block_u8_zmm(const uint8_t* x, int64_t M, int64_t K, int64_t ldx
 void blocked_convert_zmm(const float* y_blk, int64_t k0, int64_t k1, const float* inv,
                          const int32_t* zp, uint8_t* x_blk);
 
-// quantize_rows_u8's rows, contiguous (ldx = ldq = K), on the calling thread
+// quantize_rows_u8's rows (row stride ldx in, K out) on the calling thread
 // (no parallel region): the same bits. For fusions that already run rows in
-// parallel (ops.h layernorm_quantize_f32).
-void quantize_rows_u8_here(const float* x, int64_t M, int64_t K, uint8_t* xq, float* scale, int32_t* zp,
-                           const float* mul);
+// parallel (ops.h layernorm_quantize_f32, spmm_u8s8_f32in).
+void quantize_rows_u8_here(const float* x, int64_t M, int64_t K, int64_t ldx, uint8_t* xq, float* scale,
+                           int32_t* zp, const float* mul);
 
 // The scale and zero point of a token from its range (quantize.cpp; the one
 // formula every quantization path uses). Returns false when the token's

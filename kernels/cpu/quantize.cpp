@@ -163,13 +163,13 @@ bool qgemm_detail::token_quant_params(float lo, float hi, bool finite, float* sc
 }
 
 namespace qgemm_detail {
-void quantize_rows_u8_here(const float* x, int64_t M, int64_t K, uint8_t* xq, float* scale, int32_t* zp,
-                           const float* mul) {
+void quantize_rows_u8_here(const float* x, int64_t M, int64_t K, int64_t ldx, uint8_t* xq, float* scale,
+                           int32_t* zp, const float* mul) {
   if (M <= 0 || K <= 0) return;
   const bool wide = active_isa() >= Isa::Avx512Vnni;
   auto row = mul ? (wide ? quantize_row_avx512<true> : quantize_row_scalar<true>)
                  : (wide ? quantize_row_avx512<false> : quantize_row_scalar<false>);
-  for (int64_t m = 0; m < M; ++m) row(x + m * K, K, xq + m * K, scale + m, zp + m, mul);
+  for (int64_t m = 0; m < M; ++m) row(x + m * ldx, K, xq + m * K, scale + m, zp + m, mul);
 }
 }  // namespace qgemm_detail
 

@@ -204,6 +204,11 @@ bool ln_quant_enabled() {
   return switch_enabled("SPINEL_LN_QUANT", warned);
 }
 
+bool kernel_quant_enabled() {
+  static std::atomic<bool> warned{false};
+  return switch_enabled("SPINEL_KERNEL_QUANT", warned);
+}
+
 bool panels_enabled() {
   static std::atomic<bool> warned{false};
   return switch_enabled("SPINEL_QKV_PANELS", warned);
@@ -284,5 +289,7 @@ bool layernorm_quantizes_next(const Graph& g, size_t p) {
   return ln.kind == OpKind::LayerNorm && ln.out >= 0 && lin.kind == OpKind::Linear &&
          lin.precision != Precision::F32 && lin.act_scale <= 0.f && lin.in0 == ln.out;
 }
+
+bool sparse_quantizes_in_kernel() { return kernel_quant_enabled(); }
 
 }  // namespace spinel::kernels

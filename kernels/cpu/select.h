@@ -151,6 +151,17 @@ bool chain_linears(const Graph& g, size_t p);
 // mean auto.
 bool layernorm_quantizes_next(const Graph& g, size_t p);
 
+// --- Quantization inside the sparse kernel's parallel region -------------
+// A block-sparse INT8 Linear whose input is f32 (token rows quantized per
+// token at run time, or the Linear chain's blocked output) lets the
+// kernel's threads quantize each token block they read as they build it
+// (qgemm.h spmm_u8s8_f32in, spmm_u8s8_from_blocked_f32): the same bits,
+// without a separate pass and its parallel region and join.
+// SPINEL_KERNEL_QUANT, read when a model is prepared: unset, "", "auto" or
+// "on": yes; "off"/"0": a separate pass (A/B runs, tests). Other values warn
+// once and mean auto.
+bool sparse_quantizes_in_kernel();
+
 // --- QKV in head panels -------------------------------------------------
 // Op p is a Linear whose output is read only by Attention ops' qkv input
 // (BERT's fused QKV projection): it writes that output in head panels

@@ -141,6 +141,9 @@ float epilogue_value(int32_t acc, int64_t m, int64_t n, const PackedS8Sparse* /*
 
 uint8_t requantize_value(float y, const QEpilogue& ep) {
   float t = y * (1.f / ep.out_scale);
+  // NaN: 0, as in the vector kernels (their conversion gives INT_MIN, which
+  // the clamp takes to 0); converting it to int here was undefined.
+  if (t != t) return 0;
   t = std::min(std::max(t, -512.f), 512.f);
   int32_t q = static_cast<int32_t>(std::nearbyint(t)) + ep.out_zp;
   q = std::min(std::max(q, 0), 255);
@@ -254,6 +257,45 @@ uint8_t* thread_block(ThreadBlock& tb, size_t bytes) {
 
 std::atomic<uint64_t> g_spmm_calls{0};
 
+// Token b * 64 + j's quantization of a chain block, from the ranges of the
+// block's per_block work items (spmm_u8s8_to_blocked): inv[j], z[j] for
+// blocked_convert_zmm (0 and 0 for an all-zero or non-finite token), and its
+// scale and zero point into scale[j], zp[j]. j < mc; lanes past mc are 0.
+void blocked_token_params(const BlockedRange* ranges, int64_t per_block, int64_t b, int64_t mc,
+                          float* inv, int32_t* z, float* scale, int32_t* zp) {
+  for (int64_t j = 0; j < 64; ++j) {
+    inv[j] = 0.f;
+    z[j] = 0;
+  }
+  for (int64_t j = 0; j < mc; ++j) {
+    float lo = 0.f, hi = 0.f;
+    bool nan = false;
+    for (int64_t q = 0; q < per_block; ++q) {
+      const BlockedRange& p = ranges[b * per_block + q];
+      lo = std::min(lo, p.lo[j]);
+      hi = std::max(hi, p.hi[j]);
+      nan |= ((p.nan >> j) & 1) != 0;
+    }
+    float s = 0.f, v = 0.f;
+    int32_t zpj = 0;
+    if (qgemm_detail::token_quant_params(lo, hi, !nan, &s, &zpj, &v)) {
+      inv[j] = v;
+      z[j] = zpj;
+    }
+    scale[j] = s;
+    zp[j] = zpj;
+  }
+}
+
+// Per thread, grows only: the f32-input calls' token scales and zero points
+// (indexed by token) and the quantized rows of a block before interleaving.
+struct ThreadQuant {
+  std::vector<float> scale;
+  std::vector<int32_t> zp;
+  std::unique_ptr<void, FreeDeleter> rows;
+  size_t rows_capacity = 0;
+};
+
 // Work items: (token block, range of block-rows). Enough items for the
 // arena's threads to balance, few enough that each streams a good share of
 // the weights with its activations hot in L1/L2. Item i is block
@@ -270,6 +312,17 @@ WorkSplit work_split(int64_t nbr, int64_t nblocks) {
   return {br_per, (nbr + br_per - 1) / br_per};
 }
 
+// f32 activations that the kernel's threads quantize themselves, each for
+// the token blocks it works on (run_spmm's x is then null): token-major
+// rows xf [M][ldx] (times mul, per token: quantize_rows_u8's contract), or,
+// with x_blocked, the chain's f32 blocked xf [nb][K][64] with its ranges
+// (quantize_blocked_u8's).
+struct F32In {
+  const float* xf = nullptr;
+  const float* mul = nullptr;
+  const BlockedRange* ranges = nullptr;
+};
+
 // x_blocked: x is already in the kernel's blocked layout [nb][K][B] (the
 // Linear chain, 64-token kernel only). ranges (F32Blocked only): one per
 // work item, indexed by item.
@@ -278,9 +331,12 @@ WorkSplit work_split(int64_t nbr, int64_t nblocks) {
 void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
               const float* x_scale, const int32_t* x_zp, const QEpilogue& ep, OutKind out, void* y,
               int64_t ldy, bool x_blocked = false, BlockedRange* ranges = nullptr,
-              int64_t panel = 0) {
+              int64_t panel = 0, F32In fin = {}) {
   if (M <= 0) return;
   if (ldx < w.K) throw std::invalid_argument("spmm_u8s8: ldx < K");
+  const bool f32_in = fin.xf != nullptr;
+  if (f32_in && x_blocked && !fin.ranges)
+    throw std::invalid_argument("spmm_u8s8: the f32 blocked input needs its ranges");
   note_pool(Pool::Tbb);  // see parallel_util.h
   if (panel > 0) {
     if (panel % 16 != 0 || w.N % panel != 0)
@@ -309,8 +365,11 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
   // block-major, so a block is built once per thread that works on it (with
   // one block, up to 64 tokens, by both threads: a few microseconds, less
   // than the other core's lines would cost to fetch).
-  const bool interleave = cfg.lanes > 0 && !x_blocked;
+  // Each thread builds the blocks it reads: interleaves u8 rows, or
+  // quantizes f32 input (then interleaves, for the vector kernels).
+  const bool interleave = (cfg.lanes > 0 && !x_blocked) || f32_in;
   const uint64_t call = interleave ? g_spmm_calls.fetch_add(1, std::memory_order_relaxed) + 1 : 0;
+  const int64_t per_block_in = f32_in && x_blocked ? spmm_u8s8_blocked_ranges(K, M) / nblocks : 0;
   WorkSplit split = work_split(nbr, nblocks);
   const int64_t panel_brs = panel / 4;
   if (panel > 0) {
@@ -328,23 +387,58 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
     t.w = &w;
     t.m0 = b * B;
     t.mc = std::min(B, M - t.m0);
+    t.ldx = ldx;
+    t.x_scale = x_scale;
+    t.x_zp = x_zp;
     if (interleave) {
       thread_local ThreadBlock tb;
+      thread_local ThreadQuant tq;
       uint8_t* buf = thread_block(tb, static_cast<size_t>(K * B));
+      if (f32_in && tq.scale.size() < static_cast<size_t>(nblocks * B)) {
+        // (Only at a call's first item on this thread: M is fixed within a call.)
+        tq.scale.resize(static_cast<size_t>(nblocks * B));
+        tq.zp.resize(static_cast<size_t>(nblocks * B));
+        tb.call = 0;
+      }
       if (tb.call != call || tb.block != b) {
-        cfg.interleave(x, M, K, ldx, b * B, cfg.lanes, buf);
+        if (!f32_in) {
+          cfg.interleave(x, M, K, ldx, b * B, cfg.lanes, buf);
+        } else if (x_blocked) {
+          alignas(64) float inv[64];
+          alignas(64) int32_t z[64];
+          blocked_token_params(fin.ranges, per_block_in, b, t.mc, inv, z, tq.scale.data() + b * B,
+                               tq.zp.data() + b * B);
+          qgemm_detail::blocked_convert_zmm(fin.xf + b * K * B, 0, K, inv, z, buf);
+        } else {
+          uint8_t* rows = buf;  // the scalar kernel reads token-major rows
+          if (cfg.lanes > 0) {
+            const size_t need = static_cast<size_t>(K * B);
+            if (need > tq.rows_capacity) {
+              void* p = std::aligned_alloc(64, (need + 4095) / 4096 * 4096);
+              if (!p) throw std::bad_alloc();
+              tq.rows.reset(p);
+              tq.rows_capacity = (need + 4095) / 4096 * 4096;
+            }
+            rows = static_cast<uint8_t*>(tq.rows.get());
+          }
+          qgemm_detail::quantize_rows_u8_here(fin.xf + b * B * ldx, t.mc, K, ldx, rows, tq.scale.data() + b * B,
+                                              tq.zp.data() + b * B, fin.mul);
+          if (cfg.lanes > 0) cfg.interleave(rows, t.mc, K, K, 0, cfg.lanes, buf);
+        }
         tb.call = call;
         tb.block = b;
       }
       t.x = buf;
+      if (f32_in) {
+        t.x_scale = tq.scale.data();
+        t.x_zp = tq.zp.data();
+        if (cfg.lanes == 0) t.ldx = K;
+      }
     } else {
       t.x = cfg.lanes > 0 ? x + b * K * B : x + t.m0 * ldx;
     }
-    t.ldx = ldx;
     t.br0 = c * br_per;
     t.br1 = std::min(nbr, t.br0 + br_per);
-    t.x_scale = x_scale;
-    t.x_zp = x_zp;
     t.ep = &e;
     t.out = out;
     t.y = y;
@@ -428,6 +522,31 @@ void spmm_u8s8_panels(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int6
            false, nullptr, panel);
 }
 
+void spmm_u8s8_f32in(const PackedS8Sparse& w, const float* x, int64_t M, int64_t ldx, const float* mul,
+                     const QEpilogue& ep, void* y, int64_t ldy, int64_t panel) {
+  if (ep.requantize && !(ep.out_scale > 0.f))
+    throw std::invalid_argument("spmm_u8s8: requantize needs out_scale > 0");
+  if (!x && M > 0) throw std::invalid_argument("spmm_u8s8_f32in: x must not be null");
+  if (panel < 0) throw std::invalid_argument("spmm_u8s8_f32in: panel must not be negative");
+  F32In fin;
+  fin.xf = x;
+  fin.mul = mul;
+  run_spmm(w, nullptr, M, ldx, nullptr, nullptr, ep, ep.requantize ? OutKind::U8 : OutKind::F32, y,
+           panel > 0 ? w.N : ldy, false, nullptr, panel, fin);
+}
+
+void spmm_u8s8_from_blocked_f32(const PackedS8Sparse& w, const float* y_blk, const BlockedRange* ranges,
+                                int64_t M, const QEpilogue& ep, void* y, int64_t ldy) {
+  if (ep.requantize && !(ep.out_scale > 0.f))
+    throw std::invalid_argument("spmm_u8s8: requantize needs out_scale > 0");
+  if (!y_blk || !ranges) throw std::invalid_argument("spmm_u8s8_from_blocked_f32: null input or ranges");
+  F32In fin;
+  fin.xf = y_blk;
+  fin.ranges = ranges;
+  run_spmm(w, nullptr, M, w.K, nullptr, nullptr, ep, ep.requantize ? OutKind::U8 : OutKind::F32, y, ldy,
+           /*x_blocked=*/true, nullptr, 0, fin);
+}
+
 void spmm_u8s8_acc(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
                    int32_t* acc, int64_t ldacc) {
   run_spmm(w, x, M, ldx, nullptr, nullptr, QEpilogue{}, OutKind::S32Raw, acc, ldacc);
@@ -493,29 +612,17 @@ void quantize_blocked_u8(const float* y_blk, int64_t M, int64_t K, const Blocked
       [&](const tbb::blocked_range<int64_t>& r) {
         for (int64_t i = r.begin(); i < r.end(); ++i) {
           const int64_t b = i / kc, c = i % kc;
-          alignas(64) float inv[B] = {};
-          alignas(64) int32_t z[B] = {};
+          alignas(64) float inv[B];
+          alignas(64) int32_t z[B];
+          alignas(64) float sc[B];
+          alignas(64) int32_t zz[B];
           const int64_t mc = std::min(B, M - b * B);
-          for (int64_t j = 0; j < mc; ++j) {
-            float lo = 0.f, hi = 0.f;
-            bool nan = false;
-            for (int64_t q = 0; q < per_block; ++q) {
-              const BlockedRange& p = ranges[b * per_block + q];
-              lo = std::min(lo, p.lo[j]);
-              hi = std::max(hi, p.hi[j]);
-              nan |= ((p.nan >> j) & 1) != 0;
+          blocked_token_params(ranges, per_block, b, mc, inv, z, sc, zz);
+          if (c == 0)
+            for (int64_t j = 0; j < mc; ++j) {
+              scale[b * B + j] = sc[j];
+              zp[b * B + j] = zz[j];
             }
-            float s = 0.f, v = 0.f;
-            int32_t zpj = 0;
-            if (qgemm_detail::token_quant_params(lo, hi, !nan, &s, &zpj, &v)) {
-              inv[j] = v;
-              z[j] = zpj;
-            }
-            if (c == 0) {
-              scale[b * B + j] = s;
-              zp[b * B + j] = zpj;
-            }
-          }
           qgemm_detail::blocked_convert_zmm(y_blk + b * K * B, c * kper, std::min(K, (c + 1) * kper),
                                             inv, z, x_blk + b * K * B);
         }

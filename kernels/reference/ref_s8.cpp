@@ -75,7 +75,8 @@ void linear_u8s8(const uint8_t* x, int64_t M, int64_t K, int64_t ldx, const floa
       if (e.requantize) {
         float t = v * (1.f / e.out_scale);
         t = std::min(std::max(t, -512.f), 512.f);
-        const int32_t q = static_cast<int32_t>(std::nearbyint(t)) + e.out_zp;
+        // NaN quantizes to 0 (as every kernel does).
+        const int32_t q = t != t ? 0 : static_cast<int32_t>(std::nearbyint(t)) + e.out_zp;
         static_cast<uint8_t*>(y)[m * ldy + n] = static_cast<uint8_t>(std::min(std::max(q, 0), 255));
       } else {
         static_cast<float*>(y)[m * ldy + n] = v;

@@ -433,3 +433,34 @@ TEST_CASE("LayerNorm quantizing the next Linear's input: the same bits with and 
   REQUIRE(observed.h.size() == on.h.size());
   CHECK(std::memcmp(observed.h.data(), on.h.data(), on.h.size() * sizeof(float)) == 0);
 }
+
+TEST_CASE("Sparse kernels quantizing their own input: the same bits with and without") {
+  SpnlWriter w;
+  testing::fill_tiny_model(w, spec(Activation::GeluErf));
+  for (size_t i = 0; i < w.graph.ops.size(); ++i) {
+    const Op& op = w.graph.ops[i];
+    if (op.kind == OpKind::Linear) prune_blocks(w, op.w[slot::kWeight], 0.9, static_cast<unsigned>(i + 110));
+  }
+  quantize_linears_int8(w, QuantOptions{});
+  const std::string dir = testing::temp_dir("kquant");
+  w.write(dir + "/int8.spnl");
+  // With and without the LayerNorm fusion (without it, every sparse Linear
+  // but the chain's first quantizes in its kernel, QKV with head panels).
+  auto run = [&](const char* kq, const char* lnq) {
+    setenv("SPINEL_KERNEL_QUANT", kq, 1);
+    setenv("SPINEL_LN_QUANT", lnq, 1);
+    auto m = Model::load(dir + "/int8.spnl");
+    Session s(m, 2);
+    const HiddenStates h = s.run(batch_for(m->config().vocab_size));
+    unsetenv("SPINEL_KERNEL_QUANT");
+    unsetenv("SPINEL_LN_QUANT");
+    return std::vector<float>(h.data, h.data + h.offsets.back() * h.width);
+  };
+  const auto ref = run("off", "off");
+  for (const char* lnq : {"off", "on"}) {
+    CAPTURE(lnq);
+    const auto got = run("on", lnq);
+    REQUIRE(got.size() == ref.size());
+    CHECK(std::memcmp(got.data(), ref.data(), ref.size() * sizeof(float)) == 0);
+  }
+}

@@ -561,6 +561,72 @@ TEST_CASE("layernorm_quantize_f32: layernorm_f32 then quantize_rows_u8, bit for 
   }
 }
 
+TEST_CASE("spmm_u8s8_f32in: quantize_rows_u8 then spmm_u8s8 (or _panels), bit for bit, every ISA") {
+  struct C {
+    int64_t M, K, N;
+    double sparsity;
+    int ep;  // 0 none, 1 GELU + bias, 2 residual, 3 requantize, 4 head panels of 64
+  };
+  const C cases[] = {{1, 64, 64, 0.5, 0},   {5, 36, 20, 0.0, 1},    {17, 100, 36, 0.9, 2},
+                     {63, 256, 64, 1.0, 3}, {64, 768, 128, 0.9, 4}, {65, 768, 768, 0.9, 2},
+                     {128, 768, 2304, 0.9, 4}, {130, 260, 68, 0.7, 1}, {200, 64, 192, 0.95, 4}};
+  for (const C& c : cases) {
+    const auto W = make_weights(c.K, c.N, c.sparsity, static_cast<uint32_t>(c.M + c.N), true);
+    std::mt19937 rng(static_cast<uint32_t>(c.M * 3 + c.K));
+    std::uniform_real_distribution<float> uf(-2.f, 3.f);
+    const int64_t ldx = c.K + 3;  // a row stride past K
+    std::vector<float> x(static_cast<size_t>(c.M * ldx)), mul(static_cast<size_t>(c.K)), sw(static_cast<size_t>(c.N)),
+        bias(static_cast<size_t>(c.N)), res(static_cast<size_t>(c.M * c.N));
+    for (auto& v : x) v = uf(rng);
+    for (auto& v : mul) v = std::exp2(uf(rng));
+    for (auto& v : sw) v = 0.002f + 0.001f * std::fabs(uf(rng));
+    for (auto& v : bias) v = uf(rng);
+    for (auto& v : res) v = uf(rng);
+    if (c.M > 3) {
+      for (int64_t k = 0; k < c.K; ++k) x[static_cast<size_t>(1 * ldx + k)] = 0.f;  // an all-zero row
+      x[static_cast<size_t>(2 * ldx + 1)] = std::nanf("");                       // a NaN row
+    }
+    const auto p = sk::pack_s8_sparse(W.data(), c.K, c.N, sw.data(), c.ep == 1 ? bias.data() : nullptr);
+    sk::QEpilogue ep;
+    ep.gelu = c.ep == 1;
+    if (c.ep == 2) ep.residual = res.data();
+    if (c.ep == 3) {
+      ep.requantize = true;
+      ep.out_scale = 0.05f;
+      ep.out_zp = 7;
+    }
+    const size_t esz = c.ep == 3 ? 1 : 4;
+    for (Isa isa : runnable_isas()) {
+      RestoreIsa cap(isa);
+      for (int threads : {1, 2})
+        for (const float* m : {static_cast<const float*>(nullptr), static_cast<const float*>(mul.data())}) {
+          std::vector<uint8_t> xq(static_cast<size_t>(c.M * c.K));
+          std::vector<float> xs(static_cast<size_t>(c.M));
+          std::vector<int32_t> zp(static_cast<size_t>(c.M));
+          Guarded want(static_cast<size_t>(c.M * c.N) * esz), got(static_cast<size_t>(c.M * c.N) * esz);
+          in_arena(threads, [&] {
+            sk::quantize_rows_u8(x.data(), c.M, c.K, xq.data(), xs.data(), zp.data(), ldx, c.K, m);
+            if (c.ep == 4)
+              sk::spmm_u8s8_panels(p, xq.data(), c.M, c.K, xs.data(), zp.data(), ep, want.as<float>(), 64);
+            else
+              sk::spmm_u8s8(p, xq.data(), c.M, c.K, xs.data(), zp.data(), ep, want.data(), c.N);
+            sk::spmm_u8s8_f32in(p, x.data(), c.M, ldx, m, ep, got.data(), c.N, c.ep == 4 ? 64 : 0);
+          });
+          const std::string isa_s = sk::isa_name(isa);
+          CAPTURE(isa_s);
+          CAPTURE(threads);
+          CAPTURE(c.M);
+          CAPTURE(c.K);
+          CAPTURE(c.N);
+          CAPTURE(c.ep);
+          CAPTURE(m != nullptr);
+          CHECK(got.guards_intact());
+          CHECK(std::memcmp(got.data(), want.data(), want.bytes) == 0);
+        }
+    }
+  }
+}
+
 TEST_CASE("spmm_u8s8: residual may alias the f32 output") {
   const int64_t M = 37, K = 64, N = 24;
   const auto W = make_weights(K, N, 0.6, 5, false);
@@ -822,6 +888,18 @@ void check_chain(int64_t M, int64_t K1, int64_t N1, int64_t N2, double sp1, doub
   in_arena(threads, [&] {
     sk::spmm_u8s8_from_blocked(p2, xa.get(), M, s.data(), z.data(), ep2, y2.data(), N2);
   });
+  // The second Linear straight from the f32 blocks and ranges, quantized by
+  // its own threads (spmm_u8s8_from_blocked_f32): the same bits again. The
+  // ranges are those of the first call (same M and arena size).
+  Guarded y2f(static_cast<size_t>(M * N2) * 4);
+  in_arena(threads, [&] {
+    std::vector<sk::BlockedRange> ranges(static_cast<size_t>(sk::spmm_u8s8_blocked_ranges(N1, M)));
+    sk::spmm_u8s8_to_blocked(p1, x.data(), M, K1, xs.data(), zp.data(), gelu, yb.as<float>(),
+                             ranges.data(), mul, coarse);
+    sk::spmm_u8s8_from_blocked_f32(p2, yb.as<float>(), ranges.data(), M, ep2, y2f.data(), N2);
+  });
+  CHECK(y2f.guards_intact());
+  CHECK(std::memcmp(y2f.data(), y2.data(), static_cast<size_t>(M * N2) * 4) == 0);
   CHECK(yb.guards_intact());
   CHECK(xb.guards_intact());
   CHECK(y2.guards_intact());
