@@ -100,9 +100,11 @@ LinearChoice choose_linear(Precision precision, double block_sparsity, const int
 // MiniLM's INT8 cosine against FP32) on AMX-BF16, else on AVX512_BF16 where it
 // runs at full rate, else FP32; FP32 for FP32 models (FP32 results stay as
 // they were); "f32": always FP32; "bf16": BF16 for every model (tests, A/B
-// runs) on AMX-BF16, else on AVX512_BF16 at any rate. Both need the active
-// ISA level avx512vnni (a cap below it means FP32); "bf16" without either
-// warns once and runs FP32. Other values warn once and mean auto.
+// runs) on AMX-BF16, else on AVX512_BF16 at any rate; "s8qk": INT8 Q·K^T
+// with BF16 P·V (below) for every model where AVX512_BF16 runs. All need the
+// active ISA level avx512vnni (a cap below it means FP32); "bf16" or "s8qk"
+// without a way to run them warn once and run FP32. Other values warn once
+// and mean auto.
 enum class AttentionMode { Auto, F32, Bf16, S8Qk };
 AttentionMode attention_mode();
 
