@@ -23,6 +23,7 @@
 // convert) as uninitialized (GCC bug 105593); the values are fully defined.
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wunused-function"  // f32_body.inc's kernels this file does not call
 #include <immintrin.h>
 
 #include <algorithm>
@@ -31,6 +32,14 @@
 
 #include "kernels/cpu/f32_isa.h"
 #include "kernels/cpu/qgemm.h"
+
+// The FP32 row kernels' GELU, inline in this file's build (the same code as
+// the AVX-512 table's, so the same bits): the chain's flush applies it to
+// each value between its load and its store.
+#define SPINEL_F32_NS avx512_spmm_body
+#define SPINEL_F32_LANES 16
+#define SPINEL_F32_ROWS 8
+#include "kernels/cpu/f32_body.inc"
 
 #if !defined(__AVX512VNNI__) || !defined(__AVX512BW__) || !defined(__AVX512VL__) || \
     !defined(__AVX512DQ__) || !defined(__FMA__)
@@ -92,7 +101,8 @@ void flush_stage(const SpmmTile& t, int64_t brg, int64_t nbr, float (*stage)[64]
   const QEpilogue& ep = *t.ep;
   // GELU on the token columns this tile computed (16 NT of 64; the others
   // stay 0 = GELU(0)): at 16 tokens, GELU over all 64 took 11% of a run.
-  if (t.out != OutKind::S32Raw && ep.gelu) {
+  // (The blocked output applies it in its copy loop below.)
+  if (t.out != OutKind::S32Raw && t.out != OutKind::F32Blocked && ep.gelu) {
     const auto& tab = f32::kernel_table_avx512();
     void (*const gelu)(float*, int64_t) = ep.gelu_coarse ? tab.gelu_erf_q : tab.gelu_erf;
     if (NT == 4)
@@ -106,19 +116,22 @@ void flush_stage(const SpmmTile& t, int64_t brg, int64_t nbr, float (*stage)[64]
     // folded into the item's as the values pass.
     float* y = static_cast<float*>(t.y) + ((t.m0 / 64) * t.ldy + n0) * 64;
     BlockedRange& rg = *t.range;
-    // The next Linear's input scale (ep.out_mul) is applied here, so the
-    // values and ranges are those its quantization reads.
-    if (ep.out_mul)
-      for (int c = 0; c < nch; ++c) {
-        const __m512 m = _mm512_set1_ps(ep.out_mul[n0 + c]);
-        for (int r = 0; r < 4; ++r)
-          _mm512_store_ps(&stage[c][16 * r], _mm512_mul_ps(_mm512_load_ps(&stage[c][16 * r]), m));
-      }
+    // GELU (on the token columns this tile computed, as above) and the next
+    // Linear's input scale (ep.out_mul) are applied as each value passes,
+    // so the values and ranges are those its quantization reads: one load
+    // and one store per vector where three passes over the stage took three.
+    const bool gelu = ep.gelu;
+    auto act = [&](__m512 v) {
+      return (__m512)(ep.gelu_coarse ? f32::avx512_spmm_body::gelu_erf_q_v((f32::avx512_spmm_body::vf)v)
+                                     : f32::avx512_spmm_body::gelu_erf_v((f32::avx512_spmm_body::vf)v));
+    };
     for (int r = 0; r < 4; ++r) {
       __m512 lo = _mm512_load_ps(rg.lo + 16 * r), hi = _mm512_load_ps(rg.hi + 16 * r);
       __mmask16 nan = 0;
       for (int c = 0; c < nch; ++c) {
-        const __m512 v = _mm512_load_ps(&stage[c][16 * r]);
+        __m512 v = _mm512_load_ps(&stage[c][16 * r]);
+        if (gelu && r < NT) v = act(v);
+        if (ep.out_mul) v = _mm512_mul_ps(v, _mm512_set1_ps(ep.out_mul[n0 + c]));
         _mm512_storeu_ps(y + 64 * c + 16 * r, v);
         lo = _mm512_min_ps(lo, v);
         hi = _mm512_max_ps(hi, v);
