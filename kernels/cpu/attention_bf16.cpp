@@ -203,26 +203,26 @@ inline void quantize_rows16(const float* x, int64_t stride, int64_t rows, int64_
 
 // The INT8 Q·K^T operands of an item (layout in f32_isa.h):
 //   K4 [dq/4][lp] words: word (p, j) = the s8 values k[j][4p .. 4p+3], the
-//      vpdpbusd B operand; ks[j], ksum[j]: key j's scale and the sum of its
-//      s8 values (the Q shift's correction: sum (q + 128) k = q.k + 128 ksum);
+//      vpdpbusd B operand; ks[j]: key j's scale; kcorr[j]: 128 times the sum
+//      of its s8 values (the Q shift's correction: sum (q + 128) k = q.k +
+//      kcorr);
 //   q8 [rows][dq] bytes: u8 values q + 128 of the item's query rows (from
 //      q_begin); qs[row]: their scales.
 struct S8Operands {
   uint32_t* k4;
   uint8_t* q8;
   float* ks;
-  int32_t* ksum;
+  int32_t* kcorr;
   float* qs;
 };
 
 // Keys j0 .. j0 + 15 (zero past the sequence): quantized into kq [16][dq],
 // then each 16 keys x 64 bytes transposed as 16 x 16 words into K4's rows;
-// ksum from K4 by vpdpbusd with ones.
-inline void build_k4_block(const AttentionBlock& b, const AmxLayout& a, int8_t* kq, uint32_t* k4,
-                           float* ks, int32_t* ksum, int64_t j0) {
+// the key sums from K4 by vpdpbusd with ones, times 128 into kcorr.
+inline void build_k4_block(const AttentionBlock& b, const AmxLayout& a, uint8_t* kq, uint32_t* k4,
+                           float* ks, int32_t* kcorr, int64_t j0) {
   const int64_t rows = b.seq_len - j0 < 16 ? b.seq_len - j0 : 16;
-  quantize_rows16(b.qkv + b.k_col + j0 * b.qkv_stride, b.qkv_stride, rows, b.head_dim, a.dq, 0,
-                  reinterpret_cast<uint8_t*>(kq), ks + j0);
+  quantize_rows16(b.qkv + b.k_col + j0 * b.qkv_stride, b.qkv_stride, rows, b.head_dim, a.dq, 0, kq, ks + j0);
   for (int64_t c = 0; c < a.dq / 64; ++c) {
     body::vf r[16];
     for (int i = 0; i < 16; ++i) r[i] = (body::vf)_mm512_load_si512(kq + i * a.dq + 64 * c);
@@ -233,7 +233,7 @@ inline void build_k4_block(const AttentionBlock& b, const AmxLayout& a, int8_t* 
   const __m512i ones = _mm512_set1_epi8(1);
   for (int64_t p = 0; p < a.dq / 4; ++p)
     sum = _mm512_dpbusd_epi32(sum, ones, _mm512_load_si512(k4 + p * a.lp + j0));
-  _mm512_store_si512(ksum + j0, sum);
+  _mm512_store_si512(kcorr + j0, _mm512_slli_epi32(sum, 7));
 }
 
 // The item's query rows, 16 at a time (rows past q_end up to a multiple of
@@ -267,7 +267,7 @@ inline void dot_s8_rxnv(const uint32_t* a, int64_t a_stride, const uint32_t* b, 
 }
 
 // S = Q K^T for the block of up to 16 query rows whose first is item row r_begin:
-// (int32 sum - 128 ksum) * ks[j] * qs[row].
+// (int32 sum - kcorr[j]) * ks[j] * qs[row].
 void scores_s8(const AttentionBlock& b, const AmxLayout& a, const S8Operands& op, int64_t r_begin,
                float* s, int nq) {
   __m512i c[8][4];
@@ -275,7 +275,6 @@ void scores_s8(const AttentionBlock& b, const AmxLayout& a, const S8Operands& op
   const int64_t quads = (b.head_dim + 3) / 4;  // quads past head_dim are zero in K4
   const int64_t a_stride = a.dq / 4;
   const auto* q = reinterpret_cast<const uint32_t*>(op.q8 + r_begin * a.dq);
-  const __m512i shift = _mm512_set1_epi32(128);
   for (int64_t c0 = 0; c0 < key_vecs; c0 += 4) {
     const int nv = static_cast<int>(key_vecs - c0 < 4 ? key_vecs - c0 : 4);
     const int tr = tile_rows(nv);
@@ -290,7 +289,7 @@ void scores_s8(const AttentionBlock& b, const AmxLayout& a, const S8Operands& op
       }
       for (int v = 0; v < nv; ++v) {
         const int64_t j = (c0 + v) * 16;
-        const __m512i corr = _mm512_mullo_epi32(_mm512_load_si512(op.ksum + j), shift);
+        const __m512i corr = _mm512_load_si512(op.kcorr + j);
         const __m512 ks = _mm512_load_ps(op.ks + j);
         for (int r = 0; r < tr; ++r) {
           const __m512 sc = _mm512_mul_ps(ks, _mm512_set1_ps(op.qs[r_begin + r0 + r]));
@@ -321,12 +320,12 @@ void attention_block_avx512_s8qk(const AttentionBlock& b, float* scratch) {
   op.k4 = w + a.k2;
   op.q8 = reinterpret_cast<uint8_t*>(w + a.qb);
   op.ks = reinterpret_cast<float*>(w + a.ks);
-  op.ksum = reinterpret_cast<int32_t*>(w + a.ksum);
+  op.kcorr = reinterpret_cast<int32_t*>(w + a.ksum);
   op.qs = reinterpret_cast<float*>(w + a.qs);
   uint32_t* v2 = w + a.v2;
-  auto* kq = reinterpret_cast<int8_t*>(w + a.kq);
+  auto* kq = reinterpret_cast<uint8_t*>(w + a.kq);
   for (int64_t j0 = 0; j0 < a.lp; j0 += 16) {
-    build_k4_block(b, a, kq, op.k4, op.ks, op.ksum, j0);
+    build_k4_block(b, a, kq, op.k4, op.ks, op.kcorr, j0);
     build_v2_block(b, a, v2, j0);
   }
   build_q8(b, a, op.q8, op.qs);

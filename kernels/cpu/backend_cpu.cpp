@@ -387,7 +387,7 @@ class LinearCpu : public OpImpl {
                                "' expected its input quantized by the LayerNorm before it, which did not");
       tag[0] = tag[1] = -1;
       xq = ctx.ws.get<uint8_t>(kQuantX, static_cast<size_t>(T * K));
-    } else if (in_kernel && op.act_scale <= 0.f) {
+    } else if (in_kernel) {
       f32_rows = true;
     } else {
       xq = ctx.ws.get<uint8_t>(kQuantX, static_cast<size_t>(T * K));
@@ -416,7 +416,9 @@ class LinearCpu : public OpImpl {
     ep.gelu = op.act == Activation::GeluErf;
     ep.gelu_coarse = st.gelu_coarse;  // (observed runs too: they see the values the model uses)
     ep.residual = after ? nullptr : io.in1;
-    const bool panels = st.head_panel > 0 && !ctx.keep_values && !chain_in && !after && !ep.residual;
+    // (select.h qkv_head_panel rules out a chain input, an activation and a
+    // residual: the Attention reading this asks the same two questions.)
+    const bool panels = st.head_panel > 0 && !ctx.keep_values;
     if (panels) {
       int64_t* tag = ctx.ws.get<int64_t>(kPanelTag, 2);
       tag[0] = T;

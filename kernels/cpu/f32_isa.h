@@ -61,8 +61,8 @@ size_t attention_slot_floats(int64_t max_len, int64_t head_dim);
 // The INT8 Q.K^T variant (attention_block_avx512_s8qk) keeps K as s8 quads
 // in k2's place and Q as u8 rows in qb's, with dq = head_dim padded to 64
 // bytes: kq [16][dq] bytes (16 keys quantized, before their transpose), ks
-// [lp] and ksum [lp] (each key's scale and sum of its s8 values), qs [lp + 16]
-// (each query row's scale).
+// [lp] and ksum [lp] (each key's scale and 128 times the sum of its s8
+// values), qs [lp + 16] (each query row's scale).
 struct AmxAttentionLayout {
   int64_t lp, dp, dv, dq;
   int64_t k2, v2, qb, s, o;  // K^T pairs, V pairs, the item's Q rows, scores/P, four output tiles

@@ -266,6 +266,7 @@ int64_t qkv_head_panel(const Graph& g, size_t p) {
   const Op& a = g.ops[p];
   if (!runs_sparse_u8s8(a)) return 0;
   if (a.gate != Gate::None || a.in1 >= 0 || a.out < 0 || a.act != Activation::None) return 0;
+  if (p > 0 && chain_linears(g, p - 1)) return 0;  // its input then comes blocked, not its output as rows
   if (g.output == a.out || static_cast<size_t>(a.out) >= g.values.size()) return 0;
   for (const GraphOutput& o : g.outputs)
     if (o.value == a.out) return 0;

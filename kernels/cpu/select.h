@@ -169,7 +169,7 @@ bool sparse_quantizes_in_kernel();
 // (BERT's fused QKV projection): it writes that output in head panels
 // (qgemm.h spmm_u8s8_panels, ops.h attention_f32 qkv_panels) when it runs
 // the block-sparse INT8 kernel, has no residual, gate or activation, is not
-// a graph output, and the heads' width is a multiple of 16. Bit for bit
+// the second Linear of a chain, is not a graph output, and the heads' width is a multiple of 16. Bit for bit
 // the same results; what changes is the sparse kernel's stores (token rows
 // a few KB apart share a few L1 sets). Both the Linear and its Attention ask
 // this when prepared; the CPU backend also keeps token rows for runs whose

@@ -288,12 +288,12 @@ void blocked_token_params(const BlockedRange* ranges, int64_t per_block, int64_t
 }
 
 // Per thread, grows only: the f32-input calls' token scales and zero points
-// (indexed by token) and the quantized rows of a block before interleaving.
+// (indexed by token) and the quantized rows of a block before interleaving
+// (a ThreadBlock used as a plain buffer: its call and block are not used).
 struct ThreadQuant {
   std::vector<float> scale;
   std::vector<int32_t> zp;
-  std::unique_ptr<void, FreeDeleter> rows;
-  size_t rows_capacity = 0;
+  ThreadBlock rows;
 };
 
 // Work items: (token block, range of block-rows). Enough items for the
@@ -410,17 +410,8 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
                                tq.zp.data() + b * B);
           qgemm_detail::blocked_convert_zmm(fin.xf + b * K * B, 0, K, inv, z, buf);
         } else {
-          uint8_t* rows = buf;  // the scalar kernel reads token-major rows
-          if (cfg.lanes > 0) {
-            const size_t need = static_cast<size_t>(K * B);
-            if (need > tq.rows_capacity) {
-              void* p = std::aligned_alloc(64, (need + 4095) / 4096 * 4096);
-              if (!p) throw std::bad_alloc();
-              tq.rows.reset(p);
-              tq.rows_capacity = (need + 4095) / 4096 * 4096;
-            }
-            rows = static_cast<uint8_t*>(tq.rows.get());
-          }
+          // The scalar kernel reads token-major rows: they are its block.
+          uint8_t* rows = cfg.lanes > 0 ? thread_block(tq.rows, static_cast<size_t>(K * B)) : buf;
           qgemm_detail::quantize_rows_u8_here(fin.xf + b * B * ldx, t.mc, K, ldx, rows, tq.scale.data() + b * B,
                                               tq.zp.data() + b * B, fin.mul);
           if (cfg.lanes > 0) cfg.interleave(rows, t.mc, K, K, 0, cfg.lanes, buf);
@@ -531,8 +522,8 @@ void spmm_u8s8_f32in(const PackedS8Sparse& w, const float* x, int64_t M, int64_t
   F32In fin;
   fin.xf = x;
   fin.mul = mul;
-  run_spmm(w, nullptr, M, ldx, nullptr, nullptr, ep, ep.requantize ? OutKind::U8 : OutKind::F32, y,
-           panel > 0 ? w.N : ldy, false, nullptr, panel, fin);
+  run_spmm(w, nullptr, M, ldx, nullptr, nullptr, ep, ep.requantize ? OutKind::U8 : OutKind::F32, y, ldy,
+           false, nullptr, panel, fin);
 }
 
 void spmm_u8s8_from_blocked_f32(const PackedS8Sparse& w, const float* y_blk, const BlockedRange* ranges,

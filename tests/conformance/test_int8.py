@@ -531,6 +531,21 @@ def test_pruned_int8_sparse_vs_ort(spinel, convert, pruned_onnx, ids, pruned_ort
     assert all(np.array_equal(x, y) for x, y in zip(a, b)), "sparse and dense INT8 differ under SPINEL_ISA=scalar"
 
 
+def inspect_both(spinel, spnl, switch, env_extra):
+    """`spinel inspect SPNL` as JSON and as the table, with SPINEL_ISA and the switch variable unset unless
+    env_extra sets them; returns (ops of the JSON, the table's text). An unknown switch value would warn."""
+    env = dict(os.environ)
+    env.pop("SPINEL_ISA", None)
+    env.pop(switch, None)
+    env.update(env_extra)
+    js = subprocess.run([spinel.bin, "inspect", str(spnl), "--json"], capture_output=True, text=True, env=env,
+                        timeout=300)
+    tx = subprocess.run([spinel.bin, "inspect", str(spnl)], capture_output=True, text=True, env=env, timeout=300)
+    assert js.returncode == 0 and tx.returncode == 0, js.stderr + tx.stderr
+    assert switch not in js.stderr, js.stderr
+    return json.loads(js.stdout)["ops"], tx.stdout
+
+
 def test_linear_chain(spinel, convert, pruned_onnx, ids):
     """The FFN chain (kernels/cpu/select.h chain_linears): on CPUs with AVX-512 VNNI every
     layer's FFN1 -> FFN2 of the 80%-pruned INT8 model is chained, `inspect` says so (JSON
@@ -540,23 +555,13 @@ def test_linear_chain(spinel, convert, pruned_onnx, ids):
     spnl = convert(pruned_onnx, "pruned_s8_auto", "--quant", "int8", "--sparse", "auto")
 
     def inspect(env_extra):
-        env = dict(os.environ)
-        env.pop("SPINEL_ISA", None)
-        env.pop("SPINEL_LINEAR_CHAIN", None)
-        env.update(env_extra)
-        js = subprocess.run([spinel.bin, "inspect", str(spnl), "--json"], capture_output=True, text=True,
-                            env=env, timeout=300)
-        tx = subprocess.run([spinel.bin, "inspect", str(spnl)], capture_output=True, text=True, env=env,
-                            timeout=300)
-        assert js.returncode == 0 and tx.returncode == 0, js.stderr + tx.stderr
-        assert "SPINEL_LINEAR_CHAIN" not in js.stderr, js.stderr  # an unknown value would warn
-        ops = json.loads(js.stdout)["ops"]
+        ops, table = inspect_both(spinel, spnl, "SPINEL_LINEAR_CHAIN", env_extra)
         out = [i for i, op in enumerate(ops) if "output passed to the next Linear" in op.get("why", "")]
         inp = [i for i, op in enumerate(ops) if "input from the previous Linear" in op.get("why", "")]
         for i in out:
             assert "intermediate" in ops[i]["name"] and "gelu" in ops[i]["detail"], ops[i]
         assert inp == [i + 1 for i in out], (out, inp)
-        assert tx.stdout.count("(chained)") == len(out), tx.stdout
+        assert table.count("(chained)") == len(out), table
         return out
 
     vnni512 = {"avx512_vnni", "avx512bw", "avx512vl", "avx512dq"} <= cpu_flags()
@@ -581,23 +586,13 @@ def test_qkv_head_panels(spinel, convert, pruned_onnx, ids):
     spnl = convert(pruned_onnx, "pruned_s8_auto", "--quant", "int8", "--sparse", "auto")
 
     def inspect(env_extra):
-        env = dict(os.environ)
-        env.pop("SPINEL_ISA", None)
-        env.pop("SPINEL_QKV_PANELS", None)
-        env.update(env_extra)
-        js = subprocess.run([spinel.bin, "inspect", str(spnl), "--json"], capture_output=True, text=True,
-                            env=env, timeout=300)
-        tx = subprocess.run([spinel.bin, "inspect", str(spnl)], capture_output=True, text=True, env=env,
-                            timeout=300)
-        assert js.returncode == 0 and tx.returncode == 0, js.stderr + tx.stderr
-        assert "SPINEL_QKV_PANELS" not in js.stderr, js.stderr  # an unknown value would warn
-        ops = json.loads(js.stdout)["ops"]
+        ops, table = inspect_both(spinel, spnl, "SPINEL_QKV_PANELS", env_extra)
         writers = [i for i, op in enumerate(ops) if "output in head panels" in op.get("why", "")]
         readers = [i for i, op in enumerate(ops) if "read from head panels" in op.get("why", "")]
         for i in writers:
             assert ops[i]["kind"] == "Linear" and ops[i + 1]["kind"] == "Attention", (ops[i], ops[i + 1])
         assert readers == [i + 1 for i in writers], (writers, readers)
-        assert tx.stdout.count("(head panels)") == len(writers), tx.stdout
+        assert table.count("(head panels)") == len(writers), table
         return writers
 
     assert len(inspect({})) == 6  # one QKV Linear per layer

@@ -518,6 +518,19 @@ float bf16_round(float x) {
 }
 }  // namespace
 
+namespace {
+// attention_f32 refuses a products kind it cannot run here (a logic error,
+// never a wrong result).
+void check_refused(k::AttentionProducts kind) {
+  std::vector<int64_t> off{0, 4};
+  std::vector<float> qkv(4 * 3 * 64, 0.5f), out(4 * 64);
+  std::vector<float> scratch(k::attention_scratch_floats(4, 1, 64) + 16);
+  CHECK_THROWS_AS(k::attention_f32(qkv.data(), off.data(), 1, 1, 64, 0.125f, out.data(), scratch.data(),
+                                   nullptr, kind),
+                  std::logic_error);
+}
+}  // namespace
+
 TEST_CASE("BF16 attention matches the reference within BF16 rounding") {
   std::vector<k::AttentionProducts> kinds;
   if (k::cpu_has_amx_bf16()) kinds.push_back(k::AttentionProducts::AmxBf16);
@@ -527,16 +540,8 @@ TEST_CASE("BF16 attention matches the reference within BF16 rounding") {
     return;
   }
   // A BF16 kind this CPU lacks is refused, never run.
-  if (!k::cpu_has_amx_bf16() || !k::cpu_has_avx512_bf16()) {
-    const auto lacking =
-        k::cpu_has_amx_bf16() ? k::AttentionProducts::Avx512Bf16 : k::AttentionProducts::AmxBf16;
-    std::vector<int64_t> off{0, 4};
-    std::vector<float> qkv(4 * 3 * 64, 0.5f), out(4 * 64);
-    std::vector<float> scratch(k::attention_scratch_floats(4, 1, 64) + 16);
-    CHECK_THROWS_AS(k::attention_f32(qkv.data(), off.data(), 1, 1, 64, 0.125f, out.data(), scratch.data(),
-                                     nullptr, lacking),
-                    std::logic_error);
-  }
+  if (!k::cpu_has_amx_bf16() || !k::cpu_has_avx512_bf16())
+    check_refused(k::cpu_has_amx_bf16() ? k::AttentionProducts::Avx512Bf16 : k::AttentionProducts::AmxBf16);
   for (const auto kind : kinds)
   for (int threads : {1, 2})
     in_arena(threads, [&] {
@@ -597,13 +602,7 @@ TEST_CASE("INT8 Q.K^T attention matches the reference on 8-bit Q and K within BF
   const auto kind = k::AttentionProducts::Avx512S8Qk;
   const bool runs = k::cpu_has_avx512_bf16() && k::active_isa() == k::Isa::Avx512Vnni;
   if (!runs) {
-    // Refused where it cannot run (no AVX512_BF16, or SPINEL_ISA capped).
-    std::vector<int64_t> off{0, 4};
-    std::vector<float> qkv(4 * 3 * 64, 0.5f), out(4 * 64);
-    std::vector<float> scratch(k::attention_scratch_floats(4, 1, 64) + 16);
-    CHECK_THROWS_AS(k::attention_f32(qkv.data(), off.data(), 1, 1, 64, 0.125f, out.data(), scratch.data(),
-                                     nullptr, kind),
-                    std::logic_error);
+    check_refused(kind);  // no AVX512_BF16, or SPINEL_ISA capped
     MESSAGE("INT8 Q.K^T attention not run: needs AVX512_BF16 and the avx512vnni level (refusal checked)");
     return;
   }

@@ -6,11 +6,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "converters/calibrate.h"
 #include "converters/quantize.h"
 #include "kernels/cpu/isa.h"
+#include "kernels/cpu/qgemm.h"
 #include "kernels/cpu/select.h"
 #include "runtime/error.h"
 #include "runtime/prepared.h"
@@ -334,133 +336,106 @@ TEST_CASE("Linear chain: a sparse FFN gives the same bits with and without it") 
   kernels::set_max_isa(prev);
 }
 
-TEST_CASE("QKV head panels: the same bits with and without, observed runs included") {
+namespace {
+
+// The tiny model in INT8 with its Linears pruned to 90% (every other one
+// when mixed, so that some stay dense), written to a fresh folder.
+std::string write_pruned_int8(const char* name, unsigned seed, bool mixed) {
   SpnlWriter w;
-  testing::fill_tiny_model(w, spec(Activation::GeluErf));  // 4 heads of 16: panels of 16
+  testing::fill_tiny_model(w, spec(Activation::GeluErf));  // 4 heads of 16
   for (size_t i = 0; i < w.graph.ops.size(); ++i) {
     const Op& op = w.graph.ops[i];
-    if (op.kind == OpKind::Linear)
-      prune_blocks(w, op.w[slot::kWeight], 0.9, static_cast<unsigned>(i + 70));
+    if (op.kind == OpKind::Linear && (!mixed || i % 2 == 0))
+      prune_blocks(w, op.w[slot::kWeight], 0.9, static_cast<unsigned>(i) + seed);
   }
   quantize_linears_int8(w, QuantOptions{});
-  const std::string dir = testing::temp_dir("panels");
-  w.write(dir + "/int8.spnl");
-  struct Run {
-    std::vector<float> h;
-    std::vector<OpKernel> report;
-  };
-  auto run = [&](const char* env, bool observe) {
-    if (env)
-      setenv("SPINEL_QKV_PANELS", env, 1);
-    else
-      unsetenv("SPINEL_QKV_PANELS");
-    auto m = Model::load(dir + "/int8.spnl");  // prepared under this setting
-    Run r;
-    r.report = kernel_report(*m, backend_or_fail("cpu"));
-    Session s(m, 2);
-    int seen = 0;
-    if (observe) s.set_linear_observer([&](size_t, const float*, int64_t, int64_t) { ++seen; });
-    const HiddenStates h = s.run(batch_for(m->config().vocab_size));
-    if (observe) CHECK(seen > 0);
-    r.h.assign(h.data, h.data + h.offsets.back() * h.width);
-    unsetenv("SPINEL_QKV_PANELS");
-    return r;
-  };
-  const Run on = run(nullptr, false), off = run("off", false), observed = run(nullptr, true);
-  int writers = 0, readers = 0;
-  for (const OpKernel& k : on.report) {
-    writers += k.why.find("output in head panels") != std::string::npos;
-    readers += k.why.find("read from head panels") != std::string::npos;
-  }
-  for (const OpKernel& k : off.report) CHECK(k.why.find("head panels") == std::string::npos);
+  const std::string path = testing::temp_dir(name) + "/int8.spnl";
+  w.write(path);
+  return path;
+}
+
+struct EnvRun {
+  std::vector<float> h;  // the hidden states, copied out of the session
+  std::vector<OpKernel> report;
+};
+
+// The model loaded (so prepared) and run under the environment variables
+// env (value null: unset), optionally with a Linear observer; the variables
+// are unset again afterwards.
+EnvRun run_under_env(const std::string& path, const std::vector<std::pair<const char*, const char*>>& env,
+                     bool observe = false) {
+  for (const auto& [k, v] : env) v ? setenv(k, v, 1) : unsetenv(k);
+  auto m = Model::load(path);
+  EnvRun r;
+  r.report = kernel_report(*m, backend_or_fail("cpu"));
+  Session s(m, 2);
+  int seen = 0;
+  if (observe) s.set_linear_observer([&](size_t, const float*, int64_t, int64_t) { ++seen; });
+  const HiddenStates h = s.run(batch_for(m->config().vocab_size));
+  if (observe) CHECK(seen > 0);
+  r.h.assign(h.data, h.data + h.offsets.back() * h.width);
+  for (const auto& kv : env) unsetenv(kv.first);
+  return r;
+}
+
+int ops_saying(const EnvRun& r, const char* text) {
+  int n = 0;
+  for (const OpKernel& k : r.report) n += k.why.find(text) != std::string::npos;
+  return n;
+}
+
+bool same_bits(const EnvRun& a, const EnvRun& b) {
+  return a.h.size() == b.h.size() && std::memcmp(a.h.data(), b.h.data(), a.h.size() * sizeof(float)) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("QKV head panels: the same bits with and without, observed runs included") {
+  const std::string path = write_pruned_int8("panels", 70, false);  // panels of 16
+  const EnvRun on = run_under_env(path, {{"SPINEL_QKV_PANELS", nullptr}}),
+               off = run_under_env(path, {{"SPINEL_QKV_PANELS", "off"}}),
+               observed = run_under_env(path, {{"SPINEL_QKV_PANELS", nullptr}}, true);
   // Every layer's QKV Linear and its attention, where the sparse kernel runs
-  // (every ISA level has one); none when the layers are dense.
-  CHECK(writers == 2);
-  CHECK(readers == 2);
-  REQUIRE(on.h.size() == off.h.size());
-  CHECK(std::memcmp(on.h.data(), off.h.data(), on.h.size() * sizeof(float)) == 0);
+  // (every ISA level has one).
+  CHECK(ops_saying(on, "output in head panels") == 2);
+  CHECK(ops_saying(on, "read from head panels") == 2);
+  CHECK(ops_saying(off, "head panels") == 0);
+  CHECK(same_bits(on, off));
   // Observed runs keep token rows (the attention reads what it is handed).
-  REQUIRE(observed.h.size() == on.h.size());
-  CHECK(std::memcmp(observed.h.data(), on.h.data(), on.h.size() * sizeof(float)) == 0);
+  CHECK(same_bits(observed, on));
 }
 
 TEST_CASE("LayerNorm quantizing the next Linear's input: the same bits with and without, observed runs included") {
-  SpnlWriter w;
-  testing::fill_tiny_model(w, spec(Activation::GeluErf));
-  for (size_t i = 0; i < w.graph.ops.size(); ++i) {
-    const Op& op = w.graph.ops[i];
-    if (op.kind == OpKind::Linear && i % 2 == 0)
-      prune_blocks(w, op.w[slot::kWeight], 0.9, static_cast<unsigned>(i + 90));  // sparse and dense layers
-  }
-  quantize_linears_int8(w, QuantOptions{});
-  const std::string dir = testing::temp_dir("lnquant");
-  w.write(dir + "/int8.spnl");
-  struct Run {
-    std::vector<float> h;
-    std::vector<OpKernel> report;
-  };
-  auto run = [&](const char* env, bool observe) {
-    if (env)
-      setenv("SPINEL_LN_QUANT", env, 1);
-    else
-      unsetenv("SPINEL_LN_QUANT");
-    auto m = Model::load(dir + "/int8.spnl");  // prepared under this setting
-    Run r;
-    r.report = kernel_report(*m, backend_or_fail("cpu"));
-    Session s(m, 2);
-    int seen = 0;
-    if (observe) s.set_linear_observer([&](size_t, const float*, int64_t, int64_t) { ++seen; });
-    const HiddenStates h = s.run(batch_for(m->config().vocab_size));
-    if (observe) CHECK(seen > 0);
-    r.h.assign(h.data, h.data + h.offsets.back() * h.width);
-    unsetenv("SPINEL_LN_QUANT");
-    return r;
-  };
-  const Run on = run(nullptr, false), off = run("off", false), observed = run(nullptr, true);
-  int lns = 0, linears = 0;
-  for (const OpKernel& k : on.report) {
-    lns += k.why.find("quantized to 8 bits per token for the next Linear") != std::string::npos;
-    linears += k.why.find("input quantized by the LayerNorm before it") != std::string::npos;
-  }
-  for (const OpKernel& k : off.report) CHECK(k.why.find("quantized by the LayerNorm") == std::string::npos);
-  // Each layer's LayerNorm before its FFN (the first QKV follows the
-  // embedding, the next layer's follows the last LayerNorm of the layer
-  // before): 2 layers -> 3 pairs.
-  CHECK(lns == 3);
-  CHECK(linears == 3);
-  REQUIRE(on.h.size() == off.h.size());
-  CHECK(std::memcmp(on.h.data(), off.h.data(), on.h.size() * sizeof(float)) == 0);
-  REQUIRE(observed.h.size() == on.h.size());
-  CHECK(std::memcmp(observed.h.data(), on.h.data(), on.h.size() * sizeof(float)) == 0);
+  const std::string path = write_pruned_int8("lnquant", 90, true);  // sparse and dense layers
+  const EnvRun on = run_under_env(path, {{"SPINEL_LN_QUANT", nullptr}}),
+               off = run_under_env(path, {{"SPINEL_LN_QUANT", "off"}}),
+               observed = run_under_env(path, {{"SPINEL_LN_QUANT", nullptr}}, true);
+  // Each layer's LayerNorm before its FFN, and the first layer's last
+  // LayerNorm before the second layer's QKV (the first QKV follows the
+  // embedding): 2 layers -> 3 pairs.
+  CHECK(ops_saying(on, "quantized to 8 bits per token for the next Linear") == 3);
+  CHECK(ops_saying(on, "input quantized by the LayerNorm before it") == 3);
+  CHECK(ops_saying(off, "quantized by the LayerNorm") == 0);
+  CHECK(same_bits(on, off));
+  CHECK(same_bits(observed, on));
 }
 
 TEST_CASE("Sparse kernels quantizing their own input: the same bits with and without") {
-  SpnlWriter w;
-  testing::fill_tiny_model(w, spec(Activation::GeluErf));
-  for (size_t i = 0; i < w.graph.ops.size(); ++i) {
-    const Op& op = w.graph.ops[i];
-    if (op.kind == OpKind::Linear) prune_blocks(w, op.w[slot::kWeight], 0.9, static_cast<unsigned>(i + 110));
-  }
-  quantize_linears_int8(w, QuantOptions{});
-  const std::string dir = testing::temp_dir("kquant");
-  w.write(dir + "/int8.spnl");
+  const std::string path = write_pruned_int8("kquant", 110, false);
   // With and without the LayerNorm fusion (without it, every sparse Linear
   // but the chain's first quantizes in its kernel, QKV with head panels).
-  auto run = [&](const char* kq, const char* lnq) {
-    setenv("SPINEL_KERNEL_QUANT", kq, 1);
-    setenv("SPINEL_LN_QUANT", lnq, 1);
-    auto m = Model::load(dir + "/int8.spnl");
-    Session s(m, 2);
-    const HiddenStates h = s.run(batch_for(m->config().vocab_size));
-    unsetenv("SPINEL_KERNEL_QUANT");
-    unsetenv("SPINEL_LN_QUANT");
-    return std::vector<float>(h.data, h.data + h.offsets.back() * h.width);
-  };
-  const auto ref = run("off", "off");
+  const EnvRun ref = run_under_env(path, {{"SPINEL_KERNEL_QUANT", "off"}, {"SPINEL_LN_QUANT", "off"}});
+  CHECK(ops_saying(ref, "quantized by the kernel's threads") == 0);
   for (const char* lnq : {"off", "on"}) {
     CAPTURE(lnq);
-    const auto got = run("on", lnq);
-    REQUIRE(got.size() == ref.size());
-    CHECK(std::memcmp(got.data(), ref.data(), ref.size() * sizeof(float)) == 0);
+    const EnvRun got = run_under_env(path, {{"SPINEL_KERNEL_QUANT", nullptr}, {"SPINEL_LN_QUANT", lnq}});
+    // Every sparse Linear with f32 input but a chain's first: each layer's
+    // QKV, attention output and FFN2 (and FFN1 where there is no chain,
+    // below AVX-512 VNNI) without the LayerNorm fusion; with it, the
+    // LayerNorms feed the QKV of layer 2 and each FFN1 instead.
+    const bool chain = kernels::spmm_u8s8_chain_available();
+    const int want = std::strcmp(lnq, "off") == 0 ? (chain ? 6 : 8) : 5;
+    CHECK(ops_saying(got, "input quantized by the kernel's threads") == want);
+    CHECK(same_bits(got, ref));
   }
 }
