@@ -128,6 +128,10 @@ struct OpIO {
   float* out = nullptr;
   int64_t out_rows = 0;
   int64_t in_width = 0, out_width = 0;
+  // The output of the graph's next op (null for the last): for a backend
+  // whose op, as decided when the model was prepared, does the next op's
+  // work as well (the cpu backend's Linear running the LayerNorm after it).
+  float* next_out = nullptr;
 };
 
 // What ops of one run see: the batch as staged by the executor (in its

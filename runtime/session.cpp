@@ -229,6 +229,7 @@ HiddenStates Session::run(const std::vector<Sequence>& batch) {
       io.out = value_ptr(op.out);
       io.out_rows = rows_of(op.out);
       io.out_width = g.values[op.out].width;
+      io.next_out = i + 1 < g.ops.size() ? value_ptr(g.ops[i + 1].out) : nullptr;
       if (op.kind == OpKind::Linear && s.observer) {
         if (ex.host_memory()) {
           s.observer(i, io.in0, io.in_rows, io.in_width);

@@ -43,7 +43,11 @@ enum : int {
   kChainTag = 7,  // what kChainF32 holds: {tokens, width}, written by the first
   kChainRange = 8,  // the first's per-token ranges (qgemm.h BlockedRange)
   kPanelTag = 9,    // QKV in head panels: {tokens, width}, written by the Linear
-  kLnQuantTag = 10,  // kQuantX/Scale/Zp hold the next Linear's input: {tokens, width}, by the LayerNorm
+  kLnQuantTag = 10,  // kLnQX/Scale/Zp hold the next Linear's input: {tokens, width}, by the LayerNorm
+  kLnQX = 11,        // the LayerNorm's output quantized for the next Linear (layernorm_quantizes_next)
+  kLnQScale = 12,
+  kLnQZp = 13,
+  kLnFusedTag = 14,  // the LayerNorm ran on the Linear's threads: {tokens, width}, by the Linear
 };
 
 // The op's index in its graph (PrepareArgs::op is one of graph.ops), or -1.
@@ -82,9 +86,36 @@ struct LayerNormState : WeightState {
   // layernorm_quantizes_next), with that Linear's input scale (nullable).
   bool quantize_next = false;
   const float* next_in_scale = nullptr;
+  // The Linear before it runs it (select.h linear_runs_layernorm).
+  bool by_linear = false;
   using WeightState::WeightState;
   std::string why() const override {
-    return quantize_next ? "output also quantized to 8 bits per token for the next Linear" : "";
+    std::string w = quantize_next ? "output also quantized to 8 bits per token for the next Linear" : "";
+    if (by_linear) w += std::string(w.empty() ? "" : "; ") + "run by the Linear before it, on its kernel's threads";
+    return w;
+  }
+};
+
+// The rows of a Linear's output that its kernel hands over (qgemm.h
+// RowsDone) go through the LayerNorm after it, and its quantization for the
+// Linear after that when the LayerNorm has one.
+struct LayerNormRows {
+  const float* y;  // the Linear's output [T][cols]
+  int64_t cols;
+  const float* gamma;
+  const float* beta;
+  float eps;
+  float* out;         // the LayerNorm's output
+  const float* mul;   // the next Linear's input scale (nullable)
+  uint8_t* xq;        // null: no quantization
+  float* scale;
+  int32_t* zp;
+  static void run(const void* c, int64_t m0, int64_t rows) {
+    const auto& r = *static_cast<const LayerNormRows*>(c);
+    const int64_t off = m0 * r.cols;
+    k::layernorm_quantize_here(r.y + off, nullptr, r.gamma, r.beta, r.eps, rows, r.cols, r.out + off, r.mul,
+                               r.xq ? r.xq + off : nullptr, r.xq ? r.scale + m0 : nullptr,
+                               r.xq ? r.zp + m0 : nullptr);
   }
 };
 
@@ -97,16 +128,27 @@ class LayerNormCpu : public OpImpl {
       st->quantize_next = true;
       if (a.weights_of) st->next_in_scale = a.weights_of(static_cast<size_t>(i + 1)).get<float>(slot::kInScale);
     }
+    // (The Linear needs this op's weights from weights_of: both ask the same.)
+    if (const int64_t i = op_index(a); i > 0 && a.weights_of)
+      st->by_linear = k::linear_runs_layernorm(a.graph, static_cast<size_t>(i - 1));
     return st;
   }
   void run(const Op& op, const PreparedOp& base, const OpIO& io, RunContext& ctx) const override {
     const auto& st = static_cast<const LayerNormState&>(base);
     const OpWeights& w = st.w;
+    if (st.by_linear && !ctx.keep_values) {
+      int64_t* tag = ctx.ws.get<int64_t>(kLnFusedTag, 2);
+      if (tag[0] != io.in_rows || tag[1] != io.in_width)
+        throw std::logic_error("internal error: LayerNorm '" + op.name +
+                               "' expected the Linear before it to have run it, which it did not");
+      tag[0] = tag[1] = -1;
+      return;
+    }
     if (st.quantize_next && !ctx.keep_values) {
       const int64_t T = io.in_rows, K = io.in_width;
-      auto* xq = ctx.ws.get<uint8_t>(kQuantX, static_cast<size_t>(T * K));
-      float* xs = ctx.ws.get<float>(kQuantScale, static_cast<size_t>(T));
-      int32_t* xz = ctx.ws.get<int32_t>(kQuantZp, static_cast<size_t>(T));
+      auto* xq = ctx.ws.get<uint8_t>(kLnQX, static_cast<size_t>(T * K));
+      float* xs = ctx.ws.get<float>(kLnQScale, static_cast<size_t>(T));
+      int32_t* xz = ctx.ws.get<int32_t>(kLnQZp, static_cast<size_t>(T));
       k::layernorm_quantize_f32(io.in0, io.in1, w.get<float>(slot::kGamma), w.get<float>(slot::kBeta), op.eps,
                                 T, K, io.out, st.next_in_scale, xq, xs, xz);
       int64_t* tag = ctx.ws.get<int64_t>(kLnQuantTag, 2);
@@ -220,6 +262,17 @@ struct LinearState : PreparedOp {
   // The sparse kernel's threads quantize this layer's f32 input
   // (select.h sparse_quantizes_in_kernel).
   bool quant_in_kernel = false;
+  // The LayerNorm after it runs on this layer's kernel threads (select.h
+  // linear_runs_layernorm): its weights, and whether it quantizes for the
+  // Linear after it (with that one's input scale, nullable).
+  struct {
+    bool on = false;
+    const float* gamma = nullptr;
+    const float* beta = nullptr;
+    float eps = 0.f;
+    bool quantize = false;
+    const float* next_in_scale = nullptr;
+  } ln;
   // The input scale of this Linear (slot::kInScale, nullable) and, with
   // chain_out, the next Linear's, which this one applies as it writes.
   const float* in_scale = nullptr;
@@ -239,6 +292,7 @@ struct LinearState : PreparedOp {
     if (head_panel > 0) w += "; output in head panels for attention";
     if (quant_from_ln) w += "; input quantized by the LayerNorm before it";
     else if (quant_in_kernel && !chain_out) w += "; input quantized by the kernel's threads";
+    if (ln.on) w += "; the LayerNorm after it runs on the kernel's threads";
     return w;
   }
   size_t bytes() const override { return packed_bytes; }
@@ -299,6 +353,16 @@ class LinearCpu : public OpImpl {
           st->quant_in_kernel = k::sparse_quantizes_in_kernel() && op.act_scale <= 0.f;
           if (st->chain_out && a.weights_of)
             st->next_in_scale = a.weights_of(static_cast<size_t>(i + 1)).get<float>(slot::kInScale);
+          if (a.weights_of && k::linear_runs_layernorm(a.graph, static_cast<size_t>(i))) {
+            const auto n = static_cast<size_t>(i + 1);
+            const OpWeights lw = a.weights_of(n);
+            st->ln.on = true;
+            st->ln.gamma = lw.get<float>(slot::kGamma);
+            st->ln.beta = lw.get<float>(slot::kBeta);
+            st->ln.eps = a.graph.ops[n].eps;
+            st->ln.quantize = k::layernorm_quantizes_next(a.graph, n);
+            if (st->ln.quantize) st->ln.next_in_scale = a.weights_of(n + 1).get<float>(slot::kInScale);
+          }
         }
         st->packed_bytes = p.group_ptr.size() * 4 + p.kidx.size() * 4 + p.koff64.size() * 4 + p.koff8.size() * 2 +
                            p.w.size() + p.w16.size() * 2 + p.wsum.size() * 4 + p.scale_w.size() * 4;
@@ -322,17 +386,18 @@ class LinearCpu : public OpImpl {
       // in one pass over it.
       const int64_t N2 = linear_weight_cols(op, io.out_width);
       float* y = ctx.ws.get<float>(kGateIn, static_cast<size_t>(T * N2));
-      product(op, st, io.in0, T, K, N2, nullptr, y, ctx);
+      product(op, st, io.in0, T, K, N2, nullptr, y, nullptr, ctx);
       k::geglu_f32(y, T, io.out_width, io.in1, io.out);
       return;
     }
-    product(op, st, io.in0, T, K, io.out_width, io.in1, io.out, ctx);
+    product(op, st, io.in0, T, K, io.out_width, io.in1, io.out, io.next_out, ctx);
   }
 
  private:
-  // y [T, N] = act(x W + b) + residual on the prepared kernel.
+  // y [T, N] = act(x W + b) + residual on the prepared kernel; with st.ln.on
+  // (and values not observed), also ln_out = the LayerNorm after it of y.
   static void product(const Op& op, const LinearState& st, const float* x, int64_t T, int64_t K,
-                      int64_t N, const float* residual, float* y, RunContext& ctx) {
+                      int64_t N, const float* residual, float* y, float* ln_out, RunContext& ctx) {
     const OpIO io{x, residual, T, y, T, K, N};
     if (st.f32) {
       // (An activation followed by a residual is split inside DenseLinearF32.)
@@ -386,7 +451,9 @@ class LinearCpu : public OpImpl {
         throw std::logic_error("internal error: Linear '" + op.name +
                                "' expected its input quantized by the LayerNorm before it, which did not");
       tag[0] = tag[1] = -1;
-      xq = ctx.ws.get<uint8_t>(kQuantX, static_cast<size_t>(T * K));
+      xq = ctx.ws.get<uint8_t>(kLnQX, static_cast<size_t>(T * K));
+      xs = ctx.ws.get<float>(kLnQScale, static_cast<size_t>(T));
+      xz = ctx.ws.get<int32_t>(kLnQZp, static_cast<size_t>(T));
     } else if (in_kernel) {
       f32_rows = true;
     } else {
@@ -424,21 +491,48 @@ class LinearCpu : public OpImpl {
       tag[0] = T;
       tag[1] = N;
     }
+    // The LayerNorm after it, on the token blocks the kernel's threads
+    // finish (select.h linear_runs_layernorm rules out what would not reach
+    // one of the sparse calls below: a gate, panels, a chain output, a
+    // later activation). Its output slots are not this call's input slots.
+    const bool ln = st.ln.on && !ctx.keep_values && !after && st.s8_sparse && !panels;
+    if (st.ln.on && !ctx.keep_values && (!ln || !ln_out))
+      throw std::logic_error("internal error: Linear '" + op.name + "' cannot run the LayerNorm after it");
+    LayerNormRows ln_rows{io.out, N, st.ln.gamma, st.ln.beta, st.ln.eps, ln_out, st.ln.next_in_scale,
+                          nullptr, nullptr, nullptr};
+    if (ln && st.ln.quantize) {
+      ln_rows.xq = ctx.ws.get<uint8_t>(kLnQX, static_cast<size_t>(T * N));
+      ln_rows.scale = ctx.ws.get<float>(kLnQScale, static_cast<size_t>(T));
+      ln_rows.zp = ctx.ws.get<int32_t>(kLnQZp, static_cast<size_t>(T));
+    }
+    const k::RowsDone rows_done{&LayerNormRows::run, &ln_rows};
+    const k::RowsDone* done = ln ? &rows_done : nullptr;
     if (f32_rows)
-      k::spmm_u8s8_f32in(*st.s8_sparse, io.in0, T, K, st.in_scale, ep, io.out, N, panels ? st.head_panel : 0);
+      k::spmm_u8s8_f32in(*st.s8_sparse, io.in0, T, K, st.in_scale, ep, io.out, N, panels ? st.head_panel : 0,
+                         done);
     else if (f32_blocked)
       k::spmm_u8s8_from_blocked_f32(
           *st.s8_sparse, ctx.ws.get<float>(kChainF32, blocked * static_cast<size_t>(K)),
           ctx.ws.get<k::BlockedRange>(kChainRange, static_cast<size_t>(k::spmm_u8s8_blocked_ranges(K, T))), T,
-          ep, io.out, N);
+          ep, io.out, N, done);
     else if (panels)
       k::spmm_u8s8_panels(*st.s8_sparse, xq, T, K, xs, xz, ep, io.out, st.head_panel);
     else if (chain_in)
-      k::spmm_u8s8_from_blocked(*st.s8_sparse, xq, T, xs, xz, ep, io.out, N);
+      k::spmm_u8s8_from_blocked(*st.s8_sparse, xq, T, xs, xz, ep, io.out, N, done);
     else if (st.s8_sparse)
-      k::spmm_u8s8(*st.s8_sparse, xq, T, K, xs, xz, ep, io.out, N);
+      k::spmm_u8s8(*st.s8_sparse, xq, T, K, xs, xz, ep, io.out, N, done);
     else
       st.s8_dense->run(xq, T, K, xs, xz, ep, io.out, N);
+    if (ln) {
+      int64_t* tag = ctx.ws.get<int64_t>(kLnFusedTag, 2);
+      tag[0] = T;
+      tag[1] = N;
+      if (st.ln.quantize) {
+        tag = ctx.ws.get<int64_t>(kLnQuantTag, 2);
+        tag[0] = T;
+        tag[1] = N;
+      }
+    }
     if (after) {
       if (op.act == Activation::GeluTanh)
         k::gelu_tanh_f32(io.out, T * N);

@@ -36,18 +36,25 @@ void layernorm_f32(const float* x, const float* residual, const float* gamma, co
       tbb::static_partitioner());
 }
 
+void layernorm_quantize_here(const float* x, const float* residual, const float* gamma,
+                             const float* beta, float eps, int64_t rows, int64_t cols, float* y,
+                             const float* mul, uint8_t* xq, float* scale, int32_t* zp) {
+  if (rows <= 0 || cols <= 0) return;
+  f32::kernel_table().layernorm_rows(x, residual, gamma, beta, eps, rows, cols, y);
+  if (xq) qgemm_detail::quantize_rows_u8_here(y, rows, cols, cols, xq, scale, zp, mul);
+}
+
 void layernorm_quantize_f32(const float* x, const float* residual, const float* gamma,
                             const float* beta, float eps, int64_t rows, int64_t cols, float* y,
                             const float* mul, uint8_t* xq, float* scale, int32_t* zp) {
   if (rows <= 0 || cols <= 0) return;
-  const auto& k = f32::kernel_table();
   // Each block of rows is quantized right after it is normalized, while its
   // rows are still in this core's cache: no second pass over y, and no
   // second parallel region and join.
   auto block = [&](int64_t b, int64_t e) {
     const int64_t off = b * cols;
-    k.layernorm_rows(x + off, residual ? residual + off : nullptr, gamma, beta, eps, e - b, cols, y + off);
-    qgemm_detail::quantize_rows_u8_here(y + off, e - b, cols, cols, xq + off, scale + b, zp + b, mul);
+    layernorm_quantize_here(x + off, residual ? residual + off : nullptr, gamma, beta, eps, e - b, cols,
+                            y + off, mul, xq + off, scale + b, zp + b);
   };
   const int64_t grain = rows_per_task(cols);
   if (rows <= grain) {

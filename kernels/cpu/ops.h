@@ -37,6 +37,13 @@ void layernorm_quantize_f32(const float* x, const float* residual, const float* 
                             const float* beta, float eps, int64_t rows, int64_t cols, float* y,
                             const float* mul, uint8_t* xq, float* scale, int32_t* zp);
 
+// layernorm_f32 (xq null) or layernorm_quantize_f32 (xq not null) on rows
+// [0, rows), on the calling thread only: for rows handed over inside another
+// kernel's parallel region (qgemm.h RowsDone). The same bits.
+void layernorm_quantize_here(const float* x, const float* residual, const float* gamma,
+                             const float* beta, float eps, int64_t rows, int64_t cols, float* y,
+                             const float* mul, uint8_t* xq, float* scale, int32_t* zp);
+
 // Multi-head self-attention per packed sequence. qkv is [T, 3*H] with
 // columns Q | K | V, each H = num_heads * head_dim wide, heads major. out is
 // [T, H]. scratch holds attention_scratch_floats(...) floats. alibi_slopes

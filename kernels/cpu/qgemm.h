@@ -90,13 +90,30 @@ PackedS8Sparse pack_s8_sparse(const int8_t* W, int64_t K, int64_t N, const float
 // Fraction of all-zero 4x1 blocks of W [K, N] (K, N multiples of 4).
 double block_sparsity_4x1(const int8_t* W, int64_t K, int64_t N);
 
+// Work on whole token rows of a call's f32 token-row output once they are
+// final (every channel written, the residual added): fn(ctx, m0, rows) is
+// called for disjoint row ranges that together cover [0, M), once each. A
+// thread that computed every channel of a token block calls it for that
+// block right away, inside the kernel's parallel region, while the rows are
+// in its cache: no second region, no join, no rows fetched from the other
+// core. Blocks whose channels were split between threads are passed after
+// the region, in parallel. Ranges run concurrently: fn must touch only its
+// own rows (of y and of whatever it writes). The cpu backend runs the
+// LayerNorm after a Linear this way (select.h linear_runs_layernorm).
+struct RowsDone {
+  void (*fn)(const void* ctx, int64_t m0, int64_t rows) = nullptr;
+  const void* ctx = nullptr;
+};
+
 // y = epilogue(x W) for x u8 [M, K] (row stride ldx >= K) with per-token
 // x_scale[M], x_zp[M]. y is float [M, ldy], or uint8_t [M, ldy] when
 // ep.requantize. Any M >= 0. Uses the kernel of active_isa(); parallel with
 // TBB in the caller's arena. Thread-safe for concurrent calls on one pack.
+// done (nullable; f32 output only, std::invalid_argument otherwise): see
+// RowsDone.
 void spmm_u8s8(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
                const float* x_scale, const int32_t* x_zp, const QEpilogue& ep, void* y,
-               int64_t ldy);
+               int64_t ldy, const RowsDone* done = nullptr);
 
 // spmm_u8s8 with its f32 output in head panels: y is [N / panel][M][panel],
 // channel n of token m at y[(n / panel) M panel + m panel + n % panel] (for
@@ -113,9 +130,11 @@ void spmm_u8s8_panels(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int6
 // [M][ldx], quantized per token (x times mul, quantize_rows_u8's contract)
 // by the kernel's own threads, each for the token blocks it works on, as it
 // builds them: no separate pass and parallel region (and its join) before
-// the kernel. The bits of quantize_rows_u8 then spmm_u8s8.
+// the kernel. The bits of quantize_rows_u8 then spmm_u8s8. done: as
+// spmm_u8s8 (token rows only: not with panels).
 void spmm_u8s8_f32in(const PackedS8Sparse& w, const float* x, int64_t M, int64_t ldx, const float* mul,
-                     const QEpilogue& ep, void* y, int64_t ldy, int64_t panel = 0);
+                     const QEpilogue& ep, void* y, int64_t ldy, int64_t panel = 0,
+                     const RowsDone* done = nullptr);
 
 // Raw accumulators acc[m][n] = sum_k x[m][k] W[k][n] (no zero-point
 // correction, no epilogue) into int32 [M, ldacc]: for exact tests.
@@ -174,15 +193,16 @@ void quantize_blocked_u8(const float* y_blk, int64_t M, int64_t K, const Blocked
 // ranges (spmm_u8s8_to_blocked, same M and arena size), each token block
 // quantized by the kernel thread that reads it: the bits of
 // quantize_blocked_u8 then spmm_u8s8_from_blocked, without that pass's
-// parallel region.
+// parallel region. done: as spmm_u8s8.
 void spmm_u8s8_from_blocked_f32(const PackedS8Sparse& w, const float* y_blk, const BlockedRange* ranges,
-                                int64_t M, const QEpilogue& ep, void* y, int64_t ldy);
+                                int64_t M, const QEpilogue& ep, void* y, int64_t ldy,
+                                const RowsDone* done = nullptr);
 
 // spmm_u8s8 on an input already in the u8 blocked layout [nb][K][64], 64-byte
-// aligned (std::invalid_argument otherwise).
+// aligned (std::invalid_argument otherwise). done: as spmm_u8s8.
 void spmm_u8s8_from_blocked(const PackedS8Sparse& w, const uint8_t* x_blk, int64_t M,
                             const float* x_scale, const int32_t* x_zp, const QEpilogue& ep,
-                            void* y, int64_t ldy);
+                            void* y, int64_t ldy, const RowsDone* done = nullptr);
 
 // Which layers run on this kernel: kernels/cpu/select.h.
 

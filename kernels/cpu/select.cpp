@@ -209,6 +209,11 @@ bool kernel_quant_enabled() {
   return switch_enabled("SPINEL_KERNEL_QUANT", warned);
 }
 
+bool ln_fuse_enabled() {
+  static std::atomic<bool> warned{false};
+  return switch_enabled("SPINEL_LN_FUSE", warned);
+}
+
 bool panels_enabled() {
   static std::atomic<bool> warned{false};
   return switch_enabled("SPINEL_QKV_PANELS", warned);
@@ -292,5 +297,20 @@ bool layernorm_quantizes_next(const Graph& g, size_t p) {
 }
 
 bool sparse_quantizes_in_kernel() { return kernel_quant_enabled(); }
+
+bool linear_runs_layernorm(const Graph& g, size_t p) {
+  if (p + 1 >= g.ops.size() || !ln_fuse_enabled()) return false;
+  const Op& a = g.ops[p];
+  const Op& ln = g.ops[p + 1];
+  if (!runs_sparse_u8s8(a) || a.gate != Gate::None || a.out < 0) return false;
+  if (a.act != Activation::None && a.act != Activation::GeluErf) return false;
+  if (ln.kind != OpKind::LayerNorm || ln.in0 != a.out || ln.in1 >= 0 || ln.out < 0) return false;
+  if (g.output == a.out) return false;
+  for (const GraphOutput& o : g.outputs)
+    if (o.value == a.out) return false;
+  for (size_t i = 0; i < g.ops.size(); ++i)
+    if (i != p + 1 && (g.ops[i].in0 == a.out || g.ops[i].in1 == a.out)) return false;
+  return true;
+}
 
 }  // namespace spinel::kernels

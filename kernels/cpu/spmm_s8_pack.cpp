@@ -331,7 +331,10 @@ struct F32In {
 void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
               const float* x_scale, const int32_t* x_zp, const QEpilogue& ep, OutKind out, void* y,
               int64_t ldy, bool x_blocked = false, BlockedRange* ranges = nullptr,
-              int64_t panel = 0, F32In fin = {}) {
+              int64_t panel = 0, F32In fin = {}, const RowsDone* done = nullptr) {
+  if (done && (out != OutKind::F32 || panel > 0 || !done->fn))
+    throw std::invalid_argument("spmm_u8s8: work on finished rows (RowsDone) needs a function and f32 "
+                                "token-row output (no requantize, no panels)");
   if (M <= 0) return;
   if (ldx < w.K) throw std::invalid_argument("spmm_u8s8: ldx < K");
   const bool f32_in = fin.xf != nullptr;
@@ -457,6 +460,7 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
   };
   if (items == 1) {
     body(0);
+    if (done) done->fn(done->ctx, 0, M);
     return;
   }
   // One piece of contiguous items per thread, balanced by estimated cost
@@ -486,23 +490,48 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
       first[static_cast<size_t>(p)] = std::max(i, first[static_cast<size_t>(p - 1)]);
     }
   }
+  // Token block b is whole in piece p when p holds all its items (block-major:
+  // b br_chunks .. (b + 1) br_chunks - 1); that piece's thread passes the
+  // block's rows to done after its last item (RowsDone).
+  auto whole_in = [&](int64_t p, int64_t b) {
+    return first[static_cast<size_t>(p)] <= b * br_chunks && (b + 1) * br_chunks <= first[static_cast<size_t>(p + 1)];
+  };
+  auto block_rows = [&](int64_t b) { return std::min(B, M - b * B); };
   tbb::parallel_for(
       tbb::blocked_range<int64_t>(0, pieces, 1),
       [&](const tbb::blocked_range<int64_t>& r) {
         for (int64_t p = r.begin(); p < r.end(); ++p)
-          for (int64_t i = first[static_cast<size_t>(p)]; i < first[static_cast<size_t>(p + 1)]; ++i) body(i);
+          for (int64_t i = first[static_cast<size_t>(p)]; i < first[static_cast<size_t>(p + 1)]; ++i) {
+            body(i);
+            const int64_t b = i / br_chunks;
+            if (done && i % br_chunks == br_chunks - 1 && whole_in(p, b)) done->fn(done->ctx, b * B, block_rows(b));
+          }
       },
       tbb::static_partitioner());
+  if (!done) return;
+  // The blocks split between pieces (one block of at most B tokens whose
+  // channels both threads computed, at most one per piece boundary): their
+  // rows now, spread over the arena.
+  for (int64_t b = 0, p = 0; b < nblocks; ++b) {
+    while (p + 1 < pieces && first[static_cast<size_t>(p + 1)] <= b * br_chunks) ++p;
+    if (whole_in(p, b)) continue;
+    const int64_t rows = block_rows(b), grain = std::max<int64_t>(1, (rows + pieces - 1) / pieces);
+    tbb::parallel_for(
+        tbb::blocked_range<int64_t>(0, rows, grain),
+        [&](const tbb::blocked_range<int64_t>& r) { done->fn(done->ctx, b * B + r.begin(), r.end() - r.begin()); },
+        tbb::static_partitioner());
+  }
 }
 
 }  // namespace
 
 void spmm_u8s8(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
                const float* x_scale, const int32_t* x_zp, const QEpilogue& ep, void* y,
-               int64_t ldy) {
+               int64_t ldy, const RowsDone* done) {
   if (ep.requantize && !(ep.out_scale > 0.f))
     throw std::invalid_argument("spmm_u8s8: requantize needs out_scale > 0");
-  run_spmm(w, x, M, ldx, x_scale, x_zp, ep, ep.requantize ? OutKind::U8 : OutKind::F32, y, ldy);
+  run_spmm(w, x, M, ldx, x_scale, x_zp, ep, ep.requantize ? OutKind::U8 : OutKind::F32, y, ldy, false, nullptr,
+           0, {}, done);
 }
 
 void spmm_u8s8_panels(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
@@ -514,7 +543,7 @@ void spmm_u8s8_panels(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int6
 }
 
 void spmm_u8s8_f32in(const PackedS8Sparse& w, const float* x, int64_t M, int64_t ldx, const float* mul,
-                     const QEpilogue& ep, void* y, int64_t ldy, int64_t panel) {
+                     const QEpilogue& ep, void* y, int64_t ldy, int64_t panel, const RowsDone* done) {
   if (ep.requantize && !(ep.out_scale > 0.f))
     throw std::invalid_argument("spmm_u8s8: requantize needs out_scale > 0");
   if (!x && M > 0) throw std::invalid_argument("spmm_u8s8_f32in: x must not be null");
@@ -523,11 +552,11 @@ void spmm_u8s8_f32in(const PackedS8Sparse& w, const float* x, int64_t M, int64_t
   fin.xf = x;
   fin.mul = mul;
   run_spmm(w, nullptr, M, ldx, nullptr, nullptr, ep, ep.requantize ? OutKind::U8 : OutKind::F32, y, ldy,
-           false, nullptr, panel, fin);
+           false, nullptr, panel, fin, done);
 }
 
 void spmm_u8s8_from_blocked_f32(const PackedS8Sparse& w, const float* y_blk, const BlockedRange* ranges,
-                                int64_t M, const QEpilogue& ep, void* y, int64_t ldy) {
+                                int64_t M, const QEpilogue& ep, void* y, int64_t ldy, const RowsDone* done) {
   if (ep.requantize && !(ep.out_scale > 0.f))
     throw std::invalid_argument("spmm_u8s8: requantize needs out_scale > 0");
   if (!y_blk || !ranges) throw std::invalid_argument("spmm_u8s8_from_blocked_f32: null input or ranges");
@@ -535,7 +564,7 @@ void spmm_u8s8_from_blocked_f32(const PackedS8Sparse& w, const float* y_blk, con
   fin.xf = y_blk;
   fin.ranges = ranges;
   run_spmm(w, nullptr, M, w.K, nullptr, nullptr, ep, ep.requantize ? OutKind::U8 : OutKind::F32, y, ldy,
-           /*x_blocked=*/true, nullptr, 0, fin);
+           /*x_blocked=*/true, nullptr, 0, fin, done);
 }
 
 void spmm_u8s8_acc(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
@@ -571,13 +600,13 @@ void spmm_u8s8_to_blocked(const PackedS8Sparse& w, const uint8_t* x, int64_t M, 
 
 void spmm_u8s8_from_blocked(const PackedS8Sparse& w, const uint8_t* x_blk, int64_t M,
                             const float* x_scale, const int32_t* x_zp, const QEpilogue& ep,
-                            void* y, int64_t ldy) {
+                            void* y, int64_t ldy, const RowsDone* done) {
   if (ep.requantize && !(ep.out_scale > 0.f))
     throw std::invalid_argument("spmm_u8s8: requantize needs out_scale > 0");
   if (reinterpret_cast<uintptr_t>(x_blk) % 64 != 0)
     throw std::invalid_argument("spmm_u8s8_from_blocked: the input blocks must be 64-byte aligned");
   run_spmm(w, x_blk, M, w.K, x_scale, x_zp, ep, ep.requantize ? OutKind::U8 : OutKind::F32, y, ldy,
-           /*x_blocked=*/true);
+           /*x_blocked=*/true, nullptr, 0, {}, done);
 }
 
 void quantize_blocked_u8(const float* y_blk, int64_t M, int64_t K, const BlockedRange* ranges,

@@ -362,8 +362,9 @@ struct EnvRun {
 // The model loaded (so prepared) and run under the environment variables
 // env (value null: unset), optionally with a Linear observer; the variables
 // are unset again afterwards.
+// lengths: the batch's sequence lengths (empty: batch_for's).
 EnvRun run_under_env(const std::string& path, const std::vector<std::pair<const char*, const char*>>& env,
-                     bool observe = false) {
+                     bool observe = false, const std::vector<int>& lengths = {}) {
   for (const auto& [k, v] : env) v ? setenv(k, v, 1) : unsetenv(k);
   auto m = Model::load(path);
   EnvRun r;
@@ -371,7 +372,15 @@ EnvRun run_under_env(const std::string& path, const std::vector<std::pair<const 
   Session s(m, 2);
   int seen = 0;
   if (observe) s.set_linear_observer([&](size_t, const float*, int64_t, int64_t) { ++seen; });
-  const HiddenStates h = s.run(batch_for(m->config().vocab_size));
+  std::vector<Sequence> batch = batch_for(m->config().vocab_size);
+  if (!lengths.empty()) {
+    std::mt19937 rng(11);
+    std::uniform_int_distribution<int32_t> id(0, static_cast<int32_t>(m->config().vocab_size - 1));
+    batch.assign(lengths.size(), Sequence{});
+    for (size_t i = 0; i < lengths.size(); ++i)
+      for (int t = 0; t < lengths[i]; ++t) batch[i].ids.push_back(id(rng));
+  }
+  const HiddenStates h = s.run(batch);
   if (observe) CHECK(seen > 0);
   r.h.assign(h.data, h.data + h.offsets.back() * h.width);
   for (const auto& kv : env) unsetenv(kv.first);
@@ -438,4 +447,37 @@ TEST_CASE("Sparse kernels quantizing their own input: the same bits with and wit
     CHECK(ops_saying(got, "input quantized by the kernel's threads") == want);
     CHECK(same_bits(got, ref));
   }
+}
+
+TEST_CASE("LayerNorm on the Linear's threads: the same bits with and without, at several token counts") {
+  // Token counts: one block whose channels both threads compute (its rows
+  // are normalized after the kernel's region), whole blocks per thread, and
+  // both at once.
+  const std::vector<std::vector<int>> batches = {{}, {40}, {60, 60, 60, 60, 60}, {3, 64, 61}};
+  const std::string path = write_pruned_int8("lnfuse", 130, false);
+  for (const auto& lengths : batches) {
+    CAPTURE(lengths.size());
+    const EnvRun off = run_under_env(path, {{"SPINEL_LN_FUSE", "off"}}, false, lengths);
+    CHECK(ops_saying(off, "LayerNorm after it runs") == 0);
+    // With the LayerNorm quantizing the next Linear's input or not, and the
+    // kernels' inputs quantized in a separate pass (the u8 paths) or not.
+    for (const char* lnq : {"on", "off"})
+      for (const char* kq : {"on", "off"}) {
+        CAPTURE(lnq);
+        CAPTURE(kq);
+        const EnvRun on = run_under_env(
+            path, {{"SPINEL_LN_FUSE", nullptr}, {"SPINEL_LN_QUANT", lnq}, {"SPINEL_KERNEL_QUANT", kq}}, false, lengths);
+        // Each layer's attention output and FFN2 (every Linear is sparse).
+        CHECK(ops_saying(on, "the LayerNorm after it runs on the kernel's threads") == 4);
+        CHECK(ops_saying(on, "run by the Linear before it") == 4);
+        CHECK(same_bits(on, off));
+      }
+    // Observed runs (every value written) keep the LayerNorm apart.
+    const EnvRun observed = run_under_env(path, {{"SPINEL_LN_FUSE", nullptr}}, true, lengths);
+    CHECK(same_bits(observed, off));
+  }
+  // A dense INT8 Linear (oneDNN) keeps its LayerNorm: with every other
+  // Linear pruned, one of each layer's two pairs is sparse.
+  const EnvRun mixed = run_under_env(write_pruned_int8("lnfuse_mixed", 140, true), {{"SPINEL_LN_FUSE", nullptr}});
+  CHECK(ops_saying(mixed, "the LayerNorm after it runs on the kernel's threads") == 2);
 }

@@ -627,6 +627,120 @@ TEST_CASE("spmm_u8s8_f32in: quantize_rows_u8 then spmm_u8s8 (or _panels), bit fo
   }
 }
 
+namespace {
+
+// A RowsDone function that records, per row, how often it was handed over
+// and the row's values at that moment.
+struct RowsSeen {
+  const float* y = nullptr;
+  int64_t n = 0;
+  std::vector<int> count;     // each row is in one call's range only: no two writers
+  std::vector<float> values;  // y's rows as they were when handed over
+  static void fn(const void* c, int64_t m0, int64_t rows) {
+    auto& r = *const_cast<RowsSeen*>(static_cast<const RowsSeen*>(c));
+    for (int64_t m = m0; m < m0 + rows; ++m) {
+      ++r.count[static_cast<size_t>(m)];
+      std::memcpy(&r.values[static_cast<size_t>(m * r.n)], r.y + m * r.n, sizeof(float) * r.n);
+    }
+  }
+};
+
+}  // namespace
+
+TEST_CASE("RowsDone: every row handed over once, with its final values, every entry point and ISA") {
+  const int64_t K = 96, N = 128;
+  const auto W1 = make_weights(K, K, 0.7, 21, true), W2 = make_weights(K, N, 0.8, 22, true);
+  std::vector<float> sw1(static_cast<size_t>(K), 0.004f), sw2(static_cast<size_t>(N), 0.003f),
+      bias(static_cast<size_t>(N));
+  for (int64_t n = 0; n < N; ++n) bias[static_cast<size_t>(n)] = 0.01f * float(n % 13) - 0.05f;
+  const auto p1 = sk::pack_s8_sparse(W1.data(), K, K, sw1.data(), nullptr);
+  const auto p2 = sk::pack_s8_sparse(W2.data(), K, N, sw2.data(), bias.data());
+  for (Isa isa : runnable_isas()) {
+    RestoreIsa cap(isa);
+    const bool chain = sk::spmm_u8s8_chain_available();
+    // One token block (both threads split its channels: handed over after
+    // the region), whole blocks per thread, and blocks split at a piece
+    // boundary among whole ones (300 tokens, 3 threads).
+    for (int64_t M : {1, 16, 40, 64, 65, 100, 128, 200, 300})
+      for (int threads : {1, 2, 3}) {
+        const auto xq = make_input(M, K, static_cast<uint32_t>(M + 7));
+        std::mt19937 rng(static_cast<uint32_t>(M * 5 + threads));
+        std::uniform_real_distribution<float> uf(-2.f, 2.f);
+        std::vector<float> xf(static_cast<size_t>(M * K)), res(static_cast<size_t>(M * N)),
+            xs(static_cast<size_t>(M));
+        for (auto& v : xf) v = uf(rng);
+        for (auto& v : res) v = uf(rng);
+        for (auto& v : xs) v = 0.01f + 0.001f * std::fabs(uf(rng));
+        std::vector<int32_t> zp(static_cast<size_t>(M));
+        for (int64_t m = 0; m < M; ++m) zp[static_cast<size_t>(m)] = static_cast<int32_t>(m % 200);
+        sk::QEpilogue ep;
+        ep.gelu = M % 2 == 1;
+        ep.residual = res.data();
+        // The chain's first Linear's output, for the two blocked entry points.
+        const size_t nb = static_cast<size_t>((M + 63) / 64);
+        std::vector<float> y_blk(nb * 64 * static_cast<size_t>(K));
+        std::vector<uint8_t> x_blk_mem(nb * 64 * static_cast<size_t>(K) + 64);
+        uint8_t* x_blk = x_blk_mem.data() + (64 - reinterpret_cast<uintptr_t>(x_blk_mem.data()) % 64) % 64;
+        std::vector<float> bs(static_cast<size_t>(M));
+        std::vector<int32_t> bz(static_cast<size_t>(M));
+        std::vector<sk::BlockedRange> ranges;
+        if (chain)
+          in_arena(threads, [&] {
+            ranges.resize(static_cast<size_t>(sk::spmm_u8s8_blocked_ranges(K, M)));
+            sk::spmm_u8s8_to_blocked(p1, xq.data(), M, K, xs.data(), zp.data(), true, y_blk.data(), ranges.data());
+            sk::quantize_blocked_u8(y_blk.data(), M, K, ranges.data(), x_blk, bs.data(), bz.data());
+          });
+        for (int entry = 0; entry < (chain ? 4 : 2); ++entry) {
+          auto call = [&](float* y, const sk::RowsDone* done) {
+            switch (entry) {
+              case 0: sk::spmm_u8s8(p2, xq.data(), M, K, xs.data(), zp.data(), ep, y, N, done); break;
+              case 1: sk::spmm_u8s8_f32in(p2, xf.data(), M, K, nullptr, ep, y, N, 0, done); break;
+              case 2: sk::spmm_u8s8_from_blocked_f32(p2, y_blk.data(), ranges.data(), M, ep, y, N, done); break;
+              default: sk::spmm_u8s8_from_blocked(p2, x_blk, M, bs.data(), bz.data(), ep, y, N, done);
+            }
+          };
+          std::vector<float> want(static_cast<size_t>(M * N)), got(static_cast<size_t>(M * N));
+          RowsSeen seen;
+          seen.y = got.data();
+          seen.n = N;
+          seen.count.assign(static_cast<size_t>(M), 0);
+          seen.values.assign(static_cast<size_t>(M * N), std::nanf(""));
+          const sk::RowsDone done{&RowsSeen::fn, &seen};
+          in_arena(threads, [&] {
+            call(want.data(), nullptr);
+            call(got.data(), &done);
+          });
+          const std::string isa_s = sk::isa_name(isa);
+          CAPTURE(isa_s);
+          CAPTURE(M);
+          CAPTURE(threads);
+          CAPTURE(entry);
+          CHECK(std::memcmp(got.data(), want.data(), sizeof(float) * got.size()) == 0);
+          int64_t once = 0;
+          for (int c : seen.count) once += c == 1;
+          CHECK(once == M);
+          CHECK(std::memcmp(seen.values.data(), want.data(), sizeof(float) * want.size()) == 0);
+        }
+      }
+  }
+  // Finished rows are f32 token rows: not requantized u8, not head panels,
+  // and a RowsDone needs its function.
+  const auto xq = make_input(8, K, 3);
+  std::vector<float> xf(static_cast<size_t>(8 * K), 0.5f), xs(8, 0.01f), y(static_cast<size_t>(8 * N));
+  std::vector<int32_t> zp(8, 3);
+  RowsSeen seen;
+  const sk::RowsDone done{&RowsSeen::fn, &seen}, no_fn{};
+  sk::QEpilogue req;
+  req.requantize = true;
+  req.out_scale = 0.1f;
+  CHECK_THROWS_AS(sk::spmm_u8s8(p2, xq.data(), 8, K, xs.data(), zp.data(), req, y.data(), N, &done),
+                  std::invalid_argument);
+  CHECK_THROWS_AS(sk::spmm_u8s8_f32in(p2, xf.data(), 8, K, nullptr, sk::QEpilogue{}, y.data(), N, 64, &done),
+                  std::invalid_argument);
+  CHECK_THROWS_AS(sk::spmm_u8s8(p2, xq.data(), 8, K, xs.data(), zp.data(), sk::QEpilogue{}, y.data(), N, &no_fn),
+                  std::invalid_argument);
+}
+
 TEST_CASE("spmm_u8s8: residual may alias the f32 output") {
   const int64_t M = 37, K = 64, N = 24;
   const auto W = make_weights(K, N, 0.6, 5, false);

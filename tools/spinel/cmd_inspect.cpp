@@ -259,6 +259,9 @@ int cmd_inspect(int argc, char** argv) {
       // QKV written in head panels for the attention that reads it.
       if (kernels[i].why.find("output in head panels") != std::string::npos)
         detail += " => #" + std::to_string(i + 1) + " (head panels)";
+      // The LayerNorm after it runs on its kernel's threads.
+      if (kernels[i].why.find("the LayerNorm after it runs") != std::string::npos)
+        detail += " => #" + std::to_string(i + 1) + " (LayerNorm on its threads)";
       // GELU as the coarse polynomial: the output only feeds 8-bit quantization.
       if (kernels[i].why.find("GELU to 2e-5") != std::string::npos) detail += " (GELU to 2e-5)";
       std::printf("%-4zu %-10s %-40s %-16s %-30s %s\n", i, op_kind_name(op.kind), name.c_str(),
