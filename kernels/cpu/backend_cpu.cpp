@@ -498,7 +498,19 @@ class LinearCpu : public OpImpl {
     const bool ln = st.ln.on && !ctx.keep_values && !after && st.s8_sparse && !panels;
     if (st.ln.on && !ctx.keep_values && (!ln || !ln_out))
       throw std::logic_error("internal error: Linear '" + op.name + "' cannot run the LayerNorm after it");
-    LayerNormRows ln_rows{io.out, N, st.ln.gamma, st.ln.beta, st.ln.eps, ln_out, st.ln.next_in_scale,
+    // Its rows go straight into the LayerNorm's output, which normalizes
+    // them in place: lines this core just wrote, where a separate output
+    // meant as many more lines to take over, often from the other core (the
+    // Linear's own output is then never written: only the LayerNorm reads
+    // it). Not when that buffer is this call's f32 input (the planner may
+    // give it to the LayerNorm: the Linear is the input's last reader): a
+    // thread may still be reading input rows of a block another finished.
+    float* out = io.out;
+    if (ln) {
+      const bool on_input = f32_rows && ln_out < io.in0 + T * K && io.in0 < ln_out + T * N;
+      if (!on_input) out = ln_out;
+    }
+    LayerNormRows ln_rows{out, N, st.ln.gamma, st.ln.beta, st.ln.eps, ln_out, st.ln.next_in_scale,
                           nullptr, nullptr, nullptr};
     if (ln && st.ln.quantize) {
       ln_rows.xq = ctx.ws.get<uint8_t>(kLnQX, static_cast<size_t>(T * N));
@@ -508,21 +520,20 @@ class LinearCpu : public OpImpl {
     const k::RowsDone rows_done{&LayerNormRows::run, &ln_rows};
     const k::RowsDone* done = ln ? &rows_done : nullptr;
     if (f32_rows)
-      k::spmm_u8s8_f32in(*st.s8_sparse, io.in0, T, K, st.in_scale, ep, io.out, N, panels ? st.head_panel : 0,
-                         done);
+      k::spmm_u8s8_f32in(*st.s8_sparse, io.in0, T, K, st.in_scale, ep, out, N, panels ? st.head_panel : 0, done);
     else if (f32_blocked)
       k::spmm_u8s8_from_blocked_f32(
           *st.s8_sparse, ctx.ws.get<float>(kChainF32, blocked * static_cast<size_t>(K)),
           ctx.ws.get<k::BlockedRange>(kChainRange, static_cast<size_t>(k::spmm_u8s8_blocked_ranges(K, T))), T,
-          ep, io.out, N, done);
+          ep, out, N, done);
     else if (panels)
-      k::spmm_u8s8_panels(*st.s8_sparse, xq, T, K, xs, xz, ep, io.out, st.head_panel);
+      k::spmm_u8s8_panels(*st.s8_sparse, xq, T, K, xs, xz, ep, out, st.head_panel);
     else if (chain_in)
-      k::spmm_u8s8_from_blocked(*st.s8_sparse, xq, T, xs, xz, ep, io.out, N, done);
+      k::spmm_u8s8_from_blocked(*st.s8_sparse, xq, T, xs, xz, ep, out, N, done);
     else if (st.s8_sparse)
-      k::spmm_u8s8(*st.s8_sparse, xq, T, K, xs, xz, ep, io.out, N, done);
+      k::spmm_u8s8(*st.s8_sparse, xq, T, K, xs, xz, ep, out, N, done);
     else
-      st.s8_dense->run(xq, T, K, xs, xz, ep, io.out, N);
+      st.s8_dense->run(xq, T, K, xs, xz, ep, out, N);
     if (ln) {
       int64_t* tag = ctx.ws.get<int64_t>(kLnFusedTag, 2);
       tag[0] = T;
