@@ -19,6 +19,7 @@
 #include "kernels/cpu/f32_isa.h"
 #include "kernels/cpu/isa.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/parallel_util.h"
 #include "kernels/cpu/qgemm.h"
 #include "kernels/cpu/select.h"
 #include "kernels/cpu/spmm_f32.h"
@@ -517,7 +518,8 @@ class LinearCpu : public OpImpl {
       ln_rows.scale = ctx.ws.get<float>(kLnQScale, static_cast<size_t>(T));
       ln_rows.zp = ctx.ws.get<int32_t>(kLnQZp, static_cast<size_t>(T));
     }
-    const k::RowsDone rows_done{&LayerNormRows::run, &ln_rows};
+    // (Split blocks are normalized in tasks of layernorm_f32's size.)
+    const k::RowsDone rows_done{&LayerNormRows::run, &ln_rows, k::rows_per_task(N)};
     const k::RowsDone* done = ln ? &rows_done : nullptr;
     if (f32_rows)
       k::spmm_u8s8_f32in(*st.s8_sparse, io.in0, T, K, st.in_scale, ep, out, N, panels ? st.head_panel : 0, done);

@@ -97,12 +97,14 @@ double block_sparsity_4x1(const int8_t* W, int64_t K, int64_t N);
 // block right away, inside the kernel's parallel region, while the rows are
 // in its cache: no second region, no join, no rows fetched from the other
 // core. Blocks whose channels were split between threads are passed after
-// the region, in parallel. Ranges run concurrently: fn must touch only its
-// own rows (of y and of whatever it writes). The cpu backend runs the
-// LayerNorm after a Linear this way (select.h linear_runs_layernorm).
+// the region, in parallel in ranges of at least min_rows rows (fewer rows
+// in all: on the calling thread). Ranges run concurrently: fn must touch
+// only its own rows (of y and of whatever it writes). The cpu backend runs
+// the LayerNorm after a Linear this way (select.h linear_runs_layernorm).
 struct RowsDone {
   void (*fn)(const void* ctx, int64_t m0, int64_t rows) = nullptr;
   const void* ctx = nullptr;
+  int64_t min_rows = 1;
 };
 
 // y = epilogue(x W) for x u8 [M, K] (row stride ldx >= K) with per-token

@@ -515,7 +515,12 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
   for (int64_t b = 0, p = 0; b < nblocks; ++b) {
     while (p + 1 < pieces && first[static_cast<size_t>(p + 1)] <= b * br_chunks) ++p;
     if (whole_in(p, b)) continue;
-    const int64_t rows = block_rows(b), grain = std::max<int64_t>(1, (rows + pieces - 1) / pieces);
+    const int64_t rows = block_rows(b);
+    const int64_t grain = std::max<int64_t>(std::max<int64_t>(1, done->min_rows), (rows + pieces - 1) / pieces);
+    if (rows <= grain) {
+      done->fn(done->ctx, b * B, rows);
+      continue;
+    }
     tbb::parallel_for(
         tbb::blocked_range<int64_t>(0, rows, grain),
         [&](const tbb::blocked_range<int64_t>& r) { done->fn(done->ctx, b * B + r.begin(), r.end() - r.begin()); },

@@ -690,7 +690,8 @@ TEST_CASE("RowsDone: every row handed over once, with its final values, every en
             sk::spmm_u8s8_to_blocked(p1, xq.data(), M, K, xs.data(), zp.data(), true, y_blk.data(), ranges.data());
             sk::quantize_blocked_u8(y_blk.data(), M, K, ranges.data(), x_blk, bs.data(), bz.data());
           });
-        for (int entry = 0; entry < (chain ? 4 : 2); ++entry) {
+        for (int entry = 0; entry < (chain ? 4 : 2); ++entry)
+          for (int64_t min_rows : {int64_t{1}, int64_t{24}}) {
           auto call = [&](float* y, const sk::RowsDone* done) {
             switch (entry) {
               case 0: sk::spmm_u8s8(p2, xq.data(), M, K, xs.data(), zp.data(), ep, y, N, done); break;
@@ -705,7 +706,7 @@ TEST_CASE("RowsDone: every row handed over once, with its final values, every en
           seen.n = N;
           seen.count.assign(static_cast<size_t>(M), 0);
           seen.values.assign(static_cast<size_t>(M * N), std::nanf(""));
-          const sk::RowsDone done{&RowsSeen::fn, &seen};
+          const sk::RowsDone done{&RowsSeen::fn, &seen, min_rows};
           in_arena(threads, [&] {
             call(want.data(), nullptr);
             call(got.data(), &done);
@@ -715,6 +716,7 @@ TEST_CASE("RowsDone: every row handed over once, with its final values, every en
           CAPTURE(M);
           CAPTURE(threads);
           CAPTURE(entry);
+          CAPTURE(min_rows);
           CHECK(std::memcmp(got.data(), want.data(), sizeof(float) * got.size()) == 0);
           int64_t once = 0;
           for (int c : seen.count) once += c == 1;
