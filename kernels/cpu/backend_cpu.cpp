@@ -329,6 +329,17 @@ class LinearCpu : public OpImpl {
       st->quant_from_ln = k::layernorm_quantizes_next(a.graph, static_cast<size_t>(i - 1));
     if (const int64_t i = op_index(a); i >= 0 && op.precision != Precision::F32 && op.act == Activation::GeluErf)
       st->gelu_coarse = k::output_only_quantized(a.graph, static_cast<size_t>(i));
+    // The LayerNorm after it, on its threads (INT8 kernels: select.h).
+    if (const int64_t i = op_index(a); i >= 0 && a.weights_of && k::linear_runs_layernorm(a.graph, static_cast<size_t>(i))) {
+      const auto n = static_cast<size_t>(i + 1);
+      const OpWeights lw = a.weights_of(n);
+      st->ln.on = true;
+      st->ln.gamma = lw.get<float>(slot::kGamma);
+      st->ln.beta = lw.get<float>(slot::kBeta);
+      st->ln.eps = a.graph.ops[n].eps;
+      st->ln.quantize = k::layernorm_quantizes_next(a.graph, n);
+      if (st->ln.quantize) st->ln.next_in_scale = a.weights_of(n + 1).get<float>(slot::kInScale);
+    }
     switch (st->choice.impl) {
       case k::LinearImpl::DnnlF32:
         // The tanh of a pooler is applied by oneDNN's eltwise post-op too.
@@ -354,16 +365,6 @@ class LinearCpu : public OpImpl {
           st->quant_in_kernel = k::sparse_quantizes_in_kernel() && op.act_scale <= 0.f;
           if (st->chain_out && a.weights_of)
             st->next_in_scale = a.weights_of(static_cast<size_t>(i + 1)).get<float>(slot::kInScale);
-          if (a.weights_of && k::linear_runs_layernorm(a.graph, static_cast<size_t>(i))) {
-            const auto n = static_cast<size_t>(i + 1);
-            const OpWeights lw = a.weights_of(n);
-            st->ln.on = true;
-            st->ln.gamma = lw.get<float>(slot::kGamma);
-            st->ln.beta = lw.get<float>(slot::kBeta);
-            st->ln.eps = a.graph.ops[n].eps;
-            st->ln.quantize = k::layernorm_quantizes_next(a.graph, n);
-            if (st->ln.quantize) st->ln.next_in_scale = a.weights_of(n + 1).get<float>(slot::kInScale);
-          }
         }
         st->packed_bytes = p.group_ptr.size() * 4 + p.kidx.size() * 4 + p.koff64.size() * 4 + p.koff8.size() * 2 +
                            p.w.size() + p.w16.size() * 2 + p.wsum.size() * 4 + p.scale_w.size() * 4;
@@ -494,9 +495,9 @@ class LinearCpu : public OpImpl {
     }
     // The LayerNorm after it, on the token blocks the kernel's threads
     // finish (select.h linear_runs_layernorm rules out what would not reach
-    // one of the sparse calls below: a gate, panels, a chain output, a
-    // later activation). Its output slots are not this call's input slots.
-    const bool ln = st.ln.on && !ctx.keep_values && !after && st.s8_sparse && !panels;
+    // one of the INT8 calls below: a gate, panels, a chain output, a later
+    // activation). Its output slots are not this call's input slots.
+    const bool ln = st.ln.on && !ctx.keep_values && !after && (st.s8_sparse || st.s8_dense) && !panels;
     if (st.ln.on && !ctx.keep_values && (!ln || !ln_out))
       throw std::logic_error("internal error: Linear '" + op.name + "' cannot run the LayerNorm after it");
     // Its rows go straight into the LayerNorm's output, which normalizes
@@ -535,7 +536,7 @@ class LinearCpu : public OpImpl {
     else if (st.s8_sparse)
       k::spmm_u8s8(*st.s8_sparse, xq, T, K, xs, xz, ep, out, N, done);
     else
-      st.s8_dense->run(xq, T, K, xs, xz, ep, out, N);
+      st.s8_dense->run(xq, T, K, xs, xz, ep, out, N, done);
     if (ln) {
       int64_t* tag = ctx.ws.get<int64_t>(kLnFusedTag, 2);
       tag[0] = T;

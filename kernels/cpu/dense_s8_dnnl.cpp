@@ -344,7 +344,11 @@ void DenseLinearU8S8::run_acc(const uint8_t* x, int64_t M, int64_t ldx, int32_t*
 }
 
 void DenseLinearU8S8::run(const uint8_t* x, int64_t M, int64_t ldx, const float* x_scale,
-                          const int32_t* x_zp, const QEpilogue& ep, void* y, int64_t ldy) const {
+                          const int32_t* x_zp, const QEpilogue& ep, void* y, int64_t ldy,
+                          const RowsDone* done) const {
+  if (done && (ep.requantize || !done->fn))
+    throw std::invalid_argument("DenseLinearU8S8: work on finished rows (RowsDone) needs a function and f32 "
+                                "output (no requantize)");
   if (M <= 0) return;
   if (ep.requantize && !(ep.out_scale > 0.f))
     throw std::invalid_argument("DenseLinearU8S8: requantize needs out_scale > 0");
@@ -356,6 +360,7 @@ void DenseLinearU8S8::run(const uint8_t* x, int64_t M, int64_t ldx, const float*
                                     im.bias, im.scale_w.data(), im.wsum.data(), x_scale, x_zp, &e,
                                     ep.requantize ? qgemm_detail::OutKind::U8 : qgemm_detail::OutKind::F32,
                                     y, ldy});
+    if (done) qgemm_detail::rows_done_all(*done, 0, M);
     return;
   }
   note_pool(Pool::OpenMP);  // oneDNN's threads and the epilogue below: see parallel_util.h
@@ -387,6 +392,9 @@ void DenseLinearU8S8::run(const uint8_t* x, int64_t M, int64_t ldx, const float*
         epilogue_rows_scalar(acc + m0 * N, N, m0, m1 - m0, N, im.bias, im.scale_w.data(),
                              im.wsum.data(), x_scale, x_zp, e, y, ldy);
       }
+      // This thread's rows are final: on to the work after them, in this
+      // region (the rows still in this core's cache).
+      if (done) done->fn(done->ctx, m0, m1 - m0);
     }
   }
 }

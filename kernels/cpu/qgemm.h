@@ -160,7 +160,8 @@ bool spmm_u8s8_chain_available();
 
 // The range of some output channels' values per token of one block (lanes
 // past the block's tokens: anything): lo/hi start at 0 (the quantization
-// range includes 0), bit j of nan is set when token j met a NaN.
+// range includes 0), bit j of nan is set when token j met a value that is not
+// finite (a NaN, or an infinity: quantization treats both alike).
 struct BlockedRange {
   alignas(64) float lo[64];
   alignas(64) float hi[64];
@@ -226,8 +227,12 @@ class DenseLinearU8S8 {
   ~DenseLinearU8S8();
   DenseLinearU8S8(const DenseLinearU8S8&) = delete;
   DenseLinearU8S8& operator=(const DenseLinearU8S8&) = delete;
+  // done (nullable; f32 output only, std::invalid_argument otherwise): as
+  // spmm_u8s8's (RowsDone). On oneDNN, each epilogue thread passes its rows
+  // on as it finishes them; the AMX kernel (column panels per thread) passes
+  // them after its region.
   void run(const uint8_t* x, int64_t M, int64_t ldx, const float* x_scale, const int32_t* x_zp,
-           const QEpilogue& ep, void* y, int64_t ldy) const;
+           const QEpilogue& ep, void* y, int64_t ldy, const RowsDone* done = nullptr) const;
   // int32 accumulators only (no correction), as spmm_u8s8_acc.
   void run_acc(const uint8_t* x, int64_t M, int64_t ldx, int32_t* acc, int64_t ldacc) const;
   int64_t K() const { return K_; }
@@ -244,6 +249,11 @@ class DenseLinearU8S8 {
 // ---------------------------------------------------------------------------
 // Internals shared by the per-ISA kernel files (not API).
 namespace qgemm_detail {
+
+// done over rows [m0, m0 + rows) in ranges of at least done.min_rows rows,
+// in parallel over the caller's TBB arena (on the calling thread when they
+// are too few to share).
+void rows_done_all(const RowsDone& done, int64_t m0, int64_t rows);
 
 // Rows [0, rows) of the epilogue on a row-major int32 accumulator block whose
 // row i is token m0 + i and whose columns are y's first N (the caller offsets

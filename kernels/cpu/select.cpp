@@ -302,7 +302,7 @@ bool linear_runs_layernorm(const Graph& g, size_t p) {
   if (p + 1 >= g.ops.size() || !ln_fuse_enabled()) return false;
   const Op& a = g.ops[p];
   const Op& ln = g.ops[p + 1];
-  if (!runs_sparse_u8s8(a) || a.gate != Gate::None || a.out < 0) return false;
+  if (a.kind != OpKind::Linear || a.precision == Precision::F32 || a.gate != Gate::None || a.out < 0) return false;
   if (a.act != Activation::None && a.act != Activation::GeluErf) return false;
   if (ln.kind != OpKind::LayerNorm || ln.in0 != a.out || ln.in1 >= 0 || ln.out < 0) return false;
   if (g.output == a.out) return false;

@@ -186,14 +186,15 @@ int64_t qkv_head_panel(const Graph& g, size_t p);
 bool output_only_quantized(const Graph& g, size_t p);
 
 // --- The LayerNorm after a Linear, on the Linear's threads ----------------
-// Op p is a Linear that runs the block-sparse INT8 kernel with f32 token-row
-// output (no gate, GELU (erf) or no activation), and op p + 1 a LayerNorm
-// of p's output alone (no residual of its
+// Op p is an INT8 Linear (block-sparse or dense) with f32 token-row output
+// (no gate, GELU (erf) or no activation), and op p + 1 a LayerNorm of p's
+// output alone (no residual of its
 // own; BERT's residual is added in the Linear's epilogue), which nothing
 // else reads (not a graph output either): the Linear's kernel threads run
 // the LayerNorm, and the LayerNorm's quantization for the Linear after it
 // (layernorm_quantizes_next), on each token block they finished whole
-// (qgemm.h RowsDone), and the LayerNorm op has nothing left to do. The same
+// (qgemm.h RowsDone; the dense oneDNN path: each epilogue thread's rows),
+// and the LayerNorm op has nothing left to do. The same
 // bits; one parallel region fewer per pair, and the rows are normalized in
 // the cache of the core that wrote them. The CPU backend keeps them apart
 // in runs whose values are observed. SPINEL_LN_FUSE, read when a model is

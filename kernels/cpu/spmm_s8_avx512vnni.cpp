@@ -125,9 +125,13 @@ void flush_stage(const SpmmTile& t, int64_t brg, int64_t nbr, float (*stage)[64]
       return (__m512)(ep.gelu_coarse ? f32::avx512_spmm_body::gelu_erf_q_v((f32::avx512_spmm_body::vf)v)
                                      : f32::avx512_spmm_body::gelu_erf_v((f32::avx512_spmm_body::vf)v));
     };
+    // A token's NaN (or infinity: its quantization treats both alike, as
+    // not finite) is caught by one FMA per vector, v * 0 + z staying NaN
+    // from then on, and tested once per 16 channels.
+    const __m512 zero = _mm512_setzero_ps();
     for (int r = 0; r < 4; ++r) {
       __m512 lo = _mm512_load_ps(rg.lo + 16 * r), hi = _mm512_load_ps(rg.hi + 16 * r);
-      __mmask16 nan = 0;
+      __m512 z = zero;
       for (int c = 0; c < nch; ++c) {
         __m512 v = _mm512_load_ps(&stage[c][16 * r]);
         if (gelu && r < NT) v = act(v);
@@ -135,11 +139,11 @@ void flush_stage(const SpmmTile& t, int64_t brg, int64_t nbr, float (*stage)[64]
         _mm512_storeu_ps(y + 64 * c + 16 * r, v);
         lo = _mm512_min_ps(lo, v);
         hi = _mm512_max_ps(hi, v);
-        nan = static_cast<__mmask16>(nan | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q));
+        z = _mm512_fmadd_ps(v, zero, z);
       }
       _mm512_store_ps(rg.lo + 16 * r, lo);
       _mm512_store_ps(rg.hi + 16 * r, hi);
-      rg.nan |= static_cast<uint64_t>(nan) << (16 * r);
+      rg.nan |= static_cast<uint64_t>(_mm512_cmp_ps_mask(z, z, _CMP_UNORD_Q)) << (16 * r);
     }
     return;
   }

@@ -257,6 +257,24 @@ uint8_t* thread_block(ThreadBlock& tb, size_t bytes) {
 
 std::atomic<uint64_t> g_spmm_calls{0};
 
+}  // namespace
+
+void qgemm_detail::rows_done_all(const RowsDone& done, int64_t m0, int64_t rows) {
+  if (rows <= 0) return;
+  const int64_t threads = std::max(1, tbb::this_task_arena::max_concurrency());
+  const int64_t grain = std::max<int64_t>(std::max<int64_t>(1, done.min_rows), (rows + threads - 1) / threads);
+  if (rows <= grain) {
+    done.fn(done.ctx, m0, rows);
+    return;
+  }
+  tbb::parallel_for(
+      tbb::blocked_range<int64_t>(0, rows, grain),
+      [&](const tbb::blocked_range<int64_t>& r) { done.fn(done.ctx, m0 + r.begin(), r.end() - r.begin()); },
+      tbb::static_partitioner());
+}
+
+namespace {
+
 // Token b * 64 + j's quantization of a chain block, from the ranges of the
 // block's per_block work items (spmm_u8s8_to_blocked): inv[j], z[j] for
 // blocked_convert_zmm (0 and 0 for an all-zero or non-finite token), and its
@@ -514,17 +532,7 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
   // rows now, spread over the arena.
   for (int64_t b = 0, p = 0; b < nblocks; ++b) {
     while (p + 1 < pieces && first[static_cast<size_t>(p + 1)] <= b * br_chunks) ++p;
-    if (whole_in(p, b)) continue;
-    const int64_t rows = block_rows(b);
-    const int64_t grain = std::max<int64_t>(std::max<int64_t>(1, done->min_rows), (rows + pieces - 1) / pieces);
-    if (rows <= grain) {
-      done->fn(done->ctx, b * B, rows);
-      continue;
-    }
-    tbb::parallel_for(
-        tbb::blocked_range<int64_t>(0, rows, grain),
-        [&](const tbb::blocked_range<int64_t>& r) { done->fn(done->ctx, b * B + r.begin(), r.end() - r.begin()); },
-        tbb::static_partitioner());
+    if (!whole_in(p, b)) qgemm_detail::rows_done_all(*done, b * B, block_rows(b));
   }
 }
 

@@ -604,16 +604,18 @@ def test_qkv_head_panels(spinel, convert, pruned_onnx, ids):
         assert all(np.array_equal(a, b) for a, b in zip(on, off)), f"head panels changed the results {isa_env}"
 
 
-def test_layernorm_on_linear_threads(spinel, convert, pruned_onnx, ids):
-    """The LayerNorm after a sparse Linear runs on that Linear's kernel threads (kernels/cpu/
-    select.h linear_runs_layernorm): each layer's attention-output and FFN2 Linears of the
-    80%-pruned INT8 model and the LayerNorms after them say so in `inspect` (JSON why, the
-    table's "(LayerNorm on its threads)"), at the CPU's own ISA and under SPINEL_ISA=avx2;
-    SPINEL_LN_FUSE=off turns it off; the hidden states are the same bits either way, for
-    the test inputs and for a batch of 200 tokens (whole 64-token blocks per thread)."""
+def test_layernorm_on_linear_threads(spinel, convert, pruned_onnx, minilm_onnx, ids):
+    """The LayerNorm after an INT8 Linear runs on that Linear's threads (kernels/cpu/select.h
+    linear_runs_layernorm): each layer's attention-output and FFN2 Linears of the 80%-pruned
+    INT8 model (sparse kernel) and of the real MiniLM in dense INT8 (oneDNN), and the
+    LayerNorms after them, say so in `inspect` (JSON why, the table's "(LayerNorm on its
+    threads)"), at the CPU's own ISA and under SPINEL_ISA=avx2; SPINEL_LN_FUSE=off turns it
+    off; the hidden states are the same bits either way, for the test inputs and for a batch
+    of 200 tokens (whole 64-token blocks per thread)."""
     spnl = convert(pruned_onnx, "pruned_s8_auto", "--quant", "int8", "--sparse", "auto")
+    dense = convert(minilm_onnx, "minilm_s8_off", "--quant", "int8", "--sparse", "off")
 
-    def inspect(env_extra):
+    def inspect(env_extra, spnl=spnl):
         ops, table = inspect_both(spinel, spnl, "SPINEL_LN_FUSE", env_extra)
         linears = [i for i, op in enumerate(ops) if "the LayerNorm after it runs" in op.get("why", "")]
         norms = [i for i, op in enumerate(ops) if "run by the Linear before it" in op.get("why", "")]
@@ -626,12 +628,15 @@ def test_layernorm_on_linear_threads(spinel, convert, pruned_onnx, ids):
     assert len(inspect({})) == 12  # two per layer
     assert len(inspect({"SPINEL_ISA": "avx2"})) == 12
     assert inspect({"SPINEL_LN_FUSE": "off"}) == []
+    assert len(inspect({}, dense)) == 12
     long_ids = [[101] + [1000 + (7 * i + 13 * j) % 20000 for j in range(98)] + [102] for i in range(2)]
-    for isa_env in ({}, {"SPINEL_ISA": "avx2"}):
-        for batch in (ids, long_ids):
-            on = spinel_run(spinel, spnl, batch, "none", env_extra=isa_env)
-            off = spinel_run(spinel, spnl, batch, "none", env_extra={**isa_env, "SPINEL_LN_FUSE": "off"})
-            assert all(np.array_equal(a, b) for a, b in zip(on, off)), f"the fused LayerNorm changed the results {isa_env}"
+    for model in (spnl, dense):
+        for isa_env in ({}, {"SPINEL_ISA": "avx2"}):
+            for batch in (ids, long_ids):
+                on = spinel_run(spinel, model, batch, "none", env_extra=isa_env)
+                off = spinel_run(spinel, model, batch, "none", env_extra={**isa_env, "SPINEL_LN_FUSE": "off"})
+                assert all(np.array_equal(a, b) for a, b in zip(on, off)), \
+                    f"the fused LayerNorm changed the results of {model} {isa_env}"
 
 
 def test_omp_passive_same_results(spinel, convert, minilm_onnx, ids):

@@ -1068,87 +1068,90 @@ TEST_CASE("backend ops: Pool then Linear chain") {
   print_worst_seen();
 }
 
-// The cpu backend's sparse Linear running the LayerNorm after it (select.h
-// linear_runs_layernorm), prepared from a two-op graph with weights_of:
+// The cpu backend's INT8 Linear (block-sparse, dense) running the LayerNorm
+// after it (select.h linear_runs_layernorm), prepared from a two-op graph
+// with weights_of:
 // the LayerNorm's output must be the LayerNorm of the Linear's one-op
 // output, bit for bit, whether its buffer is separate (the Linear then
 // writes there and normalizes in place) or the Linear's own f32 input (the
 // planner may hand it over: the Linear is its last reader; the Linear then
 // writes its own output first). Token counts of one block split between
 // threads, whole blocks per thread, and both.
-TEST_CASE("backend ops: a sparse Linear runs the LayerNorm after it (cpu)") {
+TEST_CASE("backend ops: an INT8 Linear runs the LayerNorm after it (cpu)") {
   const Backend* cpu = find_backend("cpu");
   REQUIRE(cpu != nullptr);
   const int64_t K = 96, N = 64;
   uint32_t seed = 1300;
   for (int64_t M : {40, 128, 200})
-    for (int threads : {1, 2}) {
-      LinearSpec s{M, K, N, Precision::S8Sparse};
-      s.bias = true;
-      s.residual = true;
-      s.sparsity = 0.9;
-      auto lin = linear_case(s, seed++);
-      auto ln = layernorm_case(M, N, false, 1e-5f, seed++);
-      // Unfused: the Linear alone, then the LayerNorm on its output.
-      ln->in0 = run_once(*cpu, *lin, threads);
-      const std::vector<float> want = run_once(*cpu, *ln, threads);
-      // values: 0 x, 1 residual, 2 the Linear's output, 3 the LayerNorm's.
-      Graph g;
-      g.values = {{"x", K, Rows::Tokens}, {"res", N, Rows::Tokens}, {"y", N, Rows::Tokens}, {"ln", N, Rows::Tokens}};
-      g.ops = {lin->op, ln->op};
-      g.ops[0].out = 2;
-      g.ops[1].in0 = 2;
-      g.ops[1].out = 3;
-      g.output = 3;
-      auto weights_of = [&](size_t i) { return i == 0 ? lin->weights : ln->weights; };
-      const OpImpl& li = *cpu->op(OpKind::Linear);
-      const OpImpl& ni = *cpu->op(OpKind::LayerNorm);
-      auto sl = li.prepare(PrepareArgs{g.ops[0], g, lin->config, lin->weights, K, N, weights_of});
-      auto sn = ni.prepare(PrepareArgs{g.ops[1], g, ln->config, ln->weights, N, N, weights_of});
-      CHECK(sl->why().find("the LayerNorm after it runs on the kernel's threads") != std::string::npos);
-      CHECK(sn->why().find("run by the Linear before it") != std::string::npos);
-      for (bool over_input : {false, true}) {
-        std::vector<float> x = lin->in0, y(static_cast<size_t>(M * N), std::nanf("")),
-                           sep(static_cast<size_t>(M * N), std::nanf(""));
-        float* ln_out = over_input ? x.data() : sep.data();  // x holds M x K >= M x N floats
-        OpIO a;
-        a.in0 = x.data();
-        a.in1 = lin->in1.data();
-        a.in_rows = a.out_rows = M;
-        a.in_width = K;
-        a.out_width = N;
-        a.out = y.data();
-        a.next_out = ln_out;
-        OpIO b;
-        b.in0 = y.data();
-        b.in_rows = b.out_rows = M;
-        b.in_width = b.out_width = N;
-        b.out = ln_out;
+    for (int threads : {1, 2})
+      for (Precision prec : {Precision::S8Sparse, Precision::S8Dense}) {
+        LinearSpec s{M, K, N, prec};
+        s.bias = true;
+        s.residual = true;
+        s.sparsity = prec == Precision::S8Sparse ? 0.9 : 0.0;
+        auto lin = linear_case(s, seed++);
+        auto ln = layernorm_case(M, N, false, 1e-5f, seed++);
+        // Unfused: the Linear alone, then the LayerNorm on its output.
+        ln->in0 = run_once(*cpu, *lin, threads);
+        const std::vector<float> want = run_once(*cpu, *ln, threads);
+        // values: 0 x, 1 residual, 2 the Linear's output, 3 the LayerNorm's.
+        Graph g;
+        g.values = {{"x", K, Rows::Tokens}, {"res", N, Rows::Tokens}, {"y", N, Rows::Tokens}, {"ln", N, Rows::Tokens}};
+        g.ops = {lin->op, ln->op};
+        g.ops[0].out = 2;
+        g.ops[1].in0 = 2;
+        g.ops[1].out = 3;
+        g.output = 3;
+        auto weights_of = [&](size_t i) { return i == 0 ? lin->weights : ln->weights; };
+        const OpImpl& li = *cpu->op(OpKind::Linear);
+        const OpImpl& ni = *cpu->op(OpKind::LayerNorm);
+        auto sl = li.prepare(PrepareArgs{g.ops[0], g, lin->config, lin->weights, K, N, weights_of});
+        auto sn = ni.prepare(PrepareArgs{g.ops[1], g, ln->config, ln->weights, N, N, weights_of});
+        CHECK(sl->why().find("the LayerNorm after it runs on the kernel's threads") != std::string::npos);
+        CHECK(sn->why().find("run by the Linear before it") != std::string::npos);
+        for (bool over_input : {false, true}) {
+          std::vector<float> x = lin->in0, y(static_cast<size_t>(M * N), std::nanf("")),
+                             sep(static_cast<size_t>(M * N), std::nanf(""));
+          float* ln_out = over_input ? x.data() : sep.data();  // x holds M x K >= M x N floats
+          OpIO a;
+          a.in0 = x.data();
+          a.in1 = lin->in1.data();
+          a.in_rows = a.out_rows = M;
+          a.in_width = K;
+          a.out_width = N;
+          a.out = y.data();
+          a.next_out = ln_out;
+          OpIO b;
+          b.in0 = y.data();
+          b.in_rows = b.out_rows = M;
+          b.in_width = b.out_width = N;
+          b.out = ln_out;
+          auto ex = cpu->make_executor(threads);
+          Workspace ws;
+          RunContext ctx{lin->batch, ws, threads, ex.get()};
+          ex->execute([&] {
+            li.run(g.ops[0], *sl, a, ctx);
+            ni.run(g.ops[1], *sn, b, ctx);
+          });
+          CAPTURE(M);
+          CAPTURE(threads);
+          CAPTURE(over_input);
+          CAPTURE(lin->desc);
+          CHECK(std::memcmp(ln_out, want.data(), want.size() * sizeof(float)) == 0);
+        }
+        // Without the Linear's run the LayerNorm reports an internal error
+        // rather than leaving its output unwritten.
         auto ex = cpu->make_executor(threads);
         Workspace ws;
-        RunContext ctx{lin->batch, ws, threads, ex.get()};
-        ex->execute([&] {
-          li.run(g.ops[0], *sl, a, ctx);
-          ni.run(g.ops[1], *sn, b, ctx);
-        });
-        CAPTURE(M);
-        CAPTURE(threads);
-        CAPTURE(over_input);
-        CHECK(std::memcmp(ln_out, want.data(), want.size() * sizeof(float)) == 0);
+        RunContext ctx{ln->batch, ws, threads, ex.get()};
+        std::vector<float> out(static_cast<size_t>(M * N));
+        OpIO b;
+        b.in0 = ln->in0.data();
+        b.in_rows = b.out_rows = M;
+        b.in_width = b.out_width = N;
+        b.out = out.data();
+        CHECK_THROWS_AS(ex->execute([&] { ni.run(g.ops[1], *sn, b, ctx); }), std::logic_error);
       }
-      // Without the Linear's run the LayerNorm reports an internal error
-      // rather than leaving its output unwritten.
-      auto ex = cpu->make_executor(threads);
-      Workspace ws;
-      RunContext ctx{ln->batch, ws, threads, ex.get()};
-      std::vector<float> out(static_cast<size_t>(M * N));
-      OpIO b;
-      b.in0 = ln->in0.data();
-      b.in_rows = b.out_rows = M;
-      b.in_width = b.out_width = N;
-      b.out = out.data();
-      CHECK_THROWS_AS(ex->execute([&] { ni.run(g.ops[1], *sn, b, ctx); }), std::logic_error);
-    }
 }
 
 // One PreparedOp, two threads, each with its own Executor and Workspace, run

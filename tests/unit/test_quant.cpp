@@ -467,7 +467,7 @@ TEST_CASE("LayerNorm on the Linear's threads: the same bits with and without, at
         CAPTURE(kq);
         const EnvRun on = run_under_env(
             path, {{"SPINEL_LN_FUSE", nullptr}, {"SPINEL_LN_QUANT", lnq}, {"SPINEL_KERNEL_QUANT", kq}}, false, lengths);
-        // Each layer's attention output and FFN2 (every Linear is sparse).
+        // Each layer's attention output and FFN2.
         CHECK(ops_saying(on, "the LayerNorm after it runs on the kernel's threads") == 4);
         CHECK(ops_saying(on, "run by the Linear before it") == 4);
         CHECK(same_bits(on, off));
@@ -476,8 +476,14 @@ TEST_CASE("LayerNorm on the Linear's threads: the same bits with and without, at
     const EnvRun observed = run_under_env(path, {{"SPINEL_LN_FUSE", nullptr}}, true, lengths);
     CHECK(same_bits(observed, off));
   }
-  // A dense INT8 Linear (oneDNN) keeps its LayerNorm: with every other
-  // Linear pruned, one of each layer's two pairs is sparse.
-  const EnvRun mixed = run_under_env(write_pruned_int8("lnfuse_mixed", 140, true), {{"SPINEL_LN_FUSE", nullptr}});
-  CHECK(ops_saying(mixed, "the LayerNorm after it runs on the kernel's threads") == 2);
+  // Dense INT8 Linears (oneDNN: each epilogue thread's rows) run it too:
+  // with every other Linear pruned, one of each layer's two pairs is dense.
+  const std::string mixed = write_pruned_int8("lnfuse_mixed", 140, true);
+  for (const auto& lengths : batches) {
+    CAPTURE(lengths.size());
+    const EnvRun on = run_under_env(mixed, {{"SPINEL_LN_FUSE", nullptr}}, false, lengths),
+                 off = run_under_env(mixed, {{"SPINEL_LN_FUSE", "off"}}, false, lengths);
+    CHECK(ops_saying(on, "the LayerNorm after it runs on the kernel's threads") == 4);
+    CHECK(same_bits(on, off));
+  }
 }
