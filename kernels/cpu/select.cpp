@@ -219,6 +219,17 @@ bool panels_enabled() {
   return switch_enabled("SPINEL_QKV_PANELS", warned);
 }
 
+// Op p's output is read by op p + 1 alone and is not a graph output.
+bool read_only_by_next(const Graph& g, size_t p) {
+  const int32_t out = g.ops[p].out;
+  if (out < 0 || g.output == out) return false;
+  for (const GraphOutput& o : g.outputs)
+    if (o.value == out) return false;
+  for (size_t i = 0; i < g.ops.size(); ++i)
+    if (i != p + 1 && (g.ops[i].in0 == out || g.ops[i].in1 == out)) return false;
+  return true;
+}
+
 // The layer runs the block-sparse INT8 kernel, judged from what the file
 // stores (choose_linear measures W only when the sparsity is not stored and
 // AMX is in use; then this says no).
@@ -258,12 +269,7 @@ bool chain_linears(const Graph& g, size_t p) {
   if (a.gate != Gate::None || a.in1 >= 0 || a.out < 0) return false;
   if (a.act != Activation::None && a.act != Activation::GeluErf) return false;
   if (b.in0 != a.out || b.in1 == a.out || b.act_scale > 0.f) return false;
-  if (g.output == a.out) return false;
-  for (const GraphOutput& o : g.outputs)
-    if (o.value == a.out) return false;
-  for (size_t i = 0; i < g.ops.size(); ++i)
-    if (i != p + 1 && (g.ops[i].in0 == a.out || g.ops[i].in1 == a.out)) return false;
-  return true;
+  return read_only_by_next(g, p);
 }
 
 int64_t qkv_head_panel(const Graph& g, size_t p) {
@@ -305,12 +311,7 @@ bool linear_runs_layernorm(const Graph& g, size_t p) {
   if (a.kind != OpKind::Linear || a.precision == Precision::F32 || a.gate != Gate::None || a.out < 0) return false;
   if (a.act != Activation::None && a.act != Activation::GeluErf) return false;
   if (ln.kind != OpKind::LayerNorm || ln.in0 != a.out || ln.in1 >= 0 || ln.out < 0) return false;
-  if (g.output == a.out) return false;
-  for (const GraphOutput& o : g.outputs)
-    if (o.value == a.out) return false;
-  for (size_t i = 0; i < g.ops.size(); ++i)
-    if (i != p + 1 && (g.ops[i].in0 == a.out || g.ops[i].in1 == a.out)) return false;
-  return true;
+  return read_only_by_next(g, p);
 }
 
 }  // namespace spinel::kernels
