@@ -505,13 +505,12 @@ class LinearCpu : public OpImpl {
     // meant as many more lines to take over, often from the other core (the
     // Linear's own output is then never written: only the LayerNorm reads
     // it). Not when that buffer is this call's f32 input (the planner may
-    // give it to the LayerNorm: the Linear is the input's last reader): a
-    // thread may still be reading input rows of a block another finished.
-    float* out = io.out;
-    if (ln) {
-      const bool on_input = f32_rows && ln_out < io.in0 + T * K && io.in0 < ln_out + T * N;
-      if (!on_input) out = ln_out;
-    }
+    // give it to the LayerNorm: the Linear is the input's last reader):
+    // rows of N floats written there would land on input rows of K floats
+    // of other blocks, which another thread may not have read yet. Then the
+    // Linear writes its own output and the LayerNorm runs after the kernel.
+    const bool on_input = ln && f32_rows && ln_out < io.in0 + T * K && io.in0 < ln_out + T * N;
+    float* out = ln && !on_input ? ln_out : io.out;
     LayerNormRows ln_rows{out, N, st.ln.gamma, st.ln.beta, st.ln.eps, ln_out, st.ln.next_in_scale,
                           nullptr, nullptr, nullptr};
     if (ln && st.ln.quantize) {
@@ -521,7 +520,7 @@ class LinearCpu : public OpImpl {
     }
     // (Split blocks are normalized in tasks of layernorm_f32's size.)
     const k::RowsDone rows_done{&LayerNormRows::run, &ln_rows, k::rows_per_task(N)};
-    const k::RowsDone* done = ln ? &rows_done : nullptr;
+    const k::RowsDone* done = ln && !on_input ? &rows_done : nullptr;
     if (f32_rows)
       k::spmm_u8s8_f32in(*st.s8_sparse, io.in0, T, K, st.in_scale, ep, out, N, panels ? st.head_panel : 0, done);
     else if (f32_blocked)
@@ -537,6 +536,7 @@ class LinearCpu : public OpImpl {
       k::spmm_u8s8(*st.s8_sparse, xq, T, K, xs, xz, ep, out, N, done);
     else
       st.s8_dense->run(xq, T, K, xs, xz, ep, out, N, done);
+    if (on_input) k::qgemm_detail::rows_done_all(rows_done, 0, T);
     if (ln) {
       int64_t* tag = ctx.ws.get<int64_t>(kLnFusedTag, 2);
       tag[0] = T;
