@@ -151,6 +151,9 @@ def load_deepsparse(model, threads, args):
     # compile_model with input_shapes REWRITES the ONNX file it is given (static shapes, in
     # place): give it a private copy per batch size, never the shared file.
     tmp = tempfile.mkdtemp(prefix="peers-deepsparse-")
+    # (1.7-5 GB per run at BERT-large size: gone when the worker exits.)
+    import atexit
+    atexit.register(shutil.rmtree, tmp, True)
     engines = {}
     for b in sizes:
         copy = os.path.join(tmp, f"model-b{b}.onnx")
