@@ -1084,9 +1084,11 @@ TEST_CASE("backend ops: an INT8 Linear runs the LayerNorm after it (cpu)") {
   uint32_t seed = 1300;
   // (1024 x 256: the LayerNorm's rows of 64 floats written over the input
   // would land on input rows of blocks the other thread has yet to read.)
-  for (auto [M, K] : {std::pair<int64_t, int64_t>{40, 96}, {128, 96}, {200, 96}, {1024, 256}})
+  for (const auto& mk : {std::pair<int64_t, int64_t>{40, 96}, {128, 96}, {200, 96}, {1024, 256}})
     for (int threads : {1, 2})
       for (Precision prec : {Precision::S8Sparse, Precision::S8Dense}) {
+        // (Not a structured binding: clang 14 cannot capture one in CAPTURE's lambda.)
+        const int64_t M = mk.first, K = mk.second;
         LinearSpec s{M, K, N, prec};
         s.bias = true;
         s.residual = true;
