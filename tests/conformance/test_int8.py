@@ -546,6 +546,19 @@ def inspect_both(spinel, spnl, switch, env_extra):
     return json.loads(js.stdout)["ops"], tx.stdout
 
 
+def linked_pairs(spinel, spnl, switch, env_extra, linear_says, next_says, next_kind, mark):
+    """The Linears whose `inspect` why says linear_says, checked against the op after each (of
+    kind next_kind, its why saying next_says, and no other op saying it) and the table's marks."""
+    ops, table = inspect_both(spinel, spnl, switch, env_extra)
+    linears = [i for i, op in enumerate(ops) if linear_says in op.get("why", "")]
+    nexts = [i for i, op in enumerate(ops) if next_says in op.get("why", "")]
+    for i in linears:
+        assert ops[i]["kind"] == "Linear" and ops[i + 1]["kind"] == next_kind, (ops[i], ops[i + 1])
+    assert nexts == [i + 1 for i in linears], (linears, nexts)
+    assert table.count(mark) == len(linears), table
+    return linears
+
+
 def test_linear_chain(spinel, convert, pruned_onnx, ids):
     """The FFN chain (kernels/cpu/select.h chain_linears): on CPUs with AVX-512 VNNI every
     layer's FFN1 -> FFN2 of the 80%-pruned INT8 model is chained, `inspect` says so (JSON
@@ -586,14 +599,8 @@ def test_qkv_head_panels(spinel, convert, pruned_onnx, ids):
     spnl = convert(pruned_onnx, "pruned_s8_auto", "--quant", "int8", "--sparse", "auto")
 
     def inspect(env_extra):
-        ops, table = inspect_both(spinel, spnl, "SPINEL_QKV_PANELS", env_extra)
-        writers = [i for i, op in enumerate(ops) if "output in head panels" in op.get("why", "")]
-        readers = [i for i, op in enumerate(ops) if "read from head panels" in op.get("why", "")]
-        for i in writers:
-            assert ops[i]["kind"] == "Linear" and ops[i + 1]["kind"] == "Attention", (ops[i], ops[i + 1])
-        assert readers == [i + 1 for i in writers], (writers, readers)
-        assert table.count("(head panels)") == len(writers), table
-        return writers
+        return linked_pairs(spinel, spnl, "SPINEL_QKV_PANELS", env_extra, "output in head panels",
+                            "read from head panels", "Attention", "(head panels)")
 
     assert len(inspect({})) == 6  # one QKV Linear per layer
     assert len(inspect({"SPINEL_ISA": "avx2"})) == 6
@@ -616,14 +623,8 @@ def test_layernorm_on_linear_threads(spinel, convert, pruned_onnx, minilm_onnx, 
     dense = convert(minilm_onnx, "minilm_s8_off", "--quant", "int8", "--sparse", "off")
 
     def inspect(env_extra, spnl=spnl):
-        ops, table = inspect_both(spinel, spnl, "SPINEL_LN_FUSE", env_extra)
-        linears = [i for i, op in enumerate(ops) if "the LayerNorm after it runs" in op.get("why", "")]
-        norms = [i for i, op in enumerate(ops) if "run by the Linear before it" in op.get("why", "")]
-        for i in linears:
-            assert ops[i]["kind"] == "Linear" and ops[i + 1]["kind"] == "LayerNorm", (ops[i], ops[i + 1])
-        assert norms == [i + 1 for i in linears], (linears, norms)
-        assert table.count("(LayerNorm on its threads)") == len(linears), table
-        return linears
+        return linked_pairs(spinel, spnl, "SPINEL_LN_FUSE", env_extra, "the LayerNorm after it runs",
+                            "run by the Linear before it", "LayerNorm", "(LayerNorm on its threads)")
 
     assert len(inspect({})) == 12  # two per layer
     assert len(inspect({"SPINEL_ISA": "avx2"})) == 12
