@@ -17,6 +17,8 @@ Models (--models):
                  per-layer --opset 17 --save-hf: ONNX for the ONNX runtimes, HF folder for
                  PyTorch and CTranslate2: the same weights)
   bert-large-90  the same at BERT-large size, seq 384 (long to build and run here)
+  bert-base-90-384, minilm-80, bert-base: BERT-base 90% at seq 384, MiniLM pruned to 80%, dense BERT-base
+  bert-base-90-32, minilm-32: BERT-base 90% and the real MiniLM at seq 32 (one short sentence)
   dnabert2       the DNABERT-2-117M architecture, random weights, 90% 4x1
                  (bench/e2e_dnabert2.py's work/bench-dnabert2/model.onnx), ~200 tokens (1 kb of DNA)
 Inputs: text models get windows of exactly seq tokens ([CLS] ... [SEP]) cut from a stream of
@@ -117,6 +119,17 @@ MODELS = {
                                     "--save-hf", "work/peers/bert-base-90/hf",
                                     "-o", "work/peers/bert-base-90/model.onnx"],
                              onnx="work/peers/bert-base-90/model.onnx", hf="work/peers/bert-base-90/hf"),
+    # Short inputs (one sentence, 32 tokens): the same files as bert-base-90 and minilm, their own folders.
+    "bert-base-90-32": dict(seq=32, pruned=True, kind="text",
+                            build=[".venv/bin/python", "tools/prune_bert.py", "--random-config", "bert-base", "--seed",
+                                   "0", "--sparsity", "0.9", "--scope", "per-layer", "--opset", "17",
+                                   "--save-hf", "work/peers/bert-base-90/hf",
+                                   "-o", "work/peers/bert-base-90/model.onnx"],
+                            onnx="work/peers/bert-base-90/model.onnx", hf="work/peers/bert-base-90/hf"),
+    "minilm-32": dict(seq=32, pruned=False, kind="text",
+                      build=[".venv/bin/python", "tools/export_onnx.py", "--model", "minilm", "--opset", "17",
+                             "-o", "work/minilm/model.onnx"],
+                      onnx="work/minilm/model.onnx", hf="minilm"),
     # The real MiniLM pruned to 80% 4x1 blocks per layer (latency only: no fine-tuning).
     "minilm-80": dict(seq=128, pruned=True, kind="text",
                       build=[".venv/bin/python", "tools/prune_bert.py", "--model", "minilm", "--sparsity", "0.8",

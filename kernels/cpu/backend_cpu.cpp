@@ -311,11 +311,7 @@ class LinearCpu : public OpImpl {
     // the preparation, and while libgomp manages more threads than there are
     // CPUs it hardly spins, which made every later run from another thread up
     // to 3.6x slower (MiniLM INT8). The reorder is once per model.
-    struct OneOmpThread {
-      int prev = omp_get_max_threads();
-      OneOmpThread() { omp_set_num_threads(1); }
-      ~OneOmpThread() { omp_set_num_threads(prev); }
-    } one_thread;
+    k::OneOmpThread one_thread;
     const Op& op = a.op;
     // A gated Linear's product has both halves: 2x the output width.
     const int64_t K = a.in_width, N = linear_weight_cols(op, a.out_width);

@@ -106,6 +106,12 @@ struct DenseLinearF32::Impl {
   // Run-time-M primitives by mode (None, InPlace); null where refused.
   std::shared_ptr<const Primitive> runtime[3];
   bool fixed_differs = false;  // oneDNN picks another kernel for a fixed M
+  // The matmuls run as single-threaded oneDNN calls in TBB tasks over row
+  // ranges (dense_pool_tbb, parallel_util.h), every primitive made for one
+  // thread; else on oneDNN's OpenMP threads.
+  bool on_tbb = false;
+
+  void run_rows(const float* x, int64_t M, const float* residual, float* y);
 
   // M = DNNL_RUNTIME_DIM_VAL makes a primitive for every M.
   dnnl::matmul::primitive_desc make_pd(int64_t M, ResidualMode mode,
@@ -193,6 +199,9 @@ DenseLinearF32::DenseLinearF32(const float* weight, const float* bias, int64_t K
   im.K = K;
   im.N = N;
   im.act = act;
+  im.on_tbb = dense_pool_tbb(false);
+  std::unique_ptr<OneOmpThread> one;
+  if (im.on_tbb) one = std::make_unique<OneOmpThread>();
   try {
     // Ask for the layout oneDNN prefers at a typical M; see the file comment
     // for why one M stands for all.
@@ -221,13 +230,32 @@ std::string DenseLinearF32::implementation(int64_t M, bool residual, bool in_pla
   const ResidualMode mode = !residual || im.act != Activation::None ? ResidualMode::None
                             : in_place                              ? ResidualMode::InPlace
                                                                     : ResidualMode::Binary;
+  if (im.on_tbb) {
+    OneOmpThread one;  // as run() makes and runs them
+    return im.get(M, mode)->impl;
+  }
   return im.get(M, mode)->impl;
 }
 
 void DenseLinearF32::run(const float* x, int64_t M, const float* residual, float* y) const {
-  note_pool(Pool::OpenMP);  // oneDNN's threads: see parallel_util.h
   if (M <= 0) return;
   Impl& im = *impl_;
+  if (!im.on_tbb) {
+    note_pool(Pool::OpenMP);  // oneDNN's threads: see parallel_util.h
+    im.run_rows(x, M, residual, y);
+    return;
+  }
+  note_pool(Pool::Tbb);
+  const int64_t K = im.K, N = im.N;
+  for_even_tasks(M, 8, [&](int64_t m0, int64_t m1) {
+    OneOmpThread one;
+    im.run_rows(x + m0 * K, m1 - m0, residual ? residual + m0 * N : nullptr, y + m0 * N);
+  });
+}
+
+// Rows x [M, K] on the calling thread's oneDNN threads.
+void DenseLinearF32::Impl::run_rows(const float* x, int64_t M, const float* residual, float* y) {
+  Impl& im = *this;
   if (residual && im.act != Activation::None) {
     // oneDNN 2.6 has no fast matmul for an eltwise post-op followed by a sum
     // or a binary add: it falls back to its reference loops (10 s instead of
@@ -242,10 +270,10 @@ void DenseLinearF32::run(const float* x, int64_t M, const float* residual, float
         tmp_bytes = n * sizeof(float);
       }
       float* tmp = static_cast<float*>(tmp_buf.get());
-      run(x, M, nullptr, tmp);
+      run_rows(x, M, nullptr, tmp);
       for (size_t i = 0; i < n; ++i) y[i] += tmp[i];
     } else {
-      run(x, M, nullptr, y);
+      run_rows(x, M, nullptr, y);
       for (size_t i = 0; i < n; ++i) y[i] += residual[i];
     }
     return;

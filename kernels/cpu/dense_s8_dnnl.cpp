@@ -6,9 +6,11 @@
 // only, and its output scales per column only. The zero-point term
 // zp[m] * wsum[n] is a rank-1 correction that no single post-op expresses, so
 // oneDNN computes the raw accumulators and the epilogue (zero point, scales,
-// bias, GELU, residual, requantize) runs right after, on the same OpenMP
-// threads oneDNN used: running it on TBB workers instead would wake a second
-// pool while oneDNN's OpenMP threads still spin.
+// bias, GELU, residual, requantize) runs right after, on the thread that
+// computed them: TBB tasks over row ranges or column parts of W, each a
+// single-threaded oneDNN call (dense_pool_tbb in parallel_util.h), or, with
+// SPINEL_DENSE_POOL=omp, oneDNN's OpenMP threads, then the same threads in a
+// region of ours.
 //
 // W is reordered once, at construction, into the layout oneDNN prefers at
 // M = 128 (blocked, VNNI-friendly); primitives are created per M on first use
@@ -16,6 +18,7 @@
 // object can serve concurrent sessions.
 #include <omp.h>
 #include <tbb/blocked_range.h>
+#include <tbb/info.h>
 #include <tbb/parallel_for.h>
 #include <tbb/partitioner.h>
 #include <tbb/task_arena.h>
@@ -139,15 +142,15 @@ void epilogue_rows_scalar(const int32_t* acc, int64_t ldacc, int64_t m0, int64_t
 
 }  // namespace
 
-struct DenseLinearU8S8::Impl {
+namespace {
+
+// Columns [n0, n0 + N) of W as oneDNN multiplies them: the weights in its
+// preferred layout and the primitives that read them.
+struct Part {
   int64_t K = 0, N = 0;
-  SlabBuffer amx;  // W packed for dense_s8_amx.cpp (then no oneDNN state at all)
   std::vector<int8_t> plain;  // [K, N], kept for M where the packed layout is refused
   memory::desc packed_md;
   Buffer packed;
-  std::vector<int32_t> wsum;
-  std::vector<float> scale_w;
-  const float* bias = nullptr;
   std::mutex mu;
   std::map<std::pair<int64_t, int64_t>, std::shared_ptr<const Primitive>> cache;
 
@@ -249,6 +252,48 @@ struct DenseLinearU8S8::Impl {
     prim->matmul.execute(stream(), args);
     stream().wait();
   }
+
+  // Columns [n0, n0 + cols) of W [K, ldw].
+  Part(const int8_t* W, int64_t ldw, int64_t K_, int64_t n0, int64_t cols) : K(K_), N(cols) {
+    plain.resize(static_cast<size_t>(K * N));
+    for (int64_t k = 0; k < K; ++k) std::memcpy(plain.data() + k * N, W + k * ldw + n0, static_cast<size_t>(N));
+    const auto pd = make_pd(128, K, memory::desc({K, N}, dt::s8, tag::any));
+    const memory::desc plain_md({K, N}, dt::s8, tag::ab);
+    if (!(pd.weights_desc() == plain_md)) {
+      packed_md = pd.weights_desc();
+      packed = alloc64(packed_md.get_size());
+      memory src(plain_md, engine(), plain.data());
+      memory dst(packed_md, engine(), packed.get());
+      dnnl::reorder(src, dst).execute(stream(), src, dst);
+      stream().wait();
+    }
+    make_runtime_primitive();
+  }
+};
+
+// Column parts for W [K, N]: one per thread the machine has, none narrower
+// than 128 columns. On TBB a small input's tasks take a part each, so each
+// thread reads only its part of W (see DenseLinearU8S8::run).
+int64_t column_parts(int64_t N) {
+  const int64_t by_width = std::max<int64_t>(1, N / 128);
+  return std::max<int64_t>(1, std::min<int64_t>(tbb::info::default_concurrency(), by_width));
+}
+
+}  // namespace
+
+struct DenseLinearU8S8::Impl {
+  int64_t K = 0, N = 0;
+  SlabBuffer amx;  // W packed for dense_s8_amx.cpp (then no oneDNN state at all)
+  std::vector<int32_t> wsum;
+  std::vector<float> scale_w;
+  const float* bias = nullptr;
+  // The matmuls run as single-threaded oneDNN calls in TBB tasks (see
+  // dense_pool_tbb), every primitive made for one thread; else on oneDNN's
+  // OpenMP threads, one part.
+  bool on_tbb = false;
+  int split = 0;  // SPINEL_DENSE_SPLIT: 1 rows, 2 column parts, 0 by shape (split_by_columns)
+  std::vector<std::unique_ptr<Part>> parts;
+  std::vector<int64_t> part_n0;  // first column of each part
 };
 
 DenseLinearU8S8::DenseLinearU8S8(const int8_t* W, int64_t K, int64_t N, const float* scale_w,
@@ -270,19 +315,24 @@ DenseLinearU8S8::DenseLinearU8S8(const int8_t* W, int64_t K, int64_t N, const fl
     qgemm_detail::amx_s8_pack(W, K, N, static_cast<int8_t*>(im.amx.get()));
     return;
   }
-  im.plain.assign(W, W + K * N);
+  im.on_tbb = dense_pool_tbb(true);
+  if (const char* v = std::getenv("SPINEL_DENSE_SPLIT"); v && *v && std::strcmp(v, "auto")) {
+    if (!std::strcmp(v, "rows"))
+      im.split = 1;
+    else if (!std::strcmp(v, "cols"))
+      im.split = 2;
+    else
+      std::fprintf(stderr, "spinel: warning: SPINEL_DENSE_SPLIT=%s is not one of auto, rows, cols; using auto\n", v);
+  }
+  std::unique_ptr<OneOmpThread> one;
+  if (im.on_tbb) one = std::make_unique<OneOmpThread>();
+  const int64_t P = im.on_tbb ? column_parts(N) : 1;
   try {
-    const auto pd = im.make_pd(128, K, memory::desc({K, N}, dt::s8, tag::any));
-    const memory::desc plain_md({K, N}, dt::s8, tag::ab);
-    if (!(pd.weights_desc() == plain_md)) {
-      im.packed_md = pd.weights_desc();
-      im.packed = alloc64(im.packed_md.get_size());
-      memory src(plain_md, engine(), im.plain.data());
-      memory dst(im.packed_md, engine(), im.packed.get());
-      dnnl::reorder(src, dst).execute(stream(), src, dst);
-      stream().wait();
+    for (int64_t p = 0; p < P; ++p) {
+      const int64_t n0 = N * p / P, n1 = N * (p + 1) / P;
+      im.parts.push_back(std::make_unique<Part>(W, N, K, n0, n1 - n0));
+      im.part_n0.push_back(n0);
     }
-    im.make_runtime_primitive();
   } catch (const dnnl::error& e) {
     throw std::runtime_error(std::string("DenseLinearU8S8: oneDNN setup failed: ") + e.what());
   }
@@ -319,6 +369,24 @@ void run_amx(const qgemm_detail::AmxS8Args& a) {
 }
 }  // namespace
 
+namespace {
+// How the TBB path splits a call: by rows (each task all of W, on its rows,
+// and what comes after a row in the same task) or by column part (each task
+// one part of W for all rows; what comes after a row runs after). By column
+// part each thread reads only its part of W, and all of x: the cheaper one
+// while M < N, but only where W is larger than a core's L2 share (1 MiB)
+// does that show. Measured A/B on a 2-core Zen 5 at 128 tokens: BERT-base
+// INT8 (768 x 2304 and x 3072 over 1 MiB) rows 0.88x oneDNN on OpenMP, column
+// parts 1.0x; MiniLM INT8 (all under 1 MiB) rows 1.02x, columns slower (0.92x
+// of rows at 32 tokens). SPINEL_DENSE_SPLIT=rows|cols (read at construction)
+// forces one: forced = 1 rows, 2 columns, 0 neither (A/B runs, tests).
+bool split_by_columns(int64_t M, int64_t K, int64_t N, size_t parts, int forced) {
+  if (parts < 2) return false;
+  if (forced) return forced == 2;
+  return M < N && K * N > (int64_t{1} << 20);
+}
+}  // namespace
+
 void DenseLinearU8S8::run_acc(const uint8_t* x, int64_t M, int64_t ldx, int32_t* acc,
                               int64_t ldacc) const {
   if (M <= 0) return;
@@ -329,15 +397,38 @@ void DenseLinearU8S8::run_acc(const uint8_t* x, int64_t M, int64_t ldx, int32_t*
                                     qgemm_detail::OutKind::S32Raw, acc, ldacc});
     return;
   }
-  note_pool(Pool::OpenMP);  // oneDNN's threads: see parallel_util.h
-  try {
-    if (ldacc == im.N) {
-      im.matmul(x, M, ldx, acc);
+  // Rows [m0, m1) x part p into acc.
+  auto unit = [&](int64_t m0, int64_t m1, size_t p) {
+    Part& part = *im.parts[p];
+    const int64_t n0 = im.part_n0[p];
+    if (ldacc == part.N) {
+      part.matmul(x + m0 * ldx, m1 - m0, ldx, acc + m0 * ldacc + n0);
       return;
     }
-    int32_t* tmp = static_cast<int32_t*>(thread_buffer(1, sizeof(int32_t) * M * im.N));
-    im.matmul(x, M, ldx, tmp);
-    for (int64_t m = 0; m < M; ++m) std::memcpy(acc + m * ldacc, tmp + m * im.N, 4 * im.N);
+    int32_t* tmp = static_cast<int32_t*>(thread_buffer(1, sizeof(int32_t) * (m1 - m0) * part.N));
+    part.matmul(x + m0 * ldx, m1 - m0, ldx, tmp);
+    for (int64_t m = m0; m < m1; ++m)
+      std::memcpy(acc + m * ldacc + n0, tmp + (m - m0) * part.N, sizeof(int32_t) * part.N);
+  };
+  try {
+    if (!im.on_tbb) {
+      note_pool(Pool::OpenMP);  // oneDNN's threads: see parallel_util.h
+      unit(0, M, 0);
+      return;
+    }
+    note_pool(Pool::Tbb);
+    const size_t P = im.parts.size();
+    if (split_by_columns(M, im.K, im.N, P, im.split)) {
+      for_even_tasks(static_cast<int64_t>(P), 1, [&](int64_t p0, int64_t p1) {
+        OneOmpThread one;
+        for (int64_t p = p0; p < p1; ++p) unit(0, M, static_cast<size_t>(p));
+      });
+      return;
+    }
+    for_even_tasks(M, 8, [&](int64_t m0, int64_t m1) {
+      OneOmpThread one;
+      for (size_t p = 0; p < P; ++p) unit(m0, m1, p);
+    });
   } catch (const dnnl::error& e) {
     throw std::runtime_error(std::string("DenseLinearU8S8: oneDNN matmul failed: ") + e.what());
   }
@@ -363,17 +454,67 @@ void DenseLinearU8S8::run(const uint8_t* x, int64_t M, int64_t ldx, const float*
     if (done) qgemm_detail::rows_done_all(*done, 0, M);
     return;
   }
-  note_pool(Pool::OpenMP);  // oneDNN's threads and the epilogue below: see parallel_util.h
   const int64_t N = im.N;
-  int32_t* acc = static_cast<int32_t*>(thread_buffer(1, sizeof(int32_t) * M * N));
-  try {
-    im.matmul(x, M, ldx, acc);
-  } catch (const dnnl::error& e) {
-    throw std::runtime_error(std::string("DenseLinearU8S8: oneDNN matmul failed: ") + e.what());
-  }
   QEpilogue e = ep;
   if (e.residual && e.ld_residual == 0) e.ld_residual = N;
   const bool vec = active_isa() >= Isa::Avx512Vnni;
+  // The epilogue of rows [m0, m1) x columns [n0, n0 + cols) from their
+  // accumulators acc (row stride cols).
+  auto finish = [&](const int32_t* acc, int64_t m0, int64_t m1, int64_t n0, int64_t cols) {
+    QEpilogue ec = e;
+    if (ec.residual) ec.residual += n0;
+    const size_t out_bytes = ep.requantize ? 1 : sizeof(float);
+    void* yc = static_cast<char*>(y) + static_cast<size_t>(n0) * out_bytes;
+    const float* bias = im.bias ? im.bias + n0 : nullptr;
+    if (vec) {
+      thread_local std::vector<float> row;
+      if (static_cast<int64_t>(row.size()) < cols + 16) row.resize(cols + 16);
+      qgemm_detail::epilogue_rows_s32_avx512(acc, cols, m0, m1 - m0, cols, bias, im.scale_w.data() + n0,
+                                             im.wsum.data() + n0, x_scale, x_zp, ec, yc, ldy, row.data());
+    } else {
+      epilogue_rows_scalar(acc, cols, m0, m1 - m0, cols, bias, im.scale_w.data() + n0, im.wsum.data() + n0,
+                           x_scale, x_zp, ec, yc, ldy);
+    }
+  };
+  // Rows [m0, m1) x part p: the matmul, then its epilogue while the
+  // accumulators are in this core's cache.
+  auto unit = [&](int64_t m0, int64_t m1, size_t p) {
+    Part& part = *im.parts[p];
+    int32_t* acc = static_cast<int32_t*>(thread_buffer(1, sizeof(int32_t) * (m1 - m0) * part.N));
+    part.matmul(x + m0 * ldx, m1 - m0, ldx, acc);
+    finish(acc, m0, m1, im.part_n0[p], part.N);
+  };
+  if (im.on_tbb) {
+    note_pool(Pool::Tbb);
+    const size_t P = im.parts.size();
+    try {
+      if (split_by_columns(M, im.K, N, P, im.split)) {
+        for_even_tasks(static_cast<int64_t>(P), 1, [&](int64_t p0, int64_t p1) {
+          OneOmpThread one;
+          for (int64_t p = p0; p < p1; ++p) unit(0, M, static_cast<size_t>(p));
+        });
+        if (done) qgemm_detail::rows_done_all(*done, 0, M);
+        return;
+      }
+      for_even_tasks(M, 8, [&](int64_t m0, int64_t m1) {
+        OneOmpThread one;
+        for (size_t p = 0; p < P; ++p) unit(m0, m1, p);
+        // These rows are final: on to the work after them, on this thread
+        // (the rows still in its cache).
+        if (done) done->fn(done->ctx, m0, m1 - m0);
+      });
+    } catch (const dnnl::error& err) {
+      throw std::runtime_error(std::string("DenseLinearU8S8: oneDNN matmul failed: ") + err.what());
+    }
+    return;
+  }
+  note_pool(Pool::OpenMP);  // oneDNN's threads and the epilogue below: see parallel_util.h
+  int32_t* acc = static_cast<int32_t*>(thread_buffer(1, sizeof(int32_t) * M * N));
+  try {
+    im.parts[0]->matmul(x, M, ldx, acc);
+  } catch (const dnnl::error& err) {
+    throw std::runtime_error(std::string("DenseLinearU8S8: oneDNN matmul failed: ") + err.what());
+  }
   // Same OpenMP pool and budget as the matmul; rows in contiguous chunks.
   const int threads = std::max(1, std::min<int>(omp_get_max_threads(), static_cast<int>((M + 7) / 8)));
 #pragma omp parallel num_threads(threads)
@@ -382,16 +523,7 @@ void DenseLinearU8S8::run(const uint8_t* x, int64_t M, int64_t ldx, const float*
     const int64_t per = (M + nt - 1) / nt;
     const int64_t m0 = std::min<int64_t>(M, id * per), m1 = std::min<int64_t>(M, m0 + per);
     if (m1 > m0) {
-      if (vec) {
-        thread_local std::vector<float> row;
-        if (static_cast<int64_t>(row.size()) < N + 16) row.resize(N + 16);
-        qgemm_detail::epilogue_rows_s32_avx512(acc + m0 * N, N, m0, m1 - m0, N, im.bias,
-                                               im.scale_w.data(), im.wsum.data(), x_scale, x_zp,
-                                               e, y, ldy, row.data());
-      } else {
-        epilogue_rows_scalar(acc + m0 * N, N, m0, m1 - m0, N, im.bias, im.scale_w.data(),
-                             im.wsum.data(), x_scale, x_zp, e, y, ldy);
-      }
+      finish(acc + m0 * N, m0, m1, 0, N);
       // This thread's rows are final: on to the work after them, in this
       // region (the rows still in this core's cache).
       if (done) done->fn(done->ctx, m0, m1 - m0);

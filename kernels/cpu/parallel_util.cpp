@@ -2,7 +2,10 @@
 
 #include <strings.h>
 
+#include <atomic>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
 namespace spinel::kernels {
 namespace {
@@ -23,5 +26,16 @@ bool omp_passive() {
 
 Pool hot_pool() { return omp_passive() ? Pool::Tbb : g_hot; }
 void note_pool(Pool p) { g_hot = p; }
+
+bool dense_pool_tbb(bool by_default) {
+  const char* v = std::getenv("SPINEL_DENSE_POOL");
+  if (!v || !*v || !std::strcmp(v, "auto")) return by_default;
+  if (!std::strcmp(v, "tbb")) return true;
+  if (!std::strcmp(v, "omp")) return false;
+  static std::atomic<bool> warned{false};
+  if (!warned.exchange(true))
+    std::fprintf(stderr, "spinel: warning: SPINEL_DENSE_POOL=%s is not one of auto, tbb, omp; using auto\n", v);
+  return by_default;
+}
 
 }  // namespace spinel::kernels

@@ -3,7 +3,12 @@
 #pragma once
 
 #include <omp.h>
+#include <tbb/blocked_range.h>
+#include <tbb/parallel_for.h>
+#include <tbb/partitioner.h>
+#include <tbb/task_arena.h>
 
+#include <algorithm>
 #include <cstdint>
 
 namespace spinel::kernels {
@@ -31,6 +36,60 @@ inline int64_t rows_per_task(int64_t cols) {
 // row kernels always run on TBB: MiniLM INT8 5.1 ms a run instead of 9.2
 // (2.5 at the default policy; bench/RESULTS.md).
 enum class Pool : int { Tbb = 0, OpenMP = 1 };
+
+// Which threads run a dense layer's oneDNN matmuls: true: the session's TBB
+// arena, the call split into tasks (row ranges or column parts of W), each a
+// single-threaded oneDNN call followed by its part of the epilogue; false:
+// oneDNN's own OpenMP threads. SPINEL_DENSE_POOL=tbb|omp, or auto (unset):
+// by_default, which is TBB for INT8 layers and OpenMP for FP32 ones (their
+// TBB path splits by rows only, and each thread reading all of an FP32 W
+// measured 0.91x on MiniLM at 128 tokens). Other values warn once and mean
+// auto. Read by each dense layer when it is made.
+//
+// Why TBB: a oneDNN call on OpenMP splits its work statically, so the calling
+// thread waits for the other thread's share. After the threads have slept (a
+// query that comes after an idle gap) that thread can be late by a whole time
+// slice of the host: on the shared 2-core VMs we measure on, 10-15% of
+// queries after a 5 ms gap took 12-30 ms instead of ~1 (MiniLM INT8, 32
+// tokens; a plain loop of 40 OpenMP regions does the same). A TBB task that
+// no other thread has taken is run by the caller: the slowest such query took
+// 2.5 ms. With no OpenMP region in a dense INT8 model, the row kernels stay
+// on TBB too (note_pool).
+bool dense_pool_tbb(bool by_default);
+
+// While alive, oneDNN calls made on this thread run on it alone, and
+// primitives created here are made for one thread (oneDNN reads the OpenMP
+// thread count, which is per thread).
+struct OneOmpThread {
+  int prev = omp_get_max_threads();
+  OneOmpThread() { omp_set_num_threads(1); }
+  ~OneOmpThread() { omp_set_num_threads(prev); }
+  OneOmpThread(const OneOmpThread&) = delete;
+  OneOmpThread& operator=(const OneOmpThread&) = delete;
+};
+
+// fn(i0, i1) over even ranges of [0, n): one per thread of the calling TBB
+// arena, at least min_per items each, as tasks any thread of the arena may
+// take (the caller runs those no other thread has taken). fn may throw; the
+// first exception reaches the caller.
+template <class F>
+void for_even_tasks(int64_t n, int64_t min_per, const F& fn) {
+  if (n <= 0) return;
+  const int64_t per = min_per > 0 ? min_per : 1;
+  const int64_t tasks =
+      std::max<int64_t>(1, std::min<int64_t>(tbb::this_task_arena::max_concurrency(), (n + per - 1) / per));
+  if (tasks == 1) {
+    fn(int64_t{0}, n);
+    return;
+  }
+  tbb::parallel_for(
+      tbb::blocked_range<int64_t>(0, tasks, 1),
+      [&](const tbb::blocked_range<int64_t>& r) {
+        for (int64_t t = r.begin(); t < r.end(); ++t) fn(n * t / tasks, n * (t + 1) / tasks);
+      },
+      tbb::simple_partitioner());
+}
+
 Pool hot_pool();          // of the calling thread; Tbb until something says otherwise
 void note_pool(Pool p);   // called by the kernels after a parallel region
 

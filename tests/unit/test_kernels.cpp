@@ -709,22 +709,36 @@ void check_linear(int64_t M, int64_t K, int64_t N, Activation act, Res res, bool
                          << " bias=" << with_bias);
 }
 
+// The threads a DenseLinearF32 made in its scope runs oneDNN on
+// (SPINEL_DENSE_POOL, read at construction): OpenMP, or TBB tasks over rows.
+struct DensePoolEnv {
+  explicit DensePoolEnv(const char* pool) { setenv("SPINEL_DENSE_POOL", pool, 1); }
+  ~DensePoolEnv() { unsetenv("SPINEL_DENSE_POOL"); }
+};
+
 }  // namespace
 
 TEST_CASE("linear: every activation x residual x bias combination on odd shapes") {
-  for (int threads : {1, 2})
-    in_arena(threads, [&] {
-      for (Activation act : {Activation::None, Activation::GeluErf, Activation::GeluTanh})
-        for (Res res : {Res::None, Res::Separate, Res::InPlace})
-          for (bool bias : {false, true})
-            for (auto [M, K, N] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1},
-                                   {3, 37, 53}, {17, 129, 7}, {64, 33, 100}})
-              check_linear(M, K, N, act, res, bias, threads);
-    });
+  for (const char* pool : {"omp", "tbb"}) {
+    DensePoolEnv env(pool);
+    CAPTURE(pool);
+    for (int threads : {1, 2, 3})
+      in_arena(threads, [&] {
+        for (Activation act : {Activation::None, Activation::GeluErf, Activation::GeluTanh})
+          for (Res res : {Res::None, Res::Separate, Res::InPlace})
+            for (bool bias : {false, true})
+              for (auto [M, K, N] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1},
+                                     {3, 37, 53}, {17, 129, 7}, {64, 33, 100}, {50, 20, 30}})
+                check_linear(M, K, N, act, res, bias, threads);
+      });
+  }
 }
 
 TEST_CASE("linear: M from 1 to 300 through one cached operator, large K and N") {
+  for (const char* pool : {"omp", "tbb"})
   for (const auto& kn : {std::pair<int64_t, int64_t>{384, 1536}, {1536, 384}, {385, 771}}) {
+    DensePoolEnv env(pool);
+    CAPTURE(pool);
     const int64_t K = kn.first, N = kn.second;  // lambdas below capture them (not bindings: C++17)
     const auto w = random_vec(static_cast<size_t>(K * N), 61);
     const auto b = random_vec(static_cast<size_t>(N), 62);

@@ -288,19 +288,31 @@ TEST_CASE("spmm_u8s8_acc: exact int32 on every ISA, 1 and 2 threads") {
 namespace {
 
 // The dense INT8 kernels DenseLinearU8S8 chooses between (SPINEL_DENSE_S8,
-// read at construction): ours on AMX-INT8 where this CPU has it, oneDNN's.
+// read at construction): ours on AMX-INT8 where this CPU has it, oneDNN's;
+// oneDNN's on OpenMP and on TBB tasks over rows or over column parts of W
+// (SPINEL_DENSE_POOL, SPINEL_DENSE_SPLIT, read at construction).
 std::vector<const char*> dense_kernels() {
   std::vector<const char*> v;
   if (sk::cpu_has_amx_int8() && sk::active_isa() == Isa::Avx512Vnni)
     v.push_back("amx");
   else
     MESSAGE("the AMX-INT8 dense kernel is not tested here: this CPU has no usable AMX-INT8");
-  v.push_back("dnnl");
+  for (const char* k : {"dnnl-omp", "dnnl-tbb-rows", "dnnl-tbb-cols"}) v.push_back(k);
   return v;
 }
 struct DenseKernelEnv {
-  explicit DenseKernelEnv(const char* k) { setenv("SPINEL_DENSE_S8", k, 1); }
-  ~DenseKernelEnv() { unsetenv("SPINEL_DENSE_S8"); }
+  explicit DenseKernelEnv(const std::string& k) {
+    setenv("SPINEL_DENSE_S8", k == "amx" ? "amx" : "dnnl", 1);
+    if (k == "dnnl-omp") setenv("SPINEL_DENSE_POOL", "omp", 1);
+    if (k == "dnnl-tbb-rows" || k == "dnnl-tbb-cols") setenv("SPINEL_DENSE_POOL", "tbb", 1);
+    if (k == "dnnl-tbb-rows") setenv("SPINEL_DENSE_SPLIT", "rows", 1);
+    if (k == "dnnl-tbb-cols") setenv("SPINEL_DENSE_SPLIT", "cols", 1);
+  }
+  ~DenseKernelEnv() {
+    unsetenv("SPINEL_DENSE_S8");
+    unsetenv("SPINEL_DENSE_POOL");
+    unsetenv("SPINEL_DENSE_SPLIT");
+  }
 };
 
 // Bytes that end exactly where an inaccessible page begins: a kernel that
