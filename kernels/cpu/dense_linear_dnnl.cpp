@@ -26,6 +26,7 @@
 #include <string>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include <oneapi/dnnl/dnnl.hpp>
 
@@ -90,12 +91,14 @@ struct Primitive {
   ResidualMode mode;    // how it takes the residual
 };
 
-}  // namespace
-
-struct DenseLinearF32::Impl {
-  const float* weight;
-  const float* bias;
+// Columns [n0, n0 + N) of the layer, as oneDNN multiplies them: W's columns
+// read in place (row stride ldw) or packed, y's and the residual's columns
+// (row stride ldy). The whole layer is one part with ldw = ldy = N.
+struct Part {
+  const float* weight;  // W's column n0
+  const float* bias;    // bias + n0, or null
   int64_t K, N;
+  int64_t ldw, ldy;
   Activation act;
   memory::desc packed_md;  // zero desc when W is used as given
   AlignedBuffer packed;
@@ -106,18 +109,16 @@ struct DenseLinearF32::Impl {
   // Run-time-M primitives by mode (None, InPlace); null where refused.
   std::shared_ptr<const Primitive> runtime[3];
   bool fixed_differs = false;  // oneDNN picks another kernel for a fixed M
-  // The matmuls run as single-threaded oneDNN calls in TBB tasks over row
-  // ranges (dense_pool_tbb, parallel_util.h), every primitive made for one
-  // thread; else on oneDNN's OpenMP threads.
-  bool on_tbb = false;
 
-  void run_rows(const float* x, int64_t M, const float* residual, float* y);
+  // The columns of x [M, K] (contiguous) W, on the calling thread's oneDNN
+  // threads; y and residual point at this part's first column.
+  void run(const float* x, int64_t M, const float* residual, float* y);
 
   // M = DNNL_RUNTIME_DIM_VAL makes a primitive for every M.
   dnnl::matmul::primitive_desc make_pd(int64_t M, ResidualMode mode,
                                        const memory::desc& wmd) const {
     const memory::desc src({M, K}, dt::f32, memory::dims{K, 1});
-    const memory::desc dst({M, N}, dt::f32, memory::dims{N, 1});
+    const memory::desc dst({M, N}, dt::f32, memory::dims{ldy, 1});
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     dnnl::post_ops po;
@@ -134,7 +135,7 @@ struct DenseLinearF32::Impl {
   }
 
   std::shared_ptr<const Primitive> create(int64_t M, ResidualMode mode) const {
-    const memory::desc plain({K, N}, dt::f32, tag::ab);
+    const memory::desc plain({K, N}, dt::f32, memory::dims{ldw, 1});
     if (packed) {
       try {
         auto pd = make_pd(M, mode, packed_md);
@@ -187,6 +188,38 @@ struct DenseLinearF32::Impl {
     if (cache.size() >= kMaxFixedPrimitives && !cache.count(key)) cache.erase(cache.begin());
     return cache.emplace(key, std::move(p)).first->second;
   }
+
+  // Asks for the layout oneDNN prefers at a typical M (see the file comment
+  // for why one M stands for all) and makes the run-time-M primitives.
+  void prepare() {
+    const memory::desc any({K, N}, dt::f32, tag::any);
+    const auto pd = make_pd(128, ResidualMode::None, any);
+    const memory::desc plain({K, N}, dt::f32, memory::dims{ldw, 1});
+    if (!(pd.weights_desc() == plain)) {
+      packed_md = pd.weights_desc();
+      packed = aligned_bytes(packed_md.get_size());
+      memory src(plain, cpu_engine(), const_cast<float*>(weight));
+      memory dst(packed_md, cpu_engine(), packed.get());
+      dnnl::reorder(src, dst).execute(thread_stream(), src, dst);
+      thread_stream().wait();
+    }
+    make_runtime_primitives();
+  }
+};
+
+}  // namespace
+
+struct DenseLinearF32::Impl {
+  int64_t K = 0, N = 0;
+  Activation act = Activation::None;
+  // The matmuls run as single-threaded oneDNN calls in TBB tasks (row ranges
+  // or column parts: dense_pool_tbb, dense_split_by_columns in
+  // parallel_util.h), every primitive made for one thread; else on oneDNN's
+  // OpenMP threads, one part.
+  bool on_tbb = false;
+  int split = 0;  // dense_split_forced()
+  std::vector<std::unique_ptr<Part>> parts;
+  std::vector<int64_t> part_n0;  // first column of each part
 };
 
 DenseLinearF32::DenseLinearF32(const float* weight, const float* bias, int64_t K, int64_t N,
@@ -194,29 +227,29 @@ DenseLinearF32::DenseLinearF32(const float* weight, const float* bias, int64_t K
     : impl_(std::make_unique<Impl>()), K_(K), N_(N) {
   if (!weight || K <= 0 || N <= 0) throw std::invalid_argument("DenseLinearF32: bad weight shape");
   Impl& im = *impl_;
-  im.weight = weight;
-  im.bias = bias;
   im.K = K;
   im.N = N;
   im.act = act;
   im.on_tbb = dense_pool_tbb(false);
+  im.split = dense_split_forced();
   std::unique_ptr<OneOmpThread> one;
   if (im.on_tbb) one = std::make_unique<OneOmpThread>();
+  const int64_t P = im.on_tbb ? dense_column_parts(N) : 1;
   try {
-    // Ask for the layout oneDNN prefers at a typical M; see the file comment
-    // for why one M stands for all.
-    const memory::desc any({K, N}, dt::f32, tag::any);
-    const auto pd = im.make_pd(128, ResidualMode::None, any);
-    const memory::desc plain({K, N}, dt::f32, tag::ab);
-    if (!(pd.weights_desc() == plain)) {
-      im.packed_md = pd.weights_desc();
-      im.packed = aligned_bytes(im.packed_md.get_size());
-      memory src(plain, cpu_engine(), const_cast<float*>(weight));
-      memory dst(im.packed_md, cpu_engine(), im.packed.get());
-      dnnl::reorder(src, dst).execute(thread_stream(), src, dst);
-      thread_stream().wait();
+    for (int64_t p = 0; p < P; ++p) {
+      const int64_t n0 = N * p / P, n1 = N * (p + 1) / P;
+      auto part = std::make_unique<Part>();
+      part->weight = weight + n0;
+      part->bias = bias ? bias + n0 : nullptr;
+      part->K = K;
+      part->N = n1 - n0;
+      part->ldw = N;
+      part->ldy = N;
+      part->act = act;
+      part->prepare();
+      im.parts.push_back(std::move(part));
+      im.part_n0.push_back(n0);
     }
-    im.make_runtime_primitives();
   } catch (const dnnl::error& e) {
     throw std::runtime_error(std::string("DenseLinearF32: oneDNN setup failed: ") + e.what());
   }
@@ -226,91 +259,101 @@ DenseLinearF32::~DenseLinearF32() = default;
 
 std::string DenseLinearF32::implementation(int64_t M, bool residual, bool in_place) const {
   Impl& im = *impl_;
-  // Mirrors run(): an activation with a residual runs the plain product.
+  // Mirrors Part::run(): an activation with a residual runs the plain product.
   const ResidualMode mode = !residual || im.act != Activation::None ? ResidualMode::None
                             : in_place                              ? ResidualMode::InPlace
                                                                     : ResidualMode::Binary;
-  if (im.on_tbb) {
-    OneOmpThread one;  // as run() makes and runs them
-    return im.get(M, mode)->impl;
-  }
-  return im.get(M, mode)->impl;
+  std::unique_ptr<OneOmpThread> one;
+  if (im.on_tbb) one = std::make_unique<OneOmpThread>();  // as run() makes them
+  return im.parts[0]->get(M, mode)->impl;
 }
 
 void DenseLinearF32::run(const float* x, int64_t M, const float* residual, float* y) const {
   if (M <= 0) return;
   Impl& im = *impl_;
-  if (!im.on_tbb) {
-    note_pool(Pool::OpenMP);  // oneDNN's threads: see parallel_util.h
-    im.run_rows(x, M, residual, y);
-    return;
+  try {
+    if (!im.on_tbb) {
+      note_pool(Pool::OpenMP);  // oneDNN's threads: see parallel_util.h
+      im.parts[0]->run(x, M, residual, y);
+      return;
+    }
+    note_pool(Pool::Tbb);
+    const int64_t K = im.K, N = im.N;
+    const size_t P = im.parts.size();
+    if (dense_split_by_columns(M, K, N, sizeof(float), P, im.split)) {
+      for_even_tasks(static_cast<int64_t>(P), 1, [&](int64_t p0, int64_t p1) {
+        OneOmpThread one;
+        for (int64_t p = p0; p < p1; ++p) {
+          const int64_t n0 = im.part_n0[static_cast<size_t>(p)];
+          im.parts[static_cast<size_t>(p)]->run(x, M, residual ? residual + n0 : nullptr, y + n0);
+        }
+      });
+      return;
+    }
+    for_even_tasks(M, 8, [&](int64_t m0, int64_t m1) {
+      OneOmpThread one;
+      for (size_t p = 0; p < P; ++p) {
+        const int64_t off = m0 * N + im.part_n0[p];
+        im.parts[p]->run(x + m0 * K, m1 - m0, residual ? residual + off : nullptr, y + off);
+      }
+    });
+  } catch (const dnnl::error& e) {
+    throw std::runtime_error(std::string("DenseLinearF32: oneDNN matmul failed: ") + e.what());
   }
-  note_pool(Pool::Tbb);
-  const int64_t K = im.K, N = im.N;
-  for_even_tasks(M, 8, [&](int64_t m0, int64_t m1) {
-    OneOmpThread one;
-    im.run_rows(x + m0 * K, m1 - m0, residual ? residual + m0 * N : nullptr, y + m0 * N);
-  });
 }
 
-// Rows x [M, K] on the calling thread's oneDNN threads.
-void DenseLinearF32::Impl::run_rows(const float* x, int64_t M, const float* residual, float* y) {
-  Impl& im = *this;
-  if (residual && im.act != Activation::None) {
+void Part::run(const float* x, int64_t M, const float* residual, float* y) {
+  if (residual && act != Activation::None) {
     // oneDNN 2.6 has no fast matmul for an eltwise post-op followed by a sum
     // or a binary add: it falls back to its reference loops (10 s instead of
     // 10 ms for 128 x 768 x 3072 on AVX2). So the activated product is made
     // alone and the residual added after it.
-    const size_t n = static_cast<size_t>(M * im.N);
     if (residual == y) {
       thread_local AlignedBuffer tmp_buf;
       thread_local size_t tmp_bytes = 0;
-      if (n * sizeof(float) > tmp_bytes) {
-        tmp_buf = aligned_bytes(n * sizeof(float));
-        tmp_bytes = n * sizeof(float);
+      const size_t bytes = sizeof(float) * static_cast<size_t>(M * ldy);
+      if (bytes > tmp_bytes) {
+        tmp_buf = aligned_bytes(bytes);
+        tmp_bytes = bytes;
       }
       float* tmp = static_cast<float*>(tmp_buf.get());
-      run_rows(x, M, nullptr, tmp);
-      for (size_t i = 0; i < n; ++i) y[i] += tmp[i];
+      run(x, M, nullptr, tmp);
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n) y[m * ldy + n] += tmp[m * ldy + n];
     } else {
-      run_rows(x, M, nullptr, y);
-      for (size_t i = 0; i < n; ++i) y[i] += residual[i];
+      run(x, M, nullptr, y);
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n) y[m * ldy + n] += residual[m * ldy + n];
     }
     return;
   }
   const ResidualMode mode = !residual          ? ResidualMode::None
                             : residual == y    ? ResidualMode::InPlace
                                                : ResidualMode::Binary;
-  try {
-    const auto prim = im.get(M, mode);
-    if (prim->mode == ResidualMode::InPlace && residual != y)
-      std::memcpy(y, residual, sizeof(float) * static_cast<size_t>(M * im.N));
-    const auto& eng = cpu_engine();
-    const memory::desc plain_w({im.K, im.N}, dt::f32, tag::ab);
-    memory src({{M, im.K}, dt::f32, tag::ab}, eng, const_cast<float*>(x));
-    memory dst({{M, im.N}, dt::f32, tag::ab}, eng, y);
-    memory wts = prim->packed_weights ? memory(im.packed_md, eng, im.packed.get())
-                                      : memory(plain_w, eng, const_cast<float*>(im.weight));
-    std::unordered_map<int, memory> args{
-        {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wts}, {DNNL_ARG_DST, dst}};
-    if (prim->scratchpad_bytes > 0)
-      args.emplace(DNNL_ARG_SCRATCHPAD,
-                   memory({{static_cast<memory::dim>(prim->scratchpad_bytes)}, dt::u8, tag::a},
-                          eng, thread_scratchpad(prim->scratchpad_bytes)));
-    if (im.bias)
-      args.emplace(DNNL_ARG_BIAS, memory({{1, im.N}, dt::f32, tag::ab}, eng,
-                                         const_cast<float*>(im.bias)));
-    if (prim->mode == ResidualMode::Binary) {
-      // The binary post-op is the second one when an activation precedes it.
-      const int index = im.act != Activation::None ? 1 : 0;
-      args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(index) | DNNL_ARG_SRC_1,
-                   memory({{M, im.N}, dt::f32, tag::ab}, eng, const_cast<float*>(residual)));
-    }
-    prim->matmul.execute(thread_stream(), args);
-    thread_stream().wait();
-  } catch (const dnnl::error& e) {
-    throw std::runtime_error(std::string("DenseLinearF32: oneDNN matmul failed: ") + e.what());
+  const auto prim = get(M, mode);
+  if (prim->mode == ResidualMode::InPlace && residual != y)
+    for (int64_t m = 0; m < M; ++m)
+      std::memcpy(y + m * ldy, residual + m * ldy, sizeof(float) * static_cast<size_t>(N));
+  const auto& eng = cpu_engine();
+  const memory::desc rows_md({M, N}, dt::f32, memory::dims{ldy, 1});  // y's and the residual's
+  memory src({{M, K}, dt::f32, tag::ab}, eng, const_cast<float*>(x));
+  memory dst(rows_md, eng, y);
+  memory wts = prim->packed_weights
+                   ? memory(packed_md, eng, packed.get())
+                   : memory(memory::desc({K, N}, dt::f32, memory::dims{ldw, 1}), eng, const_cast<float*>(weight));
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wts}, {DNNL_ARG_DST, dst}};
+  if (prim->scratchpad_bytes > 0)
+    args.emplace(DNNL_ARG_SCRATCHPAD, memory({{static_cast<memory::dim>(prim->scratchpad_bytes)}, dt::u8, tag::a},
+                                             eng, thread_scratchpad(prim->scratchpad_bytes)));
+  if (bias) args.emplace(DNNL_ARG_BIAS, memory({{1, N}, dt::f32, tag::ab}, eng, const_cast<float*>(bias)));
+  if (prim->mode == ResidualMode::Binary) {
+    // The binary post-op is the second one when an activation precedes it.
+    const int index = act != Activation::None ? 1 : 0;
+    args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(index) | DNNL_ARG_SRC_1,
+                 memory(rows_md, eng, const_cast<float*>(residual)));
   }
+  prim->matmul.execute(thread_stream(), args);
+  thread_stream().wait();
 }
 
 }  // namespace spinel::kernels

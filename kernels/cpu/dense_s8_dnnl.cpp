@@ -18,7 +18,6 @@
 // object can serve concurrent sessions.
 #include <omp.h>
 #include <tbb/blocked_range.h>
-#include <tbb/info.h>
 #include <tbb/parallel_for.h>
 #include <tbb/partitioner.h>
 #include <tbb/task_arena.h>
@@ -271,14 +270,6 @@ struct Part {
   }
 };
 
-// Column parts for W [K, N]: one per thread the machine has, none narrower
-// than 128 columns. On TBB a small input's tasks take a part each, so each
-// thread reads only its part of W (see DenseLinearU8S8::run).
-int64_t column_parts(int64_t N) {
-  const int64_t by_width = std::max<int64_t>(1, N / 128);
-  return std::max<int64_t>(1, std::min<int64_t>(tbb::info::default_concurrency(), by_width));
-}
-
 }  // namespace
 
 struct DenseLinearU8S8::Impl {
@@ -291,7 +282,7 @@ struct DenseLinearU8S8::Impl {
   // dense_pool_tbb), every primitive made for one thread; else on oneDNN's
   // OpenMP threads, one part.
   bool on_tbb = false;
-  int split = 0;  // SPINEL_DENSE_SPLIT: 1 rows, 2 column parts, 0 by shape (split_by_columns)
+  int split = 0;  // dense_split_forced()
   std::vector<std::unique_ptr<Part>> parts;
   std::vector<int64_t> part_n0;  // first column of each part
 };
@@ -316,17 +307,8 @@ DenseLinearU8S8::DenseLinearU8S8(const int8_t* W, int64_t K, int64_t N, const fl
     return;
   }
   im.on_tbb = dense_pool_tbb(true);
-  if (const char* v = std::getenv("SPINEL_DENSE_SPLIT"); v && *v && std::strcmp(v, "auto")) {
-    if (!std::strcmp(v, "rows"))
-      im.split = 1;
-    else if (!std::strcmp(v, "cols"))
-      im.split = 2;
-    else
-      std::fprintf(stderr, "spinel: warning: SPINEL_DENSE_SPLIT=%s is not one of auto, rows, cols; using auto\n", v);
-  }
-  std::unique_ptr<OneOmpThread> one;
-  if (im.on_tbb) one = std::make_unique<OneOmpThread>();
-  const int64_t P = im.on_tbb ? column_parts(N) : 1;
+  im.split = dense_split_forced();
+  const int64_t P = im.on_tbb ? dense_column_parts(N) : 1;
   try {
     for (int64_t p = 0; p < P; ++p) {
       const int64_t n0 = N * p / P, n1 = N * (p + 1) / P;
@@ -369,24 +351,6 @@ void run_amx(const qgemm_detail::AmxS8Args& a) {
 }
 }  // namespace
 
-namespace {
-// How the TBB path splits a call: by rows (each task all of W, on its rows,
-// and what comes after a row in the same task) or by column part (each task
-// one part of W for all rows; what comes after a row runs after). By column
-// part each thread reads only its part of W, and all of x: the cheaper one
-// while M < N, but only where W is larger than a core's L2 share (1 MiB)
-// does that show. Measured A/B on a 2-core Zen 5 at 128 tokens: BERT-base
-// INT8 (768 x 2304 and x 3072 over 1 MiB) rows 0.88x oneDNN on OpenMP, column
-// parts 1.0x; MiniLM INT8 (all under 1 MiB) rows 1.02x, columns slower (0.92x
-// of rows at 32 tokens). SPINEL_DENSE_SPLIT=rows|cols (read at construction)
-// forces one: forced = 1 rows, 2 columns, 0 neither (A/B runs, tests).
-bool split_by_columns(int64_t M, int64_t K, int64_t N, size_t parts, int forced) {
-  if (parts < 2) return false;
-  if (forced) return forced == 2;
-  return M < N && K * N > (int64_t{1} << 20);
-}
-}  // namespace
-
 void DenseLinearU8S8::run_acc(const uint8_t* x, int64_t M, int64_t ldx, int32_t* acc,
                               int64_t ldacc) const {
   if (M <= 0) return;
@@ -418,7 +382,7 @@ void DenseLinearU8S8::run_acc(const uint8_t* x, int64_t M, int64_t ldx, int32_t*
     }
     note_pool(Pool::Tbb);
     const size_t P = im.parts.size();
-    if (split_by_columns(M, im.K, im.N, P, im.split)) {
+    if (dense_split_by_columns(M, im.K, im.N, 1, P, im.split)) {
       for_even_tasks(static_cast<int64_t>(P), 1, [&](int64_t p0, int64_t p1) {
         OneOmpThread one;
         for (int64_t p = p0; p < p1; ++p) unit(0, M, static_cast<size_t>(p));
@@ -488,7 +452,7 @@ void DenseLinearU8S8::run(const uint8_t* x, int64_t M, int64_t ldx, const float*
     note_pool(Pool::Tbb);
     const size_t P = im.parts.size();
     try {
-      if (split_by_columns(M, im.K, N, P, im.split)) {
+      if (dense_split_by_columns(M, im.K, N, 1, P, im.split)) {
         for_even_tasks(static_cast<int64_t>(P), 1, [&](int64_t p0, int64_t p1) {
           OneOmpThread one;
           for (int64_t p = p0; p < p1; ++p) unit(0, M, static_cast<size_t>(p));

@@ -1,6 +1,7 @@
 #include "kernels/cpu/parallel_util.h"
 
 #include <strings.h>
+#include <tbb/info.h>
 
 #include <atomic>
 #include <cstdio>
@@ -36,6 +37,28 @@ bool dense_pool_tbb(bool by_default) {
   if (!warned.exchange(true))
     std::fprintf(stderr, "spinel: warning: SPINEL_DENSE_POOL=%s is not one of auto, tbb, omp; using auto\n", v);
   return by_default;
+}
+
+int64_t dense_column_parts(int64_t N) {
+  const int64_t by_width = std::max<int64_t>(1, N / 128);
+  return std::max<int64_t>(1, std::min<int64_t>(tbb::info::default_concurrency(), by_width));
+}
+
+int dense_split_forced() {
+  const char* v = std::getenv("SPINEL_DENSE_SPLIT");
+  if (!v || !*v || !std::strcmp(v, "auto")) return 0;
+  if (!std::strcmp(v, "rows")) return 1;
+  if (!std::strcmp(v, "cols")) return 2;
+  static std::atomic<bool> warned{false};
+  if (!warned.exchange(true))
+    std::fprintf(stderr, "spinel: warning: SPINEL_DENSE_SPLIT=%s is not one of auto, rows, cols; using auto\n", v);
+  return 0;
+}
+
+bool dense_split_by_columns(int64_t M, int64_t K, int64_t N, size_t elt_bytes, size_t parts, int forced) {
+  if (parts < 2) return false;
+  if (forced) return forced == 2;
+  return M < N && K * N * static_cast<int64_t>(elt_bytes) > (int64_t{1} << 20);
 }
 
 }  // namespace spinel::kernels

@@ -41,10 +41,12 @@ enum class Pool : int { Tbb = 0, OpenMP = 1 };
 // arena, the call split into tasks (row ranges or column parts of W), each a
 // single-threaded oneDNN call followed by its part of the epilogue; false:
 // oneDNN's own OpenMP threads. SPINEL_DENSE_POOL=tbb|omp, or auto (unset):
-// by_default, which is TBB for INT8 layers and OpenMP for FP32 ones (their
-// TBB path splits by rows only, and each thread reading all of an FP32 W
-// measured 0.91x on MiniLM at 128 tokens). Other values warn once and mean
-// auto. Read by each dense layer when it is made.
+// by_default, which is TBB for INT8 layers and OpenMP for FP32 ones. For FP32
+// MiniLM, TBB measured 1.047x single-stream / 1.003x offline at 32 tokens
+// but 0.978x / 0.959x at 128 (A/B, 8 rounds), and FP32's OpenMP outliers
+// after idle gaps were rarer and shorter (max 21 ms against 5.7 on TBB, at 32
+// tokens); so FP32 keeps OpenMP unless asked. Other values warn once and
+// mean auto. Read by each dense layer when it is made.
 //
 // Why TBB: a oneDNN call on OpenMP splits its work statically, so the calling
 // thread waits for the other thread's share. After the threads have slept (a
@@ -56,6 +58,24 @@ enum class Pool : int { Tbb = 0, OpenMP = 1 };
 // 2.5 ms. With no OpenMP region in a dense INT8 model, the row kernels stay
 // on TBB too (note_pool).
 bool dense_pool_tbb(bool by_default);
+
+// How a dense layer's TBB tasks split a call: by rows (each task all of W on
+// its rows, and what comes after a row in the same task) or by column part
+// (each task one part of W for all rows; what comes after a row runs after).
+// By column part each thread reads only its part of W and all of x: the
+// cheaper one while M < N, but only where W is larger than a core's L2
+// share (1 MiB) does that show. Measured A/B on a 2-core Zen 5 at 128 tokens:
+// BERT-base INT8 (768 x 2304 and x 3072, over 1 MiB) by rows 0.88x oneDNN on
+// OpenMP, by column parts 1.0x; MiniLM INT8 (all under 1 MiB) by rows 1.02x,
+// by columns slower (0.92x of rows at 32 tokens).
+// dense_column_parts: the parts of a layer of N columns, one per thread the
+// machine has and none narrower than 128 columns.
+// dense_split_forced: SPINEL_DENSE_SPLIT=rows|cols (1, 2; 0 unset or auto;
+// other values warn once), read by each dense layer when it is made (A/B
+// runs, tests).
+int64_t dense_column_parts(int64_t N);
+int dense_split_forced();
+bool dense_split_by_columns(int64_t M, int64_t K, int64_t N, size_t elt_bytes, size_t parts, int forced);
 
 // While alive, oneDNN calls made on this thread run on it alone, and
 // primitives created here are made for one thread (oneDNN reads the OpenMP

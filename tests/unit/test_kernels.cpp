@@ -710,16 +710,24 @@ void check_linear(int64_t M, int64_t K, int64_t N, Activation act, Res res, bool
 }
 
 // The threads a DenseLinearF32 made in its scope runs oneDNN on
-// (SPINEL_DENSE_POOL, read at construction): OpenMP, or TBB tasks over rows.
+// (SPINEL_DENSE_POOL, SPINEL_DENSE_SPLIT, read at construction): OpenMP, or
+// TBB tasks over rows or over column parts of W (layers of N >= 256).
+const char* const kDensePools[] = {"omp", "tbb-rows", "tbb-cols"};
 struct DensePoolEnv {
-  explicit DensePoolEnv(const char* pool) { setenv("SPINEL_DENSE_POOL", pool, 1); }
-  ~DensePoolEnv() { unsetenv("SPINEL_DENSE_POOL"); }
+  explicit DensePoolEnv(const std::string& v) {
+    setenv("SPINEL_DENSE_POOL", v == "omp" ? "omp" : "tbb", 1);
+    if (v != "omp") setenv("SPINEL_DENSE_SPLIT", v == "tbb-rows" ? "rows" : "cols", 1);
+  }
+  ~DensePoolEnv() {
+    unsetenv("SPINEL_DENSE_POOL");
+    unsetenv("SPINEL_DENSE_SPLIT");
+  }
 };
 
 }  // namespace
 
 TEST_CASE("linear: every activation x residual x bias combination on odd shapes") {
-  for (const char* pool : {"omp", "tbb"}) {
+  for (const char* pool : kDensePools) {
     DensePoolEnv env(pool);
     CAPTURE(pool);
     for (int threads : {1, 2, 3})
@@ -728,14 +736,15 @@ TEST_CASE("linear: every activation x residual x bias combination on odd shapes"
           for (Res res : {Res::None, Res::Separate, Res::InPlace})
             for (bool bias : {false, true})
               for (auto [M, K, N] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1},
-                                     {3, 37, 53}, {17, 129, 7}, {64, 33, 100}, {50, 20, 30}})
+                                     {3, 37, 53}, {17, 129, 7}, {64, 33, 100}, {50, 20, 30},
+                                     {19, 40, 300}})
                 check_linear(M, K, N, act, res, bias, threads);
       });
   }
 }
 
 TEST_CASE("linear: M from 1 to 300 through one cached operator, large K and N") {
-  for (const char* pool : {"omp", "tbb"})
+  for (const char* pool : kDensePools)
   for (const auto& kn : {std::pair<int64_t, int64_t>{384, 1536}, {1536, 384}, {385, 771}}) {
     DensePoolEnv env(pool);
     CAPTURE(pool);
