@@ -53,7 +53,8 @@ enum class Pool : int { Tbb = 0, OpenMP = 1 };
 // query that comes after an idle gap) that thread can be late by a whole time
 // slice of the host: on the shared 2-core VMs we measure on, 10-15% of
 // queries after a 5 ms gap took 12-30 ms instead of ~1 (MiniLM INT8, 32
-// tokens; a plain loop of 40 OpenMP regions does the same). A TBB task that
+// tokens, at our GOMP_SPINCOUNT=10000: runtime/preinit/; bench/pool_wake.cpp
+// shows it on a plain loop of OpenMP regions). A TBB task that
 // no other thread has taken is run by the caller: the slowest such query took
 // 2.5 ms. With no OpenMP region in a dense INT8 model, the row kernels stay
 // on TBB too (note_pool).
