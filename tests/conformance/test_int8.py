@@ -651,6 +651,27 @@ def test_omp_passive_same_results(spinel, convert, minilm_onnx, ids):
     assert all(np.array_equal(a, b) for a, b in zip(default, passive)), "OMP_WAIT_POLICY=PASSIVE changed the results"
 
 
+def test_dense_pools_same_results(spinel, convert, minilm_onnx, ids):
+    """Dense INT8 Linears run oneDNN as single-threaded calls in TBB tasks, by rows or by
+    column parts of W (kernels/cpu/parallel_util.h dense_pool_tbb); SPINEL_DENSE_POOL=omp runs
+    oneDNN on its OpenMP threads. Integer accumulators and per-element epilogues: the dense
+    INT8 MiniLM gives the same bits every way, at several token counts. FP32 dense layers
+    (OpenMP by default) on TBB stay within float rounding of the default."""
+    spnl = convert(minilm_onnx, "minilm_s8_off", "--quant", "int8", "--sparse", "off")
+    subset = [ids[i] for i in ISA_SUBSET]
+    default = spinel_run(spinel, spnl, subset, "none")
+    for env in ({"SPINEL_DENSE_POOL": "omp"}, {"SPINEL_DENSE_SPLIT": "rows"}, {"SPINEL_DENSE_SPLIT": "cols"}):
+        got = spinel_run(spinel, spnl, subset, "none", env_extra=env)
+        assert all(np.array_equal(a, b) for a, b in zip(default, got)), f"{env} changed the INT8 results"
+    f32 = convert(minilm_onnx, "minilm_f32")
+    f32_default = spinel_run(spinel, f32, subset, "none")
+    for env in ({"SPINEL_DENSE_POOL": "tbb", "SPINEL_DENSE_SPLIT": "rows"},
+                {"SPINEL_DENSE_POOL": "tbb", "SPINEL_DENSE_SPLIT": "cols"}):
+        got = spinel_run(spinel, f32, subset, "none", env_extra=env)
+        d = max_abs(got, f32_default)
+        assert d <= 1e-4, f"{env}: FP32 differs from the default by {d:.3e}"
+
+
 # ---- forced ISA ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("isa", ["avx2", "scalar"])
