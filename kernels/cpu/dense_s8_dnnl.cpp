@@ -308,6 +308,8 @@ DenseLinearU8S8::DenseLinearU8S8(const int8_t* W, int64_t K, int64_t N, const fl
   }
   im.on_tbb = dense_pool_tbb(true);
   im.split = dense_split_forced();
+  std::unique_ptr<OneOmpThread> one;  // primitives made here run in one-thread tasks
+  if (im.on_tbb) one = std::make_unique<OneOmpThread>();
   const int64_t P = im.on_tbb ? dense_column_parts(N) : 1;
   try {
     for (int64_t p = 0; p < P; ++p) {
