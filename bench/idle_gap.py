@@ -5,8 +5,8 @@ A server that is not saturated sees queries with idle time between them; a
 benchmark that runs queries back to back never does. This times one query at a
 time through the Python binding (as an application would call spinel), with
 `time.sleep(gap)` before each, for several gaps. With --onnx it times ONNX
-Runtime on the same ids the same way (intra-op threads = --threads,
-sequential execution).
+Runtime on the same ids the same way. Both are loaded as the peers harness
+loads them (bench/peers/worker.py: load_spinel, load_ort).
 
 Reported per runtime and gap: p50, p90, mean and slowest (ms), and how many
 queries took over 3 ms. Ids: [CLS] 2000 2037 ... [SEP] (--seq tokens; the
@@ -30,37 +30,14 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def spinel_runner(model, threads, ids):
+def loaders():
+    """The peers harness's loaders (bench/peers/worker.py): load(model, threads, args) -> predict(ids)."""
     sys.path.insert(0, os.path.join(ROOT, "python"))
+    sys.path.insert(0, os.path.join(ROOT, "bench", "peers"))
     os.environ.setdefault("SPINEL_LIBRARY", os.path.join(ROOT, "build", "libspinel.so"))
-    import spinel
+    import worker
 
-    m = spinel.Model(model)
-    s = m.session(threads=threads)
-
-    def run():
-        with s.run(ids) as r:
-            return r.hidden
-
-    run.keep = (m, s)
-    return run
-
-
-def ort_runner(model, threads, ids):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
-    known = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-    feeds = {}
-    for i in sess.get_inputs():
-        if i.name not in known:
-            raise SystemExit(f"error: {model}: unexpected model input {i.name!r}")
-        feeds[i.name] = known[i.name]
-    return lambda: sess.run(None, feeds)
+    return worker.load_spinel, worker.load_ort
 
 
 def measure(run, gap_s, queries, warmup):
@@ -100,9 +77,12 @@ def main():
         if not os.path.exists(f):
             raise SystemExit(f"error: {f}: no such file")
     ids = np.array([[101] + [2000 + 37 * i for i in range(a.seq - 2)] + [102]], dtype=np.int64)
-    runners = [("spinel " + os.path.basename(a.model), spinel_runner(a.model, a.threads, ids))]
+    load_spinel, load_ort = loaders()
+    predict = load_spinel(a.model, a.threads, None)
+    runners = [("spinel " + os.path.basename(a.model), lambda: predict(ids))]
     if a.onnx:
-        runners.append(("ORT " + os.path.basename(a.onnx), ort_runner(a.onnx, a.threads, ids)))
+        predict_ort = load_ort(a.onnx, a.threads, None)
+        runners.append(("ORT " + os.path.basename(a.onnx), lambda: predict_ort(ids)))
     print(f"{a.seq} tokens, {a.threads} threads, {a.queries} queries per gap after {a.warmup} of warm-up")
     print("| runtime | gap ms | p50 ms | p90 ms | mean ms | slowest ms | queries > 3 ms |")
     print("|---|---:|---:|---:|---:|---:|---:|")

@@ -198,10 +198,7 @@ struct Part {
     if (!(pd.weights_desc() == plain)) {
       packed_md = pd.weights_desc();
       packed = aligned_bytes(packed_md.get_size());
-      memory src(plain, cpu_engine(), const_cast<float*>(weight));
-      memory dst(packed_md, cpu_engine(), packed.get());
-      dnnl::reorder(src, dst).execute(thread_stream(), src, dst);
-      thread_stream().wait();
+      dnnl_reorder(plain, weight, packed_md, packed.get());
     }
     make_runtime_primitives();
   }
@@ -279,24 +276,13 @@ void DenseLinearF32::run(const float* x, int64_t M, const float* residual, float
     }
     note_pool(Pool::Tbb);
     const int64_t K = im.K, N = im.N;
-    const size_t P = im.parts.size();
-    if (dense_split_by_columns(M, K, N, sizeof(float), P, im.split)) {
-      for_even_tasks(static_cast<int64_t>(P), 1, [&](int64_t p0, int64_t p1) {
-        OneOmpThread one;
-        for (int64_t p = p0; p < p1; ++p) {
-          const int64_t n0 = im.part_n0[static_cast<size_t>(p)];
-          im.parts[static_cast<size_t>(p)]->run(x, M, residual ? residual + n0 : nullptr, y + n0);
-        }
-      });
-      return;
-    }
-    for_even_tasks(M, 8, [&](int64_t m0, int64_t m1) {
-      OneOmpThread one;
-      for (size_t p = 0; p < P; ++p) {
-        const int64_t off = m0 * N + im.part_n0[p];
-        im.parts[p]->run(x + m0 * K, m1 - m0, residual ? residual + off : nullptr, y + off);
-      }
-    });
+    for_dense_tasks(
+        M, K, N, sizeof(float), im.parts.size(), im.split,
+        [&](int64_t m0, int64_t m1, size_t p) {
+          const int64_t off = m0 * N + im.part_n0[p];
+          im.parts[p]->run(x + m0 * K, m1 - m0, residual ? residual + off : nullptr, y + off);
+        },
+        [](int64_t, int64_t) {});
   } catch (const dnnl::error& e) {
     throw std::runtime_error(std::string("DenseLinearF32: oneDNN matmul failed: ") + e.what());
   }

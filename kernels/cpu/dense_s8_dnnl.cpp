@@ -261,10 +261,7 @@ struct Part {
     if (!(pd.weights_desc() == plain_md)) {
       packed_md = pd.weights_desc();
       packed = alloc64(packed_md.get_size());
-      memory src(plain_md, engine(), plain.data());
-      memory dst(packed_md, engine(), packed.get());
-      dnnl::reorder(src, dst).execute(stream(), src, dst);
-      stream().wait();
+      dnnl_reorder(plain_md, plain.data(), packed_md, packed.get());
     }
     make_runtime_primitive();
   }
@@ -383,18 +380,7 @@ void DenseLinearU8S8::run_acc(const uint8_t* x, int64_t M, int64_t ldx, int32_t*
       return;
     }
     note_pool(Pool::Tbb);
-    const size_t P = im.parts.size();
-    if (dense_split_by_columns(M, im.K, im.N, 1, P, im.split)) {
-      for_even_tasks(static_cast<int64_t>(P), 1, [&](int64_t p0, int64_t p1) {
-        OneOmpThread one;
-        for (int64_t p = p0; p < p1; ++p) unit(0, M, static_cast<size_t>(p));
-      });
-      return;
-    }
-    for_even_tasks(M, 8, [&](int64_t m0, int64_t m1) {
-      OneOmpThread one;
-      for (size_t p = 0; p < P; ++p) unit(m0, m1, p);
-    });
+    for_dense_tasks(M, im.K, im.N, 1, im.parts.size(), im.split, unit, [](int64_t, int64_t) {});
   } catch (const dnnl::error& e) {
     throw std::runtime_error(std::string("DenseLinearU8S8: oneDNN matmul failed: ") + e.what());
   }
@@ -452,23 +438,14 @@ void DenseLinearU8S8::run(const uint8_t* x, int64_t M, int64_t ldx, const float*
   };
   if (im.on_tbb) {
     note_pool(Pool::Tbb);
-    const size_t P = im.parts.size();
     try {
-      if (dense_split_by_columns(M, im.K, N, 1, P, im.split)) {
-        for_even_tasks(static_cast<int64_t>(P), 1, [&](int64_t p0, int64_t p1) {
-          OneOmpThread one;
-          for (int64_t p = p0; p < p1; ++p) unit(0, M, static_cast<size_t>(p));
-        });
-        if (done) qgemm_detail::rows_done_all(*done, 0, M);
-        return;
-      }
-      for_even_tasks(M, 8, [&](int64_t m0, int64_t m1) {
-        OneOmpThread one;
-        for (size_t p = 0; p < P; ++p) unit(m0, m1, p);
-        // These rows are final: on to the work after them, on this thread
-        // (the rows still in its cache).
-        if (done) done->fn(done->ctx, m0, m1 - m0);
-      });
+      // Split by rows, a task's rows are final when its parts are done: on
+      // to the work after them on that thread (the rows still in its cache).
+      const bool by_columns = for_dense_tasks(M, im.K, N, 1, im.parts.size(), im.split, unit,
+                                              [&](int64_t m0, int64_t m1) {
+                                                if (done) done->fn(done->ctx, m0, m1 - m0);
+                                              });
+      if (by_columns && done) qgemm_detail::rows_done_all(*done, 0, M);
     } catch (const dnnl::error& err) {
       throw std::runtime_error(std::string("DenseLinearU8S8: oneDNN matmul failed: ") + err.what());
     }

@@ -12,4 +12,11 @@ dnnl::stream& dnnl_stream() {
   return s;
 }
 
+void dnnl_reorder(const dnnl::memory::desc& from, const void* src, const dnnl::memory::desc& to, void* dst) {
+  dnnl::memory a(from, dnnl_engine(), const_cast<void*>(src));
+  dnnl::memory b(to, dnnl_engine(), dst);
+  dnnl::reorder(a, b).execute(dnnl_stream(), a, b);
+  dnnl_stream().wait();
+}
+
 }  // namespace spinel::kernels

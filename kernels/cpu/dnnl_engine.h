@@ -12,4 +12,9 @@ dnnl::engine& dnnl_engine();
 // stream executes synchronously on the calling thread anyway.
 dnnl::stream& dnnl_stream();
 
+// Copies the tensor `from` describes at `src` into the layout `to` at `dst`
+// (to.get_size() bytes), on the calling thread's stream: a weight matrix
+// into the layout a primitive asked for with format_tag::any.
+void dnnl_reorder(const dnnl::memory::desc& from, const void* src, const dnnl::memory::desc& to, void* dst);
+
 }  // namespace spinel::kernels

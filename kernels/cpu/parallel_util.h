@@ -78,6 +78,16 @@ int64_t dense_column_parts(int64_t N);
 int dense_split_forced();
 bool dense_split_by_columns(int64_t M, int64_t K, int64_t N, size_t elt_bytes, size_t parts, int forced);
 
+// A dense layer's call on the TBB path: unit(m0, m1, p) for every row range
+// and column part p of W (parts: how many), each task under OneOmpThread.
+// Split by column parts (dense_split_by_columns; each task some parts, all
+// rows) it returns true; split by rows, each task runs every part of its
+// rows, then rows_final(m0, m1) on the same thread, and it returns false.
+// Exceptions of unit reach the caller.
+template <class Unit, class RowsFinal>
+bool for_dense_tasks(int64_t M, int64_t K, int64_t N, size_t elt_bytes, size_t parts, int forced,
+                     const Unit& unit, const RowsFinal& rows_final);
+
 // While alive, oneDNN calls made on this thread run on it alone, and
 // primitives created here are made for one thread (oneDNN reads the OpenMP
 // thread count, which is per thread).
@@ -109,6 +119,24 @@ void for_even_tasks(int64_t n, int64_t min_per, const F& fn) {
         for (int64_t t = r.begin(); t < r.end(); ++t) fn(n * t / tasks, n * (t + 1) / tasks);
       },
       tbb::simple_partitioner());
+}
+
+template <class Unit, class RowsFinal>
+bool for_dense_tasks(int64_t M, int64_t K, int64_t N, size_t elt_bytes, size_t parts, int forced,
+                     const Unit& unit, const RowsFinal& rows_final) {
+  if (dense_split_by_columns(M, K, N, elt_bytes, parts, forced)) {
+    for_even_tasks(static_cast<int64_t>(parts), 1, [&](int64_t p0, int64_t p1) {
+      OneOmpThread one;
+      for (int64_t p = p0; p < p1; ++p) unit(int64_t{0}, M, static_cast<size_t>(p));
+    });
+    return true;
+  }
+  for_even_tasks(M, 8, [&](int64_t m0, int64_t m1) {
+    OneOmpThread one;
+    for (size_t p = 0; p < parts; ++p) unit(m0, m1, p);
+    rows_final(m0, m1);
+  });
+  return false;
 }
 
 Pool hot_pool();          // of the calling thread; Tbb until something says otherwise
