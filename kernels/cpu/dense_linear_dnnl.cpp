@@ -24,7 +24,6 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -42,7 +41,6 @@ using tag = memory::format_tag;
 using dt = memory::data_type;
 
 dnnl::engine& cpu_engine() { return dnnl_engine(); }
-dnnl::stream& thread_stream() { return dnnl_stream(); }
 
 struct AlignedFree {
   void operator()(void* p) const { std::free(p); }
@@ -105,6 +103,7 @@ struct Part {
 
   std::mutex mu;
   std::map<std::pair<int64_t, int>, std::shared_ptr<const Primitive>> cache;
+  DnnlArgsPerThread call_args;  // the memories of run()'s calls, per thread
 
   // Run-time-M primitives by mode (None, InPlace); null where refused.
   std::shared_ptr<const Primitive> runtime[3];
@@ -320,26 +319,24 @@ void Part::run(const float* x, int64_t M, const float* residual, float* y) {
   if (prim->mode == ResidualMode::InPlace && residual != y)
     for (int64_t m = 0; m < M; ++m)
       std::memcpy(y + m * ldy, residual + m * ldy, sizeof(float) * static_cast<size_t>(N));
-  const auto& eng = cpu_engine();
   const memory::desc rows_md({M, N}, dt::f32, memory::dims{ldy, 1});  // y's and the residual's
-  memory src({{M, K}, dt::f32, tag::ab}, eng, const_cast<float*>(x));
-  memory dst(rows_md, eng, y);
-  memory wts = prim->packed_weights
-                   ? memory(packed_md, eng, packed.get())
-                   : memory(memory::desc({K, N}, dt::f32, memory::dims{ldw, 1}), eng, const_cast<float*>(weight));
-  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wts}, {DNNL_ARG_DST, dst}};
+  DnnlArgs& a = call_args.local();
+  a.set(DNNL_ARG_SRC, memory::desc({M, K}, dt::f32, tag::ab), x);
+  a.set(DNNL_ARG_DST, rows_md, y);
+  if (prim->packed_weights)
+    a.set(DNNL_ARG_WEIGHTS, packed_md, packed.get());
+  else
+    a.set(DNNL_ARG_WEIGHTS, memory::desc({K, N}, dt::f32, memory::dims{ldw, 1}), weight);
   if (prim->scratchpad_bytes > 0)
-    args.emplace(DNNL_ARG_SCRATCHPAD, memory({{static_cast<memory::dim>(prim->scratchpad_bytes)}, dt::u8, tag::a},
-                                             eng, thread_scratchpad(prim->scratchpad_bytes)));
-  if (bias) args.emplace(DNNL_ARG_BIAS, memory({{1, N}, dt::f32, tag::ab}, eng, const_cast<float*>(bias)));
+    a.set(DNNL_ARG_SCRATCHPAD, memory::desc({static_cast<memory::dim>(prim->scratchpad_bytes)}, dt::u8, tag::a),
+          thread_scratchpad(prim->scratchpad_bytes));
+  if (bias) a.set(DNNL_ARG_BIAS, memory::desc({1, N}, dt::f32, tag::ab), bias);
   if (prim->mode == ResidualMode::Binary) {
     // The binary post-op is the second one when an activation precedes it.
     const int index = act != Activation::None ? 1 : 0;
-    args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(index) | DNNL_ARG_SRC_1,
-                 memory(rows_md, eng, const_cast<float*>(residual)));
+    a.set(DNNL_ARG_ATTR_MULTIPLE_POST_OP(index) | DNNL_ARG_SRC_1, rows_md, residual);
   }
-  prim->matmul.execute(thread_stream(), args);
-  thread_stream().wait();
+  a.execute(prim->matmul);
 }
 
 }  // namespace spinel::kernels

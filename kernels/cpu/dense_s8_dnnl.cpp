@@ -33,7 +33,6 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -55,7 +54,6 @@ using tag = memory::format_tag;
 using dt = memory::data_type;
 
 dnnl::engine& engine() { return dnnl_engine(); }
-dnnl::stream& stream() { return dnnl_stream(); }
 
 struct FreeDeleter {
   void operator()(void* p) const { std::free(p); }
@@ -152,6 +150,7 @@ struct Part {
   Buffer packed;
   std::mutex mu;
   std::map<std::pair<int64_t, int64_t>, std::shared_ptr<const Primitive>> cache;
+  DnnlArgsPerThread call_args;
 
   // The source's row stride is part of the primitive (a primitive created for
   // a contiguous source reads a strided one wrongly), hence the (M, ldx) key.
@@ -237,19 +236,17 @@ struct Part {
 
   void matmul_once(const uint8_t* x, int64_t M, int64_t ldx, int32_t* acc) {
     const auto prim = get(M, ldx);
-    const memory::desc src_md({M, K}, dt::u8, memory::dims{ldx, 1});
-    memory src(src_md, engine(), const_cast<uint8_t*>(x));
-    memory dst({{M, N}, dt::s32, tag::ab}, engine(), acc);
-    memory wts = prim->packed ? memory(packed_md, engine(), packed.get())
-                              : memory({{K, N}, dt::s8, tag::ab}, engine(),
-                                       const_cast<int8_t*>(plain.data()));
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wts}, {DNNL_ARG_DST, dst}};
+    DnnlArgs& a = call_args.local();
+    a.set(DNNL_ARG_SRC, memory::desc({M, K}, dt::u8, memory::dims{ldx, 1}), x);
+    a.set(DNNL_ARG_DST, memory::desc({M, N}, dt::s32, tag::ab), acc);
+    if (prim->packed)
+      a.set(DNNL_ARG_WEIGHTS, packed_md, packed.get());
+    else
+      a.set(DNNL_ARG_WEIGHTS, memory::desc({K, N}, dt::s8, tag::ab), plain.data());
     if (prim->scratch_bytes > 0)
-      args.emplace(DNNL_ARG_SCRATCHPAD,
-                   memory({{static_cast<memory::dim>(prim->scratch_bytes)}, dt::u8, tag::a},
-                          engine(), thread_buffer(0, prim->scratch_bytes)));
-    prim->matmul.execute(stream(), args);
-    stream().wait();
+      a.set(DNNL_ARG_SCRATCHPAD, memory::desc({static_cast<memory::dim>(prim->scratch_bytes)}, dt::u8, tag::a),
+            thread_buffer(0, prim->scratch_bytes));
+    a.execute(prim->matmul);
   }
 
   // Columns [n0, n0 + cols) of W [K, ldw].

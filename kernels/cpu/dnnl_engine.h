@@ -1,5 +1,10 @@
-// The one oneDNN CPU engine of the process, and a stream per thread.
+// The one oneDNN CPU engine of the process, a stream per thread, and the
+// argument memories of a primitive's calls kept per thread.
 #pragma once
+
+#include <tbb/enumerable_thread_specific.h>
+
+#include <vector>
 
 #include <oneapi/dnnl/dnnl.hpp>
 
@@ -16,5 +21,33 @@ dnnl::stream& dnnl_stream();
 // (to.get_size() bytes), on the calling thread's stream: a weight matrix
 // into the layout a primitive asked for with format_tag::any.
 void dnnl_reorder(const dnnl::memory::desc& from, const void* src, const dnnl::memory::desc& to, void* dst);
+
+// The arguments of one primitive's calls on one thread. Making a dnnl::memory
+// allocates (its object and its storage), and a dense layer split into parts
+// makes several calls per op: a short input's run spent ~6% of its time in
+// malloc and free. Here a call's memories are made once and kept; later
+// calls with the same descriptor (the same M, stride and layout) only set
+// their data pointers. Not thread-safe: one per thread (DnnlArgsPerThread).
+class DnnlArgs {
+ public:
+  // Binds argument `arg` (DNNL_ARG_*) of the next execute() to `data`.
+  void set(int arg, const dnnl::memory::desc& md, const void* data);
+  // Runs p on this thread's stream with the arguments set since the last
+  // execute(), and waits for it.
+  void execute(const dnnl::primitive& p);
+
+ private:
+  struct Slot {
+    int arg;
+    dnnl::memory::desc md;
+    dnnl::memory mem;
+  };
+  std::vector<Slot> slots_;             // every argument seen, with its memory
+  std::vector<dnnl_exec_arg_t> args_;   // this call's
+};
+
+// One DnnlArgs per thread, owned by the object whose primitives it feeds (a
+// weight part), so that the memories, which point at its weights, go with it.
+using DnnlArgsPerThread = tbb::enumerable_thread_specific<DnnlArgs>;
 
 }  // namespace spinel::kernels

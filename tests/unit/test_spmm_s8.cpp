@@ -840,6 +840,42 @@ TEST_CASE("DenseLinearU8S8 (AMX kernel, oneDNN): exact int32 and every epilogue 
   check_epilogue(47, 100, 50, 0.0, 24, true);  // AMX: partial token tile, K and N tails
 }
 
+TEST_CASE("DenseLinearU8S8: one object, M and the source stride changing from call to call") {
+  // Each thread keeps the oneDNN memories of a part's calls (DnnlArgs) and
+  // remakes one only when its descriptor changes: a call after another M or
+  // stride must not run with the previous call's shapes. The same object
+  // serves every call here, back and forth between shapes, on 1 and 2
+  // threads; each result is compared with the reference.
+  const int64_t K = 192, N = 640;  // N = 640: two column parts on 2 threads
+  const auto W = make_weights(K, N, 0.0, 301, false);
+  std::vector<float> sw(N, 1.f);
+  const std::vector<std::pair<int64_t, int64_t>> calls = {
+      {32, K}, {5, K}, {32, K}, {128, K + 5}, {5, K + 1}, {200, K}, {1, K}, {32, K + 5}, {32, K}};
+  for (const char* kern : dense_kernels()) {
+    CAPTURE(kern);
+    DenseKernelEnv env(kern);
+    const sk::DenseLinearU8S8 dense(W.data(), K, N, sw.data(), nullptr);
+    for (int threads : {1, 2}) {
+      omp_set_num_threads(threads);
+      for (size_t i = 0; i < calls.size(); ++i) {
+        const int64_t M = calls[i].first, ldx = calls[i].second;
+        const auto x = make_input(M, ldx, static_cast<uint32_t>(400 + i));
+        std::vector<int32_t> ref(M * N);
+        sk::ref::gemm_u8s8_acc(x.data(), M, K, ldx, W.data(), N, ref.data());
+        std::vector<int32_t> out(M * N, -1);
+        in_arena(threads, [&] { dense.run_acc(x.data(), M, ldx, out.data(), N); });
+        int64_t bad = 0;
+        for (int64_t j = 0; j < M * N; ++j) bad += out[j] != ref[j];
+        CAPTURE(threads);
+        CAPTURE(i);
+        CAPTURE(M);
+        CAPTURE(ldx);
+        CHECK(bad == 0);
+      }
+    }
+  }
+}
+
 TEST_CASE("quantize_rows_u8 matches its reference on every ISA") {
   std::mt19937 rng(3);
   std::normal_distribution<float> nd(0.f, 3.f);
