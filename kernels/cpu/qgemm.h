@@ -350,9 +350,10 @@ void interleave_block_u8_zmm(const uint8_t* x, int64_t M, int64_t K, int64_t ldx
 
 // quantize_blocked_u8's conversion of channels [k0, k1) of one block's
 // [K][64] into the u8 blocked rows [k0, k1), with per-lane inv/zp [64] (inv
-// 0 and zp 0 give 0). AVX-512.
+// 0 and zp 0 give 0). Tokens from 16 nvec on (1 <= nvec <= 4; the block's
+// tokens past its last) are not read and are written as 0. AVX-512.
 void blocked_convert_zmm(const float* y_blk, int64_t k0, int64_t k1, const float* inv,
-                         const int32_t* zp, uint8_t* x_blk);
+                         const int32_t* zp, uint8_t* x_blk, int nvec);
 
 // quantize_rows_u8's rows (row stride ldx in, K out) on the calling thread
 // (no parallel region): the same bits. For fusions that already run rows in

@@ -130,11 +130,17 @@ void flush_stage(const SpmmTile& t, int64_t brg, int64_t nbr, float (*stage)[64]
     // from then on, and tested once per 16 channels.
     const __m512 zero = _mm512_setzero_ps();
     for (int r = 0; r < 4; ++r) {
+      if (r >= NT) {
+        // Tokens past the tile's (the stage's zeros): written as 0, no range
+        // to fold (the quantization reads lanes below the tile's count only).
+        for (int c = 0; c < nch; ++c) _mm512_storeu_ps(y + 64 * c + 16 * r, zero);
+        continue;
+      }
       __m512 lo = _mm512_load_ps(rg.lo + 16 * r), hi = _mm512_load_ps(rg.hi + 16 * r);
       __m512 z = zero;
       for (int c = 0; c < nch; ++c) {
         __m512 v = _mm512_load_ps(&stage[c][16 * r]);
-        if (gelu && r < NT) v = act(v);
+        if (gelu) v = act(v);
         if (ep.out_mul) v = _mm512_mul_ps(v, _mm512_set1_ps(ep.out_mul[n0 + c]));
         _mm512_storeu_ps(y + 64 * c + 16 * r, v);
         lo = _mm512_min_ps(lo, v);
@@ -392,26 +398,44 @@ void interleave_block_u8_zmm(const uint8_t* x, int64_t M, int64_t K, int64_t ldx
 
 namespace spinel::kernels::qgemm_detail {
 
+namespace {
+
 // Two saturating packs turn the 4 vectors of tokens 16 r + j into the
 // kernel's layout directly: in 128-bit lane l, packs_epi32 then packus_epi16
 // put byte i of vector r at 16 l + 4 r + i, which is where
 // interleave_block_u8 puts token 16 r + 4 l + i; and the two saturations
-// (to int16, then to 0..255) are the clamp to 0..255.
-void blocked_convert_zmm(const float* y_blk, int64_t k0, int64_t k1, const float* inv,
-                         const int32_t* zp, uint8_t* x_blk) {
+// (to int16, then to 0..255) are the clamp to 0..255. Vectors r >= NV are 0.
+template <int NV>
+void blocked_convert_n(const float* y_blk, int64_t k0, int64_t k1, const float* inv, const int32_t* zp,
+                       uint8_t* x_blk) {
   __m512 vi[4];
   __m512i vz[4];
-  for (int r = 0; r < 4; ++r) {
+  for (int r = 0; r < NV; ++r) {
     vi[r] = _mm512_loadu_ps(inv + 16 * r);
     vz[r] = _mm512_loadu_si512(zp + 16 * r);
   }
   for (int64_t k = k0; k < k1; ++k) {
     __m512i q[4];
     for (int r = 0; r < 4; ++r)
-      q[r] = _mm512_add_epi32(
-          _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(y_blk + 64 * k + 16 * r), vi[r])), vz[r]);
+      q[r] = r < NV ? _mm512_add_epi32(
+                          _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(y_blk + 64 * k + 16 * r), vi[r])), vz[r])
+                    : _mm512_setzero_si512();
     const __m512i q01 = _mm512_packs_epi32(q[0], q[1]), q23 = _mm512_packs_epi32(q[2], q[3]);
     _mm512_storeu_si512(x_blk + 64 * k, _mm512_packus_epi16(q01, q23));
+  }
+}
+
+}  // namespace
+
+void blocked_convert_zmm(const float* y_blk, int64_t k0, int64_t k1, const float* inv,
+                         const int32_t* zp, uint8_t* x_blk, int nvec) {
+  // A short input's block holds 1-3 vectors of tokens: the rest are packed
+  // as zeros without a load (half the work at 32 tokens).
+  switch (nvec) {
+    case 1: blocked_convert_n<1>(y_blk, k0, k1, inv, zp, x_blk); break;
+    case 2: blocked_convert_n<2>(y_blk, k0, k1, inv, zp, x_blk); break;
+    case 3: blocked_convert_n<3>(y_blk, k0, k1, inv, zp, x_blk); break;
+    default: blocked_convert_n<4>(y_blk, k0, k1, inv, zp, x_blk); break;
   }
 }
 

@@ -429,7 +429,8 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
           alignas(64) int32_t z[64];
           blocked_token_params(fin.ranges, per_block_in, b, t.mc, inv, z, tq.scale.data() + b * B,
                                tq.zp.data() + b * B);
-          qgemm_detail::blocked_convert_zmm(fin.xf + b * K * B, 0, K, inv, z, buf);
+          qgemm_detail::blocked_convert_zmm(fin.xf + b * K * B, 0, K, inv, z, buf,
+                                            static_cast<int>((t.mc + 15) / 16));
         } else {
           // The scalar kernel reads token-major rows: they are its block.
           uint8_t* rows = cfg.lanes > 0 ? thread_block(tq.rows, static_cast<size_t>(K * B)) : buf;
@@ -657,7 +658,7 @@ void quantize_blocked_u8(const float* y_blk, int64_t M, int64_t K, const Blocked
               zp[b * B + j] = zz[j];
             }
           qgemm_detail::blocked_convert_zmm(y_blk + b * K * B, c * kper, std::min(K, (c + 1) * kper),
-                                            inv, z, x_blk + b * K * B);
+                                            inv, z, x_blk + b * K * B, static_cast<int>((mc + 15) / 16));
         }
       },
       tbb::static_partitioner());
