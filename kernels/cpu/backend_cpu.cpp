@@ -4,7 +4,10 @@
 #include <omp.h>
 #include <tbb/task_arena.h>
 
+#include <atomic>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <condition_variable>
 #include <cstring>
 #include <exception>
@@ -553,6 +556,19 @@ class LinearCpu : public OpImpl {
   }
 };
 
+// SPINEL_RUN_ON=executor: every job of a session on its own thread (the
+// behaviour before jobs could run on the caller's); auto or unset: see
+// CpuExecutor. Other values warn once and mean auto.
+bool run_on_caller_wanted() {
+  const char* v = std::getenv("SPINEL_RUN_ON");
+  if (!v || !*v || !std::strcmp(v, "auto")) return true;
+  if (!std::strcmp(v, "executor")) return false;
+  static std::atomic<bool> warned{false};
+  if (!warned.exchange(true))
+    std::fprintf(stderr, "spinel: warning: SPINEL_RUN_ON=%s is not one of auto, executor; using auto\n", v);
+  return true;
+}
+
 // A TBB arena of the session's size, and a thread of its own that runs all of
 // the session's work (started on the first run), with the same OpenMP thread
 // count for oneDNN.
@@ -565,9 +581,23 @@ class LinearCpu : public OpImpl {
 // up to 3.6x slower (MiniLM INT8 under LoadGen: 10.9 ms a run instead of
 // 3.1). With one executor thread per session the pool is always the same
 // one, whatever thread calls run(). The hand-off costs a wake-up per run.
+//
+// Runs on the caller's thread when that is safe: once a job on the session's
+// thread has run without oneDNN's OpenMP threads (INT8 and sparse models:
+// their dense layers run on TBB), later jobs from the session's owner thread
+// (the first thread to call after that) run right there, in the same arena;
+// jobs from other threads still go to the session's thread, so at most two
+// threads ever hold a session's thread-local buffers. The hand-off cost a
+// wake-up of the session's thread and one of the caller per run, and more
+// after idle time: MiniLM INT8 at 32 tokens, one query at a time from Python
+// (bench/idle_gap.py), p50 0.61 -> 0.57 ms back to back and 1.51 -> 1.13 ms
+// after 5 ms gaps. A job on the caller's thread that did use OpenMP sends
+// every later job back to the session's thread (one extra pool at most).
+// SPINEL_RUN_ON=executor keeps every job on the session's thread.
 class CpuExecutor : public Executor {
  public:
-  explicit CpuExecutor(int threads) : threads_(threads), arena_(threads) {}
+  explicit CpuExecutor(int threads)
+      : threads_(threads), inline_wanted_(run_on_caller_wanted()), arena_(threads) {}
   ~CpuExecutor() override {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -582,16 +612,48 @@ class CpuExecutor : public Executor {
       return;
     }
     std::lock_guard<std::mutex> one_at_a_time(run_mu_);
+    if (inline_ok_ && (owner_ == std::thread::id() || owner_ == std::this_thread::get_id())) {
+      owner_ = std::this_thread::get_id();
+      run_here(fn);
+      return;
+    }
     std::unique_lock<std::mutex> lock(mu_);
     if (!worker_.joinable()) worker_ = std::thread([this] { loop(); });
     job_ = &fn;
     error_ = nullptr;
     cv_.notify_all();
     cv_.wait(lock, [this] { return job_ == nullptr; });
+    // (used_omp_ is read under mu_, written by the session's thread under it.)
+    if (used_omp_) inline_never_ = true;
+    inline_ok_ = inline_wanted_ && !inline_never_;
     if (error_) std::rethrow_exception(error_);
   }
 
  private:
+  // A job on the calling thread (under run_mu_), with the session's OpenMP
+  // thread count for its length.
+  void run_here(const std::function<void()>& fn) {
+    struct Restore {
+      const CpuExecutor* prev = running_on_;
+      int omp = omp_get_max_threads();
+      ~Restore() {
+        running_on_ = prev;
+        omp_set_num_threads(omp);
+      }
+    } restore;
+    running_on_ = this;
+    omp_set_num_threads(threads_);
+    const uint64_t omp0 = k::openmp_notes();
+    struct Check {
+      CpuExecutor* self;
+      uint64_t omp0;
+      ~Check() {
+        if (k::openmp_notes() != omp0) self->inline_ok_ = false, self->inline_never_ = true;
+      }
+    } check{this, omp0};
+    arena_.execute(fn);
+  }
+
   void loop() {
     running_on_ = this;
     omp_set_num_threads(threads_);
@@ -602,12 +664,14 @@ class CpuExecutor : public Executor {
       const std::function<void()>* fn = job_;
       lock.unlock();
       std::exception_ptr err;
+      const uint64_t omp0 = k::openmp_notes();
       try {
         arena_.execute(*fn);
       } catch (...) {
         err = std::current_exception();
       }
       lock.lock();
+      if (k::openmp_notes() != omp0) used_omp_ = true;
       error_ = err;
       job_ = nullptr;
       cv_.notify_all();
@@ -615,6 +679,12 @@ class CpuExecutor : public Executor {
   }
 
   int threads_;
+  const bool inline_wanted_;
+  // Under run_mu_: jobs may run on owner_'s thread (see the class comment).
+  bool inline_ok_ = false;
+  bool inline_never_ = false;  // a job used OpenMP: never again on the caller's thread
+  std::thread::id owner_;
+  bool used_omp_ = false;  // under mu_: a job on the session's thread used OpenMP
   tbb::task_arena arena_;
   std::mutex run_mu_;  // one execute() at a time
   std::mutex mu_;      // guards job_, error_, stop_

@@ -11,6 +11,7 @@
 namespace spinel::kernels {
 namespace {
 thread_local Pool g_hot = Pool::Tbb;
+thread_local uint64_t g_omp_notes = 0;
 
 // OMP_WAIT_POLICY=PASSIVE puts OpenMP threads to sleep at the end of every
 // region: waking them again is then the cost of every region, so the row
@@ -26,7 +27,11 @@ bool omp_passive() {
 }  // namespace
 
 Pool hot_pool() { return omp_passive() ? Pool::Tbb : g_hot; }
-void note_pool(Pool p) { g_hot = p; }
+void note_pool(Pool p) {
+  g_hot = p;
+  if (p == Pool::OpenMP) ++g_omp_notes;
+}
+uint64_t openmp_notes() { return g_omp_notes; }
 
 bool dense_pool_tbb(bool by_default) {
   const char* v = std::getenv("SPINEL_DENSE_POOL");

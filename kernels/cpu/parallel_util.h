@@ -141,6 +141,10 @@ bool for_dense_tasks(int64_t M, int64_t K, int64_t N, size_t elt_bytes, size_t p
 
 Pool hot_pool();          // of the calling thread; Tbb until something says otherwise
 void note_pool(Pool p);   // called by the kernels after a parallel region
+// How many times note_pool(Pool::OpenMP) was called on this thread: whether a
+// job used oneDNN's OpenMP threads (cpu backend's executor: such sessions
+// keep all their jobs on one thread, whose OpenMP pool is then the only one).
+uint64_t openmp_notes();
 
 // Runs fn(begin, end) over [0, n) as one even static chunk per OpenMP thread
 // (at most omp_get_max_threads() and, if > 0, max_threads; chunks of at least

@@ -138,41 +138,105 @@ TEST_CASE("one INT8 model (sparse and dense layers) shared by 8 threads") {
   shared_by_threads(m);
 }
 
-TEST_CASE("a cpu session runs every batch on its own thread, whichever thread calls it") {
-  // Why: oneDNN's OpenMP pool belongs to the thread that runs it; runs from
-  // several caller threads must not create several pools (CpuExecutor).
-  auto m = Model::load(write_model("threads-executor", true));
-  Session s(m, session_threads());
+namespace {
+// Runs the same batch on s from the calling thread and from three new
+// threads (one at a time); returns the thread ids the Linear observer saw in
+// each of the runs (from: 0 this thread's first run, 1 its second, 2-4 the
+// new threads'), and the callers' ids. Every run must give the first's bits.
+struct Seen {
+  std::vector<std::vector<std::thread::id>> runs;
+  std::vector<std::thread::id> callers;
+};
+Seen run_from_threads(Session& s, const Model& m) {
   std::mutex mu;
-  std::vector<std::thread::id> seen;  // the thread of every observed Linear
-  bool fail = false;
+  Seen out;
+  std::vector<std::thread::id>* cur = nullptr;
   s.set_linear_observer([&](size_t, const float*, int64_t, int64_t) {
     std::lock_guard<std::mutex> lock(mu);
-    seen.push_back(std::this_thread::get_id());
-    if (fail) throw std::runtime_error("observer failed on purpose");
+    cur->push_back(std::this_thread::get_id());
   });
   std::mt19937 rng(5);
-  const auto batch = random_batch(rng, m->config().vocab_size, m->config().max_position);
+  const auto batch = random_batch(rng, m.config().vocab_size, m.config().max_position);
+  out.runs.resize(5);
+  cur = &out.runs[0];
   const HiddenStates h0 = s.run(batch);
   const std::vector<float> want(h0.data, h0.data + h0.offsets.back() * h0.width);
-  std::vector<std::thread::id> callers{std::this_thread::get_id()};
+  cur = &out.runs[1];
+  const HiddenStates h1 = s.run(batch);
+  CHECK(std::memcmp(h1.data, want.data(), want.size() * sizeof(float)) == 0);
+  out.callers.push_back(std::this_thread::get_id());
   for (int t = 0; t < 3; ++t) {
+    cur = &out.runs[static_cast<size_t>(2 + t)];
     std::thread th([&] {
       const HiddenStates h = s.run(batch);
       CHECK(std::memcmp(h.data, want.data(), want.size() * sizeof(float)) == 0);
     });
-    callers.push_back(th.get_id());
+    out.callers.push_back(th.get_id());
     th.join();
   }
-  REQUIRE(!seen.empty());
-  for (const auto& id : seen) {
-    CHECK(id == seen.front());
-    for (const auto& c : callers) CHECK(id != c);
+  for (const auto& r : out.runs) REQUIRE(!r.empty());
+  return out;
+}
+// Every op of run r on one thread, and that thread's id.
+std::thread::id one_thread(const Seen& seen, size_t r) {
+  for (const auto& id : seen.runs[r]) CHECK(id == seen.runs[r].front());
+  return seen.runs[r].front();
+}
+}  // namespace
+
+TEST_CASE("a cpu session runs on its own thread, or on its owner's once no job has used OpenMP") {
+  // Why its own thread: oneDNN's OpenMP pool belongs to the thread that runs
+  // it; runs from several caller threads must not create several pools
+  // (CpuExecutor). An INT8 model (its dense layers on TBB) uses no OpenMP:
+  // after the first job, the jobs of the first thread that calls again run
+  // on that thread; other threads' still go to the session's thread.
+  auto m = Model::load(write_model("threads-executor", true));
+  {
+    Session s(m, session_threads());
+    const Seen seen = run_from_threads(s, *m);
+    const std::thread::id own = one_thread(seen, 0);
+    for (const auto& c : seen.callers) CHECK(own != c);
+    CHECK(one_thread(seen, 1) == seen.callers[0]);  // the owner, on its own thread
+    for (size_t r = 2; r < 5; ++r) CHECK(one_thread(seen, r) == own);
   }
-  // An exception inside a run reaches the caller, and the session still works.
-  fail = true;
-  CHECK_THROWS_WITH_AS(s.run(batch), "observer failed on purpose", std::runtime_error);
-  fail = false;
-  const HiddenStates h1 = s.run(batch);
-  CHECK(std::memcmp(h1.data, want.data(), want.size() * sizeof(float)) == 0);
+  {
+    // SPINEL_RUN_ON=executor: every job on the session's thread, as before.
+    setenv("SPINEL_RUN_ON", "executor", 1);
+    Session s(m, session_threads());
+    unsetenv("SPINEL_RUN_ON");
+    const Seen seen = run_from_threads(s, *m);
+    const std::thread::id own = one_thread(seen, 0);
+    for (size_t r = 1; r < 5; ++r) CHECK(one_thread(seen, r) == own);
+    for (const auto& c : seen.callers) CHECK(own != c);
+  }
+  {
+    // An FP32 model's dense layers run on oneDNN's OpenMP threads: all of its
+    // jobs stay on the session's thread.
+    auto f = Model::load(write_model("threads-executor-f32", false));
+    Session s(f, session_threads());
+    const Seen seen = run_from_threads(s, *f);
+    const std::thread::id own = one_thread(seen, 0);
+    for (size_t r = 1; r < 5; ++r) CHECK(one_thread(seen, r) == own);
+    for (const auto& c : seen.callers) CHECK(own != c);
+  }
+}
+
+TEST_CASE("an exception inside a run reaches the caller, on either thread, and the session still works") {
+  auto m = Model::load(write_model("threads-executor-err", true));
+  Session s(m, session_threads());
+  bool fail = false;
+  s.set_linear_observer([&](size_t, const float*, int64_t, int64_t) {
+    if (fail) throw std::runtime_error("observer failed on purpose");
+  });
+  std::mt19937 rng(5);
+  const auto batch = random_batch(rng, m->config().vocab_size, m->config().max_position);
+  const HiddenStates h0 = s.run(batch);  // the session's thread
+  const std::vector<float> want(h0.data, h0.data + h0.offsets.back() * h0.width);
+  for (int round = 0; round < 2; ++round) {  // the second runs on this thread
+    fail = true;
+    CHECK_THROWS_WITH_AS(s.run(batch), "observer failed on purpose", std::runtime_error);
+    fail = false;
+    const HiddenStates h1 = s.run(batch);
+    CHECK(std::memcmp(h1.data, want.data(), want.size() * sizeof(float)) == 0);
+  }
 }
