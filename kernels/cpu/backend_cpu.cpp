@@ -586,8 +586,9 @@ bool run_on_caller_wanted() {
 // thread has run without oneDNN's OpenMP threads (INT8 and sparse models:
 // their dense layers run on TBB), later jobs from the session's owner thread
 // (the first thread to call after that) run right there, in the same arena;
-// jobs from other threads still go to the session's thread, so at most two
-// threads ever hold a session's thread-local buffers. The hand-off cost a
+// jobs from other threads still go to the session's thread, so the
+// thread-local buffers of a session's jobs live on at most one thread more
+// than before (its own and TBB's workers). The hand-off cost a
 // wake-up of the session's thread and one of the caller per run, and more
 // after idle time: MiniLM INT8 at 32 tokens, one query at a time from Python
 // (bench/idle_gap.py), p50 0.61 -> 0.57 ms back to back and 1.51 -> 1.13 ms
