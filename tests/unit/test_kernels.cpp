@@ -30,6 +30,7 @@
 #include "kernels/cpu/isa.h"
 #include "kernels/reference/reference.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/dnnl_engine.h"
 
 namespace k = spinel::kernels;
 namespace f32 = spinel::kernels::f32;
@@ -837,4 +838,42 @@ TEST_CASE("linear: concurrent run() from two arenas agrees with the reference") 
   for (auto& th : pool) th.join();
   CHECK(failures[0] == 0);
   CHECK(failures[1] == 0);
+}
+
+TEST_CASE("DnnlArgs: a call after another M runs with its own shapes; same shapes reuse the memories") {
+  // A matmul made for any M (DNNL_RUNTIME_DIM_VAL) reads a call's M from the
+  // descriptors of its source and destination memories: if DnnlArgs kept a
+  // memory whose descriptor had changed, M = 7 after M = 3 would compute 3
+  // rows (and M = 3 after 7 would write 7). y is guarded past its end.
+  using dnnl::memory;
+  using dt = memory::data_type;
+  using tag = memory::format_tag;
+  const int64_t K = 5, N = 3;
+  const memory::desc src_any({DNNL_RUNTIME_DIM_VAL, K}, dt::f32, memory::dims{K, 1});
+  const memory::desc w_md({K, N}, dt::f32, tag::ab);
+  const memory::desc dst_any({DNNL_RUNTIME_DIM_VAL, N}, dt::f32, memory::dims{N, 1});
+  const dnnl::matmul mm(dnnl::matmul::primitive_desc(dnnl::matmul::desc(src_any, w_md, dst_any), k::dnnl_engine()));
+  std::vector<float> w(static_cast<size_t>(K * N));
+  for (size_t i = 0; i < w.size(); ++i) w[i] = 0.25f * static_cast<float>(i % 7) - 0.5f;
+  k::DnnlArgs args;
+  int call = 0;
+  for (int64_t M : {3, 7, 3, 3, 1, 7}) {
+    CAPTURE(M);
+    CAPTURE(call);
+    std::vector<float> x(static_cast<size_t>(M * K));
+    for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>((i * 3 + static_cast<size_t>(call)) % 11) - 5.f;
+    std::vector<float> y(static_cast<size_t>((M + 2) * N), -999.f);  // 2 guard rows
+    args.set(DNNL_ARG_SRC, memory::desc({M, K}, dt::f32, tag::ab), x.data());
+    args.set(DNNL_ARG_WEIGHTS, w_md, w.data());
+    args.set(DNNL_ARG_DST, memory::desc({M, N}, dt::f32, tag::ab), y.data());
+    args.execute(mm);
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t n = 0; n < N; ++n) {
+        float want = 0.f;
+        for (int64_t kk = 0; kk < K; ++kk) want += x[static_cast<size_t>(m * K + kk)] * w[static_cast<size_t>(kk * N + n)];
+        CHECK(y[static_cast<size_t>(m * N + n)] == doctest::Approx(want).epsilon(1e-5));
+      }
+    for (int64_t i = M * N; i < (M + 2) * N; ++i) CHECK(y[static_cast<size_t>(i)] == -999.f);
+    ++call;
+  }
 }
