@@ -14,7 +14,7 @@
 #   python3 -m venv --system-site-packages ~/ort-gpu
 #   ~/ort-gpu/bin/pip install onnxruntime-gpu numpy
 #   SPINEL_ORT_GPU_PY=~/ort-gpu/bin/python tools/cuda_check.sh
-# Environment: SPINEL_CUDA_ARCHITECTURES (e.g. 86, or native), SPINEL_JOBS.
+# Environment: SPINEL_CUDA_ARCHITECTURES (GPU architectures, e.g. 86 or "80;90"), SPINEL_JOBS.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="$ROOT/.venv/bin/python"
