@@ -52,6 +52,10 @@ enum : int {
   kLnQScale = 12,
   kLnQZp = 13,
   kLnFusedTag = 14,  // the LayerNorm ran on the Linear's threads: {tokens, width}, by the Linear
+  kLinQuantTag = 15,  // kLinQX/Scale/Zp hold the next Linear's input: {tokens, width}, by the Linear before it
+  kLinQX = 16,        // a Linear's output quantized for the next one (select.h linear_quantizes_next)
+  kLinQScale = 17,
+  kLinQZp = 18,
 };
 
 // The op's index in its graph (PrepareArgs::op is one of graph.ops), or -1.
@@ -97,6 +101,23 @@ struct LayerNormState : WeightState {
     std::string w = quantize_next ? "output also quantized to 8 bits per token for the next Linear" : "";
     if (by_linear) w += std::string(w.empty() ? "" : "; ") + "run by the Linear before it, on its kernel's threads";
     return w;
+  }
+};
+
+// The rows of a Linear's output that its kernel hands over (qgemm.h
+// RowsDone), quantized per token for the Linear after it (select.h
+// linear_quantizes_next), with that one's input scale (nullable).
+struct QuantizeRows {
+  const float* y;  // the Linear's output [T][cols]
+  int64_t cols;
+  const float* mul;
+  uint8_t* xq;
+  float* scale;
+  int32_t* zp;
+  static void run(const void* c, int64_t m0, int64_t rows) {
+    const auto& r = *static_cast<const QuantizeRows*>(c);
+    k::qgemm_detail::quantize_rows_u8_here(r.y + m0 * r.cols, rows, r.cols, r.cols, r.xq + m0 * r.cols,
+                                           r.scale + m0, r.zp + m0, r.mul);
   }
 };
 
@@ -277,6 +298,12 @@ struct LinearState : PreparedOp {
     bool quantize = false;
     const float* next_in_scale = nullptr;
   } ln;
+  // This layer's output quantized per token for the next Linear by its
+  // kernel threads (quant_next, with that one's input scale), or its input
+  // so quantized by the Linear before it (quant_from_prev): select.h
+  // linear_quantizes_next.
+  bool quant_next = false, quant_from_prev = false;
+  const float* quant_next_scale = nullptr;
   // The input scale of this Linear (slot::kInScale, nullable) and, with
   // chain_out, the next Linear's, which this one applies as it writes.
   const float* in_scale = nullptr;
@@ -297,6 +324,8 @@ struct LinearState : PreparedOp {
     if (quant_from_ln) w += "; input quantized by the LayerNorm before it";
     else if (quant_in_kernel && !chain_out) w += "; input quantized by the kernel's threads";
     if (ln.on) w += "; the LayerNorm after it runs on the kernel's threads";
+    if (quant_next) w += "; output quantized per token for the next Linear on the kernel's threads";
+    if (quant_from_prev) w += "; input quantized by the Linear before it";
     return w;
   }
   size_t bytes() const override { return packed_bytes; }
@@ -338,6 +367,15 @@ class LinearCpu : public OpImpl {
       st->ln.eps = a.graph.ops[n].eps;
       st->ln.quantize = k::layernorm_quantizes_next(a.graph, n);
       if (st->ln.quantize) st->ln.next_in_scale = a.weights_of(n + 1).get<float>(slot::kInScale);
+    }
+    // Quantization for the next dense INT8 Linear, on this one's threads
+    // (select.h; both ends need the next one's input scale).
+    if (const int64_t i = op_index(a); i >= 0 && a.weights_of) {
+      if (k::linear_quantizes_next(a.graph, static_cast<size_t>(i))) {
+        st->quant_next = true;
+        st->quant_next_scale = a.weights_of(static_cast<size_t>(i + 1)).get<float>(slot::kInScale);
+      }
+      st->quant_from_prev = i > 0 && k::linear_quantizes_next(a.graph, static_cast<size_t>(i - 1));
     }
     switch (st->choice.impl) {
       case k::LinearImpl::DnnlF32:
@@ -446,6 +484,15 @@ class LinearCpu : public OpImpl {
         k::quantize_blocked_u8(ctx.ws.get<float>(kChainF32, blocked * static_cast<size_t>(K)), T, K,
                                ctx.ws.get<k::BlockedRange>(kChainRange, nr), xq, xs, xz);
       }
+    } else if (st.quant_from_prev && !ctx.keep_values) {
+      int64_t* tag = ctx.ws.get<int64_t>(kLinQuantTag, 2);
+      if (tag[0] != T || tag[1] != K)
+        throw std::logic_error("internal error: Linear '" + op.name +
+                               "' expected its input quantized by the Linear before it, which did not");
+      tag[0] = tag[1] = -1;
+      xq = ctx.ws.get<uint8_t>(kLinQX, static_cast<size_t>(T * K));
+      xs = ctx.ws.get<float>(kLinQScale, static_cast<size_t>(T));
+      xz = ctx.ws.get<int32_t>(kLinQZp, static_cast<size_t>(T));
     } else if (st.quant_from_ln && !ctx.keep_values) {
       int64_t* tag = ctx.ws.get<int64_t>(kLnQuantTag, 2);
       if (tag[0] != T || tag[1] != K)
@@ -520,6 +567,19 @@ class LinearCpu : public OpImpl {
     // (Split blocks are normalized in tasks of layernorm_f32's size.)
     const k::RowsDone rows_done{&LayerNormRows::run, &ln_rows, k::rows_per_task(N)};
     const k::RowsDone* done = ln && !on_input ? &rows_done : nullptr;
+    // Or its rows quantized for the next Linear (select.h
+    // linear_quantizes_next: no LayerNorm, panels or chain here then).
+    const bool quant_next = st.quant_next && !ctx.keep_values && !after;
+    if (st.quant_next && !ctx.keep_values && (!quant_next || ln || panels))
+      throw std::logic_error("internal error: Linear '" + op.name + "' cannot quantize the next Linear's input");
+    QuantizeRows q_rows{out, N, st.quant_next_scale, nullptr, nullptr, nullptr};
+    const k::RowsDone quant_done{&QuantizeRows::run, &q_rows, k::rows_per_task(N)};
+    if (quant_next) {
+      q_rows.xq = ctx.ws.get<uint8_t>(kLinQX, static_cast<size_t>(T * N));
+      q_rows.scale = ctx.ws.get<float>(kLinQScale, static_cast<size_t>(T));
+      q_rows.zp = ctx.ws.get<int32_t>(kLinQZp, static_cast<size_t>(T));
+      done = &quant_done;
+    }
     if (f32_rows)
       k::spmm_u8s8_f32in(*st.s8_sparse, io.in0, T, K, st.in_scale, ep, out, N, panels ? st.head_panel : 0, done);
     else if (f32_blocked)
@@ -536,6 +596,11 @@ class LinearCpu : public OpImpl {
     else
       st.s8_dense->run(xq, T, K, xs, xz, ep, out, N, done);
     if (on_input) k::qgemm_detail::rows_done_all(rows_done, 0, T);
+    if (quant_next) {
+      int64_t* tag = ctx.ws.get<int64_t>(kLinQuantTag, 2);
+      tag[0] = T;
+      tag[1] = N;
+    }
     if (ln) {
       int64_t* tag = ctx.ws.get<int64_t>(kLnFusedTag, 2);
       tag[0] = T;

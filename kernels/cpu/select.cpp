@@ -214,6 +214,11 @@ bool ln_fuse_enabled() {
   return switch_enabled("SPINEL_LN_FUSE", warned);
 }
 
+bool linear_quant_enabled() {
+  static std::atomic<bool> warned{false};
+  return switch_enabled("SPINEL_LINEAR_QUANT", warned);
+}
+
 bool panels_enabled() {
   static std::atomic<bool> warned{false};
   return switch_enabled("SPINEL_QKV_PANELS", warned);
@@ -311,6 +316,18 @@ bool linear_runs_layernorm(const Graph& g, size_t p) {
   if (a.kind != OpKind::Linear || a.precision == Precision::F32 || a.gate != Gate::None || a.out < 0) return false;
   if (a.act != Activation::None && a.act != Activation::GeluErf) return false;
   if (ln.kind != OpKind::LayerNorm || ln.in0 != a.out || ln.in1 >= 0 || ln.out < 0) return false;
+  return read_only_by_next(g, p);
+}
+
+bool linear_quantizes_next(const Graph& g, size_t p) {
+  if (p + 1 >= g.ops.size() || !linear_quant_enabled()) return false;
+  const Op& a = g.ops[p];
+  const Op& b = g.ops[p + 1];
+  if (a.kind != OpKind::Linear || a.precision == Precision::F32 || a.gate != Gate::None || a.out < 0) return false;
+  if (a.act != Activation::None && a.act != Activation::GeluErf) return false;
+  if (b.kind != OpKind::Linear || b.precision == Precision::F32 || b.act_scale > 0.f) return false;
+  if (b.in0 != a.out || b.in1 == a.out || runs_sparse_u8s8(b)) return false;
+  if (chain_linears(g, p) || (p > 0 && linear_quantizes_next(g, p - 1))) return false;
   return read_only_by_next(g, p);
 }
 

@@ -202,4 +202,22 @@ bool output_only_quantized(const Graph& g, size_t p);
 // runs, tests). Other values warn once and mean auto.
 bool linear_runs_layernorm(const Graph& g, size_t p);
 
+// --- A Linear quantizing the next dense Linear's input --------------------
+// Op p is an INT8 Linear (block-sparse or dense) with f32 token-row output
+// (no gate, GELU (erf) or no activation), read by nothing but op p + 1 (not
+// a graph output either), a dense INT8 Linear quantizing that input per
+// token at run time (no calibrated scale, not as its residual): BERT's FFN1
+// -> FFN2 in a dense model. Op p's kernel threads quantize each block of
+// rows for p + 1 (times p + 1's input scale) as soon as its rows are final
+// (qgemm.h RowsDone), while they are in the cache of the core that wrote
+// them; p + 1 takes those. The same bits as quantize_rows_u8 after p; one
+// parallel region and one pass over cold rows fewer per pair. A block-sparse
+// p + 1 is left out: it quantizes its own input in its kernel (or gets it
+// from the Linear chain). One link at a time: p's own input does not come
+// this way. The CPU backend keeps them apart in runs whose values are
+// observed. SPINEL_LINEAR_QUANT, read when a model is prepared: unset, "",
+// "auto" or "on": as above; "off"/"0": never (A/B runs, tests). Other values
+// warn once and mean auto.
+bool linear_quantizes_next(const Graph& g, size_t p);
+
 }  // namespace spinel::kernels

@@ -640,6 +640,39 @@ def test_layernorm_on_linear_threads(spinel, convert, pruned_onnx, minilm_onnx, 
                     f"the fused LayerNorm changed the results of {model} {isa_env}"
 
 
+def test_linear_quantizes_next(spinel, convert, pruned_onnx, minilm_onnx, ids):
+    """A dense INT8 Linear's input quantized per token by the Linear before it, on that one's
+    threads (kernels/cpu/select.h linear_quantizes_next): each layer's FFN1 of the real MiniLM
+    in dense INT8 says so in `inspect` (JSON why, the table's "(quantized for it)") and its FFN2
+    that its input comes that way, at the CPU's own ISA and under SPINEL_ISA=avx2;
+    SPINEL_LINEAR_QUANT=off turns it off; the hidden states are the same bits either way, for
+    the test inputs and a batch of 200 tokens. Block-sparse Linears quantize their own input:
+    the 80%-pruned model has no such pair."""
+    dense = convert(minilm_onnx, "minilm_s8_off", "--quant", "int8", "--sparse", "off")
+    pruned = convert(pruned_onnx, "pruned_s8_auto", "--quant", "int8", "--sparse", "auto")
+
+    def inspect(env_extra, spnl=dense):
+        pairs = linked_pairs(spinel, spnl, "SPINEL_LINEAR_QUANT", env_extra,
+                             "output quantized per token for the next Linear",
+                             "input quantized by the Linear before it", "Linear", "(quantized for it)")
+        ops, _ = inspect_both(spinel, spnl, "SPINEL_LINEAR_QUANT", env_extra)
+        for i in pairs:
+            assert "intermediate" in ops[i]["name"] and "output" in ops[i + 1]["name"], (ops[i], ops[i + 1])
+        return pairs
+
+    assert len(inspect({})) == 6  # one FFN per layer
+    assert len(inspect({"SPINEL_ISA": "avx2"})) == 6
+    assert inspect({"SPINEL_LINEAR_QUANT": "off"}) == []
+    assert inspect({}, pruned) == []
+    long_ids = [[101] + [1000 + (7 * i + 13 * j) % 20000 for j in range(198)] + [102] for i in range(1)]
+    for isa_env in ({}, {"SPINEL_ISA": "avx2"}):
+        for batch in (ids, long_ids):
+            on = spinel_run(spinel, dense, batch, "none", env_extra=isa_env)
+            off = spinel_run(spinel, dense, batch, "none", env_extra={**isa_env, "SPINEL_LINEAR_QUANT": "off"})
+            assert all(np.array_equal(a, b) for a, b in zip(on, off)), \
+                f"quantizing on the Linear's threads changed the results {isa_env}"
+
+
 def test_omp_passive_same_results(spinel, convert, minilm_onnx, ids):
     """With OMP_WAIT_POLICY=PASSIVE the row kernels run on TBB instead of after oneDNN on
     OpenMP (kernels/cpu/parallel_util.h): the work is split by rows, so the dense INT8 MiniLM

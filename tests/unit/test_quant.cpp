@@ -339,16 +339,23 @@ TEST_CASE("Linear chain: a sparse FFN gives the same bits with and without it") 
 namespace {
 
 // The tiny model in INT8 with its Linears pruned to 90% (every other one
-// when mixed, so that some stay dense), written to a fresh folder.
-std::string write_pruned_int8(const char* name, unsigned seed, bool mixed) {
+// when mixed, so that some stay dense; none and smoothed when dense),
+// written to a fresh folder.
+std::string write_pruned_int8(const char* name, unsigned seed, bool mixed, bool dense = false) {
   SpnlWriter w;
   testing::fill_tiny_model(w, spec(Activation::GeluErf));  // 4 heads of 16
   for (size_t i = 0; i < w.graph.ops.size(); ++i) {
     const Op& op = w.graph.ops[i];
-    if (op.kind == OpKind::Linear && (!mixed || i % 2 == 0))
+    if (op.kind == OpKind::Linear && !dense && (!mixed || i % 2 == 0))
       prune_blocks(w, op.w[slot::kWeight], 0.9, static_cast<unsigned>(i) + seed);
   }
-  quantize_linears_int8(w, QuantOptions{});
+  if (dense) {
+    // Smoothed from calibrated input ranges: every Linear gets an input scale.
+    const auto ranges = calibrate_linear_inputs(w, batch_for(w.config.vocab_size), 1, 2, [](size_t) {});
+    for (const LinearQuantReport& r : quantize_linears_int8(w, QuantOptions{}, &ranges)) REQUIRE(r.smoothed);
+  } else {
+    quantize_linears_int8(w, QuantOptions{});
+  }
   const std::string path = testing::temp_dir(name) + "/int8.spnl";
   w.write(path);
   return path;
@@ -486,4 +493,46 @@ TEST_CASE("LayerNorm on the Linear's threads: the same bits with and without, at
     CHECK(ops_saying(on, "the LayerNorm after it runs on the kernel's threads") == 4);
     CHECK(same_bits(on, off));
   }
+}
+
+TEST_CASE("A Linear quantizing the next dense Linear's input: the same bits with and without, every way dense layers run") {
+  // Token counts as for the LayerNorm fusion: split blocks, whole blocks, both.
+  const std::vector<std::vector<int>> batches = {{}, {40}, {60, 60, 60, 60, 60}, {3, 64, 61}};
+  const std::string dense = write_pruned_int8("linquant", 150, false, true);
+  for (const auto& lengths : batches) {
+    CAPTURE(lengths.size());
+    const EnvRun off = run_under_env(dense, {{"SPINEL_LINEAR_QUANT", "off"}}, false, lengths);
+    CHECK(ops_saying(off, "for the next Linear on the kernel's threads") == 0);
+    CHECK(ops_saying(off, "input quantized by the Linear before it") == 0);
+    // oneDNN in TBB tasks by rows (each task quantizes its rows) or by column
+    // parts (the rows after the region), and on oneDNN's OpenMP threads.
+    for (const char* pool : {"tbb", "omp"})
+      for (const char* split : {"rows", "cols"}) {
+        CAPTURE(pool);
+        CAPTURE(split);
+        const EnvRun on = run_under_env(
+            dense, {{"SPINEL_LINEAR_QUANT", nullptr}, {"SPINEL_DENSE_POOL", pool}, {"SPINEL_DENSE_SPLIT", split}},
+            false, lengths);
+        // Each layer's FFN1 -> FFN2.
+        CHECK(ops_saying(on, "output quantized per token for the next Linear on the kernel's threads") == 2);
+        CHECK(ops_saying(on, "input quantized by the Linear before it") == 2);
+        CHECK(same_bits(on, off));
+      }
+    // Observed runs (every value written) keep the quantization apart.
+    const EnvRun observed = run_under_env(dense, {{"SPINEL_LINEAR_QUANT", nullptr}}, true, lengths);
+    CHECK(same_bits(observed, off));
+  }
+  // Not before a block-sparse Linear (it quantizes its own input): with
+  // every Linear pruned, no pair; with every other one, only a sparse FFN1
+  // before a dense FFN2 (its kernel threads hand the rows over).
+  const EnvRun sparse = run_under_env(write_pruned_int8("linquant_sparse", 160, false), {});
+  CHECK(ops_saying(sparse, "for the next Linear on the kernel's threads") == 0);
+  const std::string mixed = write_pruned_int8("linquant_mixed", 170, true);
+  const EnvRun mixed_on = run_under_env(mixed, {{"SPINEL_LINEAR_QUANT", nullptr}}, false, {60, 60, 3});
+  const EnvRun mixed_off = run_under_env(mixed, {{"SPINEL_LINEAR_QUANT", "off"}}, false, {60, 60, 3});
+  // (Ops: embedding, then per layer QKV, attention, output, LayerNorm, FFN1,
+  // FFN2, LayerNorm; even indices pruned: layer 2's FFN1, not its FFN2.)
+  CHECK(ops_saying(mixed_on, "output quantized per token for the next Linear on the kernel's threads") == 1);
+  CHECK(ops_saying(mixed_on, "input quantized by the Linear before it") == 1);
+  CHECK(same_bits(mixed_on, mixed_off));
 }

@@ -262,6 +262,9 @@ int cmd_inspect(int argc, char** argv) {
       // The LayerNorm after it runs on its kernel's threads.
       if (kernels[i].why.find("the LayerNorm after it runs") != std::string::npos)
         detail += " => #" + std::to_string(i + 1) + " (LayerNorm on its threads)";
+      // Its output quantized for the next Linear on its kernel's threads.
+      if (kernels[i].why.find("output quantized per token for the next Linear") != std::string::npos)
+        detail += " => #" + std::to_string(i + 1) + " (quantized for it)";
       // GELU as the coarse polynomial: the output only feeds 8-bit quantization.
       if (kernels[i].why.find("GELU to 2e-5") != std::string::npos) detail += " (GELU to 2e-5)";
       std::printf("%-4zu %-10s %-40s %-16s %-30s %s\n", i, op_kind_name(op.kind), name.c_str(),
