@@ -137,6 +137,43 @@ void flush_blocked(const SpmmTile& t, int64_t n0, int nch, const float (*stage)[
   }
 }
 
+// The token-row half of flush_stage: per 16 tokens a 16 x 16 transpose of
+// the stage to token-major rows of up to 16 channels (from n0, chmask), the
+// residual added with one load per token (Res), then one (masked) store per
+// token into y, f32 or quantized to u8 (U8, ep.out_scale and out_zp). The
+// stores are unrolled with fixed register indices: a loop over the valid
+// rows by a run-time count had kept the transposed rows in memory (16 more
+// stores and loads per 16 tokens).
+template <int NT, bool U8, bool Res>
+void flush_rows(const SpmmTile& t, int64_t n0, __mmask16 chmask, const float (*stage)[64]) {
+  const QEpilogue& ep = *t.ep;
+  const float* residual = ep.residual;
+  const int64_t ldr = ep.ld_residual, ldy = t.ldy;
+  for (int r = 0; r < NT; ++r) {
+    const int nvalid = static_cast<int>(t.mc - 16 * r < 16 ? t.mc - 16 * r : 16);
+    __m512 v[16];
+    for (int c = 0; c < 16; ++c) v[c] = _mm512_load_ps(&stage[c][16 * r]);
+    transpose_16x16(v);
+    const int64_t mbase = t.m0 + 16 * r;
+#pragma GCC unroll 16
+    for (int q = 0; q < 16; ++q) {
+      if (q >= nvalid) break;
+      const int64_t m = mbase + q;
+      __m512 o = v[q];
+      if (Res) o = _mm512_add_ps(o, _mm512_maskz_loadu_ps(chmask, residual + m * ldr + n0));
+      if (U8) {
+        const __m512 inv = _mm512_set1_ps(1.f / ep.out_scale);
+        o = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(o, inv), _mm512_set1_ps(-512.f)), _mm512_set1_ps(512.f));
+        __m512i qv = _mm512_add_epi32(_mm512_cvtps_epi32(o), _mm512_set1_epi32(ep.out_zp));
+        qv = _mm512_min_epi32(_mm512_max_epi32(qv, _mm512_setzero_si512()), _mm512_set1_epi32(255));
+        _mm512_mask_cvtepi32_storeu_epi8(static_cast<uint8_t*>(t.y) + m * ldy + n0, chmask, qv);
+      } else {
+        _mm512_mask_storeu_ps(static_cast<float*>(t.y) + m * ldy + n0, chmask, o);
+      }
+    }
+  }
+}
+
 // The second half of the epilogue (the first, channel-major, is in run_tile):
 // GELU over the staged values (element-wise, so the layout
 // does not matter), then per 16 tokens a 16 x 16 transpose to token-major
@@ -174,40 +211,12 @@ void flush_stage(const SpmmTile& t, int64_t brg, int64_t nbr, float (*stage)[64]
     }
     return;
   }
-  for (int r = 0; r < NT; ++r) {
-    const int nvalid = static_cast<int>(t.mc - 16 * r < 16 ? t.mc - 16 * r : 16);
-    __m512 v[16];
-    for (int c = 0; c < 16; ++c) v[c] = _mm512_load_ps(&stage[c][16 * r]);
-    transpose_16x16(v);
-    const int64_t mbase = t.m0 + 16 * r;
-    if (t.out == OutKind::U8) {
-      const __m512 inv = _mm512_set1_ps(1.f / ep.out_scale);
-      const __m512 lo = _mm512_set1_ps(-512.f), hi = _mm512_set1_ps(512.f);
-      const __m512i zpo = _mm512_set1_epi32(ep.out_zp);
-      const __m512i z0 = _mm512_setzero_si512(), z255 = _mm512_set1_epi32(255);
-      uint8_t* y = static_cast<uint8_t*>(t.y);
-      for (int q = 0; q < nvalid; ++q) {
-        const int64_t m = mbase + q;
-        __m512 o = v[q];
-        if (ep.residual)
-          o = _mm512_add_ps(o, _mm512_maskz_loadu_ps(chmask, ep.residual + m * ep.ld_residual + n0));
-        o = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(o, inv), lo), hi);
-        __m512i qv = _mm512_add_epi32(_mm512_cvtps_epi32(o), zpo);
-        qv = _mm512_min_epi32(_mm512_max_epi32(qv, z0), z255);
-        _mm512_mask_cvtepi32_storeu_epi8(y + m * t.ldy + n0, chmask, qv);
-      }
-    } else {
-      float* y = static_cast<float*>(t.y);
-      const bool res = t.out == OutKind::F32 && ep.residual;
-      for (int q = 0; q < nvalid; ++q) {
-        const int64_t m = mbase + q;
-        __m512 o = v[q];
-        if (res)
-          o = _mm512_add_ps(o, _mm512_maskz_loadu_ps(chmask, ep.residual + m * ep.ld_residual + n0));
-        _mm512_mask_storeu_ps(y + m * t.ldy + n0, chmask, o);
-      }
-    }
-  }
+  const bool u8 = t.out == OutKind::U8;
+  const bool res = ep.residual != nullptr && (u8 || t.out == OutKind::F32);
+  if (u8)
+    res ? flush_rows<NT, true, true>(t, n0, chmask, stage) : flush_rows<NT, true, false>(t, n0, chmask, stage);
+  else
+    res ? flush_rows<NT, false, true>(t, n0, chmask, stage) : flush_rows<NT, false, false>(t, n0, chmask, stage);
 }
 
 // Off: the row offsets read per block, int32_t (koff64, bytes) or uint16_t
