@@ -574,11 +574,15 @@ class LinearCpu : public OpImpl {
       throw std::logic_error("internal error: Linear '" + op.name + "' cannot quantize the next Linear's input");
     QuantizeRows q_rows{out, N, st.quant_next_scale, nullptr, nullptr, nullptr};
     const k::RowsDone quant_done{&QuantizeRows::run, &q_rows, k::rows_per_task(N)};
+    // (The dense kernel takes them as QuantOut: where its threads hold whole
+    // rows it quantizes them without writing this layer's f32 output.)
+    k::DenseLinearU8S8::QuantOut q_out;
     if (quant_next) {
       q_rows.xq = ctx.ws.get<uint8_t>(kLinQX, static_cast<size_t>(T * N));
       q_rows.scale = ctx.ws.get<float>(kLinQScale, static_cast<size_t>(T));
       q_rows.zp = ctx.ws.get<int32_t>(kLinQZp, static_cast<size_t>(T));
-      done = &quant_done;
+      q_out = {st.quant_next_scale, q_rows.xq, q_rows.scale, q_rows.zp};
+      if (!st.s8_dense) done = &quant_done;
     }
     if (f32_rows)
       k::spmm_u8s8_f32in(*st.s8_sparse, io.in0, T, K, st.in_scale, ep, out, N, panels ? st.head_panel : 0, done);
@@ -594,7 +598,7 @@ class LinearCpu : public OpImpl {
     else if (st.s8_sparse)
       k::spmm_u8s8(*st.s8_sparse, xq, T, K, xs, xz, ep, out, N, done);
     else
-      st.s8_dense->run(xq, T, K, xs, xz, ep, out, N, done);
+      st.s8_dense->run(xq, T, K, xs, xz, ep, out, N, done, quant_next ? &q_out : nullptr);
     if (on_input) k::qgemm_detail::rows_done_all(rows_done, 0, T);
     if (quant_next) {
       int64_t* tag = ctx.ws.get<int64_t>(kLinQuantTag, 2);

@@ -383,13 +383,80 @@ void DenseLinearU8S8::run_acc(const uint8_t* x, int64_t M, int64_t ldx, int32_t*
   }
 }
 
+namespace {
+// DenseLinearU8S8::QuantOut where y is written: its rows quantized when final.
+struct QuantizeFinalRows {
+  const float* y;
+  int64_t ldy, N;
+  const DenseLinearU8S8::QuantOut* q;
+  static void run(const void* c, int64_t m0, int64_t rows) {
+    const auto& r = *static_cast<const QuantizeFinalRows*>(c);
+    qgemm_detail::quantize_rows_u8_here(r.y + m0 * r.ldy, rows, r.N, r.ldy, r.q->xq + m0 * r.N, r.q->scale + m0,
+                                        r.q->zp + m0, r.q->mul);
+  }
+};
+}  // namespace
+
 void DenseLinearU8S8::run(const uint8_t* x, int64_t M, int64_t ldx, const float* x_scale,
                           const int32_t* x_zp, const QEpilogue& ep, void* y, int64_t ldy,
-                          const RowsDone* done) const {
+                          const RowsDone* done, const QuantOut* qout) const {
   if (done && (ep.requantize || !done->fn))
     throw std::invalid_argument("DenseLinearU8S8: work on finished rows (RowsDone) needs a function and f32 "
                                 "output (no requantize)");
+  if (qout && (ep.requantize || ep.residual || done || !qout->xq || !qout->scale || !qout->zp))
+    throw std::invalid_argument("DenseLinearU8S8: the output quantized for the next Linear (QuantOut) needs f32 "
+                                "output without a residual or RowsDone, and its buffers");
   if (M <= 0) return;
+  if (qout) {
+    Impl& im = *impl_;
+    const size_t parts = im.parts.size();
+    if (!im.amx && im.on_tbb && active_isa() >= Isa::Avx512Vnni &&
+        !dense_split_by_columns(M, im.K, im.N, 1, parts, im.split)) {
+      // Each task holds whole rows: every part's accumulators for its rows
+      // (part p's at rows * n0_p, rows x its columns), then per row the
+      // epilogue into a row buffer (every part's columns), quantized from
+      // there. y is never written.
+      const int64_t N = im.N;
+      note_pool(Pool::Tbb);
+      try {
+        for_dense_tasks(
+            M, im.K, N, 1, parts, im.split,
+            [&](int64_t m0, int64_t m1, size_t p) {
+              int32_t* acc = static_cast<int32_t*>(thread_buffer(1, sizeof(int32_t) * (m1 - m0) * N));
+              im.parts[p]->matmul(x + m0 * ldx, m1 - m0, ldx, acc + (m1 - m0) * im.part_n0[p]);
+            },
+            [&](int64_t m0, int64_t m1) {
+              const int64_t rows = m1 - m0;
+              const int32_t* acc = static_cast<const int32_t*>(thread_buffer(1, sizeof(int32_t) * rows * N));
+              thread_local std::vector<float> row, tmp;
+              if (static_cast<int64_t>(row.size()) < N + 16) {
+                row.resize(N + 16);
+                tmp.resize(N + 16);
+              }
+              for (int64_t i = 0; i < rows; ++i) {
+                for (size_t p = 0; p < parts; ++p) {
+                  const int64_t n0 = im.part_n0[p], cols = im.parts[p]->N;
+                  // (ldy 0: row i's values land in the row buffer.)
+                  qgemm_detail::epilogue_rows_s32_avx512(
+                      acc + rows * n0 + i * cols, cols, m0 + i, 1, cols, im.bias ? im.bias + n0 : nullptr,
+                      im.scale_w.data() + n0, im.wsum.data() + n0, x_scale, x_zp, ep, row.data() + n0, 0,
+                      tmp.data());
+                }
+                qgemm_detail::quantize_rows_u8_here(row.data(), 1, N, N, qout->xq + (m0 + i) * N,
+                                                    qout->scale + m0 + i, qout->zp + m0 + i, qout->mul);
+              }
+            });
+      } catch (const dnnl::error& err) {
+        throw std::runtime_error(std::string("DenseLinearU8S8: oneDNN matmul failed: ") + err.what());
+      }
+      return;
+    }
+    // Elsewhere: y, then its rows quantized as they are final.
+    const QuantizeFinalRows q{static_cast<const float*>(y), ldy, im.N, qout};
+    const RowsDone rows{&QuantizeFinalRows::run, &q, rows_per_task(im.N)};
+    run(x, M, ldx, x_scale, x_zp, ep, y, ldy, &rows, nullptr);
+    return;
+  }
   if (ep.requantize && !(ep.out_scale > 0.f))
     throw std::invalid_argument("DenseLinearU8S8: requantize needs out_scale > 0");
   Impl& im = *impl_;

@@ -231,8 +231,22 @@ class DenseLinearU8S8 {
   // spmm_u8s8's (RowsDone). On oneDNN, each epilogue thread passes its rows
   // on as it finishes them; the AMX kernel (column panels per thread) passes
   // them after its region.
+  // qout (nullable; f32 output without a residual and without done, else
+  // std::invalid_argument): the output is also wanted quantized per token
+  // for the next Linear, the bits of quantize_rows_u8(y, M, N, qout->xq,
+  // qout->scale, qout->zp, -1, -1, qout->mul). Where a thread holds whole
+  // rows (oneDNN in TBB tasks split by rows, AVX-512 VNNI epilogue) it
+  // quantizes each row from the epilogue's row buffer and y is not written
+  // at all; elsewhere y is written and its rows are quantized when final.
+  struct QuantOut {
+    const float* mul = nullptr;  // the next Linear's input scale [N] (nullable)
+    uint8_t* xq = nullptr;       // [M][N]
+    float* scale = nullptr;      // [M]
+    int32_t* zp = nullptr;       // [M]
+  };
   void run(const uint8_t* x, int64_t M, int64_t ldx, const float* x_scale, const int32_t* x_zp,
-           const QEpilogue& ep, void* y, int64_t ldy, const RowsDone* done = nullptr) const;
+           const QEpilogue& ep, void* y, int64_t ldy, const RowsDone* done = nullptr,
+           const QuantOut* qout = nullptr) const;
   // int32 accumulators only (no correction), as spmm_u8s8_acc.
   void run_acc(const uint8_t* x, int64_t M, int64_t ldx, int32_t* acc, int64_t ldacc) const;
   int64_t K() const { return K_; }

@@ -209,9 +209,10 @@ bool linear_runs_layernorm(const Graph& g, size_t p);
 // token at run time (no calibrated scale, not as its residual): BERT's FFN1
 // -> FFN2 in a dense model. Op p's kernel threads quantize each block of
 // rows for p + 1 (times p + 1's input scale) as soon as its rows are final
-// (qgemm.h RowsDone), while they are in the cache of the core that wrote
-// them; p + 1 takes those. The same bits as quantize_rows_u8 after p; one
-// parallel region and one pass over cold rows fewer per pair. A block-sparse
+// (qgemm.h RowsDone, DenseLinearU8S8::QuantOut: a dense p whose tasks hold
+// whole rows quantizes from its epilogue's row buffer and never writes its
+// f32 output); p + 1 takes those. The same bits as quantize_rows_u8 after p;
+// one parallel region and one pass over cold rows fewer per pair. A block-sparse
 // p + 1 is left out: it quantizes its own input in its kernel (or gets it
 // from the Linear chain). One link at a time: p's own input does not come
 // this way. The CPU backend keeps them apart in runs whose values are

@@ -343,7 +343,11 @@ namespace {
 // written to a fresh folder.
 std::string write_pruned_int8(const char* name, unsigned seed, bool mixed, bool dense = false) {
   SpnlWriter w;
-  testing::fill_tiny_model(w, spec(Activation::GeluErf));  // 4 heads of 16
+  testing::TinySpec ts = spec(Activation::GeluErf);  // 4 heads of 16
+  // Dense: FFN1 wide enough for oneDNN's column parts (one per thread, none
+  // narrower than 128 columns).
+  if (dense) ts.intermediate = 384;
+  testing::fill_tiny_model(w, ts);
   for (size_t i = 0; i < w.graph.ops.size(); ++i) {
     const Op& op = w.graph.ops[i];
     if (op.kind == OpKind::Linear && !dense && (!mixed || i % 2 == 0))

@@ -876,6 +876,83 @@ TEST_CASE("DenseLinearU8S8: one object, M and the source stride changing from ca
   }
 }
 
+TEST_CASE("DenseLinearU8S8: the output quantized for the next Linear (QuantOut), the bits of y then quantize_rows_u8") {
+  // Where a task holds whole rows (TBB split by rows, AVX-512 VNNI) the rows
+  // are quantized from the epilogue's row buffer, every column part's
+  // columns, and y is not written; elsewhere y is written and its rows
+  // quantized when final. Either way: the bits of the f32 run followed by
+  // quantize_rows_u8 with the same input scale. With GELU (both kinds), a
+  // bias, and N = 640 (two column parts on 2 threads) or 48 (one).
+  const int64_t K = 192;
+  for (int64_t N : {640, 48}) {
+    const auto W = make_weights(K, N, 0.0, 311, false);
+    std::mt19937 rng(17);
+    std::uniform_real_distribution<float> u(0.5f, 2.f);
+    std::vector<float> sw(N), bias(N), mul(N);
+    for (int64_t n = 0; n < N; ++n) {
+      sw[n] = 0.01f * u(rng);
+      bias[n] = u(rng) - 1.25f;
+      mul[n] = u(rng);
+    }
+    for (const char* kern : dense_kernels()) {
+      CAPTURE(kern);
+      CAPTURE(N);
+      DenseKernelEnv env(kern);
+      const sk::DenseLinearU8S8 dense(W.data(), K, N, sw.data(), bias.data());
+      for (int threads : {1, 2})
+        for (int64_t M : {1, 7, 64, 200})
+          for (bool coarse : {false, true}) {
+            CAPTURE(threads);
+            CAPTURE(M);
+            CAPTURE(coarse);
+            const auto x = make_input(M, K, static_cast<uint32_t>(500 + M));
+            std::vector<float> xs(M);
+            std::vector<int32_t> xz(M);
+            for (int64_t m = 0; m < M; ++m) {
+              xs[m] = 0.02f * u(rng);
+              xz[m] = static_cast<int32_t>(m * 37 % 256);
+            }
+            sk::QEpilogue ep;
+            ep.gelu = true;
+            ep.gelu_coarse = coarse;
+            // The reference: f32 y, then quantize_rows_u8.
+            std::vector<float> y(M * N);
+            std::vector<uint8_t> q_ref(M * N);
+            std::vector<float> s_ref(M);
+            std::vector<int32_t> z_ref(M);
+            in_arena(threads, [&] {
+              dense.run(x.data(), M, K, xs.data(), xz.data(), ep, y.data(), N);
+              sk::quantize_rows_u8(y.data(), M, N, q_ref.data(), s_ref.data(), z_ref.data(), -1, -1, mul.data());
+            });
+            std::vector<float> y2(M * N, -7.f);
+            std::vector<uint8_t> q(M * N, 1);
+            std::vector<float> s(M, -1.f);
+            std::vector<int32_t> z(M, -1);
+            const sk::DenseLinearU8S8::QuantOut qo{mul.data(), q.data(), s.data(), z.data()};
+            in_arena(threads, [&] { dense.run(x.data(), M, K, xs.data(), xz.data(), ep, y2.data(), N, nullptr, &qo); });
+            CHECK(q == q_ref);
+            CHECK(std::memcmp(s.data(), s_ref.data(), sizeof(float) * M) == 0);
+            CHECK(z == z_ref);
+          }
+      // What QuantOut cannot be combined with.
+      const auto x = make_input(4, K, 1);
+      std::vector<float> xs(4, 0.1f), y(4 * N), res(4 * N);
+      std::vector<int32_t> xz(4, 3);
+      std::vector<uint8_t> q(4 * N);
+      std::vector<float> s(4);
+      std::vector<int32_t> z(4);
+      const sk::DenseLinearU8S8::QuantOut qo{nullptr, q.data(), s.data(), z.data()};
+      sk::QEpilogue with_res;
+      with_res.residual = res.data();
+      CHECK_THROWS_AS(dense.run(x.data(), 4, K, xs.data(), xz.data(), with_res, y.data(), N, nullptr, &qo),
+                      std::invalid_argument);
+      const sk::DenseLinearU8S8::QuantOut no_buf{nullptr, nullptr, s.data(), z.data()};
+      CHECK_THROWS_AS(dense.run(x.data(), 4, K, xs.data(), xz.data(), sk::QEpilogue{}, y.data(), N, nullptr, &no_buf),
+                      std::invalid_argument);
+    }
+  }
+}
+
 TEST_CASE("quantize_rows_u8 matches its reference on every ISA") {
   std::mt19937 rng(3);
   std::normal_distribution<float> nd(0.f, 3.f);
