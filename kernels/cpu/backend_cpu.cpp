@@ -484,24 +484,18 @@ class LinearCpu : public OpImpl {
         k::quantize_blocked_u8(ctx.ws.get<float>(kChainF32, blocked * static_cast<size_t>(K)), T, K,
                                ctx.ws.get<k::BlockedRange>(kChainRange, nr), xq, xs, xz);
       }
-    } else if (st.quant_from_prev && !ctx.keep_values) {
-      int64_t* tag = ctx.ws.get<int64_t>(kLinQuantTag, 2);
+    } else if ((st.quant_from_prev || st.quant_from_ln) && !ctx.keep_values) {
+      // Quantized by the op before it: the Linear (linear_quantizes_next) or
+      // the LayerNorm (layernorm_quantizes_next), whose tag says for what.
+      const bool lin = st.quant_from_prev;
+      int64_t* tag = ctx.ws.get<int64_t>(lin ? kLinQuantTag : kLnQuantTag, 2);
       if (tag[0] != T || tag[1] != K)
-        throw std::logic_error("internal error: Linear '" + op.name +
-                               "' expected its input quantized by the Linear before it, which did not");
+        throw std::logic_error("internal error: Linear '" + op.name + "' expected its input quantized by the " +
+                               (lin ? "Linear" : "LayerNorm") + " before it, which did not");
       tag[0] = tag[1] = -1;
-      xq = ctx.ws.get<uint8_t>(kLinQX, static_cast<size_t>(T * K));
-      xs = ctx.ws.get<float>(kLinQScale, static_cast<size_t>(T));
-      xz = ctx.ws.get<int32_t>(kLinQZp, static_cast<size_t>(T));
-    } else if (st.quant_from_ln && !ctx.keep_values) {
-      int64_t* tag = ctx.ws.get<int64_t>(kLnQuantTag, 2);
-      if (tag[0] != T || tag[1] != K)
-        throw std::logic_error("internal error: Linear '" + op.name +
-                               "' expected its input quantized by the LayerNorm before it, which did not");
-      tag[0] = tag[1] = -1;
-      xq = ctx.ws.get<uint8_t>(kLnQX, static_cast<size_t>(T * K));
-      xs = ctx.ws.get<float>(kLnQScale, static_cast<size_t>(T));
-      xz = ctx.ws.get<int32_t>(kLnQZp, static_cast<size_t>(T));
+      xq = ctx.ws.get<uint8_t>(lin ? kLinQX : kLnQX, static_cast<size_t>(T * K));
+      xs = ctx.ws.get<float>(lin ? kLinQScale : kLnQScale, static_cast<size_t>(T));
+      xz = ctx.ws.get<int32_t>(lin ? kLinQZp : kLnQZp, static_cast<size_t>(T));
     } else if (in_kernel) {
       f32_rows = true;
     } else {

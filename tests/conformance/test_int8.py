@@ -559,6 +559,18 @@ def linked_pairs(spinel, spnl, switch, env_extra, linear_says, next_says, next_k
     return linears
 
 
+def same_bits_on_off(spinel, models, batches, switch, what):
+    """Each model's hidden states for each batch with switch unset and =off, at the CPU's own ISA
+    and under SPINEL_ISA=avx2: the same bits."""
+    for model in models:
+        for isa_env in ({}, {"SPINEL_ISA": "avx2"}):
+            for batch in batches:
+                on = spinel_run(spinel, model, batch, "none", env_extra=isa_env)
+                off = spinel_run(spinel, model, batch, "none", env_extra={**isa_env, switch: "off"})
+                assert all(np.array_equal(a, b) for a, b in zip(on, off)), \
+                    f"{what} changed the results of {model} {isa_env}"
+
+
 def test_linear_chain(spinel, convert, pruned_onnx, ids):
     """The FFN chain (kernels/cpu/select.h chain_linears): on CPUs with AVX-512 VNNI every
     layer's FFN1 -> FFN2 of the 80%-pruned INT8 model is chained, `inspect` says so (JSON
@@ -631,13 +643,7 @@ def test_layernorm_on_linear_threads(spinel, convert, pruned_onnx, minilm_onnx, 
     assert inspect({"SPINEL_LN_FUSE": "off"}) == []
     assert len(inspect({}, dense)) == 12
     long_ids = [[101] + [1000 + (7 * i + 13 * j) % 20000 for j in range(98)] + [102] for i in range(2)]
-    for model in (spnl, dense):
-        for isa_env in ({}, {"SPINEL_ISA": "avx2"}):
-            for batch in (ids, long_ids):
-                on = spinel_run(spinel, model, batch, "none", env_extra=isa_env)
-                off = spinel_run(spinel, model, batch, "none", env_extra={**isa_env, "SPINEL_LN_FUSE": "off"})
-                assert all(np.array_equal(a, b) for a, b in zip(on, off)), \
-                    f"the fused LayerNorm changed the results of {model} {isa_env}"
+    same_bits_on_off(spinel, [spnl, dense], (ids, long_ids), "SPINEL_LN_FUSE", "the fused LayerNorm")
 
 
 def test_linear_quantizes_next(spinel, convert, pruned_onnx, minilm_onnx, ids):
@@ -665,12 +671,7 @@ def test_linear_quantizes_next(spinel, convert, pruned_onnx, minilm_onnx, ids):
     assert inspect({"SPINEL_LINEAR_QUANT": "off"}) == []
     assert inspect({}, pruned) == []
     long_ids = [[101] + [1000 + (7 * i + 13 * j) % 20000 for j in range(198)] + [102] for i in range(1)]
-    for isa_env in ({}, {"SPINEL_ISA": "avx2"}):
-        for batch in (ids, long_ids):
-            on = spinel_run(spinel, dense, batch, "none", env_extra=isa_env)
-            off = spinel_run(spinel, dense, batch, "none", env_extra={**isa_env, "SPINEL_LINEAR_QUANT": "off"})
-            assert all(np.array_equal(a, b) for a, b in zip(on, off)), \
-                f"quantizing on the Linear's threads changed the results {isa_env}"
+    same_bits_on_off(spinel, [dense], (ids, long_ids), "SPINEL_LINEAR_QUANT", "quantizing on the Linear's threads")
 
 
 def test_omp_passive_same_results(spinel, convert, minilm_onnx, ids):
