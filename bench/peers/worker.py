@@ -5,10 +5,10 @@ Everything timed happens in here: LoadGen issues queries to an in-process SUT, a
 inference thread takes what is queued (up to --max-batch samples, all of the same length)
 and runs it as one batch, and LoadGen timestamps issue and completion. SingleStream's one
 query at a time runs right in LoadGen's issue call instead, on its thread, and completes
-there (a hand-off to the inference thread through a Python queue added ~0.5-1.5 ms per query
-on a busy 2-core machine, to every runtime alike: BERT-base 90% INT8 measured 4.3-5.7 ms p50
-against spinel bench's 3.6). Nothing crosses a process boundary per query; the result is one
-JSON file (--out).
+there: a hand-off to the inference thread through a Python queue costs a thread wake-up per
+query, the same for every runtime (spinel BERT-base 90% INT8 alternating the two ways on a busy
+2-core machine: 4.58 / 4.01 and 4.98 / 4.81 ms p50). Nothing crosses a process boundary per
+query; the result is one JSON file (--out).
 
 Scenarios (LoadGen TestMode.PerformanceOnly, its default seeds):
   single   SingleStream: one query at a time; p50 / p90 latency
