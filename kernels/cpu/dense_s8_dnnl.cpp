@@ -407,16 +407,40 @@ void DenseLinearU8S8::run(const uint8_t* x, int64_t M, int64_t ldx, const float*
     throw std::invalid_argument("DenseLinearU8S8: the output quantized for the next Linear (QuantOut) needs f32 "
                                 "output without a residual or RowsDone, and its buffers");
   if (M <= 0) return;
+  if (ep.requantize && !(ep.out_scale > 0.f))
+    throw std::invalid_argument("DenseLinearU8S8: requantize needs out_scale > 0");
+  Impl& im = *impl_;
+  const int64_t N = im.N;
+  QEpilogue e = ep;
+  if (e.residual && e.ld_residual == 0) e.ld_residual = N;
+  const bool vec = active_isa() >= Isa::Avx512Vnni;
+  // The epilogue of rows [m0, m1) x columns [n0, n0 + cols) from their
+  // accumulators acc (row stride cols) into out (row stride ld; column 0 of
+  // the layer at out).
+  auto finish = [&](const int32_t* acc, int64_t m0, int64_t m1, int64_t n0, int64_t cols, void* out, int64_t ld) {
+    QEpilogue ec = e;
+    if (ec.residual) ec.residual += n0;
+    const size_t out_bytes = ep.requantize ? 1 : sizeof(float);
+    void* yc = static_cast<char*>(out) + static_cast<size_t>(n0) * out_bytes;
+    const float* bias = im.bias ? im.bias + n0 : nullptr;
+    if (vec) {
+      thread_local std::vector<float> row;
+      if (static_cast<int64_t>(row.size()) < cols + 16) row.resize(cols + 16);
+      qgemm_detail::epilogue_rows_s32_avx512(acc, cols, m0, m1 - m0, cols, bias, im.scale_w.data() + n0,
+                                             im.wsum.data() + n0, x_scale, x_zp, ec, yc, ld, row.data());
+    } else {
+      epilogue_rows_scalar(acc, cols, m0, m1 - m0, cols, bias, im.scale_w.data() + n0, im.wsum.data() + n0,
+                           x_scale, x_zp, ec, yc, ld);
+    }
+  };
   if (qout) {
-    Impl& im = *impl_;
     const size_t parts = im.parts.size();
-    if (!im.amx && im.on_tbb && active_isa() >= Isa::Avx512Vnni &&
+    if (!im.amx && im.on_tbb && vec &&
         !dense_split_by_columns(M, im.K, im.N, 1, parts, im.split)) {
       // Each task holds whole rows: every part's accumulators for its rows
       // (part p's at rows * n0_p, rows x its columns), then per row the
       // epilogue into a row buffer (every part's columns), quantized from
       // there. y is never written.
-      const int64_t N = im.N;
       note_pool(Pool::Tbb);
       try {
         for_dense_tasks(
@@ -428,20 +452,13 @@ void DenseLinearU8S8::run(const uint8_t* x, int64_t M, int64_t ldx, const float*
             [&](int64_t m0, int64_t m1) {
               const int64_t rows = m1 - m0;
               const int32_t* acc = static_cast<const int32_t*>(thread_buffer(1, sizeof(int32_t) * rows * N));
-              thread_local std::vector<float> row, tmp;
-              if (static_cast<int64_t>(row.size()) < N + 16) {
-                row.resize(N + 16);
-                tmp.resize(N + 16);
-              }
+              thread_local std::vector<float> row;
+              if (static_cast<int64_t>(row.size()) < N) row.resize(N);
               for (int64_t i = 0; i < rows; ++i) {
-                for (size_t p = 0; p < parts; ++p) {
-                  const int64_t n0 = im.part_n0[p], cols = im.parts[p]->N;
-                  // (ldy 0: row i's values land in the row buffer.)
-                  qgemm_detail::epilogue_rows_s32_avx512(
-                      acc + rows * n0 + i * cols, cols, m0 + i, 1, cols, im.bias ? im.bias + n0 : nullptr,
-                      im.scale_w.data() + n0, im.wsum.data() + n0, x_scale, x_zp, ep, row.data() + n0, 0,
-                      tmp.data());
-                }
+                // (Row stride 0: row i's values land in the row buffer.)
+                for (size_t p = 0; p < parts; ++p)
+                  finish(acc + rows * im.part_n0[p] + i * im.parts[p]->N, m0 + i, m0 + i + 1, im.part_n0[p],
+                         im.parts[p]->N, row.data(), 0);
                 qgemm_detail::quantize_rows_u8_here(row.data(), 1, N, N, qout->xq + (m0 + i) * N,
                                                     qout->scale + m0 + i, qout->zp + m0 + i, qout->mul);
               }
@@ -457,12 +474,7 @@ void DenseLinearU8S8::run(const uint8_t* x, int64_t M, int64_t ldx, const float*
     run(x, M, ldx, x_scale, x_zp, ep, y, ldy, &rows, nullptr);
     return;
   }
-  if (ep.requantize && !(ep.out_scale > 0.f))
-    throw std::invalid_argument("DenseLinearU8S8: requantize needs out_scale > 0");
-  Impl& im = *impl_;
   if (im.amx) {
-    QEpilogue e = ep;
-    if (e.residual && e.ld_residual == 0) e.ld_residual = im.N;
     run_amx(qgemm_detail::AmxS8Args{static_cast<const int8_t*>(im.amx.get()), im.K, im.N, x, M, ldx,
                                     im.bias, im.scale_w.data(), im.wsum.data(), x_scale, x_zp, &e,
                                     ep.requantize ? qgemm_detail::OutKind::U8 : qgemm_detail::OutKind::F32,
@@ -470,35 +482,13 @@ void DenseLinearU8S8::run(const uint8_t* x, int64_t M, int64_t ldx, const float*
     if (done) qgemm_detail::rows_done_all(*done, 0, M);
     return;
   }
-  const int64_t N = im.N;
-  QEpilogue e = ep;
-  if (e.residual && e.ld_residual == 0) e.ld_residual = N;
-  const bool vec = active_isa() >= Isa::Avx512Vnni;
-  // The epilogue of rows [m0, m1) x columns [n0, n0 + cols) from their
-  // accumulators acc (row stride cols).
-  auto finish = [&](const int32_t* acc, int64_t m0, int64_t m1, int64_t n0, int64_t cols) {
-    QEpilogue ec = e;
-    if (ec.residual) ec.residual += n0;
-    const size_t out_bytes = ep.requantize ? 1 : sizeof(float);
-    void* yc = static_cast<char*>(y) + static_cast<size_t>(n0) * out_bytes;
-    const float* bias = im.bias ? im.bias + n0 : nullptr;
-    if (vec) {
-      thread_local std::vector<float> row;
-      if (static_cast<int64_t>(row.size()) < cols + 16) row.resize(cols + 16);
-      qgemm_detail::epilogue_rows_s32_avx512(acc, cols, m0, m1 - m0, cols, bias, im.scale_w.data() + n0,
-                                             im.wsum.data() + n0, x_scale, x_zp, ec, yc, ldy, row.data());
-    } else {
-      epilogue_rows_scalar(acc, cols, m0, m1 - m0, cols, bias, im.scale_w.data() + n0, im.wsum.data() + n0,
-                           x_scale, x_zp, ec, yc, ldy);
-    }
-  };
   // Rows [m0, m1) x part p: the matmul, then its epilogue while the
   // accumulators are in this core's cache.
   auto unit = [&](int64_t m0, int64_t m1, size_t p) {
     Part& part = *im.parts[p];
     int32_t* acc = static_cast<int32_t*>(thread_buffer(1, sizeof(int32_t) * (m1 - m0) * part.N));
     part.matmul(x + m0 * ldx, m1 - m0, ldx, acc);
-    finish(acc, m0, m1, im.part_n0[p], part.N);
+    finish(acc, m0, m1, im.part_n0[p], part.N, y, ldy);
   };
   if (im.on_tbb) {
     note_pool(Pool::Tbb);
@@ -530,7 +520,7 @@ void DenseLinearU8S8::run(const uint8_t* x, int64_t M, int64_t ldx, const float*
     const int64_t per = (M + nt - 1) / nt;
     const int64_t m0 = std::min<int64_t>(M, id * per), m1 = std::min<int64_t>(M, m0 + per);
     if (m1 > m0) {
-      finish(acc + m0 * N, m0, m1, 0, N);
+      finish(acc + m0 * N, m0, m1, 0, N, y, ldy);
       // This thread's rows are final: on to the work after them, in this
       // region (the rows still in this core's cache).
       if (done) done->fn(done->ctx, m0, m1 - m0);

@@ -174,13 +174,13 @@ void flush_rows(const SpmmTile& t, int64_t n0, __mmask16 chmask, const float (*s
   }
 }
 
-// The second half of the epilogue (the first, channel-major, is in run_tile):
-// GELU over the staged values (element-wise, so the layout
-// does not matter), then per 16 tokens a 16 x 16 transpose to token-major
-// rows of up to 16 channels (4 block-rows from brg), the residual added with
-// one load per token, and one (masked) store per token into y. Writing y in
-// whole 64-byte rows matters: y's row stride (3 KB for N = 768) maps 16-byte
-// pieces of 64 rows onto the same few L1 sets.
+// The second half of the epilogue (the first, channel-major, is in run_tile)
+// for the staged 16 channels (4 block-rows from brg) x 64 tokens: into the
+// chain's f32 blocked output (flush_blocked, which applies GELU itself), or
+// GELU over the staged values (element-wise, so the layout does not matter)
+// and then token rows (flush_rows). Writing y in whole 64-byte rows matters:
+// y's row stride (3 KB for N = 768) maps 16-byte pieces of 64 rows onto the
+// same few L1 sets.
 template <int NT>
 void flush_stage(const SpmmTile& t, int64_t brg, int64_t nbr, float (*stage)[64]) {
   const int64_t n0 = 4 * brg;
