@@ -63,6 +63,7 @@ int dense_split_forced() {
 bool dense_split_by_columns(int64_t M, int64_t K, int64_t N, size_t elt_bytes, size_t parts, int forced) {
   if (parts < 2) return false;
   if (forced) return forced == 2;
+  if (elt_bytes == 1 && M >= kDenseRowsPerThread * static_cast<int64_t>(parts)) return false;
   return M < N && K * N * static_cast<int64_t>(elt_bytes) > (int64_t{1} << 20);
 }
 

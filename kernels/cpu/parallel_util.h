@@ -69,11 +69,22 @@ bool dense_pool_tbb(bool by_default);
 // BERT-base INT8 (768 x 2304 and x 3072, over 1 MiB) by rows 0.88x oneDNN on
 // OpenMP, by column parts 1.0x; MiniLM INT8 (all under 1 MiB) by rows 1.02x,
 // by columns slower (0.92x of rows at 32 tokens).
+// Once every part's thread would get kDenseRowsPerThread rows or more, u8
+// layers split by rows again: oneDNN then runs at full speed on each
+// thread's rows, and the rows are whole on one thread, so what follows them
+// (GELU, the next Linear's quantization) runs while they are in its cache
+// instead of in a pass after the region. Dense BERT-base INT8 at 8 x 128
+// tokens, columns -> rows: 768 x 3072 43.1 -> 40.4 ms, 768 x 2304 28.0 ->
+// 26.9, whole model 0.955x the time; at 2 x 128 tokens (128 rows per
+// thread) 768 x 3072 0.90x, 768 x 2304 even; at 128 tokens (64 rows per
+// thread) 768 x 2304 took 1.12x by rows. f32 layers (elt_bytes 4) keep the
+// old rule: MiniLM FP32 at 8 x 128 tokens was even either way.
 // dense_column_parts: the parts of a layer of N columns, one per thread the
 // machine has and none narrower than 128 columns.
 // dense_split_forced: SPINEL_DENSE_SPLIT=rows|cols (1, 2; 0 unset or auto;
 // other values warn once), read by each dense layer when it is made (A/B
 // runs, tests).
+constexpr int64_t kDenseRowsPerThread = 128;
 int64_t dense_column_parts(int64_t N);
 int dense_split_forced();
 bool dense_split_by_columns(int64_t M, int64_t K, int64_t N, size_t elt_bytes, size_t parts, int forced);

@@ -475,6 +475,7 @@ void epilogue_rows_s32_avx512(const int32_t* acc, int64_t ldacc, int64_t m0, int
                               int64_t N, const float* bias, const float* scale_w,
                               const int32_t* wsum, const float* x_scale, const int32_t* x_zp,
                               const QEpilogue& ep, void* y, int64_t ldy, float* row_tmp) {
+  constexpr int64_t kResidualAhead = 3;
   const __m512 lo = _mm512_set1_ps(-512.f), hi = _mm512_set1_ps(512.f);
   const __m512 inv = _mm512_set1_ps(1.f / ep.out_scale);
   const __m512i zpo = _mm512_set1_epi32(ep.out_zp);
@@ -482,6 +483,16 @@ void epilogue_rows_s32_avx512(const int32_t* acc, int64_t ldacc, int64_t m0, int
   for (int64_t i = 0; i < rows; ++i) {
     const int64_t m = m0 + i;
     const int32_t* a = acc + i * ldacc;
+    // The residual row kResidualAhead rows on, towards L1: it was written
+    // long before (the layer's input) and is read once, in the second pass,
+    // where its loads stalled the loop (a third of its samples). Dense
+    // BERT-base INT8 at 8 x 128 tokens: the attention output Linear 0.88x
+    // the time, FFN2 0.95x. The accumulators, just written by oneDNN, gained
+    // nothing from the same.
+    if (ep.residual && i + kResidualAhead < rows) {
+      const char* r = reinterpret_cast<const char*>(ep.residual + (m + kResidualAhead) * ep.ld_residual);
+      for (int64_t o = 0; o < N * 4; o += 64) _mm_prefetch(r + o, _MM_HINT_T0);
+    }
     const __m512i zp = _mm512_set1_epi32(x_zp[m]);
     const __m512 xs = _mm512_set1_ps(x_scale[m]);
     // Through row_tmp when a second pass follows: the residual may alias y.

@@ -31,6 +31,7 @@
 #include "kernels/reference/reference.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/dnnl_engine.h"
+#include "kernels/cpu/parallel_util.h"
 
 namespace k = spinel::kernels;
 namespace f32 = spinel::kernels::f32;
@@ -726,6 +727,30 @@ struct DensePoolEnv {
 };
 
 }  // namespace
+
+TEST_CASE("dense split: column parts for short inputs to wide layers, rows once every part's thread has 128") {
+  // (M, K, N, element bytes, parts, forced) -> by column parts?
+  // Narrow or small W (<= 1 MiB): rows whatever M.
+  CHECK_FALSE(k::dense_split_by_columns(128, 384, 1536, 1, 2, 0));
+  CHECK_FALSE(k::dense_split_by_columns(64, 768, 768, 1, 2, 0));
+  // One part: nothing to split by.
+  CHECK_FALSE(k::dense_split_by_columns(128, 768, 3072, 1, 1, 0));
+  // Wide u8 layers: column parts while a part's thread would get fewer than
+  // kDenseRowsPerThread rows, rows from there on (BERT-base's 768 x 3072 at
+  // 1, 2 and 8 x 128 tokens on 2 threads).
+  CHECK(k::kDenseRowsPerThread == 128);
+  CHECK(k::dense_split_by_columns(128, 768, 3072, 1, 2, 0));
+  CHECK(k::dense_split_by_columns(255, 768, 2304, 1, 2, 0));
+  CHECK_FALSE(k::dense_split_by_columns(256, 768, 3072, 1, 2, 0));
+  CHECK_FALSE(k::dense_split_by_columns(1024, 768, 3072, 1, 2, 0));
+  CHECK(k::dense_split_by_columns(1024, 768, 3072, 1, 16, 0));  // 64 rows per part's thread
+  // f32 layers keep the M < N rule.
+  CHECK(k::dense_split_by_columns(1024, 384, 1536, 4, 2, 0));
+  CHECK_FALSE(k::dense_split_by_columns(2048, 384, 1536, 4, 2, 0));
+  // SPINEL_DENSE_SPLIT decides when set (1 rows, 2 column parts).
+  CHECK_FALSE(k::dense_split_by_columns(128, 768, 3072, 1, 2, 1));
+  CHECK(k::dense_split_by_columns(1024, 768, 3072, 1, 2, 2));
+}
 
 TEST_CASE("linear: every activation x residual x bias combination on odd shapes") {
   for (const char* pool : kDensePools) {
