@@ -272,7 +272,9 @@ void rows_done_all(const RowsDone& done, int64_t m0, int64_t rows);
 // Rows [0, rows) of the epilogue on a row-major int32 accumulator block whose
 // row i is token m0 + i and whose columns are y's first N (the caller offsets
 // bias, scale_w, wsum, y and ep.residual to its first column). AVX-512 build
-// in spmm_s8_avx512vnni.cpp. row_tmp: N + 16 floats.
+// in spmm_s8_avx512vnni.cpp: one pass, four rows at a time, without GELU;
+// with GELU, per row through y's row or (with a residual or requantization
+// after it) row_tmp: N + 16 floats.
 void epilogue_rows_s32_avx512(const int32_t* acc, int64_t ldacc, int64_t m0, int64_t rows,
                               int64_t N, const float* bias, const float* scale_w,
                               const int32_t* wsum, const float* x_scale, const int32_t* x_zp,
