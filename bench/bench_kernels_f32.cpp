@@ -21,6 +21,7 @@
 #include <cstdlib>
 #include <functional>
 #include <random>
+#include <string>
 #include <vector>
 
 #include <oneapi/dnnl/dnnl.hpp>
@@ -137,6 +138,9 @@ void bench_attention(tbb::task_arena& arena, int reps, int64_t seqs, int64_t len
   std::vector<k::AttentionProducts> kinds{k::AttentionProducts::F32};
   if (k::cpu_has_amx_bf16()) kinds.push_back(k::AttentionProducts::AmxBf16);
   if (k::cpu_has_avx512_bf16()) kinds.push_back(k::AttentionProducts::Avx512Bf16);
+  // INT8 Q.K^T (what INT8 models run on heads of 64 or more here).
+  if (k::cpu_has_avx512_bf16() && k::active_isa() == k::Isa::Avx512Vnni && hd >= 64)
+    kinds.push_back(k::AttentionProducts::Avx512S8Qk);
   std::vector<std::function<void()>> fns;
   for (const auto kind : kinds)
     fns.push_back([&, kind] {
@@ -190,8 +194,16 @@ int main(int argc, char** argv) {
   const int reps = argc > 2 ? std::max(1, std::atoi(argv[2])) : 100;
   omp_set_num_threads(threads);
   tbb::task_arena arena(threads);
+  // A third argument "attention": the attention rows only.
+  const bool only_attention = argc > 3 && std::string(argv[3]) == "attention";
   std::printf("threads %d, reps %d, row kernels built for %s\n", threads, reps,
               k::f32::kernel_table().name);
+  if (only_attention) {
+    for (auto [seqs, len] : {std::pair<int64_t, int64_t>{1, 128}, {8, 128}})
+      bench_attention(arena, reps, seqs, len, 64);
+    bench_attention(arena, reps, 8, 128, 32);
+    return 0;
+  }
   bench_linear(arena, reps, 128, 768, 768, Activation::None);
   bench_linear(arena, reps, 128, 768, 3072, Activation::GeluErf);
   bench_linear(arena, reps, 128, 3072, 768, Activation::None);
