@@ -161,12 +161,33 @@ void softmax_pv(const AttentionBlock& b, const AmxLayout& a, const uint32_t* v2,
 // so small that 127 / max overflows: its products are below 1e-30), NaN for
 // a row with a NaN (its scores become NaN, as in FP32). The 16 maxima come
 // from one 16 x 16 transpose instead of 16 horizontal reductions.
+//
+// 16 whole rows of 64 (BERT's heads) take a faster path with the same bits:
+// four loads per row, the NaN test as two unordered compares of vector
+// pairs, and each row's four int32 vectors narrowed by saturating packs
+// (3 instructions where 4 vpmovdb took 8; the values are within [-127, 127],
+// where packing and truncating agree, and Q's +128 is an XOR of the sign
+// bit); a row whose 127 / max is 0 (infinite or NaN values, or all zero)
+// keeps the truncating stores, whose bytes for NaN products differ.
 inline void quantize_rows16(const float* x, int64_t stride, int64_t rows, int64_t n, int64_t dq, int shift,
                             uint8_t* out, float* scale) {
   const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
   body::vf m[16];
   __mmask16 nan_rows = 0;
-  for (int i = 0; i < 16; ++i) {
+  const bool whole = rows == 16 && n == 64 && dq == 64;
+  if (whole) {
+    for (int i = 0; i < 16; ++i) {
+      const float* r = x + i * stride;
+      const __m512 v0 = _mm512_loadu_ps(r), v1 = _mm512_loadu_ps(r + 16), v2 = _mm512_loadu_ps(r + 32),
+                   v3 = _mm512_loadu_ps(r + 48);
+      m[i] = _mm512_max_ps(_mm512_max_ps(_mm512_and_ps(v0, absmask), _mm512_and_ps(v1, absmask)),
+                           _mm512_max_ps(_mm512_and_ps(v2, absmask), _mm512_and_ps(v3, absmask)));
+      const __mmask16 nan = static_cast<__mmask16>(_mm512_cmp_ps_mask(v0, v1, _CMP_UNORD_Q) |
+                                                   _mm512_cmp_ps_mask(v2, v3, _CMP_UNORD_Q));
+      if (nan) nan_rows = static_cast<__mmask16>(nan_rows | (1u << i));
+    }
+  }
+  for (int i = 0; i < (whole ? 0 : 16); ++i) {
     __m512 mi = _mm512_setzero_ps();
     if (i < rows) {
       __mmask16 nan = 0;
@@ -191,8 +212,25 @@ inline void quantize_rows16(const float* x, int64_t stride, int64_t rows, int64_
   sc = _mm512_mask_mov_ps(_mm512_maskz_mov_ps(ok, sc), nan_rows, _mm512_set1_ps(__builtin_nanf("")));
   _mm512_storeu_ps(scale, sc);
   const __m512i sh = _mm512_set1_epi32(shift);
+  // Rows whose products are all finite and within [-127, 127]: packed.
+  const __mmask16 packed =
+      whole ? _mm512_cmp_ps_mask(inv, _mm512_setzero_ps(), _CMP_GT_OQ) : static_cast<__mmask16>(0);
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(shift == 128 ? 0x80 : 0));
   for (int i = 0; i < 16; ++i) {
     const __m512 vi = _mm512_permutexvar_ps(_mm512_set1_epi32(i), inv);
+    if (packed & (1u << i)) {
+      const float* r = x + i * stride;
+      const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(r), vi));
+      const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(r + 16), vi));
+      const __m512i q2 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(r + 32), vi));
+      const __m512i q3 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(r + 48), vi));
+      // Per 128-bit lane: 4 values of q0, q1, q2, q3 in turn; the dword
+      // permutation puts the 64 bytes back in order.
+      const __m512i b = _mm512_packs_epi16(_mm512_packs_epi32(q0, q1), _mm512_packs_epi32(q2, q3));
+      _mm512_storeu_si512(out + i * dq, _mm512_xor_si512(_mm512_permutexvar_epi32(order, b), flip));
+      continue;
+    }
     for (int64_t d0 = 0; d0 < dq; d0 += 16) {
       const __m512 v = i < rows ? _mm512_maskz_loadu_ps(first_n(n - d0), x + i * stride + d0) : _mm512_setzero_ps();
       const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v, vi)), sh);  // nearest even
