@@ -175,29 +175,24 @@ inline void quantize_rows16(const float* x, int64_t stride, int64_t rows, int64_
   body::vf m[16];
   __mmask16 nan_rows = 0;
   const bool whole = rows == 16 && n == 64 && dq == 64;
-  if (whole) {
-    for (int i = 0; i < 16; ++i) {
-      const float* r = x + i * stride;
+  for (int i = 0; i < 16; ++i) {
+    __m512 mi = _mm512_setzero_ps();
+    __mmask16 nan = 0;
+    const float* r = x + i * stride;
+    if (whole) {
       const __m512 v0 = _mm512_loadu_ps(r), v1 = _mm512_loadu_ps(r + 16), v2 = _mm512_loadu_ps(r + 32),
                    v3 = _mm512_loadu_ps(r + 48);
-      m[i] = _mm512_max_ps(_mm512_max_ps(_mm512_and_ps(v0, absmask), _mm512_and_ps(v1, absmask)),
-                           _mm512_max_ps(_mm512_and_ps(v2, absmask), _mm512_and_ps(v3, absmask)));
-      const __mmask16 nan = static_cast<__mmask16>(_mm512_cmp_ps_mask(v0, v1, _CMP_UNORD_Q) |
-                                                   _mm512_cmp_ps_mask(v2, v3, _CMP_UNORD_Q));
-      if (nan) nan_rows = static_cast<__mmask16>(nan_rows | (1u << i));
-    }
-  }
-  for (int i = 0; i < (whole ? 0 : 16); ++i) {
-    __m512 mi = _mm512_setzero_ps();
-    if (i < rows) {
-      __mmask16 nan = 0;
+      mi = _mm512_max_ps(_mm512_max_ps(_mm512_and_ps(v0, absmask), _mm512_and_ps(v1, absmask)),
+                         _mm512_max_ps(_mm512_and_ps(v2, absmask), _mm512_and_ps(v3, absmask)));
+      nan = static_cast<__mmask16>(_mm512_cmp_ps_mask(v0, v1, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(v2, v3, _CMP_UNORD_Q));
+    } else if (i < rows) {
       for (int64_t d0 = 0; d0 < n; d0 += 16) {
-        const __m512 v = _mm512_maskz_loadu_ps(first_n(n - d0), x + i * stride + d0);
+        const __m512 v = _mm512_maskz_loadu_ps(first_n(n - d0), r + d0);
         mi = _mm512_max_ps(mi, _mm512_and_ps(v, absmask));
         nan = static_cast<__mmask16>(nan | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q));
       }
-      if (nan) nan_rows = static_cast<__mmask16>(nan_rows | (1u << i));
     }
+    if (nan) nan_rows = static_cast<__mmask16>(nan_rows | (1u << i));
     m[i] = mi;
   }
   body::transpose_square(m);  // m[l] lane i: element l of row i's maxima

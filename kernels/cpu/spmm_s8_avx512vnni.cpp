@@ -55,6 +55,21 @@ inline int32_t load_i32(const void* p) {
   return v;
 }
 
+// A u8 output (QEpilogue::requantize): v / out_scale rounded to nearest
+// even, plus out_zp, clamped to [0, 255] (v clamped to +-512 steps first, so
+// the conversion never overflows), the contract of requantize_value. The
+// constants are made once per call, outside the loops.
+struct Requant {
+  __m512 inv;
+  __m512i zp;
+  explicit Requant(const QEpilogue& ep) : inv(_mm512_set1_ps(1.f / ep.out_scale)), zp(_mm512_set1_epi32(ep.out_zp)) {}
+  __m512i operator()(__m512 v) const {
+    v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v, inv), _mm512_set1_ps(-512.f)), _mm512_set1_ps(512.f));
+    const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(v), zp);
+    return _mm512_min_epi32(_mm512_max_epi32(q, _mm512_setzero_si512()), _mm512_set1_epi32(255));
+  }
+};
+
 // In-register transpose of a 16 x 16 block of 32-bit values: r[i][j] ->
 // r[j][i]. 64 shuffles: 32-bit and 64-bit unpacks within 128-bit lanes, then
 // two rounds of 128-bit lane shuffles.
@@ -149,6 +164,7 @@ void flush_rows(const SpmmTile& t, int64_t n0, __mmask16 chmask, const float (*s
   const QEpilogue& ep = *t.ep;
   const float* residual = ep.residual;
   const int64_t ldr = ep.ld_residual, ldy = t.ldy;
+  const Requant requant(ep);
   for (int r = 0; r < NT; ++r) {
     const int nvalid = static_cast<int>(t.mc - 16 * r < 16 ? t.mc - 16 * r : 16);
     __m512 v[16];
@@ -161,15 +177,10 @@ void flush_rows(const SpmmTile& t, int64_t n0, __mmask16 chmask, const float (*s
       const int64_t m = mbase + q;
       __m512 o = v[q];
       if (Res) o = _mm512_add_ps(o, _mm512_maskz_loadu_ps(chmask, residual + m * ldr + n0));
-      if (U8) {
-        const __m512 inv = _mm512_set1_ps(1.f / ep.out_scale);
-        o = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(o, inv), _mm512_set1_ps(-512.f)), _mm512_set1_ps(512.f));
-        __m512i qv = _mm512_add_epi32(_mm512_cvtps_epi32(o), _mm512_set1_epi32(ep.out_zp));
-        qv = _mm512_min_epi32(_mm512_max_epi32(qv, _mm512_setzero_si512()), _mm512_set1_epi32(255));
-        _mm512_mask_cvtepi32_storeu_epi8(static_cast<uint8_t*>(t.y) + m * ldy + n0, chmask, qv);
-      } else {
+      if (U8)
+        _mm512_mask_cvtepi32_storeu_epi8(static_cast<uint8_t*>(t.y) + m * ldy + n0, chmask, requant(o));
+      else
         _mm512_mask_storeu_ps(static_cast<float*>(t.y) + m * ldy + n0, chmask, o);
-      }
     }
   }
 }
@@ -479,14 +490,6 @@ inline __m512 epi_value(const int32_t* a, __mmask16 k, __m512i zp, __m512 xs, __
   return _mm512_fmadd_ps(_mm512_cvtepi32_ps(corr), _mm512_mul_ps(xs, sw), b);
 }
 
-inline __m512 requantize_v(__m512 v, const QEpilogue& ep) {
-  v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v, _mm512_set1_ps(1.f / ep.out_scale)), _mm512_set1_ps(-512.f)),
-                    _mm512_set1_ps(512.f));
-  __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(v), _mm512_set1_epi32(ep.out_zp));
-  q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_setzero_si512()), _mm512_set1_epi32(255));
-  return _mm512_castsi512_ps(q);
-}
-
 // The whole epilogue in one pass when there is no GELU: rows four at a time,
 // each column vector's wsum, scale_w and bias loaded once for the four. The
 // residual is read and y written at the same element (y may alias it).
@@ -505,6 +508,7 @@ void epilogue_rows_1pass(const int32_t* acc, int64_t ldacc, int64_t m0, int64_t 
   constexpr int64_t kResidualAhead = 4;
   const float* res = ep.residual;
   const int64_t ldr = ep.ld_residual;
+  const Requant requant(ep);
   for (int64_t i = 0; i < rows; i += 4) {
     const int R = rows - i < 4 ? static_cast<int>(rows - i) : 4;
     if (Res)
@@ -531,8 +535,7 @@ void epilogue_rows_1pass(const int32_t* acc, int64_t ldacc, int64_t m0, int64_t 
         __m512 v = epi_value(acc + (i + r) * ldacc + n, k, zp[r], xs[r], ws, sw, b);
         if (Res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, res + m * ldr + n));
         if (U8)
-          _mm512_mask_cvtepi32_storeu_epi8(static_cast<uint8_t*>(y) + m * ldy + n, k,
-                                           _mm512_castps_si512(requantize_v(v, ep)));
+          _mm512_mask_cvtepi32_storeu_epi8(static_cast<uint8_t*>(y) + m * ldy + n, k, requant(v));
         else
           _mm512_mask_storeu_ps(static_cast<float*>(y) + m * ldy + n, k, v);
       }
@@ -558,6 +561,7 @@ void epilogue_rows_s32_avx512(const int32_t* acc, int64_t ldacc, int64_t m0, int
   // GELU: per row, the first half into y's row (or row_tmp when a second
   // pass follows: the residual may alias y), GELU over it, then the residual
   // and the requantization.
+  const Requant requant(ep);
   for (int64_t i = 0; i < rows; ++i) {
     const int64_t m = m0 + i;
     const int32_t* a = acc + i * ldacc;
@@ -580,8 +584,7 @@ void epilogue_rows_s32_avx512(const int32_t* acc, int64_t ldacc, int64_t m0, int
       __m512 v = _mm512_maskz_loadu_ps(k, dst + n);
       if (res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, res + n));
       if (ep.requantize)
-        _mm512_mask_cvtepi32_storeu_epi8(static_cast<uint8_t*>(y) + m * ldy + n, k,
-                                         _mm512_castps_si512(requantize_v(v, ep)));
+        _mm512_mask_cvtepi32_storeu_epi8(static_cast<uint8_t*>(y) + m * ldy + n, k, requant(v));
       else
         _mm512_mask_storeu_ps(static_cast<float*>(y) + m * ldy + n, k, v);
     }
