@@ -881,8 +881,9 @@ TEST_CASE("DenseLinearU8S8: the output quantized for the next Linear (QuantOut),
   // are quantized from the epilogue's row buffer, every column part's
   // columns, and y is not written; elsewhere y is written and its rows
   // quantized when final. Either way: the bits of the f32 run followed by
-  // quantize_rows_u8 with the same input scale. With GELU (both kinds), a
-  // bias, and N = 640 (two column parts on 2 threads) or 48 (one).
+  // quantize_rows_u8 with the same input scale. Without GELU (the one-pass
+  // epilogue) and with both kinds of GELU, a bias, and N = 640 (two column
+  // parts on 2 threads) or 48 (one).
   const int64_t K = 192;
   for (int64_t N : {640, 48}) {
     const auto W = make_weights(K, N, 0.0, 311, false);
@@ -901,10 +902,10 @@ TEST_CASE("DenseLinearU8S8: the output quantized for the next Linear (QuantOut),
       const sk::DenseLinearU8S8 dense(W.data(), K, N, sw.data(), bias.data());
       for (int threads : {1, 2})
         for (int64_t M : {1, 7, 64, 200})
-          for (bool coarse : {false, true}) {
+          for (int gelu : {0, 1, 2}) {  // none, exact, coarse
             CAPTURE(threads);
             CAPTURE(M);
-            CAPTURE(coarse);
+            CAPTURE(gelu);
             const auto x = make_input(M, K, static_cast<uint32_t>(500 + M));
             std::vector<float> xs(M);
             std::vector<int32_t> xz(M);
@@ -913,8 +914,8 @@ TEST_CASE("DenseLinearU8S8: the output quantized for the next Linear (QuantOut),
               xz[m] = static_cast<int32_t>(m * 37 % 256);
             }
             sk::QEpilogue ep;
-            ep.gelu = true;
-            ep.gelu_coarse = coarse;
+            ep.gelu = gelu > 0;
+            ep.gelu_coarse = gelu == 2;
             // The reference: f32 y, then quantize_rows_u8.
             std::vector<float> y(M * N);
             std::vector<uint8_t> q_ref(M * N);
