@@ -21,7 +21,16 @@ outputs that are quantized to 8 bits next: Phi(v) ~ 1/2 + v P(v^2) on
 minimax absolute error of Phi by Lawson's iteration on the linear residual;
 it prints the errors and the Horner lines the same way.
 
-Run: python3 tools/fit_gelu_erf.py [--poly]   (needs numpy)
+With --table, it fits the AVX-512 form of gelu_erf_q_v instead: GELU(v) =
+|v| G(|v|) / 2 + v / 2 with G(a) = erf(a / sqrt 2), v clamped below at -CT
+(CT = 5), and G as 32 quadratics in t = u - floor(u), u = min(|v| KT, 32^-),
+KT = 32 / CT (each fitted by Lawson's iteration for its minimax absolute
+error): three 32-entry lookups (vpermt2ps) and two FMAs where the polynomial
+takes nine FMAs. It prints the worst GELU error over max(1, |v|), evaluated
+in float32 as the kernel does (FMAs), and the three coefficient tables (of
+G / 2, which the kernel uses).
+
+Run: python3 tools/fit_gelu_erf.py [--poly | --table]   (needs numpy)
 """
 import sys
 import math
@@ -105,5 +114,63 @@ def main():
         for c in cs[-2::-1]:
             print(f"  {name} = {name} * s + {float(c):.9e}f;")
 
+CT, ST = 5.0, 32  # --table: clamp, segments
+
+
+def fit_table(iters=200, npts=400):
+    kt = ST / CT
+    tn = (1 - np.cos(np.linspace(0, np.pi, npts))) / 2  # Chebyshev spacing on [0, 1]
+    a = np.stack([tn**j for j in range(3)], 1)
+    out = []
+    for i in range(ST):
+        f = np.array([math.erf((i + t) / kt / math.sqrt(2)) for t in tn])
+        w, best = np.ones_like(tn), None
+        for _ in range(iters):
+            sw = np.sqrt(w)
+            sol = np.linalg.lstsq(a * sw[:, None], f * sw, rcond=None)[0]
+            e = a @ sol - f
+            if best is None or np.abs(e).max() < best[0]:
+                best = (np.abs(e).max(), sol)
+            w = w * np.abs(e)
+            w /= w.sum()
+        out.append(best[1])
+    return np.float32(kt), np.float32(out)  # [ST][3]: c0, c1, c2
+
+
+def table_gelu(v, kt, c):
+    """The kernel's float32 evaluation (FMAs rounded once)."""
+    f32 = np.float32
+    v = v.astype(f32)
+    vl = np.maximum(f32(-CT), v)
+    a = np.abs(vl)
+    u = np.minimum((a * kt).astype(f32), np.nextafter(f32(ST), f32(0)))
+    i = u.astype(np.int32)
+    t = (u - i.astype(f32)).astype(f32)
+    g = (c[i, 2].astype(np.float64) * t + c[i, 1]).astype(f32)
+    g = (g.astype(np.float64) * t + c[i, 0]).astype(f32)
+    # The kernel's tables hold G / 2 (exact halves), and it computes
+    # |v| G/2 + v/2 in one FMA: no overflow for |v| near the float maximum.
+    return (a.astype(np.float64) * (g * f32(0.5)) + vl * f32(0.5)).astype(f32), g
+
+
+def main_table():
+    kt, c = fit_table()
+    v = np.concatenate([np.arange(-120000, 120001) * 1e-4, np.linspace(-50, 50, 100001)]).astype(np.float32)
+    y, g = table_gelu(v, kt, c)
+    exact = np.array([0.5 * float(x) * math.erfc(-float(x) / math.sqrt(2)) for x in v])
+    err = np.abs(y - exact) / np.maximum(1.0, np.abs(v.astype(np.float64)))
+    print(f"// CT = {CT}, {ST} quadratics, KT = {float(kt):.9e}")
+    print(f"// worst |GELU error| / max(1, |v|): {err.max():.2e} at v = {float(v[err.argmax()])}; "
+          f"max G {float(g.max()):.9f} (must stay <= 1: GELU(v < 0) <= 0)")
+    for j in range(3):
+        vals = ", ".join(f"{float(x):.9e}f" for x in c[:, j] * np.float32(0.5))
+        print(f"alignas(64) constexpr float kGeluQC{j}[{ST}] = {{{vals}}};")
+
+
 if __name__ == "__main__":
-    main_poly() if "--poly" in sys.argv[1:] else main()
+    if "--poly" in sys.argv[1:]:
+        main_poly()
+    elif "--table" in sys.argv[1:]:
+        main_table()
+    else:
+        main()
