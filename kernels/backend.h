@@ -70,6 +70,10 @@ class PreparedOp {
   virtual std::string why() const { return {}; }
   // Bytes this state holds beyond the model's own weights (packed copies).
   virtual size_t bytes() const { return 0; }
+  // Bytes of weights one run of the op reads (a Linear's packed or
+  // referenced weights, the parts its kernel uses; 0 for ops without
+  // weights): the session's slicing rule (SessionOptions::slice_tokens).
+  virtual size_t run_weight_bytes() const { return 0; }
 };
 
 // The packed batch every op of one run sees: as staged by the session's

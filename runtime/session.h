@@ -46,6 +46,13 @@ struct SessionOptions {
   // arena grows with the largest batch run, so max_tokens also bounds it.
   int64_t max_batch = 0;
   int64_t max_tokens = 0;
+  // A batch runs through the whole graph in slices of whole sequences of up
+  // to this many tokens (a longer sequence is a slice of its own), so that
+  // what one op writes is still in cache for the next: -1 (default) 128 per
+  // thread, or SPINEL_SLICE_TOKENS (auto, off or a count) when set; 0 the
+  // whole batch at once. The results do not depend on it; outside [-1,
+  // max int64] is an error.
+  int64_t slice_tokens = -1;
 };
 
 // A per-sequence output of the last run (pooler_output, ...): rows =
@@ -88,6 +95,8 @@ class Session {
   int threads() const { return threads_; }
   int64_t max_batch() const { return max_batch_; }
   int64_t max_tokens() const { return max_tokens_; }
+  // Tokens per slice of a run (SessionOptions::slice_tokens, resolved; 0: none).
+  int64_t slice_tokens() const { return slice_tokens_; }
   const Model& model() const { return *model_; }
   const Backend& backend() const;
   const PreparedModel& prepared() const { return *prepared_; }
@@ -110,6 +119,7 @@ class Session {
   std::shared_ptr<const PreparedModel> prepared_;
   int threads_;
   int64_t max_batch_ = 0, max_tokens_ = 0;
+  int64_t slice_tokens_ = 0;  // resolved: 0 = the whole batch at once
   std::unique_ptr<Impl> impl_;
 };
 

@@ -329,6 +329,14 @@ struct LinearState : PreparedOp {
     return w;
   }
   size_t bytes() const override { return packed_bytes; }
+  size_t run_weight_bytes() const override {
+    if (s8_sparse) {
+      const k::PackedS8Sparse& p = *s8_sparse;
+      // The kernel reads the weights, one offset array and the group starts.
+      return p.w.size() + (p.koff8.empty() ? p.koff64.size() * 4 : p.koff8.size() * 2) + p.group_ptr.size() * 4;
+    }
+    return packed_bytes;
+  }
 };
 
 void add_rows(float* y, const float* r, int64_t n) {

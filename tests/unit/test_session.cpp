@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdlib>
 
 #include "runtime/error.h"
 #include "kernels/cpu/isa.h"
@@ -81,6 +82,106 @@ TEST_CASE("a packed batch gives the same rows as running each sequence alone") {
     const size_t n = batch[i].ids.size() * one.width;
     CHECK(max_abs_diff(one.data, all.data() + packed.offsets[i] * packed.width, n) < 1e-5);
   }
+}
+
+// The tiny model with a narrow value before the result: its output X, then
+// A = X W1 (H wide), B = A W2 (2 wide), C = B W3, and last_hidden_state
+// D = C W4. The memory plan puts B into a buffer that D would reuse (B is
+// dead by then), where a later slice's B (rows 2 floats apart) would land on
+// the rows of D that the slices before wrote (H floats apart); a result
+// keeps a buffer of its own instead.
+std::shared_ptr<const Model> narrow_tail_model(const std::string& tag) {
+  SpnlWriter w;
+  testing::TinySpec spec;
+  testing::fill_tiny_model(w, spec);
+  const int64_t H = spec.hidden;
+  std::mt19937 rng(29);
+  auto linear = [&](int32_t in, int64_t k, int64_t n, const std::string& name) {
+    w.graph.values.push_back({name, n, Rows::Tokens});
+    Op op;
+    op.kind = OpKind::Linear;
+    op.name = name;
+    op.in0 = in;
+    const auto wt = testing::random_floats(static_cast<size_t>(k * n), rng, 1.f / std::sqrt(float(k)));
+    const auto b = testing::random_floats(static_cast<size_t>(n), rng, 0.1f);
+    op.w[slot::kWeight] = w.add_tensor(name + ".weight", DType::F32, {k, n}, wt.data(), wt.size() * 4);
+    op.w[slot::kBias] = w.add_tensor(name + ".bias", DType::F32, {n}, b.data(), b.size() * 4);
+    op.out = static_cast<int32_t>(w.graph.values.size() - 1);
+    w.graph.ops.push_back(op);
+    return op.out;
+  };
+  const int32_t a = linear(w.graph.output, H, H, "tail.a");
+  const int32_t b = linear(a, H, 2, "tail.b");
+  const int32_t c = linear(b, 2, H, "tail.c");
+  w.graph.output = linear(c, H, H, "tail.d");
+  // And a per-sequence output: the [CLS] row through a 3-wide Linear.
+  w.graph.values.push_back({"cls", H, Rows::Sequences});
+  Op pool;
+  pool.kind = OpKind::Pool;
+  pool.pool = PoolKind::Cls;
+  pool.name = "head.pool";
+  pool.in0 = w.graph.output;
+  pool.out = static_cast<int32_t>(w.graph.values.size() - 1);
+  w.graph.ops.push_back(pool);
+  const int32_t logits = linear(pool.out, H, 3, "head.logits");
+  w.graph.values[static_cast<size_t>(logits)].rows = Rows::Sequences;
+  w.graph.outputs.push_back({"logits", logits});
+  const std::string path = testing::temp_dir(tag) + "/m.spnl";
+  w.write(path);
+  return Model::load(path);
+}
+
+TEST_CASE("a batch run in slices of whole sequences gives the results of one run, bit for bit") {
+  // Slices of 1 token (every sequence alone), a few sequences, and a slice
+  // longer than the batch; the 24-token sequence is longer than some slices.
+  testing::TinySpec spec;
+  spec.intermediate = 48;
+  for (const auto& m : {make_model(spec, "session-slices"), narrow_tail_model("session-slices-tail")}) {
+  const auto batch = random_batch(*m, {5, 1, 24, 9, 3, 17, 2}, 13);
+  const auto ref = reference_run(m, batch);
+  for (int threads : {1, 2}) {
+    SessionOptions whole;
+    whole.threads = threads;
+    whole.slice_tokens = 0;
+    Session w(m, whole);
+    CHECK(w.slice_tokens() == 0);
+    const HiddenStates hw = w.run(batch);
+    const std::vector<float> all(hw.data, hw.data + hw.offsets.back() * hw.width);
+    const bool head = m->graph().find_output("logits") >= 0;
+    std::vector<float> logits;
+    if (head) {
+      const OutputView o = w.output("logits");
+      REQUIRE(o.rows == static_cast<int64_t>(batch.size()));
+      logits.assign(o.data, o.data + o.rows * o.width);
+    }
+    CHECK(max_abs_diff(all.data(), ref.data(), ref.size()) < 1e-4);
+    for (int64_t slice : {1, 6, 10, 30, 1000}) {
+      SessionOptions o = whole;
+      o.slice_tokens = slice;
+      Session s(m, o);
+      CHECK(s.slice_tokens() == slice);
+      INFO("threads ", threads, " slice_tokens ", slice);
+      const HiddenStates h = s.run(batch);
+      REQUIRE(h.offsets == hw.offsets);
+      CHECK(max_abs_diff(h.data, all.data(), all.size()) == 0.0);
+      if (head) CHECK(max_abs_diff(s.output("logits").data, logits.data(), logits.size()) == 0.0);
+      // A second, smaller batch on the same arena, then the first again.
+      const auto small = random_batch(*m, {4, 2}, 14);
+      const auto ref_small = reference_run(m, small);
+      const HiddenStates hs = s.run(small);
+      CHECK(max_abs_diff(hs.data, ref_small.data(), ref_small.size()) < 1e-4);
+      const HiddenStates again = s.run(batch);
+      CHECK(max_abs_diff(again.data, all.data(), all.size()) == 0.0);
+    }
+  }
+  }
+  auto m = make_model(spec, "session-slices");
+  SessionOptions auto_opts;
+  auto_opts.threads = 2;
+  if (!std::getenv("SPINEL_SLICE_TOKENS")) CHECK(Session(m, auto_opts).slice_tokens() == 256);
+  SessionOptions bad;
+  bad.slice_tokens = -2;
+  CHECK_THROWS_AS(Session(m, bad), Error);
 }
 
 TEST_CASE("profiling times every op of the runs it covers and changes no result") {

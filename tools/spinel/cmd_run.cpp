@@ -464,8 +464,12 @@ int cmd_run(int argc, char** argv) {
     }
     if (progress) progress->finish();
     if (profile) {
-      std::fprintf(stderr, "\nprofile: %s, %d threads, backend %s\n%s", args.positionals()[0].c_str(), session.threads(),
-                   sopts.backend.c_str(), profile_table(profile_by_class(session), session.profiled_runs()).c_str());
+      const std::string slices = session.slice_tokens() > 0
+                                     ? ", batches in slices of up to " + std::to_string(session.slice_tokens()) + " tokens"
+                                     : "";
+      std::fprintf(stderr, "\nprofile: %s, %d threads, backend %s%s\n%s", args.positionals()[0].c_str(),
+                   session.threads(), sopts.backend.c_str(), slices.c_str(),
+                   profile_table(profile_by_class(session), session.profiled_runs()).c_str());
     }
 
     if (format == "table") {
