@@ -172,6 +172,7 @@ Session::Session(std::shared_ptr<const Model> model, const SessionOptions& opts)
   slice_tokens_ = opts.slice_tokens >= 0 ? opts.slice_tokens : auto_slice_tokens(threads_, max_weight_bytes);
   impl_ = std::make_unique<Impl>(*model_);
   impl_->exec = b.make_executor(threads_);
+  if (!impl_->exec->host_memory()) slice_tokens_ = 0;  // a device backend runs whole batches
 }
 
 Session::~Session() = default;
@@ -249,7 +250,7 @@ HiddenStates Session::run(const std::vector<Sequence>& batch) {
   // where one run of the whole batch puts them. Not on a device backend, nor
   // when an observer is to see each Linear's whole input.
   std::vector<std::pair<int64_t, int64_t>> slices;
-  const int64_t per_slice = ex.host_memory() && !s.observer ? slice_tokens_ : 0;
+  const int64_t per_slice = s.observer ? 0 : slice_tokens_;
   for (int64_t q = 0; q < num_seqs;) {
     int64_t e = q + 1;
     if (per_slice > 0)

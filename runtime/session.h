@@ -95,7 +95,8 @@ class Session {
   int threads() const { return threads_; }
   int64_t max_batch() const { return max_batch_; }
   int64_t max_tokens() const { return max_tokens_; }
-  // Tokens per slice of a run (SessionOptions::slice_tokens, resolved; 0: none).
+  // Tokens per slice of a run (SessionOptions::slice_tokens, resolved; 0:
+  // whole batches, always on a device backend).
   int64_t slice_tokens() const { return slice_tokens_; }
   const Model& model() const { return *model_; }
   const Backend& backend() const;
