@@ -41,22 +41,29 @@ C, M, N = 5.4, 5, 5  # clamp, degree of P, degree of Q (in s = v^2)
 CQ, DQ = 4.25, 8     # --poly: clamp, degree of P (in s = v^2)
 
 
-def fit_poly(iters=300, npts=6000):
-    x = CQ * (1 - np.cos(np.linspace(0, np.pi, npts))) / 2
-    f = np.array([0.5 * math.erf(v / math.sqrt(2)) for v in x])
-    t = (x / CQ) ** 2
-    a = np.stack([x * t**k for k in range(DQ + 1)], 1)
-    w, best = np.ones_like(x), None
+def lawson(a, f, iters):
+    """Minimax fit of f by the columns of a (Lawson's iteratively reweighted
+    least squares): (max |error|, coefficients) of the best iterate."""
+    w, best = np.ones(len(f)), None
     for _ in range(iters):
         sw = np.sqrt(w)
         sol = np.linalg.lstsq(a * sw[:, None], f * sw, rcond=None)[0]
         e = a @ sol - f
         if best is None or np.abs(e).max() < best[0]:
             best = (np.abs(e).max(), sol)
-        w = w * np.abs(e)
+        w = w * np.abs(e)  # weight where the error is large
         w /= w.sum()
-    p = np.float32([best[1][k] / CQ ** (2 * k) for k in range(DQ + 1)])
-    return best[0], p
+    return best
+
+
+def fit_poly(iters=300, npts=6000):
+    x = CQ * (1 - np.cos(np.linspace(0, np.pi, npts))) / 2
+    f = np.array([0.5 * math.erf(v / math.sqrt(2)) for v in x])
+    t = (x / CQ) ** 2
+    a = np.stack([x * t**k for k in range(DQ + 1)], 1)
+    err, sol = lawson(a, f, iters)
+    p = np.float32([sol[k] / CQ ** (2 * k) for k in range(DQ + 1)])
+    return err, p
 
 
 def main_poly():
@@ -124,16 +131,7 @@ def fit_table(iters=200, npts=400):
     out = []
     for i in range(ST):
         f = np.array([math.erf((i + t) / kt / math.sqrt(2)) for t in tn])
-        w, best = np.ones_like(tn), None
-        for _ in range(iters):
-            sw = np.sqrt(w)
-            sol = np.linalg.lstsq(a * sw[:, None], f * sw, rcond=None)[0]
-            e = a @ sol - f
-            if best is None or np.abs(e).max() < best[0]:
-                best = (np.abs(e).max(), sol)
-            w = w * np.abs(e)
-            w /= w.sum()
-        out.append(best[1])
+        out.append(lawson(a, f, iters)[1])
     return np.float32(kt), np.float32(out)  # [ST][3]: c0, c1, c2
 
 

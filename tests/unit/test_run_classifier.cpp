@@ -45,27 +45,8 @@ std::string write_classifier(const std::string& dir) {
   o.max_input_chars_per_word = 1 << 20;
   w.tokenizer = WordPieceTokenizer(vocab, o);
 
-  w.graph.values.push_back({"cls", H, Rows::Sequences});
-  Op pool;
-  pool.kind = OpKind::Pool;
-  pool.pool = PoolKind::Cls;
-  pool.name = "classifier.pool";
-  pool.in0 = w.graph.output;
-  pool.out = static_cast<int32_t>(w.graph.values.size() - 1);
-  w.graph.ops.push_back(pool);
   std::mt19937 rng(11);
-  const auto wt = testing::random_floats(static_cast<size_t>(H * kClasses), rng, 0.8f);
-  const auto bias = testing::random_floats(kClasses, rng, 0.3f);
-  w.graph.values.push_back({"logits", kClasses, Rows::Sequences});
-  Op lin;
-  lin.kind = OpKind::Linear;
-  lin.name = "classifier";
-  lin.in0 = pool.out;
-  lin.w[slot::kWeight] = w.add_tensor("classifier.weight", DType::F32, {H, kClasses}, wt.data(), wt.size() * 4);
-  lin.w[slot::kBias] = w.add_tensor("classifier.bias", DType::F32, {kClasses}, bias.data(), bias.size() * 4);
-  lin.out = static_cast<int32_t>(w.graph.values.size() - 1);
-  w.graph.ops.push_back(lin);
-  w.graph.outputs.push_back({"logits", lin.out});
+  testing::add_logits_head(w, H, kClasses, rng);
   const std::string path = dir + "/classifier.spnl";
   w.write(path);
   return path;

@@ -115,17 +115,7 @@ std::shared_ptr<const Model> narrow_tail_model(const std::string& tag) {
   const int32_t c = linear(b, 2, H, "tail.c");
   w.graph.output = linear(c, H, H, "tail.d");
   // And a per-sequence output: the [CLS] row through a 3-wide Linear.
-  w.graph.values.push_back({"cls", H, Rows::Sequences});
-  Op pool;
-  pool.kind = OpKind::Pool;
-  pool.pool = PoolKind::Cls;
-  pool.name = "head.pool";
-  pool.in0 = w.graph.output;
-  pool.out = static_cast<int32_t>(w.graph.values.size() - 1);
-  w.graph.ops.push_back(pool);
-  const int32_t logits = linear(pool.out, H, 3, "head.logits");
-  w.graph.values[static_cast<size_t>(logits)].rows = Rows::Sequences;
-  w.graph.outputs.push_back({"logits", logits});
+  testing::add_logits_head(w, H, 3, rng);
   const std::string path = testing::temp_dir(tag) + "/m.spnl";
   w.write(path);
   return Model::load(path);

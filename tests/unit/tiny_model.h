@@ -134,6 +134,32 @@ inline void fill_tiny_model(SpnlWriter& w, const TinySpec& s) {
   w.tokenizer = WordPieceTokenizer(vocab, WordPieceOptions{});
 }
 
+// A per-sequence head on the graph's output (width `hidden`): its first row
+// per sequence (Pool Cls) through a Linear to `classes` values, the graph
+// output "logits". The weights come from rng, the weight matrix first.
+inline void add_logits_head(SpnlWriter& w, int64_t hidden, int64_t classes, std::mt19937& rng) {
+  w.graph.values.push_back({"cls", hidden, Rows::Sequences});
+  Op pool;
+  pool.kind = OpKind::Pool;
+  pool.pool = PoolKind::Cls;
+  pool.name = "classifier.pool";
+  pool.in0 = w.graph.output;
+  pool.out = static_cast<int32_t>(w.graph.values.size() - 1);
+  w.graph.ops.push_back(pool);
+  const auto wt = random_floats(static_cast<size_t>(hidden * classes), rng, 0.8f);
+  const auto bias = random_floats(static_cast<size_t>(classes), rng, 0.3f);
+  w.graph.values.push_back({"logits", classes, Rows::Sequences});
+  Op lin;
+  lin.kind = OpKind::Linear;
+  lin.name = "classifier";
+  lin.in0 = pool.out;
+  lin.w[slot::kWeight] = w.add_tensor("classifier.weight", DType::F32, {hidden, classes}, wt.data(), wt.size() * 4);
+  lin.w[slot::kBias] = w.add_tensor("classifier.bias", DType::F32, {classes}, bias.data(), bias.size() * 4);
+  lin.out = static_cast<int32_t>(w.graph.values.size() - 1);
+  w.graph.ops.push_back(lin);
+  w.graph.outputs.push_back({"logits", lin.out});
+}
+
 // A fresh directory under the system temp dir, removed by the caller if wanted.
 inline std::string temp_dir(const std::string& tag) {
   std::string tmpl = "/tmp/spinel-test-" + tag + "-XXXXXX";
