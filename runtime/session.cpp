@@ -265,7 +265,9 @@ HiddenStates Session::run(const std::vector<Sequence>& batch) {
   std::vector<int64_t> slice_offsets;
 
   s.last_tokens = 0;  // outputs are unreadable if the run fails
-  for (const auto& [first, last] : slices) {
+  for (const auto& slice : slices) {
+    // (Plain copies: C++17 lambdas cannot capture structured bindings.)
+    const int64_t first = slice.first, last = slice.second;
     const int64_t tok0 = s.offsets[first], Ts = s.offsets[last] - tok0, seqs = last - first;
     slice_offsets.resize(static_cast<size_t>(seqs + 1));
     int64_t max_len = 0;
