@@ -166,13 +166,15 @@ Session::Session(std::shared_ptr<const Model> model, const SessionOptions& opts)
   threads_ = opts.threads > 0 ? opts.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const Backend& b = backend_or_fail(opts.backend);
   prepared_ = prepared_model(*model_, b);
+  impl_ = std::make_unique<Impl>(*model_);
+  impl_->exec = b.make_executor(threads_);
   size_t max_weight_bytes = 0;
   for (size_t i = 0; i < model_->graph().ops.size(); ++i)
     max_weight_bytes = std::max(max_weight_bytes, prepared_->op(i).run_weight_bytes());
-  slice_tokens_ = opts.slice_tokens >= 0 ? opts.slice_tokens : auto_slice_tokens(threads_, max_weight_bytes);
-  impl_ = std::make_unique<Impl>(*model_);
-  impl_->exec = b.make_executor(threads_);
-  if (!impl_->exec->host_memory()) slice_tokens_ = 0;  // a device backend runs whole batches
+  // A device backend runs whole batches.
+  slice_tokens_ = !impl_->exec->host_memory() ? 0
+                  : opts.slice_tokens >= 0   ? opts.slice_tokens
+                                             : auto_slice_tokens(threads_, max_weight_bytes);
 }
 
 Session::~Session() = default;

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <string>
 
 #include "runtime/error.h"
 #include "kernels/cpu/isa.h"
@@ -166,9 +167,22 @@ TEST_CASE("a batch run in slices of whole sequences gives the results of one run
   }
   }
   auto m = make_model(spec, "session-slices");
+  // The automatic rule (small weights: 128 tokens per thread), with the
+  // environment's override out of the way for the check.
+  const char* env = std::getenv("SPINEL_SLICE_TOKENS");
+  const std::string saved = env ? env : "";
+  unsetenv("SPINEL_SLICE_TOKENS");
   SessionOptions auto_opts;
   auto_opts.threads = 2;
-  if (!std::getenv("SPINEL_SLICE_TOKENS")) CHECK(Session(m, auto_opts).slice_tokens() == 256);
+  CHECK(Session(m, auto_opts).slice_tokens() == 256);
+  setenv("SPINEL_SLICE_TOKENS", "off", 1);
+  CHECK(Session(m, auto_opts).slice_tokens() == 0);
+  setenv("SPINEL_SLICE_TOKENS", "48", 1);
+  CHECK(Session(m, auto_opts).slice_tokens() == 48);
+  if (env)
+    setenv("SPINEL_SLICE_TOKENS", saved.c_str(), 1);
+  else
+    unsetenv("SPINEL_SLICE_TOKENS");
   SessionOptions bad;
   bad.slice_tokens = -2;
   CHECK_THROWS_AS(Session(m, bad), Error);
