@@ -115,6 +115,15 @@ void block(const uint8_t* a, int64_t lda, const int8_t* b0, const int8_t* b1, in
   if (MA > 1 && NB > 1) _tile_stored(3, c + 16 * 32 + 16, 128);
 }
 
+// One vector of f32 output: a streaming store when asked for and the vector
+// is whole and on a line boundary, else an ordinary (masked) one.
+inline void store_y(float* y, __mmask16 mask, __m512 v, bool stream) {
+  if (stream && mask == 0xFFFF && (reinterpret_cast<uintptr_t>(y) & 63) == 0)
+    _mm512_stream_ps(y, v);
+  else
+    _mm512_mask_storeu_ps(y, mask, v);
+}
+
 // The INT8 epilogue (qgemm.h; the same operations in the same order as
 // epilogue_rows_s32_avx512) on one 32 x 32 block c: rows [0, rows) are tokens
 // m0.., columns [0, ncols) channels n0... The f32 values go through fb so that
@@ -146,7 +155,7 @@ void block_epilogue(const AmxS8Args& p, const int32_t* c, int64_t m0, int64_t ro
         __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(corr), _mm512_mul_ps(xs, sw[h]), bv[h]);
         if (ep.residual)
           v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask[h], ep.residual + m * ep.ld_residual + n0 + 16 * h));
-        _mm512_mask_storeu_ps(y + 16 * h, mask[h], v);
+        store_y(y + 16 * h, mask[h], v, p.stream_y);
       }
     }
     return;
@@ -190,7 +199,7 @@ void block_epilogue(const AmxS8Args& p, const int32_t* c, int64_t m0, int64_t ro
       __m512 v = _mm512_load_ps(fb + r * 32 + 16 * h);
       if (ep.residual)
         v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask[h], ep.residual + m * ep.ld_residual + n0 + 16 * h));
-      _mm512_mask_storeu_ps(y + 16 * h, mask[h], v);
+      store_y(y + 16 * h, mask[h], v, p.stream_y);
     }
   }
 }
@@ -300,6 +309,9 @@ void amx_s8_run(const AmxS8Args& p, int64_t panel_begin, int64_t panel_end, uint
     }
   }
   _tile_release();
+  // Streaming stores are weakly ordered: complete them before the caller's
+  // join publishes y to other threads.
+  if (p.stream_y) _mm_sfence();
 }
 
 }  // namespace spinel::kernels::qgemm_detail

@@ -385,6 +385,11 @@ void DenseLinearU8S8::run_acc(const uint8_t* x, int64_t M, int64_t ldx, int32_t*
 
 namespace {
 // DenseLinearU8S8::QuantOut where y is written: its rows quantized when final.
+// The f32 output per thread from which the AMX kernel streams it when the
+// output is read back only after the whole call (the quantization for the
+// next Linear): about half a core's L2 on the AMX machines we measured.
+constexpr int64_t kStreamMinBytesPerThread = int64_t{1} << 20;
+
 struct QuantizeFinalRows {
   const float* y;
   int64_t ldy, N;
@@ -471,6 +476,28 @@ void DenseLinearU8S8::run(const uint8_t* x, int64_t M, int64_t ldx, const float*
     // Elsewhere: y, then its rows quantized as they are final.
     const QuantizeFinalRows q{static_cast<const float*>(y), ldy, im.N, qout};
     const RowsDone rows{&QuantizeFinalRows::run, &q, rows_per_task(im.N)};
+    if (im.amx) {
+      // The AMX kernel finishes every row only at its end (threads split the
+      // columns), so y is read back once, after it. Its epilogue writes 32
+      // rows x 128 bytes per block; with rows a multiple of 4 KB apart they
+      // all fall into the same two L1 sets, and each line written waits for
+      // its read: dense BERT-base INT8 on AMX, 8 x 128 tokens, FFN1 (768 ->
+      // 3072, 12 KB rows) took 35 ms per run of 12 layers, 16 ms of it the
+      // stores, against 18 ms for FFN2's same products. There, where y is
+      // also too large to stay in L2 until read back (> ~1 MB per thread),
+      // streaming stores: 35 -> 30 ms, offline 1.08x. Not elsewhere: MiniLM's
+      // FFN1 (6 KB rows) measured 5.2 -> 5.9 ms streamed, and the outputs
+      // read by another op (attention, the LayerNorm) slower too.
+      const int64_t threads = std::max(1, tbb::this_task_arena::max_concurrency());
+      qgemm_detail::AmxS8Args a{static_cast<const int8_t*>(im.amx.get()), im.K, im.N, x, M, ldx, im.bias,
+                                im.scale_w.data(), im.wsum.data(), x_scale, x_zp, &e,
+                                qgemm_detail::OutKind::F32, y, ldy};
+      const int64_t row_bytes = ldy * static_cast<int64_t>(sizeof(float));
+      a.stream_y = row_bytes % 4096 == 0 && M * row_bytes / threads > kStreamMinBytesPerThread;
+      run_amx(a);
+      qgemm_detail::rows_done_all(rows, 0, M);
+      return;
+    }
     run(x, M, ldx, x_scale, x_zp, ep, y, ldy, &rows, nullptr);
     return;
   }

@@ -325,6 +325,10 @@ struct AmxS8Args {
   OutKind out;
   void* y;
   int64_t ldy;
+  // F32 out: write y with streaming (non-temporal) stores where whole
+  // aligned vectors allow, for an output too large to stay in cache until it
+  // is read (see DenseLinearU8S8::run).
+  bool stream_y = false;
 };
 int64_t amx_s8_packed_bytes(int64_t K, int64_t N);
 inline int64_t amx_s8_panels(int64_t N) { return (N + 31) / 32; }

@@ -883,9 +883,11 @@ TEST_CASE("DenseLinearU8S8: the output quantized for the next Linear (QuantOut),
   // quantized when final. Either way: the bits of the f32 run followed by
   // quantize_rows_u8 with the same input scale. Without GELU (the one-pass
   // epilogue) and with both kinds of GELU, a bias, and N = 640 (two column
-  // parts on 2 threads) or 48 (one).
+  // parts on 2 threads) or 48 (one); N = 1024 at 600 tokens too: rows 4 KB
+  // apart and more than 1 MB of y per thread, which the AMX kernel writes
+  // with streaming stores (DenseLinearU8S8::run).
   const int64_t K = 192;
-  for (int64_t N : {640, 48}) {
+  for (int64_t N : {640, 48, 1024}) {
     const auto W = make_weights(K, N, 0.0, 311, false);
     std::mt19937 rng(17);
     std::uniform_real_distribution<float> u(0.5f, 2.f);
@@ -901,8 +903,9 @@ TEST_CASE("DenseLinearU8S8: the output quantized for the next Linear (QuantOut),
       DenseKernelEnv env(kern);
       const sk::DenseLinearU8S8 dense(W.data(), K, N, sw.data(), bias.data());
       for (int threads : {1, 2})
-        for (int64_t M : {1, 7, 64, 200})
+        for (int64_t M : {1, 7, 64, 200, 600})
           for (int gelu : {0, 1, 2}) {  // none, exact, coarse
+            if ((N == 1024) != (M == 600)) continue;
             CAPTURE(threads);
             CAPTURE(M);
             CAPTURE(gelu);
@@ -925,12 +928,15 @@ TEST_CASE("DenseLinearU8S8: the output quantized for the next Linear (QuantOut),
               dense.run(x.data(), M, K, xs.data(), xz.data(), ep, y.data(), N);
               sk::quantize_rows_u8(y.data(), M, N, q_ref.data(), s_ref.data(), z_ref.data(), -1, -1, mul.data());
             });
-            std::vector<float> y2(M * N, -7.f);
+            // y on a 64-byte line, as a session's buffers are (the streaming
+            // stores need whole aligned vectors).
+            std::vector<float> y2_buf(M * N + 16, -7.f);
+            float* y2 = y2_buf.data() + (64 - reinterpret_cast<uintptr_t>(y2_buf.data()) % 64) % 64 / sizeof(float);
             std::vector<uint8_t> q(M * N, 1);
             std::vector<float> s(M, -1.f);
             std::vector<int32_t> z(M, -1);
             const sk::DenseLinearU8S8::QuantOut qo{mul.data(), q.data(), s.data(), z.data()};
-            in_arena(threads, [&] { dense.run(x.data(), M, K, xs.data(), xz.data(), ep, y2.data(), N, nullptr, &qo); });
+            in_arena(threads, [&] { dense.run(x.data(), M, K, xs.data(), xz.data(), ep, y2, N, nullptr, &qo); });
             CHECK(q == q_ref);
             CHECK(std::memcmp(s.data(), s_ref.data(), sizeof(float) * M) == 0);
             CHECK(z == z_ref);
