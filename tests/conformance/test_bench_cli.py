@@ -115,6 +115,7 @@ def check_schema(r):
     for i, c in enumerate(configs):
         w = f"configs[{i}]"
         check_config_key(c, w)
+        assert expect(c, "slice_tokens", int, w) >= 0
         ts = expect(c, "trials", list, w)
         assert ts and all(isinstance(t, int) and 0 <= t < len(trials) for t in ts)
         bt = expect(c, "best_trial", (int, None), w)
@@ -274,6 +275,16 @@ def test_offline(spinel, tiny, tmp_path):
     assert t["tokens_per_s"] == pytest.approx(t["achieved_rate"] * 20, rel=1e-6)
     assert r["best"]["rate"] == t["achieved_rate"]
     assert re.search(r"^best: \d+x\d+ batch 4: [\d.]+ sequences/s, \d+ tokens/s", p.stdout, re.M)
+
+
+def test_offline_reports_the_slice_size(spinel, tiny, tmp_path, monkeypatch):
+    # The sessions' slice size (SPINEL_SLICE_TOKENS forces one; off: whole batches).
+    monkeypatch.setenv("SPINEL_SLICE_TOKENS", "48")
+    _, r = bench(spinel, tiny, tmp_path, "--scenario", "offline", "--seq", "20", "--max-batch", "4")
+    assert [c["slice_tokens"] for c in r["configs"]] == [48]
+    monkeypatch.setenv("SPINEL_SLICE_TOKENS", "off")
+    _, r = bench(spinel, tiny, tmp_path, "--scenario", "offline", "--seq", "20", "--max-batch", "4", name="off.json")
+    assert [c["slice_tokens"] for c in r["configs"]] == [0]
 
 
 def test_seq_distributions(spinel, tiny, tmp_path):

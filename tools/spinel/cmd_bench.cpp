@@ -176,6 +176,7 @@ struct Partition {
 struct Config {
   Partition part;
   size_t max_batch = 1;
+  int64_t slice_tokens = 0;  // the sessions' (Session::slice_tokens)
   std::vector<int> trials;  // indices into the run's trials
   int best_trial = -1;      // server: highest passing rate; else the trial
   double max_rate = 0;      // server
@@ -409,6 +410,7 @@ int cmd_bench(int argc, char** argv) {
         Config cfg;
         cfg.part = part;
         cfg.max_batch = b;
+        cfg.slice_tokens = service.slice_tokens();
         const int ci = static_cast<int>(configs.size());
         const std::string label = fmt("%s %s batch %zu", scenario.c_str(), config_name(cfg).c_str(), b);
         o.max_batch = b;
@@ -622,6 +624,7 @@ int cmd_bench(int argc, char** argv) {
         j.field("instances", c.part.instances);
         j.field("threads", c.part.threads);
         j.field("max_batch", static_cast<int64_t>(c.max_batch));
+        j.field("slice_tokens", c.slice_tokens);
         j.key("trials").begin_array();
         for (int t : c.trials) j.value(t);
         j.end_array();

@@ -30,6 +30,9 @@ class SessionService : public Service {
   // Median seconds of `reps` batches of `count` pool queries on instance 0
   // alone (the start of a rate search).
   double time_batch(size_t count, int reps);
+  // Tokens per slice of the instances' runs (Session::slice_tokens; 0: whole
+  // batches).
+  int64_t slice_tokens() const { return sessions_.empty() ? 0 : sessions_.front()->slice_tokens(); }
 
  private:
   std::shared_ptr<const Model> model_;
