@@ -49,7 +49,8 @@ struct SessionOptions {
   // A batch runs through the whole graph in slices of whole sequences of up
   // to this many tokens (a longer sequence is a slice of its own), so that
   // what one op writes is still in cache for the next: -1 (default) 128 per
-  // thread, or SPINEL_SLICE_TOKENS (auto, off or a count) when set; 0 the
+  // thread per MB of a core's L2 (1 to 4 MB) where the weights are small, or
+  // SPINEL_SLICE_TOKENS (auto, off or a count) when set; 0 the
   // whole batch at once. The results do not depend on it; below -1 is an
   // error.
   int64_t slice_tokens = -1;

@@ -1,6 +1,8 @@
 // Sessions against the plain reference path on random BERT-shaped models:
 // packed mixed-length batches, one-by-one runs, thread budgets, arena reuse,
 // and bad inputs.
+#include <unistd.h>
+
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -167,14 +169,18 @@ TEST_CASE("a batch run in slices of whole sequences gives the results of one run
   }
   }
   auto m = make_model(spec, "session-slices");
-  // The automatic rule (small weights: 128 tokens per thread), with the
-  // environment's override out of the way for the check.
+  // The automatic rule (small weights: 128 tokens per thread per MB of a
+  // core's L2, 1 to 4 MB), with the environment's override out of the way for
+  // the check.
   const char* env = std::getenv("SPINEL_SLICE_TOKENS");
   const std::string saved = env ? env : "";
   unsetenv("SPINEL_SLICE_TOKENS");
   SessionOptions auto_opts;
   auto_opts.threads = 2;
-  CHECK(Session(m, auto_opts).slice_tokens() == 256);
+  const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+  const int64_t l2_mb = l2 >= (4L << 20) ? 4 : l2 >= (3L << 20) ? 3 : l2 >= (2L << 20) ? 2 : 1;
+  CAPTURE(l2);
+  CHECK(Session(m, auto_opts).slice_tokens() == 2 * 128 * l2_mb);
   setenv("SPINEL_SLICE_TOKENS", "off", 1);
   CHECK(Session(m, auto_opts).slice_tokens() == 0);
   setenv("SPINEL_SLICE_TOKENS", "48", 1);
