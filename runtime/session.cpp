@@ -82,16 +82,15 @@ struct MemoryPlan {
 // caches, at the price of reading every Linear's weights once per slice.
 // 128 tokens per thread per MB of L2 (below), when no op reads more than
 // kSliceMaxWeightBytes of weights per run. Measured on two Zen 5 cores (1 MB
-// L2 each, 32 MB shared
-// L3), 8 x 128 tokens, whole batch against slices of 256 tokens:
-// BERT-base 90% INT8 (its largest Linear reads ~0.35 MB) 1.10x offline
-// (the f32 FFN intermediate alone is 12.6 MB at 1024 tokens); dense MiniLM
-// INT8 (0.59 MB) 1.0x; dense BERT-base INT8 (2.4 MB) 0.96x and MiniLM FP32
-// (2.4 MB) 0.94x. The tokens per thread scale with the L2 (128 per MB, 1 to
-// 4 MB): on an Intel Xeon with 2 MB per core, BERT-base 90% INT8 offline ran
-// 0.957x the whole batch in slices of 256 tokens, 0.999x in slices of 512
-// (1.025x and 1.037x over 256). SPINEL_SLICE_TOKENS: auto (unset: this rule), off (0:
-// the whole batch at once), or a token count.
+// L2 each, 32 MB shared L3), 8 x 128 tokens, whole batch against slices of
+// 256 tokens: BERT-base 90% INT8 (its largest Linear reads ~0.35 MB) 1.10x
+// offline (the f32 FFN intermediate alone is 12.6 MB at 1024 tokens); dense
+// MiniLM INT8 (0.59 MB) 1.0x; dense BERT-base INT8 (2.4 MB) 0.96x and MiniLM
+// FP32 (2.4 MB) 0.94x. The tokens per thread scale with the L2 (128 per MB,
+// 1 to 4 MB): on an Intel Xeon with 2 MB per core, BERT-base 90% INT8
+// offline ran 0.957x the whole batch in slices of 256 tokens, 0.999x in
+// slices of 512 (1.025x and 1.037x over 256). SPINEL_SLICE_TOKENS: auto
+// (unset: this rule), off (0: the whole batch at once), or a token count.
 constexpr int64_t kSliceTokensPerL2Mb = 128;
 constexpr size_t kSliceMaxWeightBytes = 512 * 1024;
 

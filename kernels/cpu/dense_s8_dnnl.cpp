@@ -384,12 +384,12 @@ void DenseLinearU8S8::run_acc(const uint8_t* x, int64_t M, int64_t ldx, int32_t*
 }
 
 namespace {
-// DenseLinearU8S8::QuantOut where y is written: its rows quantized when final.
 // The f32 output per thread from which the AMX kernel streams it when the
 // output is read back only after the whole call (the quantization for the
 // next Linear): about half a core's L2 on the AMX machines we measured.
 constexpr int64_t kStreamMinBytesPerThread = int64_t{1} << 20;
 
+// DenseLinearU8S8::QuantOut where y is written: its rows quantized when final.
 struct QuantizeFinalRows {
   const float* y;
   int64_t ldy, N;
