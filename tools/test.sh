@@ -46,7 +46,7 @@ SPINEL_BIN="$ROOT/build/spinel" "$PY" -m pytest -q tests/conformance tests/hosti
 # The unit tests and the FP32 conformance suite again on the lower ISA paths
 # (the kernel testers cover every path on their own; this covers the whole
 # model, and that every test holds with the level capped from outside). On a
-# CPU without any VNNI the native run above already was the AVX2 path.
+# CPU without any VNNI the unforced run above already was the AVX2 path.
 isas="avx2 scalar"
 grep -qwE 'avx512_vnni|avx_vnni' /proc/cpuinfo || isas="scalar"
 for isa in $isas; do

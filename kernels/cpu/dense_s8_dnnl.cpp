@@ -422,6 +422,11 @@ void DenseLinearU8S8::run(const uint8_t* x, int64_t M, int64_t ldx, const float*
   // The epilogue of rows [m0, m1) x columns [n0, n0 + cols) from their
   // accumulators acc (row stride cols) into out (row stride ld; column 0 of
   // the layer at out).
+  // The AMX kernel's arguments for this call (im.amx only).
+  auto amx_args = [&](qgemm_detail::OutKind out) {
+    return qgemm_detail::AmxS8Args{static_cast<const int8_t*>(im.amx.get()), im.K, im.N, x, M, ldx, im.bias,
+                                   im.scale_w.data(), im.wsum.data(), x_scale, x_zp, &e, out, y, ldy};
+  };
   auto finish = [&](const int32_t* acc, int64_t m0, int64_t m1, int64_t n0, int64_t cols, void* out, int64_t ld) {
     QEpilogue ec = e;
     if (ec.residual) ec.residual += n0;
@@ -489,9 +494,7 @@ void DenseLinearU8S8::run(const uint8_t* x, int64_t M, int64_t ldx, const float*
       // FFN1 (6 KB rows) measured 5.2 -> 5.9 ms streamed, and the outputs
       // read by another op (attention, the LayerNorm) slower too.
       const int64_t threads = std::max(1, tbb::this_task_arena::max_concurrency());
-      qgemm_detail::AmxS8Args a{static_cast<const int8_t*>(im.amx.get()), im.K, im.N, x, M, ldx, im.bias,
-                                im.scale_w.data(), im.wsum.data(), x_scale, x_zp, &e,
-                                qgemm_detail::OutKind::F32, y, ldy};
+      qgemm_detail::AmxS8Args a = amx_args(qgemm_detail::OutKind::F32);
       const int64_t row_bytes = ldy * static_cast<int64_t>(sizeof(float));
       a.stream_y = row_bytes % 4096 == 0 && M * row_bytes / threads > kStreamMinBytesPerThread;
       run_amx(a);
@@ -502,10 +505,7 @@ void DenseLinearU8S8::run(const uint8_t* x, int64_t M, int64_t ldx, const float*
     return;
   }
   if (im.amx) {
-    run_amx(qgemm_detail::AmxS8Args{static_cast<const int8_t*>(im.amx.get()), im.K, im.N, x, M, ldx,
-                                    im.bias, im.scale_w.data(), im.wsum.data(), x_scale, x_zp, &e,
-                                    ep.requantize ? qgemm_detail::OutKind::U8 : qgemm_detail::OutKind::F32,
-                                    y, ldy});
+    run_amx(amx_args(ep.requantize ? qgemm_detail::OutKind::U8 : qgemm_detail::OutKind::F32));
     if (done) qgemm_detail::rows_done_all(*done, 0, M);
     return;
   }
