@@ -124,6 +124,27 @@ inline void store_y(float* y, __mmask16 mask, __m512 v, bool stream) {
     _mm512_mask_storeu_ps(y, mask, v);
 }
 
+// One token row of a block's f32 values v[0..nv) as f16 (AmxS8Args::y_f16):
+// times y_mul first when given, then rounded to nearest even. A whole 32-
+// column row is one 64-byte store (streamed when asked and on a line).
+inline void store_row_f16(const AmxS8Args& p, int64_t m, int64_t n0, int nv, const __mmask16* mask, __m512* v) {
+  uint16_t* yh = static_cast<uint16_t*>(p.y) + m * p.ldy + n0;
+  __m256i h[2];
+  for (int i = 0; i < nv; ++i) {
+    if (p.y_mul) v[i] = _mm512_mul_ps(v[i], _mm512_maskz_loadu_ps(mask[i], p.y_mul + n0 + 16 * i));
+    h[i] = _mm512_cvtps_ph(v[i], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  }
+  if (nv == 2 && mask[1] == 0xFFFF) {
+    const __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(h[0]), h[1], 1);
+    if (p.stream_y && (reinterpret_cast<uintptr_t>(yh) & 63) == 0)
+      _mm512_stream_si512(reinterpret_cast<__m512i*>(yh), w);
+    else
+      _mm512_storeu_si512(yh, w);
+    return;
+  }
+  for (int i = 0; i < nv; ++i) _mm256_mask_storeu_epi16(yh + 16 * i, mask[i], h[i]);
+}
+
 // The INT8 epilogue (qgemm.h; the same operations in the same order as
 // epilogue_rows_s32_avx512) on one 32 x 32 block c: rows [0, rows) are tokens
 // m0.., columns [0, ncols) channels n0... The f32 values go through fb so that
@@ -148,14 +169,21 @@ void block_epilogue(const AmxS8Args& p, const int32_t* c, int64_t m0, int64_t ro
       const int64_t m = m0 + r;
       const __m512i zp = _mm512_set1_epi32(p.x_zp[m]);
       const __m512 xs = _mm512_set1_ps(p.x_scale[m]);
-      float* y = static_cast<float*>(p.y) + m * p.ldy + n0;
+      __m512 v[2];
       for (int h = 0; h < nv; ++h) {
         const __m512i corr =
             _mm512_sub_epi32(_mm512_load_si512(c + r * 32 + 16 * h), _mm512_mullo_epi32(zp, ws[h]));
-        __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(corr), _mm512_mul_ps(xs, sw[h]), bv[h]);
+        v[h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(corr), _mm512_mul_ps(xs, sw[h]), bv[h]);
+      }
+      if (p.y_f16) {
+        store_row_f16(p, m, n0, nv, mask, v);
+        continue;
+      }
+      float* y = static_cast<float*>(p.y) + m * p.ldy + n0;
+      for (int h = 0; h < nv; ++h) {
         if (ep.residual)
-          v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask[h], ep.residual + m * ep.ld_residual + n0 + 16 * h));
-        store_y(y + 16 * h, mask[h], v, p.stream_y);
+          v[h] = _mm512_add_ps(v[h], _mm512_maskz_loadu_ps(mask[h], ep.residual + m * ep.ld_residual + n0 + 16 * h));
+        store_y(y + 16 * h, mask[h], v[h], p.stream_y);
       }
     }
     return;
@@ -189,6 +217,14 @@ void block_epilogue(const AmxS8Args& p, const int32_t* c, int64_t m0, int64_t ro
         q = _mm512_min_epi32(_mm512_max_epi32(q, z0), z255);
         _mm512_mask_cvtepi32_storeu_epi8(static_cast<uint8_t*>(p.y) + m * p.ldy + n0 + 16 * h, mask[h], q);
       }
+    }
+    return;
+  }
+  if (p.y_f16) {
+    for (int64_t r = 0; r < rows; ++r) {
+      __m512 v[2];
+      for (int h = 0; h < nv; ++h) v[h] = _mm512_load_ps(fb + r * 32 + 16 * h);
+      store_row_f16(p, m0 + r, n0, nv, mask, v);
     }
     return;
   }

@@ -400,6 +400,23 @@ struct QuantizeFinalRows {
                                         r.q->zp + m0, r.q->mul);
   }
 };
+
+// The same from the AMX kernel's f16 rows (AmxS8Args::y_f16, row stride N).
+// A row that holds a non-finite value (its scale comes out NaN) sets
+// not_finite: where y * mul left the f16 range, the call is redone in f32.
+struct QuantizeF16Rows {
+  const uint16_t* h;
+  int64_t N;
+  const DenseLinearU8S8::QuantOut* q;
+  std::atomic<bool>* not_finite;
+  static void run(const void* c, int64_t m0, int64_t rows) {
+    const auto& r = *static_cast<const QuantizeF16Rows*>(c);
+    qgemm_detail::quantize_rows_u8_f16_here(r.h + m0 * r.N, rows, r.N, r.N, r.q->xq + m0 * r.N, r.q->scale + m0,
+                                            r.q->zp + m0);
+    for (int64_t m = m0; m < m0 + rows; ++m)
+      if (std::isnan(r.q->scale[m])) r.not_finite->store(true, std::memory_order_relaxed);
+  }
+};
 }  // namespace
 
 void DenseLinearU8S8::run(const uint8_t* x, int64_t M, int64_t ldx, const float* x_scale,
@@ -483,18 +500,33 @@ void DenseLinearU8S8::run(const uint8_t* x, int64_t M, int64_t ldx, const float*
     const RowsDone rows{&QuantizeFinalRows::run, &q, rows_per_task(im.N)};
     if (im.amx) {
       // The AMX kernel finishes every row only at its end (threads split the
-      // columns), so y is read back once, after it. Its epilogue writes 32
-      // rows x 128 bytes per block; with rows a multiple of 4 KB apart they
-      // all fall into the same two L1 sets, and each line written waits for
-      // its read: dense BERT-base INT8 on AMX, 8 x 128 tokens, FFN1 (768 ->
-      // 3072, 12 KB rows) took 35 ms per run of 12 layers, 16 ms of it the
-      // stores, against 18 ms for FFN2's same products. There, where y is
-      // also too large to stay in L2 until read back (> ~1 MB per thread),
-      // streaming stores: 35 -> 30 ms, offline 1.08x. Not elsewhere: MiniLM's
-      // FFN1 (6 KB rows) measured 5.2 -> 5.9 ms streamed, and the outputs
-      // read by another op (attention, the LayerNorm) slower too.
+      // columns), so its output is read back once, after it: dense BERT-base
+      // INT8 on AMX, 8 x 128 tokens, FFN1 (768 -> 3072) took 35 ms per run of
+      // 12 layers in f32, 16 ms of it the stores, against 18 ms for FFN2's
+      // same products. So the values go out as f16 (y * mul: the only use of
+      // y here is this quantization), half the bytes, each 32-column row of
+      // a block one 64-byte line, streamed where they are too many to stay
+      // in cache until read back (> ~1 MB per thread). FFN1 per run: f32
+      // streamed 26.4-27.7 ms -> f16 streamed 23.5-24.1 (f16 not streamed
+      // 25.1-26.1); at 128 tokens (not streamed) 3.97-4.17 -> 3.59-3.67.
+      // (f32 was streamed only with rows a multiple of 4 KB apart, where
+      // its 32 rows x 128 bytes per block fell into two L1 sets.)
       const int64_t threads = std::max(1, tbb::this_task_arena::max_concurrency());
       qgemm_detail::AmxS8Args a = amx_args(qgemm_detail::OutKind::F32);
+      a.y_f16 = true;
+      a.y_mul = qout->mul;
+      a.ldy = N;
+      a.stream_y = M * N * static_cast<int64_t>(sizeof(uint16_t)) / threads > kStreamMinBytesPerThread;
+      run_amx(a);
+      std::atomic<bool> not_finite{false};
+      const QuantizeF16Rows qh{static_cast<const uint16_t*>(y), N, qout, &not_finite};
+      qgemm_detail::rows_done_all(RowsDone{&QuantizeF16Rows::run, &qh, rows_per_task(N)}, 0, M);
+      if (!not_finite.load()) return;
+      // A value past the f16 range (or a NaN or Inf already in f32): all
+      // rows again from f32 y, the first form of QuantOut's bits.
+      a.y_f16 = false;
+      a.y_mul = nullptr;
+      a.ldy = ldy;
       const int64_t row_bytes = ldy * static_cast<int64_t>(sizeof(float));
       a.stream_y = row_bytes % 4096 == 0 && M * row_bytes / threads > kStreamMinBytesPerThread;
       run_amx(a);

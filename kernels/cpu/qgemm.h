@@ -232,12 +232,17 @@ class DenseLinearU8S8 {
   // on as it finishes them; the AMX kernel (column panels per thread) passes
   // them after its region.
   // qout (nullable; f32 output without a residual and without done, else
-  // std::invalid_argument): the output is also wanted quantized per token
-  // for the next Linear, the bits of quantize_rows_u8(y, M, N, qout->xq,
-  // qout->scale, qout->zp, -1, -1, qout->mul). Where a thread holds whole
-  // rows (oneDNN in TBB tasks split by rows, AVX-512 VNNI epilogue) it
-  // quantizes each row from the epilogue's row buffer and y is not written
-  // at all; elsewhere y is written and its rows are quantized when final.
+  // std::invalid_argument): the output is wanted quantized per token for
+  // the next Linear, the bits of quantize_rows_u8(y, M, N, qout->xq,
+  // qout->scale, qout->zp, -1, -1, qout->mul); y is then scratch, its
+  // contents unspecified afterwards. Where a thread holds whole rows (oneDNN
+  // in TBB tasks split by rows, AVX-512 VNNI epilogue) it quantizes each row
+  // from the epilogue's row buffer and y is not written at all. The AMX
+  // kernel (threads split the columns) writes y * mul rounded to f16 into
+  // y's memory and quantizes those rows after it: the bits of
+  // quantize_rows_u8 on f16(y * mul) with no mul. A row is rounded to f16
+  // only where it stays finite; otherwise the call is redone in f32 (the
+  // bits of the first form).
   struct QuantOut {
     const float* mul = nullptr;  // the next Linear's input scale [N] (nullable)
     uint8_t* xq = nullptr;       // [M][N]
@@ -329,6 +334,11 @@ struct AmxS8Args {
   // aligned vectors allow, for an output too large to stay in cache until it
   // is read (see DenseLinearU8S8::run).
   bool stream_y = false;
+  // F32 out without a residual: y is uint16_t [M, ldy] and gets each value
+  // times y_mul[n] (nullable: 1) rounded to f16 (round to nearest even; past
+  // the f16 range +-inf). For DenseLinearU8S8::QuantOut.
+  bool y_f16 = false;
+  const float* y_mul = nullptr;
 };
 int64_t amx_s8_packed_bytes(int64_t K, int64_t N);
 inline int64_t amx_s8_panels(int64_t N) { return (N + 31) / 32; }
@@ -380,6 +390,11 @@ void blocked_convert_zmm(const float* y_blk, int64_t k0, int64_t k1, const float
 // parallel (ops.h layernorm_quantize_f32, spmm_u8s8_f32in).
 void quantize_rows_u8_here(const float* x, int64_t M, int64_t K, int64_t ldx, uint8_t* xq, float* scale,
                            int32_t* zp, const float* mul);
+// The same on f16 rows (h [M, ldh], no mul): the bits of quantize_rows_u8 on
+// the rows converted to f32. AVX-512 only (the AMX kernel's QuantOut): the
+// caller checks active_isa() >= Avx512Vnni.
+void quantize_rows_u8_f16_here(const uint16_t* h, int64_t M, int64_t K, int64_t ldh, uint8_t* xq, float* scale,
+                               int32_t* zp);
 
 // The scale and zero point of a token from its range (quantize.cpp; the one
 // formula every quantization path uses). Returns false when the token's

@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include <tbb/blocked_range.h>
 #include <tbb/parallel_for.h>
@@ -72,16 +73,28 @@ void quantize_row_scalar(const float* r, int64_t K, uint8_t* q, float* scale, in
   }
 }
 
-template <bool MUL>
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) void quantize_row_avx512(
-    const float* r, int64_t K, uint8_t* q, float* scale, int32_t* zp, const float* mul) {
+#define SPINEL_AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+// 16 values of a row as f32: f32 as they are, f16 converted (exactly); the
+// masked forms load 0 past the mask.
+SPINEL_AVX512_TARGET inline __m512 row_load(const float* r) { return _mm512_loadu_ps(r); }
+SPINEL_AVX512_TARGET inline __m512 row_load(const uint16_t* r) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r)));
+}
+SPINEL_AVX512_TARGET inline __m512 row_load(__mmask16 m, const float* r) { return _mm512_maskz_loadu_ps(m, r); }
+SPINEL_AVX512_TARGET inline __m512 row_load(__mmask16 m, const uint16_t* r) {
+  return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, r));
+}
+
+// T: float, or uint16_t holding f16 (then no MUL).
+template <bool MUL, typename T>
+SPINEL_AVX512_TARGET void quantize_row_avx512(const T* r, int64_t K, uint8_t* q, float* scale, int32_t* zp,
+                                              const float* mul) {
+  static_assert(!MUL || std::is_same_v<T, float>, "mul applies to f32 rows only");
   // r[k] * mul[k] with MUL (one vmulps per load: the same float products as
   // the scalar row). (Macros: a lambda would not inherit the target.)
-#define SPINEL_QLOAD(k) \
-  (MUL ? _mm512_mul_ps(_mm512_loadu_ps(r + (k)), _mm512_loadu_ps(mul + (k))) : _mm512_loadu_ps(r + (k)))
-#define SPINEL_QLOAD_TAIL(m, k)                                                                  \
-  (MUL ? _mm512_mul_ps(_mm512_maskz_loadu_ps((m), r + (k)), _mm512_maskz_loadu_ps((m), mul + (k))) \
-       : _mm512_maskz_loadu_ps((m), r + (k)))
+#define SPINEL_QLOAD(k) (MUL ? _mm512_mul_ps(row_load(r + (k)), _mm512_loadu_ps(mul + (k))) : row_load(r + (k)))
+#define SPINEL_QLOAD_TAIL(m, k) \
+  (MUL ? _mm512_mul_ps(row_load((m), r + (k)), _mm512_maskz_loadu_ps((m), mul + (k))) : row_load((m), r + (k)))
   // Four independent min/max chains: one chain is bound by vminps latency
   // (4 cycles per 16 floats), four keep up with the loads.
   // vminps/vmaxps do not keep a NaN reliably (they return the second
@@ -154,6 +167,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) void quantize_row_
 
 #undef SPINEL_QLOAD
 #undef SPINEL_QLOAD_TAIL
+#undef SPINEL_AVX512_TARGET
 
 }  // namespace
 
@@ -167,9 +181,14 @@ void quantize_rows_u8_here(const float* x, int64_t M, int64_t K, int64_t ldx, ui
                            int32_t* zp, const float* mul) {
   if (M <= 0 || K <= 0) return;
   const bool wide = active_isa() >= Isa::Avx512Vnni;
-  auto row = mul ? (wide ? quantize_row_avx512<true> : quantize_row_scalar<true>)
-                 : (wide ? quantize_row_avx512<false> : quantize_row_scalar<false>);
+  auto row = mul ? (wide ? quantize_row_avx512<true, float> : quantize_row_scalar<true>)
+                 : (wide ? quantize_row_avx512<false, float> : quantize_row_scalar<false>);
   for (int64_t m = 0; m < M; ++m) row(x + m * ldx, K, xq + m * K, scale + m, zp + m, mul);
+}
+
+void quantize_rows_u8_f16_here(const uint16_t* h, int64_t M, int64_t K, int64_t ldh, uint8_t* xq, float* scale,
+                               int32_t* zp) {
+  for (int64_t m = 0; m < M; ++m) quantize_row_avx512<false, uint16_t>(h + m * ldh, K, xq + m * K, scale + m, zp + m, nullptr);
 }
 }  // namespace qgemm_detail
 
@@ -179,8 +198,8 @@ void quantize_rows_u8(const float* x, int64_t M, int64_t K, uint8_t* xq, float* 
   if (ldx < 0) ldx = K;
   if (ldq < 0) ldq = K;
   const bool wide = active_isa() >= Isa::Avx512Vnni;
-  auto row = mul ? (wide ? quantize_row_avx512<true> : quantize_row_scalar<true>)
-                 : (wide ? quantize_row_avx512<false> : quantize_row_scalar<false>);
+  auto row = mul ? (wide ? quantize_row_avx512<true, float> : quantize_row_scalar<true>)
+                 : (wide ? quantize_row_avx512<false, float> : quantize_row_scalar<false>);
   if (hot_pool() == Pool::OpenMP) {
     omp_rows(M, rows_per_task(K), [&](int64_t b, int64_t e) {
       for (int64_t m = b; m < e; ++m) row(x + m * ldx, K, xq + m * ldq, scale + m, zp + m, mul);

@@ -28,6 +28,8 @@
 
 #include <tbb/task_arena.h>
 
+#include <Eigen/Core>
+
 #include "kernels/cpu/huge_slab.h"
 #include "kernels/cpu/isa.h"
 #include "kernels/cpu/ops.h"
@@ -881,13 +883,20 @@ TEST_CASE("DenseLinearU8S8: the output quantized for the next Linear (QuantOut),
   // are quantized from the epilogue's row buffer, every column part's
   // columns, and y is not written; elsewhere y is written and its rows
   // quantized when final. Either way: the bits of the f32 run followed by
-  // quantize_rows_u8 with the same input scale. Without GELU (the one-pass
-  // epilogue) and with both kinds of GELU, a bias, and N = 640 (two column
-  // parts on 2 threads) or 48 (one); N = 1024 at 600 tokens too: rows 4 KB
-  // apart and more than 1 MB of y per thread, which the AMX kernel writes
-  // with streaming stores (DenseLinearU8S8::run).
+  // quantize_rows_u8 with the same input scale. The AMX kernel writes y *
+  // mul as f16 and quantizes that: the bits of quantize_rows_u8 on the f32
+  // run's y * mul rounded to f16 (here by Eigen::half, round to nearest
+  // even), with no mul; where a value leaves the f16 range (N = 48 with
+  // huge: one column's bias 1e5) it redoes the call in f32, and the bits
+  // are the first form's again. Without GELU (the one-pass epilogue) and
+  // with both kinds of GELU, a bias, and N = 640 (two column parts on 2
+  // threads) or 48 (one); N = 1024 at 600 tokens too: more than 1 MB of
+  // output per thread, which the AMX kernel writes with streaming stores
+  // (DenseLinearU8S8::run).
   const int64_t K = 192;
-  for (int64_t N : {640, 48, 1024}) {
+  for (int64_t N : {640, 48, 1024})
+  for (bool huge : {false, true}) {
+    if (huge && N != 48) continue;
     const auto W = make_weights(K, N, 0.0, 311, false);
     std::mt19937 rng(17);
     std::uniform_real_distribution<float> u(0.5f, 2.f);
@@ -897,9 +906,11 @@ TEST_CASE("DenseLinearU8S8: the output quantized for the next Linear (QuantOut),
       bias[n] = u(rng) - 1.25f;
       mul[n] = u(rng);
     }
+    if (huge) bias[5] = 1e5f;
     for (const char* kern : dense_kernels()) {
       CAPTURE(kern);
       CAPTURE(N);
+      CAPTURE(huge);
       DenseKernelEnv env(kern);
       const sk::DenseLinearU8S8 dense(W.data(), K, N, sw.data(), bias.data());
       for (int threads : {1, 2})
@@ -924,10 +935,20 @@ TEST_CASE("DenseLinearU8S8: the output quantized for the next Linear (QuantOut),
             std::vector<uint8_t> q_ref(M * N);
             std::vector<float> s_ref(M);
             std::vector<int32_t> z_ref(M);
+            const bool f16 = std::string(kern) == "amx" && !huge;
             in_arena(threads, [&] {
               dense.run(x.data(), M, K, xs.data(), xz.data(), ep, y.data(), N);
-              sk::quantize_rows_u8(y.data(), M, N, q_ref.data(), s_ref.data(), z_ref.data(), -1, -1, mul.data());
+              if (f16) {
+                std::vector<float> h(M * N);
+                for (int64_t i = 0; i < M * N; ++i)
+                  h[i] = static_cast<float>(Eigen::half(y[i] * mul[i % N]));
+                sk::quantize_rows_u8(h.data(), M, N, q_ref.data(), s_ref.data(), z_ref.data());
+              } else {
+                sk::quantize_rows_u8(y.data(), M, N, q_ref.data(), s_ref.data(), z_ref.data(), -1, -1,
+                                     mul.data());
+              }
             });
+            if (huge) CHECK(std::abs(y[5] * mul[5]) > 65504.f);  // past f16's largest finite value
             // y on a 64-byte line, as a session's buffers are (the streaming
             // stores need whole aligned vectors).
             std::vector<float> y2_buf(M * N + 16, -7.f);
@@ -1034,6 +1055,36 @@ TEST_CASE("quantize_rows_u8 matches its reference on every ISA") {
       CHECK(std::memcmp(q.data(), qm.data(), M * K) == 0);
       CHECK(std::memcmp(s.data(), sm.data(), 4 * M) == 0);
       CHECK(z == zm);
+    }
+    // From f16 rows (the AMX kernel's QuantOut; AVX-512 only): the bits of
+    // quantize_rows_u8 on the rows as f32, with a row stride past K. The f16
+    // values are x's rounded (Eigen::half), NaN and +-Inf kept.
+    if (sk::active_isa() >= Isa::Avx512Vnni) {
+      const int64_t ldh = K + 5;
+      std::vector<uint16_t> h(static_cast<size_t>(M * ldh), 0x7C00);  // +Inf past K: never read
+      std::vector<float> hf(static_cast<size_t>(M * K));
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t k = 0; k < K; ++k) {
+          const Eigen::half e(x[m * K + k]);
+          std::memcpy(&h[m * ldh + k], &e, 2);
+          hf[m * K + k] = static_cast<float>(e);
+        }
+      std::vector<uint8_t> qh_ref(M * K);
+      std::vector<float> sh_ref(M), sh(M);
+      std::vector<int32_t> zh_ref(M), zh(M);
+      sk::ref::quantize_rows_u8(hf.data(), M, K, qh_ref.data(), sh_ref.data(), zh_ref.data());
+      Guarded q(M * K);
+      sk::qgemm_detail::quantize_rows_u8_f16_here(h.data(), M, K, ldh, q.data(), sh.data(), zh.data());
+      CAPTURE(K);
+      CHECK(q.guards_intact());
+      CHECK(std::memcmp(q.data(), qh_ref.data(), M * K) == 0);
+      CHECK(std::memcmp(sh.data(), sh_ref.data(), 4 * M) == 0);
+      CHECK(zh == zh_ref);
+      CHECK(std::isnan(sh[4]));
+      CHECK(std::isnan(sh[5]));
+      CHECK(!std::isnan(sh[7]));
+    } else {
+      MESSAGE("quantize_rows_u8_f16_here is not tested here: it needs AVX-512 (only the AMX kernel calls it)");
     }
     // dequantized values are within half a step of the input (rows with a
     // finite scale)
