@@ -163,8 +163,8 @@ void block_epilogue(const AmxS8Args& p, const int32_t* c, int64_t m0, int64_t ro
     sw[h] = _mm512_maskz_loadu_ps(mask[h], p.scale_w + n0 + 16 * h);
     bv[h] = p.bias ? _mm512_maskz_loadu_ps(mask[h], p.bias + n0 + 16 * h) : _mm512_setzero_ps();
   }
-  if (!ep.gelu && !ep.requantize) {
-    // One pass: nothing needs the whole block first.
+  if (!ep.gelu && !ep.requantize && p.y_f16) {
+    // One pass into f16 (no residual with y_f16).
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t m = m0 + r;
       const __m512i zp = _mm512_set1_epi32(p.x_zp[m]);
@@ -175,15 +175,24 @@ void block_epilogue(const AmxS8Args& p, const int32_t* c, int64_t m0, int64_t ro
             _mm512_sub_epi32(_mm512_load_si512(c + r * 32 + 16 * h), _mm512_mullo_epi32(zp, ws[h]));
         v[h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(corr), _mm512_mul_ps(xs, sw[h]), bv[h]);
       }
-      if (p.y_f16) {
-        store_row_f16(p, m, n0, nv, mask, v);
-        continue;
-      }
+      store_row_f16(p, m, n0, nv, mask, v);
+    }
+    return;
+  }
+  if (!ep.gelu && !ep.requantize) {
+    // One pass: nothing needs the whole block first.
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t m = m0 + r;
+      const __m512i zp = _mm512_set1_epi32(p.x_zp[m]);
+      const __m512 xs = _mm512_set1_ps(p.x_scale[m]);
       float* y = static_cast<float*>(p.y) + m * p.ldy + n0;
       for (int h = 0; h < nv; ++h) {
+        const __m512i corr =
+            _mm512_sub_epi32(_mm512_load_si512(c + r * 32 + 16 * h), _mm512_mullo_epi32(zp, ws[h]));
+        __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(corr), _mm512_mul_ps(xs, sw[h]), bv[h]);
         if (ep.residual)
-          v[h] = _mm512_add_ps(v[h], _mm512_maskz_loadu_ps(mask[h], ep.residual + m * ep.ld_residual + n0 + 16 * h));
-        store_y(y + 16 * h, mask[h], v[h], p.stream_y);
+          v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask[h], ep.residual + m * ep.ld_residual + n0 + 16 * h));
+        store_y(y + 16 * h, mask[h], v, p.stream_y);
       }
     }
     return;
