@@ -57,8 +57,10 @@ size_t attention_scratch_floats(int64_t max_seq_len, int64_t num_heads, int64_t 
 
 void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seqs,
                    int64_t num_heads, int64_t head_dim, float scale, float* out, float* scratch,
-                   const float* alibi_slopes, AttentionProducts products, bool qkv_panels) {
+                   const float* alibi_slopes, AttentionProducts products, bool qkv_panels, bool qkv_bf16) {
   if (num_seqs <= 0 || num_heads <= 0 || head_dim <= 0) return;
+  if (qkv_bf16 && (qkv_panels || (products != AttentionProducts::AmxBf16 && products != AttentionProducts::Avx512Bf16)))
+    throw std::logic_error("attention_f32: BF16 Q, K and V are read by the BF16 blocks only, from token rows");
   if (products == AttentionProducts::AmxBf16 && !cpu_has_amx_bf16())
     throw std::logic_error("attention_f32: AMX-BF16 asked for on a CPU without it");
   if (products == AttentionProducts::Avx512Bf16 && !cpu_has_avx512_bf16())
@@ -109,7 +111,11 @@ void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seq
       b.k_col = (num_heads + head) * panel;
       b.v_col = (2 * num_heads + head) * panel;
     } else {
-      b.qkv = qkv + first * 3 * hidden;
+      b.qkv = nullptr;
+      if (qkv_bf16)
+        b.qkv_bf16 = reinterpret_cast<const uint16_t*>(qkv) + first * 3 * hidden;
+      else
+        b.qkv = qkv + first * 3 * hidden;
       b.qkv_stride = 3 * hidden;
       b.q_col = head * head_dim;
       b.k_col = hidden + head * head_dim;

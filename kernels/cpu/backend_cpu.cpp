@@ -56,6 +56,7 @@ enum : int {
   kLinQX = 16,        // a Linear's output quantized for the next one (select.h linear_quantizes_next)
   kLinQScale = 17,
   kLinQZp = 18,
+  kBf16Tag = 19,  // QKV as BF16 token rows: {tokens, width}, written by the Linear
 };
 
 // The op's index in its graph (PrepareArgs::op is one of graph.ops), or -1.
@@ -191,9 +192,12 @@ struct AttentionState : PreparedOp {
   k::AttentionChoice choice;
   std::vector<float> slopes;  // ALiBi, per head (empty: none)
   bool qkv_panels = false;    // the QKV Linear writes head panels (select.h qkv_head_panel)
+  bool qkv_bf16 = false;      // it may write BF16 token rows (select.h qkv_bf16_rows; kBf16Tag says)
   std::string kernel() const override { return name; }
   std::string why() const override {
-    return qkv_panels ? choice.why + "; Q, K and V read from head panels" : choice.why;
+    return qkv_panels ? choice.why + "; Q, K and V read from head panels"
+           : qkv_bf16 ? choice.why + "; Q, K and V read as BF16 where the Linear writes them so"
+                      : choice.why;
   }
 };
 
@@ -220,6 +224,7 @@ class AttentionCpu : public OpImpl {
       for (int64_t j = i - 1; j >= 0; --j)
         if (a.graph.ops[static_cast<size_t>(j)].out == a.op.in0) {
           st->qkv_panels = k::qkv_head_panel(a.graph, static_cast<size_t>(j)) > 0;
+          st->qkv_bf16 = k::qkv_bf16_rows(a.graph, static_cast<size_t>(j), graph_is_int8(a.graph)) > 0;
           break;
         }
     return st;
@@ -237,9 +242,17 @@ class AttentionCpu : public OpImpl {
                                "' expected Q, K and V in head panels, which its Linear did not write");
       tag[0] = tag[1] = -1;
     }
+    bool bf16 = false;
+    if (st.qkv_bf16) {
+      int64_t* tag = ctx.ws.get<int64_t>(kBf16Tag, 2);
+      bf16 = tag[0] == io.in_rows && tag[1] == io.in_width;
+      if (bf16 && ctx.keep_values)
+        throw std::logic_error("internal error: attention '" + op.name + "' got BF16 Q, K and V in an observed run");
+      tag[0] = tag[1] = -1;
+    }
     k::attention_f32(io.in0, ctx.batch.seq_offsets, ctx.batch.num_seqs, op.num_heads, hd, op.scale,
                      io.out, scratch, st.slopes.empty() ? nullptr : st.slopes.data(),
-                     st.choice.products, panels);
+                     st.choice.products, panels, bf16);
   }
 };
 
@@ -281,6 +294,10 @@ struct LinearState : PreparedOp {
   // Output in head panels of this width for the Attention reading it
   // (select.h qkv_head_panel; 0: token rows).
   int64_t head_panel = 0;
+  // The BF16 Attention reading its output may take it as BF16 token rows
+  // (select.h qkv_bf16_rows): bf16_rows when s8_dense writes them. Either
+  // way every run tells the Attention which it got (kBf16Tag).
+  bool bf16_reader = false, bf16_rows = false;
   // The LayerNorm before it quantizes this layer's input
   // (select.h layernorm_quantizes_next).
   bool quant_from_ln = false;
@@ -321,6 +338,7 @@ struct LinearState : PreparedOp {
     if (chain_in) w += "; input from the previous Linear in the kernel's layout";
     if (gelu_coarse) w += "; GELU to 2e-5 (its output is only quantized to 8 bits next)";
     if (head_panel > 0) w += "; output in head panels for attention";
+    if (bf16_rows) w += "; output in BF16 for the BF16 attention";
     if (quant_from_ln) w += "; input quantized by the LayerNorm before it";
     else if (quant_in_kernel && !chain_out) w += "; input quantized by the kernel's threads";
     if (ln.on) w += "; the LayerNorm after it runs on the kernel's threads";
@@ -363,6 +381,8 @@ class LinearCpu : public OpImpl {
     if (op.precision != Precision::F32) st->in_scale = a.weights.get<float>(slot::kInScale);
     if (const int64_t i = op_index(a); i > 0)
       st->quant_from_ln = k::layernorm_quantizes_next(a.graph, static_cast<size_t>(i - 1));
+    if (const int64_t i = op_index(a); i >= 0)
+      st->bf16_reader = k::qkv_bf16_rows(a.graph, static_cast<size_t>(i), graph_is_int8(a.graph)) > 0;
     if (const int64_t i = op_index(a); i >= 0 && op.precision != Precision::F32 && op.act == Activation::GeluErf)
       st->gelu_coarse = k::output_only_quantized(a.graph, static_cast<size_t>(i));
     // The LayerNorm after it, on its threads (INT8 kernels: select.h).
@@ -420,6 +440,7 @@ class LinearCpu : public OpImpl {
             w8, K, N, a.weights.get<float>(slot::kWeightScale), bias);
         st->kernel_name = st->s8_dense->kernel_name();
         st->packed_bytes = static_cast<size_t>(K * N);
+        st->bf16_rows = st->bf16_reader && st->s8_dense->writes_bf16();
         break;
     }
     return st;
@@ -541,6 +562,14 @@ class LinearCpu : public OpImpl {
       tag[0] = T;
       tag[1] = N;
     }
+    // BF16 token rows for the Attention (select.h qkv_bf16_rows rules out a
+    // residual, an activation and panels); it reads the tag either way.
+    const bool bf16 = st.bf16_rows && !ctx.keep_values;
+    if (st.bf16_reader) {
+      int64_t* tag = ctx.ws.get<int64_t>(kBf16Tag, 2);
+      tag[0] = bf16 ? T : -1;
+      tag[1] = bf16 ? N : -1;
+    }
     // The LayerNorm after it, on the token blocks the kernel's threads
     // finish (select.h linear_runs_layernorm rules out what would not reach
     // one of the INT8 calls below: a gate, panels, a chain output, a later
@@ -599,7 +628,12 @@ class LinearCpu : public OpImpl {
       k::spmm_u8s8_from_blocked(*st.s8_sparse, xq, T, xs, xz, ep, out, N, done);
     else if (st.s8_sparse)
       k::spmm_u8s8(*st.s8_sparse, xq, T, K, xs, xz, ep, out, N, done);
-    else
+    else if (bf16) {
+      if (done || quant_next || after || ep.residual)
+        throw std::logic_error("internal error: Linear '" + op.name + "' cannot write BF16 rows");
+      // (T x N 16-bit values in the f32 output's buffer.)
+      st.s8_dense->run_bf16(xq, T, K, xs, xz, ep, reinterpret_cast<uint16_t*>(out), N);
+    } else
       st.s8_dense->run(xq, T, K, xs, xz, ep, out, N, done, quant_next ? &q_out : nullptr);
     if (on_input) k::qgemm_detail::rows_done_all(rows_done, 0, T);
     if (quant_next) {

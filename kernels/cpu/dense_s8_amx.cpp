@@ -24,7 +24,8 @@
 // panel every token block in turn, so the panel's tiles are reread from
 // L1/L2. Past ~1 MB of x the tokens go in chunks so that x stays in L2.
 //
-// Compiled with -mamx-tile -mamx-int8 and AVX-512 (per-file flags); only
+// Compiled with -mamx-tile -mamx-int8, AVX-512 and AVX512_BF16 (per-file
+// flags; BF16 only for y_bf16, which the caller asks for where the CPU has it); only
 // called when cpu_has_amx_int8() and the active level is avx512vnni.
 // GCC 12 reports _mm512_undefined_*() inside its own intrinsics as
 // uninitialized (GCC bug 105593); the values are fully defined.
@@ -41,8 +42,8 @@
 #include "kernels/cpu/qgemm.h"
 
 #if !(defined(__AMX_TILE__) || defined(__AMXTILE__)) || !(defined(__AMX_INT8__) || defined(__AMXINT8__)) || \
-    !defined(__AVX512F__)
-#error "dense_s8_amx.cpp needs -mamx-tile -mamx-int8 -mavx512f"
+    !defined(__AVX512F__) || !defined(__AVX512BF16__)
+#error "dense_s8_amx.cpp needs -mamx-tile -mamx-int8 -mavx512f -mavx512bf16"
 #endif
 
 namespace spinel::kernels::qgemm_detail {
@@ -162,6 +163,29 @@ void block_epilogue(const AmxS8Args& p, const int32_t* c, int64_t m0, int64_t ro
     ws[h] = _mm512_maskz_loadu_epi32(mask[h], p.wsum + n0 + 16 * h);
     sw[h] = _mm512_maskz_loadu_ps(mask[h], p.scale_w + n0 + 16 * h);
     bv[h] = p.bias ? _mm512_maskz_loadu_ps(mask[h], p.bias + n0 + 16 * h) : _mm512_setzero_ps();
+  }
+  if (!ep.gelu && !ep.requantize && p.y_bf16) {
+    // One pass into BF16 (no residual with y_bf16): each 32-column row one
+    // 64-byte store where whole.
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t m = m0 + r;
+      const __m512i zp = _mm512_set1_epi32(p.x_zp[m]);
+      const __m512 xs = _mm512_set1_ps(p.x_scale[m]);
+      __m512 v[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+      for (int h = 0; h < nv; ++h) {
+        const __m512i corr =
+            _mm512_sub_epi32(_mm512_load_si512(c + r * 32 + 16 * h), _mm512_mullo_epi32(zp, ws[h]));
+        v[h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(corr), _mm512_mul_ps(xs, sw[h]), bv[h]);
+      }
+      uint16_t* yh = static_cast<uint16_t*>(p.y) + m * p.ldy + n0;
+      const __m512i w = (__m512i)_mm512_cvtne2ps_pbh(v[1], v[0]);
+      if (nv == 2 && mask[1] == 0xFFFF)
+        _mm512_storeu_si512(yh, w);
+      else  // (mask[1] is set only for nv == 2)
+        _mm512_mask_storeu_epi16(
+            yh, static_cast<__mmask32>(mask[0]) | (nv == 2 ? static_cast<__mmask32>(mask[1]) << 16 : 0u), w);
+    }
+    return;
   }
   if (!ep.gelu && !ep.requantize && p.y_f16) {
     // One pass into f16 (no residual with y_f16).

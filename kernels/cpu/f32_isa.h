@@ -30,6 +30,10 @@ constexpr int64_t kAttentionRows = 8;
 // at column q_col, K at k_col, V at v_col.
 struct AttentionBlock {
   const float* qkv;  // first token row of the sequence
+  // Or (BF16 blocks only, not the INT8 Q.K^T one): Q, K and V already
+  // rounded to BF16 (round to nearest even, as the blocks round f32), the
+  // same rows, columns and strides in 16-bit elements; qkv is then unused.
+  const uint16_t* qkv_bf16 = nullptr;
   int64_t seq_len;
   int64_t qkv_stride;
   int64_t q_col, k_col, v_col;

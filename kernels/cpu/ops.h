@@ -64,13 +64,20 @@ void layernorm_quantize_here(const float* x, const float* residual, const float*
 // (Q heads, then K, then V; T = seq_offsets[num_seqs]), as the sparse INT8
 // Linear writes it (qgemm.h spmm_u8s8_panels with panel = head_dim). Same
 // results, bit for bit.
+// qkv_bf16 (AmxBf16 and Avx512Bf16 only, else std::logic_error; not with
+// qkv_panels): qkv holds the token rows [T][3 * num_heads * head_dim] as
+// BF16, 16-bit elements, already rounded to nearest even, as the dense AMX
+// INT8 Linear writes them (DenseLinearU8S8::run_bf16). Those blocks round Q,
+// K and V so themselves: the results of the f32 rows they came from, bit for
+// bit.
 enum class AttentionProducts { F32, AmxBf16, Avx512Bf16, Avx512S8Qk };
 // "f32", "amx_bf16", "avx512_bf16", "avx512_s8qk"
 const char* attention_products_name(AttentionProducts p);
 void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seqs,
                    int64_t num_heads, int64_t head_dim, float scale, float* out, float* scratch,
                    const float* alibi_slopes = nullptr,
-                   AttentionProducts products = AttentionProducts::F32, bool qkv_panels = false);
+                   AttentionProducts products = AttentionProducts::F32, bool qkv_panels = false,
+                   bool qkv_bf16 = false);
 size_t attention_scratch_floats(int64_t max_seq_len, int64_t num_heads, int64_t head_dim);
 
 void gelu_erf_f32(float* x, int64_t n);

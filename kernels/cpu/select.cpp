@@ -299,6 +299,30 @@ int64_t qkv_head_panel(const Graph& g, size_t p) {
   return head_dim;
 }
 
+int64_t qkv_bf16_rows(const Graph& g, size_t p, bool int8_model) {
+  static std::atomic<bool> warned{false};
+  if (p >= g.ops.size() || !switch_enabled("SPINEL_QKV_BF16", warned)) return 0;
+  const Op& a = g.ops[p];
+  if (a.kind != OpKind::Linear || a.precision == Precision::F32 || qkv_head_panel(g, p) > 0) return 0;
+  if (a.gate != Gate::None || a.in1 >= 0 || a.out < 0 || a.act != Activation::None) return 0;
+  if (g.output == a.out || static_cast<size_t>(a.out) >= g.values.size()) return 0;
+  for (const GraphOutput& o : g.outputs)
+    if (o.value == a.out) return 0;
+  const int64_t width = g.values[static_cast<size_t>(a.out)].width;
+  int64_t head_dim = 0;
+  for (const Op& op : g.ops) {
+    if (op.in1 == a.out) return 0;
+    if (op.in0 != a.out) continue;
+    if (op.kind != OpKind::Attention || op.num_heads <= 0 || width % (3 * op.num_heads) != 0) return 0;
+    const int64_t hd = width / (3 * op.num_heads);
+    const AttentionProducts pr = choose_attention(int8_model, hd).products;
+    if (pr != AttentionProducts::AmxBf16 && pr != AttentionProducts::Avx512Bf16) return 0;
+    if (head_dim != 0) return 0;  // one reader: it takes the Linear's word for the run (kBf16Tag) and clears it
+    head_dim = hd;
+  }
+  return head_dim;
+}
+
 bool layernorm_quantizes_next(const Graph& g, size_t p) {
   if (p + 1 >= g.ops.size() || !ln_quant_enabled()) return false;
   const Op& ln = g.ops[p];

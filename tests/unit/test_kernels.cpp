@@ -544,6 +544,19 @@ TEST_CASE("BF16 attention matches the reference within BF16 rounding") {
   // A BF16 kind this CPU lacks is refused, never run.
   if (!k::cpu_has_amx_bf16() || !k::cpu_has_avx512_bf16())
     check_refused(k::cpu_has_amx_bf16() ? k::AttentionProducts::Avx512Bf16 : k::AttentionProducts::AmxBf16);
+  {
+    // BF16 rows are read by the BF16 blocks only, and from token rows only.
+    std::vector<int64_t> off{0, 4};
+    std::vector<float> qkv(4 * 3 * 64, 0.5f), out(4 * 64);
+    std::vector<float> scratch(k::attention_scratch_floats(4, 1, 64) + 16);
+    for (const auto kind : {k::AttentionProducts::F32, k::AttentionProducts::Avx512S8Qk})
+      CHECK_THROWS_AS(k::attention_f32(qkv.data(), off.data(), 1, 1, 64, 0.125f, out.data(), scratch.data(), nullptr,
+                                       kind, false, true),
+                      std::logic_error);
+    CHECK_THROWS_AS(k::attention_f32(qkv.data(), off.data(), 1, 1, 64, 0.125f, out.data(), scratch.data(), nullptr,
+                                     kinds[0], true, true),
+                    std::logic_error);
+  }
   for (const auto kind : kinds)
   for (int threads : {1, 2})
     in_arena(threads, [&] {
@@ -578,6 +591,21 @@ TEST_CASE("BF16 attention matches the reference within BF16 rounding") {
                                    (alibi ? " alibi" : "");
           CHECK_CLOSE(got, want_r, 0.0, 4e-3, what << " vs reference on BF16 inputs");
           CHECK_CLOSE(got, want, 0.0, 2e-2, what << " vs FP32 reference");
+          // The same rows given as BF16 (qkv_bf16, as the dense AMX Linear
+          // writes them): the blocks round f32 Q, K and V to nearest even
+          // themselves, so the same bits.
+          std::vector<uint16_t> h(qkv.size());
+          for (size_t i = 0; i < qkv.size(); ++i) {
+            const float r = bf16_round(qkv[i]);
+            uint32_t u;
+            std::memcpy(&u, &r, 4);
+            h[i] = static_cast<uint16_t>(u >> 16);
+          }
+          std::vector<float> got_h(want.size(), std::nanf(""));
+          k::attention_f32(reinterpret_cast<const float*>(h.data()), off.data(), nseq, sh.heads, sh.head_dim, scale,
+                           got_h.data(), scratch.data(), sl, kind, false, true);
+          CHECK_MESSAGE(std::memcmp(got_h.data(), got.data(), got.size() * sizeof(float)) == 0,
+                        what << ": BF16 rows differ from the f32 rows they were rounded from");
           bool guard_intact = true;
           for (size_t i = scratch_n; i < scratch.size(); ++i) guard_intact &= scratch[i] == 12345.f;
           CHECK(guard_intact);

@@ -981,6 +981,82 @@ TEST_CASE("DenseLinearU8S8: the output quantized for the next Linear (QuantOut),
   }
 }
 
+TEST_CASE("DenseLinearU8S8::run_bf16: the f32 run's output rounded to BF16, only on the AMX kernel") {
+  // For a BF16 attention (ops.h attention_f32 qkv_bf16): the bits of the f32
+  // output rounded to nearest even (here by Eigen::bfloat16), in a row stride
+  // of its own; 1, 7, 33 and 200 tokens, N = 48, 2304 and 40 (column tiles
+  // partly past N), 1 and 2 threads. Where AMX-INT8 or AVX512_BF16 is
+  // missing, or on oneDNN's matmul, it is refused.
+  const int64_t K = 192;
+  for (int64_t N : {48, 2304, 40}) {
+    const auto W = make_weights(K, N, 0.0, 313, false);
+    std::mt19937 rng(19);
+    std::uniform_real_distribution<float> u(0.5f, 2.f);
+    std::vector<float> sw(N), bias(N);
+    for (int64_t n = 0; n < N; ++n) {
+      sw[n] = 0.01f * u(rng);
+      bias[n] = u(rng) - 1.25f;
+    }
+    for (const char* kern : dense_kernels()) {
+      CAPTURE(kern);
+      CAPTURE(N);
+      DenseKernelEnv env(kern);
+      const sk::DenseLinearU8S8 dense(W.data(), K, N, sw.data(), bias.data());
+      const bool can = std::string(kern) == "amx" && sk::cpu_has_avx512_bf16();
+      CHECK(dense.writes_bf16() == can);
+      std::vector<uint16_t> h1(4 * N);
+      const auto x1 = make_input(4, K, 1);
+      std::vector<float> xs1(4, 0.1f);
+      std::vector<int32_t> xz1(4, 3);
+      if (!can) {
+        CHECK_THROWS_AS(dense.run_bf16(x1.data(), 4, K, xs1.data(), xz1.data(), sk::QEpilogue{}, h1.data(), N),
+                        std::logic_error);
+        continue;
+      }
+      sk::QEpilogue with_gelu;
+      with_gelu.gelu = true;
+      CHECK_THROWS_AS(dense.run_bf16(x1.data(), 4, K, xs1.data(), xz1.data(), with_gelu, h1.data(), N),
+                      std::invalid_argument);
+      std::vector<float> res(4 * N);
+      sk::QEpilogue with_res;
+      with_res.residual = res.data();
+      CHECK_THROWS_AS(dense.run_bf16(x1.data(), 4, K, xs1.data(), xz1.data(), with_res, h1.data(), N),
+                      std::invalid_argument);
+      for (int threads : {1, 2})
+        for (int64_t M : {1, 7, 33, 200}) {
+          CAPTURE(threads);
+          CAPTURE(M);
+          const auto x = make_input(M, K, static_cast<uint32_t>(600 + M));
+          std::vector<float> xs(M);
+          std::vector<int32_t> xz(M);
+          for (int64_t m = 0; m < M; ++m) {
+            xs[m] = 0.02f * u(rng);
+            xz[m] = static_cast<int32_t>(m * 41 % 256);
+          }
+          std::vector<float> y(M * N);
+          const int64_t ldh = N + 24;
+          std::vector<uint16_t> hb(M * ldh, 0xABCD);
+          in_arena(threads, [&] {
+            dense.run(x.data(), M, K, xs.data(), xz.data(), sk::QEpilogue{}, y.data(), N);
+            dense.run_bf16(x.data(), M, K, xs.data(), xz.data(), sk::QEpilogue{}, hb.data(), ldh);
+          });
+          int64_t bad = 0, pad = 0;
+          for (int64_t m = 0; m < M; ++m) {
+            for (int64_t n = 0; n < N; ++n) {
+              const Eigen::bfloat16 e(y[m * N + n]);
+              uint16_t want;
+              std::memcpy(&want, &e, 2);
+              bad += hb[m * ldh + n] != want;
+            }
+            for (int64_t n = N; n < ldh; ++n) pad += hb[m * ldh + n] != 0xABCD;  // past N: untouched
+          }
+          CHECK(bad == 0);
+          CHECK(pad == 0);
+        }
+    }
+  }
+}
+
 TEST_CASE("quantize_rows_u8 matches its reference on every ISA") {
   std::mt19937 rng(3);
   std::normal_distribution<float> nd(0.f, 3.f);

@@ -259,6 +259,9 @@ int cmd_inspect(int argc, char** argv) {
       // QKV written in head panels for the attention that reads it.
       if (kernels[i].why.find("output in head panels") != std::string::npos)
         detail += " => #" + std::to_string(i + 1) + " (head panels)";
+      // QKV written as BF16 rows for the BF16 attention that reads it.
+      if (kernels[i].why.find("output in BF16 for the BF16 attention") != std::string::npos)
+        detail += " => #" + std::to_string(i + 1) + " (BF16)";
       // The LayerNorm after it runs on its kernel's threads.
       if (kernels[i].why.find("the LayerNorm after it runs") != std::string::npos)
         detail += " => #" + std::to_string(i + 1) + " (LayerNorm on its threads)";
