@@ -34,6 +34,11 @@ struct QEpilogue {
   // Linear's input scale, applied where this Linear writes for it (the cpu
   // Linear chain's f32 blocked output only).
   const float* out_mul = nullptr;
+  // y is uint16_t [M, ldy] holding each f32 value rounded to BF16 (round to
+  // nearest even): for a BF16 attention, which rounds Q, K and V so itself.
+  // No residual or requantize with it; only where the backend's kernel says
+  // it can (cpu: qgemm.h spmm_u8s8_bf16_available).
+  bool out_bf16 = false;
 };
 
 }  // namespace spinel::kernels

@@ -59,8 +59,8 @@ void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seq
                    int64_t num_heads, int64_t head_dim, float scale, float* out, float* scratch,
                    const float* alibi_slopes, AttentionProducts products, bool qkv_panels, bool qkv_bf16) {
   if (num_seqs <= 0 || num_heads <= 0 || head_dim <= 0) return;
-  if (qkv_bf16 && (qkv_panels || (products != AttentionProducts::AmxBf16 && products != AttentionProducts::Avx512Bf16)))
-    throw std::logic_error("attention_f32: BF16 Q, K and V are read by the BF16 blocks only, from token rows");
+  if (qkv_bf16 && products != AttentionProducts::AmxBf16 && products != AttentionProducts::Avx512Bf16)
+    throw std::logic_error("attention_f32: BF16 Q, K and V are read by the BF16 blocks only");
   if (products == AttentionProducts::AmxBf16 && !cpu_has_amx_bf16())
     throw std::logic_error("attention_f32: AMX-BF16 asked for on a CPU without it");
   if (products == AttentionProducts::Avx512Bf16 && !cpu_has_avx512_bf16())
@@ -102,16 +102,19 @@ void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seq
     if (q_begin >= len) return;  // shorter sequence: nothing in this block
     f32::AttentionBlock b;
     b.seq_len = len;
+    b.qkv = nullptr;
     if (qkv_panels) {
       // Panel h of [3 H][T][head_dim]: rows head_dim apart.
       const int64_t panel = total_tokens * head_dim;
-      b.qkv = qkv + first * head_dim;
+      if (qkv_bf16)
+        b.qkv_bf16 = reinterpret_cast<const uint16_t*>(qkv) + first * head_dim;
+      else
+        b.qkv = qkv + first * head_dim;
       b.qkv_stride = head_dim;
       b.q_col = head * panel;
       b.k_col = (num_heads + head) * panel;
       b.v_col = (2 * num_heads + head) * panel;
     } else {
-      b.qkv = nullptr;
       if (qkv_bf16)
         b.qkv_bf16 = reinterpret_cast<const uint16_t*>(qkv) + first * 3 * hidden;
       else

@@ -195,9 +195,10 @@ struct AttentionState : PreparedOp {
   bool qkv_bf16 = false;      // it may write BF16 token rows (select.h qkv_bf16_rows; kBf16Tag says)
   std::string kernel() const override { return name; }
   std::string why() const override {
-    return qkv_panels ? choice.why + "; Q, K and V read from head panels"
-           : qkv_bf16 ? choice.why + "; Q, K and V read as BF16 where the Linear writes them so"
-                      : choice.why;
+    std::string w = choice.why;
+    if (qkv_panels) w += "; Q, K and V read from head panels";
+    if (qkv_bf16) w += "; Q, K and V read as BF16 where the Linear writes them so";
+    return w;
   }
 };
 
@@ -294,9 +295,9 @@ struct LinearState : PreparedOp {
   // Output in head panels of this width for the Attention reading it
   // (select.h qkv_head_panel; 0: token rows).
   int64_t head_panel = 0;
-  // The BF16 Attention reading its output may take it as BF16 token rows
-  // (select.h qkv_bf16_rows): bf16_rows when s8_dense writes them. Either
-  // way every run tells the Attention which it got (kBf16Tag).
+  // The BF16 Attention reading its output may take it as BF16 (select.h
+  // qkv_bf16_rows): bf16_rows when this kernel writes it. Either way every
+  // run tells the Attention which it got (kBf16Tag).
   bool bf16_reader = false, bf16_rows = false;
   // The LayerNorm before it quantizes this layer's input
   // (select.h layernorm_quantizes_next).
@@ -427,6 +428,7 @@ class LinearCpu : public OpImpl {
           st->chain_out = k::chain_linears(a.graph, static_cast<size_t>(i));
           st->chain_in = i > 0 && k::chain_linears(a.graph, static_cast<size_t>(i - 1));
           st->head_panel = k::qkv_head_panel(a.graph, static_cast<size_t>(i));
+          st->bf16_rows = st->bf16_reader && !st->chain_in && !st->chain_out && k::spmm_u8s8_bf16_available();
           st->quant_in_kernel = k::sparse_quantizes_in_kernel() && op.act_scale <= 0.f;
           if (st->chain_out && a.weights_of)
             st->next_in_scale = a.weights_of(static_cast<size_t>(i + 1)).get<float>(slot::kInScale);
@@ -562,9 +564,10 @@ class LinearCpu : public OpImpl {
       tag[0] = T;
       tag[1] = N;
     }
-    // BF16 token rows for the Attention (select.h qkv_bf16_rows rules out a
-    // residual, an activation and panels); it reads the tag either way.
+    // BF16 for the Attention, token rows or panels (select.h qkv_bf16_rows
+    // rules out a residual and an activation); it reads the tag either way.
     const bool bf16 = st.bf16_rows && !ctx.keep_values;
+    ep.out_bf16 = bf16 && st.s8_sparse;  // (the dense kernel: run_bf16)
     if (st.bf16_reader) {
       int64_t* tag = ctx.ws.get<int64_t>(kBf16Tag, 2);
       tag[0] = bf16 ? T : -1;

@@ -125,7 +125,7 @@ void spmm_u8s8(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx
 // apart into 16-32. Same values, bit for bit, as spmm_u8s8. panel: a multiple
 // of 16 that divides N; no residual, no requantize (std::invalid_argument).
 void spmm_u8s8_panels(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
-                      const float* x_scale, const int32_t* x_zp, const QEpilogue& ep, float* y,
+                      const float* x_scale, const int32_t* x_zp, const QEpilogue& ep, void* y,
                       int64_t panel);
 
 // spmm_u8s8 (or spmm_u8s8_panels, when panel > 0) on f32 activations x
@@ -137,6 +137,13 @@ void spmm_u8s8_panels(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int6
 void spmm_u8s8_f32in(const PackedS8Sparse& w, const float* x, int64_t M, int64_t ldx, const float* mul,
                      const QEpilogue& ep, void* y, int64_t ldy, int64_t panel = 0,
                      const RowsDone* done = nullptr);
+
+// spmm_u8s8, spmm_u8s8_panels and spmm_u8s8_f32in take QEpilogue::out_bf16
+// (y then uint16_t, its strides in 16-bit elements; no residual or
+// requantize, no RowsDone): here, where the active kernel is the 64-token
+// AVX-512 VNNI one and the CPU has AVX512_BF16 (std::invalid_argument
+// elsewhere).
+bool spmm_u8s8_bf16_available();
 
 // Raw accumulators acc[m][n] = sum_k x[m][k] W[k][n] (no zero-point
 // correction, no epilogue) into int32 [M, ldacc]: for exact tests.
@@ -295,7 +302,8 @@ void epilogue_rows_s32_avx512(const int32_t* acc, int64_t ldacc, int64_t m0, int
 
 // F32Blocked: the f32 blocked layout above (64-token kernel only; y points
 // at block 0, ldy is N).
-enum class OutKind : int { F32 = 0, U8 = 1, S32Raw = 2, F32Blocked = 3 };
+// Bf16: token rows of BF16 (QEpilogue::out_bf16; 64-token kernel only).
+enum class OutKind : int { F32 = 0, U8 = 1, S32Raw = 2, F32Blocked = 3, Bf16 = 4 };
 
 // One work item of the sparse kernel: block-rows [br0, br1) x tokens
 // [m0, m0 + mc) (mc <= the kernel's token block). x points to this token

@@ -303,7 +303,7 @@ int64_t qkv_bf16_rows(const Graph& g, size_t p, bool int8_model) {
   static std::atomic<bool> warned{false};
   if (p >= g.ops.size() || !switch_enabled("SPINEL_QKV_BF16", warned)) return 0;
   const Op& a = g.ops[p];
-  if (a.kind != OpKind::Linear || a.precision == Precision::F32 || qkv_head_panel(g, p) > 0) return 0;
+  if (a.kind != OpKind::Linear || a.precision == Precision::F32) return 0;
   if (a.gate != Gate::None || a.in1 >= 0 || a.out < 0 || a.act != Activation::None) return 0;
   if (g.output == a.out || static_cast<size_t>(a.out) >= g.values.size()) return 0;
   for (const GraphOutput& o : g.outputs)

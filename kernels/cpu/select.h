@@ -181,13 +181,15 @@ int64_t qkv_head_panel(const Graph& g, size_t p);
 
 // --- QKV in BF16 for a BF16 attention ------------------------------------
 // Op p is an INT8 Linear whose output is read only by one Attention op's
-// qkv input, as token rows (not head panels), with no residual, gate or
-// activation, not a graph output, and that Attention runs BF16 products
-// (choose_attention: AmxBf16 or Avx512Bf16, whose blocks round Q, K and V to
-// BF16 themselves): returns its heads' width, else 0. The CPU backend then has the Linear write BF16 rows where its
-// dense kernel can (DenseLinearU8S8::writes_bf16: the AMX kernel) and the
-// run's values are not observed, and tells the Attention so at run time:
-// the same bits, half the bytes written and read back. int8_model as for
+// qkv input, with no residual, gate or activation, not a graph output, and
+// that Attention runs BF16 products (choose_attention: AmxBf16 or
+// Avx512Bf16, whose blocks round Q, K and V to BF16 themselves): returns its
+// heads' width, else 0. The CPU backend then has the Linear write its output
+// (token rows, or head panels: qkv_head_panel) as BF16 where its kernel can
+// (DenseLinearU8S8::writes_bf16: the AMX kernel; the block-sparse kernel
+// where qgemm.h spmm_u8s8_bf16_available, not in a chain) and the run's
+// values are not observed, and tells the Attention so at run time: the same
+// bits, half the bytes written and read back. int8_model as for
 // choose_attention. SPINEL_QKV_BF16, read when a model is prepared: unset,
 // "", "auto" or "on": as above; "off"/"0": never (A/B runs, tests). Other
 // values warn once and mean auto.

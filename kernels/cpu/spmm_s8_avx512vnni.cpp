@@ -15,7 +15,9 @@
 // Avx2Vnni level on AVX-512 VNNI CPUs that lack AVX-VNNI.
 //
 // Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni
-// -mavx2 -mfma (per-file flags); only called after active_isa() says so.
+// -mavx512bf16 -mavx2 -mfma (per-file flags); only called after active_isa()
+// says so. The one BF16 instruction (the Bf16 output's rounding) runs only
+// where run_spmm checked cpu_has_avx512_bf16().
 // The ISA files instantiate no library templates (no std::min, containers
 // are only read through .data()): an out-of-line copy built with these flags
 // could be picked by the linker for baseline code (e.g. in a Debug build).
@@ -159,7 +161,9 @@ void flush_blocked(const SpmmTile& t, int64_t n0, int nch, const float (*stage)[
 // stores are unrolled with fixed register indices: a loop over the valid
 // rows by a run-time count had kept the transposed rows in memory (16 more
 // stores and loads per 16 tokens).
-template <int NT, bool U8, bool Res>
+// Bf16: no residual; each token's 16 channels rounded to BF16 (nearest
+// even) into uint16_t y (OutKind::Bf16).
+template <int NT, bool U8, bool Res, bool Bf16 = false>
 void flush_rows(const SpmmTile& t, int64_t n0, __mmask16 chmask, const float (*stage)[64]) {
   const QEpilogue& ep = *t.ep;
   const float* residual = ep.residual;
@@ -177,7 +181,10 @@ void flush_rows(const SpmmTile& t, int64_t n0, __mmask16 chmask, const float (*s
       const int64_t m = mbase + q;
       __m512 o = v[q];
       if (Res) o = _mm512_add_ps(o, _mm512_maskz_loadu_ps(chmask, residual + m * ldr + n0));
-      if (U8)
+      if (Bf16)
+        _mm256_mask_storeu_epi16(static_cast<uint16_t*>(t.y) + m * ldy + n0, chmask,
+                                 (__m256i)_mm512_cvtneps_pbh(o));
+      else if (U8)
         _mm512_mask_cvtepi32_storeu_epi8(static_cast<uint8_t*>(t.y) + m * ldy + n0, chmask, requant(o));
       else
         _mm512_mask_storeu_ps(static_cast<float*>(t.y) + m * ldy + n0, chmask, o);
@@ -222,6 +229,10 @@ void flush_stage(const SpmmTile& t, int64_t brg, int64_t nbr, float (*stage)[64]
     }
     return;
   }
+  if (t.out == OutKind::Bf16) {  // (no residual: run_spmm)
+    flush_rows<NT, false, false, true>(t, n0, chmask, stage);
+    return;
+  }
   const bool u8 = t.out == OutKind::U8;
   const bool res = ep.residual != nullptr && (u8 || t.out == OutKind::F32);
   if (u8)
@@ -253,7 +264,7 @@ void run_tile(const SpmmTile& t, const Off* koff) {
   alignas(64) float stage[16][64];
   std::memset(stage, 0, sizeof stage);
   int64_t brg = t.br0;
-  const bool pf_y = t.out == OutKind::F32 || t.out == OutKind::U8;
+  const bool pf_y = t.out == OutKind::F32 || t.out == OutKind::U8 || t.out == OutKind::Bf16;
   for (int64_t br = t.br0; br < t.br1; ++br) {
     if (br - brg == 4) {
       flush_stage<NT>(t, brg, 4, stage);
@@ -269,7 +280,7 @@ void run_tile(const SpmmTile& t, const Off* koff) {
       // 128 tokens, 1.04x at 80 (BERT-base 90%). Prefetching the residual
       // the same way measured nothing; prefetchw (into L1, exclusive) 0.95x.
       const int64_t q1 = 16 * (br - brg) + 16 < t.mc ? 16 * (br - brg) + 16 : t.mc;
-      const size_t esz = t.out == OutKind::U8 ? 1 : 4;
+      const size_t esz = t.out == OutKind::U8 ? 1 : t.out == OutKind::Bf16 ? 2 : 4;
       for (int64_t q = 16 * (br - brg); q < q1; ++q)
         _mm_prefetch(static_cast<const char*>(t.y) + ((t.m0 + q) * t.ldy + 4 * brg) * esz, _MM_HINT_T1);
     }

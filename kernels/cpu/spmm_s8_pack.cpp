@@ -274,6 +274,13 @@ void qgemm_detail::rows_done_all(const RowsDone& done, int64_t m0, int64_t rows)
 }
 
 namespace {
+// The kernels' output kind for an epilogue.
+OutKind out_kind(const QEpilogue& ep) {
+  return ep.out_bf16 ? OutKind::Bf16 : ep.requantize ? OutKind::U8 : OutKind::F32;
+}
+}  // namespace
+
+namespace {
 
 // Token b * 64 + j's quantization of a chain block, from the ranges of the
 // block's per_block work items (spmm_u8s8_to_blocked): inv[j], z[j] for
@@ -359,12 +366,16 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
   if (f32_in && x_blocked && !fin.ranges)
     throw std::invalid_argument("spmm_u8s8: the f32 blocked input needs its ranges");
   note_pool(Pool::Tbb);  // see parallel_util.h
+  if (out == OutKind::Bf16 && (ep.residual || ep.requantize || done || x_blocked || !spmm_u8s8_bf16_available()))
+    throw std::invalid_argument(
+        "spmm_u8s8: BF16 output (QEpilogue::out_bf16) takes no residual, requantization, RowsDone or chain "
+        "input, and needs the 64-token AVX-512 VNNI kernel on a CPU with AVX512_BF16");
   if (panel > 0) {
     if (panel % 16 != 0 || w.N % panel != 0)
       throw std::invalid_argument("spmm_u8s8_panels: panel " + std::to_string(panel) +
                                   " must be a multiple of 16 that divides N = " + std::to_string(w.N));
-    if (out != OutKind::F32 || ep.residual)
-      throw std::invalid_argument("spmm_u8s8_panels: f32 output without a residual only");
+    if ((out != OutKind::F32 && out != OutKind::Bf16) || ep.residual)
+      throw std::invalid_argument("spmm_u8s8_panels: f32 or BF16 output without a residual only");
     ldy = w.N;
   }
   if (ldy < w.N) throw std::invalid_argument("spmm_u8s8: ldy < N");
@@ -471,7 +482,8 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
       SpmmTile pt = t;
       pt.br0 = b0;
       pt.br1 = b1;
-      pt.y = static_cast<float*>(y) + p * (M * panel - panel);
+      pt.y = out == OutKind::Bf16 ? static_cast<void*>(static_cast<uint16_t*>(y) + p * (M * panel - panel))
+                                  : static_cast<void*>(static_cast<float*>(y) + p * (M * panel - panel));
       pt.ldy = panel;
       cfg.fn(pt);
       b0 = b1;
@@ -544,16 +556,14 @@ void spmm_u8s8(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx
                int64_t ldy, const RowsDone* done) {
   if (ep.requantize && !(ep.out_scale > 0.f))
     throw std::invalid_argument("spmm_u8s8: requantize needs out_scale > 0");
-  run_spmm(w, x, M, ldx, x_scale, x_zp, ep, ep.requantize ? OutKind::U8 : OutKind::F32, y, ldy, false, nullptr,
-           0, {}, done);
+  run_spmm(w, x, M, ldx, x_scale, x_zp, ep, out_kind(ep), y, ldy, false, nullptr, 0, {}, done);
 }
 
 void spmm_u8s8_panels(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
-                      const float* x_scale, const int32_t* x_zp, const QEpilogue& ep, float* y,
+                      const float* x_scale, const int32_t* x_zp, const QEpilogue& ep, void* y,
                       int64_t panel) {
   if (panel <= 0) throw std::invalid_argument("spmm_u8s8_panels: panel must be positive");
-  run_spmm(w, x, M, ldx, x_scale, x_zp, ep, ep.requantize ? OutKind::U8 : OutKind::F32, y, w.N,
-           false, nullptr, panel);
+  run_spmm(w, x, M, ldx, x_scale, x_zp, ep, out_kind(ep), y, w.N, false, nullptr, panel);
 }
 
 void spmm_u8s8_f32in(const PackedS8Sparse& w, const float* x, int64_t M, int64_t ldx, const float* mul,
@@ -565,8 +575,7 @@ void spmm_u8s8_f32in(const PackedS8Sparse& w, const float* x, int64_t M, int64_t
   F32In fin;
   fin.xf = x;
   fin.mul = mul;
-  run_spmm(w, nullptr, M, ldx, nullptr, nullptr, ep, ep.requantize ? OutKind::U8 : OutKind::F32, y, ldy,
-           false, nullptr, panel, fin, done);
+  run_spmm(w, nullptr, M, ldx, nullptr, nullptr, ep, out_kind(ep), y, ldy, false, nullptr, panel, fin, done);
 }
 
 void spmm_u8s8_from_blocked_f32(const PackedS8Sparse& w, const float* y_blk, const BlockedRange* ranges,
@@ -589,6 +598,8 @@ void spmm_u8s8_acc(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t
 const char* spmm_u8s8_kernel_name() { return config_for(active_isa()).name; }
 
 bool spmm_u8s8_chain_available() { return config_for(active_isa()).token_block == 64; }
+
+bool spmm_u8s8_bf16_available() { return spmm_u8s8_chain_available() && cpu_has_avx512_bf16(); }
 
 int64_t spmm_u8s8_blocked_ranges(int64_t N, int64_t M) {
   if (M <= 0 || N <= 0) return 0;

@@ -642,28 +642,36 @@ def cpu_writes_bf16_qkv():
     return amx_granted() and "avx512_bf16" in cpu_flags()
 
 
-def test_qkv_bf16_rows(spinel, convert, minilm_onnx, ids):
-    """The dense INT8 QKV Linear writes Q, K and V as BF16 token rows for a BF16 attention
-    (kernels/cpu/select.h qkv_bf16_rows, DenseLinearU8S8::run_bf16), where the AMX kernel runs
-    it and the CPU has AVX512_BF16: then every layer's QKV Linear and attention of the real
-    MiniLM in dense INT8 say so in `inspect` (JSON why, the table's "(BF16)"), elsewhere none;
-    SPINEL_QKV_BF16=off and SPINEL_ATTENTION=f32 turn it off. The attention rounds Q, K and V to
-    BF16 itself, so the hidden states are the same bits either way, for the test inputs and a
-    batch of 200 tokens, at the CPU's own ISA and under SPINEL_ISA=avx2."""
+def test_qkv_bf16_rows(spinel, convert, minilm_onnx, pruned_onnx, ids):
+    """The INT8 QKV Linear writes Q, K and V as BF16 for a BF16 attention (kernels/cpu/select.h
+    qkv_bf16_rows): the dense one (token rows, DenseLinearU8S8::run_bf16) where the AMX kernel
+    runs it and the CPU has AVX512_BF16, the block-sparse one (head panels, QEpilogue::out_bf16)
+    wherever the CPU has AVX-512 VNNI and AVX512_BF16. Then every layer's QKV Linear and
+    attention of the real MiniLM in dense INT8, and of the 80%-pruned one, say so in `inspect`
+    (JSON why, the table's "(BF16)"), elsewhere none; SPINEL_QKV_BF16=off, SPINEL_ATTENTION=f32
+    and SPINEL_ISA=avx2 turn it off. The attention rounds Q, K and V to BF16 itself, so the
+    hidden states are the same bits either way, for the test inputs and a batch of 200 tokens,
+    at the CPU's own ISA and under SPINEL_ISA=avx2."""
     dense = convert(minilm_onnx, "minilm_s8_off", "--quant", "int8", "--sparse", "off")
+    pruned = convert(pruned_onnx, "pruned_s8_auto", "--quant", "int8", "--sparse", "auto")
 
-    def inspect(env_extra):
-        return linked_pairs(spinel, dense, "SPINEL_QKV_BF16", env_extra, "output in BF16 for the BF16 attention",
+    def inspect(env_extra, spnl=dense):
+        return linked_pairs(spinel, spnl, "SPINEL_QKV_BF16", env_extra, "output in BF16 for the BF16 attention",
                             "read as BF16", "Attention", "(BF16)")
 
-    here = cpu_writes_bf16_qkv()
-    print(f"QKV as BF16 rows {'here' if here else 'not here (no AMX-INT8 or no AVX512_BF16)'}")
-    assert len(inspect({})) == (6 if here else 0)  # one QKV Linear per layer
-    assert inspect({"SPINEL_QKV_BF16": "off"}) == []
-    assert inspect({"SPINEL_ATTENTION": "f32"}) == []
-    assert inspect({"SPINEL_ISA": "avx2"}) == []
+    flags = cpu_flags()
+    dense_here = cpu_writes_bf16_qkv()
+    sparse_here = {"avx512_bf16", "avx512_vnni", "avx512bw", "avx512vl", "avx512dq"} <= flags
+    print(f"QKV as BF16: dense {'here' if dense_here else 'not here (no AMX-INT8 or no AVX512_BF16)'}, "
+          f"block-sparse {'here' if sparse_here else 'not here (no AVX-512 VNNI or no AVX512_BF16)'}")
+    assert len(inspect({})) == (6 if dense_here else 0)  # one QKV Linear per layer
+    assert len(inspect({}, pruned)) == (6 if sparse_here else 0)
+    for spnl in (dense, pruned):
+        assert inspect({"SPINEL_QKV_BF16": "off"}, spnl) == []
+        assert inspect({"SPINEL_ATTENTION": "f32"}, spnl) == []
+        assert inspect({"SPINEL_ISA": "avx2"}, spnl) == []
     long_ids = [[101] + [1000 + (7 * i + 13 * j) % 20000 for j in range(198)] + [102] for i in range(1)]
-    same_bits_on_off(spinel, [dense], (ids, long_ids), "SPINEL_QKV_BF16", "QKV as BF16 rows")
+    same_bits_on_off(spinel, [dense, pruned], (ids, long_ids), "SPINEL_QKV_BF16", "QKV as BF16")
 
 
 def test_layernorm_on_linear_threads(spinel, convert, pruned_onnx, minilm_onnx, ids):

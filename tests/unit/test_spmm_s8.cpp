@@ -497,6 +497,113 @@ TEST_CASE("spmm_u8s8_panels: spmm_u8s8's bits in head panels, every ISA, 1 and 2
   }
 }
 
+TEST_CASE("QEpilogue::out_bf16: spmm_u8s8's f32 values rounded to BF16, in token rows or head panels") {
+  // Where spmm_u8s8_bf16_available() (the 64-token kernel on a CPU with
+  // AVX512_BF16): the bits of the f32 output rounded to nearest even (here
+  // by Eigen::bfloat16), from u8 input (spmm_u8s8, _panels) and from f32
+  // input (spmm_u8s8_f32in), token tails and odd N included; under a capped
+  // ISA, or with a residual, requantization or RowsDone, refused.
+  struct P {
+    int64_t M, K, N, panel;
+    double sparsity;
+    bool gelu;
+  };
+  const P cases[] = {{1, 64, 64, 16, 0.5, false}, {17, 100, 96, 32, 0.0, true}, {65, 768, 2304, 64, 0.9, false},
+                     {129, 768, 768, 64, 0.7, false}, {200, 64, 48, 48, 0.8, false}, {384, 128, 2304, 64, 0.95, true},
+                     {70, 64, 52, 0, 0.5, false}};
+  for (const P& c : cases) {
+    const auto W = make_weights(c.K, c.N, c.sparsity, static_cast<uint32_t>(c.M * 5 + c.N), true);
+    const auto x = make_input(c.M, c.K, static_cast<uint32_t>(c.K + 9));
+    std::vector<float> sw(static_cast<size_t>(c.N)), bias(static_cast<size_t>(c.N)), xs(static_cast<size_t>(c.M));
+    std::vector<float> xf(static_cast<size_t>(c.M * c.K));
+    std::vector<int32_t> zp(static_cast<size_t>(c.M));
+    for (int64_t n = 0; n < c.N; ++n) {
+      sw[n] = 0.001f * float(1 + n % 13);
+      bias[n] = 0.1f * float(n % 7) - 0.3f;
+    }
+    for (int64_t m = 0; m < c.M; ++m) {
+      xs[m] = 0.01f + 0.001f * float(m % 5);
+      zp[m] = static_cast<int32_t>((m * 37) % 256);
+    }
+    for (size_t i = 0; i < xf.size(); ++i) xf[i] = 0.01f * float(static_cast<int>(i * 7919 % 401) - 200);
+    const auto p = sk::pack_s8_sparse(W.data(), c.K, c.N, sw.data(), bias.data());
+    sk::QEpilogue ep;
+    ep.gelu = c.gelu;
+    sk::QEpilogue eb = ep;
+    eb.out_bf16 = true;
+    CAPTURE(c.M);
+    CAPTURE(c.N);
+    CAPTURE(c.panel);
+    if (!sk::spmm_u8s8_bf16_available()) {
+      std::vector<uint16_t> h(static_cast<size_t>(c.M * c.N));
+      CHECK_THROWS_AS(sk::spmm_u8s8(p, x.data(), c.M, c.K, xs.data(), zp.data(), eb, h.data(), c.N),
+                      std::invalid_argument);
+      MESSAGE("BF16 output not run: needs the 64-token AVX-512 VNNI kernel and AVX512_BF16 (refusal checked)");
+      return;
+    }
+    // Where value (m, n) sits: token rows of ld c.N + 3, or the panels.
+    const int64_t ld = c.N + 3;
+    auto at = [&](int64_t m, int64_t n) {
+      return c.panel > 0 ? (n / c.panel) * c.M * c.panel + m * c.panel + n % c.panel : m * ld + n;
+    };
+    const size_t count = static_cast<size_t>(c.panel > 0 ? c.M * c.N : c.M * ld);
+    for (bool f32_in : {false, true})
+      for (int threads : {1, 2}) {
+        std::vector<float> rows(static_cast<size_t>(c.M * c.N));
+        Guarded h(count * 2, 0xFF);
+        in_arena(threads, [&] {
+          if (f32_in) {
+            sk::spmm_u8s8_f32in(p, xf.data(), c.M, c.K, nullptr, ep, rows.data(), c.N);
+            sk::spmm_u8s8_f32in(p, xf.data(), c.M, c.K, nullptr, eb, h.data(), ld, c.panel);
+          } else {
+            sk::spmm_u8s8(p, x.data(), c.M, c.K, xs.data(), zp.data(), ep, rows.data(), c.N);
+            if (c.panel > 0)
+              sk::spmm_u8s8_panels(p, x.data(), c.M, c.K, xs.data(), zp.data(), eb, h.data(), c.panel);
+            else
+              sk::spmm_u8s8(p, x.data(), c.M, c.K, xs.data(), zp.data(), eb, h.data(), ld);
+          }
+        });
+        CAPTURE(f32_in);
+        CAPTURE(threads);
+        CHECK(h.guards_intact());
+        const uint16_t* y = h.as<uint16_t>();
+        int64_t wrong = 0, untouched = 0;
+        for (int64_t m = 0; m < c.M; ++m) {
+          for (int64_t n = 0; n < c.N; ++n) {
+            const Eigen::bfloat16 e(rows[static_cast<size_t>(m * c.N + n)]);
+            uint16_t want;
+            std::memcpy(&want, &e, 2);
+            wrong += y[at(m, n)] != want;
+          }
+          if (c.panel == 0)
+            for (int64_t n = c.N; n < ld; ++n) untouched += y[m * ld + n] != 0xFFFF;
+        }
+        CHECK(wrong == 0);
+        CHECK(untouched == 0);
+      }
+    // What it cannot be combined with.
+    std::vector<uint16_t> h(static_cast<size_t>(c.M * ld));
+    std::vector<float> res(static_cast<size_t>(c.M * c.N));
+    sk::QEpilogue with_res = eb;
+    with_res.residual = res.data();
+    CHECK_THROWS_AS(sk::spmm_u8s8(p, x.data(), c.M, c.K, xs.data(), zp.data(), with_res, h.data(), ld),
+                    std::invalid_argument);
+    sk::QEpilogue req = eb;
+    req.requantize = true;
+    CHECK_THROWS_AS(sk::spmm_u8s8(p, x.data(), c.M, c.K, xs.data(), zp.data(), req, h.data(), ld),
+                    std::invalid_argument);
+    const sk::RowsDone done{[](const void*, int64_t, int64_t) {}, nullptr, 16};
+    CHECK_THROWS_AS(sk::spmm_u8s8(p, x.data(), c.M, c.K, xs.data(), zp.data(), eb, h.data(), ld, &done),
+                    std::invalid_argument);
+    {
+      RestoreIsa cap(Isa::Avx2);
+      CHECK(!sk::spmm_u8s8_bf16_available());
+      CHECK_THROWS_AS(sk::spmm_u8s8(p, x.data(), c.M, c.K, xs.data(), zp.data(), eb, h.data(), ld),
+                      std::invalid_argument);
+    }
+  }
+}
+
 TEST_CASE("spmm_u8s8_panels: bad panels and epilogues are refused") {
   const int64_t M = 8, K = 16, N = 64;
   const auto W = make_weights(K, N, 0.5, 3, false);
