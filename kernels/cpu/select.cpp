@@ -277,26 +277,41 @@ bool chain_linears(const Graph& g, size_t p) {
   return read_only_by_next(g, p);
 }
 
+namespace {
+// The Attention ops that alone read Linear a's output as their qkv input
+// (nothing else reads it, it is not a graph output, and they agree on the
+// heads' width): that width and how many read it; {0, 0} otherwise.
+struct QkvReaders {
+  int64_t head_dim = 0;
+  int count = 0;
+};
+QkvReaders attention_readers(const Graph& g, const Op& a) {
+  if (a.out < 0 || g.output == a.out || static_cast<size_t>(a.out) >= g.values.size()) return {};
+  for (const GraphOutput& o : g.outputs)
+    if (o.value == a.out) return {};
+  const int64_t width = g.values[static_cast<size_t>(a.out)].width;
+  QkvReaders r;
+  for (const Op& op : g.ops) {
+    if (op.in1 == a.out) return {};
+    if (op.in0 != a.out) continue;
+    if (op.kind != OpKind::Attention || op.num_heads <= 0 || width % (3 * op.num_heads) != 0) return {};
+    const int64_t hd = width / (3 * op.num_heads);
+    if (r.count > 0 && hd != r.head_dim) return {};
+    r.head_dim = hd;
+    ++r.count;
+  }
+  return r;
+}
+}  // namespace
+
 int64_t qkv_head_panel(const Graph& g, size_t p) {
   if (p >= g.ops.size() || !panels_enabled()) return 0;
   const Op& a = g.ops[p];
   if (!runs_sparse_u8s8(a)) return 0;
-  if (a.gate != Gate::None || a.in1 >= 0 || a.out < 0 || a.act != Activation::None) return 0;
+  if (a.gate != Gate::None || a.in1 >= 0 || a.act != Activation::None) return 0;
   if (p > 0 && chain_linears(g, p - 1)) return 0;  // its input then comes blocked, not its output as rows
-  if (g.output == a.out || static_cast<size_t>(a.out) >= g.values.size()) return 0;
-  for (const GraphOutput& o : g.outputs)
-    if (o.value == a.out) return 0;
-  const int64_t width = g.values[static_cast<size_t>(a.out)].width;
-  int64_t head_dim = 0;
-  for (const Op& op : g.ops) {
-    if (op.in1 == a.out) return 0;
-    if (op.in0 != a.out) continue;
-    if (op.kind != OpKind::Attention || op.num_heads <= 0 || width % (3 * op.num_heads) != 0) return 0;
-    const int64_t hd = width / (3 * op.num_heads);
-    if (hd % 16 != 0 || (head_dim != 0 && hd != head_dim)) return 0;
-    head_dim = hd;
-  }
-  return head_dim;
+  const QkvReaders r = attention_readers(g, a);
+  return r.head_dim % 16 == 0 ? r.head_dim : 0;
 }
 
 int64_t qkv_bf16_rows(const Graph& g, size_t p, bool int8_model) {
@@ -304,23 +319,12 @@ int64_t qkv_bf16_rows(const Graph& g, size_t p, bool int8_model) {
   if (p >= g.ops.size() || !switch_enabled("SPINEL_QKV_BF16", warned)) return 0;
   const Op& a = g.ops[p];
   if (a.kind != OpKind::Linear || a.precision == Precision::F32) return 0;
-  if (a.gate != Gate::None || a.in1 >= 0 || a.out < 0 || a.act != Activation::None) return 0;
-  if (g.output == a.out || static_cast<size_t>(a.out) >= g.values.size()) return 0;
-  for (const GraphOutput& o : g.outputs)
-    if (o.value == a.out) return 0;
-  const int64_t width = g.values[static_cast<size_t>(a.out)].width;
-  int64_t head_dim = 0;
-  for (const Op& op : g.ops) {
-    if (op.in1 == a.out) return 0;
-    if (op.in0 != a.out) continue;
-    if (op.kind != OpKind::Attention || op.num_heads <= 0 || width % (3 * op.num_heads) != 0) return 0;
-    const int64_t hd = width / (3 * op.num_heads);
-    const AttentionProducts pr = choose_attention(int8_model, hd).products;
-    if (pr != AttentionProducts::AmxBf16 && pr != AttentionProducts::Avx512Bf16) return 0;
-    if (head_dim != 0) return 0;  // one reader: it takes the Linear's word for the run (kBf16Tag) and clears it
-    head_dim = hd;
-  }
-  return head_dim;
+  if (a.gate != Gate::None || a.in1 >= 0 || a.act != Activation::None) return 0;
+  // One reader: it takes the Linear's word for the run (the backend's tag) and clears it.
+  const QkvReaders r = attention_readers(g, a);
+  if (r.count != 1) return 0;
+  const AttentionProducts pr = choose_attention(int8_model, r.head_dim).products;
+  return pr == AttentionProducts::AmxBf16 || pr == AttentionProducts::Avx512Bf16 ? r.head_dim : 0;
 }
 
 bool layernorm_quantizes_next(const Graph& g, size_t p) {

@@ -439,12 +439,34 @@ TEST_CASE("spmm_u8s8: every epilogue combination on every ISA") {
   check_epilogue(40, 768, 128, 0.95, 15, false);
 }
 
+namespace {
+// A shape of the head-panel tests (panel 0: token rows).
+struct PanelCase {
+  int64_t M, K, N, panel;
+  double sparsity;
+  bool gelu;
+};
+// Their per-channel weight scales and biases and per-token input scales and
+// zero points.
+void panel_case_inputs(const PanelCase& c, std::vector<float>& sw, std::vector<float>& bias, std::vector<float>& xs,
+                       std::vector<int32_t>& zp) {
+  sw.resize(static_cast<size_t>(c.N));
+  bias.resize(static_cast<size_t>(c.N));
+  xs.resize(static_cast<size_t>(c.M));
+  zp.resize(static_cast<size_t>(c.M));
+  for (int64_t n = 0; n < c.N; ++n) {
+    sw[n] = 0.001f * float(1 + n % 13);
+    bias[n] = 0.1f * float(n % 7) - 0.3f;
+  }
+  for (int64_t m = 0; m < c.M; ++m) {
+    xs[m] = 0.01f + 0.001f * float(m % 5);
+    zp[m] = static_cast<int32_t>((m * 37) % 256);
+  }
+}
+}  // namespace
+
 TEST_CASE("spmm_u8s8_panels: spmm_u8s8's bits in head panels, every ISA, 1 and 2 threads") {
-  struct P {
-    int64_t M, K, N, panel;
-    double sparsity;
-    bool gelu;
-  };
+  using P = PanelCase;
   const P cases[] = {{1, 64, 64, 16, 0.5, false},    {17, 100, 96, 32, 0.0, true},
                      {63, 36, 192, 64, 0.9, false},  {65, 768, 2304, 64, 0.9, false},
                      {128, 256, 384, 32, 1.0, true}, {129, 768, 768, 64, 0.7, false},
@@ -452,16 +474,9 @@ TEST_CASE("spmm_u8s8_panels: spmm_u8s8's bits in head panels, every ISA, 1 and 2
   for (const P& c : cases) {
     const auto W = make_weights(c.K, c.N, c.sparsity, static_cast<uint32_t>(c.M * 7 + c.N), true);
     const auto x = make_input(c.M, c.K, static_cast<uint32_t>(c.K + 3));
-    std::vector<float> sw(static_cast<size_t>(c.N)), bias(static_cast<size_t>(c.N)), xs(static_cast<size_t>(c.M));
-    std::vector<int32_t> zp(static_cast<size_t>(c.M));
-    for (int64_t n = 0; n < c.N; ++n) {
-      sw[n] = 0.001f * float(1 + n % 13);
-      bias[n] = 0.1f * float(n % 7) - 0.3f;
-    }
-    for (int64_t m = 0; m < c.M; ++m) {
-      xs[m] = 0.01f + 0.001f * float(m % 5);
-      zp[m] = static_cast<int32_t>((m * 37) % 256);
-    }
+    std::vector<float> sw, bias, xs;
+    std::vector<int32_t> zp;
+    panel_case_inputs(c, sw, bias, xs, zp);
     const auto p = sk::pack_s8_sparse(W.data(), c.K, c.N, sw.data(), bias.data());
     sk::QEpilogue ep;
     ep.gelu = c.gelu;
@@ -503,28 +518,17 @@ TEST_CASE("QEpilogue::out_bf16: spmm_u8s8's f32 values rounded to BF16, in token
   // by Eigen::bfloat16), from u8 input (spmm_u8s8, _panels) and from f32
   // input (spmm_u8s8_f32in), token tails and odd N included; under a capped
   // ISA, or with a residual, requantization or RowsDone, refused.
-  struct P {
-    int64_t M, K, N, panel;
-    double sparsity;
-    bool gelu;
-  };
+  using P = PanelCase;
   const P cases[] = {{1, 64, 64, 16, 0.5, false}, {17, 100, 96, 32, 0.0, true}, {65, 768, 2304, 64, 0.9, false},
                      {129, 768, 768, 64, 0.7, false}, {200, 64, 48, 48, 0.8, false}, {384, 128, 2304, 64, 0.95, true},
                      {70, 64, 52, 0, 0.5, false}};
   for (const P& c : cases) {
     const auto W = make_weights(c.K, c.N, c.sparsity, static_cast<uint32_t>(c.M * 5 + c.N), true);
     const auto x = make_input(c.M, c.K, static_cast<uint32_t>(c.K + 9));
-    std::vector<float> sw(static_cast<size_t>(c.N)), bias(static_cast<size_t>(c.N)), xs(static_cast<size_t>(c.M));
+    std::vector<float> sw, bias, xs;
+    std::vector<int32_t> zp;
+    panel_case_inputs(c, sw, bias, xs, zp);
     std::vector<float> xf(static_cast<size_t>(c.M * c.K));
-    std::vector<int32_t> zp(static_cast<size_t>(c.M));
-    for (int64_t n = 0; n < c.N; ++n) {
-      sw[n] = 0.001f * float(1 + n % 13);
-      bias[n] = 0.1f * float(n % 7) - 0.3f;
-    }
-    for (int64_t m = 0; m < c.M; ++m) {
-      xs[m] = 0.01f + 0.001f * float(m % 5);
-      zp[m] = static_cast<int32_t>((m * 37) % 256);
-    }
     for (size_t i = 0; i < xf.size(); ++i) xf[i] = 0.01f * float(static_cast<int>(i * 7919 % 401) - 200);
     const auto p = sk::pack_s8_sparse(W.data(), c.K, c.N, sw.data(), bias.data());
     sk::QEpilogue ep;
