@@ -670,6 +670,13 @@ def test_qkv_bf16_rows(spinel, convert, minilm_onnx, pruned_onnx, ids):
         assert inspect({"SPINEL_QKV_BF16": "off"}, spnl) == []
         assert inspect({"SPINEL_ATTENTION": "f32"}, spnl) == []
         assert inspect({"SPINEL_ISA": "avx2"}, spnl) == []
+    # A value it does not know: a warning that names it, then as auto.
+    bad = subprocess.run([spinel.bin, "inspect", str(pruned), "--json"], capture_output=True, text=True,
+                         env={**os.environ, "SPINEL_QKV_BF16": "sometimes"}, timeout=300)
+    assert bad.returncode == 0, bad.stderr
+    assert "SPINEL_QKV_BF16=sometimes is not one of auto, on, off" in bad.stderr, bad.stderr
+    marked = [op for op in json.loads(bad.stdout)["ops"] if "output in BF16 for the BF16 attention" in op.get("why", "")]
+    assert len(marked) == (6 if sparse_here else 0)
     long_ids = [[101] + [1000 + (7 * i + 13 * j) % 20000 for j in range(198)] + [102] for i in range(1)]
     same_bits_on_off(spinel, [dense, pruned], (ids, long_ids), "SPINEL_QKV_BF16", "QKV as BF16")
 

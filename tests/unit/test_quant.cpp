@@ -425,6 +425,26 @@ TEST_CASE("QKV head panels: the same bits with and without, observed runs includ
   CHECK(same_bits(observed, on));
 }
 
+TEST_CASE("QKV as BF16 for a BF16 attention: the same bits with and without, observed runs included") {
+  // The sparse QKV Linear writes BF16 head panels where the 64-token kernel
+  // runs on a CPU with AVX512_BF16 and the attention is a BF16 kind
+  // (select.h qkv_bf16_rows); the attention rounds Q, K and V so itself.
+  const std::string path = write_pruned_int8("qkvbf16", 75, false);
+  const EnvRun on = run_under_env(path, {{"SPINEL_QKV_BF16", nullptr}}),
+               off = run_under_env(path, {{"SPINEL_QKV_BF16", "off"}}),
+               observed = run_under_env(path, {{"SPINEL_QKV_BF16", nullptr}}, true);
+  const auto kind = kernels::choose_attention(/*int8_model=*/true, 16).products;
+  const bool here = kernels::spmm_u8s8_bf16_available() &&
+                    (kind == kernels::AttentionProducts::AmxBf16 || kind == kernels::AttentionProducts::Avx512Bf16);
+  if (!here) MESSAGE("QKV as BF16 does not apply here (no AVX512_BF16, the ISA capped, or an FP32 attention)");
+  CHECK(ops_saying(on, "output in BF16 for the BF16 attention") == (here ? 2 : 0));
+  CHECK(ops_saying(on, "read as BF16") == (here ? 2 : 0));
+  CHECK(ops_saying(off, "BF16 for the BF16 attention") == 0);
+  CHECK(same_bits(on, off));
+  // Observed runs keep f32 (the attention reads what the Linear's tag says).
+  CHECK(same_bits(observed, on));
+}
+
 TEST_CASE("LayerNorm quantizing the next Linear's input: the same bits with and without, observed runs included") {
   const std::string path = write_pruned_int8("lnquant", 90, true);  // sparse and dense layers
   const EnvRun on = run_under_env(path, {{"SPINEL_LN_QUANT", nullptr}}),
