@@ -36,8 +36,9 @@ struct QEpilogue {
   const float* out_mul = nullptr;
   // y is uint16_t [M, ldy] holding each f32 value rounded to BF16 (round to
   // nearest even): for a BF16 attention, which rounds Q, K and V so itself.
-  // No residual or requantize with it; only where the backend's kernel says
-  // it can (cpu: qgemm.h spmm_u8s8_bf16_available).
+  // No residual or requantize with it (nor GELU on the dense AMX kernel);
+  // only where the backend's kernel says it can (cpu: qgemm.h
+  // spmm_u8s8_bf16_available, DenseLinearU8S8::writes_bf16).
   bool out_bf16 = false;
 };
 

@@ -56,7 +56,7 @@ enum : int {
   kLinQX = 16,        // a Linear's output quantized for the next one (select.h linear_quantizes_next)
   kLinQScale = 17,
   kLinQZp = 18,
-  kBf16Tag = 19,  // QKV as BF16 token rows: {tokens, width}, written by the Linear
+  kBf16Tag = 19,  // QKV written as BF16 (rows or panels): {tokens, width}, by the Linear
 };
 
 // The op's index in its graph (PrepareArgs::op is one of graph.ops), or -1.
@@ -192,7 +192,7 @@ struct AttentionState : PreparedOp {
   k::AttentionChoice choice;
   std::vector<float> slopes;  // ALiBi, per head (empty: none)
   bool qkv_panels = false;    // the QKV Linear writes head panels (select.h qkv_head_panel)
-  bool qkv_bf16 = false;      // it may write BF16 token rows (select.h qkv_bf16_rows; kBf16Tag says)
+  bool qkv_bf16 = false;      // it may write BF16 (select.h qkv_bf16_rows; kBf16Tag says)
   std::string kernel() const override { return name; }
   std::string why() const override {
     std::string w = choice.why;
@@ -567,7 +567,7 @@ class LinearCpu : public OpImpl {
     // BF16 for the Attention, token rows or panels (select.h qkv_bf16_rows
     // rules out a residual and an activation); it reads the tag either way.
     const bool bf16 = st.bf16_rows && !ctx.keep_values;
-    ep.out_bf16 = bf16 && st.s8_sparse;  // (the dense kernel: run_bf16)
+    ep.out_bf16 = bf16;
     if (st.bf16_reader) {
       int64_t* tag = ctx.ws.get<int64_t>(kBf16Tag, 2);
       tag[0] = bf16 ? T : -1;
@@ -631,12 +631,7 @@ class LinearCpu : public OpImpl {
       k::spmm_u8s8_from_blocked(*st.s8_sparse, xq, T, xs, xz, ep, out, N, done);
     else if (st.s8_sparse)
       k::spmm_u8s8(*st.s8_sparse, xq, T, K, xs, xz, ep, out, N, done);
-    else if (bf16) {
-      if (done || quant_next || after || ep.residual)
-        throw std::logic_error("internal error: Linear '" + op.name + "' cannot write BF16 rows");
-      // (T x N 16-bit values in the f32 output's buffer.)
-      st.s8_dense->run_bf16(xq, T, K, xs, xz, ep, reinterpret_cast<uint16_t*>(out), N);
-    } else
+    else  // (with ep.out_bf16: T x N 16-bit values in the f32 output's buffer)
       st.s8_dense->run(xq, T, K, xs, xz, ep, out, N, done, quant_next ? &q_out : nullptr);
     if (on_input) k::qgemm_detail::rows_done_all(rows_done, 0, T);
     if (quant_next) {

@@ -349,21 +349,6 @@ void run_amx(const qgemm_detail::AmxS8Args& a) {
 
 bool DenseLinearU8S8::writes_bf16() const { return impl_->amx && cpu_has_avx512_bf16(); }
 
-void DenseLinearU8S8::run_bf16(const uint8_t* x, int64_t M, int64_t ldx, const float* x_scale,
-                               const int32_t* x_zp, const QEpilogue& ep, uint16_t* y, int64_t ldy) const {
-  if (!writes_bf16())
-    throw std::logic_error("DenseLinearU8S8: BF16 output is written by the AMX kernel on a CPU with AVX512_BF16 only");
-  if (ep.gelu || ep.requantize || ep.residual)
-    throw std::invalid_argument("DenseLinearU8S8: BF16 output takes no GELU, requantization or residual");
-  if (M <= 0) return;
-  Impl& im = *impl_;
-  qgemm_detail::AmxS8Args a{static_cast<const int8_t*>(im.amx.get()), im.K, im.N, x, M, ldx, im.bias,
-                            im.scale_w.data(), im.wsum.data(), x_scale, x_zp, &ep, qgemm_detail::OutKind::F32,
-                            y, ldy};
-  a.y_bf16 = true;
-  run_amx(a);
-}
-
 void DenseLinearU8S8::run_acc(const uint8_t* x, int64_t M, int64_t ldx, int32_t* acc,
                               int64_t ldacc) const {
   if (M <= 0) return;
@@ -451,6 +436,11 @@ void DenseLinearU8S8::run(const uint8_t* x, int64_t M, int64_t ldx, const float*
   if (qout && (ep.requantize || ep.residual || done || !qout->xq || !qout->scale || !qout->zp))
     throw std::invalid_argument("DenseLinearU8S8: the output quantized for the next Linear (QuantOut) needs f32 "
                                 "output without a residual or RowsDone, and its buffers");
+  if (ep.out_bf16 && (ep.gelu || ep.requantize || ep.residual || done || qout))
+    throw std::invalid_argument("DenseLinearU8S8: BF16 output takes no GELU, requantization, residual, RowsDone "
+                                "or QuantOut");
+  if (ep.out_bf16 && !writes_bf16())
+    throw std::logic_error("DenseLinearU8S8: BF16 output is written by the AMX kernel on a CPU with AVX512_BF16 only");
   if (M <= 0) return;
   if (ep.requantize && !(ep.out_scale > 0.f))
     throw std::invalid_argument("DenseLinearU8S8: requantize needs out_scale > 0");
@@ -560,7 +550,9 @@ void DenseLinearU8S8::run(const uint8_t* x, int64_t M, int64_t ldx, const float*
     return;
   }
   if (im.amx) {
-    run_amx(amx_args(ep.requantize ? qgemm_detail::OutKind::U8 : qgemm_detail::OutKind::F32));
+    qgemm_detail::AmxS8Args a = amx_args(ep.requantize ? qgemm_detail::OutKind::U8 : qgemm_detail::OutKind::F32);
+    a.y_bf16 = ep.out_bf16;
+    run_amx(a);
     if (done) qgemm_detail::rows_done_all(*done, 0, M);
     return;
   }

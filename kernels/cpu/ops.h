@@ -66,9 +66,9 @@ void layernorm_quantize_here(const float* x, const float* residual, const float*
 // results, bit for bit.
 // qkv_bf16 (AmxBf16 and Avx512Bf16 only, else std::logic_error): qkv holds
 // its token rows or head panels as BF16, 16-bit elements, already rounded to
-// nearest even, as the INT8 Linears write them (DenseLinearU8S8::run_bf16,
-// QEpilogue::out_bf16). Those blocks round Q, K and V so themselves: the
-// results of the f32 values they came from, bit for bit.
+// nearest even, as the INT8 Linears write them (QEpilogue::out_bf16). Those
+// blocks round Q, K and V so themselves: the results of the f32 values they
+// came from, bit for bit.
 enum class AttentionProducts { F32, AmxBf16, Avx512Bf16, Avx512S8Qk };
 // "f32", "amx_bf16", "avx512_bf16", "avx512_s8qk"
 const char* attention_products_name(AttentionProducts p);

@@ -259,14 +259,10 @@ class DenseLinearU8S8 {
   void run(const uint8_t* x, int64_t M, int64_t ldx, const float* x_scale, const int32_t* x_zp,
            const QEpilogue& ep, void* y, int64_t ldy, const RowsDone* done = nullptr,
            const QuantOut* qout = nullptr) const;
-  // The output rounded to BF16 (round to nearest even) into y, uint16_t
-  // [M, ldy]: for a BF16 attention, which rounds Q, K and V so itself (ops.h
-  // attention_f32 qkv_bf16). Only where writes_bf16() (else
-  // std::logic_error); ep without GELU, requantization or a residual (else
-  // std::invalid_argument).
+  // QEpilogue::out_bf16 (y then uint16_t [M, ldy]; no GELU, requantization,
+  // residual, done or qout, else std::invalid_argument): only where
+  // writes_bf16(), else std::logic_error.
   bool writes_bf16() const;  // the AMX kernel, on a CPU with AVX512_BF16
-  void run_bf16(const uint8_t* x, int64_t M, int64_t ldx, const float* x_scale, const int32_t* x_zp,
-                const QEpilogue& ep, uint16_t* y, int64_t ldy) const;
   // int32 accumulators only (no correction), as spmm_u8s8_acc.
   void run_acc(const uint8_t* x, int64_t M, int64_t ldx, int32_t* acc, int64_t ldacc) const;
   int64_t K() const { return K_; }
@@ -357,7 +353,7 @@ struct AmxS8Args {
   const float* y_mul = nullptr;
   // F32 out without GELU or a residual: y is uint16_t [M, ldy] and gets each
   // value rounded to BF16 (round to nearest even, _mm512_cvtne2ps_pbh); only
-  // where cpu_has_avx512_bf16(). For DenseLinearU8S8::run_bf16.
+  // where cpu_has_avx512_bf16(). For QEpilogue::out_bf16.
   bool y_bf16 = false;
 };
 int64_t amx_s8_packed_bytes(int64_t K, int64_t N);

@@ -274,13 +274,11 @@ void qgemm_detail::rows_done_all(const RowsDone& done, int64_t m0, int64_t rows)
 }
 
 namespace {
+
 // The kernels' output kind for an epilogue.
 OutKind out_kind(const QEpilogue& ep) {
   return ep.out_bf16 ? OutKind::Bf16 : ep.requantize ? OutKind::U8 : OutKind::F32;
 }
-}  // namespace
-
-namespace {
 
 // Token b * 64 + j's quantization of a chain block, from the ranges of the
 // block's per_block work items (spmm_u8s8_to_blocked): inv[j], z[j] for

@@ -644,8 +644,8 @@ def cpu_writes_bf16_qkv():
 
 def test_qkv_bf16_rows(spinel, convert, minilm_onnx, pruned_onnx, ids):
     """The INT8 QKV Linear writes Q, K and V as BF16 for a BF16 attention (kernels/cpu/select.h
-    qkv_bf16_rows): the dense one (token rows, DenseLinearU8S8::run_bf16) where the AMX kernel
-    runs it and the CPU has AVX512_BF16, the block-sparse one (head panels, QEpilogue::out_bf16)
+    qkv_bf16_rows, QEpilogue::out_bf16): the dense one (token rows) where the AMX kernel
+    runs it and the CPU has AVX512_BF16, the block-sparse one (head panels)
     wherever the CPU has AVX-512 VNNI and AVX512_BF16. Then every layer's QKV Linear and
     attention of the real MiniLM in dense INT8, and of the 80%-pruned one, say so in `inspect`
     (JSON why, the table's "(BF16)"), elsewhere none; SPINEL_QKV_BF16=off, SPINEL_ATTENTION=f32

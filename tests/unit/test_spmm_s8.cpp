@@ -989,6 +989,20 @@ TEST_CASE("DenseLinearU8S8: one object, M and the source stride changing from ca
   }
 }
 
+namespace {
+// Per-token input scales (0.02 x [0.5, 2)) and zero points (m * step % 256)
+// of M tokens, for the dense epilogue tests.
+void token_inputs(int64_t M, int32_t step, std::mt19937& rng, std::vector<float>& xs, std::vector<int32_t>& xz) {
+  std::uniform_real_distribution<float> u(0.5f, 2.f);
+  xs.resize(static_cast<size_t>(M));
+  xz.resize(static_cast<size_t>(M));
+  for (int64_t m = 0; m < M; ++m) {
+    xs[m] = 0.02f * u(rng);
+    xz[m] = static_cast<int32_t>(m * step % 256);
+  }
+}
+}  // namespace
+
 TEST_CASE("DenseLinearU8S8: the output quantized for the next Linear (QuantOut), the bits of y then quantize_rows_u8") {
   // Where a task holds whole rows (TBB split by rows, AVX-512 VNNI) the rows
   // are quantized from the epilogue's row buffer, every column part's
@@ -1032,12 +1046,9 @@ TEST_CASE("DenseLinearU8S8: the output quantized for the next Linear (QuantOut),
             CAPTURE(M);
             CAPTURE(gelu);
             const auto x = make_input(M, K, static_cast<uint32_t>(500 + M));
-            std::vector<float> xs(M);
-            std::vector<int32_t> xz(M);
-            for (int64_t m = 0; m < M; ++m) {
-              xs[m] = 0.02f * u(rng);
-              xz[m] = static_cast<int32_t>(m * 37 % 256);
-            }
+            std::vector<float> xs;
+            std::vector<int32_t> xz;
+            token_inputs(M, 37, rng, xs, xz);
             sk::QEpilogue ep;
             ep.gelu = gelu > 0;
             ep.gelu_coarse = gelu == 2;
@@ -1092,7 +1103,7 @@ TEST_CASE("DenseLinearU8S8: the output quantized for the next Linear (QuantOut),
   }
 }
 
-TEST_CASE("DenseLinearU8S8::run_bf16: the f32 run's output rounded to BF16, only on the AMX kernel") {
+TEST_CASE("DenseLinearU8S8 with QEpilogue::out_bf16: the f32 run's output rounded to BF16, only on the AMX kernel") {
   // For a BF16 attention (ops.h attention_f32 qkv_bf16): the bits of the f32
   // output rounded to nearest even (here by Eigen::bfloat16), in a row stride
   // of its own; 1, 7, 33 and 200 tokens, N = 48, 2304 and 40 (column tiles
@@ -1119,37 +1130,45 @@ TEST_CASE("DenseLinearU8S8::run_bf16: the f32 run's output rounded to BF16, only
       const auto x1 = make_input(4, K, 1);
       std::vector<float> xs1(4, 0.1f);
       std::vector<int32_t> xz1(4, 3);
+      sk::QEpilogue bf;
+      bf.out_bf16 = true;
       if (!can) {
-        CHECK_THROWS_AS(dense.run_bf16(x1.data(), 4, K, xs1.data(), xz1.data(), sk::QEpilogue{}, h1.data(), N),
-                        std::logic_error);
+        CHECK_THROWS_AS(dense.run(x1.data(), 4, K, xs1.data(), xz1.data(), bf, h1.data(), N), std::logic_error);
         continue;
       }
-      sk::QEpilogue with_gelu;
+      // What it cannot be combined with.
+      sk::QEpilogue with_gelu = bf;
       with_gelu.gelu = true;
-      CHECK_THROWS_AS(dense.run_bf16(x1.data(), 4, K, xs1.data(), xz1.data(), with_gelu, h1.data(), N),
+      CHECK_THROWS_AS(dense.run(x1.data(), 4, K, xs1.data(), xz1.data(), with_gelu, h1.data(), N),
                       std::invalid_argument);
       std::vector<float> res(4 * N);
-      sk::QEpilogue with_res;
+      sk::QEpilogue with_res = bf;
       with_res.residual = res.data();
-      CHECK_THROWS_AS(dense.run_bf16(x1.data(), 4, K, xs1.data(), xz1.data(), with_res, h1.data(), N),
+      CHECK_THROWS_AS(dense.run(x1.data(), 4, K, xs1.data(), xz1.data(), with_res, h1.data(), N),
+                      std::invalid_argument);
+      const sk::RowsDone done{[](const void*, int64_t, int64_t) {}, nullptr, 1};
+      CHECK_THROWS_AS(dense.run(x1.data(), 4, K, xs1.data(), xz1.data(), bf, h1.data(), N, &done),
+                      std::invalid_argument);
+      std::vector<uint8_t> q1(4 * N);
+      std::vector<float> s1(4);
+      std::vector<int32_t> z1(4);
+      const sk::DenseLinearU8S8::QuantOut qo{nullptr, q1.data(), s1.data(), z1.data()};
+      CHECK_THROWS_AS(dense.run(x1.data(), 4, K, xs1.data(), xz1.data(), bf, h1.data(), N, nullptr, &qo),
                       std::invalid_argument);
       for (int threads : {1, 2})
         for (int64_t M : {1, 7, 33, 200}) {
           CAPTURE(threads);
           CAPTURE(M);
           const auto x = make_input(M, K, static_cast<uint32_t>(600 + M));
-          std::vector<float> xs(M);
-          std::vector<int32_t> xz(M);
-          for (int64_t m = 0; m < M; ++m) {
-            xs[m] = 0.02f * u(rng);
-            xz[m] = static_cast<int32_t>(m * 41 % 256);
-          }
+          std::vector<float> xs;
+          std::vector<int32_t> xz;
+          token_inputs(M, 41, rng, xs, xz);
           std::vector<float> y(M * N);
           const int64_t ldh = N + 24;
           std::vector<uint16_t> hb(M * ldh, 0xABCD);
           in_arena(threads, [&] {
             dense.run(x.data(), M, K, xs.data(), xz.data(), sk::QEpilogue{}, y.data(), N);
-            dense.run_bf16(x.data(), M, K, xs.data(), xz.data(), sk::QEpilogue{}, hb.data(), ldh);
+            dense.run(x.data(), M, K, xs.data(), xz.data(), bf, hb.data(), ldh);
           });
           int64_t bad = 0, pad = 0;
           for (int64_t m = 0; m < M; ++m) {
