@@ -335,6 +335,35 @@ WorkSplit work_split(int64_t nbr, int64_t nblocks) {
   return {br_per, (nbr + br_per - 1) / br_per};
 }
 
+// The pieces run_spmm gives its threads: one piece of contiguous items per
+// thread, balanced by estimated cost rather than by count (a block of fewer
+// tokens runs fewer token vectors: NT = ceil(tokens / 16) of B / 16, and an
+// item costs about 1 + NT per group, the loads and unpacks, then NT vpdpbusd
+// per channel; equal counts left a thread with a short last block idle: at
+// 80 tokens (64 + 16) one thread had 4 items of 64 tokens, the other 4 of
+// 16). first[p]: the first item of piece p (the item boundary nearest to the
+// piece's share of the total); first[pieces] = items.
+std::vector<int64_t> piece_firsts(int64_t M, int64_t B, int64_t br_chunks, int64_t pieces) {
+  const int64_t items = (M + B - 1) / B * br_chunks;
+  const int64_t vecs = B / 16 > 0 ? B / 16 : 1;
+  auto cost = [&](int64_t item) {
+    const int64_t b = item / br_chunks, mc = std::min(B, M - b * B);
+    return 1 + std::min<int64_t>(vecs, (mc + 15) / 16);
+  };
+  int64_t total = 0;
+  for (int64_t i = 0; i < items; ++i) total += cost(i);
+  std::vector<int64_t> first(static_cast<size_t>(pieces + 1), items);
+  first[0] = 0;
+  int64_t acc = 0, i = 0;
+  for (int64_t p = 1; p < pieces; ++p) {
+    const int64_t target = total * p / pieces;
+    while (i < items && acc + cost(i) <= target) acc += cost(i++);
+    if (i < items && target - acc > acc + cost(i) - target) acc += cost(i++);
+    first[static_cast<size_t>(p)] = std::max(i, first[static_cast<size_t>(p - 1)]);
+  }
+  return first;
+}
+
 // f32 activations that the kernel's threads quantize themselves, each for
 // the token blocks it works on (run_spmm's x is then null): token-major
 // rows xf [M][ldx] (times mul, per token: quantize_rows_u8's contract), or,
@@ -411,6 +440,46 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
   const int64_t br_per = split.br_per, br_chunks = split.br_chunks;
   const int64_t items = nblocks * br_chunks;
 
+  const int64_t pieces = std::min<int64_t>(items, tbb::this_task_arena::max_concurrency());
+
+  // One token block (M <= 64) from the chain's f32 blocks, its items split
+  // between threads: each thread used to convert the whole block for
+  // itself, half of it channels that the other thread had computed in the
+  // Linear before (its f32 lines fetched from the other core): at 32 tokens
+  // BERT-base 90%'s FFN2 spent as long converting its input (31 us per
+  // thread and layer) as multiplying. Here the block is converted once, into
+  // one buffer every item reads: piece p converts the rows of the channels
+  // that piece p of the previous Linear computed (the same split of the
+  // same count of block-rows, and static partitions from the same thread),
+  // then the items run.
+  const uint8_t* shared_x = nullptr;
+  alignas(64) float shared_scale[64];
+  alignas(64) int32_t shared_zp[64];
+  if (f32_in && x_blocked && nblocks == 1 && pieces > 1) {
+    thread_local ThreadBlock shared;  // the calling thread's, filled by every thread of the call
+    uint8_t* buf = thread_block(shared, static_cast<size_t>(K * B));
+    alignas(64) float inv[64];
+    alignas(64) int32_t z[64];
+    blocked_token_params(fin.ranges, per_block_in, 0, M, inv, z, shared_scale, shared_zp);
+    // The previous Linear's pieces over its K / 4 block-rows (work_split
+    // and piece_firsts as run_spmm made them for it).
+    const WorkSplit prev = work_split(K / 4, 1);
+    const int64_t prev_pieces = std::min<int64_t>(prev.br_chunks, tbb::this_task_arena::max_concurrency());
+    const std::vector<int64_t> prev_first = piece_firsts(M, B, prev.br_chunks, prev_pieces);
+    const int nvec = static_cast<int>((M + 15) / 16);
+    tbb::parallel_for(
+        tbb::blocked_range<int64_t>(0, prev_pieces, 1),
+        [&](const tbb::blocked_range<int64_t>& r) {
+          for (int64_t p = r.begin(); p < r.end(); ++p) {
+            const int64_t k0 = std::min(K, 4 * prev.br_per * prev_first[static_cast<size_t>(p)]);
+            const int64_t k1 = std::min(K, 4 * prev.br_per * prev_first[static_cast<size_t>(p + 1)]);
+            if (k1 > k0) qgemm_detail::blocked_convert_zmm(fin.xf, k0, k1, inv, z, buf, nvec);
+          }
+        },
+        tbb::static_partitioner());
+    shared_x = buf;
+  }
+
   auto body = [&](int64_t item) {
     const int64_t b = item / br_chunks, c = item % br_chunks;
     SpmmTile t;
@@ -420,7 +489,11 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
     t.ldx = ldx;
     t.x_scale = x_scale;
     t.x_zp = x_zp;
-    if (interleave) {
+    if (shared_x) {
+      t.x = shared_x;
+      t.x_scale = shared_scale;
+      t.x_zp = shared_zp;
+    } else if (interleave) {
       thread_local ThreadBlock tb;
       thread_local ThreadQuant tq;
       uint8_t* buf = thread_block(tb, static_cast<size_t>(K * B));
@@ -492,33 +565,7 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
     if (done) done->fn(done->ctx, 0, M);
     return;
   }
-  // One piece of contiguous items per thread, balanced by estimated cost
-  // rather than by count: a block of fewer tokens runs fewer token vectors
-  // (NT = ceil(tokens / 16) of B / 16), and an item costs about 1 + NT per
-  // group (the loads and unpacks, then NT vpdpbusd per channel). Equal
-  // counts left a thread with a short last block idle: at 80 tokens (64 +
-  // 16) one thread had 4 items of 64 tokens, the other 4 of 16.
-  const int64_t pieces = std::min<int64_t>(items, tbb::this_task_arena::max_concurrency());
-  const int64_t vecs = B / 16 > 0 ? B / 16 : 1;
-  auto cost = [&](int64_t item) {
-    const int64_t b = item / br_chunks, mc = std::min(B, M - b * B);
-    return 1 + std::min<int64_t>(vecs, (mc + 15) / 16);
-  };
-  int64_t total = 0;
-  for (int64_t i = 0; i < items; ++i) total += cost(i);
-  // first[p]: the first item of piece p (the item boundary nearest to the
-  // piece's share of the total).
-  std::vector<int64_t> first(static_cast<size_t>(pieces + 1), items);
-  first[0] = 0;
-  {
-    int64_t acc = 0, i = 0;
-    for (int64_t p = 1; p < pieces; ++p) {
-      const int64_t target = total * p / pieces;
-      while (i < items && acc + cost(i) <= target) acc += cost(i++);
-      if (i < items && target - acc > acc + cost(i) - target) acc += cost(i++);
-      first[static_cast<size_t>(p)] = std::max(i, first[static_cast<size_t>(p - 1)]);
-    }
-  }
+  const std::vector<int64_t> first = piece_firsts(M, B, br_chunks, pieces);
   // Token block b is whole in piece p when p holds all its items (block-major:
   // b br_chunks .. (b + 1) br_chunks - 1); that piece's thread passes the
   // block's rows to done after its last item (RowsDone).
