@@ -10,12 +10,14 @@
 
 #include <tbb/blocked_range.h>
 #include <tbb/parallel_for.h>
+#include <tbb/partitioner.h>
 #include <tbb/task_arena.h>
 
 #include "kernels/cpu/f32_isa.h"
 #include "kernels/cpu/isa.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/parallel_util.h"
+#include "kernels/cpu/qgemm.h"
 
 namespace spinel::kernels {
 namespace {
@@ -87,8 +89,11 @@ void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seq
   float* slots = align64(scratch);
 
   const int64_t threads = std::max(1, tbb::this_task_arena::max_concurrency());
+  // Panels written split by heads (qgemm.h qkv_head_pieces) are read by
+  // whole heads, split the same way (below).
+  const int64_t head_pieces = qkv_panels ? qkv_head_pieces(3 * hidden, head_dim, total_tokens) : 0;
   const int64_t rows_per_item =
-      num_seqs * num_heads >= kItemsPerThread * threads ? max_len : kQueryRowsPerItem;
+      head_pieces > 1 || num_seqs * num_heads >= kItemsPerThread * threads ? max_len : kQueryRowsPerItem;
   const int64_t blocks_per_head = (max_len + rows_per_item - 1) / rows_per_item;
   const int64_t items = num_seqs * num_heads * blocks_per_head;
 
@@ -148,6 +153,25 @@ void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seq
           for (int64_t i = b; i < e; ++i) run_item(i, slot);
         },
         threads);
+    return;
+  }
+  if (head_pieces > 1) {
+    // Piece p runs whole heads [H p / P, H (p + 1) / P) of every sequence,
+    // on the thread that computed their Q, K and V (the same static
+    // partition, from the same calling thread).
+    const int64_t pieces = head_pieces;
+    tbb::parallel_for(
+        tbb::blocked_range<int64_t>(0, pieces, 1),
+        [&](const tbb::blocked_range<int64_t>& r) {
+          const int idx = std::max(0, tbb::this_task_arena::current_thread_index());
+          float* slot = slots + static_cast<size_t>(idx) * slot_floats;
+          for (int64_t p = r.begin(); p < r.end(); ++p)
+            for (int64_t s = 0; s < num_seqs; ++s)
+              for (int64_t h = num_heads * p / pieces; h < num_heads * (p + 1) / pieces; ++h)
+                for (int64_t blk = 0; blk < blocks_per_head; ++blk)
+                  run_item((s * num_heads + h) * blocks_per_head + blk, slot);
+        },
+        tbb::static_partitioner());
     return;
   }
   tbb::parallel_for(tbb::blocked_range<int64_t>(0, items, 1),

@@ -128,6 +128,17 @@ void spmm_u8s8_panels(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int6
                       const float* x_scale, const int32_t* x_zp, const QEpilogue& ep, void* y,
                       int64_t panel);
 
+// How the panels of a fused Q, K, V Linear (N = 3 H panel: Q, K, V of head
+// h at panels h, H + h, 2 H + h) of M tokens are split between the calling
+// arena's threads: P > 1 pieces, piece p heads [H p / P, H (p + 1) / P) of
+// each of Q, K and V, when M <= 64 (one token block, whose channels the
+// threads split anyway: no block is built twice for it) and P = the arena's
+// concurrency divides H; else 0 (split by token blocks and block-rows).
+// attention_f32 splits the heads of panel input of M tokens the same way,
+// so each thread reads the Q, K and V it wrote. SPINEL_QKV_HEADS=off: never
+// (A/B runs, tests; unset, auto or on: as above; other values warn once).
+int64_t qkv_head_pieces(int64_t N, int64_t panel, int64_t M);
+
 // spmm_u8s8 (or spmm_u8s8_panels, when panel > 0) on f32 activations x
 // [M][ldx], quantized per token (x times mul, quantize_rows_u8's contract)
 // by the kernel's own threads, each for the token blocks it works on, as it

@@ -6,6 +6,8 @@
 #include <cstring>
 #include <string>
 
+#include <tbb/task_arena.h>
+
 #include "kernels/cpu/isa.h"
 #include "kernels/cpu/qgemm.h"
 
@@ -209,6 +211,11 @@ bool kernel_quant_enabled() {
   return switch_enabled("SPINEL_KERNEL_QUANT", warned);
 }
 
+bool qkv_heads_enabled() {
+  static std::atomic<bool> warned{false};
+  return switch_enabled("SPINEL_QKV_HEADS", warned);
+}
+
 bool ln_fuse_enabled() {
   static std::atomic<bool> warned{false};
   return switch_enabled("SPINEL_LN_FUSE", warned);
@@ -357,6 +364,13 @@ bool linear_quantizes_next(const Graph& g, size_t p) {
   if (b.in0 != a.out || b.in1 == a.out || runs_sparse_u8s8(b)) return false;
   if (chain_linears(g, p) || (p > 0 && linear_quantizes_next(g, p - 1))) return false;
   return read_only_by_next(g, p);
+}
+
+int64_t qkv_head_pieces(int64_t N, int64_t panel, int64_t M) {
+  if (M <= 0 || M > 64 || panel <= 0 || N % panel != 0 || (N / panel) % 3 != 0 || !qkv_heads_enabled()) return 0;
+  const int64_t heads = N / panel / 3;
+  const int64_t pieces = tbb::this_task_arena::max_concurrency();
+  return pieces > 1 && heads % pieces == 0 ? pieces : 0;
 }
 
 }  // namespace spinel::kernels

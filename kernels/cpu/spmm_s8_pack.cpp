@@ -22,6 +22,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <cstdio>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -480,8 +481,9 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
     shared_x = buf;
   }
 
-  auto body = [&](int64_t item) {
-    const int64_t b = item / br_chunks, c = item % br_chunks;
+  // Token block b, block-rows [br0, br1) (whole panels with panels); slot:
+  // the item's BlockedRange (F32Blocked).
+  auto run_range = [&](int64_t b, int64_t br0, int64_t br1, int64_t slot) {
     SpmmTile t;
     t.w = &w;
     t.m0 = b * B;
@@ -532,13 +534,13 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
     } else {
       t.x = cfg.lanes > 0 ? x + b * K * B : x + t.m0 * ldx;
     }
-    t.br0 = c * br_per;
-    t.br1 = std::min(nbr, t.br0 + br_per);
+    t.br0 = br0;
+    t.br1 = br1;
     t.ep = &e;
     t.out = out;
     t.y = y;
     t.ldy = ldy;
-    t.range = ranges ? ranges + item : nullptr;
+    t.range = ranges ? ranges + slot : nullptr;
     if (panel <= 0) {
       cfg.fn(t);
       return;
@@ -560,6 +562,31 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
       b0 = b1;
     }
   };
+  auto body = [&](int64_t item) {
+    const int64_t b = item / br_chunks, c = item % br_chunks;
+    run_range(b, c * br_per, std::min(nbr, c * br_per + br_per), item);
+  };
+  if (const int64_t hp = qkv_head_pieces(w.N, panel, M); hp > 1) {
+    // Q, K and V panels of an attention's heads (N = 3 H panel) of one
+    // token block: piece p computes heads [H p / P, H (p + 1) / P) of each
+    // of Q, K and V, the heads attention_f32 gives the same piece, on the
+    // same thread (both static partitions of P pieces from the calling
+    // thread): the attention then reads the Q, K and V this core wrote.
+    // (Split by block-rows, one thread had Q of every head and the other V.)
+    const int64_t heads = w.N / panel / 3;
+    tbb::parallel_for(
+        tbb::blocked_range<int64_t>(0, hp, 1),
+        [&](const tbb::blocked_range<int64_t>& r) {
+          for (int64_t p = r.begin(); p < r.end(); ++p) {
+            const int64_t h0 = heads * p / hp, h1 = heads * (p + 1) / hp;
+            for (int64_t b = 0; b < nblocks; ++b)
+              for (int64_t part = 0; part < 3; ++part)
+                run_range(b, (part * heads + h0) * panel_brs, (part * heads + h1) * panel_brs, 0);
+          }
+        },
+        tbb::static_partitioner());
+    return;
+  }
   if (items == 1) {
     body(0);
     if (done) done->fn(done->ctx, 0, M);

@@ -681,6 +681,30 @@ def test_qkv_bf16_rows(spinel, convert, minilm_onnx, pruned_onnx, ids):
     same_bits_on_off(spinel, [dense, pruned], (ids, long_ids), "SPINEL_QKV_BF16", "QKV as BF16")
 
 
+def test_qkv_split_by_heads(spinel, convert, pruned_onnx):
+    """On 2 threads the block-sparse Q, K, V Linear of one token block (<= 64 tokens) computes
+    each thread's heads of Q, K and V, and the attention runs those heads on that thread
+    (kernels/cpu/qgemm.h qkv_head_pieces): the hidden states of the 80%-pruned INT8 MiniLM
+    (12 heads) are the same bits with SPINEL_QKV_HEADS=off, for one input of 20 tokens, two
+    of 30 and 34 (64 in all) and one of 65 (two blocks: never split by heads), at the CPU's
+    own ISA and under SPINEL_ISA=avx2. A value it does not know warns, naming it, and means
+    auto."""
+    spnl = convert(pruned_onnx, "pruned_s8_auto", "--quant", "int8", "--sparse", "auto")
+
+    def seq(n, k):
+        return [101] + [1000 + (11 * k + 7 * j) % 20000 for j in range(n - 2)] + [102]
+
+    batches = ([seq(20, 1)], [seq(30, 2), seq(34, 3)], [seq(65, 4)])
+    same_bits_on_off(spinel, [spnl], batches, "SPINEL_QKV_HEADS", "Q, K, V split by heads")
+    args = [spinel.bin, "run", str(spnl), "--pool", "none", *THREADS, "--ids", ",".join(map(str, seq(20, 1)))]
+    bad = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "SPINEL_QKV_HEADS": "often"},
+                         timeout=300)
+    assert bad.returncode == 0, bad.stderr
+    assert "SPINEL_QKV_HEADS=often is not one of auto, on, off" in bad.stderr, bad.stderr
+    good = spinel_run(spinel, spnl, [seq(20, 1)], "none")
+    assert np.array_equal(np.asarray(json.loads(bad.stdout)["last_hidden_state"]), good[0])
+
+
 def test_layernorm_on_linear_threads(spinel, convert, pruned_onnx, minilm_onnx, ids):
     """The LayerNorm after an INT8 Linear runs on that Linear's threads (kernels/cpu/select.h
     linear_runs_layernorm): each layer's attention-output and FFN2 Linears of the 80%-pruned

@@ -470,7 +470,11 @@ TEST_CASE("spmm_u8s8_panels: spmm_u8s8's bits in head panels, every ISA, 1 and 2
   const P cases[] = {{1, 64, 64, 16, 0.5, false},    {17, 100, 96, 32, 0.0, true},
                      {63, 36, 192, 64, 0.9, false},  {65, 768, 2304, 64, 0.9, false},
                      {128, 256, 384, 32, 1.0, true}, {129, 768, 768, 64, 0.7, false},
-                     {200, 64, 48, 48, 0.8, false},  {384, 128, 2304, 64, 0.95, true}};
+                     {200, 64, 48, 48, 0.8, false},  {384, 128, 2304, 64, 0.95, true},
+                     // Q, K and V of 2, 8 and 12 heads in one token block:
+                     // split by heads on 2 threads (qkv_head_pieces).
+                     {40, 128, 384, 64, 0.8, false}, {5, 64, 768, 32, 0.5, true},
+                     {64, 768, 2304, 64, 0.9, true}};
   for (const P& c : cases) {
     const auto W = make_weights(c.K, c.N, c.sparsity, static_cast<uint32_t>(c.M * 7 + c.N), true);
     const auto x = make_input(c.M, c.K, static_cast<uint32_t>(c.K + 3));
@@ -510,6 +514,32 @@ TEST_CASE("spmm_u8s8_panels: spmm_u8s8's bits in head panels, every ISA, 1 and 2
       }
     }
   }
+}
+
+TEST_CASE("qkv_head_pieces: the fused Q, K, V panels of one token block split by heads") {
+  const char* old = std::getenv("SPINEL_QKV_HEADS");
+  const std::string saved = old ? old : "";
+  unsetenv("SPINEL_QKV_HEADS");
+  in_arena(2, [&] {
+    CHECK(sk::qkv_head_pieces(2304, 64, 64) == 2);   // BERT-base's 12 heads, 64 tokens
+    CHECK(sk::qkv_head_pieces(2304, 64, 1) == 2);
+    CHECK(sk::qkv_head_pieces(2304, 64, 65) == 0);   // two token blocks: by blocks
+    CHECK(sk::qkv_head_pieces(2304, 64, 0) == 0);
+    CHECK(sk::qkv_head_pieces(192, 64, 16) == 0);    // one head: nothing to split
+    CHECK(sk::qkv_head_pieces(2304, 0, 16) == 0);    // token rows, not panels
+    CHECK(sk::qkv_head_pieces(2048, 64, 16) == 0);   // not 3 H panels
+    CHECK(sk::qkv_head_pieces(960, 64, 16) == 0);    // 5 heads on 2 threads
+    setenv("SPINEL_QKV_HEADS", "off", 1);
+    CHECK(sk::qkv_head_pieces(2304, 64, 64) == 0);
+    setenv("SPINEL_QKV_HEADS", "on", 1);
+    CHECK(sk::qkv_head_pieces(2304, 64, 64) == 2);
+  });
+  in_arena(1, [&] { CHECK(sk::qkv_head_pieces(2304, 64, 64) == 0); });
+  in_arena(3, [&] { CHECK(sk::qkv_head_pieces(2304, 64, 64) == 3); });
+  if (old)
+    setenv("SPINEL_QKV_HEADS", saved.c_str(), 1);
+  else
+    unsetenv("SPINEL_QKV_HEADS");
 }
 
 TEST_CASE("QEpilogue::out_bf16: spmm_u8s8's f32 values rounded to BF16, in token rows or head panels") {
