@@ -723,6 +723,7 @@ TEST_CASE("spmm_u8s8_f32in: quantize_rows_u8 then spmm_u8s8 (or _panels), bit fo
     int ep;  // 0 none, 1 GELU + bias, 2 residual, 3 requantize, 4 head panels of 64
   };
   const C cases[] = {{1, 64, 64, 0.5, 0},   {5, 36, 20, 0.0, 1},    {17, 100, 36, 0.9, 2},
+                     {31, 3072, 64, 0.9, 0}, {48, 768, 192, 0.8, 4},
                      {63, 256, 64, 1.0, 3}, {64, 768, 128, 0.9, 4}, {65, 768, 768, 0.9, 2},
                      {128, 768, 2304, 0.9, 4}, {130, 260, 68, 0.7, 1}, {200, 64, 192, 0.95, 4}};
   for (const C& c : cases) {
@@ -740,6 +741,7 @@ TEST_CASE("spmm_u8s8_f32in: quantize_rows_u8 then spmm_u8s8 (or _panels), bit fo
     if (c.M > 3) {
       for (int64_t k = 0; k < c.K; ++k) x[static_cast<size_t>(1 * ldx + k)] = 0.f;  // an all-zero row
       x[static_cast<size_t>(2 * ldx + 1)] = std::nanf("");                       // a NaN row
+      x[static_cast<size_t>(3 * ldx + c.K - 1)] = INFINITY;                      // an infinite value, last column
     }
     const auto p = sk::pack_s8_sparse(W.data(), c.K, c.N, sw.data(), c.ep == 1 ? bias.data() : nullptr);
     sk::QEpilogue ep;
