@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 namespace spinel::kernels {
 
@@ -130,6 +131,26 @@ void for_even_tasks(int64_t n, int64_t min_per, const F& fn) {
         for (int64_t t = r.begin(); t < r.end(); ++t) fn(n * t / tasks, n * (t + 1) / tasks);
       },
       tbb::simple_partitioner());
+}
+
+// Items [0, items) in `pieces` contiguous pieces balanced by cost(i) rather
+// than by count (a short last token block left a thread idle): first[p] is
+// piece p's first item, the item boundary nearest to its share of the total;
+// first[pieces] = items.
+template <class Cost>
+std::vector<int64_t> balanced_pieces(int64_t items, int64_t pieces, const Cost& cost) {
+  int64_t total = 0;
+  for (int64_t i = 0; i < items; ++i) total += cost(i);
+  std::vector<int64_t> first(static_cast<size_t>(pieces + 1), items);
+  first[0] = 0;
+  int64_t acc = 0, i = 0;
+  for (int64_t p = 1; p < pieces; ++p) {
+    const int64_t target = total * p / pieces;
+    while (i < items && acc + cost(i) <= target) acc += cost(i++);
+    if (i < items && target - acc > acc + cost(i) - target) acc += cost(i++);
+    first[static_cast<size_t>(p)] = std::max(i, first[static_cast<size_t>(p - 1)]);
+  }
+  return first;
 }
 
 template <class Unit, class RowsFinal>

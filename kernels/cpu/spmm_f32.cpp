@@ -231,20 +231,8 @@ void spmm_f32_with(const Kernel& kern, const PackedF32Sparse& w, const float* x,
   // block's vectors of L tokens, plus one for the loads of each block),
   // not by count: a short last block left a thread idle.
   const int64_t pieces = std::min<int64_t>(items, threads);
-  auto cost = [&](int64_t item) { return 1 + block_ld(item / chunks) / L; };
-  int64_t total = 0;
-  for (int64_t i = 0; i < items; ++i) total += cost(i);
-  std::vector<int64_t> first(static_cast<size_t>(pieces + 1), items);
-  first[0] = 0;
-  {
-    int64_t acc = 0, i = 0;
-    for (int64_t p = 1; p < pieces; ++p) {
-      const int64_t goal = total * p / pieces;
-      while (i < items && acc + cost(i) <= goal) acc += cost(i++);
-      if (i < items && goal - acc > acc + cost(i) - goal) acc += cost(i++);
-      first[static_cast<size_t>(p)] = std::max(i, first[static_cast<size_t>(p - 1)]);
-    }
-  }
+  const std::vector<int64_t> first =
+      balanced_pieces(items, pieces, [&](int64_t item) { return 1 + block_ld(item / chunks) / L; });
   tbb::parallel_for(
       tbb::blocked_range<int64_t>(0, pieces, 1),
       [&](const tbb::blocked_range<int64_t>& r) {

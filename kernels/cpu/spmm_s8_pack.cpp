@@ -336,33 +336,19 @@ WorkSplit work_split(int64_t nbr, int64_t nblocks) {
   return {br_per, (nbr + br_per - 1) / br_per};
 }
 
-// The pieces run_spmm gives its threads: one piece of contiguous items per
-// thread, balanced by estimated cost rather than by count (a block of fewer
-// tokens runs fewer token vectors: NT = ceil(tokens / 16) of B / 16, and an
-// item costs about 1 + NT per group, the loads and unpacks, then NT vpdpbusd
-// per channel; equal counts left a thread with a short last block idle: at
-// 80 tokens (64 + 16) one thread had 4 items of 64 tokens, the other 4 of
-// 16). first[p]: the first item of piece p (the item boundary nearest to the
-// piece's share of the total); first[pieces] = items.
+// The pieces run_spmm gives its threads (parallel_util.h balanced_pieces):
+// one piece of contiguous items per thread, balanced by estimated cost: a
+// block of fewer tokens runs fewer token vectors (NT = ceil(tokens / 16) of
+// B / 16), and an item costs about 1 + NT per group (the loads and unpacks,
+// then NT vpdpbusd per channel); equal counts left a thread with a short
+// last block idle (at 80 tokens, 64 + 16, one thread had 4 items of 64
+// tokens, the other 4 of 16).
 std::vector<int64_t> piece_firsts(int64_t M, int64_t B, int64_t br_chunks, int64_t pieces) {
-  const int64_t items = (M + B - 1) / B * br_chunks;
   const int64_t vecs = B / 16 > 0 ? B / 16 : 1;
-  auto cost = [&](int64_t item) {
+  return balanced_pieces((M + B - 1) / B * br_chunks, pieces, [&](int64_t item) {
     const int64_t b = item / br_chunks, mc = std::min(B, M - b * B);
     return 1 + std::min<int64_t>(vecs, (mc + 15) / 16);
-  };
-  int64_t total = 0;
-  for (int64_t i = 0; i < items; ++i) total += cost(i);
-  std::vector<int64_t> first(static_cast<size_t>(pieces + 1), items);
-  first[0] = 0;
-  int64_t acc = 0, i = 0;
-  for (int64_t p = 1; p < pieces; ++p) {
-    const int64_t target = total * p / pieces;
-    while (i < items && acc + cost(i) <= target) acc += cost(i++);
-    if (i < items && target - acc > acc + cost(i) - target) acc += cost(i++);
-    first[static_cast<size_t>(p)] = std::max(i, first[static_cast<size_t>(p - 1)]);
-  }
-  return first;
+  });
 }
 
 // f32 activations that the kernel's threads quantize themselves, each for
