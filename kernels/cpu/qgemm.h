@@ -131,9 +131,10 @@ void spmm_u8s8_panels(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int6
 // How the panels of a fused Q, K, V Linear (N = 3 H panel: Q, K, V of head
 // h at panels h, H + h, 2 H + h) of M tokens are split between the calling
 // arena's threads: P > 1 pieces, piece p heads [H p / P, H (p + 1) / P) of
-// each of Q, K and V, when M <= 64 (one token block, whose channels the
-// threads split anyway: no block is built twice for it) and P = the arena's
-// concurrency divides H; else 0 (split by token blocks and block-rows).
+// each of Q, K and V, when the M tokens are one block of the active kernel
+// (M <= spmm_u8s8_token_block(): its channels are split between threads
+// anyway, so no block is built twice) and P = the arena's concurrency
+// divides H; else 0 (split by token blocks and block-rows).
 // attention_f32 splits the heads of panel input of M tokens the same way,
 // so each thread reads the Q, K and V it wrote. SPINEL_QKV_HEADS=off: never
 // (A/B runs, tests; unset, auto or on: as above; other values warn once).
@@ -155,6 +156,10 @@ void spmm_u8s8_f32in(const PackedS8Sparse& w, const float* x, int64_t M, int64_t
 // AVX-512 VNNI one and the CPU has AVX512_BF16 (std::invalid_argument
 // elsewhere).
 bool spmm_u8s8_bf16_available();
+
+// Tokens per block of the active sparse INT8 kernel (64 for the AVX-512 VNNI
+// one, 32 for the ymm ones, 16 scalar): what each work item reads at once.
+int64_t spmm_u8s8_token_block();
 
 // Raw accumulators acc[m][n] = sum_k x[m][k] W[k][n] (no zero-point
 // correction, no epilogue) into int32 [M, ldacc]: for exact tests.

@@ -367,7 +367,7 @@ bool linear_quantizes_next(const Graph& g, size_t p) {
 }
 
 int64_t qkv_head_pieces(int64_t N, int64_t panel, int64_t M) {
-  if (M <= 0 || M > 64 || panel <= 0 || N % panel != 0 || (N / panel) % 3 != 0 || !qkv_heads_enabled()) return 0;
+  if (M <= 0 || M > spmm_u8s8_token_block() || panel <= 0 || N % panel != 0 || (N / panel) % 3 != 0 || !qkv_heads_enabled()) return 0;
   const int64_t heads = N / panel / 3;
   const int64_t pieces = tbb::this_task_arena::max_concurrency();
   return pieces > 1 && heads % pieces == 0 ? pieces : 0;

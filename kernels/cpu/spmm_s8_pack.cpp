@@ -656,6 +656,8 @@ const char* spmm_u8s8_kernel_name() { return config_for(active_isa()).name; }
 
 bool spmm_u8s8_chain_available() { return config_for(active_isa()).token_block == 64; }
 
+int64_t spmm_u8s8_token_block() { return config_for(active_isa()).token_block; }
+
 bool spmm_u8s8_bf16_available() { return spmm_u8s8_chain_available() && cpu_has_avx512_bf16(); }
 
 int64_t spmm_u8s8_blocked_ranges(int64_t N, int64_t M) {

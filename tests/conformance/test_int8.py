@@ -682,7 +682,8 @@ def test_qkv_bf16_rows(spinel, convert, minilm_onnx, pruned_onnx, ids):
 
 
 def test_qkv_split_by_heads(spinel, convert, pruned_onnx):
-    """On 2 threads the block-sparse Q, K, V Linear of one token block (<= 64 tokens) computes
+    """On 2 threads the block-sparse Q, K, V Linear of one token block (<= 64 tokens on AVX-512
+    VNNI, <= 32 under SPINEL_ISA=avx2) computes
     each thread's heads of Q, K and V, and the attention runs those heads on that thread
     (kernels/cpu/qgemm.h qkv_head_pieces): the hidden states of the 80%-pruned INT8 MiniLM
     (12 heads) are the same bits with SPINEL_QKV_HEADS=off, for one input of 20 tokens, two

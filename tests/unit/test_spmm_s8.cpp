@@ -520,22 +520,44 @@ TEST_CASE("qkv_head_pieces: the fused Q, K, V panels of one token block split by
   const char* old = std::getenv("SPINEL_QKV_HEADS");
   const std::string saved = old ? old : "";
   unsetenv("SPINEL_QKV_HEADS");
-  in_arena(2, [&] {
-    CHECK(sk::qkv_head_pieces(2304, 64, 64) == 2);   // BERT-base's 12 heads, 64 tokens
-    CHECK(sk::qkv_head_pieces(2304, 64, 1) == 2);
-    CHECK(sk::qkv_head_pieces(2304, 64, 65) == 0);   // two token blocks: by blocks
-    CHECK(sk::qkv_head_pieces(2304, 64, 0) == 0);
-    CHECK(sk::qkv_head_pieces(192, 64, 16) == 0);    // one head: nothing to split
-    CHECK(sk::qkv_head_pieces(2304, 0, 16) == 0);    // token rows, not panels
-    CHECK(sk::qkv_head_pieces(2048, 64, 16) == 0);   // not 3 H panels
-    CHECK(sk::qkv_head_pieces(960, 64, 16) == 0);    // 5 heads on 2 threads
-    setenv("SPINEL_QKV_HEADS", "off", 1);
-    CHECK(sk::qkv_head_pieces(2304, 64, 64) == 0);
-    setenv("SPINEL_QKV_HEADS", "on", 1);
-    CHECK(sk::qkv_head_pieces(2304, 64, 64) == 2);
-  });
-  in_arena(1, [&] { CHECK(sk::qkv_head_pieces(2304, 64, 64) == 0); });
-  in_arena(3, [&] { CHECK(sk::qkv_head_pieces(2304, 64, 64) == 3); });
+  {
+    RestoreIsa native(Isa::Avx512Vnni);
+    if (sk::active_isa() != Isa::Avx512Vnni) {
+      MESSAGE("qkv_head_pieces with 64-token blocks not checked: the ISA level is "
+              << sk::isa_name(sk::active_isa()));
+    } else {
+      CHECK(sk::spmm_u8s8_token_block() == 64);
+      in_arena(2, [&] {
+        CHECK(sk::qkv_head_pieces(2304, 64, 64) == 2);  // BERT-base's 12 heads, 64 tokens
+        CHECK(sk::qkv_head_pieces(2304, 64, 1) == 2);
+        CHECK(sk::qkv_head_pieces(2304, 64, 65) == 0);  // two token blocks: by blocks
+        CHECK(sk::qkv_head_pieces(2304, 64, 0) == 0);
+        CHECK(sk::qkv_head_pieces(192, 64, 16) == 0);   // one head: nothing to split
+        CHECK(sk::qkv_head_pieces(2304, 0, 16) == 0);   // token rows, not panels
+        CHECK(sk::qkv_head_pieces(2048, 64, 16) == 0);  // not 3 H panels
+        CHECK(sk::qkv_head_pieces(960, 64, 16) == 0);   // 5 heads on 2 threads
+        setenv("SPINEL_QKV_HEADS", "off", 1);
+        CHECK(sk::qkv_head_pieces(2304, 64, 64) == 0);
+        setenv("SPINEL_QKV_HEADS", "on", 1);
+        CHECK(sk::qkv_head_pieces(2304, 64, 64) == 2);
+        unsetenv("SPINEL_QKV_HEADS");
+      });
+      in_arena(1, [&] { CHECK(sk::qkv_head_pieces(2304, 64, 64) == 0); });
+      in_arena(3, [&] { CHECK(sk::qkv_head_pieces(2304, 64, 64) == 3); });
+    }
+  }
+  {
+    // One block of the active kernel only: the ymm kernels' blocks are 32
+    // tokens (64 would be two blocks, each thread building both).
+    RestoreIsa ymm(Isa::Avx2);
+    if (sk::active_isa() == Isa::Avx2) {
+      CHECK(sk::spmm_u8s8_token_block() == 32);
+      in_arena(2, [&] {
+        CHECK(sk::qkv_head_pieces(2304, 64, 32) == 2);
+        CHECK(sk::qkv_head_pieces(2304, 64, 33) == 0);
+      });
+    }
+  }
   if (old)
     setenv("SPINEL_QKV_HEADS", saved.c_str(), 1);
   else
