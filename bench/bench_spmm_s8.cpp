@@ -232,6 +232,60 @@ void BM_VnniPeak(benchmark::State& st) {
 }
 BENCHMARK(BM_VnniPeak)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
+// The sparse kernel's inner loop with nothing around it: per group of 4
+// blocks, 4 loads of 64 activation bytes (here from a 4 KB buffer, so every
+// load hits L1), the 8 in-lane unpacks that put them in the VNNI layout, and
+// 16 vpdpbusd (4 channels x 4 token vectors, each channel's 4 weights one
+// 32-bit broadcast). Its GOPS over BM_VnniPeak's is the ceiling the
+// products can reach with the 4x1 pattern on this CPU: where vpdpbusd and
+// the unpacks share vector ports, 16 / (16 + 8) of the peak.
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) int32_t unpack_dpbusd_loop(const uint8_t* xb,
+                                                                                 int64_t iters) {
+  __m512i acc[4][4];
+  for (auto& a : acc)
+    for (auto& r : a) r = _mm512_setzero_si512();
+  __m512i w = _mm512_set1_epi32(0x01FF7F02);
+  for (int64_t it = 0; it < iters; ++it) {
+    const uint8_t* g = xb + 64 * (it & 15);  // 4 rows of 64 bytes from 16 offsets
+    const __m512i x0 = _mm512_load_si512(g), x1 = _mm512_load_si512(g + 1024);
+    const __m512i x2 = _mm512_load_si512(g + 2048), x3 = _mm512_load_si512(g + 3072);
+    const __m512i a = _mm512_unpacklo_epi8(x0, x1), c = _mm512_unpacklo_epi8(x2, x3);
+    const __m512i b = _mm512_unpackhi_epi8(x0, x1), d = _mm512_unpackhi_epi8(x2, x3);
+    const __m512i z[4] = {_mm512_unpacklo_epi16(a, c), _mm512_unpackhi_epi16(a, c), _mm512_unpacklo_epi16(b, d),
+                          _mm512_unpackhi_epi16(b, d)};
+    asm volatile("" : "+v"(w));  // a fresh broadcast operand each group, as in the kernel
+    for (int ch = 0; ch < 4; ++ch)
+      for (int r = 0; r < 4; ++r) acc[ch][r] = _mm512_dpbusd_epi32(acc[ch][r], z[r], w);
+  }
+  __m512i s = _mm512_setzero_si512();
+  for (auto& a : acc)
+    for (auto& r : a) s = _mm512_add_epi32(s, r);
+  alignas(64) int32_t lanes[16];
+  _mm512_store_si512(lanes, s);
+  int32_t total = 0;
+  for (int i = 0; i < 16; ++i) total += lanes[i];
+  return total;
+}
+
+void BM_VnniUnpackLoop(benchmark::State& st) {
+  if (!sk::cpu_supports(sk::Isa::Avx512Vnni)) {
+    st.SkipWithError("this CPU has no AVX-512 VNNI");
+    return;
+  }
+  constexpr int64_t kIters = 1 << 16;
+  const int threads = bench_threads();
+  std::vector<uint8_t, Aligned64<uint8_t>> xb(4096);
+  for (size_t i = 0; i < xb.size(); ++i) xb[i] = static_cast<uint8_t>(i * 37);
+  for (auto _ : st) {
+    arena().execute([&] {
+      tbb::parallel_for(0, threads, [&](int) { benchmark::DoNotOptimize(unpack_dpbusd_loop(xb.data(), kIters)); });
+    });
+  }
+  st.counters["GOPS"] = benchmark::Counter(2.0 * 64 * 16 * kIters * threads * st.iterations() * 1e-9,
+                                           benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_VnniUnpackLoop)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
 void Shapes(benchmark::internal::Benchmark* b, bool sparse) {
   const int64_t shapes[][2] = {{768, 768}, {768, 2304}, {768, 3072}, {3072, 768},
                                {1024, 1024}, {1024, 4096}, {4096, 1024}};
