@@ -87,6 +87,9 @@ struct Primitive {
   size_t scratchpad_bytes;
   std::string impl;     // oneDNN's name of the kernel it runs
   ResidualMode mode;    // how it takes the residual
+  // oneDNN's reference loops ("ref:any"): what it falls back to where no
+  // optimized kernel takes the descriptor, orders of magnitude slower.
+  bool reference() const { return impl.rfind("ref", 0) == 0; }
 };
 
 // Columns [n0, n0 + N) of the layer, as oneDNN multiplies them: W's columns
@@ -151,10 +154,16 @@ struct Part {
   }
 
   // Made once, at construction (the object is immutable afterwards).
+  // A run-time-M primitive on oneDNN's reference loops counts as refused:
+  // oneDNN 2.6 makes one for a sum post-op (the in-place residual) with the
+  // packed weights, and once a layer had seen kMaxFixedPrimitives token
+  // counts every attention-output and FFN2 Linear of an FP32 model ran on it
+  // (MiniLM at random lengths: 3 ms per query became 12 s).
   void make_runtime_primitives() {
     for (ResidualMode mode : {ResidualMode::None, ResidualMode::InPlace}) {
       try {
-        runtime[static_cast<int>(mode)] = create(DNNL_RUNTIME_DIM_VAL, mode);
+        auto p = create(DNNL_RUNTIME_DIM_VAL, mode);
+        if (!p->reference()) runtime[static_cast<int>(mode)] = std::move(p);
       } catch (const dnnl::error&) {
         // Refused for this mode: fixed-M primitives only.
       }
@@ -167,6 +176,10 @@ struct Part {
   // for it (at most kMaxFixedPrimitives), else the run-time-M one. oneDNN
   // refuses a binary post-op with a run-time M, so a separate residual then
   // comes back as InPlace: the caller copies it into y first.
+  // Null (a residual mode only): no primitive takes the residual except
+  // oneDNN's reference loops, or none is left to make once the fixed ones
+  // are kMaxFixedPrimitives: the caller runs the product alone (mode None)
+  // and adds the residual itself (Part::run).
   std::shared_ptr<const Primitive> get(int64_t M, ResidualMode mode) {
     const ResidualMode rt_mode = mode == ResidualMode::Binary ? ResidualMode::InPlace : mode;
     const auto& rt = runtime[static_cast<int>(rt_mode)];
@@ -176,11 +189,15 @@ struct Part {
       std::lock_guard<std::mutex> lock(mu);
       auto it = cache.find(key);
       if (it != cache.end()) return it->second;
-      if (rt && cache.size() >= kMaxFixedPrimitives) return rt;
+      if (cache.size() >= kMaxFixedPrimitives) {
+        if (rt) return rt;
+        if (mode != ResidualMode::None) return nullptr;
+      }
     }
     // Created outside the lock (JIT takes milliseconds); if two threads race,
     // the first insert wins and both use it.
     auto p = create(M, mode);
+    if (mode != ResidualMode::None && p->reference()) p = nullptr;  // (cached: asked once per M)
     std::lock_guard<std::mutex> lock(mu);
     // Without a run-time primitive the cache must take every M: bound it by
     // evicting (callers holding a primitive keep it alive).
@@ -255,13 +272,15 @@ DenseLinearF32::~DenseLinearF32() = default;
 
 std::string DenseLinearF32::implementation(int64_t M, bool residual, bool in_place) const {
   Impl& im = *impl_;
-  // Mirrors Part::run(): an activation with a residual runs the plain product.
+  // Mirrors Part::run(): an activation with a residual, or a residual no
+  // primitive takes but the reference loops, runs the plain product.
   const ResidualMode mode = !residual || im.act != Activation::None ? ResidualMode::None
                             : in_place                              ? ResidualMode::InPlace
                                                                     : ResidualMode::Binary;
   std::unique_ptr<OneOmpThread> one;
   if (im.on_tbb) one = std::make_unique<OneOmpThread>();  // as run() makes them
-  return im.parts[0]->get(M, mode)->impl;
+  if (const auto p = im.parts[0]->get(M, mode)) return p->impl;
+  return im.parts[0]->get(M, ResidualMode::None)->impl + " (residual added after)";
 }
 
 void DenseLinearF32::run(const float* x, int64_t M, const float* residual, float* y) const {
@@ -288,11 +307,17 @@ void DenseLinearF32::run(const float* x, int64_t M, const float* residual, float
 }
 
 void Part::run(const float* x, int64_t M, const float* residual, float* y) {
-  if (residual && act != Activation::None) {
+  const ResidualMode mode = !residual          ? ResidualMode::None
+                            : residual == y    ? ResidualMode::InPlace
+                                               : ResidualMode::Binary;
+  std::shared_ptr<const Primitive> prim;
+  if (residual && act == Activation::None) prim = get(M, mode);
+  if (residual && !prim) {
     // oneDNN 2.6 has no fast matmul for an eltwise post-op followed by a sum
     // or a binary add: it falls back to its reference loops (10 s instead of
-    // 10 ms for 128 x 768 x 3072 on AVX2). So the activated product is made
-    // alone and the residual added after it.
+    // 10 ms for 128 x 768 x 3072 on AVX2); nor for a sum with a run-time M
+    // and packed weights (get() returns null). So the product is made alone
+    // and the residual added after it.
     if (residual == y) {
       thread_local AlignedBuffer tmp_buf;
       thread_local size_t tmp_bytes = 0;
@@ -312,10 +337,7 @@ void Part::run(const float* x, int64_t M, const float* residual, float* y) {
     }
     return;
   }
-  const ResidualMode mode = !residual          ? ResidualMode::None
-                            : residual == y    ? ResidualMode::InPlace
-                                               : ResidualMode::Binary;
-  const auto prim = get(M, mode);
+  if (!prim) prim = get(M, mode);  // (mode None: never null)
   if (prim->mode == ResidualMode::InPlace && residual != y)
     for (int64_t m = 0; m < M; ++m)
       std::memcpy(y + m * ldy, residual + m * ldy, sizeof(float) * static_cast<size_t>(N));

@@ -854,13 +854,24 @@ TEST_CASE("linear: BERT shapes with all epilogues") {
 }
 
 TEST_CASE("linear: no epilogue falls back to oneDNN's reference loops") {
-  // An eltwise post-op followed by a sum ran on "ref:any", ~1000x slower.
+  // An eltwise post-op followed by a sum ran on "ref:any", ~1000x slower; so
+  // did the in-place residual (a sum post-op) once a layer had seen more
+  // token counts than it keeps fixed-M primitives for (32) and took the
+  // run-time-M one. M runs past that count here, in every mode.
   const int64_t K = 96, N = 160;
   const auto w = random_vec(static_cast<size_t>(K * N), 81);
   const auto b = random_vec(static_cast<size_t>(N), 82);
+  std::vector<int64_t> ms;
+#ifdef SPINEL_SANITIZED
+  for (int64_t M = 1; M <= 40; M += 3) ms.push_back(M);  // 45 token counts in all, past the 32
+  for (int64_t M = 100; M <= 130; ++M) ms.push_back(M);
+#else
+  for (int64_t M = 1; M <= 48; ++M) ms.push_back(M);
+  ms.push_back(128);
+#endif
   for (Activation act : {Activation::None, Activation::GeluErf, Activation::GeluTanh, Activation::Tanh}) {
     k::DenseLinearF32 op(w.data(), b.data(), K, N, act);
-    for (int64_t M : {1, 37, 128})
+    for (int64_t M : ms)
       for (const auto& mode : {std::pair<bool, bool>{false, false}, {true, false}, {true, true}}) {
         // Plain names, not structured bindings: clang 14 cannot capture those in INFO.
         const bool res = mode.first, in_place = mode.second;
@@ -870,6 +881,14 @@ TEST_CASE("linear: no epilogue falls back to oneDNN's reference loops") {
         CHECK(impl.find("ref") == std::string::npos);
       }
   }
+  // And the results past the fixed-M primitives: every M of the list on
+  // one operator, each residual mode, against the reference.
+  k::DenseLinearF32 op(w.data(), b.data(), K, N, Activation::None);
+  in_arena(2, [&] {
+    for (int64_t M : ms)
+      for (Res res : {Res::InPlace, Res::Separate, Res::None})
+        check_linear(M, K, N, Activation::None, res, true, 2, &op, &w, &b);
+  });
 }
 
 TEST_CASE("linear: M = 0 is a no-op") {
