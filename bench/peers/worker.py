@@ -19,6 +19,9 @@ Scenarios (LoadGen TestMode.PerformanceOnly, its default seeds):
            the trials that passed and failed so far (--server-steps more trials; a trial's
            p90 says pass or fail for every budget); 0 when SingleStream's p90 is over B
 
+--ids: an .npy of token ids [N, S] (every query S tokens), or an .npz of rows of varied lengths
+(flat ids and offsets): then SingleStream only, one query per row, and no DeepSparse (static shapes).
+
 Backends (--backend) and what --model names:
   spinel       .spnl file (the Python binding; SPINEL_LIBRARY / PYTHONPATH set by run.py)
   ort          .onnx file (ONNX Runtime, intra-op threads, inter-op 1, sequential, ORT_ENABLE_ALL)
@@ -180,6 +183,31 @@ BACKENDS = {"spinel": load_spinel, "ort": load_ort, "openvino": load_openvino, "
             "torch": load_torch, "deepsparse": load_deepsparse}
 
 
+# ---- samples of varied lengths ----------------------------------------------------------------
+
+class Ragged:
+    """Token id rows of different lengths (an .npz of flat ids and row offsets, as run.py writes it),
+    indexed like the [N, S] array: samples[[i]] is one [1, len_i] row; several rows at once are refused."""
+
+    def __init__(self, z):
+        self.flat = z["flat"].astype(np.int64)
+        self.off = z["offsets"].astype(np.int64)
+        self.shape = (len(self.off) - 1, int(np.diff(self.off).max()))
+
+    def __len__(self):
+        return self.shape[0]
+
+    def lengths(self):
+        return np.diff(self.off).tolist()
+
+    def __getitem__(self, idx):
+        rows = list(range(*idx.indices(len(self)))) if isinstance(idx, slice) else list(idx)
+        if len(rows) != 1:
+            raise ValueError("samples of varied lengths run one at a time (SingleStream)")
+        i = rows[0]
+        return self.flat[self.off[i]:self.off[i + 1]][None, :]
+
+
 # ---- the SUT: a queue and one inference thread --------------------------------------------------
 
 class Sut:
@@ -302,7 +330,8 @@ def main():
     ap.add_argument("--backend", required=True, choices=sorted(BACKENDS))
     ap.add_argument("--model", required=True)
     ap.add_argument("--precision", default="int8", help="ct2 compute_type (default int8)")
-    ap.add_argument("--ids", required=True, help=".npy of token ids [N, S] (int64)")
+    ap.add_argument("--ids", required=True,
+                    help=".npy of token ids [N, S] (int64), or .npz of varied-length rows (flat, offsets)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-batch", type=int, default=8, help="samples per batch in Server and Offline")
     ap.add_argument("--scenarios", default="single,offline,server")
@@ -324,21 +353,32 @@ def main():
 
     import mlperf_loadgen as lg
 
-    samples = np.load(args.ids).astype(np.int64)
+    if args.ids.endswith(".npz"):
+        # Varied lengths: one query per sample, SingleStream only (a batch of different lengths would
+        # need padding and masks, which the runtimes do not all take alike).
+        samples = Ragged(np.load(args.ids))
+        scenarios = [x for x in args.scenarios.split(",") if x == "single"]
+        if args.backend == "deepsparse":
+            raise SystemExit("deepsparse compiles static shapes: not run on varied lengths")
+    else:
+        samples = np.load(args.ids).astype(np.int64)
+        scenarios = args.scenarios.split(",")
     args.seq = samples.shape[1]
     t0 = time.perf_counter()
     predict = BACKENDS[args.backend](args.model, args.threads, args)
-    ref = predict(samples[:2])
+    refs = [np.asarray(predict(samples[[i]]), dtype=np.float32) for i in range(2)]
     load_s = time.perf_counter() - t0
     for _ in range(3):  # warm-up, outside LoadGen
-        predict(samples[:1])
-        predict(samples[:args.max_batch])
+        predict(samples[[0]])
+        if "offline" in scenarios or "server" in scenarios:
+            predict(samples[:args.max_batch])
     result = {"backend": args.backend, "model": args.model, "version": getattr(predict, "version", ""),
               "threads": args.threads, "max_batch": args.max_batch, "seq": args.seq, "samples": len(samples),
-              "load_s": load_s, "output_shape": list(np.asarray(ref).shape),
-              "pooled_first": np.asarray(ref, dtype=np.float32).reshape(2, args.seq, -1).mean(axis=1).tolist()}
+              "load_s": load_s, "output_shape": list(refs[0].shape),
+              "pooled_first": [r.reshape(r.shape[-2], -1).mean(axis=0).tolist() for r in refs]}
+    if isinstance(samples, Ragged):
+        result["lengths"] = samples.lengths()
     runner = Runner(lg, predict, samples, args)
-    scenarios = args.scenarios.split(",")
     started = time.time()
 
     def log(msg):
