@@ -87,9 +87,7 @@ struct Primitive {
   size_t scratchpad_bytes;
   std::string impl;     // oneDNN's name of the kernel it runs
   ResidualMode mode;    // how it takes the residual
-  // oneDNN's reference loops ("ref:any"): what it falls back to where no
-  // optimized kernel takes the descriptor, orders of magnitude slower.
-  bool reference() const { return impl.rfind("ref", 0) == 0; }
+  bool reference() const { return dnnl_reference_impl(impl); }  // dnnl_engine.h
 };
 
 // Columns [n0, n0 + N) of the layer, as oneDNN multiplies them: W's columns

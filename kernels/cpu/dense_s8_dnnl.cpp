@@ -182,10 +182,9 @@ struct Part {
   void make_runtime_primitive() {
     try {
       runtime = create(DNNL_RUNTIME_DIM_VAL, K);
-      // oneDNN's reference loops ("ref:any") count as refused: orders of
-      // magnitude slower than a primitive per M (the FP32 Linear's in-place
-      // residual ran on them; dense_linear_dnnl.cpp).
-      if (runtime->impl.rfind("ref", 0) == 0) runtime = nullptr;
+      // On oneDNN's reference loops: refused (dnnl_engine.h; the FP32
+      // Linear's in-place residual ran on them, dense_linear_dnnl.cpp).
+      if (dnnl_reference_impl(runtime->impl)) runtime = nullptr;
     } catch (const dnnl::error&) {
       // Refused: fixed-M primitives only.
     }

@@ -4,6 +4,7 @@
 
 #include <tbb/enumerable_thread_specific.h>
 
+#include <string>
 #include <vector>
 
 #include <oneapi/dnnl/dnnl.hpp>
@@ -21,6 +22,12 @@ dnnl::stream& dnnl_stream();
 // (to.get_size() bytes), on the calling thread's stream: a weight matrix
 // into the layout a primitive asked for with format_tag::any.
 void dnnl_reorder(const dnnl::memory::desc& from, const void* src, const dnnl::memory::desc& to, void* dst);
+
+// Whether oneDNN's name for a primitive's kernel (impl_info_str()) is one of
+// its reference loops ("ref:any", ...): what it falls back to where no
+// optimized kernel takes the descriptor, orders of magnitude slower. The
+// dense Linears treat a run-time-M primitive on them as refused.
+inline bool dnnl_reference_impl(const std::string& impl) { return impl.rfind("ref", 0) == 0; }
 
 // The arguments of one primitive's calls on one thread. Making a dnnl::memory
 // allocates (its object and its storage), and a dense layer split into parts
