@@ -200,8 +200,8 @@ class Ragged:
     def lengths(self):
         return np.diff(self.off).tolist()
 
-    def __getitem__(self, idx):
-        rows = list(range(*idx.indices(len(self)))) if isinstance(idx, slice) else list(idx)
+    def __getitem__(self, rows):
+        rows = list(rows)
         if len(rows) != 1:
             raise ValueError("samples of varied lengths run one at a time (SingleStream)")
         i = rows[0]
