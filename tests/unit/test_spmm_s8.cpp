@@ -437,6 +437,10 @@ TEST_CASE("spmm_u8s8: every epilogue combination on every ISA") {
   check_epilogue(70, 100, 36, 0.9, 13, false);
   check_epilogue(129, 256, 64, 0.0, 14, false);
   check_epilogue(40, 768, 128, 0.95, 15, false);
+  // One block split by tokens on two threads (17..32 and 49..64 tokens, with
+  // a residual): blocks of 16 + 13 and 32 + 21 tokens.
+  check_epilogue(29, 200, 44, 0.8, 16, false);
+  check_epilogue(53, 768, 96, 0.9, 17, false);
 }
 
 namespace {
@@ -747,7 +751,8 @@ TEST_CASE("spmm_u8s8_f32in: quantize_rows_u8 then spmm_u8s8 (or _panels), bit fo
   const C cases[] = {{1, 64, 64, 0.5, 0},   {5, 36, 20, 0.0, 1},    {17, 100, 36, 0.9, 2},
                      {31, 3072, 64, 0.9, 0}, {48, 768, 192, 0.8, 4},
                      {63, 256, 64, 1.0, 3}, {64, 768, 128, 0.9, 4}, {65, 768, 768, 0.9, 2},
-                     {128, 768, 2304, 0.9, 4}, {130, 260, 68, 0.7, 1}, {200, 64, 192, 0.95, 4}};
+                     {128, 768, 2304, 0.9, 4}, {130, 260, 68, 0.7, 1}, {200, 64, 192, 0.95, 4},
+                     {24, 768, 64, 0.9, 2},   {58, 768, 768, 0.9, 2}};
   for (const C& c : cases) {
     const auto W = make_weights(c.K, c.N, c.sparsity, static_cast<uint32_t>(c.M + c.N), true);
     std::mt19937 rng(static_cast<uint32_t>(c.M * 3 + c.K));
