@@ -614,6 +614,13 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
   tbb::parallel_for(
       tbb::blocked_range<int64_t>(0, pieces, 1),
       [&](const tbb::blocked_range<int64_t>& r) {
+        // The shared block's lines, half of them converted by the other
+        // core, asked for into L2 all at once: the kernel reads them in its
+        // channels' order, one group at a time, and waited for each line it
+        // met first (BERT-base 90% at 64 tokens: FFN2 1.08-1.19 -> 0.94-1.03
+        // ms per run; at 40 tokens 0.83-0.89 -> 0.76-0.78).
+        if (shared_x)
+          for (int64_t k = 0; k < K; ++k) __builtin_prefetch(shared_x + k * B, 0, 2);  // (prefetcht1)
         for (int64_t p = r.begin(); p < r.end(); ++p)
           for (int64_t i = first[static_cast<size_t>(p)]; i < first[static_cast<size_t>(p + 1)]; ++i) {
             body(i);
