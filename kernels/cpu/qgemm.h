@@ -195,6 +195,13 @@ struct BlockedRange {
 // and M tokens, in the calling TBB arena (the count depends on its size).
 int64_t spmm_u8s8_blocked_ranges(int64_t N, int64_t M);
 
+// The chain's blocked layouts, f32 [nb][N][64] and u8 [nb][K][64]: block b
+// holds tokens [b S, b S + S) with S = spmm_u8s8_blocked_step(M) (at most 64:
+// the token vectors shared out evenly among ceil(M / 64) blocks), token
+// b S + j at place j (f32) or in the kernel's interleave of its block (u8);
+// nb = ceil(M / S) <= ceil(M / 64).
+int64_t spmm_u8s8_blocked_step(int64_t M);
+
 // y_blk = act(x W + b) in the f32 blocked layout [nb][N][64], act = exact
 // GELU when gelu (QEpilogue::gelu_coarse's polynomial when gelu_coarse),
 // else none, times out_mul[n] when out_mul is not null (the
@@ -335,6 +342,9 @@ struct SpmmTile {
   void* y;  // [M, ldy] of the out kind, indexed by absolute token
   int64_t ldy;
   BlockedRange* range = nullptr;  // F32Blocked: this item's ranges (folded in)
+  // The tokens per block of the call (run_spmm's block_step; at most the
+  // kernel's block): F32Blocked writes block m0 / step of y's layout.
+  int64_t step = 64;
 };
 using SpmmTileFn = void (*)(const SpmmTile&);
 

@@ -119,7 +119,7 @@ inline void transpose_16x16(__m512 r[16]) {
 template <int NT, int Gelu, bool Mul>
 void flush_blocked(const SpmmTile& t, int64_t n0, int nch, const float (*stage)[64], const float* out_mul) {
   namespace body = f32::avx512_spmm_body;
-  float* y = static_cast<float*>(t.y) + ((t.m0 / 64) * t.ldy + n0) * 64;
+  float* y = static_cast<float*>(t.y) + ((t.m0 / t.step) * t.ldy + n0) * 64;
   BlockedRange& rg = *t.range;
   // A token's NaN (or infinity: its quantization treats both alike, as not
   // finite) is caught by one FMA per vector, v * 0 + z staying NaN from then

@@ -356,6 +356,21 @@ int64_t token_step(int64_t M, int64_t B) {
   return B;
 }
 
+// The tokens per block of the 64-token kernel for M tokens: as many blocks
+// as 64-token ones, their token vectors shared out evenly (M = 72: 48 + 24,
+// M = 96: 48 + 48, instead of 64 + 8 and 64 + 32). The same vectors are
+// computed, but with two threads each takes one block whole, as at 128
+// tokens: with 64 + 32 the work was shared by splitting the first block's
+// channels, and the threads then read each other's rows in every Linear
+// and LayerNorm (BERT-base 90% INT8 ran 96 tokens slower than 128). The
+// chain's blocked layouts are [ceil(M / S)][K][64] with block b holding
+// tokens [b S, b S + S): no more blocks than 64-token ones, so no larger.
+int64_t block_step(int64_t M, int64_t B) {
+  if (B != 64 || M <= 0) return B;
+  const int64_t nb = (M + 63) / 64, nvec = (M + 15) / 16;
+  return 16 * ((nvec + nb - 1) / nb);
+}
+
 // The pieces run_spmm gives its threads (parallel_util.h balanced_pieces):
 // one piece of contiguous items per thread, balanced by estimated cost: a
 // block of fewer tokens runs fewer token vectors (NT = ceil(tokens / 16) of
@@ -423,7 +438,8 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
   // own (the kernel reads its first S / 16 token vectors). Token-row input
   // and output only: the chain's blocked layouts and the panels keep B.
   const bool rows_io = !x_blocked && panel == 0 && (out == OutKind::F32 || out == OutKind::U8);
-  const int64_t S = rows_io && (ep.residual != nullptr || done != nullptr) ? token_step(M, B) : B;
+  int64_t S = block_step(M, B);
+  if (rows_io && (ep.residual != nullptr || done != nullptr) && token_step(M, B) < B) S = token_step(M, B);
   const int64_t nblocks = (M + S - 1) / S;
   QEpilogue e = ep;
   if (e.residual && e.ld_residual == 0) e.ld_residual = w.N;
@@ -499,6 +515,7 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
     t.w = &w;
     t.m0 = b * S;
     t.mc = std::min(S, M - t.m0);
+    t.step = S;
     t.ldx = ldx;
     t.x_scale = x_scale;
     t.x_zp = x_zp;
@@ -522,8 +539,8 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
         } else if (x_blocked) {
           alignas(64) float inv[64];
           alignas(64) int32_t z[64];
-          blocked_token_params(fin.ranges, per_block_in, b, t.mc, inv, z, tq.scale.data() + b * B,
-                               tq.zp.data() + b * B);
+          blocked_token_params(fin.ranges, per_block_in, b, t.mc, inv, z, tq.scale.data() + t.m0,
+                               tq.zp.data() + t.m0);
           qgemm_detail::blocked_convert_zmm(fin.xf + b * K * B, 0, K, inv, z, buf,
                                             static_cast<int>((t.mc + 15) / 16));
         } else {
@@ -603,7 +620,15 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
     if (done) done->fn(done->ctx, 0, M);
     return;
   }
-  const std::vector<int64_t> first = piece_firsts(M, S, br_chunks, pieces);
+  // As many blocks as pieces: one whole block each, even when their costs
+  // differ (48 + 24 tokens: 3 and 2 token vectors), so that every thread
+  // keeps its tokens' rows; balanced by cost, the first block's channels were
+  // split and its rows crossed cores (BERT-base 90% INT8, 2 threads, ms per
+  // run: 72 tokens 4.9 -> 4.3-4.4, 80 tokens 5.0 -> 4.4; 100 and 112 tokens,
+  // 4 + 3 vectors, even).
+  std::vector<int64_t> first = piece_firsts(M, S, br_chunks, pieces);
+  if (nblocks == pieces)
+    for (int64_t p = 0; p <= pieces; ++p) first[static_cast<size_t>(p)] = p * br_chunks;
   // Token block b is whole in piece p when p holds all its items (block-major:
   // b br_chunks .. (b + 1) br_chunks - 1); that piece's thread passes the
   // block's rows to done after its last item (RowsDone).
@@ -693,9 +718,12 @@ int64_t spmm_u8s8_token_block() { return config_for(active_isa()).token_block; }
 
 bool spmm_u8s8_bf16_available() { return spmm_u8s8_chain_available() && cpu_has_avx512_bf16(); }
 
+int64_t spmm_u8s8_blocked_step(int64_t M) { return block_step(M, 64); }
+
 int64_t spmm_u8s8_blocked_ranges(int64_t N, int64_t M) {
   if (M <= 0 || N <= 0) return 0;
-  const int64_t nblocks = (M + 63) / 64;
+  const int64_t S = block_step(M, 64);
+  const int64_t nblocks = (M + S - 1) / S;
   return nblocks * work_split(N / 4, nblocks).br_chunks;
 }
 
@@ -734,7 +762,8 @@ void quantize_blocked_u8(const float* y_blk, int64_t M, int64_t K, const Blocked
   if (!ranges) throw std::invalid_argument("quantize_blocked_u8: ranges must not be null");
   note_pool(Pool::Tbb);
   constexpr int64_t B = 64;
-  const int64_t nb = (M + B - 1) / B;
+  const int64_t S = block_step(M, B);  // (run_spmm's blocks of the chain)
+  const int64_t nb = (M + S - 1) / S;
   // The ranges of each block's items (spmm_u8s8_to_blocked with N = K).
   const int64_t per_block = spmm_u8s8_blocked_ranges(K, M) / nb;
   // Work items: (block, channel chunk), enough of them for the arena's
@@ -753,12 +782,12 @@ void quantize_blocked_u8(const float* y_blk, int64_t M, int64_t K, const Blocked
           alignas(64) int32_t z[B];
           alignas(64) float sc[B];
           alignas(64) int32_t zz[B];
-          const int64_t mc = std::min(B, M - b * B);
+          const int64_t mc = std::min(S, M - b * S);
           blocked_token_params(ranges, per_block, b, mc, inv, z, sc, zz);
           if (c == 0)
             for (int64_t j = 0; j < mc; ++j) {
-              scale[b * B + j] = sc[j];
-              zp[b * B + j] = zz[j];
+              scale[b * S + j] = sc[j];
+              zp[b * S + j] = zz[j];
             }
           qgemm_detail::blocked_convert_zmm(y_blk + b * K * B, c * kper, std::min(K, (c + 1) * kper),
                                             inv, z, x_blk + b * K * B, static_cast<int>((mc + 15) / 16));

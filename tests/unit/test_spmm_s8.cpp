@@ -845,7 +845,7 @@ TEST_CASE("RowsDone: every row handed over once, with its final values, every en
     // One token block (both threads split its channels: handed over after
     // the region), whole blocks per thread, and blocks split at a piece
     // boundary among whole ones (300 tokens, 3 threads).
-    for (int64_t M : {1, 16, 40, 64, 65, 100, 128, 200, 300})
+    for (int64_t M : {1, 16, 40, 64, 65, 96, 100, 128, 200, 300})
       for (int threads : {1, 2, 3}) {
         const auto xq = make_input(M, K, static_cast<uint32_t>(M + 7));
         std::mt19937 rng(static_cast<uint32_t>(M * 5 + threads));
@@ -1427,8 +1427,12 @@ void check_chain(int64_t M, int64_t K1, int64_t N1, int64_t N2, double sp1, doub
     sk::spmm_u8s8(p2, q_ref.data(), M, N1, s_ref.data(), z_ref.data(), ep2, y2_ref.data(), N2);
   });
 
-  // Chain.
-  const int64_t nb = (M + 63) / 64;
+  // Chain: blocks of S tokens (qgemm.h), no more of them than of 64.
+  const int64_t S = sk::spmm_u8s8_blocked_step(M);
+  const int64_t nb = (M + S - 1) / S;
+  CHECK(S % 16 == 0);
+  CHECK(S <= 64);
+  CHECK(nb <= (M + 63) / 64);
   Guarded yb(static_cast<size_t>(nb * N1 * 64) * 4), xb(static_cast<size_t>(nb * N1 * 64)),
       y2(static_cast<size_t>(M * N2) * 4);
   std::vector<float> s(M, -1.f);
@@ -1471,7 +1475,7 @@ void check_chain(int64_t M, int64_t K1, int64_t N1, int64_t N2, double sp1, doub
   int64_t bad_y1 = 0, bad_s = 0, bad_y2 = 0;
   for (int64_t m = 0; m < M; ++m) {
     for (int64_t n = 0; n < N1; ++n)
-      bad_y1 += !same(yb.as<float>()[((m / 64) * N1 + n) * 64 + m % 64],
+      bad_y1 += !same(yb.as<float>()[((m / S) * N1 + n) * 64 + m % S],
                       mul ? y1[m * N1 + n] * mul[n] : y1[m * N1 + n]);
     bad_s += !same(s[m], s_ref[m]) || z[m] != z_ref[m];
     for (int64_t n = 0; n < N2; ++n) bad_y2 += !same(y2.as<float>()[m * N2 + n], y2_ref[m * N2 + n]);
@@ -1483,7 +1487,8 @@ void check_chain(int64_t M, int64_t K1, int64_t N1, int64_t N2, double sp1, doub
   // u8 (padding lanes 0 in both).
   std::vector<uint8_t> xb_ref(static_cast<size_t>(nb * N1 * 64));
   for (int64_t b = 0; b < nb; ++b)
-    sk::qgemm_detail::interleave_block_u8(q_ref.data(), M, N1, N1, 64 * b, 4, xb_ref.data() + b * N1 * 64);
+    sk::qgemm_detail::interleave_block_u8(q_ref.data(), std::min(M, S * b + S), N1, N1, S * b, 4,
+                                          xb_ref.data() + b * N1 * 64);
   CHECK(std::memcmp(xb.data(), xb_ref.data(), xb_ref.size()) == 0);
   if (special && M > 3) {
     CHECK(std::isnan(s[1]));
@@ -1510,7 +1515,7 @@ TEST_CASE("Linear chain: the blocked layouts give the row-major path's bits") {
   }
   REQUIRE(sk::spmm_u8s8_chain_available());
   uint32_t seed = 100;
-  for (int64_t M : {1, 5, 63, 64, 65, 128, 130, 200})
+  for (int64_t M : {1, 5, 63, 64, 65, 72, 96, 128, 130, 144, 200})
     for (int threads : {1, 2}) {
       check_chain(M, 36, 20, 8, 0.5, 0.0, true, true, false, threads, ++seed);
       check_chain(M, 64, 260, 36, 0.9, 0.7, M % 2 == 0, true, M > 3, threads, ++seed);
