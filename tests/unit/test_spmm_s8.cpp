@@ -927,6 +927,62 @@ TEST_CASE("RowsDone: every row handed over once, with its final values, every en
                   std::invalid_argument);
 }
 
+TEST_CASE("DenseLinearU8S8 RowsDone: every row handed over once, with the reference's values, every kernel") {
+  // The AMX kernel splits rows between threads where it adds a residual or
+  // hands rows over (each thread all columns of its 16-row tiles): 17..300
+  // tokens on 2 and 3 threads, with and without the residual.
+  const int64_t K = 96, N = 80;
+  const auto W = make_weights(K, N, 0.0, 31, false);
+  std::vector<float> sw(static_cast<size_t>(N), 0.003f), bias(static_cast<size_t>(N));
+  for (int64_t n = 0; n < N; ++n) bias[static_cast<size_t>(n)] = 0.01f * float(n % 11) - 0.04f;
+  for (const char* kern : dense_kernels()) {
+    DenseKernelEnv env(kern);
+    const sk::DenseLinearU8S8 dense(W.data(), K, N, sw.data(), bias.data());
+    for (int64_t M : {1, 17, 33, 64, 100, 300})
+      for (int threads : {1, 2, 3})
+        for (bool res : {false, true}) {
+          const auto x = make_input(M, K, static_cast<uint32_t>(M + 3));
+          std::vector<float> xs(static_cast<size_t>(M)), residual(static_cast<size_t>(M * N));
+          std::vector<int32_t> zp(static_cast<size_t>(M));
+          for (int64_t m = 0; m < M; ++m) {
+            xs[static_cast<size_t>(m)] = 0.01f + 0.0001f * float(m % 7);
+            zp[static_cast<size_t>(m)] = static_cast<int32_t>((m * 29) % 256);
+          }
+          for (size_t i = 0; i < residual.size(); ++i) residual[i] = 0.5f - 0.01f * float(i % 97);
+          sk::QEpilogue ep;
+          ep.residual = res ? residual.data() : nullptr;
+          std::vector<float> want(static_cast<size_t>(M * N));
+          sk::ref::linear_u8s8(x.data(), M, K, K, xs.data(), zp.data(), W.data(), N, sw.data(), bias.data(), ep,
+                               want.data(), N);
+          Guarded got(sizeof(float) * static_cast<size_t>(M * N));
+          RowsSeen seen;
+          seen.y = got.as<float>();
+          seen.n = N;
+          seen.count.assign(static_cast<size_t>(M), 0);
+          seen.values.assign(static_cast<size_t>(M * N), std::nanf(""));
+          const sk::RowsDone done{&RowsSeen::fn, &seen, 1};
+          omp_set_num_threads(threads);
+          in_arena(threads, [&] {
+            dense.run(x.data(), M, K, xs.data(), zp.data(), ep, got.data(), N, &done);
+          });
+          CAPTURE(kern);
+          CAPTURE(M);
+          CAPTURE(threads);
+          CAPTURE(res);
+          CHECK(got.guards_intact());
+          int64_t once = 0, bad = 0, bad_seen = 0;
+          for (int c : seen.count) once += c == 1;
+          for (size_t i = 0; i < want.size(); ++i) {
+            bad += std::memcmp(&got.as<float>()[i], &want[i], 4) != 0;
+            bad_seen += std::memcmp(&seen.values[i], &want[i], 4) != 0;
+          }
+          CHECK(once == M);
+          CHECK(bad == 0);
+          CHECK(bad_seen == 0);
+        }
+  }
+}
+
 TEST_CASE("spmm_u8s8: residual may alias the f32 output") {
   const int64_t M = 37, K = 64, N = 24;
   const auto W = make_weights(K, N, 0.6, 5, false);
