@@ -476,6 +476,49 @@ void DenseLinearU8S8::run(const uint8_t* x, int64_t M, int64_t ldx, const float*
                            x_scale, x_zp, ec, yc, ld);
     }
   };
+  // The AMX kernel with rows split between threads (whole 16-row tiles),
+  // every column each, and each thread's rows handed to `after` (nullable)
+  // as soon as it has them; false (nothing done) where it does not pay. Split
+  // by column panels, the rows are final only at the end of the call: the
+  // LayerNorm after the Linear, or the next Linear's quantization, then ran
+  // in a region of their own, reading half of every row from the other core,
+  // and a residual's rows were taken over by both (dense MiniLM INT8 per run:
+  // 64 tokens 0.82-0.85 -> 0.78 ms, 128 tokens 1.61-1.68 -> 1.46-1.51, 8 x
+  // 128 11.8-12.9 -> 11.1-11.4; BERT-base 8 x 128 59.5-60.4 -> 53.5-56.7,
+  // for the Linears with a residual). Each thread then reads all the
+  // weights: only where they are small (<= 1 MB) or the rows many (K <=
+  // 8 M). BERT-base's FFN2 (2.4 MB) at 128 tokens so split slowed the other
+  // Linears of the run (8.2 -> 8.7 ms). esz: bytes per value of y.
+  auto amx_by_rows = [&](const qgemm_detail::AmxS8Args& a, size_t esz, const RowsDone* after) {
+    const int64_t threads = std::max(1, tbb::this_task_arena::max_concurrency());
+    if (threads < 2 || M <= 16 || !(im.K * im.N <= (int64_t{1} << 20) || im.K <= 8 * M)) return false;
+    const int64_t tiles = (M + 15) / 16, per = (tiles + threads - 1) / threads;
+    const int64_t pieces = (tiles + per - 1) / per;
+    note_pool(Pool::Tbb);
+    tbb::parallel_for(
+        tbb::blocked_range<int64_t>(0, pieces, 1),
+        [&](const tbb::blocked_range<int64_t>& r) {
+          for (int64_t t = r.begin(); t < r.end(); ++t) {
+            const int64_t m0 = 16 * per * t, m1 = std::min(M, m0 + 16 * per);
+            QEpilogue et = *a.ep;
+            if (et.residual) et.residual += m0 * et.ld_residual;
+            qgemm_detail::AmxS8Args at = a;
+            at.x = a.x + m0 * a.ldx;
+            at.M = m1 - m0;
+            at.x_scale = a.x_scale + m0;
+            at.x_zp = a.x_zp + m0;
+            at.ep = &et;
+            at.y = static_cast<char*>(a.y) + static_cast<size_t>(m0 * a.ldy) * esz;
+            at.stream_y = false;  // (its rows are read right after, by this thread)
+            const size_t pad = static_cast<size_t>(qgemm_detail::amx_s8_pad_bytes(at.M, im.K, at.x, at.ldx));
+            qgemm_detail::amx_s8_run(at, 0, qgemm_detail::amx_s8_panels(im.N),
+                                     static_cast<uint8_t*>(thread_buffer(5, pad)));
+            if (after) after->fn(after->ctx, m0, m1 - m0);
+          }
+        },
+        tbb::static_partitioner());
+    return true;
+  };
   if (qout) {
     const size_t parts = im.parts.size();
     if (!im.amx && im.on_tbb && vec &&
@@ -533,10 +576,13 @@ void DenseLinearU8S8::run(const uint8_t* x, int64_t M, int64_t ldx, const float*
       a.y_mul = qout->mul;
       a.ldy = N;
       a.stream_y = M * N * static_cast<int64_t>(sizeof(uint16_t)) / threads > kStreamF16MinBytesPerThread;
-      run_amx(a);
       std::atomic<bool> not_finite{false};
       const QuantizeF16Rows qh{static_cast<const uint16_t*>(y), N, qout, &not_finite};
-      qgemm_detail::rows_done_all(RowsDone{&QuantizeF16Rows::run, &qh, rows_per_task(N)}, 0, M);
+      const RowsDone quantize_f16{&QuantizeF16Rows::run, &qh, rows_per_task(N)};
+      if (!amx_by_rows(a, sizeof(uint16_t), &quantize_f16)) {
+        run_amx(a);
+        qgemm_detail::rows_done_all(quantize_f16, 0, M);
+      }
       if (!not_finite.load()) return;
       // A value past the f16 range (or a NaN or Inf already in f32): all
       // rows again from f32 y, the first form of QuantOut's bits.
@@ -555,47 +601,9 @@ void DenseLinearU8S8::run(const uint8_t* x, int64_t M, int64_t ldx, const float*
   if (im.amx) {
     qgemm_detail::AmxS8Args a = amx_args(ep.requantize ? qgemm_detail::OutKind::U8 : qgemm_detail::OutKind::F32);
     a.y_bf16 = ep.out_bf16;
-    const int64_t threads = std::max(1, tbb::this_task_arena::max_concurrency());
-    // Where it adds a residual or hands its rows to the LayerNorm after it:
-    // rows split between threads (whole 16-row tiles), every column each,
-    // and each thread's rows handed over as soon as it has them. Split by
-    // column panels, the LayerNorm ran in a region of its own, reading half
-    // of every row from the other core, and the residual rows were taken
-    // over by both (dense MiniLM INT8 per run: 64 tokens 0.82-0.85 -> 0.78
-    // ms, 128 tokens 1.61-1.68 -> 1.46-1.51, 8 x 128 11.8-12.9 -> 11.1-11.4;
-    // BERT-base 8 x 128 59.5-60.4 -> 53.5-56.7). Each thread then reads all
-    // the weights: only where they are small (<= 1 MB) or the rows many (K
-    // <= 8 M). BERT-base's FFN2 (2.4 MB) at 128 tokens so split slowed the
-    // other Linears of the run (8.2 -> 8.7 ms).
-    if ((ep.residual || done) && !ep.out_bf16 && threads > 1 && M > 16 &&
-        (im.K * im.N <= (int64_t{1} << 20) || im.K <= 8 * M)) {
-      const int64_t tiles = (M + 15) / 16, per = (tiles + threads - 1) / threads;
-      const int64_t pieces = (tiles + per - 1) / per;
-      const size_t esz = ep.requantize ? 1 : sizeof(float);
-      note_pool(Pool::Tbb);
-      tbb::parallel_for(
-          tbb::blocked_range<int64_t>(0, pieces, 1),
-          [&](const tbb::blocked_range<int64_t>& r) {
-            for (int64_t t = r.begin(); t < r.end(); ++t) {
-              const int64_t m0 = 16 * per * t, m1 = std::min(M, m0 + 16 * per);
-              QEpilogue et = e;
-              if (et.residual) et.residual += m0 * et.ld_residual;
-              qgemm_detail::AmxS8Args at = a;
-              at.x = x + m0 * ldx;
-              at.M = m1 - m0;
-              at.x_scale = x_scale + m0;
-              at.x_zp = x_zp + m0;
-              at.ep = &et;
-              at.y = static_cast<char*>(y) + static_cast<size_t>(m0 * ldy) * esz;
-              const size_t pad = static_cast<size_t>(qgemm_detail::amx_s8_pad_bytes(at.M, im.K, at.x, ldx));
-              qgemm_detail::amx_s8_run(at, 0, qgemm_detail::amx_s8_panels(im.N),
-                                       static_cast<uint8_t*>(thread_buffer(5, pad)));
-              if (done) done->fn(done->ctx, m0, m1 - m0);
-            }
-          },
-          tbb::static_partitioner());
-      return;
-    }
+    // Where it adds a residual or hands its rows to the LayerNorm after it,
+    // by rows (amx_by_rows).
+    if ((ep.residual || done) && !ep.out_bf16 && amx_by_rows(a, ep.requantize ? 1 : sizeof(float), done)) return;
     run_amx(a);
     if (done) qgemm_detail::rows_done_all(*done, 0, M);
     return;
