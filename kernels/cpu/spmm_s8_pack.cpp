@@ -10,7 +10,10 @@
 // that two rounds of in-lane unpacks (punpck{l,h}bw, then punpck{l,h}wd) of
 // the 4 rows k0..k3 give registers r = 0..3 holding tokens 4L r .. 4L r + 4L-1
 // in natural order:
-//   row k of block b, byte p = 16 l + 4 r + i  <-  x[b B + 4 L r + 4 l + i][k].
+//   row k of block b, byte p = 16 l + 4 r + i  <-  x[b S + 4 L r + 4 l + i][k],
+// where a call's blocks hold S <= B tokens each (run_spmm: block_step and
+// token_step; the kernel reads only the token vectors of its block's own
+// tokens, whatever the slots past them hold).
 // The copy is a 16x16 byte transpose per (16 tokens, 16 input channels)
 // (~0.3 shuffles per byte, SSE2), O(M K) per call against O(M nnz) kernel
 // work; tokens past M are zero. The unpacks cost 2 shuffles per register of
@@ -434,9 +437,10 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
                            cfg.name);
   const int64_t K = w.K, nbr = w.N / 4;
   const int64_t B = cfg.token_block;
-  // Blocks of S tokens (token_step), each in a B-token kernel block of its
-  // own (the kernel reads its first S / 16 token vectors). Token-row input
-  // and output only: the chain's blocked layouts and the panels keep B.
+  // Blocks of S <= B tokens, each in a B-token kernel block of its own (the
+  // kernel reads its first ceil(S / 16) token vectors): block_step's even
+  // share, or for one block before a LayerNorm or with a residual, token
+  // rows in and out, token_step's halves.
   const bool rows_io = !x_blocked && panel == 0 && (out == OutKind::F32 || out == OutKind::U8);
   int64_t S = block_step(M, B);
   if (rows_io && (ep.residual != nullptr || done != nullptr) && token_step(M, B) < B) S = token_step(M, B);
