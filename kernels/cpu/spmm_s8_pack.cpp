@@ -381,9 +381,21 @@ int64_t block_step(int64_t M, int64_t B) {
 // then NT vpdpbusd per channel); equal counts left a thread with a short
 // last block idle (at 80 tokens, 64 + 16, one thread had 4 items of 64
 // tokens, the other 4 of 16).
+// With as many blocks as pieces, one whole block each, even when their costs
+// differ (48 + 24 tokens: 3 and 2 token vectors), so that every thread keeps
+// its tokens' rows; balanced by cost, the first block's channels were split
+// and its rows crossed cores (BERT-base 90% INT8, 2 threads, ms per run: 72
+// tokens 4.9 -> 4.3-4.4, 80 tokens 5.0 -> 4.4; 100 and 112 tokens, 4 + 3
+// vectors, even).
 std::vector<int64_t> piece_firsts(int64_t M, int64_t B, int64_t br_chunks, int64_t pieces) {
+  const int64_t nblocks = (M + B - 1) / B;
+  if (nblocks == pieces) {
+    std::vector<int64_t> first(static_cast<size_t>(pieces + 1));
+    for (int64_t p = 0; p <= pieces; ++p) first[static_cast<size_t>(p)] = p * br_chunks;
+    return first;
+  }
   const int64_t vecs = B / 16 > 0 ? B / 16 : 1;
-  return balanced_pieces((M + B - 1) / B * br_chunks, pieces, [&](int64_t item) {
+  return balanced_pieces(nblocks * br_chunks, pieces, [&](int64_t item) {
     const int64_t b = item / br_chunks, mc = std::min(B, M - b * B);
     return 1 + std::min<int64_t>(vecs, (mc + 15) / 16);
   });
@@ -624,15 +636,7 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
     if (done) done->fn(done->ctx, 0, M);
     return;
   }
-  // As many blocks as pieces: one whole block each, even when their costs
-  // differ (48 + 24 tokens: 3 and 2 token vectors), so that every thread
-  // keeps its tokens' rows; balanced by cost, the first block's channels were
-  // split and its rows crossed cores (BERT-base 90% INT8, 2 threads, ms per
-  // run: 72 tokens 4.9 -> 4.3-4.4, 80 tokens 5.0 -> 4.4; 100 and 112 tokens,
-  // 4 + 3 vectors, even).
-  std::vector<int64_t> first = piece_firsts(M, S, br_chunks, pieces);
-  if (nblocks == pieces)
-    for (int64_t p = 0; p <= pieces; ++p) first[static_cast<size_t>(p)] = p * br_chunks;
+  const std::vector<int64_t> first = piece_firsts(M, S, br_chunks, pieces);
   // Token block b is whole in piece p when p holds all its items (block-major:
   // b br_chunks .. (b + 1) br_chunks - 1); that piece's thread passes the
   // block's rows to done after its last item (RowsDone).
