@@ -46,6 +46,10 @@ namespace {
 namespace body = amx_bf16_body;
 #include "kernels/cpu/attention_bf16.inc"
 
+// The bytes of K2, V2 and the scores an item may keep in L1 (48 KB on the
+// AMX cores we run on) before its B tiles are streamed past it.
+constexpr int64_t kL1Budget = 32 * 1024;
+
 // Palette 1, tiles 0..7 all 16 rows x 64 bytes.
 struct alignas(64) TileConfig {
   uint8_t palette = 1;
@@ -71,26 +75,36 @@ const TileConfig& tile_config() {
 // stride a_stride bytes, B_t (tiles 5, 6, 7, then 5 again) from b + 16 t words
 // with row stride b_stride bytes. Tile numbers are immediates, hence the
 // unrolled form.
-// B (K2 in Q·K^T, V2 in P·V) is loaded with the no-reuse hint (TILELOADDT1):
-// an item reads each B tile once per query block, and cached in L1 it pushed
-// out the score rows, whose tile stores then missed L1 (a store that misses
-// costs about three products). BERT-base 90% INT8, attention per run: 128
-// tokens 0.93 -> 0.86 ms, 384 tokens 6.4 -> 5.9 (with A read in place, below:
-// 0.82 and 5.6).
+// Stream: B (K2 in Q·K^T, V2 in P·V) loaded with the no-reuse hint
+// (TILELOADDT1), where K2, V2 and the scores together outgrow L1 (see
+// attention_block_amx_bf16).
+template <bool Stream>
 inline void dp_up_to_4(const void* a, int64_t a_stride, const uint32_t* b, int64_t b_stride, int nt) {
   _tile_loadd(4, a, a_stride);
-  _tile_stream_loadd(5, b, b_stride);
+  if (Stream)
+    _tile_stream_loadd(5, b, b_stride);
+  else
+    _tile_loadd(5, b, b_stride);
   _tile_dpbf16ps(0, 4, 5);
   if (nt > 1) {
-    _tile_stream_loadd(6, b + 16, b_stride);
+    if (Stream)
+      _tile_stream_loadd(6, b + 16, b_stride);
+    else
+      _tile_loadd(6, b + 16, b_stride);
     _tile_dpbf16ps(1, 4, 6);
   }
   if (nt > 2) {
-    _tile_stream_loadd(7, b + 32, b_stride);
+    if (Stream)
+      _tile_stream_loadd(7, b + 32, b_stride);
+    else
+      _tile_loadd(7, b + 32, b_stride);
     _tile_dpbf16ps(2, 4, 7);
   }
   if (nt > 3) {
-    _tile_stream_loadd(5, b + 48, b_stride);
+    if (Stream)
+      _tile_stream_loadd(5, b + 48, b_stride);
+    else
+      _tile_loadd(5, b + 48, b_stride);
     _tile_dpbf16ps(3, 4, 5);
   }
 }
@@ -104,6 +118,7 @@ inline void zero_c_tiles() {
 
 // One block of up to 16 query rows [i0, i0 + nq); qb: its 16 BF16 Q rows,
 // qb_stride bytes apart.
+template <bool Stream>
 void query_block(const AttentionBlock& b, const AmxLayout& a, const uint32_t* k2,
                  const uint32_t* v2, const uint16_t* qb, int64_t qb_stride, float* s, float* o, int64_t i0, int nq) {
   // S = Q K^T, four 16-key tiles at a time sharing each A load.
@@ -112,7 +127,7 @@ void query_block(const AttentionBlock& b, const AmxLayout& a, const uint32_t* k2
     const int nt = static_cast<int>(key_tiles - t0 < 4 ? key_tiles - t0 : 4);
     zero_c_tiles();
     for (int64_t d0 = 0; d0 < a.dp; d0 += 32)
-      dp_up_to_4(qb + d0, qb_stride, k2 + (d0 / 2) * a.lp + t0 * 16, a.lp * 4, nt);
+      dp_up_to_4<Stream>(qb + d0, qb_stride, k2 + (d0 / 2) * a.lp + t0 * 16, a.lp * 4, nt);
     float* st = s + t0 * 16;
     const int64_t sst = a.lp * 4;
     _tile_stored(0, st, sst);
@@ -139,7 +154,7 @@ void query_block(const AttentionBlock& b, const AmxLayout& a, const uint32_t* k2
     zero_c_tiles();
     // P rows are lp floats apart (BF16 P over the start of each score row).
     for (int64_t j0 = 0; j0 < round_up(b.seq_len, 32); j0 += 32)
-      dp_up_to_4(reinterpret_cast<const uint16_t*>(s) + j0, a.lp * 4, v2 + (j0 / 2) * a.dv + c0 * 16,
+      dp_up_to_4<Stream>(reinterpret_cast<const uint16_t*>(s) + j0, a.lp * 4, v2 + (j0 / 2) * a.dv + c0 * 16,
                  a.dv * 4, nt);
     // All tiles stored before any is read back: a vector load right behind
     // the tile store it reads waits for that store to complete.
@@ -169,15 +184,29 @@ void attention_block_amx_bf16(const AttentionBlock& b, float* scratch) {
   // the same bits either way.
   const bool q_in_place = b.qkv_bf16 != nullptr && b.head_dim % 32 == 0;
   const Operands op = build_item(b, scratch, q_in_place);
+  // K2 and V2 are read once per query block. Where they and the scores
+  // outgrow L1, cached there they pushed out the score rows, whose tile
+  // stores then missed L1 (a store that misses costs about three products):
+  // so loaded with the no-reuse hint. BERT-base 90% INT8 (head_dim 64),
+  // attention per run: 128 tokens 0.93 -> 0.86 ms, 384 tokens 6.4 -> 5.9
+  // (with Q read in place: 0.82 and 5.6). Where they fit (MiniLM's head_dim
+  // 32 at 128 tokens: 24 KB), as before.
+  const int64_t item_bytes = (op.a.dp / 2) * op.a.lp * 4 + (op.a.lp / 2) * op.a.dv * 4 + 16 * op.a.lp * 4;
+  const bool stream = item_bytes > kL1Budget;
   // The tile configuration is per thread and other code (oneDNN) sets its
   // own: load ours for every item, release the tiles after it.
   _tile_loadconfig(&tile_config());
   for_each_query_block(b, op, [&](int64_t i0, int nq, const uint16_t* qb) {
-    if (q_in_place && nq == 16)
-      query_block(b, op.a, op.k2, op.v2, b.qkv_bf16 + i0 * b.qkv_stride + b.q_col, b.qkv_stride * 2, op.s, op.o,
-                  i0, nq);
+    const uint16_t* a = qb;
+    int64_t a_stride = op.a.dp * 2;
+    if (q_in_place && nq == 16) {
+      a = b.qkv_bf16 + i0 * b.qkv_stride + b.q_col;
+      a_stride = b.qkv_stride * 2;
+    }
+    if (stream)
+      query_block<true>(b, op.a, op.k2, op.v2, a, a_stride, op.s, op.o, i0, nq);
     else
-      query_block(b, op.a, op.k2, op.v2, qb, op.a.dp * 2, op.s, op.o, i0, nq);
+      query_block<false>(b, op.a, op.k2, op.v2, a, a_stride, op.s, op.o, i0, nq);
   });
   _tile_release();
 }
