@@ -191,7 +191,8 @@ void attention_block_amx_bf16(const AttentionBlock& b, float* scratch) {
   // attention per run: 128 tokens 0.93 -> 0.86 ms, 384 tokens 6.4 -> 5.9
   // (with Q read in place: 0.82 and 5.6). Where they fit (MiniLM's head_dim
   // 32 at 128 tokens: 24 KB), as before.
-  const int64_t item_bytes = (op.a.dp / 2) * op.a.lp * 4 + (op.a.lp / 2) * op.a.dv * 4 + 16 * op.a.lp * 4;
+  // (K2 and V2 are the layout's words before Qb; the scores 16 rows of lp.)
+  const int64_t item_bytes = 4 * ((op.a.qb - op.a.k2) + 16 * op.a.lp);
   const bool stream = item_bytes > kL1Budget;
   // The tile configuration is per thread and other code (oneDNN) sets its
   // own: load ours for every item, release the tiles after it.
