@@ -118,8 +118,7 @@ inline void zero_c_tiles() {
 
 // S = Q K^T for one block of 16 query rows (qb: its BF16 rows, qb_stride
 // bytes apart) into s (16 rows lp floats apart), four 16-key tiles at a time
-// sharing each A load. Only tile operations: they run on while the caller
-// goes on with the previous block's softmax (attention_block_amx_bf16).
+// sharing each A load.
 template <bool Stream>
 void block_scores(const AmxLayout& a, int64_t seq_len, const uint32_t* k2, const uint16_t* qb, int64_t qb_stride,
                   float* s) {
@@ -197,57 +196,41 @@ void attention_block_amx_bf16(const AttentionBlock& b, float* scratch) {
   // so loaded with the no-reuse hint. BERT-base 90% INT8 (head_dim 64),
   // attention per run: 128 tokens 0.93 -> 0.86 ms, 384 tokens 6.4 -> 5.9
   // (with Q read in place: 0.82 and 5.6). Where they fit (MiniLM's head_dim
-  // 32 at 128 tokens: 32 KB with both score buffers), as before. What the
+  // 32 at 128 tokens: 24 KB), as before. What the
   // hint saves depends on the shared L3 answering quickly: for some minutes
   // of a busier machine it measured 20% slower at 128 tokens, then faster
   // again (RESULTS.md, 2026-12-07 12:20 UTC).
-  // (K2 and V2 are the layout's words before Qb; the scores two buffers of
-  // 16 rows of lp.)
-  const int64_t item_bytes = 4 * ((op.a.qb - op.a.k2) + 32 * op.a.lp);
+  // (K2 and V2 are the layout's words before Qb; the scores 16 rows of lp.)
+  const int64_t item_bytes = 4 * ((op.a.qb - op.a.k2) + 16 * op.a.lp);
   const bool stream = item_bytes > kL1Budget;
   // The tile configuration is per thread and other code (oneDNN) sets its
   // own: load ours for every item, release the tiles after it.
   _tile_loadconfig(&tile_config());
-  // Two query blocks in flight: the scores of block k + 1 (tile
-  // operations, into the other score buffer) are issued before block k's
-  // softmax (vector code), so the tile unit works while the vector units do,
-  // and block k's scores were stored a whole block earlier, not just before
-  // the softmax's first load of them (a vector load waits for the tile store
-  // it reads to complete). Attention per run, BERT-base 90% INT8: 64 tokens
-  // 0.39-0.42 -> 0.33-0.34 ms, 128 tokens 1.13-1.18 -> 0.92-0.96, 384
-  // tokens 7.4-7.7 -> 6.3-6.4; MiniLM 8 x 128 tokens 2.95-3.17 -> 2.63-2.77.
-  // The same bits.
-  // The Q tile rows of block k: in place from the BF16 rows, or the item's
-  // copy (zero rows past nq).
-  auto q_rows = [&](int64_t k, int64_t* stride) -> const uint16_t* {
-    const int64_t i0 = b.q_begin + 16 * k;
-    if (q_in_place && b.q_end - i0 >= 16) {
-      *stride = b.qkv_stride * 2;
-      return b.qkv_bf16 + i0 * b.qkv_stride + b.q_col;
-    }
-    *stride = op.a.dp * 2;
-    return op.qb + (i0 - b.q_begin) * op.a.dp;
-  };
-  auto scores = [&](int64_t k) {
-    int64_t stride = 0;
-    const uint16_t* q = q_rows(k, &stride);
-    float* s = (k & 1) ? op.s2 : op.s;
-    if (stream)
-      block_scores<true>(op.a, b.seq_len, op.k2, q, stride, s);
-    else
-      block_scores<false>(op.a, b.seq_len, op.k2, q, stride, s);
-  };
+  // Per block of 16 query rows: the scores (tile operations), then the
+  // softmax and P·V. (Until 2026-12-07 one function did both per block; as
+  // two, the same operations in the same order measured 15-20% faster at
+  // 64-384 tokens, for reasons of code generation not pinned down: RESULTS.md.
+  // Issuing the next block's scores before this block's softmax, into a
+  // second score buffer, measured 5-8% slower than this.)
   const int64_t blocks = (b.q_end - b.q_begin + 15) / 16;
-  scores(0);
   for (int64_t k = 0; k < blocks; ++k) {
-    if (k + 1 < blocks) scores(k + 1);
     const int64_t i0 = b.q_begin + 16 * k;
     const int nq = static_cast<int>(b.q_end - i0 < 16 ? b.q_end - i0 : 16);
-    float* s = (k & 1) ? op.s2 : op.s;
-    if (stream)
-      block_softmax_pv<true>(b, op.a, op.v2, s, op.o, i0, nq);
-    else
-      block_softmax_pv<false>(b, op.a, op.v2, s, op.o, i0, nq);
+    // The Q tile rows: in place from the BF16 rows, or the item's copy
+    // (zero rows past nq).
+    const uint16_t* q = op.qb + (i0 - b.q_begin) * op.a.dp;
+    int64_t q_stride = op.a.dp * 2;
+    if (q_in_place && nq == 16) {
+      q = b.qkv_bf16 + i0 * b.qkv_stride + b.q_col;
+      q_stride = b.qkv_stride * 2;
+    }
+    if (stream) {
+      block_scores<true>(op.a, b.seq_len, op.k2, q, q_stride, op.s);
+      block_softmax_pv<true>(b, op.a, op.v2, op.s, op.o, i0, nq);
+    } else {
+      block_scores<false>(op.a, b.seq_len, op.k2, q, q_stride, op.s);
+      block_softmax_pv<false>(b, op.a, op.v2, op.s, op.o, i0, nq);
+    }
   }
   _tile_release();
 }

@@ -35,8 +35,7 @@ AmxAttentionLayout amx_attention_layout(int64_t len, int64_t head_dim) {
   a.ks = a.kq + 16 * a.dq / 4;
   a.ksum = a.ks + a.lp;
   a.qs = a.ksum + a.lp;
-  a.s2 = a.qs + a.lp + 16;  // the AMX block's second score buffer
-  a.words = a.s2 + 16 * a.lp;  // every part a multiple of 16 words: 64-byte aligned in an aligned slot
+  a.words = a.qs + a.lp + 16;  // every part a multiple of 16 words: 64-byte aligned in an aligned slot
   return a;
 }
 

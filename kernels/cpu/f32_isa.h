@@ -71,7 +71,6 @@ struct AmxAttentionLayout {
   int64_t lp, dp, dv, dq;
   int64_t k2, v2, qb, s, o;  // K^T pairs, V pairs, the item's Q rows, scores/P, four output tiles
   int64_t kq, ks, ksum, qs;  // the INT8 Q.K^T variant's
-  int64_t s2;                // the AMX block's second scores/P (two query blocks in flight)
   int64_t words;
 };
 AmxAttentionLayout amx_attention_layout(int64_t len, int64_t head_dim);
