@@ -212,10 +212,11 @@ void attention_block_amx_bf16(const AttentionBlock& b, float* scratch) {
   // faster: attention per run, BERT-base 90% INT8, 64 tokens 0.42 -> 0.37-0.39
   // ms, 128 tokens 1.28-1.37 -> 0.97-1.02, 384 tokens 7.3-7.6 -> 5.9-6.1;
   // MiniLM 8 x 128 tokens 3.1 -> 2.6-2.8; dense BERT-base 1.06-1.08 ->
-  // 1.01-1.06. A difference of code generation whose mechanism was not
-  // pinned down: RESULTS.md. Issuing the next block's scores before this
-  // block's softmax, into a second score buffer, measured 5-8% slower than
-  // this.)
+  // 1.01-1.06. The old function alone, kept out of line (noinline),
+  // measured the same as this: what cost was how GCC compiled it inlined
+  // into this one; the instruction-level cause was not pinned down
+  // (RESULTS.md). Issuing the next block's scores before this block's
+  // softmax, into a second score buffer, measured 5-8% slower than this.)
   const int64_t blocks = (b.q_end - b.q_begin + 15) / 16;
   for (int64_t k = 0; k < blocks; ++k) {
     const int64_t i0 = b.q_begin + 16 * k;
