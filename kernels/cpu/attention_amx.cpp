@@ -196,10 +196,11 @@ void attention_block_amx_bf16(const AttentionBlock& b, float* scratch) {
   // so loaded with the no-reuse hint. BERT-base 90% INT8 (head_dim 64),
   // attention per run: 128 tokens 0.93 -> 0.86 ms, 384 tokens 6.4 -> 5.9
   // (with Q read in place: 0.82 and 5.6). Where they fit (MiniLM's head_dim
-  // 32 at 128 tokens: 24 KB), as before. What the
-  // hint saves depends on the shared L3 answering quickly: for some minutes
-  // of a busier machine it measured 20% slower at 128 tokens, then faster
-  // again (RESULTS.md, 2026-12-07 12:20 UTC).
+  // 32 at 128 tokens: 24 KB), as before. What the hint saves depends on the
+  // shared L3 answering quickly (data loaded with it comes from L3 again for
+  // the next query block): for some minutes of a busier machine it measured
+  // 20% slower at 128 tokens, then 6% faster again (RESULTS.md, 2026-12-07
+  // 12:13 section).
   // (K2 and V2 are the layout's words before Qb; the scores 16 rows of lp.)
   const int64_t item_bytes = 4 * ((op.a.qb - op.a.k2) + 16 * op.a.lp);
   const bool stream = item_bytes > kL1Budget;
