@@ -197,8 +197,8 @@ void attention_block_amx_bf16(const AttentionBlock& b, float* scratch) {
   // attention per run: 128 tokens 0.93 -> 0.86 ms, 384 tokens 6.4 -> 5.9
   // (with Q read in place: 0.82 and 5.6). Where they fit (MiniLM's head_dim
   // 32 at 128 tokens: 24 KB), as before. What the hint saves depends on the
-  // shared L3 answering quickly (data loaded with it comes from L3 again for
-  // the next query block): for some minutes of a busier machine it measured
+  // shared L3 answering quickly (likely: data loaded with it is fetched from
+  // L3 again by the next query block): for some minutes of a busier machine it measured
   // 20% slower at 128 tokens, then 6% faster again (RESULTS.md, 2026-12-07
   // 12:13 section).
   // (K2 and V2 are the layout's words before Qb; the scores 16 rows of lp.)
