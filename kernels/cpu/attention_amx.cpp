@@ -78,36 +78,35 @@ const TileConfig& tile_config() {
 // Stream: B (K2 in Q·K^T, V2 in P·V) loaded with the no-reuse hint
 // (TILELOADDT1), where K2, V2 and the scores together outgrow L1 (see
 // attention_block_amx_bf16).
+// B tile T from b (GCC's tile intrinsics take the tile number as a literal,
+// hence a macro), with the no-reuse hint when Stream.
+#define SPINEL_LOAD_B(T, b, stride)       \
+  do {                                    \
+    if (Stream)                           \
+      _tile_stream_loadd(T, (b), (stride)); \
+    else                                  \
+      _tile_loadd(T, (b), (stride));      \
+  } while (0)
+
 template <bool Stream>
 inline void dp_up_to_4(const void* a, int64_t a_stride, const uint32_t* b, int64_t b_stride, int nt) {
   _tile_loadd(4, a, a_stride);
-  if (Stream)
-    _tile_stream_loadd(5, b, b_stride);
-  else
-    _tile_loadd(5, b, b_stride);
+  SPINEL_LOAD_B(5, b, b_stride);
   _tile_dpbf16ps(0, 4, 5);
   if (nt > 1) {
-    if (Stream)
-      _tile_stream_loadd(6, b + 16, b_stride);
-    else
-      _tile_loadd(6, b + 16, b_stride);
+    SPINEL_LOAD_B(6, b + 16, b_stride);
     _tile_dpbf16ps(1, 4, 6);
   }
   if (nt > 2) {
-    if (Stream)
-      _tile_stream_loadd(7, b + 32, b_stride);
-    else
-      _tile_loadd(7, b + 32, b_stride);
+    SPINEL_LOAD_B(7, b + 32, b_stride);
     _tile_dpbf16ps(2, 4, 7);
   }
   if (nt > 3) {
-    if (Stream)
-      _tile_stream_loadd(5, b + 48, b_stride);
-    else
-      _tile_loadd(5, b + 48, b_stride);
+    SPINEL_LOAD_B(5, b + 48, b_stride);
     _tile_dpbf16ps(3, 4, 5);
   }
 }
+#undef SPINEL_LOAD_B
 
 inline void zero_c_tiles() {
   _tile_zero(0);
@@ -198,9 +197,9 @@ void attention_block_amx_bf16(const AttentionBlock& b, float* scratch) {
   // (with Q read in place: 0.82 and 5.6). Where they fit (MiniLM's head_dim
   // 32 at 128 tokens: 24 KB), as before. What the hint saves depends on the
   // shared L3 answering quickly (likely: data loaded with it is fetched from
-  // L3 again by the next query block): for some minutes of a busier machine it measured
-  // 20% slower at 128 tokens, then 6% faster again (RESULTS.md, 2026-12-07
-  // 12:13 section).
+  // L3 again by the next query block): for some minutes of a busier machine
+  // it measured 20% slower at 128 tokens, then 6% faster again (RESULTS.md,
+  // 2026-12-07 12:13 section).
   // (K2 and V2 are the layout's words before Qb; the scores 16 rows of lp.)
   const int64_t item_bytes = 4 * ((op.a.qb - op.a.k2) + 16 * op.a.lp);
   const bool stream = item_bytes > kL1Budget;
@@ -217,7 +216,9 @@ void attention_block_amx_bf16(const AttentionBlock& b, float* scratch) {
   // measured the same as this: what cost was how GCC compiled it inlined
   // into this one; the instruction-level cause was not pinned down
   // (RESULTS.md). Issuing the next block's scores before this block's
-  // softmax, into a second score buffer, measured 5-8% slower than this.)
+  // softmax, into a second score buffer, measured 5-8% slower than this.
+  // The loop is written out rather than for_each_query_block's lambda: that
+  // compiles to different code, and only this form was measured.)
   const int64_t blocks = (b.q_end - b.q_begin + 15) / 16;
   for (int64_t k = 0; k < blocks; ++k) {
     const int64_t i0 = b.q_begin + 16 * k;
