@@ -40,6 +40,14 @@ struct QEpilogue {
   // only where the backend's kernel says it can (cpu: qgemm.h
   // spmm_u8s8_bf16_available, DenseLinearU8S8::writes_bf16).
   bool out_bf16 = false;
+  // With out_bf16, into the head panels of a fused Q, K, V output (N = 3 H
+  // panel; cpu: qgemm.h spmm_u8s8_panels and spmm_u8s8_f32in): K's panels
+  // (H .. 2H - 1) as 32-bit words of BF16 pairs, the layout the AMX attention
+  // multiplies K from (AttentionBlock::k2): in head h's panel, word
+  // p M + m = (k[m][2p], k[m][2p + 1]), the lower dimension in the low half.
+  // Q's and V's panels stay token rows. Only where the kernel says so (cpu:
+  // spmm_u8s8_bf16_available, panels; std::invalid_argument elsewhere).
+  bool k_pairs = false;
 };
 
 }  // namespace spinel::kernels

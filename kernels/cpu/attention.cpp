@@ -59,8 +59,12 @@ size_t attention_scratch_floats(int64_t max_seq_len, int64_t num_heads, int64_t 
 
 void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seqs,
                    int64_t num_heads, int64_t head_dim, float scale, float* out, float* scratch,
-                   const float* alibi_slopes, AttentionProducts products, bool qkv_panels, bool qkv_bf16) {
+                   const float* alibi_slopes, AttentionProducts products, bool qkv_panels, bool qkv_bf16,
+                   bool k_pairs) {
   if (num_seqs <= 0 || num_heads <= 0 || head_dim <= 0) return;
+  if (k_pairs && (products != AttentionProducts::AmxBf16 || !qkv_panels || !qkv_bf16 || head_dim % 32 != 0))
+    throw std::logic_error("attention_f32: K in pair words is read by the AMX block only, from BF16 head panels "
+                           "of whole 32-dim tile rows");
   if (qkv_bf16 && products != AttentionProducts::AmxBf16 && products != AttentionProducts::Avx512Bf16)
     throw std::logic_error("attention_f32: BF16 Q, K and V are read by the BF16 blocks only");
   if (products == AttentionProducts::AmxBf16 && !cpu_has_amx_bf16())
@@ -119,6 +123,14 @@ void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seq
       b.q_col = head * panel;
       b.k_col = (num_heads + head) * panel;
       b.v_col = (2 * num_heads + head) * panel;
+      if (k_pairs) {
+        // K's panel: head_dim / 2 rows of T pair words, the sequence's from
+        // column first. Its last keys' tiles read up to 15 words past the
+        // sequence: the next row's or, after the last row, the next panel's
+        // (V's panels follow K's), so within the buffer.
+        b.k2 = reinterpret_cast<const uint32_t*>(reinterpret_cast<const uint16_t*>(qkv) + b.k_col) + first;
+        b.k2_stride = total_tokens;
+      }
     } else {
       if (qkv_bf16)
         b.qkv_bf16 = reinterpret_cast<const uint16_t*>(qkv) + first * 3 * hidden;

@@ -116,17 +116,17 @@ inline void zero_c_tiles() {
 }
 
 // S = Q K^T for one block of 16 query rows (qb: its BF16 rows, qb_stride
-// bytes apart) into s (16 rows lp floats apart), four 16-key tiles at a time
-// sharing each A load.
+// bytes apart; K2's rows k2_stride words apart) into s (16 rows lp floats
+// apart), four 16-key tiles at a time sharing each A load.
 template <bool Stream>
-void block_scores(const AmxLayout& a, int64_t seq_len, const uint32_t* k2, const uint16_t* qb, int64_t qb_stride,
-                  float* s) {
+void block_scores(const AmxLayout& a, int64_t seq_len, const uint32_t* k2, int64_t k2_stride, const uint16_t* qb,
+                  int64_t qb_stride, float* s) {
   const int64_t key_tiles = round_up(seq_len, 16) / 16;
   for (int64_t t0 = 0; t0 < key_tiles; t0 += 4) {
     const int nt = static_cast<int>(key_tiles - t0 < 4 ? key_tiles - t0 : 4);
     zero_c_tiles();
     for (int64_t d0 = 0; d0 < a.dp; d0 += 32)
-      dp_up_to_4<Stream>(qb + d0, qb_stride, k2 + (d0 / 2) * a.lp + t0 * 16, a.lp * 4, nt);
+      dp_up_to_4<Stream>(qb + d0, qb_stride, k2 + (d0 / 2) * k2_stride + t0 * 16, k2_stride * 4, nt);
     float* st = s + t0 * 16;
     const int64_t sst = a.lp * 4;
     _tile_stored(0, st, sst);
@@ -188,7 +188,12 @@ void attention_block_amx_bf16(const AttentionBlock& b, float* scratch) {
   // the item's L1 at 128 tokens (48 KB at 384) next to K2, V2 and the scores;
   // the same bits either way.
   const bool q_in_place = b.qkv_bf16 != nullptr && b.head_dim % 32 == 0;
-  const Operands op = build_item(b, scratch, q_in_place);
+  // K2 in place where the QKV Linear wrote K in pair words (AttentionBlock::k2,
+  // whose contract also gives q_in_place): no transpose here.
+  const bool k2_in_place = b.k2 != nullptr;
+  const Operands op = build_item(b, scratch, q_in_place, k2_in_place);
+  const uint32_t* k2 = k2_in_place ? b.k2 : op.k2;
+  const int64_t k2_stride = k2_in_place ? b.k2_stride : op.a.lp;
   // K2 and V2 are read once per query block. Where they and the scores
   // outgrow L1, cached there they pushed out the score rows, whose tile
   // stores then missed L1 (a store that misses costs about three products):
@@ -232,10 +237,10 @@ void attention_block_amx_bf16(const AttentionBlock& b, float* scratch) {
       q_stride = b.qkv_stride * 2;
     }
     if (stream) {
-      block_scores<true>(op.a, b.seq_len, op.k2, q, q_stride, op.s);
+      block_scores<true>(op.a, b.seq_len, k2, k2_stride, q, q_stride, op.s);
       block_softmax_pv<true>(b, op.a, op.v2, op.s, op.o, i0, nq);
     } else {
-      block_scores<false>(op.a, b.seq_len, op.k2, q, q_stride, op.s);
+      block_scores<false>(op.a, b.seq_len, k2, k2_stride, q, q_stride, op.s);
       block_softmax_pv<false>(b, op.a, op.v2, op.s, op.o, i0, nq);
     }
   }

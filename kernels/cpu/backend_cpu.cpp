@@ -57,6 +57,7 @@ enum : int {
   kLinQScale = 17,
   kLinQZp = 18,
   kBf16Tag = 19,  // QKV written as BF16 (rows or panels): {tokens, width}, by the Linear
+  kK2Tag = 20,    // and K's panels as pair words (select.h qkv_k_pairs): {tokens, width}, by the Linear
 };
 
 // The op's index in its graph (PrepareArgs::op is one of graph.ops), or -1.
@@ -193,11 +194,13 @@ struct AttentionState : PreparedOp {
   std::vector<float> slopes;  // ALiBi, per head (empty: none)
   bool qkv_panels = false;    // the QKV Linear writes head panels (select.h qkv_head_panel)
   bool qkv_bf16 = false;      // it may write BF16 (select.h qkv_bf16_rows; kBf16Tag says)
+  bool qkv_k_pairs = false;   // and K as pair words (select.h qkv_k_pairs; kK2Tag says)
   std::string kernel() const override { return name; }
   std::string why() const override {
     std::string w = choice.why;
     if (qkv_panels) w += "; Q, K and V read from head panels";
     if (qkv_bf16) w += "; Q, K and V read as BF16 where the Linear writes them so";
+    if (qkv_k_pairs) w += "; K multiplied in place from the Linear's pair words";
     return w;
   }
 };
@@ -226,6 +229,7 @@ class AttentionCpu : public OpImpl {
         if (a.graph.ops[static_cast<size_t>(j)].out == a.op.in0) {
           st->qkv_panels = k::qkv_head_panel(a.graph, static_cast<size_t>(j)) > 0;
           st->qkv_bf16 = k::qkv_bf16_rows(a.graph, static_cast<size_t>(j), graph_is_int8(a.graph)) > 0;
+          st->qkv_k_pairs = k::qkv_k_pairs(a.graph, static_cast<size_t>(j), graph_is_int8(a.graph)) > 0;
           break;
         }
     return st;
@@ -251,9 +255,18 @@ class AttentionCpu : public OpImpl {
         throw std::logic_error("internal error: attention '" + op.name + "' got BF16 Q, K and V in an observed run");
       tag[0] = tag[1] = -1;
     }
+    bool k_pairs = false;
+    if (st.qkv_k_pairs) {
+      int64_t* tag = ctx.ws.get<int64_t>(kK2Tag, 2);
+      k_pairs = tag[0] == io.in_rows && tag[1] == io.in_width;
+      if (k_pairs && !(panels && bf16))
+        throw std::logic_error("internal error: attention '" + op.name +
+                               "' got K in pair words without BF16 head panels");
+      tag[0] = tag[1] = -1;
+    }
     k::attention_f32(io.in0, ctx.batch.seq_offsets, ctx.batch.num_seqs, op.num_heads, hd, op.scale,
                      io.out, scratch, st.slopes.empty() ? nullptr : st.slopes.data(),
-                     st.choice.products, panels, bf16);
+                     st.choice.products, panels, bf16, k_pairs);
   }
 };
 
@@ -299,6 +312,9 @@ struct LinearState : PreparedOp {
   // qkv_bf16_rows): bf16_rows when this kernel writes it. Either way every
   // run tells the Attention which it got (kBf16Tag).
   bool bf16_reader = false, bf16_rows = false;
+  // And K's panels as pair words for the AMX attention (select.h
+  // qkv_k_pairs; with head_panel and bf16_rows).
+  bool k_pairs = false;
   // The LayerNorm before it quantizes this layer's input
   // (select.h layernorm_quantizes_next).
   bool quant_from_ln = false;
@@ -340,6 +356,7 @@ struct LinearState : PreparedOp {
     if (gelu_coarse) w += "; GELU to 2e-5 (its output is only quantized to 8 bits next)";
     if (head_panel > 0) w += "; output in head panels for attention";
     if (bf16_rows) w += "; output in BF16 for the BF16 attention";
+    if (k_pairs) w += "; K as BF16 pair words for the AMX attention";
     if (quant_from_ln) w += "; input quantized by the LayerNorm before it";
     else if (quant_in_kernel && !chain_out) w += "; input quantized by the kernel's threads";
     if (ln.on) w += "; the LayerNorm after it runs on the kernel's threads";
@@ -429,6 +446,8 @@ class LinearCpu : public OpImpl {
           st->chain_in = i > 0 && k::chain_linears(a.graph, static_cast<size_t>(i - 1));
           st->head_panel = k::qkv_head_panel(a.graph, static_cast<size_t>(i));
           st->bf16_rows = st->bf16_reader && !st->chain_in && !st->chain_out && k::spmm_u8s8_bf16_available();
+          st->k_pairs = st->head_panel > 0 && st->bf16_rows &&
+                        k::qkv_k_pairs(a.graph, static_cast<size_t>(i), graph_is_int8(a.graph)) > 0;
           st->quant_in_kernel = k::sparse_quantizes_in_kernel() && op.act_scale <= 0.f;
           if (st->chain_out && a.weights_of)
             st->next_in_scale = a.weights_of(static_cast<size_t>(i + 1)).get<float>(slot::kInScale);
@@ -572,6 +591,13 @@ class LinearCpu : public OpImpl {
       int64_t* tag = ctx.ws.get<int64_t>(kBf16Tag, 2);
       tag[0] = bf16 ? T : -1;
       tag[1] = bf16 ? N : -1;
+    }
+    // K's panels as pair words (select.h qkv_k_pairs), said by its own tag.
+    ep.k_pairs = st.k_pairs && bf16 && panels;
+    if (st.k_pairs) {
+      int64_t* tag = ctx.ws.get<int64_t>(kK2Tag, 2);
+      tag[0] = ep.k_pairs ? T : -1;
+      tag[1] = ep.k_pairs ? N : -1;
     }
     // The LayerNorm after it, on the token blocks the kernel's threads
     // finish (select.h linear_runs_layernorm rules out what would not reach

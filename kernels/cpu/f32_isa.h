@@ -45,6 +45,13 @@ struct AttentionBlock {
   float alibi_slope;
   float* out;  // first token row of the sequence, at this head's column
   int64_t out_stride;
+  // Or (the AMX block only, with qkv_bf16 and head_dim a multiple of 32): K
+  // already in the K2 pair layout (attention_bf16.inc), word (p, j) =
+  // (k[j][2p], k[j][2p + 1]) at k2[p * k2_stride + j] for the sequence's key
+  // j. The block reads words up to j < seq_len rounded up to 16, which must
+  // be readable; their scores past seq_len are never used.
+  const uint32_t* k2 = nullptr;
+  int64_t k2_stride = 0;
 };
 
 // Row stride of the K^T scratch for a sequence of len tokens: padded past a

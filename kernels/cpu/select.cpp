@@ -334,6 +334,14 @@ int64_t qkv_bf16_rows(const Graph& g, size_t p, bool int8_model) {
   return pr == AttentionProducts::AmxBf16 || pr == AttentionProducts::Avx512Bf16 ? r.head_dim : 0;
 }
 
+int64_t qkv_k_pairs(const Graph& g, size_t p, bool int8_model) {
+  static std::atomic<bool> warned{false};
+  if (!switch_enabled("SPINEL_QKV_K2", warned)) return 0;
+  const int64_t hd = qkv_head_panel(g, p);
+  if (hd <= 0 || hd % 32 != 0 || qkv_bf16_rows(g, p, int8_model) != hd) return 0;
+  return choose_attention(int8_model, hd).products == AttentionProducts::AmxBf16 ? hd : 0;
+}
+
 bool layernorm_quantizes_next(const Graph& g, size_t p) {
   if (p + 1 >= g.ops.size() || !ln_quant_enabled()) return false;
   const Op& ln = g.ops[p];

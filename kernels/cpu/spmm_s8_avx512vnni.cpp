@@ -192,6 +192,30 @@ void flush_rows(const SpmmTile& t, int64_t n0, __mmask16 chmask, const float (*s
   }
 }
 
+// Bf16Pairs (QEpilogue::k_pairs): the stage's channel rows two at a time as
+// BF16 pair words, channel n0 + c in the low half and n0 + c + 1 in the high
+// one, into pair row (n0 + c - n_base) / 2 of y from token m0. The stage is
+// channel-major already: per 16 tokens one conversion of both rows and one
+// word interleave, where token rows took a 16 x 16 transpose (and the AMX
+// attention transposed them back). The rounding is flush_rows' Bf16 one.
+template <int NT>
+void flush_pairs(const SpmmTile& t, int64_t n0, int nch, const float (*stage)[64]) {
+  alignas(64) static const uint16_t kIdx[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
+                                                8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  const __m512i idx = _mm512_load_si512(kIdx);
+  uint32_t* y = static_cast<uint32_t*>(t.y) + t.m0;
+  for (int c = 0; c + 1 < nch; c += 2) {
+    uint32_t* row = y + (n0 + c - t.n_base) / 2 * t.ldy;
+    for (int r = 0; r < NT; ++r) {
+      const int64_t left = t.mc - 16 * r;
+      const __mmask16 m = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+      const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(_mm512_load_ps(&stage[c + 1][16 * r]),
+                                                        _mm512_load_ps(&stage[c][16 * r]));
+      _mm512_mask_storeu_epi32(row + 16 * r, m, _mm512_permutexvar_epi16(idx, both));
+    }
+  }
+}
+
 // The second half of the epilogue (the first, channel-major, is in run_tile)
 // for the staged 16 channels (4 block-rows from brg) x 64 tokens: into the
 // chain's f32 blocked output (flush_blocked, which applies GELU itself), or
@@ -227,6 +251,10 @@ void flush_stage(const SpmmTile& t, int64_t brg, int64_t nbr, float (*stage)[64]
       case 4: flush_blocked<NT, 2, false>(t, n0, nch, stage, mul); break;
       default: flush_blocked<NT, 2, true>(t, n0, nch, stage, mul); break;
     }
+    return;
+  }
+  if (t.out == OutKind::Bf16Pairs) {  // (no residual: run_spmm)
+    flush_pairs<NT>(t, n0, nch, stage);
     return;
   }
   if (t.out == OutKind::Bf16) {  // (no residual: run_spmm)

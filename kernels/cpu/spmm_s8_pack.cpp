@@ -442,6 +442,10 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
       throw std::invalid_argument("spmm_u8s8_panels: f32 or BF16 output without a residual only");
     ldy = w.N;
   }
+  if (ep.k_pairs && (out != OutKind::Bf16 || panel <= 0 || w.N % (3 * panel) != 0))
+    throw std::invalid_argument(
+        "spmm_u8s8: K in pair words (QEpilogue::k_pairs) needs BF16 output in head panels of a fused Q, K, V "
+        "output (N a multiple of 3 panels)");
   if (ldy < w.N) throw std::invalid_argument("spmm_u8s8: ldy < N");
   const KernelConfig cfg = config_for(active_isa());
   if ((x_blocked || out == OutKind::F32Blocked) && cfg.token_block != 64)
@@ -475,6 +479,7 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
   const int64_t per_block_in = f32_in && x_blocked ? spmm_u8s8_blocked_ranges(K, M) / nblocks : 0;
   WorkSplit split = work_split(nbr, nblocks);
   const int64_t panel_brs = panel / 4;
+  const int64_t k_panels = panel > 0 ? w.N / panel / 3 : 0;  // K's panels: [k_panels, 2 k_panels)
   if (panel > 0) {
     // Items of whole panels where possible, so that no panel is cut in two
     // and every 16-channel stage of the 64-token kernel starts on a line.
@@ -602,6 +607,13 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
       pt.y = out == OutKind::Bf16 ? static_cast<void*>(static_cast<uint16_t*>(y) + p * (M * panel - panel))
                                   : static_cast<void*>(static_cast<float*>(y) + p * (M * panel - panel));
       pt.ldy = panel;
+      if (e.k_pairs && p >= k_panels && p < 2 * k_panels) {
+        // K's panel as panel / 2 rows of M pair words (QEpilogue::k_pairs).
+        pt.out = OutKind::Bf16Pairs;
+        pt.y = static_cast<uint16_t*>(y) + p * M * panel;
+        pt.ldy = M;
+        pt.n_base = p * panel;
+      }
       cfg.fn(pt);
       b0 = b1;
     }

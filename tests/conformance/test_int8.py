@@ -681,6 +681,42 @@ def test_qkv_bf16_rows(spinel, convert, minilm_onnx, pruned_onnx, ids):
     same_bits_on_off(spinel, [dense, pruned], (ids, long_ids), "SPINEL_QKV_BF16", "QKV as BF16")
 
 
+def test_qkv_k_pairs(spinel, convert, pruned_onnx, ids):
+    """The block-sparse INT8 QKV Linear writes K's head panels as BF16 pair words for an attention
+    on AMX-BF16 tiles (kernels/cpu/select.h qkv_k_pairs, QEpilogue::k_pairs), which multiplies
+    them in place instead of transposing K's rows into that layout itself. Where the CPU has
+    AMX-BF16 (granted) and AVX512_BF16, every layer's QKV Linear and attention of the 80%-pruned
+    INT8 MiniLM (heads of 32) say so in `inspect` (JSON why, the table's "(K pairs)"), elsewhere
+    none; SPINEL_QKV_K2=off, SPINEL_QKV_BF16=off, SPINEL_QKV_PANELS=off, SPINEL_ATTENTION=f32 and
+    SPINEL_ISA=avx2 turn it off. The hidden states are the same bits either way, for the test
+    inputs, one of 200 tokens and a batch of 20, 33 and 7 tokens (sequences starting at odd
+    offsets, whose last key tiles read the next sequence's words), at the CPU's own ISA and
+    under SPINEL_ISA=avx2."""
+    pruned = convert(pruned_onnx, "pruned_s8_auto", "--quant", "int8", "--sparse", "auto")
+
+    def inspect(env_extra):
+        return linked_pairs(spinel, pruned, "SPINEL_QKV_K2", env_extra, "K as BF16 pair words for the AMX attention",
+                            "K multiplied in place", "Attention", "(K pairs)")
+
+    here = amx_granted() and {"amx_bf16", "avx512_bf16"} <= cpu_flags()
+    print(f"K as pair words: {'here' if here else 'not here (no AMX-BF16 granted or no AVX512_BF16)'}")
+    assert len(inspect({})) == (6 if here else 0)  # one QKV Linear per layer
+    for switch in ("SPINEL_QKV_K2", "SPINEL_QKV_BF16", "SPINEL_QKV_PANELS"):
+        assert inspect({switch: "off"}) == []
+    assert inspect({"SPINEL_ATTENTION": "f32"}) == []
+    assert inspect({"SPINEL_ISA": "avx2"}) == []
+    bad = subprocess.run([spinel.bin, "inspect", str(pruned), "--json"], capture_output=True, text=True,
+                         env={**os.environ, "SPINEL_QKV_K2": "sometimes"}, timeout=300)
+    assert bad.returncode == 0, bad.stderr
+    assert "SPINEL_QKV_K2=sometimes is not one of auto, on, off" in bad.stderr, bad.stderr
+
+    def seq(n, k):
+        return [101] + [1000 + (11 * k + 7 * j) % 20000 for j in range(n - 2)] + [102]
+
+    batches = (ids, [seq(200, 1)], [seq(20, 2), seq(33, 3), seq(7, 4)])
+    same_bits_on_off(spinel, [pruned], batches, "SPINEL_QKV_K2", "K as pair words")
+
+
 def test_qkv_split_by_heads(spinel, convert, pruned_onnx):
     """On 2 threads the block-sparse Q, K, V Linear of one token block (<= 64 tokens on AVX-512
     VNNI, <= 32 under SPINEL_ISA=avx2) computes

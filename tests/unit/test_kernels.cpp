@@ -458,6 +458,34 @@ TEST_CASE("attention from head panels gives the token-row layout's bits, every k
             k::attention_f32(reinterpret_cast<const float*>(pan_h.data()), off.data(), nseq, sh.heads, hd, 0.125f,
                              pan_h_out.data(), scratch.data(), alibi, kind, true, true);
             CHECK(std::memcmp(rows_out.data(), pan_h_out.data(), rows_out.size() * sizeof(float)) == 0);
+            // K's panels as pair words (k_pairs, QEpilogue::k_pairs): the AMX
+            // block multiplies them in place; the same bits again. Elsewhere
+            // (other kinds, heads not a multiple of 32 wide) refused.
+            const bool pairs_ok = kind == k::AttentionProducts::AmxBf16 && hd % 32 == 0;
+            std::vector<uint16_t> pan_k2 = pan_h;
+            for (int64_t h = 0; h < sh.heads; ++h) {
+              const int64_t base = (sh.heads + h) * T * hd;  // K's panel of head h, 16-bit elements
+              for (int64_t t = 0; t < T; ++t)
+                for (int64_t p = 0; p < hd / 2; ++p)
+                  for (int64_t half = 0; half < 2; ++half)
+                    pan_k2[static_cast<size_t>(base + 2 * (p * T + t) + half)] =
+                        pan_h[static_cast<size_t>(base + t * hd + 2 * p + half)];
+            }
+            std::vector<float> k2_out(rows_out.size(), std::nanf(""));
+            auto with_pairs = [&] {
+              k::attention_f32(reinterpret_cast<const float*>(pan_k2.data()), off.data(), nseq, sh.heads, hd, 0.125f,
+                               k2_out.data(), scratch.data(), alibi, kind, true, true, true);
+            };
+            if (!pairs_ok) {
+              CHECK_THROWS_AS(with_pairs(), std::logic_error);
+              continue;
+            }
+            with_pairs();
+            CHECK(std::memcmp(rows_out.data(), k2_out.data(), rows_out.size() * sizeof(float)) == 0);
+            CHECK_THROWS_AS(k::attention_f32(reinterpret_cast<const float*>(pan_k2.data()), off.data(), nseq,
+                                             sh.heads, hd, 0.125f, k2_out.data(), scratch.data(), alibi, kind,
+                                             false, true, true),
+                            std::logic_error);
           }
         }
       });

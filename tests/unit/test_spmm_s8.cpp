@@ -577,7 +577,7 @@ TEST_CASE("QEpilogue::out_bf16: spmm_u8s8's f32 values rounded to BF16, in token
   using P = PanelCase;
   const P cases[] = {{1, 64, 64, 16, 0.5, false}, {17, 100, 96, 32, 0.0, true}, {65, 768, 2304, 64, 0.9, false},
                      {129, 768, 768, 64, 0.7, false}, {200, 64, 48, 48, 0.8, false}, {384, 128, 2304, 64, 0.95, true},
-                     {70, 64, 52, 0, 0.5, false}};
+                     {70, 64, 52, 0, 0.5, false}, {40, 64, 384, 64, 0.9, false}};
   for (const P& c : cases) {
     const auto W = make_weights(c.K, c.N, c.sparsity, static_cast<uint32_t>(c.M * 5 + c.N), true);
     const auto x = make_input(c.M, c.K, static_cast<uint32_t>(c.K + 9));
@@ -640,6 +640,37 @@ TEST_CASE("QEpilogue::out_bf16: spmm_u8s8's f32 values rounded to BF16, in token
         }
         CHECK(wrong == 0);
         CHECK(untouched == 0);
+        // QEpilogue::k_pairs (panels of a fused Q, K, V output): K's panels
+        // as pair words of the same BF16 values, Q's and V's as above.
+        sk::QEpilogue ek = eb;
+        ek.k_pairs = true;
+        Guarded hk(static_cast<size_t>(c.M * c.N) * 2, 0xFF);
+        auto run_pairs = [&] {
+          in_arena(threads, [&] {
+            if (f32_in)
+              sk::spmm_u8s8_f32in(p, xf.data(), c.M, c.K, nullptr, ek, hk.data(), ld, c.panel);
+            else
+              sk::spmm_u8s8_panels(p, x.data(), c.M, c.K, xs.data(), zp.data(), ek, hk.data(), c.panel);
+          });
+        };
+        if (c.panel <= 0 || c.N % (3 * c.panel) != 0) {
+          CHECK_THROWS_AS(run_pairs(), std::invalid_argument);
+          continue;
+        }
+        run_pairs();
+        CHECK(hk.guards_intact());
+        const uint16_t* yk = hk.as<uint16_t>();
+        const int64_t heads = c.N / c.panel / 3;
+        int64_t wrong_k = 0;
+        for (int64_t m = 0; m < c.M; ++m)
+          for (int64_t n = 0; n < c.N; ++n) {
+            const int64_t pnl = n / c.panel, j = n % c.panel;
+            const bool in_k = pnl >= heads && pnl < 2 * heads;
+            // Pair word (j / 2, m) of the panel, the lower channel in its low half.
+            const int64_t where = in_k ? pnl * c.M * c.panel + 2 * ((j / 2) * c.M + m) + j % 2 : at(m, n);
+            wrong_k += yk[where] != y[at(m, n)];
+          }
+        CHECK(wrong_k == 0);
       }
     // What it cannot be combined with.
     std::vector<uint16_t> h(static_cast<size_t>(c.M * ld));

@@ -262,6 +262,9 @@ int cmd_inspect(int argc, char** argv) {
       // QKV written as BF16 rows for the BF16 attention that reads it.
       if (kernels[i].why.find("output in BF16 for the BF16 attention") != std::string::npos)
         detail += " => #" + std::to_string(i + 1) + " (BF16)";
+      // And K as BF16 pair words, multiplied in place by the AMX attention.
+      if (kernels[i].why.find("K as BF16 pair words for the AMX attention") != std::string::npos)
+        detail += " => #" + std::to_string(i + 1) + " (K pairs)";
       // The LayerNorm after it runs on its kernel's threads.
       if (kernels[i].why.find("the LayerNorm after it runs") != std::string::npos)
         detail += " => #" + std::to_string(i + 1) + " (LayerNorm on its threads)";
