@@ -311,6 +311,14 @@ void run_tile(const SpmmTile& t, const Off* koff) {
       const size_t esz = t.out == OutKind::U8 ? 1 : t.out == OutKind::Bf16 ? 2 : 4;
       for (int64_t q = 16 * (br - brg); q < q1; ++q)
         _mm_prefetch(static_cast<const char*>(t.y) + ((t.m0 + q) * t.ldy + 4 * brg) * esz, _MM_HINT_T1);
+    } else if (t.out == OutKind::Bf16Pairs) {
+      // The same for pair rows: this block-row's two (of the stage's eight).
+      const char* row = reinterpret_cast<const char*>(static_cast<const uint32_t*>(t.y) + t.m0 +
+                                                      (4 * br - t.n_base) / 2 * t.ldy);
+      for (int64_t o = 0; o < t.mc * 4; o += 64) {
+        _mm_prefetch(row + o, _MM_HINT_T1);
+        _mm_prefetch(row + t.ldy * 4 + o, _MM_HINT_T1);
+      }
     }
     __m512i acc[4][NT];
     for (int c = 0; c < 4; ++c)
