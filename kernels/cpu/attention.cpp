@@ -60,11 +60,13 @@ size_t attention_scratch_floats(int64_t max_seq_len, int64_t num_heads, int64_t 
 void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seqs,
                    int64_t num_heads, int64_t head_dim, float scale, float* out, float* scratch,
                    const float* alibi_slopes, AttentionProducts products, bool qkv_panels, bool qkv_bf16,
-                   bool k_pairs) {
+                   bool k_pairs, bool v_pairs) {
   if (num_seqs <= 0 || num_heads <= 0 || head_dim <= 0) return;
   if (k_pairs && (products != AttentionProducts::AmxBf16 || !qkv_panels || !qkv_bf16 || head_dim % 32 != 0))
     throw std::logic_error("attention_f32: K in pair words is read by the AMX block only, from BF16 head panels "
                            "of whole 32-dim tile rows");
+  if (v_pairs && (!k_pairs || seq_offsets[num_seqs] % 2 != 0))
+    throw std::logic_error("attention_f32: V in pair words comes with K in pair words, for an even token count");
   if (qkv_bf16 && products != AttentionProducts::AmxBf16 && products != AttentionProducts::Avx512Bf16)
     throw std::logic_error("attention_f32: BF16 Q, K and V are read by the BF16 blocks only");
   if (products == AttentionProducts::AmxBf16 && !cpu_has_amx_bf16())
@@ -130,6 +132,11 @@ void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seq
         // (V's panels follow K's), so within the buffer.
         b.k2 = reinterpret_cast<const uint32_t*>(reinterpret_cast<const uint16_t*>(qkv) + b.k_col) + first;
         b.k2_stride = total_tokens;
+      }
+      if (v_pairs) {
+        // V's panel: T / 2 rows of head_dim pair words (tokens 2g, 2g + 1).
+        b.v2_pairs = reinterpret_cast<const uint32_t*>(reinterpret_cast<const uint16_t*>(qkv) + b.v_col);
+        b.v2_first = first;
       }
     } else {
       if (qkv_bf16)

@@ -138,9 +138,11 @@ void block_scores(const AmxLayout& a, int64_t seq_len, const uint32_t* k2, int64
 
 // The rest of the block of query rows [i0, i0 + nq) whose scores are in s:
 // softmax, P over the scores, O = P V, and the output rows.
+// V2's 32-key blocks before key v_full are read from v2_ip (in place, the
+// same row stride), the rest from v2.
 template <bool Stream>
-void block_softmax_pv(const AttentionBlock& b, const AmxLayout& a, const uint32_t* v2, float* s, float* o,
-                      int64_t i0, int nq) {
+void block_softmax_pv(const AttentionBlock& b, const AmxLayout& a, const uint32_t* v2, const uint32_t* v2_ip,
+                      int64_t v_full, float* s, float* o, int64_t i0, int nq) {
   // Softmax per row in FP32, then P (bf16, zero past len) over the row's
   // start; rows two at a time.
   float inv[16];
@@ -159,8 +161,8 @@ void block_softmax_pv(const AttentionBlock& b, const AmxLayout& a, const uint32_
     zero_c_tiles();
     // P rows are lp floats apart (BF16 P over the start of each score row).
     for (int64_t j0 = 0; j0 < round_up(b.seq_len, 32); j0 += 32)
-      dp_up_to_4<Stream>(reinterpret_cast<const uint16_t*>(s) + j0, a.lp * 4, v2 + (j0 / 2) * a.dv + c0 * 16,
-                 a.dv * 4, nt);
+      dp_up_to_4<Stream>(reinterpret_cast<const uint16_t*>(s) + j0, a.lp * 4,
+                         (j0 < v_full ? v2_ip : v2) + (j0 / 2) * a.dv + c0 * 16, a.dv * 4, nt);
     // All tiles stored before any is read back: a vector load right behind
     // the tile store it reads waits for that store to complete.
     _tile_stored(0, o, 64);
@@ -191,7 +193,13 @@ void attention_block_amx_bf16(const AttentionBlock& b, float* scratch) {
   // K2 in place where the QKV Linear wrote K in pair words (AttentionBlock::k2,
   // whose contract also gives q_in_place): no transpose here.
   const bool k2_in_place = b.k2 != nullptr;
-  const Operands op = build_item(b, scratch, q_in_place, k2_in_place);
+  // V's whole 32-key blocks in place where the Linear wrote V in pair words
+  // and the sequence starts on a pair (AttentionBlock::v2_pairs; the same row
+  // stride, head_dim words, as V2's): V2 is built for the rest only.
+  const bool v_in_place = b.v2_pairs != nullptr && b.v2_first % 2 == 0;
+  const int64_t v_full = v_in_place ? b.seq_len / 32 * 32 : 0;
+  const uint32_t* v2_ip = v_in_place ? b.v2_pairs + (b.v2_first / 2) * b.head_dim : nullptr;
+  const Operands op = build_item(b, scratch, q_in_place, k2_in_place, v_full);
   const uint32_t* k2 = k2_in_place ? b.k2 : op.k2;
   const int64_t k2_stride = k2_in_place ? b.k2_stride : op.a.lp;
   // K2 and V2 are read once per query block. Where they and the scores
@@ -238,10 +246,10 @@ void attention_block_amx_bf16(const AttentionBlock& b, float* scratch) {
     }
     if (stream) {
       block_scores<true>(op.a, b.seq_len, k2, k2_stride, q, q_stride, op.s);
-      block_softmax_pv<true>(b, op.a, op.v2, op.s, op.o, i0, nq);
+      block_softmax_pv<true>(b, op.a, op.v2, v2_ip, v_full, op.s, op.o, i0, nq);
     } else {
       block_scores<false>(op.a, b.seq_len, k2, k2_stride, q, q_stride, op.s);
-      block_softmax_pv<false>(b, op.a, op.v2, op.s, op.o, i0, nq);
+      block_softmax_pv<false>(b, op.a, op.v2, v2_ip, v_full, op.s, op.o, i0, nq);
     }
   }
   _tile_release();

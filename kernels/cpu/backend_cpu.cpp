@@ -58,6 +58,7 @@ enum : int {
   kLinQZp = 18,
   kBf16Tag = 19,  // QKV written as BF16 (rows or panels): {tokens, width}, by the Linear
   kK2Tag = 20,    // and K's panels as pair words (select.h qkv_k_pairs): {tokens, width}, by the Linear
+  kV2Tag = 21,    // and V's (select.h qkv_v_pairs_enabled): {tokens, width}, by the Linear
 };
 
 // The op's index in its graph (PrepareArgs::op is one of graph.ops), or -1.
@@ -195,12 +196,14 @@ struct AttentionState : PreparedOp {
   bool qkv_panels = false;    // the QKV Linear writes head panels (select.h qkv_head_panel)
   bool qkv_bf16 = false;      // it may write BF16 (select.h qkv_bf16_rows; kBf16Tag says)
   bool qkv_k_pairs = false;   // and K as pair words (select.h qkv_k_pairs; kK2Tag says)
+  bool qkv_v_pairs = false;   // and V, in runs of an even token count (kV2Tag says)
   std::string kernel() const override { return name; }
   std::string why() const override {
     std::string w = choice.why;
     if (qkv_panels) w += "; Q, K and V read from head panels";
     if (qkv_bf16) w += "; Q, K and V read as BF16 where the Linear writes them so";
     if (qkv_k_pairs) w += "; K multiplied in place from the Linear's pair words";
+    if (qkv_v_pairs) w += "; V read in place from the Linear's pair words";
     return w;
   }
 };
@@ -230,6 +233,7 @@ class AttentionCpu : public OpImpl {
           st->qkv_panels = k::qkv_head_panel(a.graph, static_cast<size_t>(j)) > 0;
           st->qkv_bf16 = k::qkv_bf16_rows(a.graph, static_cast<size_t>(j), graph_is_int8(a.graph)) > 0;
           st->qkv_k_pairs = k::qkv_k_pairs(a.graph, static_cast<size_t>(j), graph_is_int8(a.graph)) > 0;
+          st->qkv_v_pairs = st->qkv_k_pairs && k::qkv_v_pairs_enabled();
           break;
         }
     return st;
@@ -264,9 +268,17 @@ class AttentionCpu : public OpImpl {
                                "' got K in pair words without BF16 head panels");
       tag[0] = tag[1] = -1;
     }
+    bool v_pairs = false;
+    if (st.qkv_v_pairs) {
+      int64_t* tag = ctx.ws.get<int64_t>(kV2Tag, 2);
+      v_pairs = tag[0] == io.in_rows && tag[1] == io.in_width;
+      if (v_pairs && !k_pairs)
+        throw std::logic_error("internal error: attention '" + op.name + "' got V in pair words without K's");
+      tag[0] = tag[1] = -1;
+    }
     k::attention_f32(io.in0, ctx.batch.seq_offsets, ctx.batch.num_seqs, op.num_heads, hd, op.scale,
                      io.out, scratch, st.slopes.empty() ? nullptr : st.slopes.data(),
-                     st.choice.products, panels, bf16, k_pairs);
+                     st.choice.products, panels, bf16, k_pairs, v_pairs);
   }
 };
 
@@ -315,6 +327,7 @@ struct LinearState : PreparedOp {
   // And K's panels as pair words for the AMX attention (select.h
   // qkv_k_pairs; with head_panel and bf16_rows).
   bool k_pairs = false;
+  bool v_pairs = false;  // and V's, in runs of an even token count (select.h qkv_v_pairs_enabled)
   // The LayerNorm before it quantizes this layer's input
   // (select.h layernorm_quantizes_next).
   bool quant_from_ln = false;
@@ -357,6 +370,7 @@ struct LinearState : PreparedOp {
     if (head_panel > 0) w += "; output in head panels for attention";
     if (bf16_rows) w += "; output in BF16 for the BF16 attention";
     if (k_pairs) w += "; K as BF16 pair words for the AMX attention";
+    if (v_pairs) w += "; V as BF16 pair words for the AMX attention";
     if (quant_from_ln) w += "; input quantized by the LayerNorm before it";
     else if (quant_in_kernel && !chain_out) w += "; input quantized by the kernel's threads";
     if (ln.on) w += "; the LayerNorm after it runs on the kernel's threads";
@@ -448,6 +462,7 @@ class LinearCpu : public OpImpl {
           st->bf16_rows = st->bf16_reader && !st->chain_in && !st->chain_out && k::spmm_u8s8_bf16_available();
           st->k_pairs = st->head_panel > 0 && st->bf16_rows &&
                         k::qkv_k_pairs(a.graph, static_cast<size_t>(i), graph_is_int8(a.graph)) > 0;
+          st->v_pairs = st->k_pairs && k::qkv_v_pairs_enabled();
           st->quant_in_kernel = k::sparse_quantizes_in_kernel() && op.act_scale <= 0.f;
           if (st->chain_out && a.weights_of)
             st->next_in_scale = a.weights_of(static_cast<size_t>(i + 1)).get<float>(slot::kInScale);
@@ -598,6 +613,12 @@ class LinearCpu : public OpImpl {
       int64_t* tag = ctx.ws.get<int64_t>(kK2Tag, 2);
       tag[0] = ep.k_pairs ? T : -1;
       tag[1] = ep.k_pairs ? N : -1;
+    }
+    ep.v_pairs = st.v_pairs && ep.k_pairs && T % 2 == 0;
+    if (st.v_pairs) {
+      int64_t* tag = ctx.ws.get<int64_t>(kV2Tag, 2);
+      tag[0] = ep.v_pairs ? T : -1;
+      tag[1] = ep.v_pairs ? N : -1;
     }
     // The LayerNorm after it, on the token blocks the kernel's threads
     // finish (select.h linear_runs_layernorm rules out what would not reach

@@ -52,6 +52,12 @@ struct AttentionBlock {
   // be readable; their scores past seq_len are never used.
   const uint32_t* k2 = nullptr;
   int64_t k2_stride = 0;
+  // And (with k2) V in pair words of two tokens (QEpilogue::v_pairs): row g
+  // of head_dim words at v2_pairs + g * head_dim holds tokens 2g and 2g + 1
+  // of the whole batch, whose token v2_first is the sequence's first. The
+  // block reads only the sequence's rows (in place where v2_first is even).
+  const uint32_t* v2_pairs = nullptr;
+  int64_t v2_first = 0;
 };
 
 // Row stride of the K^T scratch for a sequence of len tokens: padded past a

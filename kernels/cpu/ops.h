@@ -71,8 +71,10 @@ void layernorm_quantize_here(const float* x, const float* residual, const float*
 // came from, bit for bit.
 // k_pairs (AmxBf16 with qkv_panels and qkv_bf16 and head_dim a multiple of
 // 32 only, else std::logic_error): K's panels hold pair words
-// (QEpilogue::k_pairs), which the AMX block multiplies in place. The same
-// bits again.
+// (QEpilogue::k_pairs), which the AMX block multiplies in place. v_pairs
+// (with k_pairs, an even seq_offsets[num_seqs] only): V's panels hold pair
+// words of two tokens (QEpilogue::v_pairs), read in place where a sequence
+// starts on an even token. The same bits again.
 enum class AttentionProducts { F32, AmxBf16, Avx512Bf16, Avx512S8Qk };
 // "f32", "amx_bf16", "avx512_bf16", "avx512_s8qk"
 const char* attention_products_name(AttentionProducts p);
@@ -80,7 +82,7 @@ void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seq
                    int64_t num_heads, int64_t head_dim, float scale, float* out, float* scratch,
                    const float* alibi_slopes = nullptr,
                    AttentionProducts products = AttentionProducts::F32, bool qkv_panels = false,
-                   bool qkv_bf16 = false, bool k_pairs = false);
+                   bool qkv_bf16 = false, bool k_pairs = false, bool v_pairs = false);
 size_t attention_scratch_floats(int64_t max_seq_len, int64_t num_heads, int64_t head_dim);
 
 void gelu_erf_f32(float* x, int64_t n);

@@ -324,7 +324,9 @@ void epilogue_rows_s32_avx512(const int32_t* acc, int64_t ldacc, int64_t m0, int
 // Bf16: token rows of BF16 (QEpilogue::out_bf16; 64-token kernel only).
 // Bf16Pairs: BF16 pair words of two channels, channel-major (QEpilogue::k_pairs):
 // word ((n - n_base) / 2) ldy + m of uint32_t y, for even n - n_base.
-enum class OutKind : int { F32 = 0, U8 = 1, S32Raw = 2, F32Blocked = 3, Bf16 = 4, Bf16Pairs = 5 };
+// Bf16TokenPairs: BF16 pair words of two tokens, token-pair-major
+// (QEpilogue::v_pairs): word (m / 2) ldy + n - n_base of uint32_t y, for even m.
+enum class OutKind : int { F32 = 0, U8 = 1, S32Raw = 2, F32Blocked = 3, Bf16 = 4, Bf16Pairs = 5, Bf16TokenPairs = 6 };
 
 // One work item of the sparse kernel: block-rows [br0, br1) x tokens
 // [m0, m0 + mc) (mc <= the kernel's token block). x points to this token
@@ -347,7 +349,8 @@ struct SpmmTile {
   // The tokens per block of the call (run_spmm's block_step; at most the
   // kernel's block): F32Blocked writes block m0 / step of y's layout.
   int64_t step = 64;
-  // Bf16Pairs: the channel at the start of y's pair rows (its panel's first).
+  // Bf16Pairs, Bf16TokenPairs: the channel at the start of y's pair rows (its
+  // panel's first).
   int64_t n_base = 0;
 };
 using SpmmTileFn = void (*)(const SpmmTile&);

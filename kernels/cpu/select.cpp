@@ -342,6 +342,11 @@ int64_t qkv_k_pairs(const Graph& g, size_t p, bool int8_model) {
   return choose_attention(int8_model, hd).products == AttentionProducts::AmxBf16 ? hd : 0;
 }
 
+bool qkv_v_pairs_enabled() {
+  static std::atomic<bool> warned{false};
+  return switch_enabled("SPINEL_QKV_V2", warned);
+}
+
 bool layernorm_quantizes_next(const Graph& g, size_t p) {
   if (p + 1 >= g.ops.size() || !ln_quant_enabled()) return false;
   const Op& ln = g.ops[p];

@@ -216,6 +216,31 @@ void flush_pairs(const SpmmTile& t, int64_t n0, int nch, const float (*stage)[64
   }
 }
 
+// Bf16TokenPairs (QEpilogue::v_pairs): per 32 tokens, each of the stage's
+// 16 channel rows converted to 16 words of token pairs (the BF16 values of
+// tokens 2g and 2g + 1, in order, are word g already), then one 16 x 16
+// transpose of words gives pair rows of 16 channels, stored from channel
+// n0 - n_base of pair row m0 / 2 + g (m0 and the tile's tokens even: run_spmm).
+// Half the transposes of flush_rows' Bf16 rows, and the AMX attention need
+// not interleave V's rows into pairs itself.
+template <int NT>
+void flush_token_pairs(const SpmmTile& t, int64_t n0, int nch, const float (*stage)[64]) {
+  uint32_t* y = static_cast<uint32_t*>(t.y) + (t.m0 / 2) * t.ldy + (n0 - t.n_base);
+  const __mmask16 chmask = nch >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << nch) - 1);
+  for (int q = 0; 2 * q < NT; ++q) {
+    __m512 v[16];
+    for (int c = 0; c < 16; ++c)  // (the stage's tokens past 16 NT are zeros)
+      v[c] = (__m512)_mm512_cvtne2ps_pbh(_mm512_load_ps(&stage[c][32 * q + 16]), _mm512_load_ps(&stage[c][32 * q]));
+    transpose_16x16(v);
+    const int64_t pairs = (t.mc - 32 * q + 1) / 2;
+#pragma GCC unroll 16
+    for (int g = 0; g < 16; ++g) {
+      if (g >= pairs) break;
+      _mm512_mask_storeu_epi32(y + (16 * q + g) * t.ldy, chmask, (__m512i)v[g]);
+    }
+  }
+}
+
 // The second half of the epilogue (the first, channel-major, is in run_tile)
 // for the staged 16 channels (4 block-rows from brg) x 64 tokens: into the
 // chain's f32 blocked output (flush_blocked, which applies GELU itself), or
@@ -255,6 +280,10 @@ void flush_stage(const SpmmTile& t, int64_t brg, int64_t nbr, float (*stage)[64]
   }
   if (t.out == OutKind::Bf16Pairs) {  // (no residual: run_spmm)
     flush_pairs<NT>(t, n0, nch, stage);
+    return;
+  }
+  if (t.out == OutKind::Bf16TokenPairs) {
+    flush_token_pairs<NT>(t, n0, nch, stage);
     return;
   }
   if (t.out == OutKind::Bf16) {  // (no residual: run_spmm)

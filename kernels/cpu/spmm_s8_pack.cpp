@@ -442,10 +442,13 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
       throw std::invalid_argument("spmm_u8s8_panels: f32 or BF16 output without a residual only");
     ldy = w.N;
   }
-  if (ep.k_pairs && (out != OutKind::Bf16 || panel <= 0 || w.N % (3 * panel) != 0))
+  if ((ep.k_pairs || ep.v_pairs) && (out != OutKind::Bf16 || panel <= 0 || w.N % (3 * panel) != 0))
     throw std::invalid_argument(
-        "spmm_u8s8: K in pair words (QEpilogue::k_pairs) needs BF16 output in head panels of a fused Q, K, V "
-        "output (N a multiple of 3 panels)");
+        "spmm_u8s8: K or V in pair words (QEpilogue::k_pairs, v_pairs) needs BF16 output in head panels of a "
+        "fused Q, K, V output (N a multiple of 3 panels)");
+  if (ep.v_pairs && (!ep.k_pairs || M % 2 != 0))
+    throw std::invalid_argument("spmm_u8s8: V in pair words (QEpilogue::v_pairs) needs k_pairs and an even token "
+                                "count, not " + std::to_string(M));
   if (ldy < w.N) throw std::invalid_argument("spmm_u8s8: ldy < N");
   const KernelConfig cfg = config_for(active_isa());
   if ((x_blocked || out == OutKind::F32Blocked) && cfg.token_block != 64)
@@ -612,6 +615,13 @@ void run_spmm(const PackedS8Sparse& w, const uint8_t* x, int64_t M, int64_t ldx,
         pt.out = OutKind::Bf16Pairs;
         pt.y = static_cast<uint16_t*>(y) + p * M * panel;
         pt.ldy = M;
+        pt.n_base = p * panel;
+      } else if (e.v_pairs && p >= 2 * k_panels) {
+        // V's panel as M / 2 rows of panel pair words (QEpilogue::v_pairs;
+        // every tile's first token and count even: M even, steps of 16).
+        pt.out = OutKind::Bf16TokenPairs;
+        pt.y = static_cast<uint16_t*>(y) + p * M * panel;
+        pt.ldy = panel;
         pt.n_base = p * panel;
       }
       cfg.fn(pt);

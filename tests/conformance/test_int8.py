@@ -684,14 +684,17 @@ def test_qkv_bf16_rows(spinel, convert, minilm_onnx, pruned_onnx, ids):
 def test_qkv_k_pairs(spinel, convert, pruned_onnx, ids):
     """The block-sparse INT8 QKV Linear writes K's head panels as BF16 pair words for an attention
     on AMX-BF16 tiles (kernels/cpu/select.h qkv_k_pairs, QEpilogue::k_pairs), which multiplies
-    them in place instead of transposing K's rows into that layout itself. Where the CPU has
-    AMX-BF16 (granted) and AVX512_BF16, every layer's QKV Linear and attention of the 80%-pruned
-    INT8 MiniLM (heads of 32) say so in `inspect` (JSON why, the table's "(K pairs)"), elsewhere
-    none; SPINEL_QKV_K2=off, SPINEL_QKV_BF16=off, SPINEL_QKV_PANELS=off, SPINEL_ATTENTION=f32 and
-    SPINEL_ISA=avx2 turn it off. The hidden states are the same bits either way, for the test
-    inputs, one of 200 tokens and a batch of 20, 33 and 7 tokens (sequences starting at odd
-    offsets, whose last key tiles read the next sequence's words), at the CPU's own ISA and
-    under SPINEL_ISA=avx2."""
+    them in place instead of transposing K's rows into that layout itself, and V's as pair words
+    of two tokens (QEpilogue::v_pairs, runs of an even token count), read in place where a
+    sequence starts on an even token. Where the CPU has AMX-BF16 (granted) and AVX512_BF16,
+    every layer's QKV Linear and attention of the 80%-pruned INT8 MiniLM (heads of 32) say so in
+    `inspect` (JSON why, the table's "(K pairs)" and "(V pairs)"), elsewhere none;
+    SPINEL_QKV_K2=off (both), SPINEL_QKV_V2=off (V's), SPINEL_QKV_BF16=off,
+    SPINEL_QKV_PANELS=off, SPINEL_ATTENTION=f32 and SPINEL_ISA=avx2 turn it off. The hidden
+    states are the same bits either way, for the test inputs, one of 200 tokens, a batch of 20,
+    33 and 7 tokens (60 in all; sequences starting at odd offsets, whose last key tiles read the
+    next sequence's words and whose V words are taken apart) and one of 20, 33 and 8 (61: V as
+    rows), at the CPU's own ISA and under SPINEL_ISA=avx2."""
     pruned = convert(pruned_onnx, "pruned_s8_auto", "--quant", "int8", "--sparse", "auto")
 
     def inspect(env_extra):
@@ -700,7 +703,15 @@ def test_qkv_k_pairs(spinel, convert, pruned_onnx, ids):
 
     here = amx_granted() and {"amx_bf16", "avx512_bf16"} <= cpu_flags()
     print(f"K as pair words: {'here' if here else 'not here (no AMX-BF16 granted or no AVX512_BF16)'}")
+    def inspect_v(env_extra):
+        return linked_pairs(spinel, pruned, "SPINEL_QKV_V2", env_extra, "V as BF16 pair words for the AMX attention",
+                            "V read in place", "Attention", "(V pairs)")
+
     assert len(inspect({})) == (6 if here else 0)  # one QKV Linear per layer
+    assert len(inspect_v({})) == (6 if here else 0)
+    assert len(inspect({"SPINEL_QKV_V2": "off"})) == (6 if here else 0)
+    assert inspect_v({"SPINEL_QKV_V2": "off"}) == []
+    assert inspect_v({"SPINEL_QKV_K2": "off"}) == []
     for switch in ("SPINEL_QKV_K2", "SPINEL_QKV_BF16", "SPINEL_QKV_PANELS"):
         assert inspect({switch: "off"}) == []
     assert inspect({"SPINEL_ATTENTION": "f32"}) == []
@@ -713,8 +724,9 @@ def test_qkv_k_pairs(spinel, convert, pruned_onnx, ids):
     def seq(n, k):
         return [101] + [1000 + (11 * k + 7 * j) % 20000 for j in range(n - 2)] + [102]
 
-    batches = (ids, [seq(200, 1)], [seq(20, 2), seq(33, 3), seq(7, 4)])
-    same_bits_on_off(spinel, [pruned], batches, "SPINEL_QKV_K2", "K as pair words")
+    batches = (ids, [seq(200, 1)], [seq(20, 2), seq(33, 3), seq(7, 4)], [seq(20, 2), seq(33, 3), seq(8, 4)])
+    same_bits_on_off(spinel, [pruned], batches, "SPINEL_QKV_K2", "K and V as pair words")
+    same_bits_on_off(spinel, [pruned], batches, "SPINEL_QKV_V2", "V as pair words")
 
 
 def test_qkv_split_by_heads(spinel, convert, pruned_onnx):

@@ -641,9 +641,13 @@ TEST_CASE("QEpilogue::out_bf16: spmm_u8s8's f32 values rounded to BF16, in token
         CHECK(wrong == 0);
         CHECK(untouched == 0);
         // QEpilogue::k_pairs (panels of a fused Q, K, V output): K's panels
-        // as pair words of the same BF16 values, Q's and V's as above.
+        // as pair words of the same BF16 values, Q's and V's as above; with
+        // v_pairs (even M only) V's as pair words of two tokens too.
+        for (bool vp : {false, true}) {
+        CAPTURE(vp);
         sk::QEpilogue ek = eb;
         ek.k_pairs = true;
+        ek.v_pairs = vp;
         Guarded hk(static_cast<size_t>(c.M * c.N) * 2, 0xFF);
         auto run_pairs = [&] {
           in_arena(threads, [&] {
@@ -653,7 +657,7 @@ TEST_CASE("QEpilogue::out_bf16: spmm_u8s8's f32 values rounded to BF16, in token
               sk::spmm_u8s8_panels(p, x.data(), c.M, c.K, xs.data(), zp.data(), ek, hk.data(), c.panel);
           });
         };
-        if (c.panel <= 0 || c.N % (3 * c.panel) != 0) {
+        if (c.panel <= 0 || c.N % (3 * c.panel) != 0 || (vp && c.M % 2 != 0)) {
           CHECK_THROWS_AS(run_pairs(), std::invalid_argument);
           continue;
         }
@@ -665,12 +669,17 @@ TEST_CASE("QEpilogue::out_bf16: spmm_u8s8's f32 values rounded to BF16, in token
         for (int64_t m = 0; m < c.M; ++m)
           for (int64_t n = 0; n < c.N; ++n) {
             const int64_t pnl = n / c.panel, j = n % c.panel;
-            const bool in_k = pnl >= heads && pnl < 2 * heads;
-            // Pair word (j / 2, m) of the panel, the lower channel in its low half.
-            const int64_t where = in_k ? pnl * c.M * c.panel + 2 * ((j / 2) * c.M + m) + j % 2 : at(m, n);
+            const bool in_k = pnl >= heads && pnl < 2 * heads, in_v = vp && pnl >= 2 * heads;
+            // K: pair word (j / 2, m) of the panel, the lower channel in its
+            // low half; V: pair word (m / 2, j), the earlier token in it.
+            const int64_t base = pnl * c.M * c.panel;
+            const int64_t where = in_k   ? base + 2 * ((j / 2) * c.M + m) + j % 2
+                                  : in_v ? base + 2 * ((m / 2) * c.panel + j) + m % 2
+                                         : at(m, n);
             wrong_k += yk[where] != y[at(m, n)];
           }
         CHECK(wrong_k == 0);
+        }
       }
     // What it cannot be combined with.
     std::vector<uint16_t> h(static_cast<size_t>(c.M * ld));
