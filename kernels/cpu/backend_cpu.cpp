@@ -61,6 +61,21 @@ enum : int {
   kV2Tag = 21,    // and V's (select.h qkv_v_pairs_enabled): {tokens, width}, by the Linear
 };
 
+// A run's word from one op to the next in workspace slot `slot`: the writer
+// sets {rows, width} when it wrote what the slot names (else -1s), the reader
+// takes it (true when it says {rows, width}) and clears it either way.
+void set_tag(RunContext& ctx, int slot, bool wrote, int64_t rows, int64_t width) {
+  int64_t* tag = ctx.ws.get<int64_t>(slot, 2);
+  tag[0] = wrote ? rows : -1;
+  tag[1] = wrote ? width : -1;
+}
+bool take_tag(RunContext& ctx, int slot, int64_t rows, int64_t width) {
+  int64_t* tag = ctx.ws.get<int64_t>(slot, 2);
+  const bool said = tag[0] == rows && tag[1] == width;
+  tag[0] = tag[1] = -1;
+  return said;
+}
+
 // The op's index in its graph (PrepareArgs::op is one of graph.ops), or -1.
 int64_t op_index(const PrepareArgs& a) {
   const Op* first = a.graph.ops.data();
@@ -251,31 +266,16 @@ class AttentionCpu : public OpImpl {
                                "' expected Q, K and V in head panels, which its Linear did not write");
       tag[0] = tag[1] = -1;
     }
-    bool bf16 = false;
-    if (st.qkv_bf16) {
-      int64_t* tag = ctx.ws.get<int64_t>(kBf16Tag, 2);
-      bf16 = tag[0] == io.in_rows && tag[1] == io.in_width;
-      if (bf16 && ctx.keep_values)
-        throw std::logic_error("internal error: attention '" + op.name + "' got BF16 Q, K and V in an observed run");
-      tag[0] = tag[1] = -1;
-    }
-    bool k_pairs = false;
-    if (st.qkv_k_pairs) {
-      int64_t* tag = ctx.ws.get<int64_t>(kK2Tag, 2);
-      k_pairs = tag[0] == io.in_rows && tag[1] == io.in_width;
-      if (k_pairs && !(panels && bf16))
-        throw std::logic_error("internal error: attention '" + op.name +
-                               "' got K in pair words without BF16 head panels");
-      tag[0] = tag[1] = -1;
-    }
-    bool v_pairs = false;
-    if (st.qkv_v_pairs) {
-      int64_t* tag = ctx.ws.get<int64_t>(kV2Tag, 2);
-      v_pairs = tag[0] == io.in_rows && tag[1] == io.in_width;
-      if (v_pairs && !k_pairs)
-        throw std::logic_error("internal error: attention '" + op.name + "' got V in pair words without K's");
-      tag[0] = tag[1] = -1;
-    }
+    const bool bf16 = st.qkv_bf16 && take_tag(ctx, kBf16Tag, io.in_rows, io.in_width);
+    if (bf16 && ctx.keep_values)
+      throw std::logic_error("internal error: attention '" + op.name + "' got BF16 Q, K and V in an observed run");
+    const bool k_pairs = st.qkv_k_pairs && take_tag(ctx, kK2Tag, io.in_rows, io.in_width);
+    if (k_pairs && !(panels && bf16))
+      throw std::logic_error("internal error: attention '" + op.name +
+                             "' got K in pair words without BF16 head panels");
+    const bool v_pairs = st.qkv_v_pairs && take_tag(ctx, kV2Tag, io.in_rows, io.in_width);
+    if (v_pairs && !k_pairs)
+      throw std::logic_error("internal error: attention '" + op.name + "' got V in pair words without K's");
     k::attention_f32(io.in0, ctx.batch.seq_offsets, ctx.batch.num_seqs, op.num_heads, hd, op.scale,
                      io.out, scratch, st.slopes.empty() ? nullptr : st.slopes.data(),
                      st.choice.products, panels, bf16, k_pairs, v_pairs);
@@ -602,24 +602,13 @@ class LinearCpu : public OpImpl {
     // rules out a residual and an activation); it reads the tag either way.
     const bool bf16 = st.bf16_rows && !ctx.keep_values;
     ep.out_bf16 = bf16;
-    if (st.bf16_reader) {
-      int64_t* tag = ctx.ws.get<int64_t>(kBf16Tag, 2);
-      tag[0] = bf16 ? T : -1;
-      tag[1] = bf16 ? N : -1;
-    }
-    // K's panels as pair words (select.h qkv_k_pairs), said by its own tag.
+    if (st.bf16_reader) set_tag(ctx, kBf16Tag, bf16, T, N);
+    // K's and V's panels as pair words (select.h qkv_k_pairs), each said by
+    // its own tag.
     ep.k_pairs = st.k_pairs && bf16 && panels;
-    if (st.k_pairs) {
-      int64_t* tag = ctx.ws.get<int64_t>(kK2Tag, 2);
-      tag[0] = ep.k_pairs ? T : -1;
-      tag[1] = ep.k_pairs ? N : -1;
-    }
+    if (st.k_pairs) set_tag(ctx, kK2Tag, ep.k_pairs, T, N);
     ep.v_pairs = st.v_pairs && ep.k_pairs && T % 2 == 0;
-    if (st.v_pairs) {
-      int64_t* tag = ctx.ws.get<int64_t>(kV2Tag, 2);
-      tag[0] = ep.v_pairs ? T : -1;
-      tag[1] = ep.v_pairs ? N : -1;
-    }
+    if (st.v_pairs) set_tag(ctx, kV2Tag, ep.v_pairs, T, N);
     // The LayerNorm after it, on the token blocks the kernel's threads
     // finish (select.h linear_runs_layernorm rules out what would not reach
     // one of the INT8 calls below: a gate, panels, a chain output, a later
