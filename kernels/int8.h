@@ -42,10 +42,10 @@ struct QEpilogue {
   bool out_bf16 = false;
   // With out_bf16, into the head panels of a fused Q, K, V output (N = 3 H
   // panel; cpu: qgemm.h spmm_u8s8_panels and spmm_u8s8_f32in): K's panels
-  // (H .. 2H - 1) as 32-bit words of BF16 pairs, the layout the AMX attention
+  // (H .. 2H - 1) as 32-bit words of BF16 pairs, the layout the BF16 attention
   // multiplies K from (AttentionBlock::k2): in head h's panel, word
   // p M + m = (k[m][2p], k[m][2p + 1]), the lower dimension in the low half.
-  // Q's and V's panels stay token rows. Only where the kernel says so (cpu:
+  // Q's panels stay token rows, and V's unless v_pairs. Only where the kernel says so (cpu:
   // spmm_u8s8_bf16_available, panels; std::invalid_argument elsewhere).
   bool k_pairs = false;
   // And V's panels (2H .. 3H - 1) as words of BF16 pairs of two tokens, the

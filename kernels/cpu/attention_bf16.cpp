@@ -54,7 +54,8 @@ namespace body = avx512_bf16_body;
 
 // c[r][v] = sum over pairs p < np of a[r a_stride + p] (a BF16 pair,
 // broadcast to every lane) . b[p b_stride + 16 v .. + 16) (16 BF16 pairs),
-// for R rows r and NV vectors v; b 64-byte aligned, b_stride a multiple of 16.
+// for R rows r and NV vectors v (b need not be aligned: K's pair words read
+// in place start at any key).
 // The sums build in locals and reach out once, after the loop: __m512 may
 // alias anything, so sums kept in out itself were stored back on every pair.
 template <int R, int NV>
@@ -65,7 +66,7 @@ inline void dot_rxnv(const uint32_t* a, int64_t a_stride, const uint32_t* b, int
     for (int v = 0; v < NV; ++v) c[r][v] = _mm512_setzero_ps();
   for (int64_t p = 0; p < np; ++p) {
     __m512bh bv[NV];
-    for (int v = 0; v < NV; ++v) bv[v] = (__m512bh)_mm512_load_si512(b + p * b_stride + 16 * v);
+    for (int v = 0; v < NV; ++v) bv[v] = (__m512bh)_mm512_loadu_si512(b + p * b_stride + 16 * v);
     for (int r = 0; r < R; ++r) {
       const __m512bh x = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[r * a_stride + p]));
       for (int v = 0; v < NV; ++v) c[r][v] = _mm512_dpbf16_ps(c[r][v], x, bv[v]);
@@ -93,8 +94,8 @@ inline void dot_tile(const uint32_t* a, int64_t a_stride, const uint32_t* b, int
 
 // S = Q K^T for one block of up to 16 query rows; qb: its 16 BF16 Q rows
 // (zero past nq). Rows are computed in fours or eights.
-void scores_bf16(const AttentionBlock& b, const AmxLayout& a, const uint32_t* k2, const uint16_t* qb,
-                 float* s, int nq) {
+void scores_bf16(const AttentionBlock& b, const AmxLayout& a, const uint32_t* k2, int64_t k2_stride,
+                 const uint16_t* qb, float* s, int nq) {
   __m512 c[8][4];
   // Over 16-key vectors up to the last key: groups of 4 vectors outside
   // (their K2 columns stay in L1), row tiles inside.
@@ -105,7 +106,7 @@ void scores_bf16(const AttentionBlock& b, const AmxLayout& a, const uint32_t* k2
     const int nv = static_cast<int>(key_vecs - c0 < 4 ? key_vecs - c0 : 4);
     const int tr = tile_rows(nv);
     for (int64_t r0 = 0; r0 < nq; r0 += tr) {
-      dot_tile(q + r0 * (a.dp / 2), a.dp / 2, k2 + c0 * 16, a.lp, qpairs, nv, c);
+      dot_tile(q + r0 * (a.dp / 2), a.dp / 2, k2 + c0 * 16, k2_stride, qpairs, nv, c);
       for (int r = 0; r < tr; ++r)
         for (int v = 0; v < nv; ++v) _mm512_store_ps(s + (r0 + r) * a.lp + (c0 + v) * 16, c[r][v]);
     }
@@ -338,9 +339,14 @@ void scores_s8(const AttentionBlock& b, const AmxLayout& a, const S8Operands& op
 
 void attention_block_avx512_bf16(const AttentionBlock& b, float* scratch) {
   if (b.q_end <= b.q_begin || b.seq_len <= 0) return;
-  const Operands op = build_item(b, scratch);
+  // K2 in place where the QKV Linear wrote K in pair words (AttentionBlock::k2):
+  // no transpose here.
+  const bool k2_in_place = b.k2 != nullptr;
+  const Operands op = build_item(b, scratch, false, k2_in_place);
+  const uint32_t* k2 = k2_in_place ? b.k2 : op.k2;
+  const int64_t k2_stride = k2_in_place ? b.k2_stride : op.a.lp;
   for_each_query_block(b, op, [&](int64_t i0, int nq, const uint16_t* qb) {
-    scores_bf16(b, op.a, op.k2, qb, op.s, nq);
+    scores_bf16(b, op.a, k2, k2_stride, qb, op.s, nq);
     softmax_pv(b, op.a, op.v2, op.s, i0, nq);
   });
 }

@@ -58,7 +58,7 @@ enum : int {
   kLinQZp = 18,
   kBf16Tag = 19,  // QKV written as BF16 (rows or panels): {tokens, width}, by the Linear
   kK2Tag = 20,    // and K's panels as pair words (select.h qkv_k_pairs): {tokens, width}, by the Linear
-  kV2Tag = 21,    // and V's (select.h qkv_v_pairs_enabled): {tokens, width}, by the Linear
+  kV2Tag = 21,    // and V's (select.h qkv_v_pairs): {tokens, width}, by the Linear
 };
 
 // A run's word from one op to the next in workspace slot `slot`: the writer
@@ -248,7 +248,8 @@ class AttentionCpu : public OpImpl {
           st->qkv_panels = k::qkv_head_panel(a.graph, static_cast<size_t>(j)) > 0;
           st->qkv_bf16 = k::qkv_bf16_rows(a.graph, static_cast<size_t>(j), graph_is_int8(a.graph)) > 0;
           st->qkv_k_pairs = k::qkv_k_pairs(a.graph, static_cast<size_t>(j), graph_is_int8(a.graph)) > 0;
-          st->qkv_v_pairs = st->qkv_k_pairs && k::qkv_v_pairs_enabled();
+          st->qkv_v_pairs =
+              st->qkv_k_pairs && k::qkv_v_pairs(a.graph, static_cast<size_t>(j), graph_is_int8(a.graph));
           break;
         }
     return st;
@@ -324,10 +325,10 @@ struct LinearState : PreparedOp {
   // qkv_bf16_rows): bf16_rows when this kernel writes it. Either way every
   // run tells the Attention which it got (kBf16Tag).
   bool bf16_reader = false, bf16_rows = false;
-  // And K's panels as pair words for the AMX attention (select.h
+  // And K's panels as pair words for the BF16 attention (select.h
   // qkv_k_pairs; with head_panel and bf16_rows).
   bool k_pairs = false;
-  bool v_pairs = false;  // and V's, in runs of an even token count (select.h qkv_v_pairs_enabled)
+  bool v_pairs = false;  // and V's, in runs of an even token count (select.h qkv_v_pairs)
   // The LayerNorm before it quantizes this layer's input
   // (select.h layernorm_quantizes_next).
   bool quant_from_ln = false;
@@ -369,7 +370,7 @@ struct LinearState : PreparedOp {
     if (gelu_coarse) w += "; GELU to 2e-5 (its output is only quantized to 8 bits next)";
     if (head_panel > 0) w += "; output in head panels for attention";
     if (bf16_rows) w += "; output in BF16 for the BF16 attention";
-    if (k_pairs) w += "; K as BF16 pair words for the AMX attention";
+    if (k_pairs) w += "; K as BF16 pair words for the BF16 attention";
     if (v_pairs) w += "; V as BF16 pair words for the AMX attention";
     if (quant_from_ln) w += "; input quantized by the LayerNorm before it";
     else if (quant_in_kernel && !chain_out) w += "; input quantized by the kernel's threads";
@@ -462,7 +463,8 @@ class LinearCpu : public OpImpl {
           st->bf16_rows = st->bf16_reader && !st->chain_in && !st->chain_out && k::spmm_u8s8_bf16_available();
           st->k_pairs = st->head_panel > 0 && st->bf16_rows &&
                         k::qkv_k_pairs(a.graph, static_cast<size_t>(i), graph_is_int8(a.graph)) > 0;
-          st->v_pairs = st->k_pairs && k::qkv_v_pairs_enabled();
+          st->v_pairs =
+              st->k_pairs && k::qkv_v_pairs(a.graph, static_cast<size_t>(i), graph_is_int8(a.graph));
           st->quant_in_kernel = k::sparse_quantizes_in_kernel() && op.act_scale <= 0.f;
           if (st->chain_out && a.weights_of)
             st->next_in_scale = a.weights_of(static_cast<size_t>(i + 1)).get<float>(slot::kInScale);

@@ -45,14 +45,15 @@ struct AttentionBlock {
   float alibi_slope;
   float* out;  // first token row of the sequence, at this head's column
   int64_t out_stride;
-  // Or (the AMX block only, with qkv_bf16 and head_dim a multiple of 32): K
-  // already in the K2 pair layout (attention_bf16.inc), word (p, j) =
+  // Or (the AMX and AVX512_BF16 blocks, with qkv_bf16 and head_dim a multiple
+  // of 32): K already in the K2 pair layout (attention_bf16.inc), word (p, j) =
   // (k[j][2p], k[j][2p + 1]) at k2[p * k2_stride + j] for the sequence's key
   // j. The block reads words up to j < seq_len rounded up to 16, which must
   // be readable; their scores past seq_len are never used.
   const uint32_t* k2 = nullptr;
   int64_t k2_stride = 0;
-  // And (with k2) V in pair words of two tokens (QEpilogue::v_pairs): row g
+  // And (the AMX block only, with k2) V in pair words of two tokens
+  // (QEpilogue::v_pairs): row g
   // of head_dim words at v2_pairs + g * head_dim holds tokens 2g and 2g + 1
   // of the whole batch, whose token v2_first is the sequence's first. The
   // block reads only the sequence's rows (in place where v2_first is even).

@@ -338,13 +338,15 @@ int64_t qkv_k_pairs(const Graph& g, size_t p, bool int8_model) {
   static std::atomic<bool> warned{false};
   if (!switch_enabled("SPINEL_QKV_K2", warned)) return 0;
   const int64_t hd = qkv_head_panel(g, p);
-  if (hd <= 0 || hd % 32 != 0 || qkv_bf16_rows(g, p, int8_model) != hd) return 0;
-  return choose_attention(int8_model, hd).products == AttentionProducts::AmxBf16 ? hd : 0;
+  // (qkv_bf16_rows says the attention runs one of the BF16 blocks.)
+  return hd > 0 && hd % 32 == 0 && qkv_bf16_rows(g, p, int8_model) == hd ? hd : 0;
 }
 
-bool qkv_v_pairs_enabled() {
+bool qkv_v_pairs(const Graph& g, size_t p, bool int8_model) {
   static std::atomic<bool> warned{false};
-  return switch_enabled("SPINEL_QKV_V2", warned);
+  const int64_t hd = qkv_k_pairs(g, p, int8_model);
+  return hd > 0 && choose_attention(int8_model, hd).products == AttentionProducts::AmxBf16 &&
+         switch_enabled("SPINEL_QKV_V2", warned);
 }
 
 bool layernorm_quantizes_next(const Graph& g, size_t p) {

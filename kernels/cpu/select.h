@@ -195,21 +195,22 @@ int64_t qkv_head_panel(const Graph& g, size_t p);
 // values warn once and mean auto.
 int64_t qkv_bf16_rows(const Graph& g, size_t p, bool int8_model);
 
-// --- K in the AMX attention's pair layout ---------------------------------
-// Op p writes head panels (qkv_head_panel) in BF16 (qkv_bf16_rows) for an
-// Attention on AMX-BF16 tiles (choose_attention), heads a multiple of 32
-// wide: returns that width, else 0. The CPU backend then has the Linear
-// write K's panels as BF16 pair words (QEpilogue::k_pairs) where it writes
-// panels in BF16, and tells the Attention so at run time, which multiplies
-// them in place instead of transposing K's rows into that layout itself:
-// the same bits. Both ask this when prepared. SPINEL_QKV_K2, read when a
-// model is prepared: unset, "", "auto" or "on": as above; "off"/"0": never
-// (A/B runs, tests). Other values warn once and mean auto.
+// --- K and V in the BF16 attention's pair layouts -------------------------
+// Op p writes head panels (qkv_head_panel) in BF16 (qkv_bf16_rows: for an
+// Attention on AMX-BF16 tiles or AVX512_BF16 dot products), heads a multiple
+// of 32 wide: returns that width, else 0. The CPU backend then has the
+// Linear write K's panels as BF16 pair words (QEpilogue::k_pairs) where it
+// writes panels in BF16, and tells the Attention so at run time, which
+// multiplies them in place instead of transposing K's rows into that layout
+// itself: the same bits. Both ask this when prepared. SPINEL_QKV_K2, read
+// when a model is prepared: unset, "", "auto" or "on": as above; "off"/"0":
+// never (A/B runs, tests). Other values warn once and mean auto.
 int64_t qkv_k_pairs(const Graph& g, size_t p, bool int8_model);
-// Where qkv_k_pairs says so, V's panels too as pair words of two tokens
-// (QEpilogue::v_pairs), in runs of an even token count: unless
-// SPINEL_QKV_V2 is "off"/"0" (read when a model is prepared; as above).
-bool qkv_v_pairs_enabled();
+// Where qkv_k_pairs says so and the Attention runs on AMX-BF16 tiles, V's
+// panels too as pair words of two tokens (QEpilogue::v_pairs), in runs of
+// an even token count: unless SPINEL_QKV_V2 is "off"/"0" (read when a model
+// is prepared; as above).
+bool qkv_v_pairs(const Graph& g, size_t p, bool int8_model);
 
 // Op p's output is read only as the input of INT8 Linears (which quantize it
 // to 8 bits per token) and is not a graph output: a GELU producing it may be

@@ -458,10 +458,10 @@ TEST_CASE("attention from head panels gives the token-row layout's bits, every k
             k::attention_f32(reinterpret_cast<const float*>(pan_h.data()), off.data(), nseq, sh.heads, hd, 0.125f,
                              pan_h_out.data(), scratch.data(), alibi, kind, true, true);
             CHECK(std::memcmp(rows_out.data(), pan_h_out.data(), rows_out.size() * sizeof(float)) == 0);
-            // K's panels as pair words (k_pairs, QEpilogue::k_pairs): the AMX
-            // block multiplies them in place; the same bits again. Elsewhere
-            // (other kinds, heads not a multiple of 32 wide) refused.
-            const bool pairs_ok = kind == k::AttentionProducts::AmxBf16 && hd % 32 == 0;
+            // K's panels as pair words (k_pairs, QEpilogue::k_pairs): the BF16
+            // blocks multiply them in place; the same bits again. Heads not a
+            // multiple of 32 wide refused.
+            const bool pairs_ok = hd % 32 == 0;
             std::vector<uint16_t> pan_k2 = pan_h;
             for (int64_t h = 0; h < sh.heads; ++h) {
               const int64_t base = (sh.heads + h) * T * hd;  // K's panel of head h, 16-bit elements
@@ -482,9 +482,10 @@ TEST_CASE("attention from head panels gives the token-row layout's bits, every k
             }
             with_pairs();
             CHECK(std::memcmp(rows_out.data(), k2_out.data(), rows_out.size() * sizeof(float)) == 0);
-            // And V's panels as pair words of two tokens (v_pairs, for an even
-            // token count: sequences starting on odd tokens take their words
-            // apart): the same bits again; an odd count refused.
+            // And V's panels as pair words of two tokens (v_pairs, the AMX block
+            // only, for an even token count: sequences starting on odd tokens
+            // take their words apart): the same bits again; an odd count or
+            // another kind refused.
             std::vector<uint16_t> pan_kv = pan_k2;
             for (int64_t h = 0; h < sh.heads && T % 2 == 0; ++h) {
               const int64_t base = (2 * sh.heads + h) * T * hd;  // V's panel of head h
@@ -498,7 +499,7 @@ TEST_CASE("attention from head panels gives the token-row layout's bits, every k
               k::attention_f32(reinterpret_cast<const float*>(pan_kv.data()), off.data(), nseq, sh.heads, hd, 0.125f,
                                v2_out.data(), scratch.data(), alibi, kind, true, true, true, true);
             };
-            if (T % 2 != 0) {
+            if (T % 2 != 0 || kind != k::AttentionProducts::AmxBf16) {
               CHECK_THROWS_AS(with_v(), std::logic_error);
             } else {
               with_v();

@@ -262,8 +262,8 @@ int cmd_inspect(int argc, char** argv) {
       // QKV written as BF16 rows for the BF16 attention that reads it.
       if (kernels[i].why.find("output in BF16 for the BF16 attention") != std::string::npos)
         detail += " => #" + std::to_string(i + 1) + " (BF16)";
-      // And K as BF16 pair words, multiplied in place by the AMX attention.
-      if (kernels[i].why.find("K as BF16 pair words for the AMX attention") != std::string::npos)
+      // And K (and V) as BF16 pair words, multiplied in place by the attention.
+      if (kernels[i].why.find("K as BF16 pair words for the BF16 attention") != std::string::npos)
         detail += " => #" + std::to_string(i + 1) + " (K pairs)";
       if (kernels[i].why.find("V as BF16 pair words for the AMX attention") != std::string::npos)
         detail += " => #" + std::to_string(i + 1) + " (V pairs)";
