@@ -49,7 +49,7 @@ struct QEpilogue {
   // spmm_u8s8_bf16_available, panels; std::invalid_argument elsewhere).
   bool k_pairs = false;
   // And V's panels (2H .. 3H - 1) as words of BF16 pairs of two tokens, the
-  // layout the AMX attention multiplies V from (AttentionBlock::v2_pairs): in
+  // layout the BF16 attention multiplies V from (AttentionBlock::v2_pairs): in
   // head h's panel, word g panel + d = (v[2g][d], v[2g + 1][d]), the earlier
   // token in the low half. With k_pairs, for an even M only.
   bool v_pairs = false;

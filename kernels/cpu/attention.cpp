@@ -66,9 +66,8 @@ void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seq
                   !qkv_panels || !qkv_bf16 || head_dim % 32 != 0))
     throw std::logic_error("attention_f32: K in pair words is read by the BF16 blocks only, from BF16 head panels "
                            "of whole 32-dim tile rows");
-  if (v_pairs && (!k_pairs || products != AttentionProducts::AmxBf16 || seq_offsets[num_seqs] % 2 != 0))
-    throw std::logic_error("attention_f32: V in pair words is read by the AMX block only, with K in pair words, "
-                           "for an even token count");
+  if (v_pairs && (!k_pairs || seq_offsets[num_seqs] % 2 != 0))
+    throw std::logic_error("attention_f32: V in pair words comes with K in pair words, for an even token count");
   if (qkv_bf16 && products != AttentionProducts::AmxBf16 && products != AttentionProducts::Avx512Bf16)
     throw std::logic_error("attention_f32: BF16 Q, K and V are read by the BF16 blocks only");
   if (products == AttentionProducts::AmxBf16 && !cpu_has_amx_bf16())

@@ -58,15 +58,18 @@ namespace body = avx512_bf16_body;
 // in place start at any key).
 // The sums build in locals and reach out once, after the loop: __m512 may
 // alias anything, so sums kept in out itself were stored back on every pair.
+// Pairs p < p_split from b_first instead (V's pair words read in place, the
+// same stride), in the same order into the same sums.
 template <int R, int NV>
 inline void dot_rxnv(const uint32_t* a, int64_t a_stride, const uint32_t* b, int64_t b_stride, int64_t np,
-                     __m512 (&out)[8][4]) {
+                     __m512 (&out)[8][4], const uint32_t* b_first, int64_t p_split) {
   __m512 c[R][NV];
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < NV; ++v) c[r][v] = _mm512_setzero_ps();
   for (int64_t p = 0; p < np; ++p) {
+    const uint32_t* bp = (p < p_split ? b_first : b) + p * b_stride;
     __m512bh bv[NV];
-    for (int v = 0; v < NV; ++v) bv[v] = (__m512bh)_mm512_loadu_si512(b + p * b_stride + 16 * v);
+    for (int v = 0; v < NV; ++v) bv[v] = (__m512bh)_mm512_loadu_si512(bp + 16 * v);
     for (int r = 0; r < R; ++r) {
       const __m512bh x = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[r * a_stride + p]));
       for (int v = 0; v < NV; ++v) c[r][v] = _mm512_dpbf16_ps(c[r][v], x, bv[v]);
@@ -83,12 +86,12 @@ inline int tile_rows(int nv) { return nv <= 2 ? 8 : 4; }
 
 // dot_rxnv for nv = 1..4 vectors (a run-time count), tile_rows(nv) rows.
 inline void dot_tile(const uint32_t* a, int64_t a_stride, const uint32_t* b, int64_t b_stride, int64_t np,
-                     int nv, __m512 (&c)[8][4]) {
+                     int nv, __m512 (&c)[8][4], const uint32_t* b_first = nullptr, int64_t p_split = 0) {
   switch (nv) {
-    case 4: dot_rxnv<4, 4>(a, a_stride, b, b_stride, np, c); break;
-    case 3: dot_rxnv<4, 3>(a, a_stride, b, b_stride, np, c); break;
-    case 2: dot_rxnv<8, 2>(a, a_stride, b, b_stride, np, c); break;
-    default: dot_rxnv<8, 1>(a, a_stride, b, b_stride, np, c); break;
+    case 4: dot_rxnv<4, 4>(a, a_stride, b, b_stride, np, c, b_first, p_split); break;
+    case 3: dot_rxnv<4, 3>(a, a_stride, b, b_stride, np, c, b_first, p_split); break;
+    case 2: dot_rxnv<8, 2>(a, a_stride, b, b_stride, np, c, b_first, p_split); break;
+    default: dot_rxnv<8, 1>(a, a_stride, b, b_stride, np, c, b_first, p_split); break;
   }
 }
 
@@ -115,9 +118,10 @@ void scores_bf16(const AttentionBlock& b, const AmxLayout& a, const uint32_t* k2
 
 // The rest of a block of up to 16 query rows [i0, i0 + nq) after its scores
 // S: the softmax and O = P V, written to the block's output rows (rows past
-// nq are never written).
-void softmax_pv(const AttentionBlock& b, const AmxLayout& a, const uint32_t* v2, float* s, int64_t i0,
-                int nq) {
+// nq are never written). V2's pair rows before v_split from v2_ip (in place,
+// the same stride), the rest from v2.
+void softmax_pv(const AttentionBlock& b, const AmxLayout& a, const uint32_t* v2, const uint32_t* v2_ip,
+                int64_t v_split, float* s, int64_t i0, int nq) {
   __m512 c[8][4];
   // Softmax per row in FP32, then P (bf16, zero past len) over the row's
   // start; rows four at a time. Rows past nq get zero P (up to 16: the P·V
@@ -141,7 +145,8 @@ void softmax_pv(const AttentionBlock& b, const AmxLayout& a, const uint32_t* v2,
     const int nv = static_cast<int>(d_vecs - c0 < 4 ? d_vecs - c0 : 4);
     const int tr = tile_rows(nv);
     for (int64_t r0 = 0; r0 < nq; r0 += tr) {
-      dot_tile(pw + r0 * a.lp, a.lp, v2 + c0 * 16, a.dv, kpairs, nv, c);
+      dot_tile(pw + r0 * a.lp, a.lp, v2 + c0 * 16, a.dv, kpairs, nv, c, v2_ip ? v2_ip + c0 * 16 : nullptr,
+               v_split);
       for (int rr = 0; rr < tr && r0 + rr < nq; ++rr) {
         const __m512 sc = _mm512_set1_ps(inv[r0 + rr]);
         float* out = b.out + (i0 + r0 + rr) * b.out_stride + c0 * 16;
@@ -342,12 +347,18 @@ void attention_block_avx512_bf16(const AttentionBlock& b, float* scratch) {
   // K2 in place where the QKV Linear wrote K in pair words (AttentionBlock::k2):
   // no transpose here.
   const bool k2_in_place = b.k2 != nullptr;
-  const Operands op = build_item(b, scratch, false, k2_in_place);
+  // V's pair rows whole inside the sequence in place where the Linear wrote V
+  // in pair words and the sequence starts on a pair (AttentionBlock::v2_pairs);
+  // V2 built from the 8-pair block holding the first of the others.
+  const bool v_in_place = b.v2_pairs != nullptr && b.v2_first % 2 == 0;
+  const int64_t v_split = v_in_place ? b.seq_len / 2 : 0;
+  const uint32_t* v2_ip = v_in_place ? b.v2_pairs + (b.v2_first / 2) * b.head_dim : nullptr;
+  const Operands op = build_item(b, scratch, false, k2_in_place, 2 * v_split / 16 * 16);
   const uint32_t* k2 = k2_in_place ? b.k2 : op.k2;
   const int64_t k2_stride = k2_in_place ? b.k2_stride : op.a.lp;
   for_each_query_block(b, op, [&](int64_t i0, int nq, const uint16_t* qb) {
     scores_bf16(b, op.a, k2, k2_stride, qb, op.s, nq);
-    softmax_pv(b, op.a, op.v2, op.s, i0, nq);
+    softmax_pv(b, op.a, op.v2, v2_ip, v_split, op.s, i0, nq);
   });
 }
 
@@ -372,7 +383,7 @@ void attention_block_avx512_s8qk(const AttentionBlock& b, float* scratch) {
   for (int64_t i0 = b.q_begin; i0 < b.q_end; i0 += 16) {
     const int nq = static_cast<int>(b.q_end - i0 < 16 ? b.q_end - i0 : 16);
     scores_s8(b, a, op, i0 - b.q_begin, s, nq);
-    softmax_pv(b, a, v2, s, i0, nq);
+    softmax_pv(b, a, v2, nullptr, 0, s, i0, nq);
   }
 }
 

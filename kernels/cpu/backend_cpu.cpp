@@ -371,7 +371,7 @@ struct LinearState : PreparedOp {
     if (head_panel > 0) w += "; output in head panels for attention";
     if (bf16_rows) w += "; output in BF16 for the BF16 attention";
     if (k_pairs) w += "; K as BF16 pair words for the BF16 attention";
-    if (v_pairs) w += "; V as BF16 pair words for the AMX attention";
+    if (v_pairs) w += "; V as BF16 pair words for the BF16 attention";
     if (quant_from_ln) w += "; input quantized by the LayerNorm before it";
     else if (quant_in_kernel && !chain_out) w += "; input quantized by the kernel's threads";
     if (ln.on) w += "; the LayerNorm after it runs on the kernel's threads";

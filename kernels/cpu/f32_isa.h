@@ -52,7 +52,7 @@ struct AttentionBlock {
   // be readable; their scores past seq_len are never used.
   const uint32_t* k2 = nullptr;
   int64_t k2_stride = 0;
-  // And (the AMX block only, with k2) V in pair words of two tokens
+  // And (with k2) V in pair words of two tokens
   // (QEpilogue::v_pairs): row g
   // of head_dim words at v2_pairs + g * head_dim holds tokens 2g and 2g + 1
   // of the whole batch, whose token v2_first is the sequence's first. The

@@ -71,10 +71,10 @@ void layernorm_quantize_here(const float* x, const float* residual, const float*
 // came from, bit for bit.
 // k_pairs (AmxBf16 or Avx512Bf16 with qkv_panels and qkv_bf16 and head_dim a
 // multiple of 32 only, else std::logic_error): K's panels hold pair words
-// (QEpilogue::k_pairs), which the block multiplies in place. v_pairs
-// (AmxBf16 with k_pairs and an even seq_offsets[num_seqs] only): V's panels
-// hold pair words of two tokens (QEpilogue::v_pairs), read in place where a
-// sequence starts on an even token. The same bits again.
+// (QEpilogue::k_pairs), which the block multiplies in place. v_pairs (with
+// k_pairs and an even seq_offsets[num_seqs] only): V's panels hold pair
+// words of two tokens (QEpilogue::v_pairs), read in place where a sequence
+// starts on an even token. The same bits again.
 enum class AttentionProducts { F32, AmxBf16, Avx512Bf16, Avx512S8Qk };
 // "f32", "amx_bf16", "avx512_bf16", "avx512_s8qk"
 const char* attention_products_name(AttentionProducts p);

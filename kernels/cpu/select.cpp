@@ -345,8 +345,7 @@ int64_t qkv_k_pairs(const Graph& g, size_t p, bool int8_model) {
 bool qkv_v_pairs(const Graph& g, size_t p, bool int8_model) {
   static std::atomic<bool> warned{false};
   const int64_t hd = qkv_k_pairs(g, p, int8_model);
-  return hd > 0 && choose_attention(int8_model, hd).products == AttentionProducts::AmxBf16 &&
-         switch_enabled("SPINEL_QKV_V2", warned);
+  return hd > 0 && switch_enabled("SPINEL_QKV_V2", warned);
 }
 
 bool layernorm_quantizes_next(const Graph& g, size_t p) {

@@ -206,10 +206,9 @@ int64_t qkv_bf16_rows(const Graph& g, size_t p, bool int8_model);
 // when a model is prepared: unset, "", "auto" or "on": as above; "off"/"0":
 // never (A/B runs, tests). Other values warn once and mean auto.
 int64_t qkv_k_pairs(const Graph& g, size_t p, bool int8_model);
-// Where qkv_k_pairs says so and the Attention runs on AMX-BF16 tiles, V's
-// panels too as pair words of two tokens (QEpilogue::v_pairs), in runs of
-// an even token count: unless SPINEL_QKV_V2 is "off"/"0" (read when a model
-// is prepared; as above).
+// Where qkv_k_pairs says so, V's panels too as pair words of two tokens
+// (QEpilogue::v_pairs), in runs of an even token count: unless SPINEL_QKV_V2
+// is "off"/"0" (read when a model is prepared; as above).
 bool qkv_v_pairs(const Graph& g, size_t p, bool int8_model);
 
 // Op p's output is read only as the input of INT8 Linears (which quantize it

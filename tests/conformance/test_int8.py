@@ -684,12 +684,11 @@ def test_qkv_bf16_rows(spinel, convert, minilm_onnx, pruned_onnx, ids):
 def test_qkv_k_pairs(spinel, convert, pruned_onnx, ids):
     """The block-sparse INT8 QKV Linear writes K's head panels as BF16 pair words for a BF16
     attention (kernels/cpu/select.h qkv_k_pairs, QEpilogue::k_pairs), which multiplies them in
-    place instead of transposing K's rows into that layout itself, and, for one on AMX-BF16
-    tiles, V's as pair words of two tokens (select.h qkv_v_pairs, QEpilogue::v_pairs, runs of an
-    even token count), read in place where a sequence starts on an even token. Every layer's QKV
-    Linear and attention of the 80%-pruned INT8 MiniLM (heads of 32) say so in `inspect` (JSON
-    why, the table's "(K pairs)" and "(V pairs)"): K's where the CPU has AVX-512 VNNI and
-    AVX512_BF16, V's where it also has AMX-BF16 (granted), elsewhere none;
+    place instead of transposing K's rows into that layout itself, and V's as pair words of two
+    tokens (select.h qkv_v_pairs, QEpilogue::v_pairs, runs of an even token count), read in
+    place where a sequence starts on an even token. Every layer's QKV Linear and attention of
+    the 80%-pruned INT8 MiniLM (heads of 32) say so in `inspect` (JSON why, the table's "(K
+    pairs)" and "(V pairs)") where the CPU has AVX-512 VNNI and AVX512_BF16, elsewhere none;
     SPINEL_QKV_K2=off (both), SPINEL_QKV_V2=off (V's), SPINEL_QKV_BF16=off,
     SPINEL_QKV_PANELS=off, SPINEL_ATTENTION=f32 and SPINEL_ISA=avx2 turn it off. The hidden
     states are the same bits either way, for the test inputs, one of 200 tokens, a batch of 20,
@@ -703,16 +702,14 @@ def test_qkv_k_pairs(spinel, convert, pruned_onnx, ids):
                             "K multiplied in place", "Attention", "(K pairs)")
 
     def inspect_v(env_extra):
-        return linked_pairs(spinel, pruned, "SPINEL_QKV_V2", env_extra, "V as BF16 pair words for the AMX attention",
+        return linked_pairs(spinel, pruned, "SPINEL_QKV_V2", env_extra, "V as BF16 pair words for the BF16 attention",
                             "V read in place", "Attention", "(V pairs)")
 
     flags = cpu_flags()
     here = {"avx512_bf16", "avx512_vnni", "avx512bw", "avx512vl", "avx512dq"} <= flags
-    v_here = here and amx_granted() and "amx_bf16" in flags
-    print(f"K as pair words: {'here' if here else 'not here (no AVX-512 VNNI or no AVX512_BF16)'}; "
-          f"V: {'here' if v_here else 'not here (no AMX-BF16 granted)'}")
+    print(f"K and V as pair words: {'here' if here else 'not here (no AVX-512 VNNI or no AVX512_BF16)'}")
     assert len(inspect({})) == (6 if here else 0)  # one QKV Linear per layer
-    assert len(inspect_v({})) == (6 if v_here else 0)
+    assert len(inspect_v({})) == (6 if here else 0)
     assert len(inspect({"SPINEL_QKV_V2": "off"})) == (6 if here else 0)
     assert inspect_v({"SPINEL_QKV_V2": "off"}) == []
     assert inspect_v({"SPINEL_QKV_K2": "off"}) == []

@@ -265,7 +265,7 @@ int cmd_inspect(int argc, char** argv) {
       // And K (and V) as BF16 pair words, multiplied in place by the attention.
       if (kernels[i].why.find("K as BF16 pair words for the BF16 attention") != std::string::npos)
         detail += " => #" + std::to_string(i + 1) + " (K pairs)";
-      if (kernels[i].why.find("V as BF16 pair words for the AMX attention") != std::string::npos)
+      if (kernels[i].why.find("V as BF16 pair words for the BF16 attention") != std::string::npos)
         detail += " => #" + std::to_string(i + 1) + " (V pairs)";
       // The LayerNorm after it runs on its kernel's threads.
       if (kernels[i].why.find("the LayerNorm after it runs") != std::string::npos)
