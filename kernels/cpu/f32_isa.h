@@ -20,6 +20,14 @@ namespace spinel::kernels::f32 {
 // Token rows are padded to this many floats in attention scratch, so that the
 // fixed-width inner loops never need a tail.
 constexpr int64_t kPad = 16;
+
+// 16-bit lane indices that interleave the two halves of a 32-lane vector,
+// (a0, b0, a1, b1, ...): two rows' 16 BF16 values each, as cvtne2ps_pbh
+// packs them, into 16 pair words (vpermw). The sparse kernel's K pairs and
+// the BF16 attention's V2 build both use it.
+alignas(64) inline constexpr uint16_t kPairInterleave[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,
+                                                            21, 6, 22, 7, 23, 8,  24, 9,  25, 10, 26,
+                                                            11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
 inline int64_t round_up_pad(int64_t n) { return (n + kPad - 1) / kPad * kPad; }
 // Most query rows an attention register tile holds (the score scratch is
 // sized for this many); each ISA build uses up to this many.

@@ -200,9 +200,7 @@ void flush_rows(const SpmmTile& t, int64_t n0, __mmask16 chmask, const float (*s
 // attention transposed them back). The rounding is flush_rows' Bf16 one.
 template <int NT>
 void flush_pairs(const SpmmTile& t, int64_t n0, int nch, const float (*stage)[64]) {
-  alignas(64) static const uint16_t kIdx[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
-                                                8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
-  const __m512i idx = _mm512_load_si512(kIdx);
+  const __m512i idx = _mm512_load_si512(f32::kPairInterleave);
   uint32_t* y = static_cast<uint32_t*>(t.y) + t.m0;
   for (int c = 0; c + 1 < nch; c += 2) {
     uint32_t* row = y + (n0 + c - t.n_base) / 2 * t.ldy;
