@@ -136,7 +136,7 @@ void flush_blocked(const SpmmTile& t, int64_t n0, int nch, const float (*stage)[
     for (int r = 0; r < NT; ++r) {
       __m512 v = _mm512_load_ps(&stage[c][16 * r]);
       if (Gelu == 1) v = (__m512)body::gelu_erf_v((body::vf)v);
-      if (Gelu == 2) v = (__m512)body::gelu_erf_q_v((body::vf)v);
+      if (Gelu == 2) v = (__m512)body::gelu_erf_q_half_v((body::vf)v);  // (stage: v / 2)
       if (Mul) v = _mm512_mul_ps(v, m);
       _mm512_storeu_ps(y + 64 * c + 16 * r, v);
       lo[r] = _mm512_min_ps(lo[r], v);
@@ -298,7 +298,7 @@ void flush_stage(const SpmmTile& t, int64_t brg, int64_t nbr, float (*stage)[64]
 
 // Off: the row offsets read per block, int32_t (koff64, bytes) or uint16_t
 // (koff8, units of 8 bytes: a scale-8 address, no extra instruction).
-template <int NT, typename Off>
+template <int NT, bool Pairs, typename Off>
 void run_tile(const SpmmTile& t, const Off* koff) {
   constexpr int64_t kUnit = sizeof(Off) == 2 ? 8 : 1;
   const PackedS8Sparse& w = *t.w;
@@ -306,10 +306,22 @@ void run_tile(const SpmmTile& t, const Off* koff) {
   const int8_t* wv = w.w.data();
   const uint8_t* xb = t.x;  // [K][64]
   // Per-token epilogue inputs of this tile, loaded once for all block-rows.
+  // Pairs: the zero-point correction -zp ws by one vpmaddwd of the token's
+  // int16 words (zp, 128 zp) and the channel's (lo, hi), lo + 128 hi = -ws
+  // (PackedS8Sparse::wsum_pairs), as the accumulators' start, where vpmulld
+  // and a subtraction after the products took three uops. Exact, with the
+  // same wraparound: the same bits. (vpdpwssd into the finished accumulators
+  // made GCC copy and spill them inside the product loop.)
   alignas(64) int32_t zp[64] = {};
   alignas(64) float xs[64] = {};
   if (t.out != OutKind::S32Raw) {
-    std::memcpy(zp, t.x_zp + t.m0, sizeof(int32_t) * t.mc);
+    if (Pairs)
+      for (int64_t j = 0; j < t.mc; ++j) {
+        const uint32_t z = static_cast<uint32_t>(t.x_zp[t.m0 + j]);
+        zp[j] = static_cast<int32_t>(z | (z << 23));
+      }
+    else
+      std::memcpy(zp, t.x_zp + t.m0, sizeof(int32_t) * t.mc);
     std::memcpy(xs, t.x_scale + t.m0, sizeof(float) * t.mc);
   }
   // 4 block-rows (16 channels) x 64 tokens of results, channel-major, are
@@ -318,6 +330,10 @@ void run_tile(const SpmmTile& t, const Off* koff) {
   // channel rows past the last block-row).
   alignas(64) float stage[16][64];
   std::memset(stage, 0, sizeof stage);
+  // The blocked output's coarse GELU takes v / 2 (gelu_erf_q_half_v: one
+  // multiply fewer per value, the same bits): the scale and bias are halved,
+  // exact, so the stage holds v / 2.
+  const float half = t.out == OutKind::F32Blocked && t.ep->gelu && t.ep->gelu_coarse ? 0.5f : 1.0f;
   int64_t brg = t.br0;
   const bool pf_y = t.out == OutKind::F32 || t.out == OutKind::U8 || t.out == OutKind::Bf16;
   for (int64_t br = t.br0; br < t.br1; ++br) {
@@ -385,14 +401,15 @@ void run_tile(const SpmmTile& t, const Off* koff) {
       const int64_t n0 = 4 * br;
       for (int c = 0; c < 4; ++c) {
         const __m512i ws = _mm512_set1_epi32(w.wsum[n0 + c]);
-        const __m512 sw = _mm512_set1_ps(w.scale_w[n0 + c]);
-        const __m512 bv = _mm512_set1_ps(w.bias ? w.bias[n0 + c] : 0.f);
+        const __m512 sw = _mm512_set1_ps(w.scale_w[n0 + c] * half);
+        const __m512 bv = _mm512_set1_ps(w.bias ? w.bias[n0 + c] * half : 0.f);
+        const __m512i pair = Pairs ? _mm512_set1_epi32(w.wsum_pairs[n0 + c]) : ws;
         for (int r = 0; r < NT; ++r) {
-          const __m512i corr = _mm512_sub_epi32(
-              acc[c][r], _mm512_mullo_epi32(_mm512_load_si512(zp + 16 * r), ws));
+          const __m512i z = _mm512_load_si512(zp + 16 * r);
+          const __m512i corr = Pairs ? _mm512_add_epi32(acc[c][r], _mm512_madd_epi16(z, pair))
+                                     : _mm512_sub_epi32(acc[c][r], _mm512_mullo_epi32(z, ws));
           const __m512 sc = _mm512_mul_ps(_mm512_load_ps(xs + 16 * r), sw);
-          _mm512_store_ps(&stage[4 * jb + c][16 * r],
-                          _mm512_fmadd_ps(_mm512_cvtepi32_ps(corr), sc, bv));
+          _mm512_store_ps(&stage[4 * jb + c][16 * r], _mm512_fmadd_ps(_mm512_cvtepi32_ps(corr), sc, bv));
         }
       }
     }
@@ -400,23 +417,40 @@ void run_tile(const SpmmTile& t, const Off* koff) {
   if (t.br1 > brg) flush_stage<NT>(t, brg, t.br1 - brg, stage);
 }
 
-template <typename Off>
+template <bool Pairs, typename Off>
 void run_tile_nt(const SpmmTile& t, const Off* koff) {
   switch ((t.mc + 15) / 16) {
-    case 1: run_tile<1>(t, koff); break;
-    case 2: run_tile<2>(t, koff); break;
-    case 3: run_tile<3>(t, koff); break;
-    default: run_tile<4>(t, koff); break;
+    case 1: run_tile<1, Pairs>(t, koff); break;
+    case 2: run_tile<2, Pairs>(t, koff); break;
+    case 3: run_tile<3, Pairs>(t, koff); break;
+    default: run_tile<4, Pairs>(t, koff); break;
   }
+}
+
+// The tile's zero points all in [0, 255] (every quantization's), so that
+// (zp, 128 zp) are int16 words, and the weights' pair words exist.
+bool zp_pairs_apply(const SpmmTile& t) {
+  if (t.out == OutKind::S32Raw || t.w->wsum_pairs.empty()) return false;
+  uint32_t bad = 0;
+  for (int64_t j = 0; j < t.mc; ++j) bad |= static_cast<uint32_t>(t.x_zp[t.m0 + j]) > 255u;
+  return bad == 0;
+}
+
+template <typename Off>
+void run_tile_zp(const SpmmTile& t, const Off* koff) {
+  if (zp_pairs_apply(t))
+    run_tile_nt<true>(t, koff);
+  else
+    run_tile_nt<false>(t, koff);
 }
 
 }  // namespace
 
 void spmm_u8s8_4x1_64x4_avx512vnni(const SpmmTile& t) {
   if (!t.w->koff8.empty())
-    run_tile_nt(t, t.w->koff8.data());
+    run_tile_zp(t, t.w->koff8.data());
   else
-    run_tile_nt(t, t.w->koff64.data());
+    run_tile_zp(t, t.w->koff64.data());
 }
 
 }  // namespace spinel::kernels::qgemm_detail

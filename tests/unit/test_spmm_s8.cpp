@@ -213,6 +213,16 @@ TEST_CASE("pack_s8_sparse: layout, counts and rejected shapes") {
   CHECK(p.w[16 + 4 * 2 + 1] == 0);  // padding weight
   CHECK(p.w[4 * 2 + 1] == 5);
   CHECK(p.wsum[2] == 1 + 5 + 6 + 7 + 11);
+  // The zero-point correction's int16 words: lo + 128 hi = -wsum, lo in [0, 128).
+  REQUIRE(p.wsum_pairs.size() == static_cast<size_t>(N));
+  for (int64_t n = 0; n < N; ++n) {
+    const uint32_t pw = static_cast<uint32_t>(p.wsum_pairs[n]);
+    const int32_t lo = static_cast<int16_t>(pw & 0xFFFF), hi = static_cast<int16_t>(pw >> 16);
+    CAPTURE(n);
+    CHECK(lo >= 0);
+    CHECK(lo < 128);
+    CHECK(lo + 128 * hi == -p.wsum[n]);
+  }
   CHECK(p.sparsity == doctest::Approx(1.0 - 5.0 / 24.0));
   CHECK(sk::block_sparsity_4x1(W.data(), K, N) == doctest::Approx(p.sparsity));
   CHECK_THROWS_AS(sk::pack_s8_sparse(W.data(), 10, 8, sw.data(), nullptr), std::invalid_argument);
@@ -441,6 +451,54 @@ TEST_CASE("spmm_u8s8: every epilogue combination on every ISA") {
   // a residual): blocks of 16 + 13 and 32 + 21 tokens.
   check_epilogue(29, 200, 44, 0.8, 16, false);
   check_epilogue(53, 768, 96, 0.9, 17, false);
+}
+
+// The AVX-512 kernel corrects for the zero points with int16 words (zp, 128 zp)
+// and the weights' (lo, hi) (PackedS8Sparse::wsum_pairs). Where they do not
+// fit, a token tile with a zero point outside [0, 255] or a layer with a
+// column sum past 128 * 2^15 in magnitude, it multiplies in 32 bits: the
+// reference's bits either way.
+TEST_CASE("spmm_u8s8: zero points outside [0, 255] and huge column sums keep the exact correction") {
+  struct Case {
+    int64_t M, K, N;
+    bool big_column;
+  };
+  for (const Case c : {Case{37, 64, 16, false}, Case{70, 33280, 8, true}}) {
+    auto W = make_weights(c.K, c.N, 0.5, 41, true);
+    if (c.big_column)  // column 1: every weight 127, so wsum = 127 K > 128 * 32767
+      for (int64_t k = 0; k < c.K; ++k) W[k * c.N + 1] = 127;
+    const auto x = make_input(c.M, c.K, 43);
+    std::vector<float> sw(c.N), bias(c.N), xs(c.M);
+    for (int64_t n = 0; n < c.N; ++n) {
+      sw[n] = 1e-4f * static_cast<float>(1 + n % 5);
+      bias[n] = 0.1f * static_cast<float>(n % 3) - 0.1f;
+    }
+    std::vector<int32_t> zp(c.M);
+    for (int64_t m = 0; m < c.M; ++m) {
+      xs[m] = 0.01f + 0.001f * static_cast<float>(m % 7);
+      // Tokens 0..15 in range (that tile may pair), then 300, -9, 256, -1...
+      zp[m] = c.big_column || m < 16 ? static_cast<int32_t>((m * 37) % 256) : (m % 2 ? 256 + m : -m);
+    }
+    const auto p = sk::pack_s8_sparse(W.data(), c.K, c.N, sw.data(), bias.data());
+    CHECK(p.wsum_pairs.empty() == c.big_column);
+    CHECK(p.koff8.empty() == (c.K > 8192));
+    sk::QEpilogue ep;
+    std::vector<uint8_t> ref(static_cast<size_t>(c.M * c.N) * 4);
+    sk::ref::linear_u8s8(x.data(), c.M, c.K, c.K, xs.data(), zp.data(), W.data(), c.N, sw.data(), bias.data(), ep,
+                         ref.data(), c.N);
+    for (Isa isa : runnable_isas()) {
+      RestoreIsa cap(isa);
+      for (int threads : {1, 2}) {
+        const std::string isa_s = sk::isa_name(isa);
+        CAPTURE(isa_s);
+        CAPTURE(threads);
+        CAPTURE(c.K);
+        std::vector<float> y(static_cast<size_t>(c.M * c.N), -1.f);
+        in_arena(threads, [&] { sk::spmm_u8s8(p, x.data(), c.M, c.K, xs.data(), zp.data(), ep, y.data(), c.N); });
+        CHECK(std::memcmp(y.data(), ref.data(), ref.size()) == 0);
+      }
+    }
+  }
 }
 
 namespace {
