@@ -86,6 +86,22 @@ struct PackedS8Sparse {
   const float* bias = nullptr;
 };
 
+// The zero-point correction -zp wsum by vpmaddwd of int16 pair words, exact:
+// per channel (lo, hi), lo + 128 hi = -wsum[n], lo in [0, 128) (empty when
+// some |hi| >= 2^15, |wsum| beyond ~4.19e6: then the kernels multiply in 32
+// bits); per token (zp, 128 zp), int16 words for zp in [0, 255], which every
+// quantization gives (zp_pairs_fit checks a call's).
+std::vector<int32_t> wsum_pair_words(const int32_t* wsum, int64_t N);
+inline int32_t zp_pair_word(int32_t zp) {
+  const auto z = static_cast<uint32_t>(zp);
+  return static_cast<int32_t>(z | (z << 23));
+}
+inline bool zp_pairs_fit(const int32_t* zp, int64_t n) {
+  uint32_t bad = 0;
+  for (int64_t j = 0; j < n; ++j) bad |= static_cast<uint32_t>(zp[j]) > 255u;
+  return bad == 0;
+}
+
 // Packs dense s8 W [K, N] (row-major, row stride N). K and N must be positive
 // multiples of 4 (std::invalid_argument otherwise, naming the shape).
 // scale_w must not be null; bias may be.

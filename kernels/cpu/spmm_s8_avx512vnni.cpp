@@ -316,10 +316,7 @@ void run_tile(const SpmmTile& t, const Off* koff) {
   alignas(64) float xs[64] = {};
   if (t.out != OutKind::S32Raw) {
     if (Pairs)
-      for (int64_t j = 0; j < t.mc; ++j) {
-        const uint32_t z = static_cast<uint32_t>(t.x_zp[t.m0 + j]);
-        zp[j] = static_cast<int32_t>(z | (z << 23));
-      }
+      for (int64_t j = 0; j < t.mc; ++j) zp[j] = zp_pair_word(t.x_zp[t.m0 + j]);
     else
       std::memcpy(zp, t.x_zp + t.m0, sizeof(int32_t) * t.mc);
     std::memcpy(xs, t.x_scale + t.m0, sizeof(float) * t.mc);
@@ -430,10 +427,7 @@ void run_tile_nt(const SpmmTile& t, const Off* koff) {
 // The tile's zero points all in [0, 255] (every quantization's), so that
 // (zp, 128 zp) are int16 words, and the weights' pair words exist.
 bool zp_pairs_apply(const SpmmTile& t) {
-  if (t.out == OutKind::S32Raw || t.w->wsum_pairs.empty()) return false;
-  uint32_t bad = 0;
-  for (int64_t j = 0; j < t.mc; ++j) bad |= static_cast<uint32_t>(t.x_zp[t.m0 + j]) > 255u;
-  return bad == 0;
+  return t.out != OutKind::S32Raw && !t.w->wsum_pairs.empty() && zp_pairs_fit(t.x_zp + t.m0, t.mc);
 }
 
 template <typename Off>

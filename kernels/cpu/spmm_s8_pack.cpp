@@ -71,6 +71,17 @@ double block_sparsity_4x1(const int8_t* W, int64_t K, int64_t N) {
   return 1.0 - static_cast<double>(nnz) / static_cast<double>(K * (N / 4));
 }
 
+std::vector<int32_t> wsum_pair_words(const int32_t* wsum, int64_t N) {
+  std::vector<int32_t> words(static_cast<size_t>(N));
+  for (int64_t n = 0; n < N; ++n) {
+    const int64_t nws = -static_cast<int64_t>(wsum[n]);
+    const int64_t lo = nws & 127, hi = (nws - lo) / 128;
+    if (hi < -32768 || hi > 32767) return {};
+    words[static_cast<size_t>(n)] = static_cast<int32_t>(static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16));
+  }
+  return words;
+}
+
 PackedS8Sparse pack_s8_sparse(const int8_t* W, int64_t K, int64_t N, const float* scale_w,
                               const float* bias) {
   check_shape("pack_s8_sparse", K, N);
@@ -126,16 +137,7 @@ PackedS8Sparse pack_s8_sparse(const int8_t* W, int64_t K, int64_t N, const float
   p.wsum.assign(N, 0);
   for (int64_t k = 0; k < K; ++k)
     for (int64_t n = 0; n < N; ++n) p.wsum[n] += W[k * N + n];
-  p.wsum_pairs.resize(N);
-  for (int64_t n = 0; n < N; ++n) {
-    const int64_t nws = -static_cast<int64_t>(p.wsum[n]);
-    const int64_t lo = nws & 127, hi = (nws - lo) / 128;
-    if (hi < -32768 || hi > 32767) {
-      p.wsum_pairs.clear();
-      break;
-    }
-    p.wsum_pairs[n] = static_cast<int32_t>(static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16));
-  }
+  p.wsum_pairs = wsum_pair_words(p.wsum.data(), N);
   p.scale_w.assign(scale_w, scale_w + N);
   return p;
 }
