@@ -84,6 +84,8 @@ struct PackedS8Sparse {
   std::vector<int32_t> wsum_pairs;
   std::vector<float> scale_w;
   const float* bias = nullptr;
+  // max |scale_w| and max |bias| (0 without one), +inf when any is not finite.
+  double scale_w_max = 0, bias_max = 0;
 };
 
 // The zero-point correction -zp wsum by vpmaddwd of int16 pair words, exact:

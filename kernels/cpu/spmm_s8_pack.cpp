@@ -139,6 +139,13 @@ PackedS8Sparse pack_s8_sparse(const int8_t* W, int64_t K, int64_t N, const float
     for (int64_t n = 0; n < N; ++n) p.wsum[n] += W[k * N + n];
   p.wsum_pairs = wsum_pair_words(p.wsum.data(), N);
   p.scale_w.assign(scale_w, scale_w + N);
+  auto max_abs = [](const float* v, int64_t n) {
+    double m = 0;
+    for (int64_t i = 0; i < n; ++i) m = std::isfinite(v[i]) ? std::max(m, std::fabs(double(v[i]))) : HUGE_VAL;
+    return m;
+  };
+  p.scale_w_max = max_abs(scale_w, N);
+  p.bias_max = bias ? max_abs(bias, N) : 0.0;
   return p;
 }
 

@@ -213,6 +213,19 @@ TEST_CASE("pack_s8_sparse: layout, counts and rejected shapes") {
   CHECK(p.w[16 + 4 * 2 + 1] == 0);  // padding weight
   CHECK(p.w[4 * 2 + 1] == 5);
   CHECK(p.wsum[2] == 1 + 5 + 6 + 7 + 11);
+  // The bounds the blocked output's NaN test uses: max |scale_w|, max |bias|
+  // (0 without one), +inf when one is not finite.
+  CHECK(p.scale_w_max == 0.5);
+  CHECK(p.bias_max == 0.0);
+  {
+    std::vector<float> sw2(sw), b2(N, -0.25f);
+    b2[3] = -3.f;
+    CHECK(sk::pack_s8_sparse(W.data(), K, N, sw2.data(), b2.data()).bias_max == 3.0);
+    b2[5] = std::nanf("");
+    CHECK(std::isinf(sk::pack_s8_sparse(W.data(), K, N, sw2.data(), b2.data()).bias_max));
+    sw2[7] = -INFINITY;
+    CHECK(std::isinf(sk::pack_s8_sparse(W.data(), K, N, sw2.data(), nullptr).scale_w_max));
+  }
   // The zero-point correction's int16 words: lo + 128 hi = -wsum, lo in [0, 128).
   REQUIRE(p.wsum_pairs.size() == static_cast<size_t>(N));
   for (int64_t n = 0; n < N; ++n) {
@@ -1652,6 +1665,47 @@ void check_chain(int64_t M, int64_t K1, int64_t N1, int64_t N2, double sp1, doub
 }
 
 }  // namespace
+
+// The blocked output leaves out its NaN test where no value can be NaN
+// (finite token scales, weights, bias and out_mul, and bounded sums); a NaN
+// in one channel's bias or out_mul (or an infinite out_mul) must still make
+// every token not finite, as on the row-major path.
+TEST_CASE("Linear chain: a NaN from the bias or out_mul makes every token's scale NaN") {
+  if (!sk::cpu_supports(Isa::Avx512Vnni)) {
+    MESSAGE("not run: this CPU has no AVX-512 VNNI (the chain's only kernel)");
+    return;
+  }
+  RestoreIsa cap(Isa::Avx512Vnni);
+  if (!sk::spmm_u8s8_chain_available()) {
+    MESSAGE("not run: the ISA level is capped below AVX-512 VNNI (SPINEL_ISA)");
+    return;
+  }
+  const int64_t M = 40, K = 64, N = 68;
+  const auto W = make_weights(K, N, 0.5, 77, true);
+  const auto x = make_input(M, K, 78);
+  std::vector<float> sw(N, 0.003f), xs(M, 0.02f);
+  std::vector<int32_t> zp(M, 100);
+  for (int what = 0; what < 3; ++what)
+    for (bool coarse : {false, true}) {
+      std::vector<float> bias(N, 0.1f), mul(N, 1.5f);
+      if (what == 0) bias[9] = std::nanf("");
+      if (what == 1) mul[30] = std::nanf("");
+      if (what == 2) mul[67] = INFINITY;
+      const auto p = sk::pack_s8_sparse(W.data(), K, N, sw.data(), bias.data());
+      std::vector<float> yb(static_cast<size_t>(N * 64)), s(M, 0.f);
+      std::vector<int32_t> z(M);
+      std::vector<uint8_t> xb(static_cast<size_t>(N * 64));
+      std::vector<sk::BlockedRange> ranges(static_cast<size_t>(sk::spmm_u8s8_blocked_ranges(N, M)));
+      sk::spmm_u8s8_to_blocked(p, x.data(), M, K, xs.data(), zp.data(), true, yb.data(), ranges.data(), mul.data(),
+                               coarse);
+      sk::quantize_blocked_u8(yb.data(), M, N, ranges.data(), xb.data(), s.data(), z.data());
+      CAPTURE(what);
+      CAPTURE(coarse);
+      int64_t nan = 0;
+      for (float v : s) nan += std::isnan(v);
+      CHECK(nan == M);
+    }
+}
 
 TEST_CASE("Linear chain: the blocked layouts give the row-major path's bits") {
   if (!sk::cpu_supports(Isa::Avx512Vnni)) {
