@@ -316,23 +316,24 @@ void flush_stage(const SpmmTile& t, int64_t brg, int64_t nbr, float (*stage)[64]
 // bias, could make one.
 bool blocked_nan_free(const SpmmTile& t) {
   const PackedS8Sparse& w = *t.w;
-  uint32_t bad = 0;
-  float xmax = 0.f;
-  for (int64_t j = 0; j < t.mc; ++j) {
-    const float s = t.x_scale[t.m0 + j];
-    uint32_t bits;
-    std::memcpy(&bits, &s, 4);
-    bad |= (bits & 0x7F800000u) == 0x7F800000u;
-    xmax = std::max(xmax, std::fabs(s));
+  // fin = v * 0 + fin: 0 while every v is finite, NaN from the first that is
+  // not (and stays NaN); masked-off lanes load 0.
+  const __m512 zero = _mm512_setzero_ps(), absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
+  __m512 fin = zero, xmax = zero;
+  for (int64_t j = 0; j < t.mc; j += 16) {
+    const __mmask16 m = t.mc - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (t.mc - j)) - 1);
+    const __m512 s = _mm512_maskz_loadu_ps(m, t.x_scale + t.m0 + j);
+    fin = _mm512_fmadd_ps(s, zero, fin);
+    xmax = _mm512_max_ps(xmax, _mm512_and_ps(s, absmask));
   }
   if (const float* mul = t.ep->out_mul)
-    for (int64_t n = 4 * t.br0; n < 4 * t.br1; ++n) {
-      uint32_t bits;
-      std::memcpy(&bits, mul + n, 4);
-      bad |= (bits & 0x7F800000u) == 0x7F800000u;
+    for (int64_t n = 4 * t.br0, n1 = 4 * t.br1; n < n1; n += 16) {
+      const __mmask16 m = n1 - n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n1 - n)) - 1);
+      fin = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, mul + n), zero, fin);
     }
-  const double bound = 2147483648.0 * xmax * w.scale_w_max + w.bias_max;
-  return bad == 0 && bound <= 0.5 * 3.4028234663852886e38;  // (false for an infinite or NaN bound)
+  if (_mm512_cmp_ps_mask(fin, fin, _CMP_UNORD_Q) != 0) return false;
+  const double bound = 2147483648.0 * _mm512_reduce_max_ps(xmax) * w.scale_w_max + w.bias_max;
+  return bound <= 0.5 * 3.4028234663852886e38;  // (false for an infinite or NaN bound)
 }
 
 // Off: the row offsets read per block, int32_t (koff64, bytes) or uint16_t
