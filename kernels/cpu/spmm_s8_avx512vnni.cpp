@@ -141,7 +141,8 @@ void flush_blocked(const SpmmTile& t, int64_t n0, int nch, const float (*stage)[
     for (int r = 0; r < NT; ++r) {
       __m512 v = _mm512_load_ps(&stage[c][16 * r]);
       if (Gelu == 1) v = (__m512)body::gelu_erf_v((body::vf)v);
-      if (Gelu == 2) v = (__m512)body::gelu_erf_q_half_v((body::vf)v);  // (stage: v / 2)
+      // (stage: v / 2; finite where NanCheck is false, blocked_nan_free)
+      if (Gelu == 2) v = (__m512)body::gelu_erf_q_half_v<NanCheck>((body::vf)v);
       if (Mul) v = _mm512_mul_ps(v, m);
       _mm512_storeu_ps(y + 64 * c + 16 * r, v);
       lo[r] = _mm512_min_ps(lo[r], v);

@@ -1707,6 +1707,51 @@ TEST_CASE("Linear chain: a NaN from the bias or out_mul makes every token's scal
     }
 }
 
+// The coarse GELU's last segment is G = 1 exactly: GELU is exactly 0 for v <=
+// -4.84 and exactly v for v >= 4.84. The blocked output leaves out the clamp
+// at -5 where its values are finite; the row path keeps it: the same bits.
+TEST_CASE("Linear chain: the coarse GELU far from 0 is exactly 0 or v, blocked and row paths alike") {
+  if (!sk::cpu_supports(Isa::Avx512Vnni)) {
+    MESSAGE("not run: this CPU has no AVX-512 VNNI (the chain's only kernel)");
+    return;
+  }
+  RestoreIsa cap(Isa::Avx512Vnni);
+  if (!sk::spmm_u8s8_chain_available()) {
+    MESSAGE("not run: the ISA level is capped below AVX-512 VNNI (SPINEL_ISA)");
+    return;
+  }
+  const int64_t M = 70, K = 64, N = 64;
+  const auto W = make_weights(K, N, 0.5, 91, true);
+  const auto x = make_input(M, K, 92);
+  std::vector<float> sw(N, 1e-4f), xs(M, 0.02f), bias(N);
+  const float level[8] = {-1e6f, -30.f, -6.f, -4.9f, 4.9f, 6.f, 30.f, 1e6f};
+  for (int64_t n = 0; n < N; ++n) bias[n] = level[n % 8];
+  std::vector<int32_t> zp(M, 7);
+  const auto p = sk::pack_s8_sparse(W.data(), K, N, sw.data(), bias.data());
+  sk::QEpilogue plain, coarse;
+  coarse.gelu = coarse.gelu_coarse = true;
+  std::vector<float> v(static_cast<size_t>(M * N)), g(static_cast<size_t>(M * N));
+  sk::spmm_u8s8(p, x.data(), M, K, xs.data(), zp.data(), plain, v.data(), N);
+  sk::spmm_u8s8(p, x.data(), M, K, xs.data(), zp.data(), coarse, g.data(), N);
+  const int64_t S = sk::spmm_u8s8_blocked_step(M);
+  std::vector<float> yb(static_cast<size_t>((M + S - 1) / S * N * 64));
+  std::vector<sk::BlockedRange> ranges(static_cast<size_t>(sk::spmm_u8s8_blocked_ranges(N, M)));
+  sk::spmm_u8s8_to_blocked(p, x.data(), M, K, xs.data(), zp.data(), true, yb.data(), ranges.data(), nullptr, true);
+  int64_t far = 0, wrong = 0, differ = 0;
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      const float vv = v[m * N + n], gg = g[m * N + n], bb = yb[((m / S) * N + n) * 64 + m % S];
+      differ += std::memcmp(&gg, &bb, 4) != 0;
+      if (std::fabs(vv) >= 4.85f) {
+        ++far;
+        wrong += vv < 0 ? gg != 0.f : gg != vv;
+      }
+    }
+  CHECK(far > M * N / 2);
+  CHECK(wrong == 0);
+  CHECK(differ == 0);
+}
+
 TEST_CASE("Linear chain: the blocked layouts give the row-major path's bits") {
   if (!sk::cpu_supports(Isa::Avx512Vnni)) {
     MESSAGE("Linear chain test not run: this CPU has no AVX-512 VNNI (the chain's only kernel)");
