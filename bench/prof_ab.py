@@ -69,8 +69,11 @@ def main():
     ap.add_argument("--env-b", default="")
     ap.add_argument("--repeat", type=int, default=200)
     args = ap.parse_args()
-    with open(args.ids_file) as f:
-        ids = [line.strip() for line in f if line.strip()]
+    try:
+        with open(args.ids_file) as f:
+            ids = [line.strip() for line in f if line.strip()]
+    except OSError as e:
+        sys.exit(f"prof_ab.py: cannot read {args.ids_file}: {e.strerror}")
     if not ids:
         sys.exit(f"prof_ab.py: {args.ids_file} holds no ids")
     env_a, env_b = parse_env(args.env_a), parse_env(args.env_b)

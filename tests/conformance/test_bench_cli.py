@@ -394,3 +394,39 @@ def test_plot_bench_draws_a_png(spinel, tiny, tmp_path):
     p = subprocess.run([sys.executable, str(ROOT / "tools" / "plot_bench.py"), str(other), "-o",
                         str(tmp_path / "x.png")], capture_output=True, text=True, timeout=120)
     assert p.returncode != 0 and "schema_version" in p.stderr
+
+
+# ---- bench/prof_ab.py: per-op A/B of two builds --------------------------------------
+
+
+def test_prof_ab_tool(spinel, tiny, tmp_path):
+    """The same build against itself: every op of the profile gets a row with its two medians
+    and a ratio, plus the total; bad inputs stop it with a message that names them."""
+    ids = tmp_path / "ids.txt"
+    ids.write_text("101,2000,2001,2002,102\n101,2003,102\n")
+    tool = [sys.executable, str(ROOT / "bench" / "prof_ab.py"), str(tiny), str(ids), "2", spinel.bin, spinel.bin,
+            "--repeat", "3", "--env-b", "SPINEL_QKV_K2=off"]
+    p = subprocess.run(tool, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    rows = {}
+    for line in p.stdout.splitlines()[1:]:
+        m = re.match(r"^(.*\S)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", line)
+        assert m, f"unexpected line {line!r}"
+        rows[m.group(1)] = tuple(float(m.group(i)) for i in (2, 3, 4))
+    assert "total" in rows
+    assert any(k.startswith("Linear ") for k in rows), rows
+    assert any(k.startswith("Attention") for k in rows), rows
+    for key, (a, b, ratio) in rows.items():
+        assert a > 0 and b > 0 and ratio > 0, (key, a, b, ratio)
+    assert "round 2/2" in p.stderr
+
+    p = subprocess.run(tool[:3] + [str(tmp_path / "none.txt")] + tool[4:], capture_output=True, text=True)
+    assert p.returncode != 0 and "cannot read" in p.stderr and "none.txt" in p.stderr
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    p = subprocess.run(tool[:3] + [str(empty)] + tool[4:], capture_output=True, text=True)
+    assert p.returncode != 0 and "holds no ids" in p.stderr
+    p = subprocess.run(tool[:5] + ["/nonexistent/spinel"] + tool[6:], capture_output=True, text=True)
+    assert p.returncode != 0 and "cannot run /nonexistent/spinel" in p.stderr
+    p = subprocess.run(tool[:-2] + ["--env-b", "NOEQUALS"], capture_output=True, text=True)
+    assert p.returncode != 0 and "bad environment entry 'NOEQUALS'" in p.stderr
