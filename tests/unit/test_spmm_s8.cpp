@@ -1666,20 +1666,29 @@ void check_chain(int64_t M, int64_t K1, int64_t N1, int64_t N2, double sp1, doub
 
 }  // namespace
 
+namespace {
+// Whether the Linear chain's kernel runs here, at the test's ISA cap; if not,
+// says why (the CPU has no AVX-512 VNNI, or SPINEL_ISA caps the level below).
+bool chain_kernel_runs() {
+  if (!sk::cpu_supports(Isa::Avx512Vnni)) {
+    MESSAGE("not run: this CPU has no AVX-512 VNNI (the chain's only kernel)");
+    return false;
+  }
+  if (!sk::spmm_u8s8_chain_available()) {
+    MESSAGE("not run: the ISA level is capped below AVX-512 VNNI (SPINEL_ISA)");
+    return false;
+  }
+  return true;
+}
+}  // namespace
+
 // The blocked output leaves out its NaN test where no value can be NaN
 // (finite token scales, weights, bias and out_mul, and bounded sums); a NaN
 // in one channel's bias or out_mul (or an infinite out_mul) must still make
 // every token not finite, as on the row-major path.
 TEST_CASE("Linear chain: a NaN from the bias or out_mul makes every token's scale NaN") {
-  if (!sk::cpu_supports(Isa::Avx512Vnni)) {
-    MESSAGE("not run: this CPU has no AVX-512 VNNI (the chain's only kernel)");
-    return;
-  }
   RestoreIsa cap(Isa::Avx512Vnni);
-  if (!sk::spmm_u8s8_chain_available()) {
-    MESSAGE("not run: the ISA level is capped below AVX-512 VNNI (SPINEL_ISA)");
-    return;
-  }
+  if (!chain_kernel_runs()) return;
   const int64_t M = 40, K = 64, N = 68;
   const auto W = make_weights(K, N, 0.5, 77, true);
   const auto x = make_input(M, K, 78);
@@ -1711,15 +1720,8 @@ TEST_CASE("Linear chain: a NaN from the bias or out_mul makes every token's scal
 // -4.84 and exactly v for v >= 4.84. The blocked output leaves out the clamp
 // at -5 where its values are finite; the row path keeps it: the same bits.
 TEST_CASE("Linear chain: the coarse GELU far from 0 is exactly 0 or v, blocked and row paths alike") {
-  if (!sk::cpu_supports(Isa::Avx512Vnni)) {
-    MESSAGE("not run: this CPU has no AVX-512 VNNI (the chain's only kernel)");
-    return;
-  }
   RestoreIsa cap(Isa::Avx512Vnni);
-  if (!sk::spmm_u8s8_chain_available()) {
-    MESSAGE("not run: the ISA level is capped below AVX-512 VNNI (SPINEL_ISA)");
-    return;
-  }
+  if (!chain_kernel_runs()) return;
   const int64_t M = 70, K = 64, N = 64;
   const auto W = make_weights(K, N, 0.5, 91, true);
   const auto x = make_input(M, K, 92);
