@@ -4,7 +4,7 @@
 The BF16 attentions compute the softmax's exponentials as 2^t = 2^n * 2^f
 with n = floor(t) and f = t - n in [0, 1) (one vreduceps; vscalefps then
 multiplies by 2^floor(t) itself); 2^f is a polynomial of degree 3, whose
-relative error (7.5e-5) is far below the 2^-9 of the BF16 P it becomes (on
+relative error (7.5e-5) is far below the 2^-8 of the BF16 P it becomes (on
 [0, 1) the relative error is that of [-1/2, 1/2], 2^f being 2^(f - 1/2)
 times a constant). This fit minimizes the maximum relative error of that
 polynomial over [0, 1) by Lawson's iteratively reweighted least squares

@@ -674,6 +674,58 @@ TEST_CASE("BF16 attention matches the reference within BF16 rounding") {
     });
 }
 
+// The softmax's probabilities themselves: with V the identity (key j's row
+// is e_j, head_dim = keys), each output row is the row of P, normalized.
+// Against the exact softmax of the BF16-rounded Q and K, within BF16's
+// rounding of P (2^-8 relative at most: 8 significant bits) and the
+// exponential's error (exp2_softmax: 7.5e-5 relative, twice through the
+// normalization): rtol 4.5e-3. The averages of the test above hide an
+// exponential off by half a percent; this does not.
+TEST_CASE("BF16 attention's softmax: P within BF16 rounding of the exact softmax") {
+  std::vector<k::AttentionProducts> kinds;
+  if (k::cpu_has_amx_bf16()) kinds.push_back(k::AttentionProducts::AmxBf16);
+  if (k::cpu_has_avx512_bf16()) kinds.push_back(k::AttentionProducts::Avx512Bf16);
+  if (kinds.empty()) {
+    MESSAGE("not run: this CPU has neither AMX-BF16 nor AVX512_BF16");
+    return;
+  }
+  for (const int64_t len : {32, 64, 96})
+    for (const float spread : {1.f, 8.f}) {
+      const int64_t hd = len, H = hd;
+      auto qkv = random_vec(static_cast<size_t>(len * 3 * H), static_cast<uint32_t>(len) + 5);
+      for (int64_t t = 0; t < len; ++t)
+        for (int64_t d = 0; d < hd; ++d) {
+          float* row = qkv.data() + t * 3 * H;
+          row[d] = bf16_round(spread * row[d]);  // Q: wider scores with spread
+          row[H + d] = bf16_round(row[H + d]);
+          row[2 * H + d] = t == d ? 1.f : 0.f;  // V = identity
+        }
+      const float scale = 0.125f;
+      std::vector<float> want(static_cast<size_t>(len * H));
+      for (int64_t i = 0; i < len; ++i) {
+        std::vector<double> sc(static_cast<size_t>(len));
+        double mx = -1e300, sum = 0;
+        for (int64_t j = 0; j < len; ++j) {
+          double dot = 0;
+          for (int64_t d = 0; d < hd; ++d)
+            dot += double(qkv[i * 3 * H + d]) * double(qkv[j * 3 * H + H + d]);
+          sc[static_cast<size_t>(j)] = dot * scale;
+          mx = std::max(mx, sc[static_cast<size_t>(j)]);
+        }
+        for (auto& v : sc) sum += (v = std::exp(v - mx));
+        for (int64_t j = 0; j < len; ++j) want[i * H + j] = static_cast<float>(sc[static_cast<size_t>(j)] / sum);
+      }
+      const std::vector<int64_t> off{0, len};
+      for (const auto kind : kinds) {
+        std::vector<float> scratch(k::attention_scratch_floats(len, 1, hd) + 64);
+        std::vector<float> got(want.size(), std::nanf(""));
+        k::attention_f32(qkv.data(), off.data(), 1, 1, hd, scale, got.data(), scratch.data(), nullptr, kind);
+        CHECK_CLOSE(got, want, 4.5e-3, 1e-7,
+                    std::string(k::attention_products_name(kind)) << " len=" << len << " spread=" << spread);
+      }
+    }
+}
+
 // The INT8 Q·K^T contract of ops.h Avx512S8Qk, in scalar form: each head's
 // row of Q or K replaced by its 8-bit values times the row's scale.
 void s8qk_round_rows(std::vector<float>& qkv, int64_t T, int64_t heads, int64_t hd) {
