@@ -77,10 +77,9 @@ struct PackedS8Sparse {
   std::vector<int8_t> w;
   std::vector<int16_t> w16;
   std::vector<int32_t> wsum;
-  // Per channel the int16 words (lo, hi), lo + 128 hi = -wsum, lo in [0, 128):
-  // the zmm kernel's zero-point correction in one vpdpwssd against the
-  // token's words (zp, 128 zp). Empty when some |hi| >= 2^15 (|wsum| beyond
-  // ~4.19e6, K > 2^15); the kernel then multiplies as before.
+  // wsum_pair_words(wsum): the zmm kernel's zero-point correction in one
+  // vpmaddwd against the token's words (zp, 128 zp). Empty when some |wsum|
+  // is beyond ~4.19e6 (K > 2^15); the kernel then multiplies as before.
   std::vector<int32_t> wsum_pairs;
   std::vector<float> scale_w;
   const float* bias = nullptr;
