@@ -168,7 +168,7 @@ void flush_blocked(const SpmmTile& t, int64_t n0, int nch, const float (*stage)[
 // stores and loads per 16 tokens).
 // Bf16: no residual; each token's 16 channels rounded to BF16 (nearest
 // even) into uint16_t y (OutKind::Bf16).
-template <int NT, bool U8, bool Res, bool Bf16 = false>
+template <int NT, bool U8, bool Res, bool Bf16, bool Full>
 void flush_rows(const SpmmTile& t, int64_t n0, __mmask16 chmask, const float (*stage)[64]) {
   const QEpilogue& ep = *t.ep;
   const float* residual = ep.residual;
@@ -185,12 +185,22 @@ void flush_rows(const SpmmTile& t, int64_t n0, __mmask16 chmask, const float (*s
       if (q >= nvalid) break;
       const int64_t m = mbase + q;
       __m512 o = v[q];
-      if (Res) o = _mm512_add_ps(o, _mm512_maskz_loadu_ps(chmask, residual + m * ldr + n0));
-      if (Bf16)
+      if (Res)
+        o = _mm512_add_ps(o, Full ? _mm512_loadu_ps(residual + m * ldr + n0)
+                                  : _mm512_maskz_loadu_ps(chmask, residual + m * ldr + n0));
+      if (Bf16 && Full)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(static_cast<uint16_t*>(t.y) + m * ldy + n0),
+                            (__m256i)_mm512_cvtneps_pbh(o));
+      else if (Bf16)
         _mm256_mask_storeu_epi16(static_cast<uint16_t*>(t.y) + m * ldy + n0, chmask,
                                  (__m256i)_mm512_cvtneps_pbh(o));
+      else if (U8 && Full)
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint8_t*>(t.y) + m * ldy + n0),
+                         _mm512_cvtepi32_epi8(requant(o)));
       else if (U8)
         _mm512_mask_cvtepi32_storeu_epi8(static_cast<uint8_t*>(t.y) + m * ldy + n0, chmask, requant(o));
+      else if (Full)
+        _mm512_storeu_ps(static_cast<float*>(t.y) + m * ldy + n0, o);
       else
         _mm512_mask_storeu_ps(static_cast<float*>(t.y) + m * ldy + n0, chmask, o);
     }
@@ -244,6 +254,24 @@ void flush_token_pairs(const SpmmTile& t, int64_t n0, int nch, const float (*sta
   }
 }
 
+// flush_rows for the tile's output kind (token rows: f32, u8 or BF16, the
+// residual where there is one).
+template <int NT, bool Full>
+void flush_rows_kind(const SpmmTile& t, int64_t n0, __mmask16 chmask, const float (*stage)[64]) {
+  if (t.out == OutKind::Bf16) {  // (no residual: run_spmm)
+    flush_rows<NT, false, false, true, Full>(t, n0, chmask, stage);
+    return;
+  }
+  const bool u8 = t.out == OutKind::U8;
+  const bool res = t.ep->residual != nullptr && (u8 || t.out == OutKind::F32);
+  if (u8)
+    res ? flush_rows<NT, true, true, false, Full>(t, n0, chmask, stage)
+        : flush_rows<NT, true, false, false, Full>(t, n0, chmask, stage);
+  else
+    res ? flush_rows<NT, false, true, false, Full>(t, n0, chmask, stage)
+        : flush_rows<NT, false, false, false, Full>(t, n0, chmask, stage);
+}
+
 // The second half of the epilogue (the first, channel-major, is in run_tile)
 // for the staged 16 channels (4 block-rows from brg) x 64 tokens: into the
 // chain's f32 blocked output (flush_blocked, which applies GELU itself), or
@@ -295,16 +323,10 @@ void flush_stage(const SpmmTile& t, int64_t brg, int64_t nbr, float (*stage)[64]
     flush_token_pairs<NT>(t, n0, nch, stage);
     return;
   }
-  if (t.out == OutKind::Bf16) {  // (no residual: run_spmm)
-    flush_rows<NT, false, false, true>(t, n0, chmask, stage);
-    return;
-  }
-  const bool u8 = t.out == OutKind::U8;
-  const bool res = ep.residual != nullptr && (u8 || t.out == OutKind::F32);
-  if (u8)
-    res ? flush_rows<NT, true, true>(t, n0, chmask, stage) : flush_rows<NT, true, false>(t, n0, chmask, stage);
+  if (nch == 16)
+    flush_rows_kind<NT, true>(t, n0, chmask, stage);
   else
-    res ? flush_rows<NT, false, true>(t, n0, chmask, stage) : flush_rows<NT, false, false>(t, n0, chmask, stage);
+    flush_rows_kind<NT, false>(t, n0, chmask, stage);
 }
 
 // Whether no value a F32Blocked tile writes can be NaN: its tokens' scales,
