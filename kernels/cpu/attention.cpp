@@ -62,14 +62,17 @@ void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seq
                    const float* alibi_slopes, AttentionProducts products, bool qkv_panels, bool qkv_bf16,
                    bool k_pairs, bool v_pairs) {
   if (num_seqs <= 0 || num_heads <= 0 || head_dim <= 0) return;
-  if (k_pairs && ((products != AttentionProducts::AmxBf16 && products != AttentionProducts::Avx512Bf16) ||
-                  !qkv_panels || !qkv_bf16 || head_dim % 32 != 0))
-    throw std::logic_error("attention_f32: K in pair words is read by the BF16 blocks only, from BF16 head panels "
-                           "of whole 32-dim tile rows");
+  // (The INT8 Q.K^T block quantizes Q and K from BF16 rows or K's pair
+  // words as it would from f32 rows of the same values.)
+  const bool bf16_reader = products == AttentionProducts::AmxBf16 || products == AttentionProducts::Avx512Bf16 ||
+                           products == AttentionProducts::Avx512S8Qk;
+  if (k_pairs && (!bf16_reader || !qkv_panels || !qkv_bf16 || head_dim % 32 != 0))
+    throw std::logic_error("attention_f32: K in pair words is read by the BF16 and INT8 Q.K^T blocks only, from "
+                           "BF16 head panels of whole 32-dim tile rows");
   if (v_pairs && (!k_pairs || seq_offsets[num_seqs] % 2 != 0))
     throw std::logic_error("attention_f32: V in pair words comes with K in pair words, for an even token count");
-  if (qkv_bf16 && products != AttentionProducts::AmxBf16 && products != AttentionProducts::Avx512Bf16)
-    throw std::logic_error("attention_f32: BF16 Q, K and V are read by the BF16 blocks only");
+  if (qkv_bf16 && !bf16_reader)
+    throw std::logic_error("attention_f32: BF16 Q, K and V are read by the BF16 and INT8 Q.K^T blocks only");
   if (products == AttentionProducts::AmxBf16 && !cpu_has_amx_bf16())
     throw std::logic_error("attention_f32: AMX-BF16 asked for on a CPU without it");
   if (products == AttentionProducts::Avx512Bf16 && !cpu_has_avx512_bf16())

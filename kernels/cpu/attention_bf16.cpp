@@ -175,7 +175,22 @@ void softmax_pv(const AttentionBlock& b, const AmxLayout& a, const uint32_t* v2,
 // where packing and truncating agree, and Q's +128 is an XOR of the sign
 // bit); a row whose 127 / max is 0 (infinite or NaN values, or all zero)
 // keeps the truncating stores, whose bytes for NaN products differ.
-inline void quantize_rows16(const float* x, int64_t stride, int64_t rows, int64_t n, int64_t dq, int shift,
+// 16 values of a row, f32 or BF16 (AttentionBlock::qkv_bf16: its bits the
+// upper half of the f32 they stand for), lanes outside m zero.
+inline __m512 load16(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+inline __m512 load16(const uint16_t* p, __mmask16 m) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+}
+inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+inline __m512 load16(const uint16_t* p) {
+  return _mm512_castsi512_ps(
+      _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+}
+
+// T: float, or uint16_t for BF16 rows (the same bytes as the f32 rows of the
+// values they hold).
+template <typename T>
+inline void quantize_rows16(const T* x, int64_t stride, int64_t rows, int64_t n, int64_t dq, int shift,
                             uint8_t* out, float* scale) {
   const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
   body::vf m[16];
@@ -184,16 +199,15 @@ inline void quantize_rows16(const float* x, int64_t stride, int64_t rows, int64_
   for (int i = 0; i < 16; ++i) {
     __m512 mi = _mm512_setzero_ps();
     __mmask16 nan = 0;
-    const float* r = x + i * stride;
+    const T* r = x + i * stride;
     if (whole) {
-      const __m512 v0 = _mm512_loadu_ps(r), v1 = _mm512_loadu_ps(r + 16), v2 = _mm512_loadu_ps(r + 32),
-                   v3 = _mm512_loadu_ps(r + 48);
+      const __m512 v0 = load16(r), v1 = load16(r + 16), v2 = load16(r + 32), v3 = load16(r + 48);
       mi = _mm512_max_ps(_mm512_max_ps(_mm512_and_ps(v0, absmask), _mm512_and_ps(v1, absmask)),
                          _mm512_max_ps(_mm512_and_ps(v2, absmask), _mm512_and_ps(v3, absmask)));
       nan = static_cast<__mmask16>(_mm512_cmp_ps_mask(v0, v1, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(v2, v3, _CMP_UNORD_Q));
     } else if (i < rows) {
       for (int64_t d0 = 0; d0 < n; d0 += 16) {
-        const __m512 v = _mm512_maskz_loadu_ps(first_n(n - d0), r + d0);
+        const __m512 v = load16(r + d0, first_n(n - d0));
         mi = _mm512_max_ps(mi, _mm512_and_ps(v, absmask));
         nan = static_cast<__mmask16>(nan | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q));
       }
@@ -221,11 +235,11 @@ inline void quantize_rows16(const float* x, int64_t stride, int64_t rows, int64_
   for (int i = 0; i < 16; ++i) {
     const __m512 vi = _mm512_permutexvar_ps(_mm512_set1_epi32(i), inv);
     if (packed & (1u << i)) {
-      const float* r = x + i * stride;
-      const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(r), vi));
-      const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(r + 16), vi));
-      const __m512i q2 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(r + 32), vi));
-      const __m512i q3 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(r + 48), vi));
+      const T* r = x + i * stride;
+      const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(load16(r), vi));
+      const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(load16(r + 16), vi));
+      const __m512i q2 = _mm512_cvtps_epi32(_mm512_mul_ps(load16(r + 32), vi));
+      const __m512i q3 = _mm512_cvtps_epi32(_mm512_mul_ps(load16(r + 48), vi));
       // Per 128-bit lane: 4 values of q0, q1, q2, q3 in turn; the dword
       // permutation puts the 64 bytes back in order.
       const __m512i b = _mm512_packs_epi16(_mm512_packs_epi32(q0, q1), _mm512_packs_epi32(q2, q3));
@@ -233,7 +247,7 @@ inline void quantize_rows16(const float* x, int64_t stride, int64_t rows, int64_
       continue;
     }
     for (int64_t d0 = 0; d0 < dq; d0 += 16) {
-      const __m512 v = i < rows ? _mm512_maskz_loadu_ps(first_n(n - d0), x + i * stride + d0) : _mm512_setzero_ps();
+      const __m512 v = i < rows ? load16(x + i * stride + d0, first_n(n - d0)) : _mm512_setzero_ps();
       const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v, vi)), sh);  // nearest even
       _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i * dq + d0), _mm512_cvtepi32_epi8(q));
     }
@@ -255,19 +269,9 @@ struct S8Operands {
   float* qs;
 };
 
-// Keys j0 .. j0 + 15 (zero past the sequence): quantized into kq [16][dq],
-// then each 16 keys x 64 bytes transposed as 16 x 16 words into K4's rows;
-// the key sums from K4 by vpdpbusd with ones, times 128 into kcorr.
-inline void build_k4_block(const AttentionBlock& b, const AmxLayout& a, uint8_t* kq, uint32_t* k4,
-                           float* ks, int32_t* kcorr, int64_t j0) {
-  const int64_t rows = b.seq_len - j0 < 16 ? b.seq_len - j0 : 16;
-  quantize_rows16(b.qkv + b.k_col + j0 * b.qkv_stride, b.qkv_stride, rows, b.head_dim, a.dq, 0, kq, ks + j0);
-  for (int64_t c = 0; c < a.dq / 64; ++c) {
-    body::vf r[16];
-    for (int i = 0; i < 16; ++i) r[i] = (body::vf)_mm512_load_si512(kq + i * a.dq + 64 * c);
-    body::transpose_square(r);
-    for (int l = 0; l < 16; ++l) _mm512_store_si512(k4 + (16 * c + l) * a.lp + j0, (__m512i)r[l]);
-  }
+// 128 times the sum of each of keys j0 .. j0 + 15's s8 values, from their
+// K4 words, by vpdpbusd with ones.
+inline void key_sums(const AmxLayout& a, const uint32_t* k4, int32_t* kcorr, int64_t j0) {
   __m512i sum = _mm512_setzero_si512();
   const __m512i ones = _mm512_set1_epi8(1);
   for (int64_t p = 0; p < a.dq / 4; ++p)
@@ -275,13 +279,82 @@ inline void build_k4_block(const AttentionBlock& b, const AmxLayout& a, uint8_t*
   _mm512_store_si512(kcorr + j0, _mm512_slli_epi32(sum, 7));
 }
 
-// The item's query rows, 16 at a time (rows past q_end up to a multiple of
-// 16: scale 0).
-inline void build_q8(const AttentionBlock& b, const AmxLayout& a, uint8_t* q8, float* qs) {
+// Keys j0 .. j0 + 15 (zero past the sequence) from K's rows, f32 or BF16
+// (T): quantized into kq [16][dq], then each 16 keys x 64 bytes transposed as
+// 16 x 16 words into K4's rows; then their sums.
+template <typename T>
+inline void build_k4_block(const AttentionBlock& b, const AmxLayout& a, const T* k_rows, uint8_t* kq,
+                           uint32_t* k4, float* ks, int32_t* kcorr, int64_t j0) {
+  const int64_t rows = b.seq_len - j0 < 16 ? b.seq_len - j0 : 16;
+  quantize_rows16(k_rows + j0 * b.qkv_stride, b.qkv_stride, rows, b.head_dim, a.dq, 0, kq, ks + j0);
+  for (int64_t c = 0; c < a.dq / 64; ++c) {
+    body::vf r[16];
+    for (int i = 0; i < 16; ++i) r[i] = (body::vf)_mm512_load_si512(kq + i * a.dq + 64 * c);
+    body::transpose_square(r);
+    for (int l = 0; l < 16; ++l) _mm512_store_si512(k4 + (16 * c + l) * a.lp + j0, (__m512i)r[l]);
+  }
+  key_sums(a, k4, kcorr, j0);
+}
+
+// The same K4 words, scales and sums from K in pair words (AttentionBlock::
+// k2, as the QKV Linear writes them: word (p, j) = bf16 (k[j][2p],
+// k[j][2p + 1]), head_dim a multiple of 32) with no transposes: the 16 keys
+// are the lanes throughout, each key's maximum a vertical max over its
+// head_dim values, each quad's word its four values' low bytes. The bytes
+// are quantize_rows16's (its saturating packs and truncation agree on
+// [-127, 127]; a NaN or infinite product truncates to 0 either way), the
+// scales its too: the same bits as from the BF16 rows.
+inline void build_k4_from_k2(const AttentionBlock& b, const AmxLayout& a, uint32_t* k4, float* ks, int32_t* kcorr,
+                             int64_t j0) {
+  const __mmask16 keys = first_n(b.seq_len - j0);  // (lanes past the sequence load zeros)
+  const uint32_t* k2 = b.k2 + j0;
+  const int64_t np = b.head_dim / 2;
+  const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
+  const __m512i high = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
+  auto lo = [](__m512i w) { return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)); };
+  auto hi = [&](__m512i w) { return _mm512_castsi512_ps(_mm512_and_si512(w, high)); };
+  __m512 amax = _mm512_setzero_ps();
+  __mmask16 nan = 0;
+  for (int64_t p = 0; p < np; ++p) {
+    const __m512i w = _mm512_maskz_loadu_epi32(keys, k2 + p * b.k2_stride);
+    const __m512 l = lo(w), h = hi(w);
+    amax = _mm512_max_ps(amax, _mm512_max_ps(_mm512_and_ps(l, absmask), _mm512_and_ps(h, absmask)));
+    nan = static_cast<__mmask16>(nan | _mm512_cmp_ps_mask(l, h, _CMP_UNORD_Q));
+  }
+  // (quantize_rows16's scale and its zero and NaN cases, per key.)
+  __m512 sc = _mm512_div_ps(amax, _mm512_set1_ps(127.0f));
+  __m512 inv = _mm512_div_ps(_mm512_set1_ps(127.0f), amax);
+  const __mmask16 ok = static_cast<__mmask16>(_mm512_cmp_ps_mask(amax, _mm512_setzero_ps(), _CMP_GT_OQ) &
+                                              _mm512_cmp_ps_mask(inv, _mm512_set1_ps(3.0e38f), _CMP_LE_OQ) & ~nan);
+  inv = _mm512_maskz_mov_ps(ok, inv);
+  sc = _mm512_mask_mov_ps(_mm512_maskz_mov_ps(ok, sc), nan, _mm512_set1_ps(__builtin_nanf("")));
+  _mm512_storeu_ps(ks + j0, sc);
+  for (int64_t q = 0; q < a.dq / 4; ++q) {
+    __m512i word = _mm512_setzero_si512();  // (quads past head_dim: zero)
+    if (4 * q < b.head_dim) {
+      const __m512i w0 = _mm512_maskz_loadu_epi32(keys, k2 + 2 * q * b.k2_stride);
+      const __m512i w1 = _mm512_maskz_loadu_epi32(keys, k2 + (2 * q + 1) * b.k2_stride);
+      const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(lo(w0), inv));  // nearest even
+      const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(hi(w0), inv));
+      const __m512i q2 = _mm512_cvtps_epi32(_mm512_mul_ps(lo(w1), inv));
+      const __m512i q3 = _mm512_cvtps_epi32(_mm512_mul_ps(hi(w1), inv));
+      word = _mm512_mask_blend_epi8(0x2222222222222222ull, q0, _mm512_slli_epi32(q1, 8));
+      word = _mm512_mask_blend_epi8(0x4444444444444444ull, word, _mm512_slli_epi32(q2, 16));
+      word = _mm512_mask_blend_epi8(0x8888888888888888ull, word, _mm512_slli_epi32(q3, 24));
+    }
+    _mm512_store_si512(k4 + q * a.lp + j0, word);
+  }
+  key_sums(a, k4, kcorr, j0);
+}
+
+// The item's query rows, f32 or BF16 (T), 16 at a time (rows past q_end up
+// to a multiple of 16: scale 0).
+template <typename T>
+inline void build_q8(const AttentionBlock& b, const AmxLayout& a, const T* q_rows, uint8_t* q8, float* qs) {
   for (int64_t r0 = 0; r0 < b.q_end - b.q_begin; r0 += 16) {
     const int64_t rows = b.q_end - b.q_begin - r0 < 16 ? b.q_end - b.q_begin - r0 : 16;
-    quantize_rows16(b.qkv + b.q_col + (b.q_begin + r0) * b.qkv_stride, b.qkv_stride, rows, b.head_dim,
-                    a.dq, 128, q8 + r0 * a.dq, qs + r0);
+    quantize_rows16(q_rows + (b.q_begin + r0) * b.qkv_stride, b.qkv_stride, rows, b.head_dim, a.dq, 128,
+                    q8 + r0 * a.dq, qs + r0);
   }
 }
 
@@ -374,16 +447,32 @@ void attention_block_avx512_s8qk(const AttentionBlock& b, float* scratch) {
   op.qs = reinterpret_cast<float*>(w + a.qs);
   uint32_t* v2 = w + a.v2;
   auto* kq = reinterpret_cast<uint8_t*>(w + a.kq);
+  // Q, K and V as the QKV Linear wrote them: f32 rows, or BF16 rows
+  // (qkv_bf16), K in pair words (k2) and V in pair words of two tokens
+  // (v2_pairs), read in place where the sequence starts on a pair, as
+  // attention_block_avx512_bf16 does.
+  const bool v_in_place = b.v2_pairs != nullptr && b.v2_first % 2 == 0;
+  const int64_t v_split = v_in_place ? b.seq_len / 2 : 0;
+  const uint32_t* v2_ip = v_in_place ? b.v2_pairs + (b.v2_first / 2) * b.head_dim : nullptr;
+  const int64_t v_from = 2 * v_split / 16 * 16;
   for (int64_t j0 = 0; j0 < a.lp; j0 += 16) {
-    build_k4_block(b, a, kq, op.k4, op.ks, op.kcorr, j0);
-    build_v2_block(b, a, v2, j0);
+    if (b.k2)
+      build_k4_from_k2(b, a, op.k4, op.ks, op.kcorr, j0);
+    else if (b.qkv_bf16)
+      build_k4_block(b, a, b.qkv_bf16 + b.k_col, kq, op.k4, op.ks, op.kcorr, j0);
+    else
+      build_k4_block(b, a, b.qkv + b.k_col, kq, op.k4, op.ks, op.kcorr, j0);
+    if (j0 >= v_from) build_v2_block(b, a, v2, j0);
   }
-  build_q8(b, a, op.q8, op.qs);
+  if (b.qkv_bf16)
+    build_q8(b, a, b.qkv_bf16 + b.q_col, op.q8, op.qs);
+  else
+    build_q8(b, a, b.qkv + b.q_col, op.q8, op.qs);
   float* s = reinterpret_cast<float*>(w + a.s);
   for (int64_t i0 = b.q_begin; i0 < b.q_end; i0 += 16) {
     const int nq = static_cast<int>(b.q_end - i0 < 16 ? b.q_end - i0 : 16);
     scores_s8(b, a, op, i0 - b.q_begin, s, nq);
-    softmax_pv(b, a, v2, nullptr, 0, s, i0, nq);
+    softmax_pv(b, a, v2, v2_ip, v_split, s, i0, nq);
   }
 }
 

@@ -217,7 +217,10 @@ struct AttentionState : PreparedOp {
     std::string w = choice.why;
     if (qkv_panels) w += "; Q, K and V read from head panels";
     if (qkv_bf16) w += "; Q, K and V read as BF16 where the Linear writes them so";
-    if (qkv_k_pairs) w += "; K multiplied in place from the Linear's pair words";
+    if (qkv_k_pairs)
+      w += choice.products == k::AttentionProducts::Avx512S8Qk
+               ? "; K quantized from the Linear's pair words, keys as lanes (no transposes)"
+               : "; K multiplied in place from the Linear's pair words";
     if (qkv_v_pairs) w += "; V read in place from the Linear's pair words";
     return w;
   }

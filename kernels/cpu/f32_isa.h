@@ -38,9 +38,10 @@ constexpr int64_t kAttentionRows = 8;
 // at column q_col, K at k_col, V at v_col.
 struct AttentionBlock {
   const float* qkv;  // first token row of the sequence
-  // Or (BF16 blocks only, not the INT8 Q.K^T one): Q, K and V already
-  // rounded to BF16 (round to nearest even, as the blocks round f32), the
-  // same rows, columns and strides in 16-bit elements; qkv is then unused.
+  // Or: Q, K and V already rounded to BF16 (round to nearest even, as the
+  // BF16 blocks round f32; the INT8 Q.K^T block quantizes Q and K from these
+  // values), the same rows, columns and strides in 16-bit elements; qkv is
+  // then unused.
   const uint16_t* qkv_bf16 = nullptr;
   int64_t seq_len;
   int64_t qkv_stride;
@@ -53,8 +54,9 @@ struct AttentionBlock {
   float alibi_slope;
   float* out;  // first token row of the sequence, at this head's column
   int64_t out_stride;
-  // Or (the AMX and AVX512_BF16 blocks, with qkv_bf16 and head_dim a multiple
-  // of 32): K already in the K2 pair layout (attention_bf16.inc), word (p, j) =
+  // Or (with qkv_bf16 and head_dim a multiple of 32; the INT8 Q.K^T block
+  // reads only the sequence's keys): K already in the K2 pair layout
+  // (attention_bf16.inc), word (p, j) =
   // (k[j][2p], k[j][2p + 1]) at k2[p * k2_stride + j] for the sequence's key
   // j. The block reads words up to j < seq_len rounded up to 16, which must
   // be readable; their scores past seq_len are never used.

@@ -64,14 +64,16 @@ void layernorm_quantize_here(const float* x, const float* residual, const float*
 // (Q heads, then K, then V; T = seq_offsets[num_seqs]), as the sparse INT8
 // Linear writes it (qgemm.h spmm_u8s8_panels with panel = head_dim). Same
 // results, bit for bit.
-// qkv_bf16 (AmxBf16 and Avx512Bf16 only, else std::logic_error): qkv holds
-// its token rows or head panels as BF16, 16-bit elements, already rounded to
-// nearest even, as the INT8 Linears write them (QEpilogue::out_bf16). Those
-// blocks round Q, K and V so themselves: the results of the f32 values they
-// came from, bit for bit.
-// k_pairs (AmxBf16 or Avx512Bf16 with qkv_panels and qkv_bf16 and head_dim a
-// multiple of 32 only, else std::logic_error): K's panels hold pair words
-// (QEpilogue::k_pairs), which the block multiplies in place. v_pairs (with
+// qkv_bf16 (AmxBf16, Avx512Bf16 and Avx512S8Qk only, else
+// std::logic_error): qkv holds its token rows or head panels as BF16, 16-bit
+// elements, already rounded to nearest even, as the INT8 Linears write them
+// (QEpilogue::out_bf16). The BF16 blocks round Q, K and V so themselves: the
+// results of the f32 values they came from, bit for bit. Avx512S8Qk quantizes
+// the BF16 Q and K: the results of f32 inputs holding the BF16 values.
+// k_pairs (AmxBf16, Avx512Bf16 or Avx512S8Qk with qkv_panels and qkv_bf16 and
+// head_dim a multiple of 32 only, else std::logic_error): K's panels hold pair
+// words (QEpilogue::k_pairs), which the block multiplies in place (INT8
+// Q.K^T: quantizes with its keys as lanes, no transposes). v_pairs (with
 // k_pairs and an even seq_offsets[num_seqs] only): V's panels hold pair
 // words of two tokens (QEpilogue::v_pairs), read in place where a sequence
 // starts on an even token. The same bits again.

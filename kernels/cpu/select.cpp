@@ -331,7 +331,9 @@ int64_t qkv_bf16_rows(const Graph& g, size_t p, bool int8_model) {
   const QkvReaders r = attention_readers(g, a);
   if (r.count != 1) return 0;
   const AttentionProducts pr = choose_attention(int8_model, r.head_dim).products;
-  return pr == AttentionProducts::AmxBf16 || pr == AttentionProducts::Avx512Bf16 ? r.head_dim : 0;
+  return pr == AttentionProducts::AmxBf16 || pr == AttentionProducts::Avx512Bf16 || pr == AttentionProducts::Avx512S8Qk
+             ? r.head_dim
+             : 0;
 }
 
 int64_t qkv_k_pairs(const Graph& g, size_t p, bool int8_model) {

@@ -183,13 +183,17 @@ int64_t qkv_head_panel(const Graph& g, size_t p);
 // Op p is an INT8 Linear whose output is read only by one Attention op's
 // qkv input, with no residual, gate or activation, not a graph output, and
 // that Attention runs BF16 products (choose_attention: AmxBf16 or
-// Avx512Bf16, whose blocks round Q, K and V to BF16 themselves): returns its
-// heads' width, else 0. The CPU backend then has the Linear write its output
-// (token rows, or head panels: qkv_head_panel) as BF16 where its kernel can
-// (DenseLinearU8S8::writes_bf16: the AMX kernel; the block-sparse kernel
-// where qgemm.h spmm_u8s8_bf16_available, not in a chain) and the run's
-// values are not observed, and tells the Attention so at run time: the same
-// bits, half the bytes written and read back. int8_model as for
+// Avx512Bf16, whose blocks round Q, K and V to BF16 themselves) or INT8
+// Q.K^T (Avx512S8Qk): returns its heads' width, else 0. The CPU backend then
+// has the Linear write its output (token rows, or head panels:
+// qkv_head_panel) as BF16 where its kernel can (DenseLinearU8S8::writes_bf16:
+// the AMX kernel; the block-sparse kernel where qgemm.h
+// spmm_u8s8_bf16_available, not in a chain) and the run's values are not
+// observed, and tells the Attention so at run time: half the bytes written
+// and read back; for the BF16 blocks the same bits, for INT8 Q.K^T Q and K
+// rounded to BF16 (2^-9 relative) before their 8-bit quantization (steps of
+// max |x| / 127; on Zen 4, BERT-base 90% INT8 at 128 tokens: the QKV
+// Linear 0.71x and the attention 0.94x the time, bench/RESULTS.md). int8_model as for
 // choose_attention. SPINEL_QKV_BF16, read when a model is prepared: unset,
 // "", "auto" or "on": as above; "off"/"0": never (A/B runs, tests). Other
 // values warn once and mean auto.
@@ -197,12 +201,13 @@ int64_t qkv_bf16_rows(const Graph& g, size_t p, bool int8_model);
 
 // --- K and V in the BF16 attention's pair layouts -------------------------
 // Op p writes head panels (qkv_head_panel) in BF16 (qkv_bf16_rows: for an
-// Attention on AMX-BF16 tiles or AVX512_BF16 dot products), heads a multiple
-// of 32 wide: returns that width, else 0. The CPU backend then has the
-// Linear write K's panels as BF16 pair words (QEpilogue::k_pairs) where it
-// writes panels in BF16, and tells the Attention so at run time, which
-// multiplies them in place instead of transposing K's rows into that layout
-// itself: the same bits. Both ask this when prepared. SPINEL_QKV_K2, read
+// Attention on AMX-BF16 tiles, AVX512_BF16 dot products or INT8 Q.K^T),
+// heads a multiple of 32 wide: returns that width, else 0. The CPU backend
+// then has the Linear write K's panels as BF16 pair words (QEpilogue::k_pairs)
+// where it writes panels in BF16, and tells the Attention so at run time,
+// which multiplies them in place (the BF16 blocks) or quantizes them with
+// keys as lanes (INT8 Q.K^T) instead of transposing K's rows into its layout
+// itself: the same bits as from BF16 rows. Both ask this when prepared. SPINEL_QKV_K2, read
 // when a model is prepared: unset, "", "auto" or "on": as above; "off"/"0":
 // never (A/B runs, tests). Other values warn once and mean auto.
 int64_t qkv_k_pairs(const Graph& g, size_t p, bool int8_model);

@@ -614,11 +614,11 @@ TEST_CASE("BF16 attention matches the reference within BF16 rounding") {
   if (!k::cpu_has_amx_bf16() || !k::cpu_has_avx512_bf16())
     check_refused(k::cpu_has_amx_bf16() ? k::AttentionProducts::Avx512Bf16 : k::AttentionProducts::AmxBf16);
   {
-    // BF16 rows are read by the BF16 blocks only.
+    // BF16 rows are read by the BF16 and INT8 Q.K^T blocks only.
     std::vector<int64_t> off{0, 4};
     std::vector<float> qkv(4 * 3 * 64, 0.5f), out(4 * 64);
     std::vector<float> scratch(k::attention_scratch_floats(4, 1, 64) + 16);
-    for (const auto kind : {k::AttentionProducts::F32, k::AttentionProducts::Avx512S8Qk})
+    for (const auto kind : {k::AttentionProducts::F32})
       CHECK_THROWS_AS(k::attention_f32(qkv.data(), off.data(), 1, 1, 64, 0.125f, out.data(), scratch.data(), nullptr,
                                        kind, false, true),
                       std::logic_error);
@@ -812,6 +812,105 @@ TEST_CASE("INT8 Q.K^T attention matches the reference on 8-bit Q and K within BF
     }
   CHECK(head0_nan);
   CHECK(head1_finite);
+}
+
+// What the sparse QKV Linear writes for an INT8 Q.K^T attention (select.h
+// qkv_bf16_rows, qkv_k_pairs, qkv_v_pairs): BF16 head panels, then K's panels
+// as pair words, then V's too. Quantizing Q and K from BF16 values gives the
+// bits of f32 panels holding the same values (K's pair words quantized with
+// the keys as lanes, no transposes: the same bytes, scales and key sums),
+// with and without ALiBi, on 1 and 2 threads; keys with a NaN, an infinity
+// or all zeros agree too, and a key past the sequence is never read.
+TEST_CASE("INT8 Q.K^T attention from BF16 panels and K, V pair words: the bits of f32 panels of the same values") {
+  const auto kind = k::AttentionProducts::Avx512S8Qk;
+  if (!(k::cpu_has_avx512_bf16() && k::active_isa() == k::Isa::Avx512Vnni)) {
+    MESSAGE("not run: needs AVX512_BF16 and the avx512vnni level (the refusal is checked above)");
+    return;
+  }
+  std::vector<AttnShape> shapes;
+  for (const auto& sh : attention_shapes())
+    if (sh.head_dim % 32 == 0) shapes.push_back(sh);
+  shapes.push_back({{40, 18}, 2, 64});  // specials below
+  for (int threads : {1, 2})
+    in_arena(threads, [&] {
+      for (const auto& sh : shapes) {
+        const auto off = offsets_of(sh.lens);
+        const int64_t T = off.back(), hd = sh.head_dim, H = sh.heads * hd;
+        const auto nseq = static_cast<int64_t>(sh.lens.size());
+        const int64_t max_len = *std::max_element(sh.lens.begin(), sh.lens.end());
+        auto qkv = random_vec(static_cast<size_t>(T * 3 * H), 52);
+        for (size_t i = 0; i < qkv.size(); ++i) qkv[i] *= 0.25f + 0.25f * static_cast<float>((i / 5) % 7);
+        if (sh.lens == std::vector<int64_t>{40, 18}) {
+          qkv[static_cast<size_t>(5 * 3 * H + H + 3)] = std::nanf("");        // K of key 5, head 0: NaN
+          qkv[static_cast<size_t>(9 * 3 * H + H + hd + 7)] = INFINITY;         // K of key 9, head 1: inf
+          for (int64_t d = 0; d < hd; ++d) qkv[static_cast<size_t>(11 * 3 * H + H + d)] = 0.f;  // key 11: zeros
+          for (int64_t d = 0; d < hd; ++d) qkv[static_cast<size_t>(44 * 3 * H + H + hd + d)] = 0.f;
+        }
+        // Panels [3 H][T][hd] of the BF16-rounded values: f32, and their bits.
+        std::vector<float> pan(qkv.size());
+        std::vector<uint16_t> pan_h(qkv.size());
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t c = 0; c < 3 * H; ++c) {
+            const auto i = static_cast<size_t>((c / hd) * T * hd + t * hd + c % hd);
+            const float v = qkv[static_cast<size_t>(t * 3 * H + c)];
+            pan_h[i] = bf16_bits(v);
+            pan[i] = std::isfinite(v) ? bf16_round(v) : v;
+          }
+        std::vector<uint16_t> pan_k2 = pan_h;
+        for (int64_t h = 0; h < sh.heads; ++h) {
+          const int64_t base = (sh.heads + h) * T * hd;
+          for (int64_t t = 0; t < T; ++t)
+            for (int64_t p = 0; p < hd / 2; ++p)
+              for (int64_t half = 0; half < 2; ++half)
+                pan_k2[static_cast<size_t>(base + 2 * (p * T + t) + half)] =
+                    pan_h[static_cast<size_t>(base + t * hd + 2 * p + half)];
+        }
+        std::vector<uint16_t> pan_kv = pan_k2;
+        for (int64_t h = 0; h < sh.heads && T % 2 == 0; ++h) {
+          const int64_t base = (2 * sh.heads + h) * T * hd;
+          for (int64_t t = 0; t < T; ++t)
+            for (int64_t d = 0; d < hd; ++d)
+              pan_kv[static_cast<size_t>(base + 2 * ((t / 2) * hd + d) + t % 2)] =
+                  pan_h[static_cast<size_t>(base + t * hd + d)];
+        }
+        std::vector<float> slopes;
+        for (int64_t h = 0; h < sh.heads; ++h) slopes.push_back(0.5f / static_cast<float>(h + 1));
+        for (const float* sl : {static_cast<const float*>(nullptr), static_cast<const float*>(slopes.data())}) {
+          const size_t scratch_n = k::attention_scratch_floats(max_len, sh.heads, hd);
+          std::vector<float> scratch(scratch_n + 64, std::nanf(""));
+          for (size_t i = scratch_n; i < scratch.size(); ++i) scratch[i] = 12345.f;
+          auto run = [&](const void* in, bool bf16, bool k2, bool v2) {
+            std::vector<float> out(static_cast<size_t>(T * H), std::nanf(""));
+            k::attention_f32(static_cast<const float*>(in), off.data(), nseq, sh.heads, hd, 0.125f, out.data(),
+                             scratch.data(), sl, kind, true, bf16, k2, v2);
+            return out;
+          };
+          CAPTURE(threads);
+          CAPTURE(lens_str(sh.lens));
+          CAPTURE(hd);
+          CAPTURE(sl != nullptr);
+          const auto want = run(pan.data(), false, false, false);
+          const size_t bytes = want.size() * sizeof(float);
+          CHECK(std::memcmp(run(pan_h.data(), true, false, false).data(), want.data(), bytes) == 0);
+          CHECK(std::memcmp(run(pan_k2.data(), true, true, false).data(), want.data(), bytes) == 0);
+          if (T % 2 == 0) CHECK(std::memcmp(run(pan_kv.data(), true, true, true).data(), want.data(), bytes) == 0);
+          bool guard_intact = true;
+          for (size_t i = scratch_n; i < scratch.size(); ++i) guard_intact &= scratch[i] == 12345.f;
+          CHECK(guard_intact);
+          if (sh.lens == std::vector<int64_t>{40, 18}) {
+            // The NaN key's head is NaN throughout its sequence, the other
+            // head finite except where the infinite key makes it NaN.
+            bool head0_nan = true, rest_finite = true;
+            for (int64_t t = 0; t < 40; ++t)
+              for (int64_t d = 0; d < hd; ++d) head0_nan &= std::isnan(want[static_cast<size_t>(t * H + d)]);
+            for (int64_t t = 40; t < T; ++t)
+              for (int64_t c = 0; c < H; ++c) rest_finite &= std::isfinite(want[static_cast<size_t>(t * H + c)]);
+            CHECK(head0_nan);
+            CHECK(rest_finite);
+          }
+        }
+      }
+    });
 }
 
 // -------------------------------------------------------------- Linear ----
