@@ -352,6 +352,8 @@ void run_amx(const qgemm_detail::AmxS8Args& a) {
 
 bool DenseLinearU8S8::writes_bf16() const { return impl_->amx && cpu_has_avx512_bf16(); }
 
+bool dense_u8s8_writes_bf16() { return use_amx_kernel() && cpu_has_avx512_bf16(); }
+
 void DenseLinearU8S8::run_acc(const uint8_t* x, int64_t M, int64_t ldx, int32_t* acc,
                               int64_t ldacc) const {
   if (M <= 0) return;

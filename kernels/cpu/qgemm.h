@@ -321,6 +321,10 @@ class DenseLinearU8S8 {
   int64_t K_, N_;
 };
 
+// Whether a DenseLinearU8S8 made now would write BF16 (writes_bf16): its AMX
+// kernel on a CPU with AVX512_BF16. select.h asks before any is made.
+bool dense_u8s8_writes_bf16();
+
 // ---------------------------------------------------------------------------
 // Internals shared by the per-ISA kernel files (not API).
 namespace qgemm_detail {

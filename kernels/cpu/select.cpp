@@ -327,6 +327,9 @@ int64_t qkv_bf16_rows(const Graph& g, size_t p, bool int8_model) {
   const Op& a = g.ops[p];
   if (a.kind != OpKind::Linear || a.precision == Precision::F32) return 0;
   if (a.gate != Gate::None || a.in1 >= 0 || a.act != Activation::None) return 0;
+  // Only where the Linear's kernel writes BF16 (the backend asks its kernel
+  // the same): else the Attention would say it reads BF16 it never gets.
+  if (!(runs_sparse_u8s8(a) ? spmm_u8s8_bf16_available() : dense_u8s8_writes_bf16())) return 0;
   // One reader: it takes the Linear's word for the run (the backend's tag) and clears it.
   const QkvReaders r = attention_readers(g, a);
   if (r.count != 1) return 0;
