@@ -193,7 +193,8 @@ int64_t qkv_head_panel(const Graph& g, size_t p);
 // and read back; for the BF16 blocks the same bits, for INT8 Q.K^T Q and K
 // rounded to BF16 (2^-9 relative) before their 8-bit quantization (steps of
 // max |x| / 127; on Zen 4, BERT-base 90% INT8 at 128 tokens: the QKV
-// Linear 0.71x and the attention 0.94x the time, bench/RESULTS.md). int8_model as for
+// Linear 0.71-0.78x and the attention 0.87-0.94x the time, bench/RESULTS.md).
+// int8_model as for
 // choose_attention. SPINEL_QKV_BF16, read when a model is prepared: unset,
 // "", "auto" or "on": as above; "off"/"0": never (A/B runs, tests). Other
 // values warn once and mean auto.
