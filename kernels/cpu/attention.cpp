@@ -57,15 +57,18 @@ size_t attention_scratch_floats(int64_t max_seq_len, int64_t num_heads, int64_t 
   return slots * f32::attention_slot_floats(max_seq_len, head_dim) + f32::kPad;
 }
 
+// (The INT8 Q.K^T block quantizes Q and K from BF16 rows or K's pair words
+// as it would from f32 rows of the same values.)
+bool attention_reads_bf16(AttentionProducts p) {
+  return p == AttentionProducts::AmxBf16 || p == AttentionProducts::Avx512Bf16 || p == AttentionProducts::Avx512S8Qk;
+}
+
 void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seqs,
                    int64_t num_heads, int64_t head_dim, float scale, float* out, float* scratch,
                    const float* alibi_slopes, AttentionProducts products, bool qkv_panels, bool qkv_bf16,
                    bool k_pairs, bool v_pairs) {
   if (num_seqs <= 0 || num_heads <= 0 || head_dim <= 0) return;
-  // (The INT8 Q.K^T block quantizes Q and K from BF16 rows or K's pair
-  // words as it would from f32 rows of the same values.)
-  const bool bf16_reader = products == AttentionProducts::AmxBf16 || products == AttentionProducts::Avx512Bf16 ||
-                           products == AttentionProducts::Avx512S8Qk;
+  const bool bf16_reader = attention_reads_bf16(products);
   if (k_pairs && (!bf16_reader || !qkv_panels || !qkv_bf16 || head_dim % 32 != 0))
     throw std::logic_error("attention_f32: K in pair words is read by the BF16 and INT8 Q.K^T blocks only, from "
                            "BF16 head panels of whole 32-dim tile rows");

@@ -193,12 +193,10 @@ void attention_block_amx_bf16(const AttentionBlock& b, float* scratch) {
   // K2 in place where the QKV Linear wrote K in pair words (AttentionBlock::k2,
   // whose contract also gives q_in_place): no transpose here.
   const bool k2_in_place = b.k2 != nullptr;
-  // V's whole 32-key blocks in place where the Linear wrote V in pair words
-  // and the sequence starts on a pair (AttentionBlock::v2_pairs; the same row
-  // stride, head_dim words, as V2's): V2 is built for the rest only.
-  const bool v_in_place = b.v2_pairs != nullptr && b.v2_first % 2 == 0;
-  const int64_t v_full = v_in_place ? b.seq_len / 32 * 32 : 0;
-  const uint32_t* v2_ip = v_in_place ? b.v2_pairs + (b.v2_first / 2) * b.head_dim : nullptr;
+  // V's whole 32-key blocks in place (v2_in_place; the same row stride,
+  // head_dim words, as V2's): V2 is built for the rest only.
+  const uint32_t* v2_ip = v2_in_place(b);
+  const int64_t v_full = v2_ip ? b.seq_len / 32 * 32 : 0;
   const Operands op = build_item(b, scratch, q_in_place, k2_in_place, v_full);
   const uint32_t* k2 = k2_in_place ? b.k2 : op.k2;
   const int64_t k2_stride = k2_in_place ? b.k2_stride : op.a.lp;

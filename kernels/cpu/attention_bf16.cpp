@@ -187,6 +187,18 @@ inline __m512 load16(const uint16_t* p) {
       _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
 }
 
+// Each lane's symmetric 8-bit scale from its max |x| (the lanes in nan hold
+// a NaN): amax / 127, 0 where amax is 0 or 127 / amax overflows, NaN in nan;
+// inv = 127 / amax where the scale is a positive number, else 0.
+inline __m512 s8_scales(__m512 amax, __mmask16 nan, __m512& inv) {
+  const __m512 sc = _mm512_div_ps(amax, _mm512_set1_ps(127.0f));
+  inv = _mm512_div_ps(_mm512_set1_ps(127.0f), amax);
+  const __mmask16 ok = static_cast<__mmask16>(_mm512_cmp_ps_mask(amax, _mm512_setzero_ps(), _CMP_GT_OQ) &
+                                              _mm512_cmp_ps_mask(inv, _mm512_set1_ps(3.0e38f), _CMP_LE_OQ) & ~nan);
+  inv = _mm512_maskz_mov_ps(ok, inv);
+  return _mm512_mask_mov_ps(_mm512_maskz_mov_ps(ok, sc), nan, _mm512_set1_ps(__builtin_nanf("")));
+}
+
 // T: float, or uint16_t for BF16 rows (the same bytes as the f32 rows of the
 // values they hold).
 template <typename T>
@@ -218,14 +230,8 @@ inline void quantize_rows16(const T* x, int64_t stride, int64_t rows, int64_t n,
   body::transpose_square(m);  // m[l] lane i: element l of row i's maxima
   __m512 amax = m[0];
   for (int l = 1; l < 16; ++l) amax = _mm512_max_ps(amax, m[l]);
-  __m512 sc = _mm512_div_ps(amax, _mm512_set1_ps(127.0f));
-  __m512 inv = _mm512_div_ps(_mm512_set1_ps(127.0f), amax);
-  const __mmask16 ok = static_cast<__mmask16>(_mm512_cmp_ps_mask(amax, _mm512_setzero_ps(), _CMP_GT_OQ) &
-                                              _mm512_cmp_ps_mask(inv, _mm512_set1_ps(3.0e38f), _CMP_LE_OQ) &
-                                              ~nan_rows);
-  inv = _mm512_maskz_mov_ps(ok, inv);
-  sc = _mm512_mask_mov_ps(_mm512_maskz_mov_ps(ok, sc), nan_rows, _mm512_set1_ps(__builtin_nanf("")));
-  _mm512_storeu_ps(scale, sc);
+  __m512 inv;
+  _mm512_storeu_ps(scale, s8_scales(amax, nan_rows, inv));
   const __m512i sh = _mm512_set1_epi32(shift);
   // Rows whose products are all finite and within [-127, 127]: packed.
   const __mmask16 packed =
@@ -321,14 +327,8 @@ inline void build_k4_from_k2(const AttentionBlock& b, const AmxLayout& a, uint32
     amax = _mm512_max_ps(amax, _mm512_max_ps(_mm512_and_ps(l, absmask), _mm512_and_ps(h, absmask)));
     nan = static_cast<__mmask16>(nan | _mm512_cmp_ps_mask(l, h, _CMP_UNORD_Q));
   }
-  // (quantize_rows16's scale and its zero and NaN cases, per key.)
-  __m512 sc = _mm512_div_ps(amax, _mm512_set1_ps(127.0f));
-  __m512 inv = _mm512_div_ps(_mm512_set1_ps(127.0f), amax);
-  const __mmask16 ok = static_cast<__mmask16>(_mm512_cmp_ps_mask(amax, _mm512_setzero_ps(), _CMP_GT_OQ) &
-                                              _mm512_cmp_ps_mask(inv, _mm512_set1_ps(3.0e38f), _CMP_LE_OQ) & ~nan);
-  inv = _mm512_maskz_mov_ps(ok, inv);
-  sc = _mm512_mask_mov_ps(_mm512_maskz_mov_ps(ok, sc), nan, _mm512_set1_ps(__builtin_nanf("")));
-  _mm512_storeu_ps(ks + j0, sc);
+  __m512 inv;
+  _mm512_storeu_ps(ks + j0, s8_scales(amax, nan, inv));
   for (int64_t q = 0; q < a.dq / 4; ++q) {
     __m512i word = _mm512_setzero_si512();  // (quads past head_dim: zero)
     if (4 * q < b.head_dim) {
@@ -420,12 +420,10 @@ void attention_block_avx512_bf16(const AttentionBlock& b, float* scratch) {
   // K2 in place where the QKV Linear wrote K in pair words (AttentionBlock::k2):
   // no transpose here.
   const bool k2_in_place = b.k2 != nullptr;
-  // V's pair rows whole inside the sequence in place where the Linear wrote V
-  // in pair words and the sequence starts on a pair (AttentionBlock::v2_pairs);
-  // V2 built from the 8-pair block holding the first of the others.
-  const bool v_in_place = b.v2_pairs != nullptr && b.v2_first % 2 == 0;
-  const int64_t v_split = v_in_place ? b.seq_len / 2 : 0;
-  const uint32_t* v2_ip = v_in_place ? b.v2_pairs + (b.v2_first / 2) * b.head_dim : nullptr;
+  // V's pair rows whole inside the sequence in place (v2_in_place); V2 built
+  // from the 8-pair block holding the first of the others.
+  const uint32_t* v2_ip = v2_in_place(b);
+  const int64_t v_split = v2_ip ? b.seq_len / 2 : 0;
   const Operands op = build_item(b, scratch, false, k2_in_place, 2 * v_split / 16 * 16);
   const uint32_t* k2 = k2_in_place ? b.k2 : op.k2;
   const int64_t k2_stride = k2_in_place ? b.k2_stride : op.a.lp;
@@ -449,11 +447,9 @@ void attention_block_avx512_s8qk(const AttentionBlock& b, float* scratch) {
   auto* kq = reinterpret_cast<uint8_t*>(w + a.kq);
   // Q, K and V as the QKV Linear wrote them: f32 rows, or BF16 rows
   // (qkv_bf16), K in pair words (k2) and V in pair words of two tokens
-  // (v2_pairs), read in place where the sequence starts on a pair, as
-  // attention_block_avx512_bf16 does.
-  const bool v_in_place = b.v2_pairs != nullptr && b.v2_first % 2 == 0;
-  const int64_t v_split = v_in_place ? b.seq_len / 2 : 0;
-  const uint32_t* v2_ip = v_in_place ? b.v2_pairs + (b.v2_first / 2) * b.head_dim : nullptr;
+  // (v2_pairs), read in place as attention_block_avx512_bf16 does.
+  const uint32_t* v2_ip = v2_in_place(b);
+  const int64_t v_split = v2_ip ? b.seq_len / 2 : 0;
   const int64_t v_from = 2 * v_split / 16 * 16;
   for (int64_t j0 = 0; j0 < a.lp; j0 += 16) {
     if (b.k2)

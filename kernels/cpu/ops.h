@@ -80,6 +80,9 @@ void layernorm_quantize_here(const float* x, const float* residual, const float*
 enum class AttentionProducts { F32, AmxBf16, Avx512Bf16, Avx512S8Qk };
 // "f32", "amx_bf16", "avx512_bf16", "avx512_s8qk"
 const char* attention_products_name(AttentionProducts p);
+// Whether the kind takes qkv_bf16 and k_pairs (AmxBf16, Avx512Bf16,
+// Avx512S8Qk): what the QKV Linear may write for it (select.h qkv_bf16_rows).
+bool attention_reads_bf16(AttentionProducts p);
 void attention_f32(const float* qkv, const int64_t* seq_offsets, int64_t num_seqs,
                    int64_t num_heads, int64_t head_dim, float scale, float* out, float* scratch,
                    const float* alibi_slopes = nullptr,

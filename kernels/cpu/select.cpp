@@ -333,10 +333,7 @@ int64_t qkv_bf16_rows(const Graph& g, size_t p, bool int8_model) {
   // One reader: it takes the Linear's word for the run (the backend's tag) and clears it.
   const QkvReaders r = attention_readers(g, a);
   if (r.count != 1) return 0;
-  const AttentionProducts pr = choose_attention(int8_model, r.head_dim).products;
-  return pr == AttentionProducts::AmxBf16 || pr == AttentionProducts::Avx512Bf16 || pr == AttentionProducts::Avx512S8Qk
-             ? r.head_dim
-             : 0;
+  return attention_reads_bf16(choose_attention(int8_model, r.head_dim).products) ? r.head_dim : 0;
 }
 
 int64_t qkv_k_pairs(const Graph& g, size_t p, bool int8_model) {
