@@ -410,12 +410,43 @@ uint16_t bf16_bits(float x) {
   u += 0x7FFFu + ((u >> 16) & 1u);
   return static_cast<uint16_t>(u >> 16);
 }
+
+// BF16 head panels [3 heads][T][hd] (16-bit elements) with K's panels as
+// pair words (QEpilogue::k_pairs: word (p, t) = (k[t][2p], k[t][2p + 1]))
+// and, with v, V's as pair words of two tokens (QEpilogue::v_pairs: word
+// (g, d) = (v[2g][d], v[2g + 1][d]); T even).
+std::vector<uint16_t> bf16_panels_as_pairs(const std::vector<uint16_t>& pan_h, int64_t heads, int64_t T,
+                                           int64_t hd, bool v) {
+  std::vector<uint16_t> out = pan_h;
+  for (int64_t h = 0; h < heads; ++h) {
+    const int64_t base = (heads + h) * T * hd;  // K's panel of head h
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t p = 0; p < hd / 2; ++p)
+        for (int64_t half = 0; half < 2; ++half)
+          out[static_cast<size_t>(base + 2 * (p * T + t) + half)] =
+              pan_h[static_cast<size_t>(base + t * hd + 2 * p + half)];
+  }
+  for (int64_t h = 0; h < heads && v; ++h) {
+    const int64_t base = (2 * heads + h) * T * hd;  // V's panel of head h
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t d = 0; d < hd; ++d)
+        out[static_cast<size_t>(base + 2 * ((t / 2) * hd + d) + t % 2)] = pan_h[static_cast<size_t>(base + t * hd + d)];
+  }
+  return out;
+}
+
+// The BF16 attention kinds this CPU runs.
+std::vector<k::AttentionProducts> bf16_kinds_here() {
+  std::vector<k::AttentionProducts> kinds;
+  if (k::cpu_has_amx_bf16()) kinds.push_back(k::AttentionProducts::AmxBf16);
+  if (k::cpu_has_avx512_bf16()) kinds.push_back(k::AttentionProducts::Avx512Bf16);
+  return kinds;
+}
 }  // namespace
 
 TEST_CASE("attention from head panels gives the token-row layout's bits, every kind this CPU has") {
-  std::vector<k::AttentionProducts> kinds{k::AttentionProducts::F32};
-  if (k::cpu_has_amx_bf16()) kinds.push_back(k::AttentionProducts::AmxBf16);
-  if (k::cpu_has_avx512_bf16()) kinds.push_back(k::AttentionProducts::Avx512Bf16);
+  std::vector<k::AttentionProducts> kinds = bf16_kinds_here();
+  kinds.insert(kinds.begin(), k::AttentionProducts::F32);
   for (const auto kind : kinds)
     for (int threads : {1, 2})
       in_arena(threads, [&] {
@@ -462,15 +493,7 @@ TEST_CASE("attention from head panels gives the token-row layout's bits, every k
             // blocks multiply them in place; the same bits again. Heads not a
             // multiple of 32 wide refused.
             const bool pairs_ok = hd % 32 == 0;
-            std::vector<uint16_t> pan_k2 = pan_h;
-            for (int64_t h = 0; h < sh.heads; ++h) {
-              const int64_t base = (sh.heads + h) * T * hd;  // K's panel of head h, 16-bit elements
-              for (int64_t t = 0; t < T; ++t)
-                for (int64_t p = 0; p < hd / 2; ++p)
-                  for (int64_t half = 0; half < 2; ++half)
-                    pan_k2[static_cast<size_t>(base + 2 * (p * T + t) + half)] =
-                        pan_h[static_cast<size_t>(base + t * hd + 2 * p + half)];
-            }
+            const std::vector<uint16_t> pan_k2 = bf16_panels_as_pairs(pan_h, sh.heads, T, hd, false);
             std::vector<float> k2_out(rows_out.size(), std::nanf(""));
             auto with_pairs = [&] {
               k::attention_f32(reinterpret_cast<const float*>(pan_k2.data()), off.data(), nseq, sh.heads, hd, 0.125f,
@@ -485,14 +508,7 @@ TEST_CASE("attention from head panels gives the token-row layout's bits, every k
             // And V's panels as pair words of two tokens (v_pairs, for an even
             // token count: sequences starting on odd tokens take their words
             // apart): the same bits again; an odd count refused.
-            std::vector<uint16_t> pan_kv = pan_k2;
-            for (int64_t h = 0; h < sh.heads && T % 2 == 0; ++h) {
-              const int64_t base = (2 * sh.heads + h) * T * hd;  // V's panel of head h
-              for (int64_t t = 0; t < T; ++t)
-                for (int64_t d = 0; d < hd; ++d)
-                  pan_kv[static_cast<size_t>(base + 2 * ((t / 2) * hd + d) + t % 2)] =
-                      pan_h[static_cast<size_t>(base + t * hd + d)];
-            }
+            const std::vector<uint16_t> pan_kv = bf16_panels_as_pairs(pan_h, sh.heads, T, hd, T % 2 == 0);
             std::vector<float> v2_out(rows_out.size(), std::nanf(""));
             auto with_v = [&] {
               k::attention_f32(reinterpret_cast<const float*>(pan_kv.data()), off.data(), nseq, sh.heads, hd, 0.125f,
@@ -603,9 +619,7 @@ void check_refused(k::AttentionProducts kind) {
 }  // namespace
 
 TEST_CASE("BF16 attention matches the reference within BF16 rounding") {
-  std::vector<k::AttentionProducts> kinds;
-  if (k::cpu_has_amx_bf16()) kinds.push_back(k::AttentionProducts::AmxBf16);
-  if (k::cpu_has_avx512_bf16()) kinds.push_back(k::AttentionProducts::Avx512Bf16);
+  const std::vector<k::AttentionProducts> kinds = bf16_kinds_here();
   if (kinds.empty()) {
     MESSAGE("not run: this CPU has neither AMX-BF16 nor AVX512_BF16 (the FP32 attention tests cover it)");
     return;
@@ -682,9 +696,7 @@ TEST_CASE("BF16 attention matches the reference within BF16 rounding") {
 // normalization): rtol 4.5e-3. The averages of the test above hide an
 // exponential off by half a percent; this does not.
 TEST_CASE("BF16 attention's softmax: P within BF16 rounding of the exact softmax") {
-  std::vector<k::AttentionProducts> kinds;
-  if (k::cpu_has_amx_bf16()) kinds.push_back(k::AttentionProducts::AmxBf16);
-  if (k::cpu_has_avx512_bf16()) kinds.push_back(k::AttentionProducts::Avx512Bf16);
+  const std::vector<k::AttentionProducts> kinds = bf16_kinds_here();
   if (kinds.empty()) {
     MESSAGE("not run: this CPU has neither AMX-BF16 nor AVX512_BF16");
     return;
@@ -856,23 +868,8 @@ TEST_CASE("INT8 Q.K^T attention from BF16 panels and K, V pair words: the bits o
             pan_h[i] = bf16_bits(v);
             pan[i] = std::isfinite(v) ? bf16_round(v) : v;
           }
-        std::vector<uint16_t> pan_k2 = pan_h;
-        for (int64_t h = 0; h < sh.heads; ++h) {
-          const int64_t base = (sh.heads + h) * T * hd;
-          for (int64_t t = 0; t < T; ++t)
-            for (int64_t p = 0; p < hd / 2; ++p)
-              for (int64_t half = 0; half < 2; ++half)
-                pan_k2[static_cast<size_t>(base + 2 * (p * T + t) + half)] =
-                    pan_h[static_cast<size_t>(base + t * hd + 2 * p + half)];
-        }
-        std::vector<uint16_t> pan_kv = pan_k2;
-        for (int64_t h = 0; h < sh.heads && T % 2 == 0; ++h) {
-          const int64_t base = (2 * sh.heads + h) * T * hd;
-          for (int64_t t = 0; t < T; ++t)
-            for (int64_t d = 0; d < hd; ++d)
-              pan_kv[static_cast<size_t>(base + 2 * ((t / 2) * hd + d) + t % 2)] =
-                  pan_h[static_cast<size_t>(base + t * hd + d)];
-        }
+        const std::vector<uint16_t> pan_k2 = bf16_panels_as_pairs(pan_h, sh.heads, T, hd, false);
+        const std::vector<uint16_t> pan_kv = bf16_panels_as_pairs(pan_h, sh.heads, T, hd, T % 2 == 0);
         std::vector<float> slopes;
         for (int64_t h = 0; h < sh.heads; ++h) slopes.push_back(0.5f / static_cast<float>(h + 1));
         for (const float* sl : {static_cast<const float*>(nullptr), static_cast<const float*>(slopes.data())}) {
