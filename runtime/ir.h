@@ -54,7 +54,8 @@ std::vector<float> alibi_slopes(int heads);
 
 // How a Linear computes. S8: weights s8 [K,N] symmetric per output channel
 // (scale in slot kWeightScale), activations quantized to u8 per token at run
-// time; S8Sparse runs the 4x1 block-sparse kernel, S8Dense oneDNN's u8s8.
+// time; S8Sparse runs the 4x1 block-sparse kernel, S8Dense a dense one (or the
+// sparse one, every block kept, where kernels/cpu/select.h chooses it).
 enum class Precision : uint32_t { F32 = 0, S8Dense = 1, S8Sparse = 2 };
 const char* precision_name(Precision p);
 

@@ -19,6 +19,7 @@ CpuReport cpu_report() {
   r.detected_isa = k::isa_name(k::detected_isa());
   r.active_isa = k::isa_name(k::active_isa());
   r.amx_int8 = k::cpu_has_amx_int8();
+  r.dense_int8_on_sparse = k::dense_s8_on_sparse_kernel();
   const k::AttentionProducts ap = k::choose_attention(/*int8_model=*/true).products;
   if (ap != k::AttentionProducts::F32) r.int8_attention = k::attention_products_name(ap);
   r.int8_qk_vnni = k::choose_attention(/*int8_model=*/true, k::kS8QkMinHeadDim).products ==

@@ -13,6 +13,9 @@ struct CpuReport {
   std::string detected_isa;  // best level the CPU and OS run: scalar, avx2, avxvnni, avx512vnni
   std::string active_isa;    // after the cap
   bool amx_int8 = false;     // oneDNN's dense u8s8 uses AMX here
+  // Dense INT8 layers run the block-sparse kernel here, every block kept
+  // (kernels/cpu/select.h dense_s8_mode).
+  bool dense_int8_on_sparse = false;
   // Where INT8 models' attention products run in BF16 here (kernels/cpu/select.h):
   // "amx_bf16" (AMX tiles), "avx512_bf16" (vdpbf16ps), or empty for FP32.
   std::string int8_attention;

@@ -44,6 +44,7 @@
 #include "kernels/cpu/isa.h"
 #include "kernels/cpu/parallel_util.h"
 #include "kernels/cpu/qgemm.h"
+#include "kernels/cpu/select.h"
 
 namespace spinel::kernels {
 
@@ -95,17 +96,11 @@ bool u8s8_exact_here() {
 
 // Our AMX-INT8 kernel (dense_s8_amx.cpp) instead of oneDNN's matmul: where
 // the CPU has AMX-INT8, the active level is avx512vnni, and SPINEL_DENSE_S8
-// (read per layer at preparation) is unset, "", "auto" or "amx"; "dnnl":
-// oneDNN (A/B runs, tests). Other values warn once and mean auto.
+// (select.h dense_s8_mode) is auto or "amx".
 bool use_amx_kernel() {
   if (!cpu_has_amx_int8() || active_isa() != Isa::Avx512Vnni) return false;
-  const char* v = std::getenv("SPINEL_DENSE_S8");
-  if (!v || !*v || !std::strcmp(v, "auto") || !std::strcmp(v, "amx")) return true;
-  if (!std::strcmp(v, "dnnl")) return false;
-  static std::atomic<bool> warned{false};
-  if (!warned.exchange(true))
-    std::fprintf(stderr, "spinel: warning: SPINEL_DENSE_S8=%s is not one of auto, amx, dnnl; using auto\n", v);
-  return true;
+  const DenseS8Mode m = dense_s8_mode();
+  return m == DenseS8Mode::Auto || m == DenseS8Mode::Amx;
 }
 
 struct Primitive {

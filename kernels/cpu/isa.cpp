@@ -148,6 +148,7 @@ bool cpu_has_amx_int8() { return features().amx_int8; }
 bool cpu_has_amx_bf16() { return features().amx_bf16; }
 bool cpu_has_avx512_bf16() { return features().avx512_bf16; }
 bool cpu_bf16_dot_full_rate() { return features().avx512_bf16 && features().amd; }
+bool cpu_vnni_unpacks_free() { return features().avx512vnni && features().amd; }
 
 bool cpu_supports(Isa isa) { return static_cast<int>(isa) <= static_cast<int>(detected_isa()); }
 

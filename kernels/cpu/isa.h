@@ -61,6 +61,13 @@ bool cpu_has_avx512_bf16();
 // (Sapphire Rapids, measured) it issues at half the rate and AMX does the
 // work instead.
 bool cpu_bf16_dot_full_rate();
+// True on AMD's AVX-512 VNNI cores (Zen 4 and later), where the block-sparse
+// kernel's byte unpacks issue beside vpdpbusd instead of competing with it:
+// its inner loop runs at the VNNI peak (on Zen 4, bench_spmm_s8's
+// BM_VnniUnpackLoop equals BM_VnniPeak; on Intel's the unpacks cap it near
+// 2/3). There it runs dense INT8 layers too, every block kept (select.h
+// dense_s8_mode). Measured on Zen 4; Zen 5 assumed alike. Not affected by caps.
+bool cpu_vnni_unpacks_free();
 // "scalar", "avx2", "avxvnni", "avx512vnni".
 const char* isa_name(Isa isa);
 // Parses the names above (and the aliases "generic", "avx512"); false if unknown.

@@ -86,6 +86,16 @@ LinearChoice choose_linear(Precision precision, double block_sparsity, const int
     case Precision::F32:
       return choose_f32(block_sparsity, W32, K, N);
     case Precision::S8Dense:
+      // (pack_s8_sparse takes K and N in multiples of 4.)
+      if (dense_s8_on_sparse_kernel() && K > 0 && N > 0 && K % 4 == 0 && N % 4 == 0) {
+        c.impl = LinearImpl::SparseU8S8;
+        std::snprintf(buf, sizeof buf, "stored dense; %s kernel at %s, every block kept (%s)", "4x1",
+                      isa_name(active_isa()),
+                      dense_s8_mode() == DenseS8Mode::Sparse ? "SPINEL_DENSE_S8=sparse"
+                                                             : "its unpacks are free on this CPU");
+        c.why = buf;
+        return c;
+      }
       c.impl = LinearImpl::DnnlU8S8;
       c.why = "stored dense";
       return c;
@@ -106,6 +116,29 @@ LinearChoice choose_linear(Precision precision, double block_sparsity, const int
                 s >= x.min_sparsity ? ">=" : "<", x.min_sparsity, x.dense_kernel);
   c.why = buf;
   return c;
+}
+
+DenseS8Mode dense_s8_mode() {
+  const char* v = std::getenv("SPINEL_DENSE_S8");
+  if (!v || !*v || !std::strcmp(v, "auto")) return DenseS8Mode::Auto;
+  if (!std::strcmp(v, "amx")) return DenseS8Mode::Amx;
+  if (!std::strcmp(v, "dnnl")) return DenseS8Mode::Dnnl;
+  if (!std::strcmp(v, "sparse")) return DenseS8Mode::Sparse;
+  static std::atomic<bool> warned{false};
+  if (!warned.exchange(true))
+    std::fprintf(stderr, "spinel: warning: SPINEL_DENSE_S8=%s is not one of auto, amx, dnnl, sparse; "
+                 "using auto\n", v);
+  return DenseS8Mode::Auto;
+}
+
+bool dense_s8_on_sparse_kernel() {
+  switch (dense_s8_mode()) {
+    case DenseS8Mode::Sparse: return true;
+    case DenseS8Mode::Amx:
+    case DenseS8Mode::Dnnl: return false;
+    case DenseS8Mode::Auto: break;
+  }
+  return !amx_in_use() && active_isa() == Isa::Avx512Vnni && cpu_vnni_unpacks_free();
 }
 
 AttentionMode attention_mode() {
@@ -244,9 +277,17 @@ bool read_only_by_next(const Graph& g, size_t p) {
 
 // The layer runs the block-sparse INT8 kernel, judged from what the file
 // stores (choose_linear measures W only when the sparsity is not stored and
-// AMX is in use; then this says no).
-bool runs_sparse_u8s8(const Op& op) {
-  if (op.kind != OpKind::Linear || op.precision != Precision::S8Sparse) return false;
+// AMX is in use; then this says no) and, for dense layers, from the
+// weight's shape in g.
+bool runs_sparse_u8s8(const Graph& g, const Op& op) {
+  if (op.kind != OpKind::Linear || op.precision == Precision::F32) return false;
+  if (op.precision == Precision::S8Dense) {
+    const auto width = [&g](int32_t v) {
+      return v >= 0 && static_cast<size_t>(v) < g.values.size() ? g.values[static_cast<size_t>(v)].width : 0;
+    };
+    const int64_t K = width(op.in0), N = linear_weight_cols(op, width(op.out));
+    return choose_linear(op.precision, -1, nullptr, K, N).impl == LinearImpl::SparseU8S8;
+  }
   if (op.block_sparsity < 0 && amx_in_use()) return false;
   return choose_linear(op.precision, op.block_sparsity, nullptr, 0, 0).impl == LinearImpl::SparseU8S8;
 }
@@ -274,7 +315,7 @@ bool chain_linears(const Graph& g, size_t p) {
   if (p + 1 >= g.ops.size() || !spmm_u8s8_chain_available() || !chain_enabled()) return false;
   const Op& a = g.ops[p];
   const Op& b = g.ops[p + 1];
-  if (!runs_sparse_u8s8(a) || !runs_sparse_u8s8(b)) return false;
+  if (!runs_sparse_u8s8(g, a) || !runs_sparse_u8s8(g, b)) return false;
   // One link at a time: a layer whose input already comes blocked cannot
   // pass its output on blocked too (its kernel call takes row-major u8).
   if (p > 0 && chain_linears(g, p - 1)) return false;
@@ -314,7 +355,7 @@ QkvReaders attention_readers(const Graph& g, const Op& a) {
 int64_t qkv_head_panel(const Graph& g, size_t p) {
   if (p >= g.ops.size() || !panels_enabled()) return 0;
   const Op& a = g.ops[p];
-  if (!runs_sparse_u8s8(a)) return 0;
+  if (!runs_sparse_u8s8(g, a)) return 0;
   if (a.gate != Gate::None || a.in1 >= 0 || a.act != Activation::None) return 0;
   if (p > 0 && chain_linears(g, p - 1)) return 0;  // its input then comes blocked, not its output as rows
   const QkvReaders r = attention_readers(g, a);
@@ -329,7 +370,7 @@ int64_t qkv_bf16_rows(const Graph& g, size_t p, bool int8_model) {
   if (a.gate != Gate::None || a.in1 >= 0 || a.act != Activation::None) return 0;
   // Only where the Linear's kernel writes BF16 (the backend asks its kernel
   // the same): else the Attention would say it reads BF16 it never gets.
-  if (!(runs_sparse_u8s8(a) ? spmm_u8s8_bf16_available() : dense_u8s8_writes_bf16())) return 0;
+  if (!(runs_sparse_u8s8(g, a) ? spmm_u8s8_bf16_available() : dense_u8s8_writes_bf16())) return 0;
   // One reader: it takes the Linear's word for the run (the backend's tag) and clears it.
   const QkvReaders r = attention_readers(g, a);
   if (r.count != 1) return 0;
@@ -377,7 +418,7 @@ bool linear_quantizes_next(const Graph& g, size_t p) {
   if (a.kind != OpKind::Linear || a.precision == Precision::F32 || a.gate != Gate::None || a.out < 0) return false;
   if (a.act != Activation::None && a.act != Activation::GeluErf) return false;
   if (b.kind != OpKind::Linear || b.precision == Precision::F32 || b.act_scale > 0.f) return false;
-  if (b.in0 != a.out || b.in1 == a.out || runs_sparse_u8s8(b)) return false;
+  if (b.in0 != a.out || b.in1 == a.out || runs_sparse_u8s8(g, b)) return false;
   if (chain_linears(g, p) || (p > 0 && linear_quantizes_next(g, p - 1))) return false;
   return read_only_by_next(g, p);
 }

@@ -74,12 +74,30 @@ struct LinearChoice {
 // [K, N], for F32 layers; F32 without either counts as dense).
 //   F32 -> SparseF32 if the block sparsity is >= kCrossoverF32 (or
 //          SPINEL_F32_SPARSE says so), else DnnlF32;
-//   S8Dense -> DnnlU8S8;
+//   S8Dense -> SparseU8S8 where dense_s8_mode() says so and K and N (the
+//              weight's) are multiples of 4 (every block kept), else DnnlU8S8 (oneDNN's matmul or our AMX kernel:
+//              qgemm.h DenseLinearU8S8);
 //   S8Sparse -> SparseU8S8, unless AMX-INT8 is usable at the active level and
 //               the sparsity is below kCrossoverAmx (then DnnlU8S8); an ISA
 //               cap below AVX-512 VNNI asks for that level's sparse kernel.
 LinearChoice choose_linear(Precision precision, double block_sparsity, const int8_t* W, int64_t K,
                            int64_t N, const float* W32 = nullptr);
+
+// Dense INT8 layers (stored S8Dense). SPINEL_DENSE_S8, read at every choice
+// (when a model is prepared): unset, "" or "auto": our AMX-INT8 kernel where
+// AMX-INT8 is usable at the avx512vnni level; else the block-sparse kernel,
+// every block kept, where cpu_vnni_unpacks_free() at that level (AMD Zen 4:
+// its inner loop at the VNNI peak; alone 5-18% slower than oneDNN's u8s8
+// at 0% sparsity, but its fusions, the FFN chain, BF16 QKV panels and the
+// LayerNorm on its threads, made the dense MiniLM 1.08x and BERT-base
+// 1.06-1.11x faster end to end, bench/RESULTS.md); else oneDNN's matmul.
+// "amx": the AMX kernel where usable, else oneDNN; "dnnl": oneDNN; "sparse":
+// the block-sparse kernel at any level (A/B runs, tests). Other values warn
+// once and mean auto.
+enum class DenseS8Mode { Auto, Amx, Dnnl, Sparse };
+DenseS8Mode dense_s8_mode();
+// Dense INT8 layers run the block-sparse kernel here (the above, resolved).
+bool dense_s8_on_sparse_kernel();
 
 // --- Attention ---------------------------------------------------------
 // The attention products run in FP32 (FMA) or in BF16: Q, K, P and V rounded

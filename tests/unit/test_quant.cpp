@@ -579,9 +579,12 @@ TEST_CASE("A Linear quantizing the next dense Linear's input: the same bits with
   // before a dense FFN2 (its kernel threads hand the rows over).
   const EnvRun sparse = run_under_env(write_pruned_int8("linquant_sparse", 160, false), {});
   CHECK(ops_saying(sparse, "for the next Linear on the kernel's threads") == 0);
+  // (Dense layers on oneDNN: where they run the sparse kernel, the pair chains instead.)
   const std::string mixed = write_pruned_int8("linquant_mixed", 170, true);
-  const EnvRun mixed_on = run_under_env(mixed, {{"SPINEL_LINEAR_QUANT", nullptr}}, false, {60, 60, 3});
-  const EnvRun mixed_off = run_under_env(mixed, {{"SPINEL_LINEAR_QUANT", "off"}}, false, {60, 60, 3});
+  const EnvRun mixed_on =
+      run_under_env(mixed, {{"SPINEL_LINEAR_QUANT", nullptr}, {"SPINEL_DENSE_S8", "dnnl"}}, false, {60, 60, 3});
+  const EnvRun mixed_off =
+      run_under_env(mixed, {{"SPINEL_LINEAR_QUANT", "off"}, {"SPINEL_DENSE_S8", "dnnl"}}, false, {60, 60, 3});
   // (Ops: embedding, then per layer QKV, attention, output, LayerNorm, FFN1,
   // FFN2, LayerNorm; even indices pruned: layer 2's FFN1, not its FFN2.)
   CHECK(ops_saying(mixed_on, "output quantized per token for the next Linear on the kernel's threads") == 1);

@@ -396,7 +396,9 @@ TEST_CASE("choose_linear: F32 layers by stored or measured block sparsity, SPINE
   // INT8 layers are not affected.
   setenv("SPINEL_F32_SPARSE", "1", 1);
   std::vector<int8_t> w8(64, 1);
+  setenv("SPINEL_DENSE_S8", "dnnl", 1);
   CHECK(sk::choose_linear(Precision::S8Dense, 0.9, w8.data(), 8, 8).impl == sk::LinearImpl::DnnlU8S8);
+  unsetenv("SPINEL_DENSE_S8");
   if (old)
     setenv("SPINEL_F32_SPARSE", saved.c_str(), 1);
   else

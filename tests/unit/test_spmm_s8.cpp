@@ -1801,6 +1801,58 @@ TEST_CASE("Linear chain: the blocked layouts give the row-major path's bits") {
                   std::logic_error);
 }
 
+TEST_CASE("Dense INT8 layers: oneDNN, our AMX kernel or the block-sparse kernel (SPINEL_DENSE_S8)") {
+  using sk::DenseS8Mode;
+  using sk::LinearImpl;
+  using spinel::Precision;
+  std::vector<int8_t> w8(48 * 36, 1);
+  const auto impl = [&](int64_t K, int64_t N) {
+    return sk::choose_linear(Precision::S8Dense, -1, w8.data(), K, N).impl;
+  };
+  // Where auto puts them: the sparse kernel on AMD's AVX-512 VNNI cores at
+  // that level without AMX, else oneDNN's matmul (the AMX kernel inside it).
+  unsetenv("SPINEL_DENSE_S8");
+  CHECK(sk::dense_s8_mode() == DenseS8Mode::Auto);
+  const bool here =
+      sk::cpu_vnni_unpacks_free() && !sk::cpu_has_amx_int8() && sk::active_isa() == Isa::Avx512Vnni;
+  CHECK(sk::dense_s8_on_sparse_kernel() == here);
+  CHECK(impl(48, 36) == (here ? LinearImpl::SparseU8S8 : LinearImpl::DnnlU8S8));
+  if (here) CHECK(sk::choose_linear(Precision::S8Dense, -1, w8.data(), 48, 36).why.find("every block kept") !=
+                  std::string::npos);
+  {
+    RestoreIsa low(Isa::Avx2);  // a cap below avx512vnni: oneDNN
+    CHECK_FALSE(sk::dense_s8_on_sparse_kernel());
+    CHECK(impl(48, 36) == LinearImpl::DnnlU8S8);
+  }
+  setenv("SPINEL_DENSE_S8", "dnnl", 1);
+  CHECK(sk::dense_s8_mode() == DenseS8Mode::Dnnl);
+  CHECK(impl(48, 36) == LinearImpl::DnnlU8S8);
+  setenv("SPINEL_DENSE_S8", "amx", 1);
+  CHECK(sk::dense_s8_mode() == DenseS8Mode::Amx);
+  CHECK(impl(48, 36) == LinearImpl::DnnlU8S8);
+  setenv("SPINEL_DENSE_S8", "sparse", 1);
+  CHECK(sk::dense_s8_mode() == DenseS8Mode::Sparse);
+  CHECK(impl(48, 36) == LinearImpl::SparseU8S8);
+  CHECK(sk::choose_linear(Precision::S8Dense, -1, w8.data(), 48, 36).why.find("SPINEL_DENSE_S8=sparse") !=
+        std::string::npos);
+  {
+    RestoreIsa low(Isa::Scalar);  // forced: at any level
+    CHECK(impl(48, 36) == LinearImpl::SparseU8S8);
+  }
+  // The sparse kernel packs K and N in multiples of 4: other shapes stay on oneDNN.
+  CHECK(impl(47, 36) == LinearImpl::DnnlU8S8);
+  CHECK(impl(48, 34) == LinearImpl::DnnlU8S8);
+  CHECK(impl(0, 0) == LinearImpl::DnnlU8S8);
+  // Stored block-sparse layers and F32 ones do not listen.
+  CHECK(sk::choose_linear(Precision::S8Sparse, 0.9, w8.data(), 48, 36).impl == LinearImpl::SparseU8S8);
+  setenv("SPINEL_DENSE_S8", "dnnl", 1);
+  if (!(sk::cpu_has_amx_int8() && sk::active_isa() == Isa::Avx512Vnni))
+    CHECK(sk::choose_linear(Precision::S8Sparse, 0.1, w8.data(), 48, 36).impl == LinearImpl::SparseU8S8);
+  setenv("SPINEL_DENSE_S8", "bogus", 1);  // warns once, means auto
+  CHECK(sk::dense_s8_mode() == DenseS8Mode::Auto);
+  unsetenv("SPINEL_DENSE_S8");
+}
+
 TEST_CASE("chain_linears: FFN-shaped pairs only, one link at a time") {
   // Three sparse INT8 Linears in a row, v0 -> A -> v1 -> B -> v2 -> C -> v3;
   // A has GELU, B and C none, no residuals.
@@ -1849,8 +1901,15 @@ TEST_CASE("chain_linears: FFN-shaped pairs only, one link at a time") {
   h = g;
   h.ops[0].act = Activation::None;  // B -> C may now link instead
   h.ops[0].precision = Precision::S8Dense;
+  setenv("SPINEL_DENSE_S8", "dnnl", 1);  // A on oneDNN
   CHECK_FALSE(sk::chain_linears(h, 0));
   CHECK(sk::chain_linears(h, 1));
+  setenv("SPINEL_DENSE_S8", "sparse", 1);  // A on the sparse kernel, every block kept: it links
+  CHECK(sk::chain_linears(h, 0));
+  CHECK_FALSE(sk::chain_linears(h, 1));
+  h.values[1].width = 62;  // (A's output, B's input) not a multiple of 4: oneDNN's again
+  CHECK_FALSE(sk::chain_linears(h, 0));
+  unsetenv("SPINEL_DENSE_S8");
   RestoreIsa low(Isa::Avx2);
   CHECK_FALSE(sk::chain_linears(g, 0));
 }

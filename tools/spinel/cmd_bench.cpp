@@ -572,6 +572,7 @@ int cmd_bench(int argc, char** argv) {
       j.field("detected_isa", cpu.detected_isa);
       j.field("active_isa", cpu.active_isa);
       j.field("amx_int8", cpu.amx_int8);
+      j.field("dense_int8_on_sparse", cpu.dense_int8_on_sparse);
       j.field("sparse_int8_kernel", cpu.sparse_int8_kernel);
       j.field("f32_row_kernels", cpu.f32_row_kernels);
       j.field("int8_attention", cpu.int8_attention.empty() ? std::string("f32") : cpu.int8_attention);

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cstdio>
 #include <string>
 
@@ -66,6 +67,7 @@ std::string op_precision(const Op& op, const OpKernel& k) {
     std::snprintf(buf, sizeof buf, " %.1f%%", 100 * block_sparsity(op));
     p += buf;
   }
+  if (op.precision == Precision::S8Dense && runs_here(op, k) != precision_name(op.precision)) p += " (sparse here)";
   if (op.precision == Precision::S8Sparse) {
     p += " " + num(100 * block_sparsity(op)) + "%";
     if (runs_here(op, k) != precision_name(op.precision)) p += " (dense here, AMX)";
@@ -177,6 +179,7 @@ int cmd_inspect(int argc, char** argv) {
       o += "],\"cpu\":{\"detected_isa\":" + json::quote(cpu.detected_isa) +
            ",\"active_isa\":" + json::quote(cpu.active_isa) +
            ",\"amx_int8\":" + (cpu.amx_int8 ? "true" : "false") +
+           ",\"dense_int8_on_sparse\":" + (cpu.dense_int8_on_sparse ? "true" : "false") +
            ",\"sparse_int8_kernel\":" + json::quote(cpu.sparse_int8_kernel) +
            ",\"f32_row_kernels\":" + json::quote(cpu.f32_row_kernels) +
            ",\"int8_attention\":" + json::quote(cpu.int8_attention.empty() ? "f32" : cpu.int8_attention) +
@@ -240,13 +243,21 @@ int cmd_inspect(int argc, char** argv) {
                   " (SPINEL_ATTENTION=f32: off)";
     std::printf("kernels here   %s; sparse INT8 %s, f32 rows %s%s%s\n", isa.c_str(),
                 cpu.sparse_int8_kernel.c_str(), cpu.f32_row_kernels.c_str(),
-                cpu.amx_int8 ? "; AMX-INT8 for dense INT8 (amx_u8s8_dense; SPINEL_DENSE_S8=dnnl: oneDNN)" : "",
+                cpu.amx_int8 && !cpu.dense_int8_on_sparse
+                    ? "; AMX-INT8 for dense INT8 (amx_u8s8_dense; SPINEL_DENSE_S8=dnnl: oneDNN)"
+                : cpu.dense_int8_on_sparse
+                    ? "; dense INT8 on the sparse kernel too, every block kept (SPINEL_DENSE_S8=dnnl: oneDNN)"
+                    : "",
                 attn.c_str());
     std::string outs = "last_hidden_state";
     for (const GraphOutput& go : m->graph().outputs) outs += ", " + go.name;
     std::printf("outputs        %s; default pooling %s%s\n\n", outs.c_str(), c.default_pool.c_str(),
                 c.normalize ? " + L2 normalize" : "");
-    std::printf("%-4s %-10s %-40s %-16s %-30s %s\n", "#", "op", "name", "precision", "kernel here",
+    // The precision column as wide as its widest entry (" (sparse here)" and the like).
+    int prec_w = 16;
+    for (size_t i = 0; i < m->graph().ops.size(); ++i)
+      prec_w = std::max(prec_w, static_cast<int>(op_precision(m->graph().ops[i], kernels[i]).size()));
+    std::printf("%-4s %-10s %-40s %-*s %-30s %s\n", "#", "op", "name", prec_w, "precision", "kernel here",
                 "detail");
     for (size_t i = 0; i < m->graph().ops.size(); ++i) {
       const Op& op = m->graph().ops[i];
@@ -275,7 +286,7 @@ int cmd_inspect(int argc, char** argv) {
         detail += " => #" + std::to_string(i + 1) + " (quantized for it)";
       // GELU as the coarse polynomial: the output only feeds 8-bit quantization.
       if (kernels[i].why.find("GELU to 2e-5") != std::string::npos) detail += " (GELU to 2e-5)";
-      std::printf("%-4zu %-10s %-40s %-16s %-30s %s\n", i, op_kind_name(op.kind), name.c_str(),
+      std::printf("%-4zu %-10s %-40s %-*s %-30s %s\n", i, op_kind_name(op.kind), name.c_str(), prec_w,
                   op_precision(op, kernels[i]).c_str(), kernels[i].kernel.c_str(), detail.c_str());
     }
     if (args.has("tensors")) {
