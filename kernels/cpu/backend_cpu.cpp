@@ -262,14 +262,12 @@ class AttentionCpu : public OpImpl {
     const int64_t hd = io.out_width / op.num_heads;
     const size_t need = k::attention_scratch_floats(ctx.batch.max_len, op.num_heads, hd);
     float* scratch = ctx.ws.get<float>(kAttentionScratch, need);
-    const bool panels = st.qkv_panels && !ctx.keep_values;
-    if (panels) {
-      int64_t* tag = ctx.ws.get<int64_t>(kPanelTag, 2);
-      if (tag[0] != io.in_rows || tag[1] != io.in_width || ctx.batch.seq_offsets[ctx.batch.num_seqs] != io.in_rows)
-        throw std::logic_error("internal error: attention '" + op.name +
-                               "' expected Q, K and V in head panels, which its Linear did not write");
-      tag[0] = tag[1] = -1;
-    }
+    // Head panels when its Linear says it wrote them (a dense layer on the
+    // sparse kernel writes token rows for short runs).
+    const bool panels = st.qkv_panels && !ctx.keep_values && take_tag(ctx, kPanelTag, io.in_rows, io.in_width);
+    if (panels && ctx.batch.seq_offsets[ctx.batch.num_seqs] != io.in_rows)
+      throw std::logic_error("internal error: attention '" + op.name + "' got Q, K and V in head panels of " +
+                             std::to_string(io.in_rows) + " rows for a batch of another size");
     const bool bf16 = st.qkv_bf16 && take_tag(ctx, kBf16Tag, io.in_rows, io.in_width);
     if (bf16 && ctx.keep_values)
       throw std::logic_error("internal error: attention '" + op.name + "' got BF16 Q, K and V in an observed run");
@@ -362,6 +360,12 @@ struct LinearState : PreparedOp {
   std::unique_ptr<k::DenseLinearF32> f32;
   std::unique_ptr<k::DenseLinearU8S8> s8_dense;
   std::unique_ptr<k::PackedS8Sparse> s8_sparse;
+  // A dense layer on the sparse kernel (select.h dense_s8_mode) has both:
+  // runs of short sequences (kDenseOnSparseMinTokens) take s8_dense. With
+  // chain_out or chain_in, whether the pair has such a layer: in those runs
+  // the first then quantizes the second's input on its threads instead
+  // (next_in_scale; as for linear_quantizes_next).
+  bool dense_for_short = false, chain_has_dense = false;
   std::unique_ptr<k::PackedF32Sparse> f32_sparse;
   std::string kernel_name;
   size_t packed_bytes = 0;
@@ -371,6 +375,9 @@ struct LinearState : PreparedOp {
     if (chain_out) w += "; output passed to the next Linear in the kernel's layout";
     if (chain_in) w += "; input from the previous Linear in the kernel's layout";
     if (gelu_coarse) w += "; GELU to 2e-5 (its output is only quantized to 8 bits next)";
+    if (dense_for_short)
+      w += "; sequences of fewer than " + std::to_string(k::kDenseOnSparseMinTokens) + " tokens on " +
+           s8_dense->kernel_name() + " (token rows; a chain passes quantized rows instead)";
     if (head_panel > 0) w += "; output in head panels for attention";
     if (bf16_rows) w += "; output in BF16 for the BF16 attention";
     if (k_pairs) w += "; K as BF16 pair words for the BF16 attention";
@@ -474,6 +481,15 @@ class LinearCpu : public OpImpl {
         }
         st->packed_bytes = p.group_ptr.size() * 4 + p.kidx.size() * 4 + p.koff64.size() * 4 + p.koff8.size() * 2 +
                            p.w.size() + p.w16.size() * 2 + p.wsum.size() * 4 + p.scale_w.size() * 4;
+        if (op.precision == Precision::S8Dense) {
+          st->s8_dense = std::make_unique<k::DenseLinearU8S8>(w8, K, N, a.weights.get<float>(slot::kWeightScale), bias);
+          st->dense_for_short = true;
+          st->packed_bytes += static_cast<size_t>(K * N);
+        }
+        if (const int64_t i = op_index(a); i >= 0 && (st->chain_out || st->chain_in)) {
+          const Op& partner = a.graph.ops[static_cast<size_t>(st->chain_out ? i + 1 : i - 1)];
+          st->chain_has_dense = op.precision == Precision::S8Dense || partner.precision == Precision::S8Dense;
+        }
         break;
       }
       case k::LinearImpl::DnnlU8S8:
@@ -527,7 +543,17 @@ class LinearCpu : public OpImpl {
     // one token vector would write and convert 4x the values (measured on
     // BERT-base 90% INT8: 12% slower at 16 tokens chained, equal at 24, 4-13%
     // faster from 32). Both Linears of a pair see the same T.
-    const bool chain_ok = !ctx.keep_values && T > kChainMinTokens;
+    // A dense layer on the sparse kernel runs short inputs on its dense one
+    // (select.h kDenseOnSparseMinTokens): sparse is then null. (Every Linear
+    // of a run sees the same batch: both ends of a chain agree.)
+    const bool short_run = T < k::kDenseOnSparseMinTokens || ctx.batch.max_len < k::kDenseOnSparseMinTokens;
+    const k::PackedS8Sparse* sparse = st.dense_for_short && short_run ? nullptr : st.s8_sparse.get();
+    // A chain with such a layer links by quantized token rows instead then
+    // (as linear_quantizes_next does for dense pairs).
+    const bool pair_short = st.chain_has_dense && short_run;
+    const bool chain_ok = !ctx.keep_values && T > kChainMinTokens && !pair_short;
+    const bool quant_from_prev = st.quant_from_prev || (st.chain_in && pair_short);
+    const bool quant_next_wanted = st.quant_next || (st.chain_out && pair_short);
     const bool chain_in = st.chain_in && chain_ok;
     const bool chain_out = st.chain_out && chain_ok;
     const size_t blocked = static_cast<size_t>((T + 63) / 64 * 64);
@@ -535,7 +561,7 @@ class LinearCpu : public OpImpl {
     // sparse_quantizes_in_kernel): token rows with a per-token dynamic
     // scale, or the chain's blocked output; not for a chain's first Linear
     // (spmm_u8s8_to_blocked takes u8).
-    const bool in_kernel = st.s8_sparse && st.quant_in_kernel && !chain_out;
+    const bool in_kernel = sparse && st.quant_in_kernel && !chain_out;
     bool f32_rows = false, f32_blocked = false;
     uint8_t* xq = nullptr;
     if (chain_in) {
@@ -554,10 +580,10 @@ class LinearCpu : public OpImpl {
         k::quantize_blocked_u8(ctx.ws.get<float>(kChainF32, blocked * static_cast<size_t>(K)), T, K,
                                ctx.ws.get<k::BlockedRange>(kChainRange, nr), xq, xs, xz);
       }
-    } else if ((st.quant_from_prev || st.quant_from_ln) && !ctx.keep_values) {
+    } else if ((quant_from_prev || st.quant_from_ln) && !ctx.keep_values) {
       // Quantized by the op before it: the Linear (linear_quantizes_next) or
       // the LayerNorm (layernorm_quantizes_next), whose tag says for what.
-      const bool lin = st.quant_from_prev;
+      const bool lin = quant_from_prev;
       int64_t* tag = ctx.ws.get<int64_t>(lin ? kLinQuantTag : kLnQuantTag, 2);
       if (tag[0] != T || tag[1] != K)
         throw std::logic_error("internal error: Linear '" + op.name + "' expected its input quantized by the " +
@@ -580,7 +606,7 @@ class LinearCpu : public OpImpl {
       // (Never also chain_in: chain_linears links one pair at a time.)
       float* yb = ctx.ws.get<float>(kChainF32, blocked * static_cast<size_t>(N));
       const auto nr = static_cast<size_t>(k::spmm_u8s8_blocked_ranges(N, T));
-      k::spmm_u8s8_to_blocked(*st.s8_sparse, xq, T, K, xs, xz, op.act == Activation::GeluErf, yb,
+      k::spmm_u8s8_to_blocked(*sparse, xq, T, K, xs, xz, op.act == Activation::GeluErf, yb,
                               ctx.ws.get<k::BlockedRange>(kChainRange, nr), st.next_in_scale,
                               st.gelu_coarse);
       int64_t* tag = ctx.ws.get<int64_t>(kChainTag, 2);
@@ -597,15 +623,13 @@ class LinearCpu : public OpImpl {
     ep.residual = after ? nullptr : io.in1;
     // (select.h qkv_head_panel rules out a chain input, an activation and a
     // residual: the Attention reading this asks the same two questions.)
-    const bool panels = st.head_panel > 0 && !ctx.keep_values;
-    if (panels) {
-      int64_t* tag = ctx.ws.get<int64_t>(kPanelTag, 2);
-      tag[0] = T;
-      tag[1] = N;
-    }
+    const bool panels = st.head_panel > 0 && !ctx.keep_values && sparse;
+    if (st.head_panel > 0) set_tag(ctx, kPanelTag, panels, T, N);
     // BF16 for the Attention, token rows or panels (select.h qkv_bf16_rows
     // rules out a residual and an activation); it reads the tag either way.
-    const bool bf16 = st.bf16_rows && !ctx.keep_values;
+    const bool bf16 = !ctx.keep_values && (st.dense_for_short && !sparse
+                                               ? st.bf16_reader && st.s8_dense->writes_bf16()
+                                               : st.bf16_rows);
     ep.out_bf16 = bf16;
     if (st.bf16_reader) set_tag(ctx, kBf16Tag, bf16, T, N);
     // K's and V's panels as pair words (select.h qkv_k_pairs), each said by
@@ -644,10 +668,11 @@ class LinearCpu : public OpImpl {
     const k::RowsDone* done = ln && !on_input ? &rows_done : nullptr;
     // Or its rows quantized for the next Linear (select.h
     // linear_quantizes_next: no LayerNorm, panels or chain here then).
-    const bool quant_next = st.quant_next && !ctx.keep_values && !after;
-    if (st.quant_next && !ctx.keep_values && (!quant_next || ln || panels))
+    const bool quant_next = quant_next_wanted && !ctx.keep_values && !after;
+    if (quant_next_wanted && !ctx.keep_values && (!quant_next || ln || panels))
       throw std::logic_error("internal error: Linear '" + op.name + "' cannot quantize the next Linear's input");
-    QuantizeRows q_rows{out, N, st.quant_next_scale, nullptr, nullptr, nullptr};
+    const float* next_scale = st.quant_next ? st.quant_next_scale : st.next_in_scale;
+    QuantizeRows q_rows{out, N, next_scale, nullptr, nullptr, nullptr};
     const k::RowsDone quant_done{&QuantizeRows::run, &q_rows, k::rows_per_task(N)};
     // (The dense kernel takes them as QuantOut: where its threads hold whole
     // rows it quantizes them without writing this layer's f32 output.)
@@ -656,22 +681,22 @@ class LinearCpu : public OpImpl {
       q_rows.xq = ctx.ws.get<uint8_t>(kLinQX, static_cast<size_t>(T * N));
       q_rows.scale = ctx.ws.get<float>(kLinQScale, static_cast<size_t>(T));
       q_rows.zp = ctx.ws.get<int32_t>(kLinQZp, static_cast<size_t>(T));
-      q_out = {st.quant_next_scale, q_rows.xq, q_rows.scale, q_rows.zp};
-      if (!st.s8_dense) done = &quant_done;
+      q_out = {next_scale, q_rows.xq, q_rows.scale, q_rows.zp};
+      if (sparse) done = &quant_done;
     }
     if (f32_rows)
-      k::spmm_u8s8_f32in(*st.s8_sparse, io.in0, T, K, st.in_scale, ep, out, N, panels ? st.head_panel : 0, done);
+      k::spmm_u8s8_f32in(*sparse, io.in0, T, K, st.in_scale, ep, out, N, panels ? st.head_panel : 0, done);
     else if (f32_blocked)
       k::spmm_u8s8_from_blocked_f32(
-          *st.s8_sparse, ctx.ws.get<float>(kChainF32, blocked * static_cast<size_t>(K)),
+          *sparse, ctx.ws.get<float>(kChainF32, blocked * static_cast<size_t>(K)),
           ctx.ws.get<k::BlockedRange>(kChainRange, static_cast<size_t>(k::spmm_u8s8_blocked_ranges(K, T))), T,
           ep, out, N, done);
     else if (panels)
-      k::spmm_u8s8_panels(*st.s8_sparse, xq, T, K, xs, xz, ep, out, st.head_panel);
+      k::spmm_u8s8_panels(*sparse, xq, T, K, xs, xz, ep, out, st.head_panel);
     else if (chain_in)
-      k::spmm_u8s8_from_blocked(*st.s8_sparse, xq, T, xs, xz, ep, out, N, done);
-    else if (st.s8_sparse)
-      k::spmm_u8s8(*st.s8_sparse, xq, T, K, xs, xz, ep, out, N, done);
+      k::spmm_u8s8_from_blocked(*sparse, xq, T, xs, xz, ep, out, N, done);
+    else if (sparse)
+      k::spmm_u8s8(*sparse, xq, T, K, xs, xz, ep, out, N, done);
     else  // (with ep.out_bf16: T x N 16-bit values in the f32 output's buffer)
       st.s8_dense->run(xq, T, K, xs, xz, ep, out, N, done, quant_next ? &q_out : nullptr);
     if (on_input) k::qgemm_detail::rows_done_all(rows_done, 0, T);

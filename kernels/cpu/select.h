@@ -94,6 +94,16 @@ LinearChoice choose_linear(Precision precision, double block_sparsity, const int
 // "amx": the AMX kernel where usable, else oneDNN; "dnnl": oneDNN; "sparse":
 // the block-sparse kernel at any level (A/B runs, tests). Other values warn
 // once and mean auto.
+// Runs whose longest sequence (or whose row count) is under
+// kDenseOnSparseMinTokens keep the dense kernel even then (both are
+// prepared; the same bits either way): what the sparse kernel brings is the
+// fusions around the attention, which grow with the sequences, while alone
+// it is slower. On Zen 4 the dense MiniLM, against oneDNN throughout:
+// sequences of 16 tokens 0.59x single-stream and 0.93x in batches of 8,
+// 32 tokens 0.89x / 1.00x, 64 tokens 1.05x / 1.07x (bench/RESULTS.md). The
+// CPU backend then writes token rows instead of head panels, and no Linear
+// chain links the layer.
+constexpr int64_t kDenseOnSparseMinTokens = 64;
 enum class DenseS8Mode { Auto, Amx, Dnnl, Sparse };
 DenseS8Mode dense_s8_mode();
 // Dense INT8 layers run the block-sparse kernel here (the above, resolved).

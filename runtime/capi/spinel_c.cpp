@@ -431,6 +431,7 @@ spinel_status_t spinel_model_kernels(spinel_model_t model, const char* backend, 
                     ",\"cpu\":{\"detected_isa\":" + js::quote(cpu.detected_isa) +
                     ",\"active_isa\":" + js::quote(cpu.active_isa) +
                     ",\"amx_int8\":" + (cpu.amx_int8 ? "true" : "false") +
+                    ",\"dense_int8_on_sparse\":" + (cpu.dense_int8_on_sparse ? "true" : "false") +
                     ",\"omp_spin_policy\":" + js::quote(cpu.omp_spin_policy) + "},\"ops\":[";
     for (size_t i = 0; i < ops.size(); ++i)
       o += std::string(i ? "," : "") + "{\"index\":" + std::to_string(ops[i].op_index) +

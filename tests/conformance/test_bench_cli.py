@@ -83,6 +83,7 @@ def check_schema(r):
         expect(m, k, str, "machine")
     assert expect(m, "cores", int, "machine") == CORES
     expect(m, "amx_int8", bool, "machine")
+    expect(m, "dense_int8_on_sparse", bool, "machine")
     assert expect(m, "int8_attention", str, "machine") in ("amx_bf16", "avx512_bf16", "f32")
     expect(m, "load_average_1min", (float, int, None), "machine")
     mo = expect(r, "model", dict, "report")

@@ -869,6 +869,8 @@ void s8_sweep(Precision p) {
     shapes.push_back({131, 17, 33});
   }
   if (kSanitized) shapes = {{1, 4, 4}, {3, 12, 8}, {17, 36, 20}, {17, 384, 384}};
+  // (Dense layers on the sparse kernel take it from 64 tokens: select.h kDenseOnSparseMinTokens.)
+  if (kSanitized && p == Precision::S8Dense) shapes.push_back({64, 36, 20});
   const Activation acts[] = {Activation::None, Activation::GeluErf, Activation::GeluTanh,
                              Activation::Tanh};
   int i = 0;
