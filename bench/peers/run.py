@@ -777,9 +777,10 @@ NOTES = [
     "1 instance x the same threads, synthetic ids of the same length, no Python, no LoadGen): its figures should "
     "agree with the LoadGen row above it within noise. Its Server search batches dynamically (max wait 2 ms).",
     "- MiniLM (and the unpruned BERT-base) is dense: its \"spinel INT8 sparse\" runs every Linear on the dense "
-    "INT8 kernel (spinel's AMX-INT8 kernel where the CPU has AMX, else oneDNN u8s8; on a CPU without VNNI spinel "
-    "splits each u8 input into two exact products, twice the dense work), so spinel FP32 is spinel's faster row "
-    "for it on such a CPU.",
+    "INT8 kernel (spinel's AMX-INT8 kernel where the CPU has AMX; the block-sparse kernel with every block kept "
+    "on AMD's AVX-512 VNNI cores, for sequences of 64 tokens and more; else oneDNN u8s8; on a CPU without VNNI "
+    "spinel splits each u8 input into two exact products, twice the dense work), so spinel FP32 is spinel's "
+    "faster row for it on such a CPU.",
     "- PyTorch is Debian's torch 1.13 (what .venv has) with Debian's OpenBLAS 0.3.21 (pthread) loaded in place "
     "of the reference libblas.so.3 it links (a 15x faster sgemm here); PyPI's torch uses MKL and may be faster.",
     "- DeepSparse runs FP32 only: its INT8 needs a model quantized with its own recipe (SparseML), not a QDQ "
