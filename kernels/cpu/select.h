@@ -74,9 +74,9 @@ struct LinearChoice {
 // [K, N], for F32 layers; F32 without either counts as dense).
 //   F32 -> SparseF32 if the block sparsity is >= kCrossoverF32 (or
 //          SPINEL_F32_SPARSE says so), else DnnlF32;
-//   S8Dense -> SparseU8S8 where dense_s8_mode() says so and K and N (the
-//              weight's) are multiples of 4 (every block kept), else DnnlU8S8 (oneDNN's matmul or our AMX kernel:
-//              qgemm.h DenseLinearU8S8);
+//   S8Dense -> SparseU8S8 where dense_s8_mode() says so and the weight's K
+//              and N are multiples of 4 (every block kept), else DnnlU8S8
+//              (oneDNN's matmul or our AMX kernel: DenseLinearU8S8);
 //   S8Sparse -> SparseU8S8, unless AMX-INT8 is usable at the active level and
 //               the sparsity is below kCrossoverAmx (then DnnlU8S8); an ISA
 //               cap below AVX-512 VNNI asks for that level's sparse kernel.
@@ -89,8 +89,9 @@ LinearChoice choose_linear(Precision precision, double block_sparsity, const int
 // every block kept, where cpu_vnni_unpacks_free() at that level (AMD Zen 4:
 // its inner loop at the VNNI peak; alone 5-18% slower than oneDNN's u8s8
 // at 0% sparsity, but its fusions, the FFN chain, BF16 QKV panels and the
-// LayerNorm on its threads, made the dense MiniLM 1.08x and BERT-base
-// 1.06-1.11x faster end to end, bench/RESULTS.md); else oneDNN's matmul.
+// LayerNorm on its threads, made the dense MiniLM 1.03-1.11x (single
+// queries) and 1.05-1.16x (batches of 8) faster from 64 tokens, BERT-base
+// 1.05x / 1.10x at 128, bench/RESULTS.md); else oneDNN's matmul.
 // "amx": the AMX kernel where usable, else oneDNN; "dnnl": oneDNN; "sparse":
 // the block-sparse kernel at any level (A/B runs, tests). Other values warn
 // once and mean auto.
@@ -101,8 +102,9 @@ LinearChoice choose_linear(Precision precision, double block_sparsity, const int
 // it is slower. On Zen 4 the dense MiniLM, against oneDNN throughout:
 // sequences of 16 tokens 0.59x single-stream and 0.93x in batches of 8,
 // 32 tokens 0.89x / 1.00x, 64 tokens 1.05x / 1.07x (bench/RESULTS.md). The
-// CPU backend then writes token rows instead of head panels, and no Linear
-// chain links the layer.
+// CPU backend then writes token rows instead of head panels, and a Linear
+// chain with such a layer passes quantized token rows instead (as
+// linear_quantizes_next does for dense pairs).
 constexpr int64_t kDenseOnSparseMinTokens = 64;
 enum class DenseS8Mode { Auto, Amx, Dnnl, Sparse };
 DenseS8Mode dense_s8_mode();

@@ -1845,6 +1845,8 @@ TEST_CASE("Dense INT8 layers: oneDNN, our AMX kernel or the block-sparse kernel 
   CHECK(impl(0, 0) == LinearImpl::DnnlU8S8);
   // Stored block-sparse layers and F32 ones do not listen.
   CHECK(sk::choose_linear(Precision::S8Sparse, 0.9, w8.data(), 48, 36).impl == LinearImpl::SparseU8S8);
+  unsetenv("SPINEL_F32_SPARSE");
+  CHECK(sk::choose_linear(Precision::F32, 0.0, nullptr, 48, 36).impl == LinearImpl::DnnlF32);
   setenv("SPINEL_DENSE_S8", "dnnl", 1);
   if (!(sk::cpu_has_amx_int8() && sk::active_isa() == Isa::Avx512Vnni))
     CHECK(sk::choose_linear(Precision::S8Sparse, 0.1, w8.data(), 48, 36).impl == LinearImpl::SparseU8S8);
